@@ -1,0 +1,157 @@
+"""What CfC and LTC share: the sequence loop with per-sample, per-step time spans, the optional
+memory cell, and the streaming interface (`initial_state`, `step`) backed by a fused kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .lstm import LSTMCell
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def normalize_timespans(
+    timespans: Any, batch: int, seq: int, batch_first: bool, batched: bool, like: torch.Tensor
+) -> torch.Tensor | None:
+    """Time spans as a (seq, batch, 1) tensor, or None for the regular 1.0 of ncps.
+
+    Accepts a number, or a tensor shaped (batch, seq), (batch, seq, 1), (seq,) or (seq, 1) for
+    unbatched input; time-major when `batch_first` is False. Unlike ncps 1.0.1 (which squeezes the
+    span to (batch,) and broadcasts it across neurons), each sample keeps its own span.
+    """
+    if timespans is None:
+        return None
+    ts = torch.as_tensor(timespans, dtype=like.dtype, device=like.device)
+    if ts.dim() == 0:
+        return ts.expand(seq, batch, 1)
+    if not batched:
+        ts, batch_first = ts.reshape(1, -1), True
+    if ts.dim() == 3:
+        if ts.shape[-1] != 1:
+            raise ValueError(f"timespans with 3 dimensions must end in 1, got {tuple(ts.shape)}")
+        ts = ts[..., 0]
+    if ts.dim() != 2:
+        raise ValueError(f"timespans must be (batch, time) or (batch, time, 1), got {tuple(ts.shape)}")
+    if not batch_first:
+        ts = ts.transpose(0, 1)
+    if tuple(ts.shape) != (batch, seq):
+        raise ValueError(
+            f"timespans shape {tuple(ts.shape)} does not match the input's (batch, time) = "
+            f"({batch}, {seq})"
+        )
+    return ts.transpose(0, 1).unsqueeze(-1)
+
+
+class LiquidRNN(nn.Module):
+    """Base of CfC and LTC: sequence forward as in ncps, plus a fused streaming step."""
+
+    state_size: int
+    output_size: int
+    use_mixed: bool
+    batch_first: bool
+    return_sequences: bool
+
+    def _init_memory(self, input_size: int, mixed_memory: bool) -> None:
+        self.use_mixed = mixed_memory
+        if mixed_memory:
+            self.lstm = LSTMCell(input_size, self.state_size)
+        self._fused = None
+        self._fused_key: tuple | None = None
+
+    # --- training path ---------------------------------------------------------------------
+    def _cell(self, x: torch.Tensor, h: torch.Tensor, ts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _readout(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+    def forward(
+        self, input: torch.Tensor, hx: State | None = None, timespans: Any = None
+    ) -> tuple[torch.Tensor, State]:
+        """input (batch, time, features) when batch_first, else (time, batch, features); or
+        (time, features) unbatched. Returns (outputs, final state) as ncps does."""
+        batched = input.dim() == 3
+        if input.dim() not in (2, 3):
+            raise ValueError(f"input must be 2-D or 3-D, got shape {tuple(input.shape)}")
+        batch_dim, seq_dim = (0, 1) if self.batch_first else (1, 0)
+        if not batched:
+            input = input.unsqueeze(batch_dim)
+        batch, seq = input.size(batch_dim), input.size(seq_dim)
+        if seq == 0:
+            raise ValueError("input has no time steps")
+        ts_all = normalize_timespans(timespans, batch, seq, self.batch_first, batched, input)
+        h, c = self._initial_hx(hx, batch, batched, input)
+
+        outputs = []
+        out = None
+        for t in range(seq):
+            x = input[:, t] if self.batch_first else input[t]
+            ts = 1.0 if ts_all is None else ts_all[t]
+            if self.use_mixed:
+                h, c = self.lstm(x, (h, c))
+            out, h = self._cell(x, h, ts)
+            if self.return_sequences:
+                outputs.append(self._readout(out))
+        readout = (
+            torch.stack(outputs, dim=1 if self.batch_first else 0)
+            if self.return_sequences
+            else self._readout(out)
+        )
+        if not batched:
+            readout = readout.squeeze(batch_dim)
+            h = h[0]
+            c = c[0] if c is not None else None
+        return readout, ((h, c) if self.use_mixed else h)
+
+    def _initial_hx(self, hx: State | None, batch: int, batched: bool, like: torch.Tensor):
+        if hx is None:
+            zeros = torch.zeros((batch, self.state_size), device=like.device, dtype=like.dtype)
+            return zeros, (torch.zeros_like(zeros) if self.use_mixed else None)
+        if self.use_mixed:
+            if isinstance(hx, torch.Tensor):
+                raise ValueError("a network with mixed_memory=True takes its state as a tuple (h, c)")
+            h, c = hx
+        else:
+            h, c = hx, None
+        want = 2 if batched else 1
+        if h.dim() != want:
+            raise ValueError(f"state must be {want}-D for this input, got {h.dim()}-D")
+        if not batched:
+            h = h.unsqueeze(0)
+            c = c.unsqueeze(0) if c is not None else None
+        return h, c
+
+    # --- streaming path --------------------------------------------------------------------
+    def _build_fused(self):
+        raise NotImplementedError
+
+    def fused(self, refresh: bool = False):
+        """The fused inference kernel for the current weights.
+
+        Rebuilt when a weight changed in place (optimizer step, `load_state_dict`) or its storage
+        moved; after replacing a Parameter object itself, pass refresh=True.
+        """
+        if refresh or self._fused is None or self._weights_key() != self._fused_key:
+            self._tensors = list(self.state_dict(keep_vars=True).values())
+            self._fused = self._build_fused()
+            self._fused_key = self._weights_key()
+        return self._fused
+
+    def _weights_key(self) -> tuple:
+        tensors = getattr(self, "_tensors", None)
+        if tensors is None:
+            return ()
+        return tuple((t._version, t.data_ptr()) for t in tensors)
+
+    def initial_state(self) -> np.ndarray:
+        """A zero state for `step` (float64; holds h, then c when mixed_memory)."""
+        return self.fused().initial_state()
+
+    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """One streaming step at batch 1: (output, state). `state` is updated in place and returned;
+        the output array is reused by the next call (copy it to keep it)."""
+        return self.fused().step(x, state, dt)

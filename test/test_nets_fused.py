@@ -1,0 +1,97 @@
+"""The fused streaming step against the torch training path it is built from."""
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_control import nets
+
+TOL = 1e-5
+
+CASES = [
+    ("cfc", lambda: nets.CfC(6, nets.AutoNCP(19, 2, seed=3))),
+    ("cfc", lambda: nets.CfC(6, nets.AutoNCP(19, 2, seed=3), mode="pure")),
+    ("cfc", lambda: nets.CfC(6, nets.AutoNCP(19, 2, seed=3), mode="no_gate", mixed_memory=True)),
+    ("cfc", lambda: nets.CfC(6, nets.NCP(5, 4, 2, 3, 2, 3, 2), proj_size=4)),
+    ("cfc", lambda: nets.CfC(6, 10, backbone_layers=2, backbone_units=16, activation="tanh")),
+    ("cfc", lambda: nets.CfC(6, 10, backbone_layers=0, mode="pure", proj_size=1)),
+    ("cfc", lambda: nets.CfC(6, 10, mixed_memory=True, activation="gelu")),
+    ("ltc", lambda: nets.LTC(6, nets.AutoNCP(19, 2, seed=3))),
+    ("ltc", lambda: nets.LTC(6, nets.AutoNCP(19, 2, seed=3), implicit_param_constraints=False)),
+    ("ltc", lambda: nets.LTC(6, 8, mixed_memory=True, ode_unfolds=2, output_mapping="linear")),
+]
+
+
+def _stream(model, x, ts):
+    state = model.initial_state()
+    ys = []
+    for t in range(x.shape[0]):
+        y, state = model.step(x[t], state, float(ts[t]))
+        ys.append(y.copy())
+    return np.array(ys), state
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_fused_step_equals_training_path(index):
+    torch.manual_seed(index)
+    model = CASES[index][1]().eval()
+    rng = np.random.default_rng(index)
+    x = rng.normal(size=(60, 6)) * 1.5
+    ts = rng.uniform(0.002, 0.2, size=60)  # irregular, as camera and IMU interleave
+    ys, state = _stream(model, x, ts)
+    with torch.no_grad():
+        y_ref, h_ref = model(torch.tensor(x, dtype=torch.float32)[None],
+                             timespans=torch.tensor(ts, dtype=torch.float32)[None])
+    assert np.abs(ys - y_ref[0].numpy()).max() <= TOL
+    h_ref = torch.cat(h_ref, dim=1) if isinstance(h_ref, tuple) else h_ref
+    assert np.abs(state - h_ref[0].numpy()).max() <= TOL
+
+
+def test_fused_kernel_follows_weight_updates():
+    torch.manual_seed(0)
+    model = nets.CfC(3, nets.AutoNCP(10, 1, seed=1))
+    x = np.ones(3)
+    before, _ = model.step(x, model.initial_state(), 0.05)
+    before = before.copy()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    out, _ = model(torch.ones(1, 4, 3))
+    out.pow(2).sum().backward()
+    optimizer.step()
+    after, _ = model.step(x, model.initial_state(), 0.05)
+    with torch.no_grad():
+        ref, _ = model(torch.ones(1, 1, 3), timespans=torch.full((1, 1), 0.05))
+    assert abs(after[0] - before[0]) > 1e-4
+    assert abs(after[0] - ref.item()) <= TOL
+
+
+def test_load_state_dict_refreshes_the_kernel():
+    torch.manual_seed(0)
+    a, b = nets.LTC(3, 6), nets.LTC(3, 6)
+    x = np.array([0.5, -1.0, 2.0])
+    ya = a.step(x, a.initial_state(), 0.1)[0].copy()
+    b.step(x, b.initial_state(), 0.1)  # builds b's kernel from b's own weights
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_allclose(b.step(x, b.initial_state(), 0.1)[0], ya, atol=1e-12)
+
+
+@pytest.mark.parametrize("dt", [0.0, -0.01, float("nan"), float("inf")])
+def test_bad_dt_is_rejected(dt):
+    model = nets.CfC(3, 5)
+    with pytest.raises(ValueError, match="dt must be"):
+        model.step(np.zeros(3), model.initial_state(), dt)
+
+
+def test_bad_input_and_state_shapes_are_rejected():
+    model = nets.LTC(3, nets.AutoNCP(8, 1, seed=1))
+    with pytest.raises(ValueError, match=r"input must have shape \(3,\)"):
+        model.step(np.zeros(4), model.initial_state(), 0.1)
+    with pytest.raises(ValueError, match="state must be float64"):
+        model.step(np.zeros(3), np.zeros(7), 0.1)
+
+
+def test_step_does_not_allocate_a_new_state():
+    model = nets.CfC(3, nets.AutoNCP(10, 2, seed=1))
+    state = model.initial_state()
+    y1, s1 = model.step(np.ones(3), state, 0.01)
+    y2, s2 = model.step(np.ones(3), state, 0.01)
+    assert s1 is state and s2 is state and y1 is y2
