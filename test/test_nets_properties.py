@@ -97,7 +97,7 @@ def test_same_seed_same_network_and_outputs():
 
     (c1, l1), (c2, l2) = build(), build()
     for a, b in ((c1, c2), (l1, l2)):
-        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
             assert ka == kb and torch.equal(va, vb)
         x = torch.randn(1, 20, 6)
         ts = torch.rand(1, 20)

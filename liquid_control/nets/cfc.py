@@ -167,7 +167,7 @@ class WiredCfCCell(nn.Module):
         states = torch.split(hx, self.layer_sizes, dim=1)
         new_states = []
         h = input
-        for cell, state in zip(self._layers, states):
+        for cell, state in zip(self._layers, states, strict=True):
             h, _ = cell(h, state, ts)
             new_states.append(h)
         return h, torch.cat(new_states, dim=1)

@@ -1,0 +1,137 @@
+"""Sensor messages to arrays: camera images (any common encoding, row padding, byte order) and IMU
+samples. Works on any object with the message's fields, so rclpy messages and messages read from a
+bag (where `data` is a numpy array) take the same path. No ROS import here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from transforms3d.euler import quat2euler
+
+# encoding -> (channels, bytes per channel, channel order for RGB output)
+ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
+    "rgb8": (3, 1, (0, 1, 2)),
+    "bgr8": (3, 1, (2, 1, 0)),
+    "rgba8": (4, 1, (0, 1, 2)),
+    "bgra8": (4, 1, (2, 1, 0)),
+    "mono8": (1, 1, None),
+    "mono16": (1, 2, None),
+}
+
+IMU_FIELDS = (
+    "angular_velocity.x", "angular_velocity.y", "angular_velocity.z",
+    "linear_acceleration.x", "linear_acceleration.y", "linear_acceleration.z",
+    "orientation.roll", "orientation.pitch", "orientation.yaw",
+)
+
+
+class SensorError(ValueError):
+    """A sensor message that cannot be used; the message says what is wrong with it."""
+
+
+def _bytes_of(data: Any) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 else data.reshape(-1)
+    return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """A sensor_msgs/Image as an (height, width, 3) float32 RGB array in [0, 1].
+
+    Mono images are repeated over the three channels; mono16 is scaled by 1/65535. Row padding
+    (`step` > width * pixel size) is dropped; `is_bigendian` is honoured for 16-bit data.
+    """
+    encoding = str(msg.encoding).lower()
+    if encoding not in ENCODINGS:
+        raise SensorError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
+    channels, depth, order = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise SensorError(f"image has no pixels ({width}x{height})")
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise SensorError(f"image step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)")
+    data = _bytes_of(msg.data)
+    if data.size != step * height:
+        raise SensorError(f"image data has {data.size} bytes, expected step {step} x height {height} = {step * height}")
+    rows = data.reshape(height, step)[:, :row_bytes]
+    if depth == 1:
+        pixels = rows.reshape(height, width, channels).astype(np.float32) * (1.0 / 255.0)
+    else:
+        dtype = ">u2" if msg.is_bigendian else "<u2"
+        pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels).astype(np.float32)
+        pixels *= 1.0 / 65535.0
+    if order is None:
+        return np.repeat(pixels, 3, axis=2)
+    return pixels[:, :, list(order)]
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize an (h, w, c) image by area averaging (downscale) or bilinear sampling (upscale)."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    return _resize_axis(_resize_axis(image, height, axis=0), width, axis=1)
+
+
+def _resize_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+    n = image.shape[axis]
+    if n == size:
+        return image
+    if size < n:
+        # Area average: each output pixel is the mean over its span of input pixels (fractional
+        # overlaps weighted), computed from cumulative sums.
+        edges = np.linspace(0.0, n, size + 1)
+        cum = np.concatenate([np.zeros_like(np.take(image, [0], axis=axis)),
+                              np.cumsum(image, axis=axis, dtype=np.float64)], axis=axis)
+
+        def at(pos: np.ndarray) -> np.ndarray:
+            lo = np.floor(pos).astype(int)
+            frac = pos - lo
+            hi = np.minimum(lo + 1, n)
+            shape = [1] * image.ndim
+            shape[axis] = -1
+            frac = frac.reshape(shape)
+            return np.take(cum, lo, axis=axis) * (1 - frac) + np.take(cum, hi, axis=axis) * frac
+
+        widths = np.diff(edges).reshape([-1 if i == axis else 1 for i in range(image.ndim)])
+        return ((at(edges[1:]) - at(edges[:-1])) / widths).astype(np.float32)
+    centers = (np.arange(size) + 0.5) * n / size - 0.5
+    lo = np.clip(np.floor(centers).astype(int), 0, n - 1)
+    hi = np.clip(lo + 1, 0, n - 1)
+    frac = np.clip(centers - lo, 0.0, 1.0).reshape([-1 if i == axis else 1 for i in range(image.ndim)])
+    return (np.take(image, lo, axis=axis) * (1 - frac) + np.take(image, hi, axis=axis) * frac).astype(np.float32)
+
+
+def stamp_to_seconds(stamp: Any) -> float:
+    """builtin_interfaces/Time (sec, nanosec) as float seconds."""
+    return int(stamp.sec) + int(stamp.nanosec) * 1e-9
+
+
+def imu_to_array(msg: Any) -> np.ndarray:
+    """A sensor_msgs/Imu as the 9 values of IMU_FIELDS (rad/s, m/s^2, rad).
+
+    Orientation is used only when the message says it is valid (REP 145:
+    orientation_covariance[0] == -1 means no orientation); otherwise those three entries are NaN
+    so a consumer must decide what to do rather than read a silent zero.
+    """
+    av, la = msg.angular_velocity, msg.linear_acceleration
+    values = [av.x, av.y, av.z, la.x, la.y, la.z]
+    if not all(math.isfinite(v) for v in values):
+        raise SensorError(f"IMU message holds NaN or Inf: angular_velocity/linear_acceleration = {values}")
+    covariance = msg.orientation_covariance
+    if covariance[0] == -1.0:
+        euler = [math.nan] * 3
+    else:
+        q = msg.orientation
+        quat = [q.w, q.x, q.y, q.z]
+        if not all(math.isfinite(v) for v in quat):
+            raise SensorError(f"IMU orientation holds NaN or Inf: {quat}")
+        norm = math.sqrt(sum(v * v for v in quat))
+        if not 0.9 < norm < 1.1:
+            raise SensorError(f"IMU orientation is not a unit quaternion (norm {norm:.3f})")
+        euler = list(quat2euler([v / norm for v in quat], axes="sxyz"))
+    return np.array(values + euler, dtype=np.float64)

@@ -1,0 +1,62 @@
+"""The `liquid-control` command line, run as a user runs it (a subprocess of this venv)."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from liquid_control import nets
+from liquid_control.modelfile import OutputSpec, SensorSpec, save_model
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "liquid_control.cli", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_info_prints_config_parameters_and_wiring(tmp_path):
+    torch.manual_seed(0)
+    model = nets.CfC(4, nets.AutoNCP(19, 2, seed=7))
+    path = tmp_path / "policy.safetensors"
+    save_model(path, model,
+               SensorSpec(("a", "b", "c", "d"), (0.0,) * 4, (1.0,) * 4, image={"width": 96, "height": 64, "encoding": "rgb8"}),
+               OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.0, 1.0))),
+               {"trainer": "test"})
+    result = _cli("info", str(path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "CFC wired, 4 inputs -> 2 outputs, state 19" in out
+    wiring = model.wiring
+    assert f"neurons    inter {len(wiring.get_neurons_of_layer(0))}, command {len(wiring.get_neurons_of_layer(1))}, motor 2" in out
+    assert f"{wiring.sensory_synapse_count} sensory, {wiring.synapse_count} internal" in out
+    assert "output     angular.z [rad/s] in [-1.0, 1.0]" in out
+    assert '"trainer": "test"' in out
+
+    as_json = json.loads(_cli("info", str(path), "--json").stdout)
+    assert as_json["parameters"]["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert as_json["config"]["network"]["wiring"] == {"type": "AutoNCP", "units": 19, "output_size": 2,
+                                                      "sparsity_level": 0.5, "seed": 7}
+    assert as_json["wiring"]["synapses"] == wiring.synapse_count
+
+
+def test_info_on_a_bad_file_is_a_clear_error_not_a_traceback(tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00" * 5)
+    result = _cli("info", str(bad))
+    assert result.returncode == 2
+    assert "broken.safetensors" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_trains_a_liquid_driver_that_keeps_the_road(tmp_path):
+    # A shorter training than the default; still has to drive the synthetic road closed loop.
+    result = _cli("demo", "--iterations", "80", "--seed", "2", "--output", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    liquid, expert, blind = results["liquid CfC"], results["expert"], results["no steering"]
+    assert not blind["on_road"]
+    assert liquid["on_road"]
+    assert liquid["mean_abs_offset_m"] < 2.0 * expert["mean_abs_offset_m"]
+    assert liquid["mean_abs_offset_m"] < blind["mean_abs_offset_m"] / 5
+    assert (tmp_path / "demo_cfc.safetensors").exists()
+    assert "liquid step latency" in result.stdout

@@ -1,0 +1,193 @@
+"""Model files: round trip, no pickle, and a clear error for every way a file can be wrong."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from liquid_control import nets
+from liquid_control.modelfile import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    ModelFileError,
+    OutputSpec,
+    SensorSpec,
+    load_model,
+    parameter_counts,
+    read_config,
+    save_model,
+)
+
+SENSORS = SensorSpec(features=("a", "b", "c"), mean=(0.0, 1.0, 2.0), std=(1.0, 2.0, 0.5),
+                     imu_fields=("angular_velocity.z",))
+OUTPUTS = OutputSpec(fields=("linear.x", "angular.z"), units=("m/s", "rad/s"),
+                     limits=((0.0, 1.0), (-2.0, 2.0)))
+
+
+def _models():
+    torch.manual_seed(0)
+    return [
+        nets.CfC(3, nets.AutoNCP(12, 2, seed=5)),
+        nets.CfC(3, 8, proj_size=2, mixed_memory=True, mode="no_gate", backbone_layers=2,
+                 backbone_units=10, activation="silu"),
+        nets.LTC(3, nets.AutoNCP(12, 2, seed=5), ode_unfolds=4),
+        nets.LTC(3, nets.FullyConnected(6, 2), implicit_param_constraints=False),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_round_trip_gives_the_same_network_and_outputs(tmp_path, index):
+    model = _models()[index].eval()
+    path = tmp_path / "m.safetensors"
+    saved = save_model(path, model, SENSORS, OUTPUTS, {"trained_by": "test", "epochs": 3})
+    loaded, config = load_model(path)
+    assert config == saved
+    assert config.provenance["epochs"] == 3
+    assert type(loaded) is type(model)
+    x = torch.randn(1, 15, 3)
+    ts = torch.rand(1, 15) + 0.01
+    with torch.no_grad():
+        assert torch.equal(loaded(x, timespans=ts)[0], model(x, timespans=ts)[0])
+
+
+def test_loading_never_unpickles(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used while loading a model")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    load_model(path)
+
+
+def test_a_pickle_file_is_refused_not_executed(tmp_path):
+    path = tmp_path / "evil.safetensors"
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ModelFileError, match="evil.safetensors"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match=r"nope\.safetensors: no such file"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("keep", [0, 7, 100, -40])
+def test_truncated_file(tmp_path, keep):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    with pytest.raises(ModelFileError, match=r"m\.safetensors: .*(truncated|corrupt)"):
+        load_model(path)
+
+
+def test_corrupt_bytes_in_the_header(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+    data = bytearray(path.read_bytes())
+    data[10:30] = b"\xff" * 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"m\.safetensors"):
+        load_model(path)
+
+
+def _rewrite_metadata(path, change):
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()[METADATA_KEY])
+    change(meta, tensors)
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def test_wrong_format_version(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+    _rewrite_metadata(path, lambda meta, t: meta.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(ModelFileError, match="format version 2 is not supported"):
+        read_config(path)
+
+
+def test_plain_safetensors_without_our_config(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ModelFileError, match="not a liquid_control model"):
+        load_model(path)
+
+
+def test_config_with_another_wiring_seed_than_the_weights(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+    _rewrite_metadata(path, lambda meta, t: meta["network"]["wiring"].update(seed=6))
+    with pytest.raises(ModelFileError, match="differs from the wiring in the config"):
+        load_model(path)
+
+
+def test_config_with_another_size_than_the_weights(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+    _rewrite_metadata(path, lambda meta, t: meta["network"]["wiring"].update(units=14))
+    with pytest.raises(ModelFileError, match="has shape"):
+        load_model(path)
+
+
+def test_weights_missing_from_the_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[2], SENSORS, OUTPUTS)
+    _rewrite_metadata(path, lambda meta, t: t.pop("rnn_cell.cm"))
+    with pytest.raises(ModelFileError, match=r"missing \['rnn_cell.cm'\]"):
+        load_model(path)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+    _rewrite_metadata(path, lambda meta, t: t["rnn_cell.layer_0.ff1.weight"].fill_(float("nan")))
+    with pytest.raises(ModelFileError, match="NaN or Inf"):
+        load_model(path)
+
+
+def test_invalid_config_sections(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(path, _models()[0], SENSORS, OUTPUTS)
+    _rewrite_metadata(path, lambda meta, t: meta["outputs"].update(limits=[[1.0, 0.0], [-2.0, 2.0]]))
+    with pytest.raises(ModelFileError, match="min <= max"):
+        read_config(path)
+    _rewrite_metadata(path, lambda meta, t: meta.pop("sensors"))
+    with pytest.raises(ModelFileError, match="lacks the field 'sensors'"):
+        read_config(path)
+
+
+def test_save_checks_the_specs_against_the_network(tmp_path):
+    with pytest.raises(ValueError, match="takes 3 inputs"):
+        save_model(tmp_path / "m.safetensors", _models()[0],
+                   SensorSpec(("a",), (0.0,), (1.0,)), OUTPUTS)
+    with pytest.raises(ValueError, match="has 2 outputs"):
+        save_model(tmp_path / "m.safetensors", _models()[0], SENSORS,
+                   OutputSpec(("x",), ("m/s",), ((0.0, 1.0),)))
+
+
+def test_parameter_counts_discount_masked_synapses():
+    model = _models()[0]
+    counts = parameter_counts(model)
+    assert counts["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    zeros = sum(int((m == 0).sum()) for k, m in model.state_dict().items() if k.endswith("sparsity_mask"))
+    assert zeros > 0
+    assert counts["effective"] == counts["trainable"] - 2 * zeros
+    dense = nets.CfC(3, 8)
+    assert parameter_counts(dense)["effective"] == parameter_counts(dense)["trainable"]
+    assert np.isfinite(counts["effective"])
