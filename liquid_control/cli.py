@@ -18,11 +18,12 @@ def _info(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = parameter_counts(model)
-    wiring = model.wiring
+    core = getattr(model, "core", model)  # a LiquidPolicy wraps its liquid core
+    wiring = core.wiring
     if wiring is not None and hasattr(wiring, "summary"):
         wiring_summary = wiring.summary()
     else:
-        wiring_summary = {"type": "dense", "units": model.state_size}
+        wiring_summary = {"type": "dense", "units": core.state_size}
     report = {
         "file": str(args.model),
         "config": json.loads(config.to_json()),
@@ -36,7 +37,11 @@ def _info(args: argparse.Namespace) -> int:
     print(f"model      {args.model}")
     print(f"format     {config.format_version}")
     print(f"network    {net.cell.upper()} {'wired' if net.wiring else 'fully connected'}, "
-          f"{net.input_size} inputs -> {model.out_features} outputs, state {model.state_size}")
+          f"{net.input_size} inputs -> {core.out_features} outputs, state {core.state_size}")
+    if config.encoder:
+        print(f"policy     camera encoder {json.dumps(config.encoder, sort_keys=True)}")
+        print(f"           parameters: camera encoder {counts['camera_encoder']}, liquid core "
+              f"{counts['liquid_core']} ({counts['liquid_core_effective']} live), readout {counts['readout']}")
     if net.wiring:
         print(f"wiring     {json.dumps(net.wiring)}")
     if net.options:

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from .nets import LTC, CfC, wiring_from_config, wiring_to_config
 from .nets.base import LiquidRNN
+from .policy import EncoderSpec, LiquidPolicy
 
 FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
@@ -134,6 +135,8 @@ class ModelConfig:
     outputs: OutputSpec
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Set for a LiquidPolicy (camera encoder + core + readout); None for a bare liquid core.
+    encoder: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -151,6 +154,7 @@ class ModelConfig:
                 ),
                 provenance=dict(data.get("provenance", {})),
                 format_version=int(data["format_version"]),
+                encoder=data.get("encoder"),
             )
         except KeyError as exc:
             raise ValueError(f"config lacks the field {exc.args[0]!r}") from None
@@ -160,24 +164,31 @@ class ModelConfig:
 
 def save_model(
     path: str | Path,
-    model: LiquidRNN,
+    model: LiquidRNN | LiquidPolicy,
     sensors: SensorSpec,
     outputs: OutputSpec,
     provenance: dict[str, Any] | None = None,
 ) -> ModelConfig:
-    """Write the model's weights and its config (network spec derived from the model) to `path`."""
+    """Write a liquid core or a LiquidPolicy, with its config (derived from the model), to `path`."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"model files end in .safetensors, got {path}")
-    config = ModelConfig(NetworkSpec.of(model), sensors, outputs, dict(provenance or {}))
-    if model.input_size != len(sensors.features):
+    if isinstance(model, LiquidPolicy):
+        core, n_inputs, n_outputs = model.core, model.spec.core_inputs, model.outputs
+        encoder = json.loads(json.dumps(dataclasses.asdict(model.spec)))
+        derived = model.sensor_spec(image_encoding=(sensors.image or {}).get("encoding", "rgb8"))
+        if sensors != derived:
+            raise ValueError("a policy's sensors must be policy.sensor_spec(): its normalisation lives in its weights")
+    else:
+        core, encoder, n_inputs, n_outputs = model, None, model.input_size, model.out_features
+    config = ModelConfig(NetworkSpec.of(core), sensors, outputs, dict(provenance or {}), encoder=encoder)
+    if n_inputs != len(sensors.features):
         raise ValueError(
-            f"the network takes {model.input_size} inputs but sensors.features names "
-            f"{len(sensors.features)}"
+            f"the network takes {n_inputs} inputs but sensors.features names {len(sensors.features)}"
         )
-    if model.out_features != len(outputs.fields):
+    if n_outputs != len(outputs.fields):
         raise ValueError(
-            f"the network has {model.out_features} outputs but outputs.fields names {len(outputs.fields)}"
+            f"the network has {n_outputs} outputs but outputs.fields names {len(outputs.fields)}"
         )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,12 +229,19 @@ def read_config(path: str | Path) -> ModelConfig:
         raise ModelFileError(path, f"invalid config: {exc}") from None
 
 
-def load_model(path: str | Path) -> tuple[LiquidRNN, ModelConfig]:
-    """Build the network its config describes and load its weights; eval mode."""
+def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]:
+    """Build what the config describes (a LiquidPolicy when it has an encoder, else a bare liquid
+    core) and load its weights; eval mode."""
     path = Path(path)
     config = read_config(path)
     try:
         model = config.network.build()
+        if config.encoder is not None:
+            spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.encoder.items()})
+            n_imu = len(spec.imu_fields)
+            model = LiquidPolicy(spec, model, outputs=len(config.outputs.fields),
+                                 imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),
+                                 imu_std=config.sensors.std[-n_imu:] if n_imu else ())
     except (ValueError, TypeError) as exc:
         raise ModelFileError(path, f"cannot build the network its config describes: {exc}") from None
     try:
@@ -252,9 +270,18 @@ def load_model(path: str | Path) -> tuple[LiquidRNN, ModelConfig]:
     return model.eval(), config
 
 
-def parameter_counts(model: LiquidRNN) -> dict[str, int]:
+def parameter_counts(model: LiquidRNN | LiquidPolicy) -> dict[str, int]:
     """Trainable parameters, and how many of them are live synapses (weights a sparsity mask
-    zeroes never act, so a wired network is smaller than its dense tensors)."""
+    zeroes never act, so a wired network is smaller than its dense tensors). For a policy, also
+    the parts: camera encoder, liquid core, readout."""
+    if isinstance(model, LiquidPolicy):
+        parts = {name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
+                 for name in ("camera", "core", "readout")}
+        core = parameter_counts(model.core)
+        total = sum(parts.values())
+        return {"trainable": total, "effective": total - (core["trainable"] - core["effective"]),
+                "camera_encoder": parts["camera"], "liquid_core": parts["core"],
+                "liquid_core_effective": core["effective"], "readout": parts["readout"]}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     masked_out = 0
     for name, mask in model.state_dict().items():

@@ -1,0 +1,258 @@
+"""LiquidController: timestamped sensor events in, velocity commands out. No ROS here.
+
+The same object runs in the ROS node, in offline bag replay and in the simulator. It keeps the
+latest features of each sensor (zero-order hold), steps the liquid state on every event by the
+event's stamp minus the previous step's stamp (sensor time, never arrival time), and applies the
+speed and acceleration limits, the watchdog and the e-stop to what the network outputs.
+
+Time rules, per event of sensor S with stamp t:
+- t <= the last stamp of S: a repeat or a step back. Dropped, unless it is back by more than
+  `max_dt` (a looping bag, a restarted clock): then everything resets and t starts afresh.
+- t <= the last step (another sensor already stepped past t, e.g. a camera frame stamped at
+  exposure that arrives after later IMU samples): the hold is updated, no step.
+- t - last step > max_dt: the state is reset (a gap the network cannot bridge), zero command.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .adaptation import ReadoutRLS
+from .modelfile import ModelConfig
+from .policy import LiquidPolicy, PolicyStep
+from .sensing import IMU_FIELDS, resize
+
+COMMAND_FIELDS = ("linear.x", "angular.z")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a user tunes live; units SI (m/s, rad/s, m/s^2, rad/s^2, s)."""
+
+    max_linear_speed: float = 0.5
+    max_angular_speed: float = 1.5
+    max_linear_accel: float = 1.0
+    max_angular_accel: float = 4.0
+    sensor_timeout: float = 0.5
+    max_dt: float = 0.5
+    tau_scale: float = 1.0
+    adaptation_enabled: bool = False
+    adaptation_forgetting: float = 0.995
+    adaptation_max_step: float = 0.05
+
+    def check(self) -> None:
+        """Raise ValueError with a reason a user can act on."""
+        for name in ("max_linear_speed", "max_angular_speed", "max_linear_accel", "max_angular_accel"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        for name in ("sensor_timeout", "max_dt", "tau_scale", "adaptation_max_step"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not 0.5 <= self.adaptation_forgetting <= 1.0:
+            raise ValueError(f"adaptation_forgetting must be in [0.5, 1], got {self.adaptation_forgetting}")
+
+
+@dataclass(frozen=True)
+class Command:
+    stamp: float
+    linear_x: float
+    angular_z: float
+    reason: str  # "policy", or why the command is zero: waiting, timeout, e_stop, gap_reset, nan_reset
+
+
+@dataclass
+class Counters:
+    steps: int = 0
+    camera: int = 0
+    imu: int = 0
+    late: int = 0
+    stale_dropped: int = 0
+    time_jumps: int = 0
+    gap_resets: int = 0
+    nan_resets: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class LiquidController:
+    def __init__(self, policy: LiquidPolicy, config: ModelConfig | None = None,
+                 settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.settings.check()
+        self.counters = Counters()
+        self.e_stop = False
+        self._load(policy, config)
+        self.reset_state()
+        self._last_command: Command | None = None
+
+    # --- model -----------------------------------------------------------------------------
+    def _load(self, policy: LiquidPolicy, config: ModelConfig | None) -> None:
+        fields = config.outputs.fields if config else COMMAND_FIELDS[: policy.outputs]
+        unknown = set(fields) - set(COMMAND_FIELDS)
+        if unknown:
+            raise ValueError(f"the model commands {sorted(unknown)}; this controller drives {COMMAND_FIELDS}")
+        missing = set(policy.spec.imu_fields) - set(IMU_FIELDS)
+        if missing:
+            raise ValueError(f"the model reads IMU fields {sorted(missing)} that an Imu message does not have")
+        self.policy = policy
+        self.config = config
+        self.run: PolicyStep = policy.streamer()
+        self._fields = tuple(fields)
+        self._scale = np.array(config.outputs.scale if config and config.outputs.scale else [1.0] * len(fields))
+        self._imu_index = [IMU_FIELDS.index(f) for f in policy.spec.imu_fields]
+        self.adaptation = ReadoutRLS(self.run.readout_w, self.run.readout_b,
+                                     self.settings.adaptation_forgetting, self.settings.adaptation_max_step)
+
+    def swap_policy(self, policy: LiquidPolicy, config: ModelConfig | None = None) -> None:
+        """Switch models between two steps. The state is kept when the new core has the same
+        size, else reset. Raises ValueError (and keeps the old model) if the new one cannot run."""
+        old_state = self.state
+        self._load(policy, config)  # validates before it changes anything
+        if self.run.initial_state().shape == old_state.shape:
+            self.state = old_state
+        else:
+            self.reset_state()
+
+    # --- settings --------------------------------------------------------------------------
+    def update_settings(self, **changes) -> Settings:
+        """Apply tuned values at the next step, keeping the network state. ValueError if invalid."""
+        new = replace(self.settings, **changes)
+        new.check()
+        self.settings = new
+        self.adaptation.forgetting = new.adaptation_forgetting
+        self.adaptation.max_step = new.adaptation_max_step
+        return new
+
+    # --- state -----------------------------------------------------------------------------
+    def reset_state(self) -> None:
+        """Forget the liquid state and the held sensor values; time starts afresh."""
+        self.state = self.run.initial_state()
+        self._camera = None
+        self._imu = None
+        self._last_stamp = {"camera": None, "imu": None}
+        self._last_step: float | None = None
+
+    def reset_adaptation(self) -> None:
+        self.adaptation.reset()
+
+    @property
+    def hidden(self) -> np.ndarray:
+        return self.state[: self.run.state_size]
+
+    # --- events ----------------------------------------------------------------------------
+    def on_image(self, stamp: float, rgb: np.ndarray) -> Command | None:
+        """A camera frame as an (H, W, 3) float RGB array in [0, 1] (any size)."""
+        if not self._accept("camera", stamp):
+            return None
+        spec = self.policy.spec
+        self._camera = self.run.encode_image(resize(rgb, spec.image_width, spec.image_height))
+        self.counters.camera += 1
+        return self._advance(stamp)
+
+    def on_imu(self, stamp: float, values: np.ndarray) -> Command | None:
+        """An IMU sample as the 9 values of sensing.IMU_FIELDS."""
+        chosen = np.asarray(values, dtype=np.float64)[self._imu_index]
+        if not np.all(np.isfinite(chosen)):
+            self.counters.reject("imu_not_finite")
+            return None
+        if not self._accept("imu", stamp):
+            return None
+        self._imu = self.run.normalize_imu(chosen)
+        self.counters.imu += 1
+        return self._advance(stamp)
+
+    def on_teacher(self, linear_x: float, angular_z: float) -> bool:
+        """A teacher command: adapt the readout toward it from the live state. True if used."""
+        if not self.settings.adaptation_enabled or self._last_step is None or self.e_stop:
+            return False
+        values = {"linear.x": linear_x, "angular.z": angular_z}
+        target = np.array([values[f] for f in self._fields]) / self._scale
+        if not np.all(np.isfinite(target)):
+            self.counters.reject("teacher_not_finite")
+            return False
+        self.adaptation.update(self.hidden, target)
+        return True
+
+    def watchdog(self, now: float) -> Command | None:
+        """Zero command when no sensor message arrived for sensor_timeout (sensor time `now`)."""
+        return self._zero(now, "timeout") if self.timed_out(now) else None
+
+    def timed_out(self, now: float) -> bool:
+        stamps = [s for s in self._last_stamp.values() if s is not None]
+        return not stamps or now - max(stamps) > self.settings.sensor_timeout
+
+    # --- internals -------------------------------------------------------------------------
+    def _accept(self, sensor: str, stamp: float) -> bool:
+        if not math.isfinite(stamp):
+            self.counters.reject("stamp_not_finite")
+            return False
+        last = self._last_stamp[sensor]
+        if last is not None and stamp <= last:
+            if last - stamp > self.settings.max_dt:
+                self.counters.time_jumps += 1
+                self.reset_state()
+            else:
+                self.counters.stale_dropped += 1
+                return False
+        self._last_stamp[sensor] = stamp
+        return True
+
+    def _advance(self, stamp: float) -> Command | None:
+        if self._camera is None or self._imu is None:
+            return self._zero(stamp, "waiting")  # not every sensor has spoken yet
+        if self._last_step is None:
+            self._last_step = stamp
+            return self._zero(stamp, "waiting")
+        dt = stamp - self._last_step
+        if dt <= 0.0:
+            self.counters.late += 1
+            return None
+        if dt > self.settings.max_dt:
+            self.counters.gap_resets += 1
+            self.state = self.run.initial_state()
+            self._last_step = stamp
+            return self._zero(stamp, "gap_reset")
+        self._last_step = stamp
+        adapted = self.settings.adaptation_enabled and self.adaptation.updates > 0
+        raw = self.run.step(
+            self._camera, self._imu, self.state, dt / self.settings.tau_scale,
+            self.adaptation.weight if adapted else None, self.adaptation.bias if adapted else None,
+        )
+        self.counters.steps += 1
+        if not (np.all(np.isfinite(self.state)) and np.all(np.isfinite(raw))):
+            self.counters.nan_resets += 1
+            self.state = self.run.initial_state()
+            return self._zero(stamp, "nan_reset")
+        if self.e_stop:
+            return self._zero(stamp, "e_stop")
+        values = dict(zip(self._fields, raw * self._scale, strict=True))
+        return self._limit(stamp, values.get("linear.x", 0.0), values.get("angular.z", 0.0))
+
+    def _limit(self, stamp: float, linear: float, angular: float) -> Command:
+        s = self.settings
+        linear = float(np.clip(linear, -s.max_linear_speed, s.max_linear_speed))
+        angular = float(np.clip(angular, -s.max_angular_speed, s.max_angular_speed))
+        last = self._last_command
+        if last is not None:
+            elapsed = max(stamp - last.stamp, 0.0)
+            linear = float(np.clip(linear, last.linear_x - s.max_linear_accel * elapsed,
+                                   last.linear_x + s.max_linear_accel * elapsed))
+            angular = float(np.clip(angular, last.angular_z - s.max_angular_accel * elapsed,
+                                    last.angular_z + s.max_angular_accel * elapsed))
+        else:
+            linear = angular = 0.0  # the first command starts from rest
+        command = Command(stamp, linear, angular, "policy")
+        self._last_command = command
+        return command
+
+    def _zero(self, stamp: float, reason: str) -> Command:
+        command = Command(stamp, 0.0, 0.0, reason)
+        self._last_command = command
+        return command

@@ -1,0 +1,176 @@
+"""LiquidPolicy: camera encoder + IMU inputs + liquid core + linear command readout.
+
+As in the Neural Circuit Policies lane-keeping model, a small conv net turns a downscaled camera
+frame into a few features; here the latest features of each sensor are held (zero-order hold) and
+the liquid core is stepped on every sensor event with that event's elapsed time. The readout is
+linear in the full liquid state, so that online adaptation (recursive least squares) can retune it
+from the live state without touching the core.
+
+Two paths with the same weights: `forward` over event sequences for training (BPTT), and
+`PolicyStep` for running (conv only on camera events, fused core step, numpy readout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .nets.base import LiquidRNN
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Camera encoder shape and which IMU fields feed the core (names from sensing.IMU_FIELDS)."""
+
+    image_width: int = 64
+    image_height: int = 48
+    channels: tuple[int, ...] = (12, 16, 24)
+    camera_features: int = 12
+    imu_fields: tuple[str, ...] = ("angular_velocity.z", "linear_acceleration.x", "linear_acceleration.y")
+    image_mean: float = 0.5
+    image_std: float = 0.25
+
+    @property
+    def core_inputs(self) -> int:
+        return self.camera_features + len(self.imu_fields)
+
+
+class CameraEncoder(nn.Module):
+    """(batch, H, W, 3) float RGB in [0, 1] -> (batch, camera_features) in [-1, 1]."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for i, out_ch in enumerate(spec.channels):
+            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=5 if i == 0 else 3, stride=2,
+                                 padding=2 if i == 0 else 1), nn.ReLU()]
+            in_ch = out_ch
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, 3, spec.image_height, spec.image_width)).numel()
+        self.features = nn.Linear(flat, spec.camera_features)
+        self.mean, self.std = spec.image_mean, spec.image_std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.permute(0, 3, 1, 2) - self.mean) / self.std
+        return torch.tanh(self.features(self.convs(x).flatten(1)))
+
+
+class LiquidPolicy(nn.Module):
+    def __init__(self, spec: EncoderSpec, core: LiquidRNN, outputs: int,
+                 imu_mean: tuple[float, ...] | None = None, imu_std: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        if core.input_size != spec.core_inputs:
+            raise ValueError(
+                f"the core takes {core.input_size} inputs but the encoders give {spec.core_inputs} "
+                f"({spec.camera_features} camera features + {len(spec.imu_fields)} IMU fields)"
+            )
+        self.spec = spec
+        self.camera = CameraEncoder(spec)
+        self.core = core
+        self.readout = nn.Linear(core.state_size, outputs)
+        k = len(spec.imu_fields)
+        imu_mean = (0.0,) * k if imu_mean is None else tuple(imu_mean)
+        imu_std = (1.0,) * k if imu_std is None else tuple(imu_std)
+        if len(imu_mean) != k or len(imu_std) != k or min(imu_std, default=1.0) <= 0:
+            raise ValueError(f"imu_mean and imu_std need {k} entries (std > 0), one per IMU field")
+        # Buffers: the normalisation is saved with the weights, so it can never be lost.
+        self.register_buffer("imu_mean", torch.tensor(imu_mean, dtype=torch.float32))
+        self.register_buffer("imu_std", torch.tensor(imu_std, dtype=torch.float32))
+
+    @property
+    def outputs(self) -> int:
+        return self.readout.out_features
+
+    def forward(self, frames: torch.Tensor, frame_index: torch.Tensor, imu: torch.Tensor,
+                timespans: torch.Tensor) -> torch.Tensor:
+        """Commands for every sensor event of a batch of sequences.
+
+        frames (B, F, H, W, 3): the camera frames of each sequence; frame_index (B, T) long: the
+        frame held at each event; imu (B, T, k) raw IMU fields held at each event; timespans (B, T)
+        seconds since the previous event. Returns (B, T, outputs).
+        """
+        b, f = frames.shape[:2]
+        features = self.camera(frames.reshape(b * f, *frames.shape[2:])).reshape(b, f, -1)
+        held = torch.gather(features, 1, frame_index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+        x = torch.cat([held, (imu - self.imu_mean) / self.imu_std], dim=-1)
+        states = self._state_sequence(x, timespans)
+        return self.readout(states)
+
+    def _state_sequence(self, x: torch.Tensor, timespans: torch.Tensor) -> torch.Tensor:
+        """The core's full state after each event (the readout reads all neurons)."""
+        core = self.core
+        h = torch.zeros(x.shape[0], core.state_size, dtype=x.dtype)
+        c = torch.zeros_like(h) if core.use_mixed else None
+        states = []
+        for t in range(x.shape[1]):
+            ts = timespans[:, t].unsqueeze(-1)
+            if core.use_mixed:
+                h, c = core.lstm(x[:, t], (h, c))
+            _, h = core._cell(x[:, t], h, ts)
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+    def sensor_spec(self, image_encoding: str = "rgb8"):
+        """The SensorSpec of this policy's inputs (for its model file)."""
+        from .modelfile import SensorSpec  # modelfile builds policies: import here, not at the top
+
+        n_cam = self.spec.camera_features
+        return SensorSpec(
+            features=tuple(f"camera_{i}" for i in range(n_cam)) + self.spec.imu_fields,
+            mean=(0.0,) * n_cam + tuple(float(v) for v in self.imu_mean),
+            std=(1.0,) * n_cam + tuple(float(v) for v in self.imu_std),
+            image={"width": self.spec.image_width, "height": self.spec.image_height,
+                   "encoding": image_encoding},
+            imu_fields=self.spec.imu_fields,
+        )
+
+    def streamer(self) -> PolicyStep:
+        return PolicyStep(self)
+
+
+class PolicyStep:
+    """The running form of a LiquidPolicy: a snapshot of its weights for batch-1 streaming."""
+
+    def __init__(self, policy: LiquidPolicy) -> None:
+        policy = policy.eval()
+        self._camera = policy.camera
+        self.core = policy.core.fused(refresh=True)
+        self.readout_w = policy.readout.weight.detach().double().numpy().copy()
+        self.readout_b = policy.readout.bias.detach().double().numpy().copy()
+        self.imu_mean = policy.imu_mean.double().numpy()
+        self.imu_std = policy.imu_std.double().numpy()
+        self.camera_features = policy.spec.camera_features
+        self.inputs = np.zeros(policy.spec.core_inputs, dtype=np.float64)
+        self.state_size = policy.core.state_size
+        self.command = np.zeros(policy.outputs, dtype=np.float64)
+
+    def initial_state(self) -> np.ndarray:
+        return self.core.initial_state()
+
+    def encode_image(self, rgb: np.ndarray) -> np.ndarray:
+        """Camera features of one (H, W, 3) float frame, already resized to the model's input."""
+        with torch.inference_mode():
+            out = self._camera(torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None])
+        return out[0].double().numpy()
+
+    def normalize_imu(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.imu_mean) / self.imu_std
+
+    def step(self, camera: np.ndarray, imu: np.ndarray, state: np.ndarray, dt: float,
+             readout_w: np.ndarray | None = None, readout_b: np.ndarray | None = None) -> np.ndarray:
+        """Advance the state by dt on held camera features and normalised IMU values; return the
+        raw command (before limits). An adapted readout may be passed in place of the trained one."""
+        self.inputs[: self.camera_features] = camera
+        self.inputs[self.camera_features:] = imu
+        self.core.step(self.inputs, state, dt)
+        h = state[: self.state_size]
+        w = self.readout_w if readout_w is None else readout_w
+        b = self.readout_b if readout_b is None else readout_b
+        np.dot(w, h, out=self.command)
+        self.command += b
+        return self.command

@@ -1,0 +1,252 @@
+"""LiquidController without ROS: time handling, hold, limits, safety, adaptation, hot swap."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_control import nets
+from liquid_control.controller import LiquidController, Settings
+from liquid_control.modelfile import OutputSpec, load_model, save_model
+from liquid_control.policy import EncoderSpec, LiquidPolicy
+from liquid_control.sensing import IMU_FIELDS, resize
+
+OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
+SPEC = EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4,
+                   imu_fields=("angular_velocity.z", "linear_acceleration.x"))
+
+
+def _policy(seed=0, units=10, bias=None):
+    torch.manual_seed(seed)
+    policy = LiquidPolicy(SPEC, nets.CfC(SPEC.core_inputs, nets.AutoNCP(units, 2, seed=seed)), outputs=2).eval()
+    if bias is not None:
+        with torch.no_grad():
+            policy.readout.bias[:] = torch.tensor(bias)
+    return policy
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    policy = _policy()
+    path = tmp_path / "p.safetensors"
+    save_model(path, policy, policy.sensor_spec(), OUTPUTS)
+    return path
+
+
+def _controller(model_file, **settings):
+    policy, config = load_model(model_file)
+    return LiquidController(policy, config, Settings(**settings))
+
+
+def _imu(wz=0.1, ax=0.2):
+    v = np.zeros(len(IMU_FIELDS))
+    v[IMU_FIELDS.index("angular_velocity.z")] = wz
+    v[IMU_FIELDS.index("linear_acceleration.x")] = ax
+    return v
+
+
+FRAME = np.random.default_rng(0).random((48, 64, 3)).astype(np.float32)
+
+
+def test_waits_for_every_sensor_then_steps_with_stamp_differences(model_file):
+    c = _controller(model_file)
+    assert c.on_imu(10.000, _imu()).reason == "waiting"
+    assert c.on_image(10.010, FRAME).reason == "waiting"  # first step point, nothing to integrate yet
+    # Reference: the same policy stepped by hand with the same dt.
+    run = c.policy.streamer()
+    state = run.initial_state()
+    cam = run.encode_image(resize(FRAME, 16, 12))
+    imu = run.normalize_imu(_imu()[[IMU_FIELDS.index(f) for f in SPEC.imu_fields]])
+    for stamp in (10.015, 10.020, 10.0275):
+        cmd = c.on_imu(stamp, _imu())
+        assert cmd.reason == "policy"
+    for dt in (0.005, 0.005, 0.0075):
+        run.step(cam, imu, state, dt)
+    np.testing.assert_allclose(c.state, state, atol=1e-12)
+    assert c.counters.steps == 3
+
+
+def test_late_camera_frame_updates_the_hold_without_stepping(model_file):
+    c = _controller(model_file)
+    c.on_image(1.0, FRAME)
+    c.on_imu(1.001, _imu())
+    c.on_imu(1.006, _imu())
+    steps = c.counters.steps
+    assert c.on_image(1.004, FRAME * 0.5) is None  # stamped at exposure, arrives after IMU 1.006
+    assert c.counters.late == 1 and c.counters.steps == steps
+    assert c.on_imu(1.011, _imu()).reason == "policy"
+
+
+def test_repeated_and_backward_stamps_are_dropped(model_file):
+    c = _controller(model_file)
+    c.on_image(1.0, FRAME)
+    c.on_imu(1.001, _imu())
+    c.on_imu(1.006, _imu())
+    state = c.state.copy()
+    assert c.on_imu(1.006, _imu(5.0)) is None
+    assert c.on_imu(1.003, _imu(5.0)) is None
+    assert c.counters.stale_dropped == 2
+    np.testing.assert_array_equal(c.state, state)
+
+
+def test_a_big_jump_back_in_time_resets(model_file):
+    c = _controller(model_file, max_dt=0.2)
+    c.on_image(100.0, FRAME)
+    for k in range(1, 20):
+        c.on_imu(100.0 + 0.005 * k, _imu())
+    assert np.abs(c.hidden).sum() > 0
+    cmd = c.on_imu(3.0, _imu())  # a looping bag starts over
+    assert c.counters.time_jumps == 1 and cmd.reason == "waiting"
+    assert np.all(c.state == 0)
+    c.on_image(3.001, FRAME)
+    assert c.on_imu(3.006, _imu()).reason == "policy"
+
+
+def test_a_gap_above_max_dt_resets_the_state(model_file):
+    c = _controller(model_file, max_dt=0.1)
+    c.on_image(0.0, FRAME)
+    for k in range(1, 10):
+        c.on_imu(0.005 * k, _imu())
+    cmd = c.on_imu(0.5, _imu())
+    assert cmd.reason == "gap_reset" and (cmd.linear_x, cmd.angular_z) == (0.0, 0.0)
+    assert c.counters.gap_resets == 1 and np.all(c.state == 0)
+
+
+def test_nan_imu_is_rejected_and_counted(model_file):
+    c = _controller(model_file)
+    assert c.on_imu(1.0, _imu(wz=math.nan)) is None
+    assert c.on_imu(1.1, _imu(ax=math.inf)) is None
+    assert c.counters.rejected == {"imu_not_finite": 2}
+    # A NaN in a field the model does not read is no reason to reject.
+    v = _imu()
+    v[IMU_FIELDS.index("orientation.yaw")] = math.nan
+    assert c.on_imu(1.2, v) is not None
+
+
+def test_nan_in_the_state_resets_and_commands_zero(model_file):
+    c = _controller(model_file)
+    c.on_image(0.0, FRAME)
+    c.on_imu(0.005, _imu())
+    c.on_imu(0.010, _imu())
+    c.state[0] = math.nan
+    cmd = c.on_imu(0.015, _imu())
+    assert cmd.reason == "nan_reset" and cmd.angular_z == 0.0 and c.counters.nan_resets == 1
+    assert np.all(np.isfinite(c.state))
+    assert c.on_imu(0.020, _imu()).reason == "policy"
+
+
+@pytest.mark.parametrize("bias", [(50.0, -50.0), (-50.0, 50.0)])
+def test_commands_respect_speed_and_acceleration_limits(tmp_path, bias):
+    policy = _policy(bias=bias)
+    path = tmp_path / "wild.safetensors"
+    save_model(path, policy, policy.sensor_spec(), OUTPUTS)
+    c = _controller(path, max_linear_speed=0.3, max_angular_speed=1.0, max_linear_accel=0.5, max_angular_accel=2.0)
+    c.on_image(0.0, FRAME)
+    last = None
+    for k in range(1, 400):
+        cmd = c.on_imu(0.005 * k, _imu())
+        assert abs(cmd.linear_x) <= 0.3 + 1e-12 and abs(cmd.angular_z) <= 1.0 + 1e-12
+        if last is not None and last.reason == "policy":
+            dt = cmd.stamp - last.stamp
+            assert abs(cmd.linear_x - last.linear_x) <= 0.5 * dt + 1e-12
+            assert abs(cmd.angular_z - last.angular_z) <= 2.0 * dt + 1e-12
+        last = cmd
+    assert abs(last.linear_x) == pytest.approx(0.3) and abs(last.angular_z) == pytest.approx(1.0)
+
+
+def test_e_stop_latches_zero_until_released(model_file):
+    c = _controller(model_file, max_linear_accel=100.0, max_angular_accel=100.0)
+    c.on_image(0.0, FRAME)
+    c.on_imu(0.001, _imu())
+    c.e_stop = True
+    for k in range(1, 20):
+        cmd = c.on_imu(0.005 * k, _imu())
+        assert (cmd.linear_x, cmd.angular_z, cmd.reason) == (0.0, 0.0, "e_stop")
+    c.e_stop = False
+    assert c.on_imu(0.2, _imu()).reason == "policy"
+
+
+def test_watchdog(model_file):
+    c = _controller(model_file, sensor_timeout=0.3)
+    assert c.watchdog(5.0).reason == "timeout"  # nothing ever arrived
+    c.on_image(5.0, FRAME)
+    c.on_imu(5.01, _imu())
+    assert c.watchdog(5.2) is None
+    cmd = c.watchdog(5.4)
+    assert cmd.reason == "timeout" and cmd.linear_x == 0.0
+
+
+def test_tau_scale_scales_time(model_file):
+    a = _controller(model_file, tau_scale=2.0)
+    b = _controller(model_file)
+    a.on_image(0.0, FRAME)
+    b.on_image(0.0, FRAME)
+    for k in range(1, 30):
+        a.on_imu(0.01 * k, _imu())
+        b.on_imu(0.005 * k, _imu())  # half the elapsed time = time constants twice as long
+    np.testing.assert_allclose(a.state, b.state, atol=1e-12)
+
+
+def test_invalid_settings_are_refused_and_the_old_ones_kept(model_file):
+    c = _controller(model_file)
+    with pytest.raises(ValueError, match="max_linear_speed must be a finite number >= 0"):
+        c.update_settings(max_linear_speed=-1.0)
+    with pytest.raises(ValueError, match="tau_scale must be a finite number > 0"):
+        c.update_settings(tau_scale=0.0)
+    assert c.settings == Settings()
+    c.on_image(0.0, FRAME)
+    c.on_imu(0.005, _imu())
+    c.on_imu(0.010, _imu())
+    state = c.state.copy()
+    c.update_settings(max_linear_speed=0.2)
+    np.testing.assert_array_equal(c.state, state)  # a valid change keeps the network state
+
+
+def test_hot_swap_keeps_state_when_it_fits_and_refuses_a_model_that_does_not(model_file):
+    c = _controller(model_file)
+    c.on_image(0.0, FRAME)
+    for k in range(1, 10):
+        c.on_imu(0.005 * k, _imu())
+    state = c.state.copy()
+    c.swap_policy(_policy(seed=1))  # same core size
+    np.testing.assert_array_equal(c.state, state)
+    bad = LiquidPolicy(EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4,
+                                   imu_fields=("magnetic_field.x",)), nets.CfC(5, 6), outputs=2)
+    with pytest.raises(ValueError, match="magnetic_field.x"):
+        c.swap_policy(bad)
+    assert c.on_imu(0.05, _imu()).reason == "policy"  # the old model runs on
+    c.swap_policy(_policy(seed=2, units=14))
+    assert c.state.shape == (14,) and np.all(c.state == 0)
+
+
+def test_adaptation_learns_a_steering_bias_and_reset_restores(model_file):
+    c = _controller(model_file, adaptation_enabled=False, max_angular_accel=1e6, max_linear_accel=1e6,
+                    max_angular_speed=10.0, max_linear_speed=10.0)
+    rng = np.random.default_rng(0)
+    c.on_image(0.0, FRAME)
+    shipped = []
+    errors = []
+    t = 0.0
+    for k in range(1, 200 * 32):  # 2 s without adaptation, then 30 s with it (IMU 200 Hz, camera ~30 Hz)
+        t = 0.005 * k
+        if k == 400:
+            c.update_settings(adaptation_enabled=True)
+        if k % 7 == 0:
+            c.on_image(t - 0.002, FRAME * rng.uniform(0.5, 1.0))
+        cmd = c.on_imu(t, _imu(wz=np.sin(t), ax=np.cos(0.7 * t)))
+        if k == 1:
+            continue
+        # The teacher is the shipped policy plus a steering bias it never saw.
+        run = c.run
+        base = (run.readout_w @ c.hidden + run.readout_b) * np.array([0.5, 1.5])
+        teacher = base + np.array([0.0, 0.3])
+        errors.append(abs(cmd.angular_z - teacher[1]))
+        shipped.append(base)
+        c.on_teacher(*teacher)
+    before, after = np.mean(errors[:390]), np.mean(errors[-2000:])
+    assert before == pytest.approx(0.3, abs=1e-6)
+    assert after < before / 2
+    assert c.adaptation.updates > 1000 and c.adaptation.drift > 0
+    c.reset_adaptation()
+    assert c.adaptation.drift == 0.0

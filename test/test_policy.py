@@ -1,0 +1,77 @@
+"""LiquidPolicy: the streaming form equals the training form on the same event sequence."""
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_control import nets
+from liquid_control.policy import EncoderSpec, LiquidPolicy
+
+
+def _policy(cell="cfc"):
+    torch.manual_seed(0)
+    spec = EncoderSpec(image_width=32, image_height=24, channels=(4, 8), camera_features=6)
+    core = (nets.CfC if cell == "cfc" else nets.LTC)(spec.core_inputs, nets.AutoNCP(12, 2, seed=3))
+    return LiquidPolicy(spec, core, outputs=2, imu_mean=(0.0, 0.1, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
+
+
+@pytest.mark.parametrize("cell", ["cfc", "ltc"])
+def test_streaming_step_equals_sequence_forward(cell):
+    policy = _policy(cell)
+    rng = np.random.default_rng(0)
+    frames = rng.random((1, 4, 24, 32, 3)).astype(np.float32)
+    # 4 camera frames, 20 events: camera events switch the held frame, the rest are IMU events.
+    frame_index = np.repeat(np.arange(4), 5)[None]
+    imu = rng.normal(size=(1, 20, 3)) + np.array([0.0, 0.1, 9.8])
+    dt = rng.uniform(0.003, 0.04, size=(1, 20))
+    with torch.no_grad():
+        ref = policy(torch.tensor(frames), torch.tensor(frame_index), torch.tensor(imu, dtype=torch.float32),
+                     torch.tensor(dt, dtype=torch.float32))[0].numpy()
+    run = policy.streamer()
+    state = run.initial_state()
+    out = []
+    for t in range(20):
+        cam = run.encode_image(frames[0, frame_index[0, t]])
+        out.append(run.step(cam, run.normalize_imu(imu[0, t]), state, float(dt[0, t])).copy())
+    np.testing.assert_allclose(np.array(out), ref, atol=2e-5)
+
+
+def test_core_input_size_must_fit_the_encoders():
+    spec = EncoderSpec(camera_features=6)
+    with pytest.raises(ValueError, match="takes 5 inputs but the encoders give 9"):
+        LiquidPolicy(spec, nets.CfC(5, 8), outputs=2)
+
+
+def test_policy_trains_end_to_end():
+    policy = _policy().train()
+    frames = torch.rand(2, 3, 24, 32, 3)
+    idx = torch.tensor([[0, 0, 1, 1, 2, 2]] * 2)
+    imu = torch.randn(2, 6, 3)
+    ts = torch.full((2, 6), 0.02)
+    loss = policy(frames, idx, imu, ts).pow(2).mean()
+    loss.backward()
+    assert policy.camera.convs[0].weight.grad.abs().sum() > 0
+    assert policy.readout.weight.grad.abs().sum() > 0
+
+
+def test_policy_model_file_round_trip(tmp_path):
+    from liquid_control.modelfile import OutputSpec, load_model, parameter_counts, save_model
+
+    policy = _policy()
+    outputs = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.0, 1.0)))
+    path = tmp_path / "policy.safetensors"
+    save_model(path, policy, policy.sensor_spec(), outputs, {"trainer": "test"})
+    loaded, config = load_model(path)
+    assert isinstance(loaded, LiquidPolicy)
+    assert config.sensors.image == {"width": 32, "height": 24, "encoding": "rgb8"}
+    torch.testing.assert_close(loaded.imu_std, policy.imu_std)
+    frames, idx = torch.rand(1, 2, 24, 32, 3), torch.tensor([[0, 1, 1]])
+    imu, ts = torch.randn(1, 3, 3), torch.full((1, 3), 0.01)
+    with torch.no_grad():
+        assert torch.equal(loaded(frames, idx, imu, ts), policy(frames, idx, imu, ts))
+    counts = parameter_counts(loaded)
+    assert counts["trainable"] == counts["camera_encoder"] + counts["liquid_core"] + counts["readout"]
+    assert counts["liquid_core_effective"] < counts["liquid_core"]
+    with pytest.raises(ValueError, match="sensor_spec"):
+        save_model(tmp_path / "bad.safetensors", policy, loaded.sensor_spec().__class__(
+            features=policy.sensor_spec().features, mean=(0.0,) * 9, std=(1.0,) * 9), outputs)
