@@ -1,0 +1,50 @@
+# liquid_control without a ROS distro: a venv with ROS 2 Jazzy from PyPI wheels.
+#   make demo    train and drive the liquid demo controller
+#   make test    the test suite
+# Both create .venv first (python3 -m venv, then pip install -e '.[ros,test]').
+
+PYTHON ?= python3
+VENV = .venv
+VPY = $(VENV)/bin/python
+PIP_INSTALL = $(VPY) -m pip install -c requirements/constraints.txt
+STAMP = $(VENV)/.installed
+
+# The ROS wheels re-exec every Python of the venv once to set its library path and mark it done in
+# this variable; inherited from another venv's Python it would skip that (rclpy then fails to load).
+unexport _ROS_WHEELS_BOOTSTRAP_COMPLETE
+
+RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST MUJOCO_GL=egl AMENT_PREFIX_PATH=$(CURDIR)/$(VENV)
+
+# Editable installs copy data files (package.xml, launch/, config/, models/): reinstall on change.
+INSTALL_INPUTS = setup.py setup.cfg pyproject.toml package.xml requirements/constraints.txt \
+	$(shell find resource launch config models -type f -not -name '.*' 2>/dev/null)
+
+.PHONY: venv $(VENV) test demo bench lint clean distclean
+
+venv $(VENV): $(STAMP)
+
+$(STAMP): $(INSTALL_INPUTS)
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -e '.[ros,test]'
+	touch $@
+
+test: $(STAMP)
+	$(RUN_ENV) $(VPY) -m pytest -q test
+
+demo: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/liquid-control demo
+
+bench: $(STAMP)
+	$(RUN_ENV) $(VPY) bench/step_latency.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check liquid_control test bench
+
+clean:
+	rm -rf build install log dist *.egg-info .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -path ./.git -prune -o -name __pycache__ -type d -print \
+		| xargs rm -rf
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""The installed layout in this interpreter's prefix (the venv `make test` builds), as ROS tools see it:
+share/liquid_control/, the ament index marker, and the executables `ros2 run` and launch_ros find
+in lib/liquid_control/."""
+
+import ast
+import importlib.metadata
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = Path(sys.prefix)
+SHARE = PREFIX / "share" / "liquid_control"
+
+
+def _setup_py_constant(name):
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"setup.py has no {name}")
+
+
+EXECUTABLES = _setup_py_constant("EXECUTABLES")
+SHARE_DIRS = _setup_py_constant("SHARE_DIRS")
+
+
+def _run(args, **kwargs):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_installed_package_xml_names_the_package_at_the_installed_version():
+    root = ET.parse(SHARE / "package.xml").getroot()
+    assert root.get("format") == "3"
+    assert root.findtext("name") == "liquid_control"
+    assert root.findtext("version") == importlib.metadata.version("liquid_control")
+    assert root.findtext("export/build_type") == "ament_python"
+    assert "rclpy" in [e.text for e in root.findall("exec_depend")]
+    # An editable install copies data files: a stale copy means the venv needs a reinstall.
+    assert (SHARE / "package.xml").read_bytes() == (REPO / "package.xml").read_bytes()
+
+
+def test_share_holds_every_launch_config_and_model_file():
+    sources = [p for top in SHARE_DIRS if (REPO / top).is_dir() for p in (REPO / top).rglob("*")
+               if p.is_file() and not any(part.startswith(".") or part == "__pycache__"
+                                          for part in p.relative_to(REPO).parts)]
+    for source in sources:
+        installed = SHARE / source.relative_to(REPO)
+        assert installed.is_file(), f"{source.relative_to(REPO)} is not installed at {installed}"
+        assert installed.read_bytes() == source.read_bytes(), f"{installed} is stale: reinstall"
+
+
+def test_ament_index_resolves_the_package_to_this_prefix():
+    ament_index_python = pytest.importorskip("ament_index_python")
+    assert str(PREFIX) in os.environ["AMENT_PREFIX_PATH"].split(os.pathsep)  # conftest puts it there
+    marker = PREFIX / "share" / "ament_index" / "resource_index" / "packages" / "liquid_control"
+    assert marker.is_file()
+    assert Path(ament_index_python.get_package_prefix("liquid_control")) == PREFIX
+    assert Path(ament_index_python.get_package_share_directory("liquid_control")) == SHARE
+    assert "liquid_control" in ament_index_python.get_packages_with_prefixes()
+
+
+@pytest.mark.parametrize("name", sorted(EXECUTABLES))
+def test_executable_is_where_ros2_run_and_launch_ros_look(name):
+    # ros2 run / launch_ros: an executable file <prefix of the package>/lib/<package>/<name>
+    path = PREFIX / "lib" / "liquid_control" / name
+    assert path.is_file(), f"{path} missing"
+    assert os.access(path, os.X_OK), f"{path} is not executable"
+    result = _run([path, "--help"])
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout.lower()
+
+
+def test_cli_wrapper_passes_arguments_and_exit_code_and_uses_the_prefix_python():
+    path = PREFIX / "lib" / "liquid_control" / "liquid-control"
+    # No venv and no pyenv on PATH: the wrapper must still find this prefix's own interpreter.
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    result = _run([path, "no such command"], env=env)
+    assert result.returncode == 2  # argparse's exit status comes through the wrapper
+    assert "invalid choice: 'no such command'" in result.stderr  # one argument, spaces kept
+    assert "usage: liquid-control" in result.stderr
+
+
+def test_cli_is_on_path_in_the_prefix():
+    path = PREFIX / "bin" / "liquid-control"
+    assert os.access(path, os.X_OK), f"{path} is not an executable"
+    result = _run([path, "--help"])
+    assert result.returncode == 0, result.stderr
+    assert "usage: liquid-control" in result.stdout
