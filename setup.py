@@ -22,6 +22,7 @@ PACKAGE = "liquid_control"
 # Adding one is one line here.
 EXECUTABLES = {
     "liquid-control": "liquid_control.cli",
+    "controller_node": "liquid_control.nodes.controller_node",
 }
 
 # Installed under share/liquid_control/ with their subdirectories.

@@ -15,6 +15,7 @@ Time rules, per event of sensor S with stamp t:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field, replace
 
@@ -79,6 +80,11 @@ class Counters:
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+def _clip(value: float, bound: float) -> float:
+    """value limited to [-bound, bound] (plain floats: this runs on every step)."""
+    return -bound if value < -bound else bound if value > bound else value
 
 
 class LiquidController:
@@ -159,7 +165,7 @@ class LiquidController:
     def on_imu(self, stamp: float, values: np.ndarray) -> Command | None:
         """An IMU sample as the 9 values of sensing.IMU_FIELDS."""
         chosen = np.asarray(values, dtype=np.float64)[self._imu_index]
-        if not np.all(np.isfinite(chosen)):
+        if not np.isfinite(chosen).all():
             self.counters.reject("imu_not_finite")
             return None
         if not self._accept("imu", stamp):
@@ -183,6 +189,31 @@ class LiquidController:
     def watchdog(self, now: float) -> Command | None:
         """Zero command when no sensor message arrived for sensor_timeout (sensor time `now`)."""
         return self._zero(now, "timeout") if self.timed_out(now) else None
+
+    def stop(self, stamp: float, reason: str) -> Command:
+        """A zero command (watchdog, e-stop); the next network command ramps up from it."""
+        return self._zero(stamp, reason)
+
+    def save_adapted(self, path, adapted_from: str = "") -> None:
+        """Write the policy with the adapted readout to `path` (a new file, never over the original)."""
+        from pathlib import Path
+
+        import torch
+
+        from .modelfile import save_model
+
+        path = Path(path)
+        if path.exists():
+            raise ValueError(f"{path} exists; an adapted model is never written over another file")
+        if self.config is None:
+            raise ValueError("the running model has no config (sensor and output specs) to save")
+        policy = copy.deepcopy(self.policy)
+        with torch.no_grad():
+            policy.readout.weight.copy_(torch.from_numpy(self.adaptation.weight))
+            policy.readout.bias.copy_(torch.from_numpy(self.adaptation.bias))
+        provenance = {**self.config.provenance, "adapted_from": adapted_from,
+                      "adaptation_updates": self.adaptation.updates}
+        save_model(path, policy, self.config.sensors, self.config.outputs, provenance)
 
     def timed_out(self, now: float) -> bool:
         stamps = [s for s in self._last_stamp.values() if s is not None]
@@ -226,26 +257,24 @@ class LiquidController:
             self.adaptation.weight if adapted else None, self.adaptation.bias if adapted else None,
         )
         self.counters.steps += 1
-        if not (np.all(np.isfinite(self.state)) and np.all(np.isfinite(raw))):
+        if not (np.isfinite(self.state).all() and np.isfinite(raw).all()):
             self.counters.nan_resets += 1
             self.state = self.run.initial_state()
             return self._zero(stamp, "nan_reset")
         if self.e_stop:
             return self._zero(stamp, "e_stop")
-        values = dict(zip(self._fields, raw * self._scale, strict=True))
+        values = dict(zip(self._fields, (raw * self._scale).tolist(), strict=True))
         return self._limit(stamp, values.get("linear.x", 0.0), values.get("angular.z", 0.0))
 
     def _limit(self, stamp: float, linear: float, angular: float) -> Command:
         s = self.settings
-        linear = float(np.clip(linear, -s.max_linear_speed, s.max_linear_speed))
-        angular = float(np.clip(angular, -s.max_angular_speed, s.max_angular_speed))
+        linear = _clip(float(linear), s.max_linear_speed)
+        angular = _clip(float(angular), s.max_angular_speed)
         last = self._last_command
         if last is not None:
             elapsed = max(stamp - last.stamp, 0.0)
-            linear = float(np.clip(linear, last.linear_x - s.max_linear_accel * elapsed,
-                                   last.linear_x + s.max_linear_accel * elapsed))
-            angular = float(np.clip(angular, last.angular_z - s.max_angular_accel * elapsed,
-                                    last.angular_z + s.max_angular_accel * elapsed))
+            linear = last.linear_x + _clip(linear - last.linear_x, s.max_linear_accel * elapsed)
+            angular = last.angular_z + _clip(angular - last.angular_z, s.max_angular_accel * elapsed)
         else:
             linear = angular = 0.0  # the first command starts from rest
         command = Command(stamp, linear, angular, "policy")

@@ -1,0 +1,329 @@
+"""controller_node: the ROS 2 face of LiquidController.
+
+Camera and IMU in (sensor data QoS), the liquid state stepped on every message by its header stamp,
+velocity commands out; tuned live through parameters, adapted online from teacher commands. All
+decisions live in LiquidController; this node declares the interface, converts messages and
+publishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist, TwistStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import Image, Imu
+from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
+from std_srvs.srv import Trigger
+
+from ..controller import Command, LiquidController, Settings
+from ..modelfile import ModelFileError, load_model
+from ..policy import LiquidPolicy
+from ..sensing import SensorError, image_to_array, imu_to_array, stamp_to_seconds
+from .params import SETTINGS_OF, declare_all, default_config
+
+THROTTLE_S = 5.0
+
+
+class LiquidControllerNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("liquid_controller", **kwargs)
+        declare_all(self, default_config())
+        self.controller: LiquidController | None = None
+        self.model_error = ""
+        path = self.get_parameter("model_path").value
+        if path:
+            try:
+                self.controller = self._make_controller(path, self._settings_from_params())
+            except (ModelFileError, ValueError) as exc:
+                self.model_error = str(exc)
+                self.get_logger().error(f"no model running: {exc}")
+        else:
+            self.model_error = "model_path is empty"
+        torch.set_num_threads(self.get_parameter("num_threads").value)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.cmd_pub = None
+        self._make_cmd_publisher(self.get_parameter("cmd_vel_stamped").value)
+        self.state_pub = self.create_publisher(Float64MultiArray, "~/liquid_state", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "camera/image_raw", self._on_image, qos_profile_sensor_data)
+        self.create_subscription(Imu, "imu/data", self._on_imu, qos_profile_sensor_data)
+        teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
+        self.create_subscription(teacher_type, "teacher/cmd_vel", self._on_teacher, 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(Bool, "e_stop", self._on_e_stop, latched)
+        self.create_service(Trigger, "~/reset_state", self._reset_state)
+        self.create_service(Trigger, "~/reset_adaptation", self._reset_adaptation)
+        self.create_service(Trigger, "~/save_model", self._save_model)
+
+        self.e_stop = False
+        self._last_arrival: float | None = None
+        self._last_publish = -math.inf
+        self._timed_out = True
+        self._latencies: list[float] = []
+        self._window = {"camera": 0, "imu": 0}
+        self._window_start = time.monotonic()
+        self._rejected = 0
+        self.create_timer(0.02, self._watchdog)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    # --- model and parameters --------------------------------------------------------------
+    def _settings_from_params(self) -> Settings:
+        return Settings(**{field: self.get_parameter(name).value for name, field in SETTINGS_OF.items()})
+
+    def _make_controller(self, path: str, settings: Settings) -> LiquidController:
+        policy, config = load_model(path)
+        if not isinstance(policy, LiquidPolicy):
+            raise ValueError(f"{path} holds a bare liquid core; the controller needs a policy with a camera encoder")
+        return LiquidController(policy, config, settings)
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Check every change first, apply them together, or refuse with a reason."""
+        changes = {p.name: p.value for p in params}
+        settings = {SETTINGS_OF[n]: v for n, v in changes.items() if n in SETTINGS_OF}
+        try:
+            new_settings = Settings(**{**(self.controller.settings.__dict__ if self.controller
+                                          else self._settings_from_params().__dict__), **settings})
+            new_settings.check()
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        swap = None
+        if "model_path" in changes and changes["model_path"] != self.get_parameter("model_path").value:
+            try:
+                swap = load_model(changes["model_path"])
+                if not isinstance(swap[0], LiquidPolicy):
+                    raise ValueError("it holds a bare liquid core, not a policy with a camera encoder")
+            except (ModelFileError, ValueError) as exc:
+                return SetParametersResult(successful=False, reason=f"model not loaded, the old one runs on: {exc}")
+        try:
+            if self.controller is None and swap is not None:
+                self.controller = LiquidController(swap[0], swap[1], new_settings)
+                self.model_error = ""
+            elif self.controller is not None:
+                if swap is not None:
+                    self.controller.swap_policy(*swap)
+                self.controller.update_settings(**new_settings.__dict__)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if "num_threads" in changes:
+            torch.set_num_threads(changes["num_threads"])
+        if "cmd_vel_stamped" in changes:
+            self._make_cmd_publisher(changes["cmd_vel_stamped"])
+        return SetParametersResult(successful=True)
+
+    def _make_cmd_publisher(self, stamped: bool) -> None:
+        if self.cmd_pub is not None:
+            self.destroy_publisher(self.cmd_pub)
+        self.cmd_stamped = stamped
+        self.cmd_pub = self.create_publisher(TwistStamped if stamped else Twist, "cmd_vel", 10)
+
+    # --- sensors ---------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        self._window["camera"] += 1
+        if self.controller is None:
+            return
+        try:
+            rgb = image_to_array(msg)
+        except SensorError as exc:
+            self._reject(f"camera image rejected: {exc}")
+            return
+        self._arrived()
+        self._handle(lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), rgb))
+
+    def _on_imu(self, msg: Imu) -> None:
+        self._window["imu"] += 1
+        if self.controller is None:
+            return
+        try:
+            values = imu_to_array(msg)
+        except SensorError as exc:
+            self._reject(f"IMU message rejected: {exc}")
+            return
+        rejected_before = sum(self.controller.counters.rejected.values())
+        self._arrived()
+        self._handle(lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values))
+        if sum(self.controller.counters.rejected.values()) > rejected_before:
+            self._reject("IMU message rejected: NaN or Inf in a field the model reads")
+
+    def _handle(self, event) -> None:
+        t0 = time.perf_counter()
+        command = event()
+        self._latencies.append(time.perf_counter() - t0)
+        if len(self._latencies) > 5000:
+            del self._latencies[:2500]
+        if command is None:
+            return
+        if self.e_stop:
+            command = self.controller.stop(command.stamp, "e_stop")
+        self._publish(command)
+
+    def _on_teacher(self, msg) -> None:
+        if self.controller is None:
+            return
+        twist = msg.twist if isinstance(msg, TwistStamped) else msg
+        self.controller.on_teacher(twist.linear.x, twist.angular.z)
+
+    def _on_e_stop(self, msg: Bool) -> None:
+        self.e_stop = bool(msg.data)
+        if self.controller is not None:
+            self.controller.e_stop = self.e_stop
+        if self.e_stop:
+            self.get_logger().warning("e_stop engaged: zero commands until released")
+            self._publish(Command(self._now(), 0.0, 0.0, "e_stop"), force=True)
+        else:
+            self.get_logger().info("e_stop released")
+
+    def _arrived(self) -> None:
+        self._last_arrival = self._now()
+        if self._timed_out:
+            self._timed_out = False
+            self.get_logger().info("sensor data flowing")
+
+    def _reject(self, message: str) -> None:
+        self._rejected += 1
+        self.get_logger().warning(message, throttle_duration_sec=THROTTLE_S)
+
+    # --- output ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _publish(self, command: Command, force: bool = False) -> None:
+        rate = self.get_parameter("max_publish_rate").value
+        if not force and command.reason == "policy" and rate > 0.0:
+            now = time.monotonic()
+            if now - self._last_publish < 1.0 / rate:
+                return
+            self._last_publish = now
+        if self.cmd_stamped:
+            msg = TwistStamped()
+            msg.header.stamp.sec = int(math.floor(command.stamp))
+            msg.header.stamp.nanosec = int(round((command.stamp - math.floor(command.stamp)) * 1e9)) % 1_000_000_000
+            msg.header.frame_id = self.get_parameter("frame_id").value
+            twist = msg.twist
+        else:
+            msg = twist = Twist()
+        twist.linear.x = command.linear_x
+        twist.angular.z = command.angular_z
+        self.cmd_pub.publish(msg)
+        if command.reason == "policy" and self.get_parameter("publish_state").value:
+            state = Float64MultiArray()
+            hidden = self.controller.hidden
+            state.layout.dim = [MultiArrayDimension(label="neurons", size=hidden.size, stride=hidden.size)]
+            state.data = hidden.tolist()
+            self.state_pub.publish(state)
+
+    def _watchdog(self) -> None:
+        timeout = self.get_parameter("sensor_timeout").value
+        now = self._now()
+        if self._last_arrival is None or now - self._last_arrival > timeout:
+            if not self._timed_out:
+                self._timed_out = True
+                self.get_logger().error(f"no sensor data for {timeout} s: zero commands")
+            stamp = now
+            command = self.controller.stop(stamp, "timeout") if self.controller else Command(stamp, 0.0, 0.0, "timeout")
+            self._publish(command, force=True)
+
+    def _publish_diagnostics(self) -> None:
+        elapsed = max(time.monotonic() - self._window_start, 1e-6)
+        rates = {k: v / elapsed for k, v in self._window.items()}
+        self._window = {"camera": 0, "imu": 0}
+        self._window_start = time.monotonic()
+        status = DiagnosticStatus(name="liquid_controller: control", hardware_id=self.get_fully_qualified_name())
+        if self.controller is None:
+            status.level, status.message = DiagnosticStatus.ERROR, f"no model: {self.model_error}"
+        elif self._timed_out:
+            status.level, status.message = DiagnosticStatus.ERROR, "sensor timeout: commanding zero"
+        elif self.e_stop:
+            status.level, status.message = DiagnosticStatus.WARN, "e_stop engaged"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "running"
+        lat = np.array(self._latencies) * 1e6 if self._latencies else np.zeros(1)
+        values = {
+            "camera_rate_hz": f"{rates['camera']:.1f}",
+            "imu_rate_hz": f"{rates['imu']:.1f}",
+            "step_latency_p50_us": f"{np.percentile(lat, 50):.1f}",
+            "step_latency_p99_us": f"{np.percentile(lat, 99):.1f}",
+            "rejected_messages": str(self._rejected),
+        }
+        if self.controller is not None:
+            c = self.controller.counters
+            values.update(steps=str(c.steps), stale_dropped=str(c.stale_dropped), late=str(c.late),
+                          time_jumps=str(c.time_jumps), gap_resets=str(c.gap_resets), nan_resets=str(c.nan_resets))
+            a = self.controller.adaptation
+            values.update(adaptation_enabled=str(self.controller.settings.adaptation_enabled).lower(),
+                          adaptation_updates=str(a.updates), adaptation_drift=f"{a.drift:.4f}")
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+    # --- services --------------------------------------------------------------------------
+    def _reset_state(self, request, response):
+        if self.controller is None:
+            response.success, response.message = False, f"no model: {self.model_error}"
+            return response
+        self.controller.reset_state()
+        response.success, response.message = True, "liquid state reset"
+        return response
+
+    def _reset_adaptation(self, request, response):
+        if self.controller is None:
+            response.success, response.message = False, f"no model: {self.model_error}"
+            return response
+        self.controller.reset_adaptation()
+        response.success, response.message = True, "readout restored to the shipped model"
+        return response
+
+    def _save_model(self, request, response):
+        if self.controller is None:
+            response.success, response.message = False, f"no model: {self.model_error}"
+            return response
+        source = Path(self.get_parameter("model_path").value)
+        target = source.with_name(f"{source.stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}.safetensors")
+        try:
+            self.controller.save_adapted(target, adapted_from=str(source))
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f"not saved: {exc}"
+            return response
+        response.success, response.message = True, str(target)
+        return response
+
+
+def main(args=None) -> None:
+    argv = sys.argv if args is None else args
+    parser = argparse.ArgumentParser(
+        prog="controller_node",
+        description="Liquid controller: camera/image_raw + imu/data in, cmd_vel out. Parameters in "
+                    "config/controller.yaml; ROS arguments after --ros-args.",
+    )
+    parser.parse_args(remove_ros_args(argv)[1:])
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = LiquidControllerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

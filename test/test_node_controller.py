@@ -1,0 +1,355 @@
+"""controller_node over real DDS (rclpy, Fast DDS, this session's own domain): the node and a test
+node in one process, each test in its own namespace."""
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+torch = pytest.importorskip("torch")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import Twist, TwistStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image, Imu  # noqa: E402
+from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from liquid_control import nets  # noqa: E402
+from liquid_control.controller import LiquidController, Settings  # noqa: E402
+from liquid_control.modelfile import OutputSpec, load_model, save_model  # noqa: E402
+from liquid_control.nodes.controller_node import LiquidControllerNode  # noqa: E402
+from liquid_control.policy import EncoderSpec, LiquidPolicy  # noqa: E402
+from liquid_control.sensing import image_to_array, imu_to_array  # noqa: E402
+
+OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
+SPEC = EncoderSpec(image_width=32, image_height=24, channels=(4, 8), camera_features=4)
+_names = itertools.count()
+
+
+def make_model(path, seed=0, bias=None):
+    torch.manual_seed(seed)
+    policy = LiquidPolicy(SPEC, nets.CfC(SPEC.core_inputs, nets.AutoNCP(12, 2, seed=seed)), outputs=2,
+                          imu_mean=(0.0, 0.0, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
+    if bias is not None:
+        with torch.no_grad():
+            policy.readout.bias[:] = torch.tensor(bias)
+    save_model(path, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def context():
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+class Rig:
+    """The node under test, a test node with the robot's topics, and an executor thread."""
+
+    def __init__(self, context, model_path, **params):
+        self.ns = f"/lc_test_{next(_names)}"
+        overrides = [Parameter("model_path", value=str(model_path))]
+        overrides += [Parameter(k, value=v) for k, v in params.items()]
+        self.node = LiquidControllerNode(context=context, namespace=self.ns, parameter_overrides=overrides)
+        self.peer = rclpy.create_node(f"peer_{next(_names)}", namespace=self.ns, context=context)
+        self.camera = self.peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        self.imu = self.peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
+        self.teacher = self.peer.create_publisher(Twist, "teacher/cmd_vel", 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.e_stop = self.peer.create_publisher(Bool, "e_stop", latched)
+        self.commands, self.states, self.diagnostics = [], [], []
+        self.lock = threading.Lock()
+        cmd_type = TwistStamped if params.get("cmd_vel_stamped") else Twist
+        self.peer.create_subscription(cmd_type, "cmd_vel", self._keep(self.commands), 100)
+        self.peer.create_subscription(Float64MultiArray, "liquid_controller/liquid_state", self._keep(self.states), 100)
+        self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._keep_diag, 10)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self.params = AsyncParameterClient(self.peer, f"{self.ns}/liquid_controller")
+        assert self.params.wait_for_services(timeout_sec=10.0)
+        wait_for(lambda: self.camera.get_subscription_count() > 0 and self.imu.get_subscription_count() > 0)
+        self.rng = np.random.default_rng(0)
+
+    def _keep(self, into):
+        def callback(msg):
+            with self.lock:
+                into.append((time.monotonic(), msg))
+        return callback
+
+    def _keep_diag(self, msg):
+        for status in msg.status:
+            if status.hardware_id == f"{self.ns}/liquid_controller":
+                with self.lock:
+                    self.diagnostics.append((time.monotonic(), status))
+
+    def image(self, stamp, encoding="rgb8", width=64, height=48):
+        msg = Image(height=height, width=width, encoding=encoding, step=width * 3)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
+        msg.data = self.rng.integers(0, 256, size=height * width * 3, dtype=np.uint8).tobytes()
+        return msg
+
+    def imu_msg(self, stamp, wz=0.1):
+        msg = Imu()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
+        msg.angular_velocity.z = wz
+        msg.linear_acceleration.z = 9.8
+        msg.orientation_covariance[0] = -1.0
+        return msg
+
+    def stream(self, seconds, t0=100.0, imu_hz=200.0, camera_hz=30.0, wall_factor=1.0):
+        """Publish camera and IMU with exact stamps; returns the messages sent, in send order."""
+        sent = []
+        n = int(seconds * imu_hz)
+        next_cam = 0.0
+        start = time.monotonic()
+        for k in range(n):
+            t = k / imu_hz
+            if t >= next_cam:
+                msg = self.image(t0 + t)
+                self.camera.publish(msg)
+                sent.append(("camera", msg))
+                next_cam += 1.0 / camera_hz
+            msg = self.imu_msg(t0 + t + 0.0005, wz=np.sin(t))
+            self.imu.publish(msg)
+            sent.append(("imu", msg))
+            delay = start + (k + 1) / imu_hz * wall_factor - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        self.window = (start, time.monotonic())
+        return sent
+
+    def set(self, **values):
+        future = self.params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        wait_for(future.done)
+        return future.result().results
+
+    def call(self, service):
+        client = self.peer.create_client(Trigger, f"liquid_controller/{service}")
+        assert client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(Trigger.Request())
+        wait_for(future.done)
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=5.0)
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+def wait_for(condition, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
+
+
+@pytest.fixture
+def rig(context, tmp_path):
+    rigs = []
+
+    def make(**params):
+        model = params.pop("model", None) or make_model(tmp_path / f"m{len(rigs)}.safetensors")
+        r = Rig(context, model, **params)
+        rigs.append(r)
+        return r
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+def _latest_diag(r, after=0.0):
+    wait_for(lambda: any(t > after for t, _ in r.diagnostics), timeout=5.0)
+    with r.lock:
+        status = [s for t, s in r.diagnostics if t > after][-1]
+    return status, {kv.key: kv.value for kv in status.values}
+
+
+def test_commands_flow_at_sensor_rate(rig):
+    r = rig()
+    sent = r.stream(2.0)
+    wait_for(lambda: len(r.commands) >= 0.9 * len(sent), timeout=5.0)
+    time.sleep(0.2)
+    policy_like = [m for _, m in r.commands]
+    assert len(policy_like) >= 0.9 * len(sent)  # one command per sensor message (200 + 30 Hz)
+    start, end = r.window
+    during = [t for t, _ in r.commands if start + 0.2 <= t <= end]  # the watchdog's zeros stop on data
+    rate = len(during) / (end - start - 0.2)
+    assert rate > 0.8 * 230
+    # Diagnostics published during the stream saw the input rates.
+    with r.lock:
+        during_diag = [st for t, st in r.diagnostics if start + 1.0 <= t <= end]
+    assert during_diag, "no diagnostics during the stream"
+    values = {kv.key: kv.value for kv in during_diag[-1].values}
+    assert 140 <= float(values["imu_rate_hz"]) <= 260 and 20 <= float(values["camera_rate_hz"]) <= 40
+    assert during_diag[-1].level == DiagnosticStatus.OK
+    # Every message the node received either stepped the network, or was a camera frame that
+    # arrived after a later IMU sample (held, not stepped), or came before both sensors had spoken.
+    c = r.node.controller.counters
+    assert c.imu + c.camera - c.steps - c.late <= 3
+    # Best-effort sensor QoS may drop a few when this one process also publishes; not many.
+    assert c.imu + c.camera >= 0.7 * len(sent)
+
+
+def test_state_follows_header_stamps_not_arrival_times(rig, tmp_path):
+    model = make_model(tmp_path / "ref.safetensors", seed=3)
+    r = rig(model=model)
+    stamps = 50.0 + np.arange(60) * 0.005  # 200 Hz in sensor time...
+    cam = r.image(stamps[0] - 0.001)
+    r.camera.publish(cam)
+    wait_for(lambda: r.node.controller.counters.camera == 1)
+    imus = []
+    for k, stamp in enumerate(stamps):
+        msg = r.imu_msg(float(stamp), wz=0.3 * np.sin(k / 5))
+        r.imu.publish(msg)
+        imus.append(msg)
+        time.sleep(0.004 if k % 2 else 0.03)  # ...delivered at irregular wall times
+    wait_for(lambda: r.node.controller.counters.imu == len(stamps), timeout=5.0)
+    wait_for(lambda: len(r.states) >= len(stamps) - 1, timeout=5.0)
+    # The same events through a LiquidController offline give the same state.
+    policy, config = load_model(model)
+    offline = LiquidController(policy, config, Settings())
+    offline.on_image(stamps[0] - 0.001, image_to_array(cam))
+    for msg, stamp in zip(imus, stamps, strict=True):
+        offline.on_imu(float(stamp), imu_to_array(msg))
+    np.testing.assert_allclose(np.array(r.states[-1][1].data), offline.hidden, atol=1e-9)
+
+
+def test_parameters_take_effect_and_invalid_ones_are_refused_with_a_reason(rig, tmp_path):
+    r = rig(model=make_model(tmp_path / "fast.safetensors", bias=(5.0, 5.0)),
+            max_linear_accel=20.0, max_angular_accel=50.0)
+    r.stream(0.5)
+    results = r.set(max_linear_speed=0.1, max_angular_speed=0.2)
+    assert all(x.successful for x in results)
+    before = len(r.commands)
+    r.stream(0.5, t0=200.0)
+    wait_for(lambda: len(r.commands) > before + 50)
+    fresh = [m for _, m in r.commands[before + 5:]]
+    assert max(abs(m.linear.x) for m in fresh) == pytest.approx(0.1)
+    assert max(abs(m.angular.z) for m in fresh) == pytest.approx(0.2)
+
+    (bad,) = r.set(max_linear_speed=-1.0)
+    assert not bad.successful and "max_linear_speed" in bad.reason
+    (bad,) = r.set(model_path=str(tmp_path / "missing.safetensors"))
+    assert not bad.successful and "no such file" in bad.reason and "old one runs on" in bad.reason
+    (bad,) = r.set(max_dt="long")
+    assert not bad.successful and "type" in bad.reason.lower()
+    (bad,) = r.set(teacher_stamped=True)
+    assert not bad.successful  # read-only
+    assert r.node.get_parameter("max_linear_speed").value == 0.1
+
+    state = r.node.controller.state.copy()
+    (ok,) = r.set(tau_scale=2.0)
+    assert ok.successful and r.node.controller.settings.tau_scale == 2.0
+    np.testing.assert_array_equal(r.node.controller.state, state)  # the network state is kept
+
+    other = make_model(tmp_path / "other.safetensors", seed=5)
+    (ok,) = r.set(model_path=str(other))
+    assert ok.successful
+    r.stream(0.3, t0=300.0)
+    assert r.node.controller.counters.steps > 0
+
+
+def test_cmd_vel_stamped_switch(rig):
+    r = rig(cmd_vel_stamped=True, frame_id="base_footprint")
+    r.stream(0.3)
+    wait_for(lambda: any(isinstance(m, TwistStamped) for _, m in r.commands))
+    stamped = [m for _, m in r.commands if isinstance(m, TwistStamped)]
+    assert stamped[-1].header.frame_id == "base_footprint"
+    assert stamped[-1].header.stamp.sec >= 100
+
+
+def test_watchdog_zeroes_commands_and_reports_error_then_resumes(rig, tmp_path):
+    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)), sensor_timeout=0.2)
+    r.stream(0.5)
+    assert any(abs(m.linear.x) > 0 for _, m in r.commands)
+    stop = time.monotonic()
+    time.sleep(0.6)
+    after = [m for t, m in r.commands if t > stop + 0.3]
+    assert after and all(m.linear.x == 0.0 and m.angular.z == 0.0 for m in after)
+    status, _ = _latest_diag(r, after=stop + 0.3)
+    assert status.level == DiagnosticStatus.ERROR and "timeout" in status.message
+    resume = time.monotonic()
+    r.stream(0.5, t0=100.6)
+    assert any(abs(m.linear.x) > 0 for t, m in r.commands if t > resume)
+
+
+def test_e_stop_latches_until_released(rig, tmp_path):
+    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)))
+    r.stream(0.3)
+    r.e_stop.publish(Bool(data=True))
+    wait_for(lambda: r.node.e_stop)
+    mark = time.monotonic()
+    r.stream(0.5, t0=101.0)
+    assert all(m.linear.x == 0.0 for t, m in r.commands if t > mark)
+    r.e_stop.publish(Bool(data=False))
+    wait_for(lambda: not r.node.e_stop)
+    mark = time.monotonic()
+    r.stream(0.5, t0=102.0)
+    assert any(m.linear.x > 0 for t, m in r.commands if t > mark)
+
+
+def test_services_reset_state_reset_adaptation_and_save_model(rig, tmp_path):
+    model = make_model(tmp_path / "shipped.safetensors")
+    r = rig(model=model, **{"adaptation.enabled": True})
+    r.stream(0.5)
+    assert np.abs(r.node.controller.hidden).sum() > 0
+    # Adaptation from teacher commands.
+    for _ in range(50):
+        r.teacher.publish(Twist())
+        time.sleep(0.002)
+    wait_for(lambda: r.node.controller.adaptation.updates > 0)
+    saved = r.call("save_model")
+    assert saved.success, saved.message
+    assert saved.message.startswith(str(tmp_path / "shipped.adapted-"))
+    adapted, config = load_model(saved.message)
+    assert config.provenance["adapted_from"] == str(model)
+    np.testing.assert_allclose(adapted.readout.bias.detach().numpy(), r.node.controller.adaptation.bias, atol=1e-6)
+    assert load_model(model)[0].readout.bias.tolist() != adapted.readout.bias.tolist()  # original untouched
+    assert r.call("reset_adaptation").success and r.node.controller.adaptation.drift == 0.0
+    assert r.call("reset_state").success and np.all(r.node.controller.state == 0)
+
+
+def test_bad_input_is_rejected_counted_and_survived(rig):
+    r = rig()
+    r.stream(0.2)
+    bad_encoding = r.image(100.3)
+    bad_encoding.encoding = "yuv422"
+    r.camera.publish(bad_encoding)
+    short = r.image(100.31)
+    short.step = 10
+    r.camera.publish(short)
+    nan_imu = r.imu_msg(100.32, wz=float("nan"))
+    r.imu.publish(nan_imu)
+    r.imu.publish(r.imu_msg(100.0))  # backwards: dropped
+    wait_for(lambda: r.node._rejected >= 3 and r.node.controller.counters.stale_dropped >= 1)
+    r.imu.publish(r.imu_msg(1.0))  # a looping bag: time jumps back, the state resets
+    wait_for(lambda: r.node.controller.counters.time_jumps == 1)
+    r.stream(0.3, t0=1.1)
+    assert r.node.controller.counters.steps > 0
+    _, values = _latest_diag(r, after=time.monotonic())
+    assert int(values["rejected_messages"]) >= 3 and int(values["time_jumps"]) == 1
+
+
+def test_node_without_a_model_commands_zero_and_says_why(context):
+    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}")
+    try:
+        assert node.controller is None and "model_path is empty" in node.model_error
+    finally:
+        node.destroy_node()

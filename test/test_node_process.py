@@ -1,0 +1,129 @@
+"""controller_node as its own process (the installed lib/liquid_control executable), driven over DDS
+from this process: commands flow, parameters change through the real parameter service, a 1 kHz
+IMU flood leaves memory bounded, and SIGINT shuts it down cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import Twist  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image, Imu  # noqa: E402
+from test_node_controller import make_model, wait_for  # noqa: E402
+
+EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
+
+
+def _rss_mb(pid):
+    # The wrapper execs python, so the pid is the node's own process.
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def node_process(tmp_path):
+    if not EXECUTABLE.exists():
+        pytest.skip(f"{EXECUTABLE} not installed (pip install the package into this venv)")
+    model = make_model(tmp_path / "proc.safetensors", bias=(1.0, 0.5))
+    ns = f"/lc_proc_{os.getpid()}"
+    proc = subprocess.Popen(
+        [str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={model}",
+         "-p", "max_linear_accel:=20.0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield proc, ns
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_node_process_flood_parameters_and_clean_shutdown(node_process):
+    proc, ns = node_process
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    peer = rclpy.create_node("proc_peer", namespace=ns, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(peer)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        camera = peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        imu = peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
+        commands = []
+        peer.create_subscription(Twist, "cmd_vel", lambda m: commands.append((time.monotonic(), m)), 100)
+        wait_for(lambda: imu.get_subscription_count() > 0 and camera.get_subscription_count() > 0, timeout=30)
+        params = AsyncParameterClient(peer, f"{ns}/liquid_controller")
+        assert params.wait_for_services(timeout_sec=10.0)
+
+        rng = np.random.default_rng(0)
+        frame = Image(height=48, width=64, encoding="rgb8", step=192,
+                      data=rng.integers(0, 256, 48 * 64 * 3, dtype=np.uint8).tobytes())
+        msg = Imu()
+        msg.linear_acceleration.z = 9.8
+        msg.orientation_covariance[0] = -1.0
+
+        def stamp(m, t):
+            m.header.stamp.sec, m.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+
+        def flood(seconds, t0, imu_hz):
+            start = time.monotonic()
+            n = int(seconds * imu_hz)
+            for k in range(n):
+                t = t0 + k / imu_hz
+                if k % int(imu_hz / 30) == 0:
+                    stamp(frame, t - 0.0002)
+                    camera.publish(frame)
+                stamp(msg, t)
+                imu.publish(msg)
+                delay = start + (k + 1) / imu_hz - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+        flood(1.0, 10.0, 200.0)
+        wait_for(lambda: any(m.linear.x > 0 for _, m in commands))
+
+        future = params.set_parameters([Parameter("max_linear_speed", value=0.05)])
+        wait_for(future.done)
+        assert future.result().results[0].successful
+        mark = time.monotonic()
+        flood(0.5, 12.0, 200.0)
+        time.sleep(0.3)
+        recent = [m.linear.x for t, m in commands if t > mark + 0.1]
+        assert recent and max(recent) == pytest.approx(0.05)
+
+        rss_start = _rss_mb(proc.pid)
+        mark = time.monotonic()
+        flood(10.0, 20.0, 1000.0)  # 1 kHz IMU (and 30 Hz camera) for 10 s
+        rss_end = _rss_mb(proc.pid)
+        assert proc.poll() is None, "the node died under the flood"
+        assert rss_end - rss_start < 30.0, f"RSS grew {rss_start:.0f} -> {rss_end:.0f} MB"
+        during = [t for t, _ in commands if mark < t < mark + 10.0]
+        assert len(during) > 10.0 * 150, f"only {len(during)} commands in 10 s of 1 kHz input"
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        thread.join(timeout=5.0)
+        peer.destroy_node()
+        rclpy.shutdown(context=context)
+
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
