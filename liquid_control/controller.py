@@ -152,6 +152,11 @@ class LiquidController:
     def hidden(self) -> np.ndarray:
         return self.state[: self.run.state_size]
 
+    @property
+    def time_constants(self) -> np.ndarray:
+        """Each neuron's effective time constant at the last step, in seconds of sensor time."""
+        return self.run.core.tau * self.settings.tau_scale
+
     # --- events ----------------------------------------------------------------------------
     def on_image(self, stamp: float, rgb: np.ndarray) -> Command | None:
         """A camera frame as an (H, W, 3) float RGB array in [0, 1] (any size)."""

@@ -178,6 +178,8 @@ def test_watchdog(model_file):
 
 
 def test_tau_scale_scales_time(model_file):
+    """tau_scale 2 on 10 ms steps = the shipped time constants on 5 ms steps, and the reported
+    time constants double."""
     a = _controller(model_file, tau_scale=2.0)
     b = _controller(model_file)
     a.on_image(0.0, FRAME)
@@ -186,6 +188,7 @@ def test_tau_scale_scales_time(model_file):
         a.on_imu(0.01 * k, _imu())
         b.on_imu(0.005 * k, _imu())  # half the elapsed time = time constants twice as long
     np.testing.assert_allclose(a.state, b.state, atol=1e-12)
+    np.testing.assert_allclose(a.time_constants, 2.0 * b.time_constants, rtol=1e-12)
 
 
 def test_invalid_settings_are_refused_and_the_old_ones_kept(model_file):

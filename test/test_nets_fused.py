@@ -95,3 +95,39 @@ def test_step_does_not_allocate_a_new_state():
     y1, s1 = model.step(np.ones(3), state, 0.01)
     y2, s2 = model.step(np.ones(3), state, 0.01)
     assert s1 is state and s2 is state and y1 is y2
+
+
+def test_cfc_time_constants_are_the_time_scale_of_its_gate():
+    torch.manual_seed(0)
+    model = nets.CfC(3, 5, backbone_layers=0).eval()
+    f = model.fused()
+    state = f.initial_state()
+    f.step(np.array([0.3, -0.2, 1.0]), state, 0.05)
+    h_prev = state.copy()
+    x = np.array([1.0, 0.5, -0.5])
+    f.step(x, state, 0.05)
+    z = torch.tensor(np.concatenate([x, h_prev]), dtype=torch.float32)[None]
+    with torch.no_grad():
+        expected = 1.0 / model.rnn_cell.time_a(z).abs()[0].double().numpy()
+    np.testing.assert_allclose(f.tau, expected, rtol=1e-4)
+
+
+def test_ltc_time_constants_are_cm_over_open_conductances():
+    torch.manual_seed(0)
+    model = nets.LTC(2, 4).eval()
+    with torch.no_grad():
+        model.rnn_cell.w.fill_(-30.0)  # softplus(-30) ~ 1e-13: synapses closed
+        model.rnn_cell.sensory_w.fill_(-30.0)
+    f = model.fused()
+    state = f.initial_state()
+    f.step(np.array([1.0, -1.0]), state, 0.1)
+    cell = model.rnn_cell
+    cm = torch.nn.functional.softplus(cell.cm).detach().double().numpy()
+    gleak = torch.nn.functional.softplus(cell.gleak).detach().double().numpy()
+    np.testing.assert_allclose(f.tau, cm / gleak, rtol=1e-6)
+    with torch.no_grad():
+        model.rnn_cell.w.fill_(3.0)  # open synapses shorten every time constant: the liquid effect
+    g = model.fused()
+    s2 = g.initial_state()
+    g.step(np.array([1.0, -1.0]), s2, 0.1)
+    assert np.all(g.tau < f.tau)

@@ -228,7 +228,10 @@ def test_state_follows_header_stamps_not_arrival_times(rig, tmp_path):
     offline.on_image(stamps[0] - 0.001, image_to_array(cam))
     for msg, stamp in zip(imus, stamps, strict=True):
         offline.on_imu(float(stamp), imu_to_array(msg))
-    np.testing.assert_allclose(np.array(r.states[-1][1].data), offline.hidden, atol=1e-9)
+    published = np.array(r.states[-1][1].data).reshape(2, -1)
+    np.testing.assert_allclose(published[0], offline.hidden, atol=1e-9)
+    np.testing.assert_allclose(published[1], offline.time_constants, rtol=1e-9)
+    assert np.all(published[1] > 0)
 
 
 def test_parameters_take_effect_and_invalid_ones_are_refused_with_a_reason(rig, tmp_path):
@@ -353,3 +356,14 @@ def test_node_without_a_model_commands_zero_and_says_why(context):
         assert node.controller is None and "model_path is empty" in node.model_error
     finally:
         node.destroy_node()
+
+
+def test_max_publish_rate_caps_commands_without_slowing_the_network(rig):
+    r = rig(max_publish_rate=20.0)
+    r.stream(1.5)
+    start, end = r.window
+    during = [t for t, _ in r.commands if start + 0.3 <= t <= end]
+    rate = len(during) / (end - start - 0.3)
+    assert 10.0 <= rate <= 22.0
+    c = r.node.controller.counters  # the state still steps on every message received
+    assert c.steps > 150 and c.imu + c.camera - c.steps - c.late <= 3

@@ -80,8 +80,9 @@ def _lstm_update(x, state, n_in, n, p, off, work):
 
 
 @numba.njit(cache=True)
-def cfc_step(x, state, dt, p, t, out, work):
-    """One CfC step in place on `state`; the (projected) output goes to `out`."""
+def cfc_step(x, state, dt, p, t, out, tau, work):
+    """One CfC step in place on `state`; the (projected) output goes to `out`, and each neuron's
+    effective time constant (the time scale of its liquid gate at this input) to `tau`."""
     n_layers, mode, mixed = t[_H_LAYERS], t[_H_MODE], t[_H_MIXED]
     n_backbone, act, proj = t[_H_BACKBONE], t[_H_ACT], t[_H_PROJ]
     n_in, n_state = t[_H_IN], t[_H_STATE]
@@ -115,13 +116,16 @@ def cfc_step(x, state, dt, p, t, out, work):
             for j in range(units):
                 ff1 = g[j]
                 a = p[a_off + j]
-                state[s_off + j] = -a * math.exp(-dt * (abs(p[tau_off + j]) + abs(ff1))) * ff1 + a
+                rate = abs(p[tau_off + j]) + abs(ff1)
+                state[s_off + j] = -a * math.exp(-dt * rate) * ff1 + a
+                tau[s_off + j] = 1.0 / max(rate, 1e-6)
         else:
             _matvec(p, w_off, 4 * units, cols, z, b_off, g)
             for j in range(units):
                 ff1 = math.tanh(g[j])
                 ff2 = math.tanh(g[units + j])
                 ti = _sigmoid(g[2 * units + j] * dt + g[3 * units + j])
+                tau[s_off + j] = 1.0 / max(abs(g[2 * units + j]), 1e-6)
                 if mode == 2:
                     state[s_off + j] = ff1 + ti * ff2
                 else:
@@ -165,7 +169,10 @@ def _pack_lstm(packer: _Packer, lstm) -> int:
 
 
 class FusedStep:
-    """Common streaming interface: `initial_state()` and `step(x, state, dt) -> (y, state)`."""
+    """Common streaming interface: `initial_state()` and `step(x, state, dt) -> (y, state)`.
+
+    After a step, `tau` holds each neuron's effective time constant at that step, in the units
+    of dt (the "liquid" part: it moves with the input)."""
 
     input_size: int
     state_len: int
@@ -197,6 +204,7 @@ class FusedCfC(FusedStep):
         self.state_size = state_size
         self.state_len = state_size * (2 if mixed else 1)
         self.out = np.zeros(out_size, dtype=np.float64)
+        self.tau = np.zeros(state_size, dtype=np.float64)
         self.work = np.zeros(work_size, dtype=np.float64)
 
     @classmethod
@@ -262,12 +270,12 @@ class FusedCfC(FusedStep):
     def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
         self._check(x, state, dt)
-        cfc_step(x, state, float(dt), self.params, self.table, self.out, self.work)
+        cfc_step(x, state, float(dt), self.params, self.table, self.out, self.tau, self.work)
         return self.out, state
 
 
 @numba.njit(cache=True)
-def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, work):
+def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, tau, work):
     """One LTC step (fused semi-implicit Euler, `unfolds` sub-steps) in place on `state`.
 
     neuron: (n, 3) cm, gleak, vleak (positivity applied); syn_s / syn: (k, 6) rows of
@@ -306,6 +314,9 @@ def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, w
             v[i] = (cm_t * v[i] + neuron[i, 1] * neuron[i, 2] + num[i]) / (
                 cm_t + neuron[i, 1] + den[i] + eps
             )
+    for i in range(n):
+        # The liquid time constant: cm over the leak plus the synaptic conductances now open.
+        tau[i] = neuron[i, 0] / max(neuron[i, 1] + den[i], 1e-9)
     for j in range(out.shape[0]):
         out[j] = v[j] * out_map[0, j] + out_map[1, j]
 
@@ -333,6 +344,7 @@ class FusedLTC(FusedStep):
         self.unfolds = unfolds
         self.eps = eps
         self.out = np.zeros(self.out_map.shape[1], dtype=np.float64)
+        self.tau = np.zeros(state_size, dtype=np.float64)
         self.work = np.zeros(4 * state_size, dtype=np.float64)
 
     @classmethod
@@ -381,7 +393,7 @@ class FusedLTC(FusedStep):
             _lstm_update(x, state, self.input_size, self.state_size, self.lstm_params, 0,
                          self._lstm_work())
         ltc_step(x, state, float(dt), self.unfolds, self.eps, self.neuron, self.syn_s, self.syn,
-                 self.out_map, self.io, self.out, self.work)
+                 self.out_map, self.io, self.out, self.tau, self.work)
         return self.out, state
 
     def _lstm_work(self) -> np.ndarray:

@@ -221,10 +221,13 @@ class LiquidControllerNode(Node):
         twist.angular.z = command.angular_z
         self.cmd_pub.publish(msg)
         if command.reason == "policy" and self.get_parameter("publish_state").value:
+            # A 2 x n matrix: row 0 the hidden state, row 1 each neuron's time constant (s).
             state = Float64MultiArray()
-            hidden = self.controller.hidden
-            state.layout.dim = [MultiArrayDimension(label="neurons", size=hidden.size, stride=hidden.size)]
-            state.data = hidden.tolist()
+            hidden, tau = self.controller.hidden, self.controller.time_constants
+            n = hidden.size
+            state.layout.dim = [MultiArrayDimension(label="state_then_tau_s", size=2, stride=2 * n),
+                                MultiArrayDimension(label="neuron", size=n, stride=n)]
+            state.data = hidden.tolist() + tau.tolist()
             self.state_pub.publish(state)
 
     def _watchdog(self) -> None:
