@@ -37,6 +37,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/step_latency.py
+	$(RUN_ENV) $(VPY) bench/node_latency.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check liquid_control test bench

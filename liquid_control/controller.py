@@ -24,7 +24,7 @@ import numpy as np
 from .adaptation import ReadoutRLS
 from .modelfile import ModelConfig
 from .policy import LiquidPolicy, PolicyStep
-from .sensing import IMU_FIELDS, resize
+from .sensing import IMU_FIELDS
 
 COMMAND_FIELDS = ("linear.x", "angular.z")
 
@@ -162,8 +162,7 @@ class LiquidController:
         """A camera frame as an (H, W, 3) float RGB array in [0, 1] (any size)."""
         if not self._accept("camera", stamp):
             return None
-        spec = self.policy.spec
-        self._camera = self.run.encode_image(resize(rgb, spec.image_width, spec.image_height))
+        self._camera = self.run.encode_image(rgb)
         self.counters.camera += 1
         return self._advance(stamp)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .nets.base import LiquidRNN
+from .sensing import resample_matrix
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class PolicyStep:
     def __init__(self, policy: LiquidPolicy) -> None:
         policy = policy.eval()
         self._camera = policy.camera
+        self._width, self._height = policy.spec.image_width, policy.spec.image_height
         self.core = policy.core.fused(refresh=True)
         self.readout_w = policy.readout.weight.detach().double().numpy().copy()
         self.readout_b = policy.readout.bias.detach().double().numpy().copy()
@@ -153,9 +155,19 @@ class PolicyStep:
         return self.core.initial_state()
 
     def encode_image(self, rgb: np.ndarray) -> np.ndarray:
-        """Camera features of one (H, W, 3) float frame, already resized to the model's input."""
+        """Camera features of one (h, w, 3) float RGB frame of any size: resized to the model's
+        input (sensing's area/bilinear matrices, applied in torch under its thread setting, so
+        no BLAS thread pool spins up beside the controller), then encoded."""
+        frame = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
+        h, w, c = frame.shape
         with torch.inference_mode():
-            out = self._camera(torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None])
+            if (h, w) != (self._height, self._width):
+                rows = torch.from_numpy(resample_matrix(h, self._height))
+                cols = torch.from_numpy(resample_matrix(w, self._width))
+                tmp = (rows @ frame.reshape(h, w * c)).reshape(self._height, w, c)
+                frame = (cols @ tmp.permute(1, 0, 2).reshape(w, self._height * c)).reshape(
+                    self._width, self._height, c).permute(1, 0, 2)
+            out = self._camera(frame[None])
         return out[0].double().numpy()
 
     def normalize_imu(self, values: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from liquid_control import nets
 from liquid_control.controller import LiquidController, Settings
 from liquid_control.modelfile import OutputSpec, load_model, save_model
 from liquid_control.policy import EncoderSpec, LiquidPolicy
-from liquid_control.sensing import IMU_FIELDS, resize
+from liquid_control.sensing import IMU_FIELDS
 
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
 SPEC = EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4,
@@ -56,7 +56,7 @@ def test_waits_for_every_sensor_then_steps_with_stamp_differences(model_file):
     # Reference: the same policy stepped by hand with the same dt.
     run = c.policy.streamer()
     state = run.initial_state()
-    cam = run.encode_image(resize(FRAME, 16, 12))
+    cam = run.encode_image(FRAME)
     imu = run.normalize_imu(_imu()[[IMU_FIELDS.index(f) for f in SPEC.imu_fields]])
     for stamp in (10.015, 10.020, 10.0275):
         cmd = c.on_imu(stamp, _imu())

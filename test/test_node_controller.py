@@ -209,7 +209,7 @@ def test_commands_flow_at_sensor_rate(rig):
 
 def test_state_follows_header_stamps_not_arrival_times(rig, tmp_path):
     model = make_model(tmp_path / "ref.safetensors", seed=3)
-    r = rig(model=model)
+    r = rig(model=model, state_publish_rate=0.0)
     stamps = 50.0 + np.arange(60) * 0.005  # 200 Hz in sensor time...
     cam = r.image(stamps[0] - 0.001)
     r.camera.publish(cam)

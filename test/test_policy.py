@@ -75,3 +75,12 @@ def test_policy_model_file_round_trip(tmp_path):
     with pytest.raises(ValueError, match="sensor_spec"):
         save_model(tmp_path / "bad.safetensors", policy, loaded.sensor_spec().__class__(
             features=policy.sensor_spec().features, mean=(0.0,) * 9, std=(1.0,) * 9), outputs)
+
+
+def test_streaming_encoder_resizes_any_frame_like_sensing_resize():
+    from liquid_control.sensing import resize
+
+    policy = _policy()
+    run = policy.streamer()
+    frame = np.random.default_rng(1).random((64, 96, 3)).astype(np.float32)
+    np.testing.assert_allclose(run.encode_image(frame), run.encode_image(resize(frame, 32, 24)), atol=1e-6)

@@ -42,7 +42,8 @@ PARAMETERS = (
     Param("teacher_stamped", B, "teacher/cmd_vel is TwistStamped instead of Twist.", read_only=True),
     Param("frame_id", S, "header.frame_id of stamped commands."),
     Param("num_threads", INT, "Torch threads for the camera encoder.", (1, 64)),
-    Param("publish_state", B, "Publish the hidden state on ~/liquid_state."),
+    Param("publish_state", B, "Publish the hidden state and time constants on ~/liquid_state."),
+    Param("state_publish_rate", D, "Cap on ~/liquid_state, Hz; 0 publishes after every step.", (0.0, 1000.0)),
     Param("adaptation.enabled", B, "Adapt the command readout toward teacher/cmd_vel by recursive "
           "least squares."),
     Param("adaptation.forgetting", D, "RLS forgetting factor (1 = never forget).", (0.5, 1.0)),

@@ -1,0 +1,156 @@
+"""Sensor-to-command latency through controller_node against a bare rclpy relay, both measured in
+this run, each as its own process over DDS (domain of its own, localhost): camera 96x64 rgb8 at
+30 Hz and IMU at 200 Hz, stamped with the send time; latency = arrival of the command carrying that
+stamp minus the stamp. Also message loss and the CPU use of the node process.
+
+    .venv/bin/python bench/node_latency.py [--seconds 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _policy_file(directory: Path) -> Path:
+    import torch
+
+    from liquid_control import nets
+    from liquid_control.modelfile import OutputSpec, save_model
+    from liquid_control.policy import EncoderSpec, LiquidPolicy
+
+    torch.manual_seed(0)
+    spec = EncoderSpec()  # 64x48 input, the default camera encoder
+    policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, nets.AutoNCP(19, 2, seed=22222)), outputs=2).eval()
+    path = directory / "bench_policy.safetensors"
+    save_model(path, policy, policy.sensor_spec(),
+               OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5))))
+    return path
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_target(name: str, command: list[str], seconds: float) -> dict:
+    import rclpy
+    from geometry_msgs.msg import TwistStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, Imu
+
+    ns = f"/bench_{name}_{os.getpid()}"
+    proc = subprocess.Popen([*command, "--ros-args", "-r", f"__ns:={ns}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(f"bench_{name}", namespace=ns, context=context)
+    latencies: list[float] = []
+    node.create_subscription(
+        TwistStamped, "cmd_vel",
+        lambda m: latencies.append(time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), 1000)
+    camera = node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+    imu = node.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (camera.get_subscription_count() == 0 or imu.get_subscription_count() == 0
+               or node.count_publishers("cmd_vel") == 0):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not come up")
+            time.sleep(0.05)
+        time.sleep(1.0)  # let the node finish starting (numba cache load, first frames)
+        frame = Image(height=64, width=96, encoding="rgb8", step=96 * 3,
+                      data=np.random.default_rng(0).integers(0, 256, 64 * 96 * 3, dtype=np.uint8).tobytes())
+        sample = Imu()
+        sample.linear_acceleration.z = 9.8
+        sample.orientation_covariance[0] = -1.0
+
+        def stamp(msg):
+            now = time.time()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
+
+        # Warm up, then measure.
+        sent = 0
+        for phase, duration in (("warmup", 1.0), ("measure", seconds)):
+            if phase == "measure":
+                latencies.clear()
+                sent = 0
+                cpu0, wall0 = _cpu_seconds(proc.pid), time.monotonic()
+            start = time.monotonic()
+            k = 0
+            while time.monotonic() - start < duration:
+                if k % 7 == 0:  # ~30 Hz camera next to 200 Hz IMU
+                    stamp(frame)
+                    camera.publish(frame)
+                    sent += 1
+                stamp(sample)
+                imu.publish(sample)
+                sent += 1
+                k += 1
+                delay = start + k / 200.0 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        time.sleep(0.5)
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0 - 0.5)
+        lat = np.array(latencies) * 1e3
+        return {"target": name, "sent": sent, "received": int(lat.size),
+                "loss_pct": 100.0 * max(sent - lat.size, 0) / sent,
+                "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+                "p99_ms": float(np.percentile(lat, 99)), "cpu_pct": 100.0 * cpu}
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("ROS_DOMAIN_ID", str(120 + os.getpid() % 100))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    node_exe = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _policy_file(Path(tmp))
+        rows = [
+            run_target("relay", [sys.executable, str(HERE / "relay_node.py")], args.seconds),
+            run_target("controller_node", [str(node_exe), "--ros-args", "-p", f"model_path:={model}",
+                                           "-p", "cmd_vel_stamped:=true", "-p", "publish_state:=true"],
+                       args.seconds),
+        ]
+    relay = rows[0]["p50_ms"]
+    print(f"Sensor-to-command latency over DDS, IMU 200 Hz + camera 96x64 rgb8 ~30 Hz, {args.seconds:.0f} s each")
+    print(f"{'target':<18}{'sent':>7}{'recv':>7}{'loss %':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
+          f"{'CPU %':>7}{'p50 vs relay':>14}")
+    for r in rows:
+        print(f"{r['target']:<18}{r['sent']:>7}{r['received']:>7}{r['loss_pct']:>8.2f}{r['p50_ms']:>8.2f}"
+              f"{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_pct']:>7.1f}{r['p50_ms'] / relay:>13.2f}x")
+    if args.json:
+        print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
