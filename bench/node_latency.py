@@ -59,9 +59,14 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
     rclpy.init(context=context)
     node = rclpy.create_node(f"bench_{name}", namespace=ns, context=context)
     latencies: list[float] = []
-    node.create_subscription(
-        TwistStamped, "cmd_vel",
-        lambda m: latencies.append(time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), 1000)
+    sent_stamps: set[tuple[int, int]] = set()
+
+    def on_command(m) -> None:
+        # Only answers to a message sent here count (not, say, a watchdog's zero command).
+        if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_stamps:
+            latencies.append(time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
+
+    node.create_subscription(TwistStamped, "cmd_vel", on_command, 1000)
     camera = node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
     imu = node.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
     executor = SingleThreadedExecutor(context=context)
@@ -85,6 +90,7 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
         def stamp(msg):
             now = time.time()
             msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
+            sent_stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
 
         # Warm up, then measure.
         sent = 0
@@ -109,11 +115,7 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
                     time.sleep(delay)
         time.sleep(0.5)
         cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0 - 0.5)
-        lat = np.array(latencies) * 1e3
-        return {"target": name, "sent": sent, "received": int(lat.size),
-                "loss_pct": 100.0 * max(sent - lat.size, 0) / sent,
-                "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-                "p99_ms": float(np.percentile(lat, 99)), "cpu_pct": 100.0 * cpu}
+        return {"latencies_ms": list(np.array(latencies) * 1e3), "sent": sent, "cpu": cpu}
     finally:
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
@@ -127,7 +129,9 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per target and round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="relay and node alternate this many times; samples are pooled")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(120 + os.getpid() % 100))
@@ -135,19 +139,35 @@ def main() -> None:
     node_exe = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
     with tempfile.TemporaryDirectory() as tmp:
         model = _policy_file(Path(tmp))
-        rows = [
-            run_target("relay", [sys.executable, str(HERE / "relay_node.py")], args.seconds),
-            run_target("controller_node", [str(node_exe), "--ros-args", "-p", f"model_path:={model}",
-                                           "-p", "cmd_vel_stamped:=true", "-p", "publish_state:=true"],
-                       args.seconds),
-        ]
+        targets = {
+            "relay": [sys.executable, str(HERE / "relay_node.py")],
+            "controller_node": [str(node_exe), "--ros-args", "-p", f"model_path:={model}",
+                                "-p", "cmd_vel_stamped:=true"],
+        }
+        runs: dict[str, list[dict]] = {name: [] for name in targets}
+        # Alternating rounds: this machine's speed drifts by tens of percent from minute to minute.
+        for _ in range(args.rounds):
+            for name, command in targets.items():
+                runs[name].append(run_target(name, command, args.seconds))
+    rows = []
+    for name, results in runs.items():
+        lat = np.concatenate([r["latencies_ms"] for r in results])
+        sent = sum(r["sent"] for r in results)
+        rows.append({"target": name, "sent": sent, "received": int(lat.size),
+                     "loss_pct": 100.0 * max(sent - lat.size, 0) / sent,
+                     "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+                     "p99_ms": float(np.percentile(lat, 99)),
+                     "cpu_pct": 100.0 * float(np.mean([r["cpu"] for r in results])),
+                     "round_p50s_ms": [float(np.percentile(r["latencies_ms"], 50)) for r in results]})
     relay = rows[0]["p50_ms"]
-    print(f"Sensor-to-command latency over DDS, IMU 200 Hz + camera 96x64 rgb8 ~30 Hz, {args.seconds:.0f} s each")
+    print(f"Sensor-to-command latency over DDS, IMU 200 Hz + camera 96x64 rgb8 ~30 Hz, "
+          f"{args.rounds} alternating rounds of {args.seconds:.0f} s per target")
     print(f"{'target':<18}{'sent':>7}{'recv':>7}{'loss %':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
           f"{'CPU %':>7}{'p50 vs relay':>14}")
     for r in rows:
         print(f"{r['target']:<18}{r['sent']:>7}{r['received']:>7}{r['loss_pct']:>8.2f}{r['p50_ms']:>8.2f}"
-              f"{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_pct']:>7.1f}{r['p50_ms'] / relay:>13.2f}x")
+              f"{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_pct']:>7.1f}{r['p50_ms'] / relay:>13.2f}x"
+              f"   rounds p50: {', '.join(f'{x:.2f}' for x in r['round_p50s_ms'])}")
     if args.json:
         print(json.dumps(rows))
 

@@ -367,3 +367,14 @@ def test_max_publish_rate_caps_commands_without_slowing_the_network(rig):
     assert 10.0 <= rate <= 22.0
     c = r.node.controller.counters  # the state still steps on every message received
     assert c.steps > 150 and c.imu + c.camera - c.steps - c.late <= 3
+
+
+def test_stamped_commands_carry_the_exact_sensor_stamp(rig):
+    r = rig(cmd_vel_stamped=True)
+    sent = r.stream(0.5, t0=1_764_000_000.0)  # epoch-sized stamps, where float seconds round
+    wait_for(lambda: len(r.commands) > 50)
+    time.sleep(0.2)
+    sent_stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in sent}
+    answered = [(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in r.commands
+                if m.header.stamp.sec >= 1_764_000_000]
+    assert len(answered) > 50 and set(answered) <= sent_stamps

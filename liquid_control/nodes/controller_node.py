@@ -151,7 +151,7 @@ class LiquidControllerNode(Node):
             self._reject(f"camera image rejected: {exc}")
             return
         self._arrived()
-        self._handle(lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), rgb))
+        self._handle(msg.header.stamp, lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), rgb))
 
     def _on_imu(self, msg: Imu) -> None:
         self._window["imu"] += 1
@@ -162,13 +162,14 @@ class LiquidControllerNode(Node):
         except SensorError as exc:
             self._reject(f"IMU message rejected: {exc}")
             return
-        rejected_before = sum(self.controller.counters.rejected.values())
+        rejected = self.controller.counters.rejected
+        before = rejected.get("imu_not_finite", 0)
         self._arrived()
-        self._handle(lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values))
-        if sum(self.controller.counters.rejected.values()) > rejected_before:
+        self._handle(msg.header.stamp, lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values))
+        if rejected.get("imu_not_finite", 0) > before:
             self._reject("IMU message rejected: NaN or Inf in a field the model reads")
 
-    def _handle(self, event) -> None:
+    def _handle(self, header_stamp, event) -> None:
         t0 = time.perf_counter()
         command = event()
         self._latencies.append(time.perf_counter() - t0)
@@ -178,7 +179,9 @@ class LiquidControllerNode(Node):
             return
         if self.e_stop:
             command = self.controller.stop(command.stamp, "e_stop")
-        self._publish(command)
+        # A command carries the exact stamp of the sensor message it answers (float seconds
+        # near 1.7e9 would round it by a few hundred nanoseconds).
+        self._publish(command, header_stamp=header_stamp)
 
     def _on_teacher(self, msg) -> None:
         if self.controller is None:
@@ -197,7 +200,9 @@ class LiquidControllerNode(Node):
             self.get_logger().info("e_stop released")
 
     def _arrived(self) -> None:
-        self._last_arrival = self._now()
+        # The watchdog runs on the steady clock: it must also fire when a simulator (and with it
+        # /clock) stalls, and reading it costs far less than the node clock on every message.
+        self._last_arrival = time.monotonic()
         if self._timed_out:
             self._timed_out = False
             self.get_logger().info("sensor data flowing")
@@ -210,7 +215,7 @@ class LiquidControllerNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _publish(self, command: Command, force: bool = False) -> None:
+    def _publish(self, command: Command, force: bool = False, header_stamp=None) -> None:
         rate = self._max_publish_rate
         now = time.monotonic()
         if not force and command.reason == "policy" and rate > 0.0:
@@ -219,8 +224,11 @@ class LiquidControllerNode(Node):
             self._last_publish = now
         if self.cmd_stamped:
             msg = TwistStamped()
-            msg.header.stamp.sec = int(math.floor(command.stamp))
-            msg.header.stamp.nanosec = int(round((command.stamp - math.floor(command.stamp)) * 1e9)) % 1_000_000_000
+            if header_stamp is not None:
+                msg.header.stamp = header_stamp
+            else:
+                msg.header.stamp.sec = int(math.floor(command.stamp))
+                msg.header.stamp.nanosec = min(int((command.stamp % 1.0) * 1e9), 999_999_999)
             msg.header.frame_id = self._frame_id
             twist = msg.twist
         else:
@@ -243,12 +251,11 @@ class LiquidControllerNode(Node):
 
     def _watchdog(self) -> None:
         timeout = self.get_parameter("sensor_timeout").value
-        now = self._now()
-        if self._last_arrival is None or now - self._last_arrival > timeout:
+        if self._last_arrival is None or time.monotonic() - self._last_arrival > timeout:
             if not self._timed_out:
                 self._timed_out = True
                 self.get_logger().error(f"no sensor data for {timeout} s: zero commands")
-            stamp = now
+            stamp = self._now()
             command = self.controller.stop(stamp, "timeout") if self.controller else Command(stamp, 0.0, 0.0, "timeout")
             self._publish(command, force=True)
 
