@@ -67,9 +67,9 @@ class LiquidControllerNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Bool, "e_stop", self._on_e_stop, latched)
-        self.create_service(Trigger, "~/reset_state", self._reset_state)
-        self.create_service(Trigger, "~/reset_adaptation", self._reset_adaptation)
-        self.create_service(Trigger, "~/save_model", self._save_model)
+        self.create_service(Trigger, "~/reset_state", self._trigger(self._reset_state))
+        self.create_service(Trigger, "~/reset_adaptation", self._trigger(self._reset_adaptation))
+        self.create_service(Trigger, "~/save_model", self._trigger(self._save_model))
 
         self.e_stop = False
         self._last_arrival: float | None = None
@@ -294,35 +294,35 @@ class LiquidControllerNode(Node):
         self.diag_pub.publish(array)
 
     # --- services --------------------------------------------------------------------------
-    def _reset_state(self, request, response):
-        if self.controller is None:
-            response.success, response.message = False, f"no model: {self.model_error}"
+    def _trigger(self, action):
+        """A std_srvs/Trigger callback: action() on the running controller returns the message;
+        with no model, or when the action raises, the call fails with the reason."""
+
+        def callback(request, response):
+            if self.controller is None:
+                response.success, response.message = False, f"no model: {self.model_error}"
+                return response
+            try:
+                response.success, response.message = True, action()
+            except (OSError, ValueError) as exc:
+                response.success, response.message = False, str(exc)
             return response
+
+        return callback
+
+    def _reset_state(self) -> str:
         self.controller.reset_state()
-        response.success, response.message = True, "liquid state reset"
-        return response
+        return "liquid state reset"
 
-    def _reset_adaptation(self, request, response):
-        if self.controller is None:
-            response.success, response.message = False, f"no model: {self.model_error}"
-            return response
+    def _reset_adaptation(self) -> str:
         self.controller.reset_adaptation()
-        response.success, response.message = True, "readout restored to the shipped model"
-        return response
+        return "readout restored to the shipped model"
 
-    def _save_model(self, request, response):
-        if self.controller is None:
-            response.success, response.message = False, f"no model: {self.model_error}"
-            return response
+    def _save_model(self) -> str:
         source = Path(self.get_parameter("model_path").value)
         target = source.with_name(f"{source.stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}.safetensors")
-        try:
-            self.controller.save_adapted(target, adapted_from=str(source))
-        except (OSError, ValueError) as exc:
-            response.success, response.message = False, f"not saved: {exc}"
-            return response
-        response.success, response.message = True, str(target)
-        return response
+        self.controller.save_adapted(target, adapted_from=str(source))
+        return str(target)
 
 
 def main(args=None) -> None:
