@@ -134,7 +134,8 @@ def main() -> None:
                         help="relay and node alternate this many times; samples are pooled")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("ROS_DOMAIN_ID", str(120 + os.getpid() % 100))
+    # A domain of its own (never the user's robots' domain), localhost only.
+    os.environ["ROS_DOMAIN_ID"] = os.environ.get("LIQUID_CONTROL_BENCH_DOMAIN_ID", str(102 + os.getpid() % 100))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     node_exe = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
     with tempfile.TemporaryDirectory() as tmp:
