@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from ..paths import share_path
+
 NODE_NAME = "liquid_controller"
 
 
@@ -66,22 +68,8 @@ SETTINGS_OF = {
 
 
 def config_path() -> Path:
-    """config/controller.yaml: installed under share/liquid_control, or beside the sources."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            path = Path(get_package_share_directory("liquid_control")) / "config" / "controller.yaml"
-            if path.exists():
-                return path
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    path = Path(__file__).resolve().parents[2] / "config" / "controller.yaml"
-    if not path.exists():
-        raise FileNotFoundError("config/controller.yaml not found: is liquid_control installed?")
-    return path
+    """config/controller.yaml, installed or beside the sources."""
+    return share_path("config", "controller.yaml")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
