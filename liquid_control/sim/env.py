@@ -1,0 +1,189 @@
+"""TrackEnv: the robot on a track in MuJoCo, as a stream of timestamped sensor events (camera at
+30 Hz, IMU at 200 Hz, each on its own clock, optional jitter, drops and noise) that takes velocity
+commands, with ground truth (pose, cross-track error, progress, off-road) for experts and metrics.
+Deterministic under a seed. The same events drive LiquidController here, in the ROS sim_node, and
+in recorded bags.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+from transforms3d.euler import quat2euler
+
+from .track import Track
+from .world import RobotSpec, scene_xml
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    camera_hz: float = 30.0
+    imu_hz: float = 200.0
+    camera_jitter: float = 0.002   # s: each frame's stamp moves by up to this, uniformly
+    camera_drop: float = 0.0       # probability that a frame is lost
+    gyro_noise: float = 0.005      # rad/s, white, per sample
+    accel_noise: float = 0.05      # m/s^2, white, per sample
+    gyro_bias: float = 0.0         # rad/s, on z
+    accel_bias: float = 0.0        # m/s^2, on x and y
+    image_noise: float = 0.0       # std of per-pixel noise, in [0, 1] units
+
+
+@dataclass(frozen=True)
+class SensorEvent:
+    stamp: float
+    kind: str            # "camera" or "imu"
+    data: np.ndarray     # camera: (h, w, 3) float32 RGB in [0, 1]; imu: sensing.IMU_FIELDS values
+
+
+class TrackEnv:
+    def __init__(self, track: Track, robot: RobotSpec | None = None, sensors: SensorConfig | None = None,
+                 seed: int = 0, timestep: float = 0.001) -> None:
+        robot, sensors = robot or RobotSpec(), sensors or SensorConfig()
+        self.track, self.robot, self.sensors = track, robot, sensors
+        xml, assets = scene_xml(track, robot, timestep=timestep)
+        self.model = mujoco.MjModel.from_xml_string(xml, assets)
+        self.data = mujoco.MjData(self.model)
+        self._renderer = mujoco.Renderer(self.model, robot.image_height, robot.image_width)
+        self._sensor = {name: self.model.sensor(name).adr[0] for name in ("accel", "gyro", "orientation")}
+        self._seed = seed
+        self.reset()
+
+    # --- episode ---------------------------------------------------------------------------
+    def reset(self, s: float = 0.0, offset: float = 0.0, heading_error: float = 0.0,
+              seed: int | None = None) -> None:
+        """Place the robot at progress s, `offset` m left of the centreline, turned by
+        heading_error from the road direction; time starts at 0."""
+        self.rng = np.random.default_rng(self._seed if seed is None else seed)
+        mujoco.mj_resetData(self.model, self.data)
+        x, y, yaw = self.track.pose_at(s, offset)
+        yaw += heading_error
+        self.data.qpos[0:2] = (x, y)
+        self.data.qpos[3:7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+        mujoco.mj_forward(self.model, self.data)
+        self._next_imu = 0.0
+        self._camera_index = 0
+        self._next_camera = self._camera_time(0)
+        self._start_s = s
+        self._laps_s = 0.0
+        self._last_s = self.track.project(x, y)["s"]
+        self.command(0.0, 0.0)
+
+    def close(self) -> None:
+        self._renderer.close()
+
+    # --- control ---------------------------------------------------------------------------
+    def command(self, linear: float, angular: float) -> None:
+        """A body-frame velocity command (m/s, rad/s) for the wheels' velocity servos."""
+        r, b = self.robot.wheel_radius, self.robot.wheel_separation
+        self.data.ctrl[0] = (linear - angular * b / 2) / r
+        self.data.ctrl[1] = (linear + angular * b / 2) / r
+
+    # --- sensing ---------------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def events(self, duration: float) -> Iterator[SensorEvent]:
+        """Sensor events for the next `duration` s of sim time, in stamp order. Physics advances
+        between events, so a command given after an event acts from that moment on."""
+        end = self.time + duration
+        while True:
+            camera_next = self._next_camera <= self._next_imu
+            stamp = self._next_camera if camera_next else self._next_imu
+            if stamp > end:
+                return
+            self._advance_to(stamp)
+            if camera_next:
+                self._camera_index += 1
+                self._next_camera = self._camera_time(self._camera_index)
+                if self.rng.random() < self.sensors.camera_drop:
+                    continue
+                yield SensorEvent(stamp, "camera", self.render())
+            else:
+                self._next_imu = stamp + 1.0 / self.sensors.imu_hz
+                yield SensorEvent(stamp, "imu", self.imu())
+
+    def _camera_time(self, index: int) -> float:
+        jitter = self.sensors.camera_jitter
+        t = index / self.sensors.camera_hz + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
+        return max(t, 0.0)
+
+    def _advance_to(self, t: float) -> None:
+        dt = self.model.opt.timestep
+        while self.data.time + dt / 2 < t:
+            mujoco.mj_step(self.model, self.data)
+            self._track_progress()
+
+    def render(self) -> np.ndarray:
+        self._renderer.update_scene(self.data, camera="front")
+        image = self._renderer.render().astype(np.float32) * (1.0 / 255.0)
+        if self.sensors.image_noise > 0:
+            image += self.rng.normal(0.0, self.sensors.image_noise, image.shape).astype(np.float32)
+            np.clip(image, 0.0, 1.0, out=image)
+        return image
+
+    def imu(self) -> np.ndarray:
+        """angular velocity (rad/s), linear acceleration incl. gravity (m/s^2), roll/pitch/yaw."""
+        s, d, cfg = self._sensor, self.data.sensordata, self.sensors
+        gyro = d[s["gyro"]:s["gyro"] + 3] + self.rng.normal(0.0, cfg.gyro_noise, 3)
+        gyro[2] += cfg.gyro_bias
+        accel = d[s["accel"]:s["accel"] + 3] + self.rng.normal(0.0, cfg.accel_noise, 3)
+        accel[:2] += cfg.accel_bias
+        euler = quat2euler(d[s["orientation"]:s["orientation"] + 4], axes="sxyz")
+        return np.concatenate([gyro, accel, euler])
+
+    # --- ground truth ----------------------------------------------------------------------
+    def _track_progress(self) -> None:
+        # Progress through laps: the projection's s wraps at the start line.
+        if int(round(self.data.time / self.model.opt.timestep)) % 20:
+            return
+        s = self.track.project(*self.data.qpos[0:2])["s"]
+        delta = s - self._last_s
+        if delta < -self.track.length / 2:
+            delta += self.track.length
+        elif delta > self.track.length / 2:
+            delta -= self.track.length
+        self._laps_s += delta
+        self._last_s = s
+
+    def truth(self) -> dict[str, float | bool]:
+        """Pose, road-relative errors, distance driven along the road, and whether a wheel is off
+        the road."""
+        x, y = (float(v) for v in self.data.qpos[0:2])
+        w, _, _, z = self.data.qpos[3:7]
+        yaw = 2.0 * math.atan2(z, w)
+        p = self.track.project(x, y)
+        half = self.robot.wheel_separation / 2
+        wheel_xte = [self.track.project(x - math.sin(yaw) * side * half, y + math.cos(yaw) * side * half)["xte"]
+                     for side in (1.0, -1.0)]
+        speed = float(np.hypot(*self.data.qvel[0:2]))
+        return {
+            "x": x, "y": y, "yaw": yaw, "xte": p["xte"], "s": p["s"],
+            "heading_error": math.remainder(yaw - p["heading"], 2 * math.pi),
+            "curvature": p["curvature"], "progress": self._laps_s, "speed": speed,
+            "off_road": any(abs(e) > self.track.road_width / 2 for e in wheel_xte),
+        }
+
+
+@dataclass(frozen=True)
+class PurePursuit:
+    """The expert: pure pursuit of the centreline on ground truth."""
+
+    speed: float = 0.5          # m/s
+    lookahead: float = 0.6      # m
+    max_angular: float = 1.5    # rad/s
+
+    def __call__(self, env: TrackEnv) -> tuple[float, float]:
+        t = env.truth()
+        gx, gy, _ = env.track.pose_at(t["s"] + self.lookahead)
+        dx, dy = gx - t["x"], gy - t["y"]
+        # The goal in the robot frame; curvature of the arc through it.
+        ly = -math.sin(t["yaw"]) * dx + math.cos(t["yaw"]) * dy
+        dist2 = dx * dx + dy * dy
+        curvature = 2.0 * ly / max(dist2, 1e-6)
+        angular = max(-self.max_angular, min(self.max_angular, self.speed * curvature))
+        return self.speed, angular

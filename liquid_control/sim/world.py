@@ -1,0 +1,95 @@
+"""The MuJoCo scene of a track: ground with the track's road texture, lighting from the track file,
+and a small differential-drive robot (REP 103: base_link x forward, y left, z up) with a forward
+camera and an IMU. Built as MJCF text plus an in-memory PNG texture, from the Track alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .png import png_bytes
+from .track import Track
+
+TEXTURE_FILE = "road.png"
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    wheel_radius: float = 0.05      # m
+    wheel_separation: float = 0.24  # m, between wheel centres
+    chassis: tuple[float, float, float] = (0.28, 0.20, 0.08)  # m, full size
+    mass: float = 2.0               # kg
+    camera_height: float = 0.22     # m above ground
+    camera_pitch_deg: float = 25.0  # down from horizontal
+    camera_fovy_deg: float = 70.0
+    image_width: int = 96
+    image_height: int = 64
+    wheel_kv: float = 2.0           # velocity servo gain (N m s / rad)
+
+
+def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float = 40.0,
+              timestep: float = 0.001) -> tuple[str, dict[str, bytes]]:
+    """MJCF text and its assets for `track` with `robot` (default RobotSpec()) on it."""
+    robot = robot or RobotSpec()
+    texture, (xmin, ymin, xmax, ymax) = track.texture(pixels_per_m)
+    cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
+    hx, hy = (xmax - xmin) / 2, (ymax - ymin) / 2
+    look = track.look
+    r = robot
+    lx, ly, lz = r.chassis
+    pitch = np.radians(r.camera_pitch_deg)
+    # MuJoCo cameras look along their -z with y up: x = -y_body, y = up tilted forward by pitch.
+    cam_axes = f"0 -1 0 {np.sin(pitch):.6f} 0 {np.cos(pitch):.6f}"
+    wheel_z = r.wheel_radius
+    chassis_z = wheel_z + 0.01
+    xml = f"""
+<mujoco model="liquid_control_{track.name}">
+  <compiler angle="radian"/>
+  <option timestep="{timestep}" integrator="implicitfast"/>
+  <visual>
+    <quality shadowsize="0" offsamples="0"/>
+    <headlight ambient="{look.light_ambient} {look.light_ambient} {look.light_ambient}"
+               diffuse="{look.light_diffuse} {look.light_diffuse} {look.light_diffuse}" specular="0 0 0"/>
+    <global offwidth="{max(r.image_width, 640)}" offheight="{max(r.image_height, 480)}"/>
+  </visual>
+  <asset>
+    <texture name="road" type="2d" file="{TEXTURE_FILE}"/>
+    <material name="road" texture="road" texrepeat="1 1" texuniform="false" specular="0" shininess="0"/>
+  </asset>
+  <worldbody>
+    <geom name="ground" type="plane" pos="{cx:.4f} {cy:.4f} 0" size="{hx:.4f} {hy:.4f} 0.1"
+          material="road" friction="1.0 0.005 0.0001"/>
+    <body name="base_link" pos="0 0 {chassis_z:.4f}">
+      <freejoint name="base"/>
+      <geom name="chassis" type="box" size="{lx / 2} {ly / 2} {lz / 2}" pos="0 0 {lz / 2:.4f}"
+            mass="{r.mass}" rgba="0.2 0.3 0.8 1"/>
+      <geom name="caster" type="sphere" size="{chassis_z / 2:.4f}" pos="{-lx / 2 + 0.03:.4f} 0 {-chassis_z / 2:.4f}"
+            mass="0.05" friction="0 0 0" rgba="0.3 0.3 0.3 1"/>
+      <site name="imu" pos="0 0 {lz / 2:.4f}"/>
+      <camera name="front" pos="{lx / 2:.4f} 0 {r.camera_height - chassis_z:.4f}" xyaxes="{cam_axes}"
+              fovy="{r.camera_fovy_deg}"/>
+      <body name="left_wheel" pos="0 {r.wheel_separation / 2} {wheel_z - chassis_z:.4f}">
+        <joint name="left_wheel" type="hinge" axis="0 1 0" damping="0.001"/>
+        <geom type="cylinder" size="{r.wheel_radius} 0.015" euler="1.5708 0 0" mass="0.1"
+              friction="1.5 0.005 0.0001" rgba="0.1 0.1 0.1 1"/>
+      </body>
+      <body name="right_wheel" pos="0 {-r.wheel_separation / 2} {wheel_z - chassis_z:.4f}">
+        <joint name="right_wheel" type="hinge" axis="0 1 0" damping="0.001"/>
+        <geom type="cylinder" size="{r.wheel_radius} 0.015" euler="1.5708 0 0" mass="0.1"
+              friction="1.5 0.005 0.0001" rgba="0.1 0.1 0.1 1"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator>
+    <velocity name="left_wheel" joint="left_wheel" kv="{r.wheel_kv}" ctrlrange="-40 40"/>
+    <velocity name="right_wheel" joint="right_wheel" kv="{r.wheel_kv}" ctrlrange="-40 40"/>
+  </actuator>
+  <sensor>
+    <accelerometer name="accel" site="imu"/>
+    <gyro name="gyro" site="imu"/>
+    <framequat name="orientation" objtype="site" objname="imu"/>
+  </sensor>
+</mujoco>
+"""
+    return xml, {TEXTURE_FILE: png_bytes(texture)}

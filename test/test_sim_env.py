@@ -1,0 +1,115 @@
+"""TrackEnv on real MuJoCo (offscreen EGL rendering): sensor streams, determinism, ground truth, expert."""
+
+import math
+
+import numpy as np
+import pytest
+
+from liquid_control.sim.track import Track, track_path
+
+mujoco = pytest.importorskip("mujoco")
+
+from liquid_control.sim.env import PurePursuit, SensorConfig, TrackEnv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def oval():
+    return Track.load(track_path("oval"))
+
+
+def _run(env, seconds, policy=None):
+    events = []
+    for ev in env.events(seconds):
+        events.append(ev)
+        if policy is not None and ev.kind == "imu":
+            env.command(*policy(env))
+    return events
+
+
+def test_sensor_rates_and_stamp_order(oval):
+    env = TrackEnv(oval, sensors=SensorConfig(camera_jitter=0.003), seed=3)
+    events = _run(env, 2.0)
+    env.close()
+    cams = [e.stamp for e in events if e.kind == "camera"]
+    imus = [e.stamp for e in events if e.kind == "imu"]
+    assert 59 <= len(cams) <= 61 and 400 <= len(imus) <= 401
+    assert np.all(np.diff(cams) > 0) and np.allclose(np.diff(imus), 0.005)
+    assert np.all(np.diff([e.stamp for e in events]) >= 0)
+    # Jitter moves camera stamps off the 30 Hz grid, but by no more than configured.
+    offsets = np.array(cams) - np.arange(len(cams)) / 30.0
+    assert np.abs(offsets).max() <= 0.003 + 1e-9 and np.abs(offsets).max() > 0.0005
+    assert events[0].data.shape == (64, 96, 3) or events[1].data.shape == (64, 96, 3)
+
+
+def test_same_seed_same_stream_other_seed_other_noise(oval):
+    def stream(seed):
+        env = TrackEnv(oval, seed=seed)
+        out = [(e.kind, e.stamp, e.data.copy()) for e in _run(env, 0.5, PurePursuit())]
+        env.close()
+        return out
+
+    a, b, c = stream(5), stream(5), stream(6)
+    assert len(a) == len(b)
+    for (ka, ta, da), (kb, tb, db) in zip(a, b, strict=True):
+        assert ka == kb and ta == tb and np.array_equal(da, db)
+    imu_a = np.array([d for k, _, d in a if k == "imu"])
+    imu_c = np.array([d for k, _, d in c if k == "imu"])
+    assert not np.array_equal(imu_a[:, :3], imu_c[:, :3])
+
+
+def test_camera_sees_road_on_the_road_and_grass_beside_it(oval):
+    env = TrackEnv(oval, seed=0)
+    # Low in the image, right of the dashed centre line: asphalt, lit by the headlight.
+    road = env.render()[48:, 62:74].reshape(-1, 3).mean(0)
+    env.reset(s=5.0, offset=3.0)
+    grass = env.render()[48:, 62:74].reshape(-1, 3).mean(0)
+    env.close()
+    assert road.max() - road.min() < 0.06 and 0.1 < road.mean() < 0.45  # grey
+    assert grass[1] > grass[0] + 0.08 and grass[1] > grass[2] + 0.08  # green
+
+
+def test_imu_at_rest_reads_gravity_and_the_configured_bias(oval):
+    env = TrackEnv(oval, sensors=SensorConfig(gyro_bias=0.1), seed=0)
+    imu = np.array([e.data for e in _run(env, 1.0) if e.kind == "imu"][50:])
+    env.close()
+    assert np.mean(imu[:, 5]) == pytest.approx(9.81, abs=0.15)
+    assert np.mean(imu[:, 2]) == pytest.approx(0.1, abs=0.01)
+    assert np.abs(np.mean(imu[:, :2], axis=0)).max() < 0.01
+    _, _, yaw = oval.pose_at(0.0)
+    assert math.remainder(np.mean(imu[:, 8]) - yaw, 2 * math.pi) == pytest.approx(0.0, abs=0.02)
+
+
+def test_ground_truth_xte_sign_and_off_road(oval):
+    env = TrackEnv(oval, seed=0)
+    env.reset(s=3.0, offset=0.3)
+    assert env.truth()["xte"] == pytest.approx(0.3, abs=0.01) and not env.truth()["off_road"]
+    env.reset(s=3.0, offset=-0.45)
+    assert env.truth()["off_road"]  # the right wheel is past the right edge
+    env.close()
+
+
+def test_camera_drops(oval):
+    env = TrackEnv(oval, sensors=SensorConfig(camera_drop=1.0), seed=0)
+    assert not [e for e in _run(env, 0.5) if e.kind == "camera"]
+    env.close()
+
+
+@pytest.mark.parametrize("name", ["kidney", "serpentine"])
+def test_expert_keeps_the_road_and_a_blind_driver_does_not(name):
+    track = Track.load(track_path(name))
+    env = TrackEnv(track, seed=1)
+    worst, off = 0.0, False
+    for ev in env.events(15.0):
+        if ev.kind == "imu":
+            env.command(*PurePursuit()(env))
+            t = env.truth()
+            worst, off = max(worst, abs(t["xte"])), off or t["off_road"]
+    assert not off and worst < 0.1
+    assert env.truth()["progress"] == pytest.approx(15.0 * 0.5, rel=0.05)
+    env.reset(s=0.0)
+    off = False
+    for _ in env.events(15.0):
+        env.command(0.5, 0.0)  # straight on, whatever the road does
+        off = off or env.truth()["off_road"]
+    env.close()
+    assert off
