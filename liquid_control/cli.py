@@ -80,6 +80,41 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    from .learning.collect import collect
+    from .sim.track import Track, track_path
+
+    tracks = [Track.load(track_path(t)) for t in args.track]
+    summary = collect(tracks, args.output, episodes=args.episodes, seconds=args.seconds, seed=args.seed,
+                      speed=args.speed)
+    print(json.dumps({"bag": args.output, **summary}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .learning.train import train
+
+    result = train(args.bag, args.arch, args.output, seed=args.seed, iterations=args.iterations,
+                   window=args.window, batch=args.batch)
+    print(json.dumps(result))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .learning.evaluate import evaluate
+
+    result = evaluate(args.model, args.track, args.condition, episodes=args.episodes, seconds=args.seconds,
+                      seed=args.seed, plot=args.plot)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}))
+    else:
+        print(f"{result['model']} on {result['track']} ({result['condition']}), {result['episodes']} x "
+              f"{result['seconds']:.0f} s: success {result['success_rate']:.0%}, mean |xte| "
+              f"{result['mean_abs_xte_m']:.3f} m, max {result['max_abs_xte_m']:.3f} m, "
+              f"speed {result['mean_speed_mps']:.2f} m/s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liquid-control", description="Liquid neural network controllers for ROS 2 robots."
@@ -97,6 +132,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--iterations", type=int, default=150, help="training iterations")
     demo.add_argument("--json", action="store_true", help="also print the results as JSON")
     demo.set_defaults(func=_demo)
+
+    collect = sub.add_parser("collect", help="record expert driving with perturbations in the simulator to a bag")
+    collect.add_argument("--track", action="append", required=True,
+                         help="a shipped track name or a track file (repeat for several)")
+    collect.add_argument("--output", required=True, help="the bag directory to create")
+    collect.add_argument("--episodes", type=int, default=10, help="episodes per track")
+    collect.add_argument("--seconds", type=float, default=30.0, help="sim seconds per episode")
+    collect.add_argument("--speed", type=float, default=0.5, help="expert speed, m/s")
+    collect.add_argument("--seed", type=int, default=0)
+    collect.set_defaults(func=_collect)
+
+    from .learning.train import ARCHITECTURES
+
+    train = sub.add_parser("train", help="train a policy from bags by BPTT and write a model file")
+    train.add_argument("--bag", action="append", required=True, help="a bag from collect (repeat for several)")
+    train.add_argument("--arch", choices=sorted(ARCHITECTURES), default="ncp-cfc")
+    train.add_argument("--output", required=True, help="the .safetensors model file to write")
+    train.add_argument("--iterations", type=int, default=600)
+    train.add_argument("--window", type=int, default=300, help="sensor events per training window")
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_train)
+
+    from .learning.conditions import CONDITIONS
+
+    ev = sub.add_parser("eval", help="closed-loop episodes of a model in the simulator")
+    ev.add_argument("--model", required=True, help="a policy model file")
+    ev.add_argument("--track", default="oval", help="a shipped track name or a track file")
+    ev.add_argument("--condition", choices=sorted(CONDITIONS), default="nominal")
+    ev.add_argument("--episodes", type=int, default=5)
+    ev.add_argument("--seconds", type=float, default=30.0)
+    ev.add_argument("--seed", type=int, default=100)
+    ev.add_argument("--plot", help="write the trajectories to this PNG")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=_eval)
     return parser
 
 
