@@ -54,11 +54,14 @@ class CameraEncoder(nn.Module):
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, 3, spec.image_height, spec.image_width)).numel()
         self.features = nn.Linear(flat, spec.camera_features)
+        # Without it, the pre-activations grow in the first Adam steps, the tanh saturates at
+        # +-1 and the encoder goes blind for good (seen: constant features for any image).
+        self.features_norm = nn.LayerNorm(spec.camera_features)
         self.mean, self.std = spec.image_mean, spec.image_std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.permute(0, 3, 1, 2) - self.mean) / self.std
-        return torch.tanh(self.features(self.convs(x).flatten(1)))
+        return torch.tanh(self.features_norm(self.features(self.convs(x).flatten(1))))
 
 
 class LiquidPolicy(nn.Module):
