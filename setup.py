@@ -23,6 +23,7 @@ PACKAGE = "liquid_control"
 EXECUTABLES = {
     "liquid-control": "liquid_control.cli",
     "controller_node": "liquid_control.nodes.controller_node",
+    "sim_node": "liquid_control.nodes.sim_node",
 }
 
 # Installed under share/liquid_control/ with their subdirectories.
