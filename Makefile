@@ -34,6 +34,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/liquid-control demo
+	$(RUN_ENV) $(VENV)/bin/liquid-control drive --seconds 30
 
 bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/step_latency.py

@@ -115,6 +115,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drive(args: argparse.Namespace) -> int:
+    from .rosdemo import drive
+
+    result = drive(model=args.model, track=args.track, seconds=args.seconds, steering_bias=args.steering_bias,
+                   adaptation=args.adaptation)
+    if args.json:
+        print(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liquid-control", description="Liquid neural network controllers for ROS 2 robots."
@@ -132,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--iterations", type=int, default=150, help="training iterations")
     demo.add_argument("--json", action="store_true", help="also print the results as JSON")
     demo.set_defaults(func=_demo)
+
+    drive = sub.add_parser(
+        "drive", help="sim_node and controller_node as ROS processes over DDS: the shipped policy drives a track")
+    drive.add_argument("--model", help="policy file (default: the shipped lane-keeping model)")
+    drive.add_argument("--track", default="oval", help="a shipped track name or a track file")
+    drive.add_argument("--seconds", type=float, default=30.0, help="sim seconds to drive")
+    drive.add_argument("--steering-bias", type=float, default=0.0, help="rad/s the robot pulls to one side")
+    drive.add_argument("--adaptation", action="store_true", help="adapt online from the simulator's teacher")
+    drive.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    drive.set_defaults(func=_drive)
 
     collect = sub.add_parser("collect", help="record expert driving with perturbations in the simulator to a bag")
     collect.add_argument("--track", action="append", required=True,

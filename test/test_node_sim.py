@@ -88,3 +88,11 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     # The controller's clock is the simulator's: diagnostics carry sim time, not wall time.
     assert diag_stamps and max(diag_stamps) < 1000.0
     assert "Traceback" not in ctl_out and "Traceback" not in sim_out, ctl_out + sim_out
+
+
+def test_drive_command_runs_both_nodes_and_reports():
+    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "drive", "--seconds", "6", "--json"],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    assert summary["stayed_on_road"] and summary["mean_abs_xte_m"] < 0.08 and summary["track"] == "oval"
