@@ -1,7 +1,9 @@
 """Sensor-to-command latency through controller_node against a bare rclpy relay, both measured in
 this run, each as its own process over DDS (domain of its own, localhost): camera 96x64 rgb8 at
 30 Hz and IMU at 200 Hz, stamped with the send time; latency = arrival of the command carrying that
-stamp minus the stamp. Also message loss and the CPU use of the node process.
+stamp minus the stamp. Also message loss (unanswered messages, less the camera frames the controller
+used without a step because they arrived after a later IMU sample: "late" in its diagnostics) and
+the CPU use of the node process.
 
     .venv/bin/python bench/node_latency.py [--seconds 10] [--json]
 """
@@ -47,6 +49,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def run_target(name: str, command: list[str], seconds: float) -> dict:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import TwistStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
@@ -67,6 +70,18 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
             latencies.append(time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
 
     node.create_subscription(TwistStamped, "cmd_vel", on_command, 1000)
+    # The controller answers every message it steps on; a camera frame stamped before a later IMU
+    # sample it already stepped on is used (held) without a step and so gets no command of its
+    # own. Its diagnostics count those ("late"), so unanswered = lost + late.
+    late = [0]
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            if status.hardware_id.startswith(ns):
+                values = {kv.key: kv.value for kv in status.values}
+                late[0] = int(values.get("late", 0))
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     camera = node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
     imu = node.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
     executor = SingleThreadedExecutor(context=context)
@@ -99,6 +114,7 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
                 latencies.clear()
                 sent = 0
                 cpu0, wall0 = _cpu_seconds(proc.pid), time.monotonic()
+                late0 = late[0]
             start = time.monotonic()
             k = 0
             while time.monotonic() - start < duration:
@@ -113,9 +129,10 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
                 delay = start + k / 200.0 - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-        time.sleep(0.5)
-        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0 - 0.5)
-        return {"latencies_ms": list(np.array(latencies) * 1e3), "sent": sent, "cpu": cpu}
+        time.sleep(1.2)  # the last diagnostics (1 Hz) cover the whole measurement
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0 - 1.2)
+        return {"latencies_ms": list(np.array(latencies) * 1e3), "sent": sent, "cpu": cpu,
+                "late": late[0] - late0}
     finally:
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
@@ -154,8 +171,9 @@ def main() -> None:
     for name, results in runs.items():
         lat = np.concatenate([r["latencies_ms"] for r in results])
         sent = sum(r["sent"] for r in results)
-        rows.append({"target": name, "sent": sent, "received": int(lat.size),
-                     "loss_pct": 100.0 * max(sent - lat.size, 0) / sent,
+        late = sum(r["late"] for r in results)
+        rows.append({"target": name, "sent": sent, "received": int(lat.size), "late_frames": late,
+                     "loss_pct": 100.0 * max(sent - lat.size - late, 0) / sent,
                      "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
                      "p99_ms": float(np.percentile(lat, 99)),
                      "cpu_pct": 100.0 * float(np.mean([r["cpu"] for r in results])),
@@ -163,10 +181,10 @@ def main() -> None:
     relay = rows[0]["p50_ms"]
     print(f"Sensor-to-command latency over DDS, IMU 200 Hz + camera 96x64 rgb8 ~30 Hz, "
           f"{args.rounds} alternating rounds of {args.seconds:.0f} s per target")
-    print(f"{'target':<18}{'sent':>7}{'recv':>7}{'loss %':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
+    print(f"{'target':<18}{'sent':>7}{'answered':>9}{'late':>6}{'loss %':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
           f"{'CPU %':>7}{'p50 vs relay':>14}")
     for r in rows:
-        print(f"{r['target']:<18}{r['sent']:>7}{r['received']:>7}{r['loss_pct']:>8.2f}{r['p50_ms']:>8.2f}"
+        print(f"{r['target']:<18}{r['sent']:>7}{r['received']:>9}{r['late_frames']:>6}{r['loss_pct']:>8.2f}{r['p50_ms']:>8.2f}"
               f"{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_pct']:>7.1f}{r['p50_ms'] / relay:>13.2f}x"
               f"   rounds p50: {', '.join(f'{x:.2f}' for x in r['round_p50s_ms'])}")
     if args.json:
