@@ -18,7 +18,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from transforms3d.euler import euler2quat
 
-from .sensing import SensorError, image_to_array, imu_to_array, stamp_to_seconds
+from .sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 IMAGE, IMU, TWIST_STAMPED, TWIST, ODOMETRY = (
@@ -32,9 +32,8 @@ class BagError(ValueError):
 
 
 def _time(stamp: float):
-    sec = math.floor(stamp)
-    return TYPESTORE.types["builtin_interfaces/msg/Time"](
-        sec=int(sec), nanosec=min(int(round((stamp - sec) * 1e9)), 999_999_999))
+    sec, nanosec = seconds_to_stamp(stamp)
+    return TYPESTORE.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
 
 
 def _header(stamp: float, frame_id: str):

@@ -114,6 +114,12 @@ def stamp_to_seconds(stamp: Any) -> float:
     return int(stamp.sec) + int(stamp.nanosec) * 1e-9
 
 
+def seconds_to_stamp(seconds: float) -> tuple[int, int]:
+    """Float seconds as builtin_interfaces/Time's (sec, nanosec), rounded to the nanosecond."""
+    sec = math.floor(seconds)
+    return int(sec), min(int(round((seconds - sec) * 1e9)), 999_999_999)
+
+
 def imu_to_array(msg: Any) -> np.ndarray:
     """A sensor_msgs/Imu as the 9 values of IMU_FIELDS (rad/s, m/s^2, rad).
 

@@ -144,3 +144,14 @@ def test_stamp_to_seconds():
     stamp = msgs.Image().header.stamp
     stamp.sec, stamp.nanosec = 12, 500_000_000
     assert stamp_to_seconds(stamp) == 12.5
+
+
+@pytest.mark.parametrize("seconds", [0.0, 12.5, 1_764_000_000.123456789, 3.9999999999])
+def test_seconds_to_stamp_round_trips(seconds):
+    from liquid_control.sensing import seconds_to_stamp
+
+    sec, nanosec = seconds_to_stamp(seconds)
+    assert 0 <= nanosec <= 999_999_999
+    stamp = msgs.Image().header.stamp
+    stamp.sec, stamp.nanosec = sec, nanosec
+    assert stamp_to_seconds(stamp) == pytest.approx(seconds, abs=1e-6)

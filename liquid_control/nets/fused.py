@@ -346,6 +346,7 @@ class FusedLTC(FusedStep):
         self.out = np.zeros(self.out_map.shape[1], dtype=np.float64)
         self.tau = np.zeros(state_size, dtype=np.float64)
         self.work = np.zeros(4 * state_size, dtype=np.float64)
+        self.lstm_work = np.zeros(4 * state_size, dtype=np.float64) if mixed else None
 
     @classmethod
     def from_module(cls, ltc) -> FusedLTC:
@@ -390,13 +391,7 @@ class FusedLTC(FusedStep):
         x = np.asarray(x, dtype=np.float64)
         self._check(x, state, dt)
         if self.mixed:
-            _lstm_update(x, state, self.input_size, self.state_size, self.lstm_params, 0,
-                         self._lstm_work())
+            _lstm_update(x, state, self.input_size, self.state_size, self.lstm_params, 0, self.lstm_work)
         ltc_step(x, state, float(dt), self.unfolds, self.eps, self.neuron, self.syn_s, self.syn,
                  self.out_map, self.io, self.out, self.tau, self.work)
         return self.out, state
-
-    def _lstm_work(self) -> np.ndarray:
-        if not hasattr(self, "_lstm_buf"):
-            self._lstm_buf = np.zeros(4 * self.state_size, dtype=np.float64)
-        return self._lstm_buf

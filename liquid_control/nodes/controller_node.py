@@ -9,6 +9,7 @@ publishes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -32,10 +33,18 @@ from std_srvs.srv import Trigger
 from ..controller import Command, LiquidController, Settings
 from ..modelfile import ModelFileError, load_model
 from ..policy import LiquidPolicy
-from ..sensing import SensorError, image_to_array, imu_to_array, stamp_to_seconds
+from ..sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
 from .params import SETTINGS_OF, declare_all, default_config
 
 THROTTLE_S = 5.0
+
+
+def _load_policy(path: str):
+    """(policy, config) from a model file; a bare liquid core is refused (no camera encoder)."""
+    policy, config = load_model(path)
+    if not isinstance(policy, LiquidPolicy):
+        raise ValueError(f"{path} holds a bare liquid core; the controller needs a policy with a camera encoder")
+    return policy, config
 
 
 class LiquidControllerNode(Node):
@@ -89,27 +98,22 @@ class LiquidControllerNode(Node):
         return Settings(**{field: self.get_parameter(name).value for name, field in SETTINGS_OF.items()})
 
     def _make_controller(self, path: str, settings: Settings) -> LiquidController:
-        policy, config = load_model(path)
-        if not isinstance(policy, LiquidPolicy):
-            raise ValueError(f"{path} holds a bare liquid core; the controller needs a policy with a camera encoder")
-        return LiquidController(policy, config, settings)
+        return LiquidController(*_load_policy(path), settings)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Check every change first, apply them together, or refuse with a reason."""
         changes = {p.name: p.value for p in params}
         settings = {SETTINGS_OF[n]: v for n, v in changes.items() if n in SETTINGS_OF}
+        current = self.controller.settings if self.controller else self._settings_from_params()
         try:
-            new_settings = Settings(**{**(self.controller.settings.__dict__ if self.controller
-                                          else self._settings_from_params().__dict__), **settings})
+            new_settings = dataclasses.replace(current, **settings)
             new_settings.check()
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         swap = None
         if "model_path" in changes and changes["model_path"] != self.get_parameter("model_path").value:
             try:
-                swap = load_model(changes["model_path"])
-                if not isinstance(swap[0], LiquidPolicy):
-                    raise ValueError("it holds a bare liquid core, not a policy with a camera encoder")
+                swap = _load_policy(changes["model_path"])
             except (ModelFileError, ValueError) as exc:
                 return SetParametersResult(successful=False, reason=f"model not loaded, the old one runs on: {exc}")
         try:
@@ -119,7 +123,7 @@ class LiquidControllerNode(Node):
             elif self.controller is not None:
                 if swap is not None:
                     self.controller.swap_policy(*swap)
-                self.controller.update_settings(**new_settings.__dict__)
+                self.controller.update_settings(**dataclasses.asdict(new_settings))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         if "num_threads" in changes:
@@ -227,8 +231,7 @@ class LiquidControllerNode(Node):
             if header_stamp is not None:
                 msg.header.stamp = header_stamp
             else:
-                msg.header.stamp.sec = int(math.floor(command.stamp))
-                msg.header.stamp.nanosec = min(int((command.stamp % 1.0) * 1e9), 999_999_999)
+                msg.header.stamp.sec, msg.header.stamp.nanosec = seconds_to_stamp(command.stamp)
             msg.header.frame_id = self._frame_id
             twist = msg.twist
         else:

@@ -26,13 +26,13 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from transforms3d.euler import euler2quat
 
+from ..sensing import seconds_to_stamp
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
 
 
 def _stamp(msg_stamp, t: float) -> None:
-    msg_stamp.sec = int(math.floor(t))
-    msg_stamp.nanosec = min(int(round((t - math.floor(t)) * 1e9)), 999_999_999)
+    msg_stamp.sec, msg_stamp.nanosec = seconds_to_stamp(t)
 
 
 class SimNode(Node):
