@@ -77,3 +77,24 @@ def test_train_then_eval_from_the_command_line(bag, tmp_path):
         assert key in summary
     assert 0.0 <= summary["success_rate"] <= 1.0 and summary["episodes"] == 1
     assert summary["track"] == "kidney" and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_late_frame_is_held_from_the_next_step_like_the_controller(tmp_path):
+    from liquid_control.bags import BagWriter, image_msg, imu_msg, twist_stamped_msg
+
+    path = tmp_path / "late"
+    imu = np.array([0.0, 0.0, 0.1, 0.0, 0.0, 9.8, 0.0, 0.0, 0.0])
+    with BagWriter(path) as bag:
+        bag.write("/camera/image_raw", image_msg(1.000, np.zeros((4, 4, 3))), 1.000)
+        for k in range(12):
+            t = 1.001 + 0.005 * k
+            if k == 6:  # stamped at exposure (1.0205), delivered after the IMU sample of 1.026
+                bag.write("/camera/image_raw", image_msg(1.0205, np.ones((4, 4, 3))), t)
+            bag.write("/imu/data", imu_msg(t, imu), t)
+            bag.write("/teacher/cmd_vel", twist_stamped_msg(t, 0.5, 0.0), t)
+    (episode,) = episodes_from_bag(path, 4, 4, FIELDS)
+    # Steps start once both sensors have spoken: one per IMU sample; the late frame makes none.
+    assert len(episode) == 12
+    # The step at 1.026 kept frame 0 (it was taken before the late frame arrived); frame 1 from 1.031 on.
+    assert list(episode.frame_index) == [0] * 6 + [1] * 6
+    assert np.all(episode.frames[1] == 1.0)

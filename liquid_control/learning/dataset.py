@@ -51,8 +51,8 @@ def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tup
         if not state.frames or state.imu is None:
             continue  # steps start once both sensors have spoken
         if state.steps and event.stamp <= state.stamps[-1]:
-            # A frame stamped before the last step: held from now on, no step (as the controller).
-            state.frame_index[-1] = len(state.frames) - 1
+            # A frame stamped before the last step: held from the next step on, no step of its
+            # own (as the controller); the steps already taken keep the frame they saw.
             continue
         state.stamps.append(event.stamp)
         state.frame_index.append(len(state.frames) - 1)
