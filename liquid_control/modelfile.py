@@ -18,15 +18,18 @@ from safetensors.torch import save_file
 
 from .nets import LTC, CfC, wiring_from_config, wiring_to_config
 from .nets.base import LiquidRNN
+from .nets.recurrent import CELLS as RECURRENT_CELLS
+from .nets.recurrent import Recurrent
 from .policy import EncoderSpec, LiquidPolicy
 
 FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
-CELLS = ("cfc", "ltc")
+CELLS = ("cfc", "ltc", "lstm", "gru")
 CFC_OPTIONS = {"proj_size", "mixed_memory", "mode", "activation", "backbone_units",
                "backbone_layers", "backbone_dropout"}
 LTC_OPTIONS = {"mixed_memory", "input_mapping", "output_mapping", "ode_unfolds", "epsilon",
                "implicit_param_constraints"}
+RECURRENT_OPTIONS = {"time_input"}
 
 
 class ModelFileError(ValueError):
@@ -53,19 +56,26 @@ class NetworkSpec:
             raise ValueError(f"network.cell must be one of {CELLS}, got {self.cell!r}")
         if (self.units is None) == (self.wiring is None):
             raise ValueError("network needs exactly one of units (fully connected) or wiring")
-        allowed = CFC_OPTIONS if self.cell == "cfc" else LTC_OPTIONS
+        allowed = {"cfc": CFC_OPTIONS, "ltc": LTC_OPTIONS}.get(self.cell, RECURRENT_OPTIONS)
+        if self.cell in RECURRENT_CELLS and self.wiring is not None:
+            raise ValueError(f"a {self.cell} core is fully connected: give units, not a wiring")
         unknown = set(self.options) - allowed
         if unknown:
             raise ValueError(f"unknown {self.cell} options {sorted(unknown)}; allowed: {sorted(allowed)}")
 
-    def build(self) -> LiquidRNN:
+    def build(self) -> LiquidRNN | Recurrent:
+        if self.cell in RECURRENT_CELLS:
+            return Recurrent(self.input_size, self.units, cell=self.cell, **self.options)
         units = wiring_from_config(self.wiring) if self.wiring is not None else self.units
         cls = CfC if self.cell == "cfc" else LTC
         return cls(self.input_size, units, **self.options)
 
     @classmethod
-    def of(cls, model: LiquidRNN) -> NetworkSpec:
+    def of(cls, model: LiquidRNN | Recurrent) -> NetworkSpec:
         """The spec that rebuilds `model` (its wiring from constructor args and seed)."""
+        if isinstance(model, Recurrent):
+            return cls(model.cell, model.input_size, units=model.state_size,
+                       options={"time_input": model.time_input})
         cell = "cfc" if isinstance(model, CfC) else "ltc"
         if cell == "cfc":
             options = {"mode": model.mode, "mixed_memory": model.use_mixed}

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .nets.base import LiquidRNN
+from .nets.recurrent import Recurrent
 from .sensing import resample_matrix
 
 
@@ -65,7 +66,7 @@ class CameraEncoder(nn.Module):
 
 
 class LiquidPolicy(nn.Module):
-    def __init__(self, spec: EncoderSpec, core: LiquidRNN, outputs: int,
+    def __init__(self, spec: EncoderSpec, core: LiquidRNN | Recurrent, outputs: int,
                  imu_mean: tuple[float, ...] | None = None, imu_std: tuple[float, ...] | None = None) -> None:
         super().__init__()
         if core.input_size != spec.core_inputs:
@@ -102,22 +103,8 @@ class LiquidPolicy(nn.Module):
         features = self.camera(frames.reshape(b * f, *frames.shape[2:])).reshape(b, f, -1)
         held = torch.gather(features, 1, frame_index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
         x = torch.cat([held, (imu - self.imu_mean) / self.imu_std], dim=-1)
-        states = self._state_sequence(x, timespans)
+        states = self.core.state_sequence(x, timespans)
         return self.readout(states)
-
-    def _state_sequence(self, x: torch.Tensor, timespans: torch.Tensor) -> torch.Tensor:
-        """The core's full state after each event (the readout reads all neurons)."""
-        core = self.core
-        h = torch.zeros(x.shape[0], core.state_size, dtype=x.dtype)
-        c = torch.zeros_like(h) if core.use_mixed else None
-        states = []
-        for t in range(x.shape[1]):
-            ts = timespans[:, t].unsqueeze(-1)
-            if core.use_mixed:
-                h, c = core.lstm(x[:, t], (h, c))
-            _, h = core._cell(x[:, t], h, ts)
-            states.append(h)
-        return torch.stack(states, dim=1)
 
     def sensor_spec(self, image_encoding: str = "rgb8"):
         """The SensorSpec of this policy's inputs (for its model file)."""

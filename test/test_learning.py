@@ -13,6 +13,8 @@ pytest.importorskip("mujoco")
 from liquid_control.bags import read_events  # noqa: E402
 from liquid_control.learning.collect import TOPICS, collect  # noqa: E402
 from liquid_control.learning.dataset import episodes_from_bag  # noqa: E402
+from liquid_control.learning.evaluate import evaluate  # noqa: E402
+from liquid_control.learning.train import ARCHITECTURES, train  # noqa: E402
 from liquid_control.modelfile import load_model  # noqa: E402
 from liquid_control.policy import LiquidPolicy  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
@@ -98,3 +100,16 @@ def test_a_late_frame_is_held_from_the_next_step_like_the_controller(tmp_path):
     # The step at 1.026 kept frame 0 (it was taken before the late frame arrived); frame 1 from 1.031 on.
     assert list(episode.frame_index) == [0] * 6 + [1] * 6
     assert np.all(episode.frames[1] == 1.0)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_architecture_trains_and_drives_through_the_controller(arch, bag, tmp_path):
+    model = tmp_path / f"{arch}.safetensors"
+    report = train([bag], arch, model, iterations=2, window=60, warmup=10, batch=2, eval_every=1,
+                   log=lambda *_: None)
+    assert report["architecture"] == arch
+    policy, config = load_model(model)
+    assert isinstance(policy, LiquidPolicy)
+    summary = evaluate(model, track="oval", episodes=1, seconds=1.0)
+    assert summary["episodes"] == 1 and np.isfinite(summary["mean_abs_xte_m"])
+    assert summary["mean_speed_mps"] > 0.0  # commands came out and moved the robot

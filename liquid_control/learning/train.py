@@ -15,6 +15,7 @@ import torch
 
 from ..modelfile import OutputSpec, save_model
 from ..nets import LTC, AutoNCP, CfC
+from ..nets.recurrent import Recurrent
 from ..policy import EncoderSpec, LiquidPolicy
 from .dataset import Episode, episodes_from_bag
 from .plot import line_plot_png
@@ -24,6 +25,9 @@ ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "ncp-cfc": lambda n_in, seed: CfC(n_in, AutoNCP(19, 2, seed=seed)),
     "ncp-ltc": lambda n_in, seed: LTC(n_in, AutoNCP(19, 2, seed=seed)),
     "cfc": lambda n_in, seed: CfC(n_in, 19, backbone_units=64, backbone_layers=1),
+    # Baselines: the same conv head and IMU inputs, a 64-cell discrete core told the elapsed time.
+    "lstm": lambda n_in, seed: Recurrent(n_in, 64, cell="lstm"),
+    "gru": lambda n_in, seed: Recurrent(n_in, 64, cell="gru"),
 }
 OUTPUTS = OutputSpec(fields=("linear.x", "angular.z"), units=("m/s", "rad/s"),
                      limits=((0.0, 1.0), (-1.5, 1.5)), scale=(0.5, 1.5))

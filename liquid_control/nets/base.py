@@ -125,6 +125,20 @@ class LiquidRNN(nn.Module):
             c = c.unsqueeze(0) if c is not None else None
         return h, c
 
+    def state_sequence(self, x: torch.Tensor, timespans: torch.Tensor) -> torch.Tensor:
+        """The full state (all neurons, which a policy's readout reads) after each step of a
+        batch-first sequence: x (B, T, input_size), timespans (B, T) seconds -> (B, T, state_size)."""
+        h = torch.zeros(x.shape[0], self.state_size, dtype=x.dtype)
+        c = torch.zeros_like(h) if self.use_mixed else None
+        states = []
+        for t in range(x.shape[1]):
+            ts = timespans[:, t].unsqueeze(-1)
+            if self.use_mixed:
+                h, c = self.lstm(x[:, t], (h, c))
+            _, h = self._cell(x[:, t], h, ts)
+            states.append(h)
+        return torch.stack(states, dim=1)
+
     # --- streaming path --------------------------------------------------------------------
     def _build_fused(self):
         raise NotImplementedError
