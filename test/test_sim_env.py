@@ -113,3 +113,21 @@ def test_expert_keeps_the_road_and_a_blind_driver_does_not(name):
         off = off or env.truth()["off_road"]
     env.close()
     assert off
+
+
+def test_distractors_stand_beside_the_road_and_show_in_the_camera(oval):
+    plain = TrackEnv(oval, seed=5)
+    busy = TrackEnv(oval, seed=5, distractors=40)
+    try:
+        assert len(busy.distractors) == 40
+        for d in busy.distractors:  # every object is clear of the road
+            assert abs(oval.project(d.x, d.y)["xte"]) > oval.road_width / 2 + d.size
+        differs = 0
+        for s in np.linspace(0, oval.length, 12, endpoint=False):
+            plain.reset(s=float(s))
+            busy.reset(s=float(s))
+            differs += int(np.abs(plain.render() - busy.render()).max() > 0.1)
+        assert differs >= 3
+    finally:
+        plain.close()
+        busy.close()

@@ -1,6 +1,6 @@
 """The conditions a model is evaluated in: the nominal world, and changes it never saw in training
-(lighting, a winter palette, sensor noise and bias, a slower camera, the held-out track). Data only,
-so the command line can list them without loading the simulator."""
+(lighting, a winter palette, objects by the road, sensor noise and bias, a slower camera, the
+held-out track). Data only, so the command line can list them without loading the simulator."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class Condition:
     look: dict | None = None          # changes to the track's Look
     sensors: dict | None = None       # changes to SensorConfig
     track: str | None = None          # another track
+    distractors: int = 0              # objects by the road (sim.world.distractors_along)
 
 
 CONDITIONS = {c.name: c for c in (
@@ -27,6 +28,7 @@ CONDITIONS = {c.name: c for c in (
     Condition("camera_noise", "pixel noise, std 0.08", sensors={"image_noise": 0.08}),
     Condition("imu_noise_bias", "gyro noise x6 and bias 0.05 rad/s, accelerometer noise x4 and bias",
               sensors={"gyro_noise": 0.03, "gyro_bias": 0.05, "accel_noise": 0.2, "accel_bias": 0.3}),
+    Condition("distractors", "40 coloured boxes and cylinders beside the road", distractors=40),
     Condition("camera_15hz", "camera at 15 Hz instead of 30", sensors={"camera_hz": 15.0}),
     Condition("heldout_track", "the held-out track, never used for training", track=HELD_OUT_TRACK),
 )}

@@ -35,7 +35,7 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     world = dataclasses.replace(base, look=look) if c.look else base
     sensors = dataclasses.replace(SensorConfig(), **(c.sensors or {}))
     rng = np.random.default_rng(seed)
-    env = TrackEnv(world, sensors=sensors, seed=seed)
+    env = TrackEnv(world, sensors=sensors, seed=seed, distractors=c.distractors)
     results, paths = [], []
     try:
         for k in range(episodes):

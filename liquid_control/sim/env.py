@@ -16,7 +16,7 @@ import numpy as np
 from transforms3d.euler import quat2euler
 
 from .track import Track
-from .world import RobotSpec, scene_xml
+from .world import RobotSpec, distractors_along, scene_xml
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,11 @@ class SensorEvent:
 
 class TrackEnv:
     def __init__(self, track: Track, robot: RobotSpec | None = None, sensors: SensorConfig | None = None,
-                 seed: int = 0, timestep: float = 0.001) -> None:
+                 seed: int = 0, timestep: float = 0.001, distractors: int = 0) -> None:
         robot, sensors = robot or RobotSpec(), sensors or SensorConfig()
         self.track, self.robot, self.sensors = track, robot, sensors
-        xml, assets = scene_xml(track, robot, timestep=timestep)
+        self.distractors = distractors_along(track, distractors, seed)
+        xml, assets = scene_xml(track, robot, timestep=timestep, distractors=self.distractors)
         self.model = mujoco.MjModel.from_xml_string(xml, assets)
         self.data = mujoco.MjData(self.model)
         self._renderer = mujoco.Renderer(self.model, robot.image_height, robot.image_width)

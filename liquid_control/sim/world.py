@@ -28,9 +28,48 @@ class RobotSpec:
     wheel_kv: float = 2.0           # velocity servo gain (N m s / rad)
 
 
+@dataclass(frozen=True)
+class Distractor:
+    """A static object by the road (the "distractors" condition): visible, never collides."""
+
+    x: float
+    y: float
+    shape: str                              # "box" or "cylinder"
+    size: float                             # m, half width (box) or radius (cylinder)
+    height: float                           # m
+    rgba: tuple[float, float, float, float]
+
+
+def distractors_along(track: Track, count: int, seed: int = 0) -> list[Distractor]:
+    """`count` brightly coloured boxes and cylinders beside the road, at random places along it,
+    0.15-0.6 m clear of the road edge on either side (deterministic under `seed`)."""
+    rng = np.random.default_rng(seed)
+    objects = []
+    for _ in range(count):
+        side = rng.choice((-1.0, 1.0))
+        size = float(rng.uniform(0.05, 0.12))
+        clearance = track.road_width / 2 + size + float(rng.uniform(0.15, 0.6))
+        x, y, _ = track.pose_at(float(rng.uniform(0, track.length)), side * clearance)
+        objects.append(Distractor(float(x), float(y), str(rng.choice(("box", "cylinder"))), size,
+                                  float(rng.uniform(0.1, 0.4)),
+                                  (*map(float, rng.uniform(0.0, 1.0, 3)), 1.0)))
+    return objects
+
+
+def _distractor_geoms(objects: list[Distractor]) -> str:
+    lines = []
+    for k, o in enumerate(objects):
+        size = f"{o.size} {o.size} {o.height / 2}" if o.shape == "box" else f"{o.size} {o.height / 2}"
+        lines.append(f'    <geom name="distractor_{k}" type="{o.shape}" size="{size}" '
+                     f'pos="{o.x:.4f} {o.y:.4f} {o.height / 2:.4f}" contype="0" conaffinity="0" '
+                     f'rgba="{" ".join(f"{c:.3f}" for c in o.rgba)}"/>')
+    return "\n".join(lines)
+
+
 def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float = 40.0,
-              timestep: float = 0.001) -> tuple[str, dict[str, bytes]]:
-    """MJCF text and its assets for `track` with `robot` (default RobotSpec()) on it."""
+              timestep: float = 0.001, distractors: list[Distractor] = ()) -> tuple[str, dict[str, bytes]]:
+    """MJCF text and its assets for `track` with `robot` (default RobotSpec()) on it, and any
+    distractor objects."""
     robot = robot or RobotSpec()
     texture, (xmin, ymin, xmax, ymax) = track.texture(pixels_per_m)
     cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
@@ -60,6 +99,7 @@ def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float 
   <worldbody>
     <geom name="ground" type="plane" pos="{cx:.4f} {cy:.4f} 0" size="{hx:.4f} {hy:.4f} 0.1"
           material="road" friction="1.0 0.005 0.0001"/>
+{_distractor_geoms(list(distractors))}
     <body name="base_link" pos="0 0 {chassis_z:.4f}">
       <freejoint name="base"/>
       <geom name="chassis" type="box" size="{lx / 2} {ly / 2} {lz / 2}" pos="0 0 {lz / 2:.4f}"
