@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .paths import DEFAULT_MODEL
+
 
 def _info(args: argparse.Namespace) -> int:
     from .modelfile import ModelFileError, load_model, parameter_counts
@@ -115,6 +117,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from .learning.report import evaluation_table, markdown, write
+
+    models = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            print(f"error: --model takes NAME=FILE, got {item!r}", file=sys.stderr)
+            return 2
+        models[name] = path
+    result = evaluation_table(models, args.condition, episodes=args.episodes, seconds=args.seconds,
+                              seed=args.seed, jobs=args.jobs, log=lambda line: print(line, file=sys.stderr))
+    write(result, args.json_path, args.markdown)
+    print(markdown(result))
+    return 0
+
+
 def _drive(args: argparse.Namespace) -> int:
     from .rosdemo import drive
 
@@ -178,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .learning.conditions import CONDITIONS
 
     ev = sub.add_parser("eval", help="closed-loop episodes of a model in the simulator")
-    ev.add_argument("--model", required=True, help="a policy model file")
+    ev.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
     ev.add_argument("--track", default="oval", help="a shipped track name or a track file")
     ev.add_argument("--condition", choices=sorted(CONDITIONS), default="nominal")
     ev.add_argument("--episodes", type=int, default=5)
@@ -187,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", help="write the trajectories to this PNG")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_eval)
+
+    table = sub.add_parser("table", help="evaluate several models in every condition: the model card's table")
+    table.add_argument("--model", action="append", required=True, metavar="NAME=FILE",
+                       help="a row: its name and policy file (repeat)")
+    table.add_argument("--condition", action="append", choices=sorted(CONDITIONS),
+                       help="a column (repeat; default: every condition)")
+    table.add_argument("--episodes", type=int, default=6,
+                       help="episodes per cell (split between the training tracks)")
+    table.add_argument("--seconds", type=float, default=30.0)
+    table.add_argument("--seed", type=int, default=100)
+    table.add_argument("--jobs", type=int, default=1, help="cells evaluated at once (processes)")
+    table.add_argument("--json", dest="json_path", help="write the full table as JSON to this file")
+    table.add_argument("--markdown", help="write the markdown tables to this file")
+    table.set_defaults(func=_table)
     return parser
 
 

@@ -26,3 +26,28 @@ def share_path(*parts: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{'/'.join(parts)} not found in share/{PACKAGE} nor beside the sources")
     return path
+
+
+PACKAGE_SCHEME = "package://"
+DEFAULT_MODEL = f"{PACKAGE_SCHEME}{PACKAGE}/models/ncp_cfc_lane_keeping.safetensors"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model path as users write it: a file path, or `package://<package>/<file>` (as in URDF)
+    for a file installed in a package's share directory (ours is found from a checkout too)."""
+    text = str(path)
+    if not text.startswith(PACKAGE_SCHEME):
+        return Path(text).expanduser()
+    package, _, rest = text[len(PACKAGE_SCHEME):].partition("/")
+    if not package or not rest:
+        raise FileNotFoundError(f"{text}: a package URI is package://<package>/<path>")
+    if package == PACKAGE:
+        return share_path(*rest.split("/"))
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(package)) / rest
+    except ImportError:
+        raise FileNotFoundError(f"{text}: ament_index_python is needed to find package {package!r}") from None
+    except Exception as exc:  # PackageNotFoundError, or AMENT_PREFIX_PATH unset
+        raise FileNotFoundError(f"{text}: package {package!r} not found ({exc})") from None

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import share_path
+from .paths import DEFAULT_MODEL
 from .sim.track import Track, track_path
-
-MODEL = "ncp_cfc_lane_keeping.safetensors"
 
 
 def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, steering_bias: float = 0.0,
@@ -30,7 +28,7 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ["ROS_DOMAIN_ID"] = os.environ.get("LIQUID_CONTROL_DEMO_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ.setdefault("MUJOCO_GL", "egl")
-    model = str(model or share_path("models", MODEL))
+    model = str(model or DEFAULT_MODEL)
     lib = Path(sys.prefix) / "lib" / "liquid_control"
     the_track = Track.load(track_path(track))
     procs = [

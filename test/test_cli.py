@@ -1,6 +1,7 @@
 """The `liquid-control` command line, run as a user runs it (a subprocess of this venv)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import torch
 
 from liquid_control import nets
 from liquid_control.modelfile import OutputSpec, SensorSpec, save_model
+from liquid_control.paths import DEFAULT_MODEL
 
 
 def _cli(*args, timeout=600):
@@ -60,3 +62,24 @@ def test_demo_trains_a_liquid_driver_that_keeps_the_road(tmp_path):
     assert liquid["mean_abs_offset_m"] < blind["mean_abs_offset_m"] / 5
     assert (tmp_path / "demo_cfc.safetensors").exists()
     assert "liquid step latency" in result.stdout
+
+
+def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(tmp_path):
+    out_json, out_md = tmp_path / "table.json", tmp_path / "table.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "table", "--model", f"shipped={DEFAULT_MODEL}",
+         "--condition", "nominal", "--condition", "dark", "--episodes", "2", "--seconds", "1",
+         "--json", str(out_json), "--markdown", str(out_md)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "MUJOCO_GL": "egl"})
+    assert result.returncode == 0, result.stderr
+    table = json.loads(out_json.read_text())
+    row = table["rows"]["shipped"]
+    assert row["parameters"]["liquid_core"] > 0
+    for condition in ("nominal", "dark"):
+        cell = row["cells"][condition]
+        assert cell["episodes"] == 2 and cell["tracks"] == ["oval", "kidney"]  # split over training tracks
+        assert 0.0 <= cell["success_rate"] <= 1.0 and cell["mean_abs_xte_m"] >= 0.0
+    assert "| shipped |" in out_md.read_text() and "| shipped |" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "liquid_control.cli", "table", "--model", "no-equals-sign"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "NAME=FILE" in bad.stderr

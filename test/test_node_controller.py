@@ -25,6 +25,7 @@ from liquid_control import nets  # noqa: E402
 from liquid_control.controller import LiquidController, Settings  # noqa: E402
 from liquid_control.modelfile import OutputSpec, load_model, save_model  # noqa: E402
 from liquid_control.nodes.controller_node import LiquidControllerNode  # noqa: E402
+from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
 from liquid_control.policy import EncoderSpec, LiquidPolicy  # noqa: E402
 from liquid_control.sensing import image_to_array, imu_to_array  # noqa: E402
 
@@ -354,11 +355,28 @@ def test_bad_input_is_rejected_counted_and_survived(rig):
 
 
 def test_node_without_a_model_commands_zero_and_says_why(context):
-    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}")
+    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}",
+                                parameter_overrides=[Parameter("model_path", value="")])
     try:
         assert node.controller is None and "model_path is empty" in node.model_error
     finally:
         node.destroy_node()
+
+
+def test_by_default_the_node_runs_the_shipped_policy_from_its_package_uri(context):
+    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}")
+    try:
+        assert node.get_parameter("model_path").value == DEFAULT_MODEL
+        assert node.controller is not None and node.model_error == ""
+        assert node.controller.config.provenance["architecture"] == "ncp-cfc"
+    finally:
+        node.destroy_node()
+
+
+def test_a_package_uri_of_an_unknown_package_is_refused_with_the_reason(rig):
+    r = rig()
+    (bad,) = r.set(model_path="package://no_such_package/models/x.safetensors")
+    assert not bad.successful and "no_such_package" in bad.reason
 
 
 def test_max_publish_rate_caps_commands_without_slowing_the_network(rig):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..controller import LiquidController, Settings
 from ..modelfile import load_model
+from ..paths import resolve_model_path
 from ..policy import LiquidPolicy
 from ..sim.env import SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
@@ -27,7 +28,7 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
-    policy, config = load_model(model)
+    policy, config = load_model(resolve_model_path(model))
     if not isinstance(policy, LiquidPolicy):
         raise ValueError(f"{model} holds a bare liquid core; evaluation needs a policy")
     base = Track.load(track_path(c.track or track))

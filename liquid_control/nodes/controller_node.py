@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from std_srvs.srv import Trigger
 
 from ..controller import Command, LiquidController, Settings
 from ..modelfile import ModelFileError, load_model
+from ..paths import resolve_model_path
 from ..policy import LiquidPolicy
 from ..sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
 from .params import SETTINGS_OF, declare_all, default_config
@@ -41,7 +43,11 @@ THROTTLE_S = 5.0
 
 def _load_policy(path: str):
     """(policy, config) from a model file; a bare liquid core is refused (no camera encoder)."""
-    policy, config = load_model(path)
+    try:
+        resolved = resolve_model_path(path)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    policy, config = load_model(resolved)
     if not isinstance(policy, LiquidPolicy):
         raise ValueError(f"{path} holds a bare liquid core; the controller needs a policy with a camera encoder")
     return policy, config
@@ -322,9 +328,15 @@ class LiquidControllerNode(Node):
         return "readout restored to the shipped model"
 
     def _save_model(self) -> str:
-        source = Path(self.get_parameter("model_path").value)
-        target = source.with_name(f"{source.stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}.safetensors")
-        self.controller.save_adapted(target, adapted_from=str(source))
+        name = self.get_parameter("model_path").value
+        source = resolve_model_path(name)
+        # Next to the original; an installed model's directory may be read-only: then ROS_HOME.
+        folder = source.parent
+        if not os.access(folder, os.W_OK):
+            folder = Path(os.environ.get("ROS_HOME", Path.home() / ".ros")).expanduser() / "liquid_control"
+            folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{source.stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+        self.controller.save_adapted(target, adapted_from=str(name))
         return str(target)
 
 
