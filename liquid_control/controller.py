@@ -113,6 +113,9 @@ class LiquidController:
         self._fields = tuple(fields)
         self._scale = np.array(config.outputs.scale if config and config.outputs.scale else [1.0] * len(fields))
         self._imu_index = [IMU_FIELDS.index(f) for f in policy.spec.imu_fields]
+        # Where linear.x and angular.z are in the policy's output (-1: not an output, always 0).
+        self._command_index = tuple(self._fields.index(f) if f in self._fields else -1
+                                    for f in ("linear.x", "angular.z"))
         self.adaptation = ReadoutRLS(self.run.readout_w, self.run.readout_b,
                                      self.settings.adaptation_forgetting, self.settings.adaptation_max_step)
 
@@ -267,8 +270,9 @@ class LiquidController:
             return self._zero(stamp, "nan_reset")
         if self.e_stop:
             return self._zero(stamp, "e_stop")
-        values = dict(zip(self._fields, (raw * self._scale).tolist(), strict=True))
-        return self._limit(stamp, values.get("linear.x", 0.0), values.get("angular.z", 0.0))
+        lin, ang = self._command_index
+        return self._limit(stamp, raw[lin] * self._scale[lin] if lin >= 0 else 0.0,
+                           raw[ang] * self._scale[ang] if ang >= 0 else 0.0)
 
     def _limit(self, stamp: float, linear: float, angular: float) -> Command:
         s = self.settings

@@ -22,6 +22,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -73,12 +74,16 @@ class LiquidControllerNode(Node):
 
         self.cmd_pub = None
         self._make_cmd_publisher(self.get_parameter("cmd_vel_stamped").value)
-        self.state_pub = self.create_publisher(Float64MultiArray, "~/liquid_state", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Outputs for tools: QoS mismatches there are reported on the tool's side, so no event
+        # handlers here (each one is polled on every executor wait).
+        quiet = PublisherEventCallbacks(use_default_callbacks=False)
+        self.state_pub = self.create_publisher(Float64MultiArray, "~/liquid_state", 10, event_callbacks=quiet)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10, event_callbacks=quiet)
         self.create_subscription(Image, "camera/image_raw", self._on_image, qos_profile_sensor_data)
         self.create_subscription(Imu, "imu/data", self._on_imu, qos_profile_sensor_data)
         teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
-        self.create_subscription(teacher_type, "teacher/cmd_vel", self._on_teacher, 10)
+        self.create_subscription(teacher_type, "teacher/cmd_vel", self._on_teacher, 10,
+                                 event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Bool, "e_stop", self._on_e_stop, latched)
@@ -96,8 +101,10 @@ class LiquidControllerNode(Node):
         self._window = {"camera": 0, "imu": 0}
         self._window_start = time.monotonic()
         self._rejected = 0
-        self.create_timer(0.02, self._watchdog)
-        self.create_timer(1.0, self._publish_diagnostics)
+        # One housekeeping timer (every wait of rclpy's executor walks every entity, so fewer is
+        # faster): the watchdog at 20 Hz, diagnostics every second.
+        self._next_diagnostics = time.monotonic() + 1.0
+        self.create_timer(0.05, self._housekeeping)
 
     # --- model and parameters --------------------------------------------------------------
     def _settings_from_params(self) -> Settings:
@@ -148,7 +155,8 @@ class LiquidControllerNode(Node):
         if self.cmd_pub is not None:
             self.destroy_publisher(self.cmd_pub)
         self.cmd_stamped = stamped
-        self.cmd_pub = self.create_publisher(TwistStamped if stamped else Twist, "cmd_vel", 10)
+        self._cmd_msg = TwistStamped() if stamped else Twist()
+        self.cmd_pub = self.create_publisher(type(self._cmd_msg), "cmd_vel", 10)
 
     # --- sensors ---------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
@@ -232,16 +240,19 @@ class LiquidControllerNode(Node):
             if now - self._last_publish < 1.0 / rate:
                 return
             self._last_publish = now
+        # One message object, refilled each time: publish() serialises it at once, and building
+        # a new rosidl message costs more than the network step.
+        msg = self._cmd_msg
         if self.cmd_stamped:
-            msg = TwistStamped()
+            stamp = msg.header.stamp
             if header_stamp is not None:
-                msg.header.stamp = header_stamp
+                stamp.sec, stamp.nanosec = header_stamp.sec, header_stamp.nanosec
             else:
-                msg.header.stamp.sec, msg.header.stamp.nanosec = seconds_to_stamp(command.stamp)
+                stamp.sec, stamp.nanosec = seconds_to_stamp(command.stamp)
             msg.header.frame_id = self._frame_id
             twist = msg.twist
         else:
-            msg = twist = Twist()
+            twist = msg
         twist.linear.x = command.linear_x
         twist.angular.z = command.angular_z
         self.cmd_pub.publish(msg)
@@ -257,6 +268,12 @@ class LiquidControllerNode(Node):
                                 MultiArrayDimension(label="neuron", size=n, stride=n)]
             state.data = hidden.tolist() + tau.tolist()
             self.state_pub.publish(state)
+
+    def _housekeeping(self) -> None:
+        self._watchdog()
+        if time.monotonic() >= self._next_diagnostics:
+            self._next_diagnostics += 1.0
+            self._publish_diagnostics()
 
     def _watchdog(self) -> None:
         timeout = self.get_parameter("sensor_timeout").value
