@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import topics
 from .paths import DEFAULT_MODEL
 from .sim.track import Track, track_path
 
@@ -42,8 +43,8 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
     node = rclpy.create_node("liquid_drive_demo", context=context)
     odom: list = []
     commands = [0]
-    node.create_subscription(Odometry, "odom", odom.append, 100)
-    node.create_subscription(Twist, "cmd_vel", lambda m: commands.__setitem__(0, commands[0] + 1), 100)
+    node.create_subscription(Odometry, topics.ODOM, odom.append, 100)
+    node.create_subscription(Twist, topics.CMD_VEL, lambda m: commands.__setitem__(0, commands[0] + 1), 100)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     threading.Thread(target=executor.spin, daemon=True).start()

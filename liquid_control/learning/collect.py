@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import topics
 from ..bags import BagWriter, image_msg, imu_msg, odometry_msg, twist_stamped_msg
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track
+from ..topics import absolute
 
 # The robot's topics; the expert's own command goes where the controller node takes a teacher.
-TOPICS = {"camera": "/camera/image_raw", "imu": "/imu/data", "applied": "/cmd_vel",
-          "teacher": "/teacher/cmd_vel", "odom": "/odom"}
+TOPICS = {"camera": absolute(topics.CAMERA), "imu": absolute(topics.IMU), "applied": absolute(topics.CMD_VEL),
+          "teacher": absolute(topics.TEACHER), "odom": absolute(topics.ODOM)}
 EPISODE_GAP = 1000.0  # s between episodes in the bag's sensor time
 
 

@@ -32,6 +32,7 @@ from sensor_msgs.msg import Image, Imu
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
+from .. import topics
 from ..controller import Command, LiquidController, Settings
 from ..modelfile import ModelFileError, load_model
 from ..paths import resolve_model_path
@@ -77,16 +78,16 @@ class LiquidControllerNode(Node):
         # Outputs for tools: QoS mismatches there are reported on the tool's side, so no event
         # handlers here (each one is polled on every executor wait).
         quiet = PublisherEventCallbacks(use_default_callbacks=False)
-        self.state_pub = self.create_publisher(Float64MultiArray, "~/liquid_state", 10, event_callbacks=quiet)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10, event_callbacks=quiet)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, qos_profile_sensor_data)
-        self.create_subscription(Imu, "imu/data", self._on_imu, qos_profile_sensor_data)
+        self.state_pub = self.create_publisher(Float64MultiArray, topics.LIQUID_STATE, 10, event_callbacks=quiet)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
+        self.create_subscription(Image, topics.CAMERA, self._on_image, qos_profile_sensor_data)
+        self.create_subscription(Imu, topics.IMU, self._on_imu, qos_profile_sensor_data)
         teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
-        self.create_subscription(teacher_type, "teacher/cmd_vel", self._on_teacher, 10,
+        self.create_subscription(teacher_type, topics.TEACHER, self._on_teacher, 10,
                                  event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(Bool, "e_stop", self._on_e_stop, latched)
+        self.create_subscription(Bool, topics.E_STOP, self._on_e_stop, latched)
         self.create_service(Trigger, "~/reset_state", self._trigger(self._reset_state))
         self.create_service(Trigger, "~/reset_adaptation", self._trigger(self._reset_adaptation))
         self.create_service(Trigger, "~/save_model", self._trigger(self._save_model))
@@ -156,7 +157,7 @@ class LiquidControllerNode(Node):
             self.destroy_publisher(self.cmd_pub)
         self.cmd_stamped = stamped
         self._cmd_msg = TwistStamped() if stamped else Twist()
-        self.cmd_pub = self.create_publisher(type(self._cmd_msg), "cmd_vel", 10)
+        self.cmd_pub = self.create_publisher(type(self._cmd_msg), topics.CMD_VEL, 10)
 
     # --- sensors ---------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:

@@ -26,6 +26,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from transforms3d.euler import euler2quat
 
+from .. import topics
 from ..sensing import seconds_to_stamp
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
@@ -63,13 +64,13 @@ class SimNode(Node):
         self._env_args = (sensors, seed)
         self.env: TrackEnv | None = None
 
-        self.camera_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data)
-        self.imu_pub = self.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
-        self.odom_pub = self.create_publisher(Odometry, "odom", 10)
-        self.teacher_pub = self.create_publisher(Twist, "teacher/cmd_vel", 10)
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.create_subscription(TwistStamped if stamped else Twist, "cmd_vel", self._on_cmd_vel, 10)
+        self.camera_pub = self.create_publisher(Image, topics.CAMERA, qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, topics.CAMERA_INFO, qos_profile_sensor_data)
+        self.imu_pub = self.create_publisher(Imu, topics.IMU, qos_profile_sensor_data)
+        self.odom_pub = self.create_publisher(Odometry, topics.ODOM, 10)
+        self.teacher_pub = self.create_publisher(Twist, topics.TEACHER, 10)
+        self.clock_pub = self.create_publisher(Clock, topics.CLOCK, 10)
+        self.create_subscription(TwistStamped if stamped else Twist, topics.CMD_VEL, self._on_cmd_vel, 10)
         self._command = (0.0, 0.0)
         self._lock = threading.Lock()
         self._running = True

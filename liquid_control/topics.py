@@ -1,0 +1,24 @@
+"""The robot's topic names, defined once: the controller node, the simulator node, the bag tools,
+the Gazebo bridge and the launch files all take them from here. Relative names (they land in the
+node's namespace and remap as usual), except the clock, which is global in ROS."""
+
+CAMERA = "camera/image_raw"
+CAMERA_INFO = "camera/camera_info"
+IMU = "imu/data"
+CMD_VEL = "cmd_vel"
+TEACHER = "teacher/cmd_vel"
+ODOM = "odom"
+E_STOP = "e_stop"
+CLOCK = "/clock"
+DIAGNOSTICS = "/diagnostics"
+LIQUID_STATE = "~/liquid_state"
+
+
+def absolute(name: str, namespace: str = "/") -> str:
+    """`name` as it appears in a bag or on the graph under `namespace` (no private names)."""
+    if name.startswith("/"):
+        return name
+    if name.startswith("~"):
+        raise ValueError(f"{name} is private to a node; it has no namespace-only form")
+    ns = "/" + namespace.strip("/")
+    return f"{ns.rstrip('/')}/{name}"
