@@ -247,7 +247,8 @@ def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]
     try:
         model = config.network.build()
         if config.encoder is not None:
-            spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.encoder.items()})
+            encoder = {"image_norm": "fixed", **config.encoder}  # files from before image_norm
+            spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
             n_imu = len(spec.imu_fields)
             model = LiquidPolicy(spec, model, outputs=len(config.outputs.fields),
                                  imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),

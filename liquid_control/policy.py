@@ -34,6 +34,14 @@ class EncoderSpec:
     imu_fields: tuple[str, ...] = ("angular_velocity.z", "linear_acceleration.x", "linear_acceleration.y")
     image_mean: float = 0.5
     image_std: float = 0.25
+    # "frame": each frame is normalised by its own mean and spread (blind to global brightness and
+    # contrast, as under other lighting); "fixed": by image_mean/image_std (the only form before
+    # image_norm existed; model files without the key load as "fixed").
+    image_norm: str = "frame"
+
+    def __post_init__(self) -> None:
+        if self.image_norm not in ("fixed", "frame"):
+            raise ValueError(f"image_norm must be 'fixed' or 'frame', got {self.image_norm!r}")
 
     @property
     def core_inputs(self) -> int:
@@ -59,9 +67,16 @@ class CameraEncoder(nn.Module):
         # +-1 and the encoder goes blind for good (seen: constant features for any image).
         self.features_norm = nn.LayerNorm(spec.camera_features)
         self.mean, self.std = spec.image_mean, spec.image_std
+        self.per_frame = spec.image_norm == "frame"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.permute(0, 3, 1, 2) - self.mean) / self.std
+        x = images.permute(0, 3, 1, 2)
+        if self.per_frame:
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            spread = x.std(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) / spread.clamp_min(1e-3)  # a uniform (black) frame gives zeros
+        else:
+            x = (x - self.mean) / self.std
         return torch.tanh(self.features_norm(self.features(self.convs(x).flatten(1))))
 
 

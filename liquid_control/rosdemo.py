@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from . import topics
+from .learning.plot import xy_plot_png
 from .paths import DEFAULT_MODEL
 from .sim.track import Track, track_path
 
 
 def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, steering_bias: float = 0.0,
-          adaptation: bool = False, out=print) -> dict:
+          adaptation: bool = False, plot: str | Path | None = None, out=print) -> dict:
     import rclpy
     from geometry_msgs.msg import Twist
     from nav_msgs.msg import Odometry
@@ -55,6 +56,8 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
     out(f"sim_node + controller_node on track {the_track.name}, model {model}")
     out(f"{'sim s':>6}{'|xte| m':>9}{'max m':>8}{'speed':>7}{'cmd/s':>7}")
     xte_all: list[float] = []
+    path: list[tuple[float, float]] = []
+    progress, last_s = 0.0, None
     off = False
     try:
         deadline = time.monotonic() + 90
@@ -68,8 +71,14 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
             time.sleep(5.0 if seconds >= 10 else 1.0)
             window = odom[seen:]
             seen = len(odom)
-            xte = [abs(the_track.project(m.pose.pose.position.x, m.pose.pose.position.y)["xte"]) for m in window]
+            where = [the_track.project(m.pose.pose.position.x, m.pose.pose.position.y) for m in window]
+            xte = [abs(w["xte"]) for w in where]
             xte_all += xte
+            path += [(m.pose.pose.position.x, m.pose.pose.position.y) for m in window]
+            for w in where:  # progress along the track, unwrapped across the start line
+                if last_s is not None:
+                    progress += (w["s"] - last_s + the_track.length / 2) % the_track.length - the_track.length / 2
+                last_s = w["s"]
             off = off or any(e > the_track.road_width / 2 - 0.12 for e in xte)
             rate = (commands[0] - last_cmds) / (time.monotonic() - last_wall)
             last_cmds, last_wall = commands[0], time.monotonic()
@@ -90,8 +99,15 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
-    result = {"track": the_track.name, "sim_seconds": seconds, "mean_abs_xte_m": float(np.mean(xte_all)),
+    result = {"track": the_track.name, "sim_seconds": seconds, "laps": progress / the_track.length,
+              "distance_m": progress, "mean_abs_xte_m": float(np.mean(xte_all)),
               "max_abs_xte_m": float(np.max(xte_all)), "stayed_on_road": not off, "ok": not off}
-    out(f"{'stayed in the lane' if not off else 'LEFT THE LANE'}: mean |xte| {result['mean_abs_xte_m']:.3f} m, "
-        f"max {result['max_abs_xte_m']:.3f} m over {seconds:.0f} s of sim time")
+    if plot is not None:
+        centre = np.vstack([the_track.samples, the_track.samples[:1]])
+        xy = np.array(path)
+        Path(plot).write_bytes(xy_plot_png({"centreline": (centre[:, 0], centre[:, 1]), "robot": (xy[:, 0], xy[:, 1])}))
+        result["plot"] = str(plot)
+    out(f"{'success, stayed in the lane' if not off else 'FAILED, LEFT THE LANE'}: {result['laps']:.2f} laps "
+        f"({progress:.1f} m), mean |xte| {result['mean_abs_xte_m']:.3f} m, max {result['max_abs_xte_m']:.3f} m "
+        f"over {seconds:.0f} s of sim time" + (f"; trajectory {plot}" if plot else ""))
     return result

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from liquid_control import nets
-from liquid_control.policy import EncoderSpec, LiquidPolicy
+from liquid_control.policy import CameraEncoder, EncoderSpec, LiquidPolicy
 
 
 def _policy(cell="cfc"):
@@ -83,4 +83,41 @@ def test_streaming_encoder_resizes_any_frame_like_sensing_resize():
     policy = _policy()
     run = policy.streamer()
     frame = np.random.default_rng(1).random((64, 96, 3)).astype(np.float32)
-    np.testing.assert_allclose(run.encode_image(frame), run.encode_image(resize(frame, 32, 24)), atol=1e-6)
+    np.testing.assert_allclose(run.encode_image(frame), run.encode_image(resize(frame, 32, 24)), atol=1e-5)  # float32
+
+
+def test_per_frame_normalisation_is_blind_to_global_brightness_and_fixed_is_not():
+    torch.manual_seed(0)
+    frames = torch.rand(3, 48, 64, 3)
+    for norm, blind in (("frame", True), ("fixed", False)):
+        encoder = CameraEncoder(EncoderSpec(image_norm=norm)).eval()
+        with torch.no_grad():
+            change = (encoder(frames) - encoder(frames * 0.35)).abs().max().item()
+            black = encoder(torch.zeros(1, 48, 64, 3))
+        assert (change < 1e-4) == blind
+        assert torch.isfinite(black).all()
+    with pytest.raises(ValueError, match="image_norm"):
+        EncoderSpec(image_norm="auto")
+
+
+def test_model_files_without_image_norm_load_with_the_fixed_normalisation(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from liquid_control.modelfile import METADATA_KEY, OutputSpec, load_model, save_model
+
+    spec = EncoderSpec(image_norm="fixed")
+    policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, 8), outputs=2).eval()
+    path = tmp_path / "new.safetensors"
+    save_model(path, policy, policy.sensor_spec(), OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"),
+                                                              ((0.0, 1.0), (-1.5, 1.5))))
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()[METADATA_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del meta["encoder"]["image_norm"]  # as written before the key existed
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={METADATA_KEY: json.dumps(meta)})
+    loaded, _ = load_model(old)
+    assert loaded.spec.image_norm == "fixed"
