@@ -62,12 +62,15 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
     rclpy.init(context=context)
     node = rclpy.create_node(f"bench_{name}", namespace=ns, context=context)
     latencies: list[float] = []
-    sent_stamps: set[tuple[int, int]] = set()
+    kinds: list[str] = []
+    sent_stamps: dict[tuple[int, int], str] = {}
 
     def on_command(m) -> None:
         # Only answers to a message sent here count (not, say, a watchdog's zero command).
-        if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_stamps:
+        kind = sent_stamps.get((m.header.stamp.sec, m.header.stamp.nanosec))
+        if kind is not None:
             latencies.append(time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
+            kinds.append(kind)
 
     node.create_subscription(TwistStamped, "cmd_vel", on_command, 1000)
     # The controller answers every message it steps on; a camera frame stamped before a later IMU
@@ -105,13 +108,14 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
         def stamp(msg):
             now = time.time()
             msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
-            sent_stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+            sent_stamps[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = "camera" if msg is frame else "imu"
 
         # Warm up, then measure.
         sent = 0
         for phase, duration in (("warmup", 1.0), ("measure", seconds)):
             if phase == "measure":
                 latencies.clear()
+                kinds.clear()
                 sent = 0
                 cpu0, wall0 = _cpu_seconds(proc.pid), time.monotonic()
                 late0 = late[0]
@@ -131,7 +135,7 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
                     time.sleep(delay)
         time.sleep(1.2)  # the last diagnostics (1 Hz) cover the whole measurement
         cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0 - 1.2)
-        return {"latencies_ms": list(np.array(latencies) * 1e3), "sent": sent, "cpu": cpu,
+        return {"latencies_ms": list(np.array(latencies) * 1e3), "kinds": list(kinds), "sent": sent, "cpu": cpu,
                 "late": late[0] - late0}
     finally:
         executor.shutdown(timeout_sec=2.0)
@@ -170,12 +174,15 @@ def main() -> None:
     rows = []
     for name, results in runs.items():
         lat = np.concatenate([r["latencies_ms"] for r in results])
+        kind = np.concatenate([r["kinds"] for r in results])
         sent = sum(r["sent"] for r in results)
         late = sum(r["late"] for r in results)
         rows.append({"target": name, "sent": sent, "received": int(lat.size), "late_frames": late,
                      "loss_pct": 100.0 * max(sent - lat.size - late, 0) / sent,
                      "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
                      "p99_ms": float(np.percentile(lat, 99)),
+                     "imu_p50_ms": float(np.percentile(lat[kind == "imu"], 50)),
+                     "camera_p50_ms": float(np.percentile(lat[kind == "camera"], 50)),
                      "cpu_pct": 100.0 * float(np.mean([r["cpu"] for r in results])),
                      "round_p50s_ms": [float(np.percentile(r["latencies_ms"], 50)) for r in results]})
     relay = rows[0]["p50_ms"]
@@ -187,6 +194,9 @@ def main() -> None:
         print(f"{r['target']:<18}{r['sent']:>7}{r['received']:>9}{r['late_frames']:>6}{r['loss_pct']:>8.2f}{r['p50_ms']:>8.2f}"
               f"{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_pct']:>7.1f}{r['p50_ms'] / relay:>13.2f}x"
               f"   rounds p50: {', '.join(f'{x:.2f}' for x in r['round_p50s_ms'])}")
+    print("p50 by input:  " + "   ".join(
+        f"{r['target']}: IMU {r['imu_p50_ms']:.2f} ms ({r['imu_p50_ms'] / rows[0]['imu_p50_ms']:.2f}x), camera "
+        f"{r['camera_p50_ms']:.2f} ms ({r['camera_p50_ms'] / rows[0]['camera_p50_ms']:.2f}x)" for r in rows))
     if args.json:
         print(json.dumps(rows))
 

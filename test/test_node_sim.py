@@ -96,3 +96,40 @@ def test_drive_command_runs_both_nodes_and_reports():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = __import__("json").loads(result.stdout.strip().splitlines()[-1])
     assert summary["stayed_on_road"] and summary["mean_abs_xte_m"] < 0.08 and summary["track"] == "oval"
+    # About 6 s of sim time at 0.5 m/s, forward along the loop; laps count that distance.
+    assert 1.5 < summary["distance_m"] < 4.0
+    length = Track.load(track_path("oval")).length
+    assert abs(summary["laps"] - summary["distance_m"] / length) < 1e-9
+
+
+def _mean_frame_brightness(*params, frames=5):
+    from sensor_msgs.msg import Image
+
+    sim = _start("sim_node", *params)
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("brightness_probe", context=context)
+    seen = []
+    node.create_subscription(Image, "camera/image_raw", lambda m: seen.append(np.frombuffer(bytes(m.data), np.uint8).mean()),
+                             rclpy.qos.qos_profile_sensor_data)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < frames and time.monotonic() < deadline and sim.poll() is None:
+            executor.spin_once(timeout_sec=0.1)
+        return float(np.mean(seen)) if len(seen) >= frames else None
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        _stop(sim)
+
+
+def test_sim_node_applies_an_evaluation_condition_and_refuses_an_unknown_one():
+    nominal = _mean_frame_brightness("-p", "seed:=1")
+    dark = _mean_frame_brightness("-p", "seed:=1", "-p", "condition:=dark")
+    assert nominal is not None and dark is not None and dark < 0.6 * nominal
+    bad = _start("sim_node", "-p", "condition:=fog")
+    assert bad.wait(timeout=60) == 2
+    assert "unknown condition 'fog'" in _stop(bad)

@@ -4,6 +4,7 @@ held-out track). Data only, so the command line can list them without loading th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 HELD_OUT_TRACK = "serpentine"
@@ -17,6 +18,15 @@ class Condition:
     sensors: dict | None = None       # changes to SensorConfig
     track: str | None = None          # another track
     distractors: int = 0              # objects by the road (sim.world.distractors_along)
+
+    def apply(self, track, sensors):
+        """(track, sensors) as this condition changes them: a Track (its look) and a SensorConfig.
+        The other track, when the condition names one, is the caller's to load."""
+        if self.look:
+            track = dataclasses.replace(track, look=dataclasses.replace(track.look, **self.look))
+        if self.sensors:
+            sensors = dataclasses.replace(sensors, **self.sensors)
+        return track, sensors
 
 
 CONDITIONS = {c.name: c for c in (

@@ -7,7 +7,6 @@ mean and max |cross-track error|, mean speed, and a trajectory plot.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,7 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     policy, config = load_model(resolve_model_path(model))
     if not isinstance(policy, LiquidPolicy):
         raise ValueError(f"{model} holds a bare liquid core; evaluation needs a policy")
-    base = Track.load(track_path(c.track or track))
-    look = dataclasses.replace(base.look, **(c.look or {}))
-    world = dataclasses.replace(base, look=look) if c.look else base
-    sensors = dataclasses.replace(SensorConfig(), **(c.sensors or {}))
+    world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
     rng = np.random.default_rng(seed)
     env = TrackEnv(world, sensors=sensors, seed=seed, distractors=c.distractors)
     results, paths = [], []

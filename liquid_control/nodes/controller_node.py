@@ -261,6 +261,8 @@ class LiquidControllerNode(Node):
         if (command.reason == "policy" and self._publish_state
                 and (state_rate <= 0.0 or now - self._last_state_publish >= 1.0 / state_rate)):
             self._last_state_publish = now
+            if self.state_pub.get_subscription_count() == 0:
+                return  # nobody listens: do not build the message
             # A 2 x n matrix: row 0 the hidden state, row 1 each neuron's time constant (s).
             state = Float64MultiArray()
             hidden, tau = self.controller.hidden, self.controller.time_constants

@@ -27,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, Image, Imu
 from transforms3d.euler import euler2quat
 
 from .. import topics
+from ..learning.conditions import CONDITIONS
 from ..sensing import seconds_to_stamp
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
@@ -60,8 +61,13 @@ class SimNode(Node):
                                    "(a robot that pulls to one side).", -2.0, 2.0)
         stamped = param("cmd_vel_stamped", False, "cmd_vel is TwistStamped instead of Twist.")
         self.expert = PurePursuit(speed=param("expert_speed", 0.5, "Teacher speed, m/s.", 0.0, 3.0))
-        self.track = Track.load(track_path(track))
-        self._env_args = (sensors, seed)
+        name = param("condition", "nominal", "An evaluation condition applied to the world and sensors "
+                     f"(liquid-control eval --condition): one of {', '.join(CONDITIONS)}.")
+        if name not in CONDITIONS:
+            raise ValueError(f"unknown condition {name!r}; choose from {sorted(CONDITIONS)}")
+        condition = CONDITIONS[name]
+        self.track, sensors = condition.apply(Track.load(track_path(condition.track or track)), sensors)
+        self._env_args = (sensors, seed, condition.distractors)
         self.env: TrackEnv | None = None
 
         self.camera_pub = self.create_publisher(Image, topics.CAMERA, qos_profile_sensor_data)
@@ -86,8 +92,8 @@ class SimNode(Node):
 
     def _loop(self) -> None:
         # The renderer's EGL context belongs to the thread that creates it: create it here.
-        sensors, seed = self._env_args
-        self.env = TrackEnv(self.track, sensors=sensors, seed=seed)
+        sensors, seed, distractors = self._env_args
+        self.env = TrackEnv(self.track, sensors=sensors, seed=seed, distractors=distractors)
         self.env.reset(s=0.0)
         try:
             self._run()
@@ -173,7 +179,7 @@ def main(args=None) -> None:
     argparse.ArgumentParser(
         prog="sim_node",
         description="MuJoCo lane-keeping simulator: camera/image_raw, imu/data, odom, /clock and "
-                    "teacher/cmd_vel out, cmd_vel in. Parameters (track, real_time_factor, seed, noise) "
+                    "teacher/cmd_vel out, cmd_vel in. Parameters (track, condition, real_time_factor, seed, noise) "
                     "after --ros-args.",
     ).parse_args(remove_ros_args(argv)[1:])
     rclpy.init(args=argv)
@@ -183,6 +189,9 @@ def main(args=None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ValueError, FileNotFoundError) as exc:  # a bad track, track file or condition
+        print(f"sim_node: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     finally:
         if node is not None:
             node.destroy_node()
