@@ -139,12 +139,26 @@ class LiquidPolicy(nn.Module):
         return PolicyStep(self)
 
 
+def _frozen(camera: CameraEncoder, spec: EncoderSpec):
+    """The encoder traced and frozen for batch-1 inference (convolutions fused with their
+    activations: about half the eager time per frame); the eager module if tracing fails."""
+    example = torch.rand(1, spec.image_height, spec.image_width, 3)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            frozen = torch.jit.freeze(torch.jit.trace(camera.eval(), example, check_trace=False))
+            if torch.allclose(frozen(example), camera(example), atol=1e-5):
+                return frozen
+    except Exception:  # noqa: BLE001 - any tracing failure falls back to the eager module
+        pass
+    return camera
+
+
 class PolicyStep:
     """The running form of a LiquidPolicy: a snapshot of its weights for batch-1 streaming."""
 
     def __init__(self, policy: LiquidPolicy) -> None:
         policy = policy.eval()
-        self._camera = policy.camera
+        self._camera = _frozen(policy.camera, policy.spec)
         self._width, self._height = policy.spec.image_width, policy.spec.image_height
         self.core = policy.core.fused(refresh=True)
         self.readout_w = policy.readout.weight.detach().double().numpy().copy()
