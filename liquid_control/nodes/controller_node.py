@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -376,6 +377,9 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Under `ros2 launch`, Ctrl-C sends SIGINT twice (terminal and launch): the second must
+        # not interrupt the cleanup.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

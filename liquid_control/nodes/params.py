@@ -84,7 +84,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def default_config() -> dict[str, Any]:
     data = yaml.safe_load(config_path().read_text())
-    defaults = _flatten(data[NODE_NAME]["ros__parameters"])
+    # Keyed "/**/liquid_controller" so that it also applies to a namespaced node as a params file.
+    section = data.get(f"/**/{NODE_NAME}", data.get(NODE_NAME))
+    defaults = _flatten(section["ros__parameters"])
     missing = {p.name for p in PARAMETERS} - set(defaults)
     if missing:
         raise ValueError(f"config/controller.yaml lacks defaults for {sorted(missing)}")

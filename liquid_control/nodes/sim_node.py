@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import threading
 import time
@@ -193,6 +194,9 @@ def main(args=None) -> None:
         print(f"sim_node: error: {exc}", file=sys.stderr)
         sys.exit(2)
     finally:
+        # Under `ros2 launch`, Ctrl-C sends SIGINT twice (terminal and launch): the second must
+        # not interrupt the cleanup.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

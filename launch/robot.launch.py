@@ -1,0 +1,102 @@
+"""The liquid controller on a real robot: controller_node alone, its camera, IMU, command, teacher and
+e-stop topics remapped to the robot's, restarted if it dies. Topic defaults are a TurtleBot 4's on
+Jazzy (config/turtlebot4_topics.yaml); safety limits and TwistStamped commands are in
+config/robot.yaml.
+
+    ros2 launch liquid_control robot.launch.py
+    ros2 launch liquid_control robot.launch.py namespace:=robot1 model:=/path/to/policy.safetensors
+    ros2 launch liquid_control robot.launch.py camera_topic:=/camera/image_raw cmd_vel_topic:=/cmd_vel_nav
+    ros2 launch liquid_control robot.launch.py --show-args
+"""
+
+import time
+
+import yaml
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
+
+from liquid_control import topics
+from liquid_control.paths import DEFAULT_MODEL, share_path
+
+PACKAGE = "liquid_control"
+RESPAWN_DELAY_S = 2.0  # launch takes a number here, not a substitution
+
+# The controller's own topic (liquid_control.topics) -> the launch argument naming the robot's.
+REMAPPED = {
+    "camera_topic": (topics.CAMERA, "Camera the policy sees (sensor_msgs/Image)."),
+    "imu_topic": (topics.IMU, "IMU (sensor_msgs/Imu)."),
+    "cmd_vel_topic": (topics.CMD_VEL, "Velocity commands to the base (TwistStamped with cmd_vel_stamped "
+                                      "in params_file, else Twist)."),
+    "teacher_topic": (topics.TEACHER, "Teacher commands for online adaptation (TwistStamped with "
+                                      "teacher_stamped in params_file, else Twist)."),
+    "e_stop_topic": (topics.E_STOP, "Emergency stop (std_msgs/Bool, reliable, transient local): true "
+                                    "holds zero commands."),
+}
+
+
+def recorder(context) -> list:
+    """liquid-control record of the robot's topics as remapped (it takes absolute names, no ROS arguments)."""
+    namespace = LaunchConfiguration("namespace").perform(context)
+    names = [topics.absolute(LaunchConfiguration(arg).perform(context), namespace) for arg in REMAPPED]
+    return [ExecuteProcess(
+        cmd=[ExecutableInPackage("liquid-control", PACKAGE), "record", "--output", LaunchConfiguration("bag"),
+             *names, topics.DIAGNOSTICS],
+        name="record", output="screen",
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    robot_topics = yaml.safe_load(share_path("config", "turtlebot4_topics.yaml").read_text())
+    namespace = LaunchConfiguration("namespace")
+    remappings = [(ours, LaunchConfiguration(arg)) for arg, (ours, _) in REMAPPED.items()]
+
+    return LaunchDescription([
+        *(DeclareLaunchArgument(
+            arg, default_value=robot_topics[arg],
+            description=f"{text} The controller's {ours} is remapped to it; a relative name resolves "
+                        "in `namespace`. Default: config/turtlebot4_topics.yaml.")
+          for arg, (ours, text) in REMAPPED.items()),
+        DeclareLaunchArgument(
+            "model", default_value=DEFAULT_MODEL,
+            description="Policy model file (.safetensors): a path or package://<package>/<file>. "
+                        "Passed to the controller as model_path; it wins over a model_path in params_file."),
+        DeclareLaunchArgument(
+            "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "robot.yaml"]),
+            description="ROS parameters file for the controller: speed and acceleration limits, "
+                        "sensor_timeout, cmd_vel_stamped. Key it /**/liquid_controller for it to apply "
+                        "under a namespace, as config/robot.yaml does."),
+        DeclareLaunchArgument(
+            "namespace", default_value="",
+            description="ROS namespace of the controller and of relative topic names (e.g. robot1); empty for none."),
+        DeclareLaunchArgument(
+            "respawn", default_value="true", choices=["true", "false"],
+            description=f"true: restart the controller {RESPAWN_DELAY_S:g} s after it dies (it starts "
+                        "from a fresh liquid state and commands zero until sensors arrive)."),
+        DeclareLaunchArgument(
+            "use_sim_time", default_value="false", choices=["true", "false"],
+            description="true: the controller runs on /clock (a simulator, or a bag played with its clock)."),
+        DeclareLaunchArgument(
+            "record", default_value="false", choices=["true", "false"],
+            description="true: also record the controller's topics to the bag directory `bag` with "
+                        "liquid-control record (remapped as the controller's are)."),
+        DeclareLaunchArgument(
+            "bag", default_value=f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}",
+            description="Bag directory that record:=true creates (it must not exist); default: a new "
+                        "timestamped directory in the current directory."),
+
+        Node(
+            package=PACKAGE, executable="controller_node", namespace=namespace, output="screen",
+            parameters=[LaunchConfiguration("params_file"), {
+                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
+            }],
+            remappings=remappings,
+            respawn=LaunchConfiguration("respawn"), respawn_delay=RESPAWN_DELAY_S,
+        ),
+        OpaqueFunction(function=recorder, condition=IfCondition(LaunchConfiguration("record"))),
+    ])

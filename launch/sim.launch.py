@@ -1,0 +1,87 @@
+"""The liquid controller driving the MuJoCo simulator: sim_node (camera, IMU, odometry, /clock and the
+expert's teacher/cmd_vel) and controller_node on the simulator's clock, optionally recording a bag.
+
+    ros2 launch liquid_control sim.launch.py
+    ros2 launch liquid_control sim.launch.py track:=kidney adaptation:=true record:=true
+    ros2 launch liquid_control sim.launch.py --show-args
+"""
+
+import time
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, Shutdown
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
+
+from liquid_control.paths import DEFAULT_MODEL
+
+PACKAGE = "liquid_control"
+
+
+def generate_launch_description() -> LaunchDescription:
+    model = LaunchConfiguration("model")
+    track = LaunchConfiguration("track")
+    params_file = LaunchConfiguration("params_file")
+    namespace = LaunchConfiguration("namespace")
+    real_time_factor = LaunchConfiguration("real_time_factor")
+    adaptation = LaunchConfiguration("adaptation")
+    record = LaunchConfiguration("record")
+    bag = LaunchConfiguration("bag")
+
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "model", default_value=DEFAULT_MODEL,
+            description="Policy model file (.safetensors): a path or package://<package>/<file>. "
+                        "Passed to the controller as model_path; it wins over a model_path in params_file."),
+        DeclareLaunchArgument(
+            "track", default_value="oval",
+            description="Track to drive: a shipped one (oval, kidney, serpentine) or a track file (.yaml)."),
+        DeclareLaunchArgument(
+            "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "controller.yaml"]),
+            description="ROS parameters file for the controller (node liquid_controller). Key it "
+                        "/**/liquid_controller for it to apply under a namespace."),
+        DeclareLaunchArgument(
+            "namespace", default_value="",
+            description="ROS namespace of every node and topic (e.g. robot1); empty for none. /clock stays global."),
+        DeclareLaunchArgument(
+            "real_time_factor", default_value="1.0",
+            description="Simulated seconds per wall-clock second; 0 runs as fast as the CPU allows."),
+        DeclareLaunchArgument(
+            "adaptation", default_value="false", choices=["true", "false"],
+            description="true: the controller adapts its readout online toward the simulator's expert "
+                        "(teacher/cmd_vel); sets adaptation.enabled."),
+        DeclareLaunchArgument(
+            "record", default_value="false", choices=["true", "false"],
+            description="true: also record the run to the bag directory `bag` with liquid-control record."),
+        DeclareLaunchArgument(
+            "bag", default_value=f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}",
+            description="Bag directory that record:=true creates (it must not exist); default: a new "
+                        "timestamped directory in the current directory."),
+
+        Node(
+            package=PACKAGE, executable="sim_node", namespace=namespace, output="screen",
+            parameters=[{
+                "track": ParameterValue(track, value_type=str),
+                "real_time_factor": ParameterValue(real_time_factor, value_type=float),
+            }],
+            # Without the simulator there is nothing to control: end the whole launch.
+            on_exit=Shutdown(reason="sim_node exited"),
+        ),
+        Node(
+            package=PACKAGE, executable="controller_node", namespace=namespace, output="screen",
+            parameters=[params_file, {
+                "use_sim_time": True,
+                "model_path": ParameterValue(model, value_type=str),
+                "adaptation.enabled": ParameterValue(adaptation, value_type=bool),
+            }],
+        ),
+        # liquid-control record takes no ROS arguments: a plain process, the robot's topics under `namespace`.
+        ExecuteProcess(
+            cmd=[ExecutableInPackage("liquid-control", PACKAGE), "record", "--output", bag,
+                 "--namespace", namespace],
+            name="record", output="screen", condition=IfCondition(record),
+        ),
+    ])
