@@ -19,6 +19,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 
 from liquid_control.paths import share_path  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
@@ -45,10 +47,13 @@ def _stop(proc):
 
 
 def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
+    """The launch tests' scenarios, as plain processes (what sim.launch.py starts): commands at sensor
+    rate, a parameter change through the parameter service takes effect, 30 s of sim time on the road
+    with the shipped model, and a clean shutdown."""
     ns = f"/lc_sim_{os.getpid()}"
-    model = share_path("models", "ncp_cfc_lane_keeping.safetensors")
+    params = share_path("config", "controller.yaml")
     sim = _start("sim_node", "-r", f"__ns:={ns}", "-p", "track:=oval", "-p", "seed:=2")
-    ctl = _start("controller_node", "-r", f"__ns:={ns}", "-p", f"model_path:={model}", "-p", "use_sim_time:=true")
+    ctl = _start("controller_node", "-r", f"__ns:={ns}", "--params-file", str(params), "-p", "use_sim_time:=true")
     context = rclpy.context.Context()
     rclpy.init(context=context)
     peer = rclpy.create_node("sim_peer", namespace=ns, context=context)
@@ -62,14 +67,33 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     executor.add_node(peer)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
+    client = AsyncParameterClient(peer, f"{ns}/liquid_controller")
+
+    def sim_time(m):
+        return m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+
     try:
         deadline = time.monotonic() + 60
         while not any(m.twist.twist.linear.x > 0.3 for m in odom[-50:]):
             assert time.monotonic() < deadline, "the robot never started driving"
             assert sim.poll() is None and ctl.poll() is None, "a node died"
             time.sleep(0.1)
-        start = len(odom)
-        time.sleep(15.0)
+        start, t_cmd = len(odom), time.monotonic()
+        n_cmd = len(commands)
+        time.sleep(10.0)
+        rate = (len(commands) - n_cmd) / (time.monotonic() - t_cmd)
+        assert client.wait_for_services(timeout_sec=10.0)
+        result = client.set_parameters([Parameter("max_linear_speed", value=0.3)])
+        deadline = time.monotonic() + 10
+        while not result.done():
+            assert time.monotonic() < deadline, "no answer from the parameter service"
+            time.sleep(0.05)
+        assert result.result().results[0].successful
+        changed = time.monotonic()
+        while sim_time(odom[-1]) - sim_time(odom[start]) < 30.0:
+            assert time.monotonic() - changed < 90, "the simulation stalled"
+            assert sim.poll() is None and ctl.poll() is None, "a node died"
+            time.sleep(0.2)
         driven = odom[start:]
     finally:
         executor.shutdown(timeout_sec=2.0)
@@ -79,14 +103,17 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
         ctl_out, sim_out = _stop(ctl), _stop(sim)
     track = Track.load(track_path("oval"))
     xte = np.array([abs(track.project(m.pose.pose.position.x, m.pose.pose.position.y)["xte"]) for m in driven])
-    sim_seconds = (driven[-1].header.stamp.sec + driven[-1].header.stamp.nanosec * 1e-9) - \
-        (driven[0].header.stamp.sec + driven[0].header.stamp.nanosec * 1e-9)
-    assert sim_seconds > 10.0
-    assert len(commands) > 15.0 * 150  # commands at sensor rate (230 Hz nominal)
+    assert sim_time(driven[-1]) - sim_time(driven[0]) >= 30.0
+    assert rate > 150.0, f"{rate:.0f} commands/s; the sensors give 230 messages/s"
+    after = [m.linear.x for t, m in commands if t > changed + 0.2]
+    assert after and max(after) <= 0.3 + 1e-9  # the new limit holds from the next step on
+    assert max(m.linear.x for t, m in commands if t < changed) > 0.45  # and it was not so before
     assert xte.max() < track.road_width / 2 - 0.12, f"left the lane: max |xte| {xte.max():.3f} m"
     assert xte.mean() < 0.08
     # The controller's clock is the simulator's: diagnostics carry sim time, not wall time.
     assert diag_stamps and max(diag_stamps) < 1000.0
+    # A clean shutdown: both exit 0 on SIGINT, without a traceback.
+    assert ctl.returncode == 0 and sim.returncode == 0, (ctl.returncode, sim.returncode)
     assert "Traceback" not in ctl_out and "Traceback" not in sim_out, ctl_out + sim_out
 
 
