@@ -1,7 +1,7 @@
 """The launch files (launch/*.launch.py) and the parameter files they pass.
 
 Everywhere, without `launch`: every launch file compiles; every launch argument has a description
-and is documented in launch/README.md; the parameter files set only parameters the controller
+and is documented in the README; the parameter files set only parameters the controller
 declares, with their types and ranges; topic names come from liquid_control.topics.
 
 Where launch_pytest and launch_ros are installed (a ROS 2 Jazzy install; they are not on PyPI, so our
@@ -105,14 +105,14 @@ def test_every_launch_argument_has_a_description(path):
         assert len(text.strip()) > 10, f"{path.name}: {name}'s description {text!r} says nothing"
 
 
-def test_launch_readme_documents_every_argument():
-    readme = (LAUNCH_DIR / "README.md").read_text()
+def test_readme_documents_every_launch_argument():
+    readme = (ROOT / "README.md").read_text()
     for path in LAUNCH_FILES:
-        section = readme.split(f"## {path.name}", 1)
-        assert len(section) == 2, f"launch/README.md has no '## {path.name}' section"
-        section = section[1].split("\n## ", 1)[0]
+        section = readme.split(f"### {path.name}", 1)
+        assert len(section) == 2, f"README.md has no '### {path.name}' section"
+        section = section[1].split("\n### ", 1)[0]
         for name in declared_arguments(path):
-            assert f"`{name}`" in section, f"launch/README.md's {path.name} section lacks `{name}`"
+            assert f"`{name}`" in section, f"README.md's {path.name} section lacks `{name}`"
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
