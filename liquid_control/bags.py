@@ -3,14 +3,17 @@
 
 Messages are built and parsed through the Jazzy typestore, so a bag written here is what
 `ros2 bag info/play` read, and a bag from rosbag2 reads here. Reading yields the same
-(stamp, kind, data) events the simulator and the node feed LiquidController.
+(stamp, kind, data) events the simulator and the node feed LiquidController. The bag tools
+(`liquid-control record/play/replay`) also move messages through here as serialized CDR bytes,
+never decoded. Every problem with a bag surfaces as BagError naming the bag.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +34,13 @@ class BagError(ValueError):
     """A bag that cannot be used; the message names the bag and the problem."""
 
 
-def _time(stamp: float):
-    sec, nanosec = seconds_to_stamp(stamp)
+def _time(stamp: float | tuple[int, int]):
+    """builtin_interfaces/Time from float seconds, or exactly from (sec, nanosec)."""
+    sec, nanosec = stamp if isinstance(stamp, tuple) else seconds_to_stamp(stamp)
     return TYPESTORE.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
 
 
-def _header(stamp: float, frame_id: str):
+def _header(stamp: float | tuple[int, int], frame_id: str):
     return TYPESTORE.types["std_msgs/msg/Header"](stamp=_time(stamp), frame_id=frame_id)
 
 
@@ -44,7 +48,7 @@ def _vector3(x: float, y: float, z: float):
     return TYPESTORE.types["geometry_msgs/msg/Vector3"](x=float(x), y=float(y), z=float(z))
 
 
-def image_msg(stamp: float, rgb: np.ndarray, frame_id: str = "camera_link"):
+def image_msg(stamp: float | tuple[int, int], rgb: np.ndarray, frame_id: str = "camera_link"):
     """An rgb8 Image from an (h, w, 3) float [0, 1] or uint8 array."""
     if rgb.dtype != np.uint8:
         rgb = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
@@ -53,7 +57,7 @@ def image_msg(stamp: float, rgb: np.ndarray, frame_id: str = "camera_link"):
                                   is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb).reshape(-1))
 
 
-def imu_msg(stamp: float, values: np.ndarray, frame_id: str = "imu_link"):
+def imu_msg(stamp: float | tuple[int, int], values: np.ndarray, frame_id: str = "imu_link"):
     """An Imu from sensing.IMU_FIELDS values (angular velocity, linear acceleration, roll/pitch/yaw)."""
     w, x, y, z = euler2quat(*values[6:9], axes="sxyz")
     quaternion = TYPESTORE.types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)
@@ -63,7 +67,7 @@ def imu_msg(stamp: float, values: np.ndarray, frame_id: str = "imu_link"):
         linear_acceleration=_vector3(*values[3:6]), linear_acceleration_covariance=np.zeros(9))
 
 
-def twist_stamped_msg(stamp: float, linear: float, angular: float, frame_id: str = "base_link"):
+def twist_stamped_msg(stamp: float | tuple[int, int], linear: float, angular: float, frame_id: str = "base_link"):
     twist = TYPESTORE.types[TWIST](linear=_vector3(linear, 0, 0), angular=_vector3(0, 0, angular))
     return TYPESTORE.types[TWIST_STAMPED](header=_header(stamp, frame_id), twist=twist)
 
@@ -80,8 +84,83 @@ def odometry_msg(stamp: float, x: float, y: float, yaw: float, linear: float, an
     return t[ODOMETRY](header=_header(stamp, "odom"), child_frame_id="base_link", pose=pose, twist=twist)
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[Reader]:
+    """An open rosbags Reader; whatever goes wrong while it is open becomes BagError naming the bag."""
+    if not path.exists():
+        raise BagError(f"bag {path}: no such file or directory")
+    if path.is_dir() and not (path / "metadata.yaml").exists():
+        raise BagError(f"bag {path}: no metadata.yaml (not a rosbag2 bag, or one whose recorder was killed "
+                       "before it closed the bag)")
+    try:
+        with Reader(path) as reader:
+            yield reader
+    except BagError:
+        raise
+    except Exception as exc:  # rosbags raises its own errors for truncated or foreign files
+        hint = " (truncated: the file ends before its MCAP footer)" if "end magic" in str(exc) else ""
+        raise BagError(f"bag {path}: cannot be read ({type(exc).__name__}: {exc}){hint}") from None
+
+
+@dataclass(frozen=True)
+class BagTopic:
+    name: str
+    msgtype: str
+    count: int
+    offered_qos: tuple = ()  # rosbags.interfaces.Qos of the publishers it was recorded from
+
+
+@dataclass(frozen=True)
+class BagSummary:
+    path: Path
+    topics: dict[str, BagTopic]
+    start_ns: int  # earliest bag time stamp (receive time), ns
+    end_ns: int    # latest bag time stamp, ns
+    count: int
+
+    @property
+    def duration(self) -> float:
+        return max(self.end_ns - self.start_ns, 0) * 1e-9
+
+
+def summarize(path: str | Path) -> BagSummary:
+    """A bag's topics, types, message counts and time span, without reading its messages."""
+    path = Path(path)
+    with _reading(path) as reader:
+        topics: dict[str, BagTopic] = {}
+        for c in reader.connections:
+            qos = tuple(getattr(c.ext, "offered_qos_profiles", ()) or ())
+            old = topics.get(c.topic)
+            if old is not None and old.msgtype != c.msgtype:
+                raise BagError(f"bag {path}: topic {c.topic} holds two types, {old.msgtype} and {c.msgtype}")
+            topics[c.topic] = BagTopic(c.topic, c.msgtype, (old.count if old else 0) + c.msgcount,
+                                       (old.offered_qos if old else ()) + qos)
+        count = reader.message_count
+        start, end = (reader.start_time, reader.end_time - 1) if count else (0, 0)
+    return BagSummary(path, topics, start, end, count)
+
+
+def read_serialized(path: str | Path, topics: Iterable[str] | None = None,
+                    start_ns: int | None = None) -> Iterator[tuple[str, str, int, bytes]]:
+    """(topic, msgtype, bag time ns, CDR bytes) of every message on `topics` (all if None), in
+    bag-time order, from `start_ns` on. Topics the bag lacks raise BagError."""
+    path = Path(path)
+    with _reading(path) as reader:
+        have = {c.topic for c in reader.connections}
+        wanted = have if topics is None else set(topics)
+        missing = sorted(wanted - have)
+        if missing:
+            raise BagError(f"bag {path}: no topic {', '.join(missing)} (it has {sorted(have)})")
+        connections = [c for c in reader.connections if c.topic in wanted]
+        for connection, log_time, raw in reader.messages(connections=connections, start=start_ns):
+            yield connection.topic, connection.msgtype, log_time, raw if isinstance(raw, bytes) else bytes(raw)
+
+
 class BagWriter:
-    """Writes messages to a new rosbag2 bag (MCAP, version 8). Use as a context manager."""
+    """Writes messages to a new rosbag2 bag (MCAP, version 8). Use as a context manager.
+
+    `write` serializes a typestore message; `add_topic` + `write_serialized` store CDR bytes as
+    they came off the wire (the recorder), with the publishers' QoS kept for `ros2 bag play`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -97,8 +176,30 @@ class BagWriter:
     def __exit__(self, *exc) -> None:
         self._writer.close()
 
-    def write(self, topic: str, msg, receive_time: float) -> None:
-        """Write `msg` on `topic`, logged at `receive_time` (s; the bag's own time stamp)."""
+    def close(self) -> None:
+        self._writer.close()
+
+    def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence = ()) -> None:
+        """Register `topic` of `msgtype` (a Jazzy type: its definition goes into the bag)."""
+        if topic in self._connections:
+            raise BagError(f"bag {self.path}: topic {topic} added twice")
+        if msgtype not in TYPESTORE.types:
+            raise BagError(f"bag {self.path}: topic {topic} has type {msgtype}, which the ROS 2 Jazzy typestore "
+                           "does not know (its definition could not be stored)")
+        self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE,
+                                                               offered_qos_profiles=list(offered_qos))
+
+    def write_serialized(self, topic: str, data: bytes, log_time_ns: int) -> None:
+        """Write CDR bytes on a topic registered with add_topic, at bag time `log_time_ns`."""
+        self._writer.write(self._connections[topic], log_time_ns, data)
+
+    def write(self, topic: str, msg, receive_time: float | None = None, *, log_time_ns: int | None = None) -> None:
+        """Write `msg` on `topic`, logged at `receive_time` (s; the bag's own time stamp) or
+        exactly at `log_time_ns`."""
+        if log_time_ns is None:
+            if receive_time is None:
+                raise TypeError("write() needs receive_time or log_time_ns")
+            log_time_ns = int(round(receive_time * 1e9))
         msgtype = msg.__msgtype__
         connection = self._connections.get(topic)
         if connection is None:
@@ -106,53 +207,52 @@ class BagWriter:
             self._connections[topic] = connection
         elif connection.msgtype != msgtype:
             raise BagError(f"bag {self.path}: topic {topic} is {connection.msgtype}, not {msgtype}")
-        self._writer.write(connection, int(round(receive_time * 1e9)), TYPESTORE.serialize_cdr(msg, msgtype))
+        self._writer.write(connection, log_time_ns, TYPESTORE.serialize_cdr(msg, msgtype))
 
 
 @dataclass(frozen=True)
 class BagEvent:
-    stamp: float        # header stamp (s)
+    stamp: float        # header stamp (s); bag time for an unstamped command
     kind: str           # "camera", "imu", or "command"
     data: np.ndarray    # camera RGB float, IMU_FIELDS values, or (linear.x, angular.z)
+    header_stamp: tuple[int, int] | None = field(default=None, compare=False)  # exact (sec, nanosec)
+    log_time_ns: int = field(default=0, compare=False)  # the bag's time stamp (receive time)
 
 
 def read_events(path: str | Path, camera: str = "/camera/image_raw", imu: str = "/imu/data",
-                command: str | None = "/cmd_vel") -> Iterator[BagEvent]:
+                command: str | None = "/cmd_vel", skipped: dict[str, int] | None = None) -> Iterator[BagEvent]:
     """The bag's camera, IMU (and command) messages as events, in the order they were logged.
 
     Missing topics, topics of another type, and unreadable bags raise BagError naming the bag.
     Bad messages inside a good bag (an image of the wrong size, NaN in an IMU message) are
-    skipped here just as the controller would reject them.
+    skipped here just as the controller would reject them; `skipped` counts them per reason.
     """
     path = Path(path)
-    if not path.exists():
-        raise BagError(f"bag {path}: no such file or directory")
     wanted = {camera: ("camera", (IMAGE,)), imu: ("imu", (IMU,))}
     if command:
         wanted[command] = ("command", (TWIST_STAMPED, TWIST))
-    try:
-        with Reader(path) as reader:
-            topics = {c.topic: c.msgtype for c in reader.connections}
-            for topic, (_, types) in wanted.items():
-                if topic not in topics:
-                    raise BagError(f"bag {path}: no topic {topic} (it has {sorted(topics)})")
-                if topics[topic] not in types:
-                    raise BagError(f"bag {path}: topic {topic} is {topics[topic]}, expected {' or '.join(types)}")
-            connections = [c for c in reader.connections if c.topic in wanted]
-            for connection, log_time, raw in reader.messages(connections=connections):
-                kind = wanted[connection.topic][0]
-                msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
-                if kind == "command":
-                    twist = msg.twist if connection.msgtype == TWIST_STAMPED else msg
-                    stamp = stamp_to_seconds(msg.header.stamp) if connection.msgtype == TWIST_STAMPED else log_time * 1e-9
-                    yield BagEvent(stamp, kind, np.array([twist.linear.x, twist.angular.z]))
-                    continue
-                try:
-                    data = image_to_array(msg) if kind == "camera" else imu_to_array(msg)
-                except SensorError:
-                    continue
-                yield BagEvent(stamp_to_seconds(msg.header.stamp), kind, data)
-    except BagError:
-        raise
-    except Exception as exc:  # rosbags raises its own errors for truncated or foreign files
-        raise BagError(f"bag {path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    with _reading(path) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        for topic, (_, types) in wanted.items():
+            if topic not in topics:
+                raise BagError(f"bag {path}: no topic {topic} (it has {sorted(topics)})")
+            if topics[topic] not in types:
+                raise BagError(f"bag {path}: topic {topic} is {topics[topic]}, expected {' or '.join(types)}")
+        connections = [c for c in reader.connections if c.topic in wanted]
+        for connection, log_time, raw in reader.messages(connections=connections):
+            kind = wanted[connection.topic][0]
+            msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+            header = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)) if hasattr(msg, "header") else None
+            if kind == "command":
+                twist = msg.twist if header else msg
+                stamp = stamp_to_seconds(msg.header.stamp) if header else log_time * 1e-9
+                yield BagEvent(stamp, kind, np.array([twist.linear.x, twist.angular.z]), header, log_time)
+                continue
+            try:
+                data = image_to_array(msg) if kind == "camera" else imu_to_array(msg)
+            except SensorError as exc:
+                if skipped is not None:
+                    reason = f"{kind}: {exc}"
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            yield BagEvent(stamp_to_seconds(msg.header.stamp), kind, data, header, log_time)

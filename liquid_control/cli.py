@@ -1,8 +1,11 @@
-"""`liquid-control`: the command line of the package (info, demo)."""
+"""`liquid-control`: the command line of the package (info, demo, drive, collect, train, eval, table,
+record, play, replay). Each command imports what it needs when it runs, so `--help` needs neither
+torch nor rclpy."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import tempfile
@@ -144,6 +147,66 @@ def _drive(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def _record(args: argparse.Namespace) -> int:
+    from .bags import BagError
+    from .bagtools import default_topics, format_record_summary, record
+
+    try:
+        summary = record(args.output, args.topics or default_topics(args.namespace), duration=args.duration)
+    except (BagError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else format_record_summary(summary))
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from .bags import BagError
+    from .bagtools import format_play_summary, parse_remaps, play
+
+    try:
+        summary = play(args.bag, rate=args.rate, loop=args.loop, remap=parse_remaps(args.remap),
+                       clock_hz=args.clock, topics=args.topics, start_offset=args.start_offset, delay=args.delay,
+                       wait_for_subscribers=args.wait_for_subscribers)
+    except (BagError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else format_play_summary(summary))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .bags import BagError
+    from .replay import format_summary, replay
+
+    try:
+        summary = replay(args.bag, args.output, model=args.model, camera=args.camera_topic, imu=args.imu_topic,
+                         compare_topic=args.compare_topic, csv_path=args.csv, plot_path=args.plot,
+                         frame_id=args.frame_id, params_file=args.params)
+    except (BagError, FileNotFoundError, ValueError) as exc:  # ModelFileError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+class _LazyChoices:
+    """The names of a registry in another module, read when argparse first checks or lists them,
+    so that building the parser (and every command that does not use them) imports no torch."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _names(self) -> list[str]:
+        return sorted(getattr(importlib.import_module(self.module, __package__), self.name))
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liquid-control", description="Liquid neural network controllers for ROS 2 robots."
@@ -182,11 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--seed", type=int, default=0)
     collect.set_defaults(func=_collect)
 
-    from .learning.train import ARCHITECTURES
-
+    architectures = _LazyChoices(".learning.train", "ARCHITECTURES")
     train = sub.add_parser("train", help="train a policy from bags by BPTT and write a model file")
     train.add_argument("--bag", action="append", required=True, help="a bag from collect (repeat for several)")
-    train.add_argument("--arch", choices=sorted(ARCHITECTURES), default="ncp-cfc")
+    train.add_argument("--arch", choices=architectures, default="ncp-cfc", metavar="ARCH",
+                       help="policy architecture: %(choices)s (default %(default)s)")
     train.add_argument("--output", required=True, help="the .safetensors model file to write")
     train.add_argument("--iterations", type=int, default=600)
     train.add_argument("--window", type=int, default=300, help="sensor events per training window")
@@ -194,12 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
 
-    from .learning.conditions import CONDITIONS
-
+    conditions = _LazyChoices(".learning.conditions", "CONDITIONS")
     ev = sub.add_parser("eval", help="closed-loop episodes of a model in the simulator")
     ev.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
     ev.add_argument("--track", default="oval", help="a shipped track name or a track file")
-    ev.add_argument("--condition", choices=sorted(CONDITIONS), default="nominal")
+    ev.add_argument("--condition", choices=conditions, default="nominal", metavar="CONDITION",
+                    help="%(choices)s (default %(default)s)")
     ev.add_argument("--episodes", type=int, default=5)
     ev.add_argument("--seconds", type=float, default=30.0)
     ev.add_argument("--seed", type=int, default=100)
@@ -210,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="evaluate several models in every condition: the model card's table")
     table.add_argument("--model", action="append", required=True, metavar="NAME=FILE",
                        help="a row: its name and policy file (repeat)")
-    table.add_argument("--condition", action="append", choices=sorted(CONDITIONS),
-                       help="a column (repeat; default: every condition)")
+    table.add_argument("--condition", action="append", choices=conditions, metavar="CONDITION",
+                       help="a column: %(choices)s (repeat; default: every condition)")
     table.add_argument("--episodes", type=int, default=6,
                        help="episodes per cell (split between the training tracks)")
     table.add_argument("--seconds", type=float, default=30.0)
@@ -220,6 +283,55 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--json", dest="json_path", help="write the full table as JSON to this file")
     table.add_argument("--markdown", help="write the markdown tables to this file")
     table.set_defaults(func=_table)
+
+    rec = sub.add_parser("record", help="record live topics to a rosbag2 bag (MCAP), messages as received")
+    rec.add_argument("topics", nargs="*", metavar="TOPIC",
+                     help="absolute topic names (default: the robot's topics, /clock and /diagnostics)")
+    rec.add_argument("-o", "--output", required=True, help="the bag directory to create")
+    rec.add_argument("--duration", type=float, metavar="S",
+                     help="stop after this many seconds from the start (default: at Ctrl-C / SIGTERM)")
+    rec.add_argument("--namespace", default="/", metavar="NS", help="the robot's namespace, for the default topics")
+    rec.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    rec.set_defaults(func=_record)
+
+    pl = sub.add_parser("play", help="publish a bag's messages with their recorded timing")
+    pl.add_argument("bag", help="a rosbag2 bag directory (or a .mcap / .db3 file)")
+    pl.add_argument("--rate", type=float, default=1.0, help="speed factor (2 = twice as fast)")
+    pl.add_argument("--loop", action="store_true", help="play again from the start at the end, until Ctrl-C")
+    pl.add_argument("--remap", action="append", default=[], metavar="OLD:=NEW",
+                    help="publish topic OLD as NEW (repeat for several)")
+    pl.add_argument("--clock", type=float, nargs="?", const=40.0, default=0.0, metavar="HZ",
+                    help="publish /clock from the bag's time at HZ (default 40 Hz when given without a value)")
+    pl.add_argument("--topics", nargs="+", metavar="TOPIC", help="play only these topics")
+    pl.add_argument("--start-offset", type=float, default=0.0, metavar="S",
+                    help="start this many seconds into the bag")
+    pl.add_argument("--delay", type=float, default=0.0, metavar="S",
+                    help="wait this many seconds after creating the publishers")
+    pl.add_argument("--wait-for-subscribers", action="store_true",
+                    help="start once every played topic has a subscriber (at most 30 s)")
+    pl.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    pl.set_defaults(func=_play)
+
+    from . import topics
+
+    rp = sub.add_parser("replay", help="offline: a bag's camera and IMU through a model; commands to a bag, "
+                        "CSV and plot, compared with the recorded ones")
+    rp.add_argument("bag", help="a rosbag2 bag directory (or a .mcap / .db3 file)")
+    rp.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
+    rp.add_argument("--output", required=True, help="the bag directory to create (commands on /cmd_vel)")
+    rp.add_argument("--camera-topic", default=topics.absolute(topics.CAMERA), metavar="TOPIC",
+                    help="sensor_msgs/Image topic (default %(default)s)")
+    rp.add_argument("--imu-topic", default=topics.absolute(topics.IMU), metavar="TOPIC",
+                    help="sensor_msgs/Imu topic (default %(default)s)")
+    rp.add_argument("--compare-topic", metavar="TOPIC", help="recorded commands to compare with, TwistStamped or Twist "
+                    "(default: /cmd_vel when the bag has it)")
+    rp.add_argument("--csv", help="CSV of the commands (default: OUTPUT.csv)")
+    rp.add_argument("--plot", help="PNG plot of replayed vs recorded commands (default: OUTPUT.png)")
+    rp.add_argument("--params", metavar="FILE", help="the controller node's parameters file (speed and "
+                    "acceleration limits, max_dt, tau_scale, frame_id; default: its config/controller.yaml)")
+    rp.add_argument("--frame-id", help="header.frame_id of the commands (default: frame_id of the parameters)")
+    rp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    rp.set_defaults(func=_replay)
     return parser
 
 

@@ -12,6 +12,8 @@ from liquid_control.bags import (
     imu_msg,
     odometry_msg,
     read_events,
+    read_serialized,
+    summarize,
     twist_stamped_msg,
 )
 
@@ -101,3 +103,45 @@ def test_nan_imu_inside_a_bag_is_skipped_like_the_controller_rejects_it(tmp_path
         bag.write("/imu/data", imu_msg(1.010, good), 1.010)
     events = list(read_events(path, command=None))
     assert [e.kind for e in events] == ["camera", "imu", "imu"]
+
+
+def test_serialized_messages_pass_through_untouched_with_exact_stamps(tmp_path):
+    src = tmp_path / "src"
+    _, imus = _write_sample(src, n_imu=8)
+    summary = summarize(src)
+    assert summary.topics["/imu/data"].count == 8 and summary.topics["/imu/data"].msgtype == "sensor_msgs/msg/Imu"
+    assert summary.count == 8 + 2 + 8 + 8 and summary.duration == pytest.approx(7 * 0.005 + 0.0004, abs=1e-6)
+    copy = tmp_path / "copy"
+    with BagWriter(copy) as bag:
+        for topic, msgtype, log_time, data in read_serialized(src):
+            if topic not in bag._connections:
+                bag.add_topic(topic, msgtype)
+            bag.write_serialized(topic, data, log_time)
+    assert list(read_serialized(copy)) == list(read_serialized(src))
+    later = list(read_serialized(src, ["/imu/data"], start_ns=int(round(100.0102 * 1e9))))
+    assert len(later) == 6 and {t for t, *_ in later} == {"/imu/data"}  # from start_ns on, inclusive
+    # A header stamp given as (sec, nanosec) is kept to the nanosecond; events carry it and the bag time.
+    exact = tmp_path / "exact"
+    with BagWriter(exact) as bag:
+        bag.write("/imu/data", imu_msg((1_700_000_000, 123_456_789), imus[0][1]), log_time_ns=42)
+        bag.write("/camera/image_raw", image_msg((1_700_000_000, 123_456_790), np.zeros((2, 2, 3))), log_time_ns=43)
+    events = list(read_events(exact, command=None))
+    assert [(e.header_stamp, e.log_time_ns) for e in events] == [((1_700_000_000, 123_456_789), 42),
+                                                                   ((1_700_000_000, 123_456_790), 43)]
+
+
+def test_bag_helpers_fail_with_the_bag_and_the_problem(tmp_path):
+    with BagWriter(tmp_path / "bag") as bag, pytest.raises(BagError, match="does not know"):
+        bag.add_topic("/x", "acme_msgs/msg/Unknown")
+    with pytest.raises(BagError, match="no topic /nope"):
+        list(read_serialized(tmp_path / "bag", ["/nope"]))
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / "killed_0.mcap").write_bytes(b"")
+    with pytest.raises(BagError, match="no metadata.yaml"):
+        summarize(tmp_path / "killed")
+    path = tmp_path / "truncated"
+    _write_sample(path, n_imu=5)
+    mcap_file = next(path.glob("*.mcap"))
+    mcap_file.write_bytes(mcap_file.read_bytes()[:-40])
+    with pytest.raises(BagError, match="truncated"):
+        summarize(path)
