@@ -32,9 +32,13 @@ $(STAMP): $(INSTALL_INPUTS)
 test: $(STAMP)
 	$(RUN_ENV) $(VPY) -m pytest -q test
 
+# Each demo run writes its bag and trajectory plot to a new folder under demo_output/.
+DEMO_DIR := demo_output/$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/liquid-control demo
-	$(RUN_ENV) $(VENV)/bin/liquid-control drive --seconds 30
+	mkdir -p $(DEMO_DIR)
+	$(RUN_ENV) $(VENV)/bin/liquid-control drive --seconds 60 --bag $(DEMO_DIR)/bag --plot $(DEMO_DIR)/trajectory.png
 
 bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/step_latency.py

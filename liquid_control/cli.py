@@ -141,6 +141,7 @@ def _drive(args: argparse.Namespace) -> int:
     from .rosdemo import drive
 
     result = drive(model=args.model, track=args.track, seconds=args.seconds, steering_bias=args.steering_bias,
+                   plot=args.plot, bag=args.bag,
                    adaptation=args.adaptation)
     if args.json:
         print(json.dumps(result))
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     drive.add_argument("--seconds", type=float, default=30.0, help="sim seconds to drive")
     drive.add_argument("--steering-bias", type=float, default=0.0, help="rad/s the robot pulls to one side")
     drive.add_argument("--adaptation", action="store_true", help="adapt online from the simulator's teacher")
+    drive.add_argument("--plot", metavar="PNG", help="write the robot's trajectory over the track to this PNG")
+    drive.add_argument("--bag", metavar="DIR", help="record the robot's topics to this new bag (liquid-control record)")
     drive.add_argument("--json", action="store_true", help="also print the summary as JSON")
     drive.set_defaults(func=_drive)
 

@@ -21,7 +21,8 @@ from .sim.track import Track, track_path
 
 
 def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, steering_bias: float = 0.0,
-          adaptation: bool = False, plot: str | Path | None = None, out=print) -> dict:
+          adaptation: bool = False, plot: str | Path | None = None, bag: str | Path | None = None,
+          out=print) -> dict:
     import rclpy
     from geometry_msgs.msg import Twist
     from nav_msgs.msg import Odometry
@@ -33,6 +34,11 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
     model = str(model or DEFAULT_MODEL)
     lib = Path(sys.prefix) / "lib" / "liquid_control"
     the_track = Track.load(track_path(track))
+    if bag is not None and Path(bag).exists():
+        raise FileExistsError(f"{bag} exists; a bag is never written over")
+    # The recorder first, so that it hears the robot from its first message.
+    recorder = (subprocess.Popen([sys.executable, "-m", "liquid_control.cli", "record", "--output", str(bag)])
+                if bag is not None else None)
     procs = [
         subprocess.Popen([str(lib / "sim_node"), "--ros-args", "-p", f"track:={track}",
                           "-p", f"steering_bias:={steering_bias}"]),
@@ -91,12 +97,13 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
         rclpy.shutdown(context=context)
-        for p in procs:
+        stopping = procs + ([recorder] if recorder is not None else [])
+        for p in stopping:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
-        for p in procs:
+        for p in stopping:
             try:
-                p.wait(timeout=15)
+                p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
     result = {"track": the_track.name, "sim_seconds": seconds, "laps": progress / the_track.length,
@@ -107,7 +114,10 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
         xy = np.array(path)
         Path(plot).write_bytes(xy_plot_png({"centreline": (centre[:, 0], centre[:, 1]), "robot": (xy[:, 0], xy[:, 1])}))
         result["plot"] = str(plot)
+    if recorder is not None:
+        result["bag"] = str(bag)
+        result["ok"] = result["ok"] and recorder.returncode == 0
     out(f"{'success, stayed in the lane' if not off else 'FAILED, LEFT THE LANE'}: {result['laps']:.2f} laps "
         f"({progress:.1f} m), mean |xte| {result['mean_abs_xte_m']:.3f} m, max {result['max_abs_xte_m']:.3f} m "
-        f"over {seconds:.0f} s of sim time" + (f"; trajectory {plot}" if plot else ""))
+        f"over {seconds:.0f} s of sim time" + (f"; trajectory {plot}" if plot else "") + (f"; bag {bag}" if bag else ""))
     return result
