@@ -131,3 +131,31 @@ def test_distractors_stand_beside_the_road_and_show_in_the_camera(oval):
     finally:
         plain.close()
         busy.close()
+
+
+@pytest.mark.parametrize("name", ["oval", "kidney", "serpentine"])
+def test_expert_completes_a_lap_of_every_shipped_track(name):
+    track = Track.load(track_path(name))
+    env = TrackEnv(track, seed=4)
+    expert = PurePursuit(speed=1.0)
+    off = False
+    try:
+        for ev in env.events(track.length / 1.0 * 1.1):
+            if ev.kind == "imu":
+                env.command(*expert(env))
+                off = off or env.truth()["off_road"]
+            if env.truth()["progress"] >= track.length:
+                break
+        assert not off
+        assert env.truth()["progress"] >= track.length  # a whole lap
+    finally:
+        env.close()
+
+
+def test_the_shipped_policy_completes_a_short_nominal_episode():
+    from liquid_control.learning.evaluate import evaluate
+    from liquid_control.paths import DEFAULT_MODEL
+
+    summary = evaluate(DEFAULT_MODEL, track="oval", condition="nominal", episodes=1, seconds=10.0, seed=7)
+    assert summary["success_rate"] == 1.0 and summary["mean_abs_xte_m"] < 0.05
+    assert summary["mean_speed_mps"] > 0.4
