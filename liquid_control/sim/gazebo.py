@@ -42,14 +42,8 @@ SDF_VERSION = "1.9"  # the newest the SDFormat 12 checker reads; gz-sim Harmonic
 ROBOT_NAME = "liquid_robot"
 PIXELS_PER_M = 40.0  # road texture resolution, as the MuJoCo scene's
 TEXTURE_PATH = "materials/textures/road.png"  # inside a track's model directory
-BASE_CLEARANCE = 0.01  # m between wheel centre and base_link origin, as world.scene_xml's chassis_z
-CASTER_INSET = 0.03  # m from the chassis' rear face to the caster centre, as world.scene_xml
-WHEEL_WIDTH = 0.03  # m, as world.scene_xml's wheel cylinders (half length 0.015)
-WHEEL_MASS = 0.1  # kg each
-CASTER_MASS = 0.05  # kg
-WHEEL_DAMPING = 0.001  # N m s / rad
-GROUND_FRICTION = 1.0
-WHEEL_FRICTION = 1.5
+# The robot's geometry, masses and friction are RobotSpec's, the same numbers world.scene_xml uses.
+GROUND_FRICTION = RobotSpec().ground_friction
 GRAVITY = 9.81  # m/s^2, MuJoCo's default
 
 # Frame ids in the messages, the same names sim_node stamps (the sensors are named after theirs).
@@ -165,7 +159,7 @@ def _moved(mass: float, tensor: np.ndarray, offset: np.ndarray) -> np.ndarray:
 def base_height(robot: RobotSpec | None = None) -> float:
     """Height of base_link's origin above the ground with the wheels on it (MuJoCo's chassis_z)."""
     robot = robot or RobotSpec()
-    return robot.wheel_radius + BASE_CLEARANCE
+    return robot.wheel_radius + robot.base_clearance
 
 
 def base_inertial(robot: RobotSpec | None = None) -> tuple[float, np.ndarray, np.ndarray]:
@@ -176,8 +170,8 @@ def base_inertial(robot: RobotSpec | None = None) -> tuple[float, np.ndarray, np
     h = base_height(r)
     parts = [  # (mass, centre, inertia about the centre)
         (r.mass, np.array([0.0, 0.0, lz / 2]), _box_inertia(r.mass, r.chassis)),
-        (CASTER_MASS, np.array([-lx / 2 + CASTER_INSET, 0.0, -h / 2]),
-         0.4 * CASTER_MASS * (h / 2) ** 2 * np.eye(3)),
+        (r.caster_mass, np.array([-lx / 2 + r.caster_inset, 0.0, -h / 2]),
+         0.4 * r.caster_mass * (h / 2) ** 2 * np.eye(3)),
     ]
     mass = sum(m for m, _, _ in parts)
     com = sum(m * c for m, c, _ in parts) / mass
@@ -190,16 +184,16 @@ def _wheel(side: str, y: float, r: RobotSpec) -> str:
     # Wheel links keep base_link's axes (the joint turns about +y, so a positive speed drives both
     # wheels forward, as DiffDrive expects); only the cylinder is turned onto its side.
     cylinder = f"""<pose>0 0 0 {_num(math.pi / 2)} 0 0</pose>
-        <geometry><cylinder><radius>{_num(r.wheel_radius)}</radius><length>{_num(WHEEL_WIDTH)}</length></cylinder></geometry>"""
-    axial = 0.5 * WHEEL_MASS * r.wheel_radius ** 2
-    radial = WHEEL_MASS * (3 * r.wheel_radius ** 2 + WHEEL_WIDTH ** 2) / 12
+        <geometry><cylinder><radius>{_num(r.wheel_radius)}</radius><length>{_num(r.wheel_width)}</length></cylinder></geometry>"""
+    axial = 0.5 * r.wheel_mass * r.wheel_radius ** 2
+    radial = r.wheel_mass * (3 * r.wheel_radius ** 2 + r.wheel_width ** 2) / 12
     return f"""
     <link name="{side}_wheel">
       <pose relative_to="{BASE_FRAME}">{_vec(0, y, z, 0, 0, 0)}</pose>
-      {_inertia(WHEEL_MASS, (0, 0, 0), np.diag([radial, axial, radial]))}
+      {_inertia(r.wheel_mass, (0, 0, 0), np.diag([radial, axial, radial]))}
       <collision name="collision">
         {cylinder}
-        <surface><friction><ode><mu>{_num(WHEEL_FRICTION)}</mu><mu2>{_num(WHEEL_FRICTION)}</mu2></ode></friction></surface>
+        <surface><friction><ode><mu>{_num(r.wheel_friction)}</mu><mu2>{_num(r.wheel_friction)}</mu2></ode></friction></surface>
       </collision>
       <visual name="visual">
         {cylinder}
@@ -211,7 +205,7 @@ def _wheel(side: str, y: float, r: RobotSpec) -> str:
       <child>{side}_wheel</child>
       <axis>
         <xyz>0 1 0</xyz>
-        <dynamics><damping>{_num(WHEEL_DAMPING)}</damping></dynamics>
+        <dynamics><damping>{_num(r.wheel_damping)}</damping></dynamics>
       </axis>
     </joint>"""
 
@@ -264,12 +258,12 @@ def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = Non
         <material><ambient>0.2 0.3 0.8 1</ambient><diffuse>0.2 0.3 0.8 1</diffuse></material>
       </visual>
       <collision name="caster_collision">
-        <pose>{_vec(-lx / 2 + CASTER_INSET, 0, -h / 2, 0, 0, 0)}</pose>
+        <pose>{_vec(-lx / 2 + r.caster_inset, 0, -h / 2, 0, 0, 0)}</pose>
         <geometry><sphere><radius>{_num(caster_radius)}</radius></sphere></geometry>
         <surface><friction><ode><mu>0</mu><mu2>0</mu2></ode></friction></surface>
       </collision>
       <visual name="caster_visual">
-        <pose>{_vec(-lx / 2 + CASTER_INSET, 0, -h / 2, 0, 0, 0)}</pose>
+        <pose>{_vec(-lx / 2 + r.caster_inset, 0, -h / 2, 0, 0, 0)}</pose>
         <geometry><sphere><radius>{_num(caster_radius)}</radius></sphere></geometry>
         <material><ambient>0.3 0.3 0.3 1</ambient><diffuse>0.3 0.3 0.3 1</diffuse></material>
       </visual>

@@ -26,6 +26,14 @@ class RobotSpec:
     image_width: int = 96
     image_height: int = 64
     wheel_kv: float = 2.0           # velocity servo gain (N m s / rad)
+    wheel_width: float = 0.03       # m
+    wheel_mass: float = 0.1         # kg each
+    wheel_damping: float = 0.001    # N m s / rad
+    wheel_friction: float = 1.5
+    caster_mass: float = 0.05       # kg
+    caster_inset: float = 0.03      # m from the chassis' rear face to the caster centre
+    base_clearance: float = 0.01    # m from the wheel centres up to base_link
+    ground_friction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float 
     # MuJoCo cameras look along their -z with y up: x = -y_body, y = up tilted forward by pitch.
     cam_axes = f"0 -1 0 {np.sin(pitch):.6f} 0 {np.cos(pitch):.6f}"
     wheel_z = r.wheel_radius
-    chassis_z = wheel_z + 0.01
+    chassis_z = wheel_z + r.base_clearance
     xml = f"""
 <mujoco model="liquid_control_{track.name}">
   <compiler angle="radian"/>
@@ -98,26 +106,26 @@ def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float 
   </asset>
   <worldbody>
     <geom name="ground" type="plane" pos="{cx:.4f} {cy:.4f} 0" size="{hx:.4f} {hy:.4f} 0.1"
-          material="road" friction="1.0 0.005 0.0001"/>
+          material="road" friction="{r.ground_friction} 0.005 0.0001"/>
 {_distractor_geoms(list(distractors))}
     <body name="base_link" pos="0 0 {chassis_z:.4f}">
       <freejoint name="base"/>
       <geom name="chassis" type="box" size="{lx / 2} {ly / 2} {lz / 2}" pos="0 0 {lz / 2:.4f}"
             mass="{r.mass}" rgba="0.2 0.3 0.8 1"/>
-      <geom name="caster" type="sphere" size="{chassis_z / 2:.4f}" pos="{-lx / 2 + 0.03:.4f} 0 {-chassis_z / 2:.4f}"
-            mass="0.05" friction="0 0 0" rgba="0.3 0.3 0.3 1"/>
+      <geom name="caster" type="sphere" size="{chassis_z / 2:.4f}" pos="{-lx / 2 + r.caster_inset:.4f} 0 {-chassis_z / 2:.4f}"
+            mass="{r.caster_mass}" friction="0 0 0" rgba="0.3 0.3 0.3 1"/>
       <site name="imu" pos="0 0 {lz / 2:.4f}"/>
       <camera name="front" pos="{lx / 2:.4f} 0 {r.camera_height - chassis_z:.4f}" xyaxes="{cam_axes}"
               fovy="{r.camera_fovy_deg}"/>
       <body name="left_wheel" pos="0 {r.wheel_separation / 2} {wheel_z - chassis_z:.4f}">
-        <joint name="left_wheel" type="hinge" axis="0 1 0" damping="0.001"/>
-        <geom type="cylinder" size="{r.wheel_radius} 0.015" euler="1.5708 0 0" mass="0.1"
-              friction="1.5 0.005 0.0001" rgba="0.1 0.1 0.1 1"/>
+        <joint name="left_wheel" type="hinge" axis="0 1 0" damping="{r.wheel_damping}"/>
+        <geom type="cylinder" size="{r.wheel_radius} {r.wheel_width / 2}" euler="1.5708 0 0" mass="{r.wheel_mass}"
+              friction="{r.wheel_friction} 0.005 0.0001" rgba="0.1 0.1 0.1 1"/>
       </body>
       <body name="right_wheel" pos="0 {-r.wheel_separation / 2} {wheel_z - chassis_z:.4f}">
-        <joint name="right_wheel" type="hinge" axis="0 1 0" damping="0.001"/>
-        <geom type="cylinder" size="{r.wheel_radius} 0.015" euler="1.5708 0 0" mass="0.1"
-              friction="1.5 0.005 0.0001" rgba="0.1 0.1 0.1 1"/>
+        <joint name="right_wheel" type="hinge" axis="0 1 0" damping="{r.wheel_damping}"/>
+        <geom type="cylinder" size="{r.wheel_radius} {r.wheel_width / 2}" euler="1.5708 0 0" mass="{r.wheel_mass}"
+              friction="{r.wheel_friction} 0.005 0.0001" rgba="0.1 0.1 0.1 1"/>
       </body>
     </body>
   </worldbody>
