@@ -8,27 +8,21 @@ publishes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image, Imu
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
@@ -40,6 +34,7 @@ from ..paths import resolve_model_path
 from ..policy import LiquidPolicy
 from ..sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
 from .params import SETTINGS_OF, declare_all, default_config
+from .runner import run_node
 
 THROTTLE_S = 5.0
 
@@ -362,27 +357,10 @@ class LiquidControllerNode(Node):
 
 
 def main(args=None) -> None:
-    argv = sys.argv if args is None else args
-    parser = argparse.ArgumentParser(
-        prog="controller_node",
-        description="Liquid controller: camera/image_raw + imu/data in, cmd_vel out. Parameters in "
-                    "config/controller.yaml; ROS arguments after --ros-args.",
-    )
-    parser.parse_args(remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = LiquidControllerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Under `ros2 launch`, Ctrl-C sends SIGINT twice (terminal and launch): the second must
-        # not interrupt the cleanup.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node("controller_node",
+             "Liquid controller: camera/image_raw + imu/data in, cmd_vel out. Parameters in "
+             "config/controller.yaml; ROS arguments after --ros-args.",
+             LiquidControllerNode, args)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@ CPU allows, for everyone on use_sim_time). Every message is stamped with the sim
 
 from __future__ import annotations
 
-import argparse
 import math
-import signal
-import sys
 import threading
 import time
 
@@ -19,10 +16,8 @@ import rclpy
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.utilities import remove_ros_args
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, Imu
 from transforms3d.euler import euler2quat
@@ -32,6 +27,7 @@ from ..learning.conditions import CONDITIONS
 from ..sensing import seconds_to_stamp
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
+from .runner import run_node
 
 
 def _stamp(msg_stamp, t: float) -> None:
@@ -176,30 +172,10 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    argv = sys.argv if args is None else args
-    argparse.ArgumentParser(
-        prog="sim_node",
-        description="MuJoCo lane-keeping simulator: camera/image_raw, imu/data, odom, /clock and "
-                    "teacher/cmd_vel out, cmd_vel in. Parameters (track, condition, real_time_factor, seed, noise) "
-                    "after --ros-args.",
-    ).parse_args(remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = SimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, FileNotFoundError) as exc:  # a bad track, track file or condition
-        print(f"sim_node: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        # Under `ros2 launch`, Ctrl-C sends SIGINT twice (terminal and launch): the second must
-        # not interrupt the cleanup.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node("sim_node",
+             "MuJoCo lane-keeping simulator: camera/image_raw, imu/data, odom, /clock and teacher/cmd_vel "
+             "out, cmd_vel in. Parameters (track, condition, real_time_factor, seed, noise) after --ros-args.",
+             SimNode, args, errors=(ValueError, FileNotFoundError))  # a bad track, track file or condition
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""How every executable of the package runs its node: `--help` without ROS arguments, rclpy up,
+spin until Ctrl-C or an external shutdown, and a cleanup that a second SIGINT cannot interrupt."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.utilities import remove_ros_args
+
+
+def run_node(prog: str, description: str, make_node: Callable[[], Node], args: list[str] | None = None,
+             errors: tuple[type[Exception], ...] = ()) -> None:
+    """Spin the node `make_node` builds; an exception of `errors` from building or spinning it is a
+    user error: printed as `prog: error: ...`, exit status 2."""
+    argv = sys.argv if args is None else args
+    argparse.ArgumentParser(prog=prog, description=description).parse_args(remove_ros_args(argv)[1:])
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        # Under `ros2 launch`, Ctrl-C sends SIGINT twice (terminal and launch): the second must
+        # not interrupt the cleanup.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
