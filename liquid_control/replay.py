@@ -11,19 +11,18 @@ held, or a reset) and are counted in the summary.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from . import topics
 from .bags import IMAGE, IMU, TWIST, TWIST_STAMPED, BagError, BagWriter, read_events, summarize, twist_stamped_msg
 from .controller import LiquidController, Settings
 from .modelfile import load_model
-from .paths import DEFAULT_MODEL, resolve_model_path, share_path
+from .paramfile import config_path, read_params, settings_fields
+from .paths import DEFAULT_MODEL, resolve_model_path
 
 CAMERA_TOPIC = topics.absolute(topics.CAMERA)
 IMU_TOPIC = topics.absolute(topics.IMU)
@@ -35,25 +34,10 @@ PLOT_POINTS = 1500
 def node_settings(params_file: str | Path | None = None) -> tuple[Settings, str]:
     """The controller node's Settings and frame_id from a ROS 2 parameters file (as launch files
     pass it; default: the node's own defaults, config/controller.yaml)."""
-    path = Path(params_file) if params_file else share_path("config", "controller.yaml")
+    path = Path(params_file) if params_file else config_path()
+    params = read_params(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"parameters file {path}: cannot be read ({exc})") from None
-    sections = [v for k, v in data.items() if isinstance(v, dict) and (k.endswith("liquid_controller") or k == "/**")]
-    if not sections or "ros__parameters" not in sections[0]:
-        raise ValueError(f"parameters file {path}: no liquid_controller: ros__parameters: section")
-
-    def flatten(tree: dict, prefix: str = "") -> dict:
-        flat = {}
-        for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}_") if isinstance(value, dict) else {f"{prefix}{key}": value})
-        return flat
-
-    params = flatten(sections[0]["ros__parameters"])  # adaptation: {enabled} -> adaptation_enabled
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    try:
-        settings = Settings(**{k: v for k, v in params.items() if k in fields})
+        settings = Settings(**settings_fields(params))
         settings.check()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"parameters file {path}: {exc}") from None

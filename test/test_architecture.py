@@ -9,7 +9,7 @@ import pytest
 ROS_FREE = ["liquid_control.nets", "liquid_control.policy", "liquid_control.modelfile",
             "liquid_control.controller", "liquid_control.adaptation", "liquid_control.sensing",
             "liquid_control.sim.track", "liquid_control.bags", "liquid_control.cli", "liquid_control.demo",
-            "liquid_control.learning.conditions", "liquid_control.topics", "liquid_control.replay", "liquid_control.learning.dataset", "liquid_control.rosdemo"]
+            "liquid_control.learning.conditions", "liquid_control.topics", "liquid_control.replay", "liquid_control.paramfile", "liquid_control.learning.dataset", "liquid_control.rosdemo"]
 
 
 @pytest.mark.parametrize("module", ROS_FREE)

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from liquid_control import topics
+from liquid_control.paramfile import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_DIR = ROOT / "launch"
@@ -115,20 +116,11 @@ def test_readme_documents_every_launch_argument():
             assert f"`{name}`" in section, f"README.md's {path.name} section lacks `{name}`"
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 @pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: p.name)
 def test_params_file_sets_only_declared_parameters_with_their_types_and_ranges(path):
     pytest.importorskip("rcl_interfaces")
-    from liquid_control.nodes.params import INT, NODE_NAME, PARAMETERS, B, D, S
+    from liquid_control.nodes.params import INT, PARAMETERS, B, D, S
+    from liquid_control.paramfile import NODE_NAME
 
     declared = {p.name: p for p in PARAMETERS}
     python_type = {D: float, INT: int, B: bool, S: str}
@@ -138,7 +130,7 @@ def test_params_file_sets_only_declared_parameters_with_their_types_and_ranges(p
         # `liquid_controller` applies at the root namespace only; `/**/liquid_controller` anywhere.
         assert node.split("/")[-1] == NODE_NAME and node in (NODE_NAME, f"/**/{NODE_NAME}"), node
         assert set(section) == {"ros__parameters"}, f"{path.name}: {node} holds {sorted(section)}"
-        for name, value in _flat(section["ros__parameters"]).items():
+        for name, value in flatten(section["ros__parameters"]).items():
             assert name in declared, f"{path.name}: {name} is not a controller parameter"
             p = declared[name]
             # rclpy refuses a value of another type (an int for a double) at startup.
@@ -152,7 +144,7 @@ def test_robot_params_apply_in_any_namespace_and_are_safer_than_the_simulators()
     sim = yaml.safe_load((ROOT / "config" / "controller.yaml").read_text())
     (key,) = robot
     assert key == "/**/liquid_controller"  # robot.launch.py namespace:=robot1 must still get it
-    robot, sim = _flat(robot[key]["ros__parameters"]), _flat(sim[key]["ros__parameters"])
+    robot, sim = flatten(robot[key]["ros__parameters"]), flatten(sim[key]["ros__parameters"])
     for limit in ("max_linear_speed", "max_angular_speed", "max_linear_accel", "max_angular_accel", "sensor_timeout"):
         assert robot[limit] < sim[limit], limit
     assert robot["cmd_vel_stamped"] is True and robot["frame_id"] == "base_link"

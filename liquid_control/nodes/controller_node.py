@@ -30,10 +30,11 @@ from std_srvs.srv import Trigger
 from .. import topics
 from ..controller import Command, LiquidController, Settings
 from ..modelfile import ModelFileError, load_model
+from ..paramfile import SETTINGS_OF
 from ..paths import resolve_model_path
 from ..policy import LiquidPolicy
 from ..sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
-from .params import SETTINGS_OF, declare_all, default_config
+from .params import declare_all, default_config
 from .runner import run_node
 
 THROTTLE_S = 5.0

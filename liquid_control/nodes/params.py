@@ -4,15 +4,11 @@ values from config/controller.yaml (the same file launch files pass), so each li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from ..paths import share_path
-
-NODE_NAME = "liquid_controller"
+from ..paramfile import config_path, read_params
 
 
 @dataclass(frozen=True)
@@ -52,41 +48,9 @@ PARAMETERS = (
     Param("adaptation.max_step", D, "Largest change of one readout weight per update.", (1e-6, 10.0)),
 )
 
-# Parameter name -> LiquidController Settings field.
-SETTINGS_OF = {
-    "tau_scale": "tau_scale",
-    "max_linear_speed": "max_linear_speed",
-    "max_angular_speed": "max_angular_speed",
-    "max_linear_accel": "max_linear_accel",
-    "max_angular_accel": "max_angular_accel",
-    "sensor_timeout": "sensor_timeout",
-    "max_dt": "max_dt",
-    "adaptation.enabled": "adaptation_enabled",
-    "adaptation.forgetting": "adaptation_forgetting",
-    "adaptation.max_step": "adaptation_max_step",
-}
-
-
-def config_path() -> Path:
-    """config/controller.yaml, installed or beside the sources."""
-    return share_path("config", "controller.yaml")
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
 
 def default_config() -> dict[str, Any]:
-    data = yaml.safe_load(config_path().read_text())
-    # Keyed "/**/liquid_controller" so that it also applies to a namespaced node as a params file.
-    section = data.get(f"/**/{NODE_NAME}", data.get(NODE_NAME))
-    defaults = _flatten(section["ros__parameters"])
+    defaults = read_params(config_path())
     missing = {p.name for p in PARAMETERS} - set(defaults)
     if missing:
         raise ValueError(f"config/controller.yaml lacks defaults for {sorted(missing)}")
