@@ -20,7 +20,7 @@ from torch import nn
 
 from .nets.base import LiquidRNN
 from .nets.recurrent import Recurrent
-from .sensing import resample_matrix
+from .sensing import resize
 
 
 @dataclass(frozen=True)
@@ -174,18 +174,10 @@ class PolicyStep:
         return self.core.initial_state()
 
     def encode_image(self, rgb: np.ndarray) -> np.ndarray:
-        """Camera features of one (h, w, 3) float RGB frame of any size: resized to the model's
-        input (sensing's area/bilinear matrices, applied in torch under its thread setting, so
-        no BLAS thread pool spins up beside the controller), then encoded."""
-        frame = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
-        h, w, c = frame.shape
+        """Camera features of one (h, w, 3) float RGB frame of any size, resized to the model's
+        input as sensing.resize does for training."""
+        frame = torch.from_numpy(np.ascontiguousarray(resize(rgb, self._width, self._height), dtype=np.float32))
         with torch.inference_mode():
-            if (h, w) != (self._height, self._width):
-                rows = torch.from_numpy(resample_matrix(h, self._height))
-                cols = torch.from_numpy(resample_matrix(w, self._width))
-                tmp = (rows @ frame.reshape(h, w * c)).reshape(self._height, w, c)
-                frame = (cols @ tmp.permute(1, 0, 2).reshape(w, self._height * c)).reshape(
-                    self._width, self._height, c).permute(1, 0, 2)
             out = self._camera(frame[None])
         return out[0].double().numpy()
 

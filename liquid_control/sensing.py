@@ -9,6 +9,7 @@ import functools
 import math
 from typing import Any
 
+import numba
 import numpy as np
 from transforms3d.euler import quat2euler
 
@@ -73,16 +74,56 @@ def image_to_array(msg: Any) -> np.ndarray:
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize an (h, w, c) image by area averaging (downscale) or bilinear sampling (upscale).
 
-    Both are linear maps per axis, so the resize is two small matrix products with matrices
-    cached per size pair (a 96x64 -> 64x48 frame takes tens of microseconds)."""
+    Both are linear maps per axis (resample_matrix) in which each output pixel reads only a few
+    neighbouring input pixels, so the resize gathers those taps (cached per size pair) in one
+    compiled loop: a 96x64 -> 64x48 frame takes about 10 microseconds, against about 75 for dense
+    matrix products. No BLAS call, so no BLAS thread pool beside the controller."""
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
-    rows, cols = resample_matrix(h, height), resample_matrix(w, width)
-    c = image.shape[2]
-    tmp = (rows @ image.reshape(h, w * c)).reshape(height, w, c)
-    out = cols @ tmp.transpose(1, 0, 2).reshape(w, height * c)
-    return out.reshape(width, height, c).transpose(1, 0, 2).astype(np.float32, copy=False)
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    out = np.empty((height, width, image.shape[2]), dtype=np.float32)
+    _resample(image, *_taps(h, height), *_taps(w, width), out)
+    return out
+
+
+@numba.njit(cache=True)
+def _resample(image, row_index, row_weight, col_index, col_weight, out):  # pragma: no cover - compiled
+    height, width, channels = out.shape
+    flat = image.reshape(image.shape[0], image.shape[1] * channels)
+    row = np.empty(flat.shape[1], dtype=np.float32)
+    for i in range(height):
+        # The output row's input rows, weighted (contiguous: vectorised).
+        r, wr = row_index[i, 0], row_weight[i, 0]
+        for x in range(row.size):
+            row[x] = wr * flat[r, x]
+        for a in range(1, row_index.shape[1]):
+            r, wr = row_index[i, a], row_weight[i, a]
+            for x in range(row.size):
+                row[x] += wr * flat[r, x]
+        for j in range(width):
+            for ch in range(channels):
+                acc = np.float32(0.0)
+                for b in range(col_index.shape[1]):
+                    acc += col_weight[j, b] * row[col_index[j, b] * channels + ch]
+                out[i, j, ch] = acc
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """resample_matrix(n, size) as (size, k) input indices and weights, k = the most non-zero
+    weights of any output pixel (unused taps: index 0, weight 0)."""
+    m = resample_matrix(n, size)
+    k = int((m != 0).sum(axis=1).max())
+    index = np.zeros((size, k), dtype=np.intp)
+    weight = np.zeros((size, k), dtype=np.float32)
+    for i in range(size):
+        nonzero = np.flatnonzero(m[i])
+        index[i, : nonzero.size] = nonzero
+        weight[i, : nonzero.size] = m[i, nonzero]
+    index.setflags(write=False)
+    weight.setflags(write=False)
+    return index, weight
 
 
 @functools.lru_cache(maxsize=32)

@@ -102,6 +102,21 @@ def test_resize_area_average_and_upscale():
     assert resize(img, 6, 4) is img
 
 
+@pytest.mark.parametrize("size", [(96, 64, 64, 48), (640, 480, 64, 48), (7, 5, 64, 48), (61, 47, 64, 48), (64, 48, 33, 20)])
+def test_resize_equals_the_per_axis_resampling_matrices(size):
+    """The gathered-taps resize is the product of the two per-axis maps, for down, up and mixed."""
+    from liquid_control.sensing import resample_matrix
+
+    w, h, width, height = size
+    img = np.random.default_rng(1).random((h, w, 3), dtype=np.float32)
+    expected = np.einsum("ih,hwc,jw->ijc", resample_matrix(h, height).astype(np.float64), img.astype(np.float64),
+                         resample_matrix(w, width).astype(np.float64))
+    out = resize(img, width, height)
+    assert out.shape == (height, width, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=2e-6)
+    assert np.allclose(resize(img[:, ::-1], width, height), resize(np.ascontiguousarray(img[:, ::-1]), width, height))
+
+
 def _imu(orientation_valid=True, **overrides):
     m = msgs.Imu()
     m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z = 0.1, -0.2, 0.3
