@@ -3,7 +3,8 @@ this run, each as its own process over DDS (domain of its own, localhost): camer
 30 Hz and IMU at 200 Hz, stamped with the send time; latency = arrival of the command carrying that
 stamp minus the stamp. Also message loss (unanswered messages, less the camera frames the controller
 used without a step because they arrived after a later IMU sample: "late" in its diagnostics) and
-the CPU use of the node process.
+the CPU use of the node process. The node runs twice: as shipped (camera and IMU in a wait loop of
+their own thread) and with sensor_thread:=false (on the executor, as a plain rclpy callback).
 
     .venv/bin/python bench/node_latency.py [--seconds 10] [--json]
 """
@@ -165,6 +166,9 @@ def main() -> None:
             "relay": [sys.executable, str(HERE / "relay_node.py")],
             "controller_node": [str(node_exe), "--ros-args", "-p", f"model_path:={model}",
                                 "-p", "cmd_vel_stamped:=true"],
+            # The same node with camera and IMU on the executor like any callback (no sensor thread).
+            "node_on_executor": [str(node_exe), "--ros-args", "-p", f"model_path:={model}",
+                                 "-p", "cmd_vel_stamped:=true", "-p", "sensor_thread:=false"],
         }
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         # Alternating rounds: this machine's speed drifts by tens of percent from minute to minute.

@@ -82,6 +82,16 @@ class Counters:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
+@dataclass(frozen=True)
+class PreparedPolicy:
+    """A policy checked against a controller, in its running form (LiquidController.prepare)."""
+
+    policy: LiquidPolicy
+    config: ModelConfig | None
+    run: PolicyStep
+    fields: tuple[str, ...]
+
+
 def _clip(value: float, bound: float) -> float:
     """value limited to [-bound, bound] (plain floats: this runs on every step)."""
     return -bound if value < -bound else bound if value > bound else value
@@ -100,6 +110,12 @@ class LiquidController:
 
     # --- model -----------------------------------------------------------------------------
     def _load(self, policy: LiquidPolicy, config: ModelConfig | None) -> None:
+        self._install(self.prepare(policy, config))
+
+    def prepare(self, policy: LiquidPolicy, config: ModelConfig | None = None) -> PreparedPolicy:
+        """Check a policy against this controller and build its running form (tracing the camera
+        encoder takes tens of milliseconds), changing nothing: a node does this off the control
+        path, then swaps at a step boundary. Raises ValueError if the policy cannot run here."""
         fields = config.outputs.fields if config else COMMAND_FIELDS[: policy.outputs]
         unknown = set(fields) - set(COMMAND_FIELDS)
         if unknown:
@@ -107,10 +123,14 @@ class LiquidController:
         missing = set(policy.spec.imu_fields) - set(IMU_FIELDS)
         if missing:
             raise ValueError(f"the model reads IMU fields {sorted(missing)} that an Imu message does not have")
+        return PreparedPolicy(policy, config, policy.streamer(), tuple(fields))
+
+    def _install(self, prepared: PreparedPolicy) -> None:
+        policy, config, fields = prepared.policy, prepared.config, prepared.fields
         self.policy = policy
         self.config = config
-        self.run: PolicyStep = policy.streamer()
-        self._fields = tuple(fields)
+        self.run: PolicyStep = prepared.run
+        self._fields = fields
         self._scale = np.array(config.outputs.scale if config and config.outputs.scale else [1.0] * len(fields))
         self._imu_index = [IMU_FIELDS.index(f) for f in policy.spec.imu_fields]
         # Where linear.x and angular.z are in the policy's output (-1: not an output, always 0).
@@ -119,11 +139,13 @@ class LiquidController:
         self.adaptation = ReadoutRLS(self.run.readout_w, self.run.readout_b,
                                      self.settings.adaptation_forgetting, self.settings.adaptation_max_step)
 
-    def swap_policy(self, policy: LiquidPolicy, config: ModelConfig | None = None) -> None:
-        """Switch models between two steps. The state is kept when the new core has the same
-        size, else reset. Raises ValueError (and keeps the old model) if the new one cannot run."""
+    def swap_policy(self, policy: LiquidPolicy | PreparedPolicy, config: ModelConfig | None = None) -> None:
+        """Switch models between two steps (a policy, or what prepare() made of one). The state is
+        kept when the new core has the same size, else reset. Raises ValueError (and keeps the old
+        model) if the new one cannot run."""
+        prepared = policy if isinstance(policy, PreparedPolicy) else self.prepare(policy, config)
         old_state = self.state
-        self._load(policy, config)  # validates before it changes anything
+        self._install(prepared)
         if self.run.initial_state().shape == old_state.shape:
             self.state = old_state
         else:

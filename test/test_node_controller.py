@@ -399,3 +399,77 @@ def test_stamped_commands_carry_the_exact_sensor_stamp(rig):
     answered = [(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in r.commands
                 if m.header.stamp.sec >= 1_764_000_000]
     assert len(answered) > 50 and set(answered) <= sent_stamps
+
+
+def test_sensor_messages_are_served_by_the_sensor_thread_not_the_executor(rig):
+    r = rig()
+    threads = set()
+    original = r.node._on_imu
+
+    def spy(msg):  # records which thread serves the IMU, then runs the real callback
+        threads.add(threading.current_thread().name)
+        original(msg)
+
+    r.node._sensors._subscriptions[1].callback = spy
+    sent = r.stream(0.5)
+    wait_for(lambda: len(r.commands) >= 0.8 * len(sent), timeout=5.0)
+    assert threads == {"liquid_controller_sensors"}
+
+
+def test_with_sensor_thread_false_the_executor_serves_the_sensors(rig):
+    r = rig(sensor_thread=False)
+    assert r.node._sensors is None
+    sent = r.stream(1.0)
+    wait_for(lambda: len(r.commands) >= 0.9 * len(sent), timeout=5.0)
+    c = r.node.controller.counters
+    assert c.imu + c.camera - c.steps - c.late <= 3
+
+
+def test_model_swaps_settings_and_services_while_streaming_never_break_a_step(rig, tmp_path):
+    r = rig(model=make_model(tmp_path / "a.safetensors", seed=1), state_publish_rate=0.0)
+    models = [make_model(tmp_path / f"s{i}.safetensors", seed=10 + i) for i in range(2)]
+    streamer = threading.Thread(target=r.stream, args=(3.0,))
+    streamer.start()
+    time.sleep(0.3)
+    changes = 0
+    try:
+        while streamer.is_alive() and changes < 8:
+            (ok,) = r.set(model_path=str(models[changes % 2]))
+            assert ok.successful, ok.reason
+            results = r.set(tau_scale=1.0 + 0.5 * (changes % 2), max_linear_speed=0.3 + 0.1 * (changes % 2))
+            assert all(x.successful for x in results)
+            assert r.call("reset_state").success
+            changes += 1
+    finally:
+        streamer.join()
+    assert changes >= 4
+    wait_for(lambda: r.node.controller.counters.imu >= 0.7 * 600, timeout=5.0)
+    _, values = _latest_diag(r, after=time.monotonic())
+    assert values["callback_errors"] == "0"
+    c = r.node.controller.counters
+    # After each reset_state the controller waits for a fresh camera frame (up to 7 IMU samples).
+    assert c.nan_resets == 0 and c.imu + c.camera - c.steps - c.late <= 3 + 8 * changes
+    assert r.node.get_parameter("model_path").value == str(models[(changes - 1) % 2])
+    assert all(np.isfinite([m.linear.x, m.angular.z]).all() and abs(m.linear.x) <= 0.4 + 1e-9 for _, m in r.commands)
+
+
+def test_a_failing_sensor_callback_commands_zero_and_is_counted(rig, tmp_path):
+    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)))
+    r.stream(0.3)
+    wait_for(lambda: any(abs(m.linear.x) > 0 for _, m in r.commands))
+    mark = time.monotonic()
+    r.node._sensor_failure(RuntimeError("a defect"))  # what the sensor loop calls when a callback raises
+    wait_for(lambda: any(t > mark for t, _ in r.commands))
+    first = next(m for t, m in r.commands if t > mark)
+    assert first.linear.x == 0.0 and first.angular.z == 0.0
+    _, values = _latest_diag(r, after=time.monotonic())
+    assert values["callback_errors"] == "1"
+
+
+def test_a_stopped_sensor_thread_is_an_error_in_diagnostics(rig):
+    r = rig()
+    r.stream(0.3)
+    r.node._sensors.stop()
+    assert not r.node._sensors.running
+    status, _ = _latest_diag(r, after=time.monotonic())
+    assert status.level == DiagnosticStatus.ERROR and "sensor thread" in status.message

@@ -4,6 +4,10 @@ Camera and IMU in (sensor data QoS), the liquid state stepped on every message b
 velocity commands out; tuned live through parameters, adapted online from teacher commands. All
 decisions live in LiquidController; this node declares the interface, converts messages and
 publishes.
+
+Camera and IMU are served by a wait loop of their own thread (sensor_loop.py; parameter
+`sensor_thread`), the rest on the executor that spins the node; one lock keeps the controller
+and the command publisher consistent between the two.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,7 @@ from ..policy import LiquidPolicy
 from ..sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
 from .params import declare_all, default_config
 from .runner import run_node
+from .sensor_loop import SensorLoop
 
 THROTTLE_S = 5.0
 
@@ -56,6 +63,9 @@ class LiquidControllerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("liquid_controller", **kwargs)
         declare_all(self, default_config())
+        # Held by whoever touches the controller or the command publisher: the sensor thread for
+        # a step, the executor for parameters, services, teacher, e-stop and the watchdog.
+        self._lock = threading.Lock()
         self.controller: LiquidController | None = None
         self.model_error = ""
         path = self.get_parameter("model_path").value
@@ -77,8 +87,16 @@ class LiquidControllerNode(Node):
         quiet = PublisherEventCallbacks(use_default_callbacks=False)
         self.state_pub = self.create_publisher(Float64MultiArray, topics.LIQUID_STATE, 10, event_callbacks=quiet)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
-        self.create_subscription(Image, topics.CAMERA, self._on_image, qos_profile_sensor_data)
-        self.create_subscription(Imu, topics.IMU, self._on_imu, qos_profile_sensor_data)
+        self._sensors = None
+        if self.get_parameter("sensor_thread").value:
+            self._sensors = SensorLoop(self, self._sensor_failure)
+            subscribe = self._sensors.subscribe
+        else:
+            def subscribe(msg_type, topic, callback, qos):
+                return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=SubscriptionEventCallbacks(
+                    use_default_callbacks=False))  # as the sensor loop's (see sensor_loop.py)
+        subscribe(Image, topics.CAMERA, self._on_image, qos_profile_sensor_data)
+        subscribe(Imu, topics.IMU, self._on_imu, qos_profile_sensor_data)
         teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
         self.create_subscription(teacher_type, topics.TEACHER, self._on_teacher, 10,
                                  event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
@@ -103,6 +121,14 @@ class LiquidControllerNode(Node):
         # faster): the watchdog at 20 Hz, diagnostics every second.
         self._next_diagnostics = time.monotonic() + 1.0
         self.create_timer(0.05, self._housekeeping)
+        self._errors = 0
+        if self._sensors is not None:
+            self._sensors.start()
+
+    def destroy_node(self) -> None:
+        if self._sensors is not None:
+            self._sensors.stop()  # no callback may run on a node being destroyed
+        super().destroy_node()
 
     # --- model and parameters --------------------------------------------------------------
     def _settings_from_params(self) -> Settings:
@@ -121,27 +147,29 @@ class LiquidControllerNode(Node):
             new_settings.check()
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        swap = None
+        swap = fresh = None
         if "model_path" in changes and changes["model_path"] != self.get_parameter("model_path").value:
+            # Loaded, checked and traced here, off the control path; swapped at a step boundary.
             try:
-                swap = _load_policy(changes["model_path"])
+                policy, config = _load_policy(changes["model_path"])
+                if self.controller is None:
+                    fresh = LiquidController(policy, config, new_settings)
+                else:
+                    swap = self.controller.prepare(policy, config)
             except (ModelFileError, ValueError) as exc:
                 return SetParametersResult(successful=False, reason=f"model not loaded, the old one runs on: {exc}")
-        try:
-            if self.controller is None and swap is not None:
-                self.controller = LiquidController(swap[0], swap[1], new_settings)
-                self.model_error = ""
+        with self._lock:
+            if fresh is not None:
+                self.controller, self.model_error = fresh, ""
             elif self.controller is not None:
                 if swap is not None:
-                    self.controller.swap_policy(*swap)
+                    self.controller.swap_policy(swap)
                 self.controller.update_settings(**dataclasses.asdict(new_settings))
-        except ValueError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        if "num_threads" in changes:
-            torch.set_num_threads(changes["num_threads"])
-        if "cmd_vel_stamped" in changes:
-            self._make_cmd_publisher(changes["cmd_vel_stamped"])
-        self._cache_output_params(changes)
+            if "num_threads" in changes:
+                torch.set_num_threads(changes["num_threads"])
+            if "cmd_vel_stamped" in changes:
+                self._make_cmd_publisher(changes["cmd_vel_stamped"])
+            self._cache_output_params(changes)
         return SetParametersResult(successful=True)
 
     def _cache_output_params(self, changes: dict) -> None:
@@ -158,34 +186,52 @@ class LiquidControllerNode(Node):
 
     # --- sensors ---------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
-        self._window["camera"] += 1
-        if self.controller is None:
-            return
         try:
             rgb = image_to_array(msg)
         except SensorError as exc:
-            self._reject(f"camera image rejected: {exc}")
+            with self._lock:
+                self._window["camera"] += 1
+                self._reject(f"camera image rejected: {exc}")
             return
-        self._arrived()
-        self._handle(msg.header.stamp, lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), rgb))
+        with self._lock:
+            self._window["camera"] += 1
+            if self.controller is None:
+                return
+            self._arrived()
+            self._handle(msg.header.stamp, lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), rgb))
 
     def _on_imu(self, msg: Imu) -> None:
-        self._window["imu"] += 1
-        if self.controller is None:
-            return
         try:
             values = imu_to_array(msg)
         except SensorError as exc:
-            self._reject(f"IMU message rejected: {exc}")
+            with self._lock:
+                self._window["imu"] += 1
+                self._reject(f"IMU message rejected: {exc}")
             return
-        rejected = self.controller.counters.rejected
-        before = rejected.get("imu_not_finite", 0)
-        self._arrived()
-        self._handle(msg.header.stamp, lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values))
-        if rejected.get("imu_not_finite", 0) > before:
-            self._reject("IMU message rejected: NaN or Inf in a field the model reads")
+        with self._lock:
+            self._window["imu"] += 1
+            if self.controller is None:
+                return
+            rejected = self.controller.counters.rejected
+            before = rejected.get("imu_not_finite", 0)
+            self._arrived()
+            self._handle(msg.header.stamp, lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values))
+            if rejected.get("imu_not_finite", 0) > before:
+                self._reject("IMU message rejected: NaN or Inf in a field the model reads")
+
+    def _sensor_failure(self, exc: BaseException) -> None:
+        """A sensor callback raised (a defect, not bad input): log it, command zero, go on."""
+        with self._lock:
+            self._errors += 1
+            self.get_logger().error(
+                f"sensor callback failed, commanding zero: {''.join(traceback.format_exception(exc)).strip()}",
+                throttle_duration_sec=THROTTLE_S)
+            stamp = self._now()
+            command = self.controller.stop(stamp, "error") if self.controller else Command(stamp, 0.0, 0.0, "error")
+            self._publish(command, force=True)
 
     def _handle(self, header_stamp, event) -> None:
+        """Step the controller and publish its answer (the caller holds the lock)."""
         t0 = time.perf_counter()
         command = event()
         self._latencies.append(time.perf_counter() - t0)
@@ -200,20 +246,21 @@ class LiquidControllerNode(Node):
         self._publish(command, header_stamp=header_stamp)
 
     def _on_teacher(self, msg) -> None:
-        if self.controller is None:
-            return
         twist = msg.twist if isinstance(msg, TwistStamped) else msg
-        self.controller.on_teacher(twist.linear.x, twist.angular.z)
+        with self._lock:
+            if self.controller is not None:
+                self.controller.on_teacher(twist.linear.x, twist.angular.z)
 
     def _on_e_stop(self, msg: Bool) -> None:
-        self.e_stop = bool(msg.data)
-        if self.controller is not None:
-            self.controller.e_stop = self.e_stop
-        if self.e_stop:
-            self.get_logger().warning("e_stop engaged: zero commands until released")
-            self._publish(Command(self._now(), 0.0, 0.0, "e_stop"), force=True)
-        else:
-            self.get_logger().info("e_stop released")
+        with self._lock:
+            self.e_stop = bool(msg.data)
+            if self.controller is not None:
+                self.controller.e_stop = self.e_stop
+            if self.e_stop:
+                self.get_logger().warning("e_stop engaged: zero commands until released")
+                self._publish(Command(self._now(), 0.0, 0.0, "e_stop"), force=True)
+            else:
+                self.get_logger().info("e_stop released")
 
     def _arrived(self) -> None:
         # The watchdog runs on the steady clock: it must also fire when a simulator (and with it
@@ -270,10 +317,11 @@ class LiquidControllerNode(Node):
             self.state_pub.publish(state)
 
     def _housekeeping(self) -> None:
-        self._watchdog()
-        if time.monotonic() >= self._next_diagnostics:
-            self._next_diagnostics += 1.0
-            self._publish_diagnostics()
+        with self._lock:
+            self._watchdog()
+            if time.monotonic() >= self._next_diagnostics:
+                self._next_diagnostics += 1.0
+                self._publish_diagnostics()
 
     def _watchdog(self) -> None:
         timeout = self.get_parameter("sensor_timeout").value
@@ -293,6 +341,8 @@ class LiquidControllerNode(Node):
         status = DiagnosticStatus(name="liquid_controller: control", hardware_id=self.get_fully_qualified_name())
         if self.controller is None:
             status.level, status.message = DiagnosticStatus.ERROR, f"no model: {self.model_error}"
+        elif self._sensors is not None and not self._sensors.running:
+            status.level, status.message = DiagnosticStatus.ERROR, "sensor thread stopped: commanding zero"
         elif self._timed_out:
             status.level, status.message = DiagnosticStatus.ERROR, "sensor timeout: commanding zero"
         elif self.e_stop:
@@ -306,6 +356,7 @@ class LiquidControllerNode(Node):
             "step_latency_p50_us": f"{np.percentile(lat, 50):.1f}",
             "step_latency_p99_us": f"{np.percentile(lat, 99):.1f}",
             "rejected_messages": str(self._rejected),
+            "callback_errors": str(self._errors),
         }
         if self.controller is not None:
             c = self.controller.counters
@@ -325,13 +376,14 @@ class LiquidControllerNode(Node):
         with no model, or when the action raises, the call fails with the reason."""
 
         def callback(request, response):
-            if self.controller is None:
-                response.success, response.message = False, f"no model: {self.model_error}"
-                return response
-            try:
-                response.success, response.message = True, action()
-            except (OSError, ValueError) as exc:
-                response.success, response.message = False, str(exc)
+            with self._lock:
+                if self.controller is None:
+                    response.success, response.message = False, f"no model: {self.model_error}"
+                    return response
+                try:
+                    response.success, response.message = True, action()
+                except (OSError, ValueError) as exc:
+                    response.success, response.message = False, str(exc)
             return response
 
         return callback

@@ -39,6 +39,8 @@ PARAMETERS = (
           "instead of Twist."),
     Param("teacher_stamped", B, "teacher/cmd_vel is TwistStamped instead of Twist.", read_only=True),
     Param("frame_id", S, "header.frame_id of stamped commands."),
+    Param("sensor_thread", B, "Serve camera and IMU in a wait loop of their own thread (lower latency "
+          "than the executor); false: on the executor that spins the node.", read_only=True),
     Param("num_threads", INT, "Torch threads for the camera encoder.", (1, 64)),
     Param("publish_state", B, "Publish the hidden state and time constants on ~/liquid_state."),
     Param("state_publish_rate", D, "Cap on ~/liquid_state, Hz; 0 publishes after every step.", (0.0, 1000.0)),

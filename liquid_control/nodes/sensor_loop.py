@@ -1,0 +1,137 @@
+"""Camera and IMU served by a wait loop of their own thread, off the node's executor.
+
+rclpy's executors rebuild their whole wait set in Python on every wake-up: every subscription,
+service (a node has nine here: six parameter services and three Trigger services), timer, guard
+condition and QoS event handler, then wrap the callback in a task. On this machine that is about a
+tenth of a millisecond per message even for a bare relay (bench/node_latency.py). The camera and
+the IMU are the only inputs on the control path, so they wait in a wait set that holds just them;
+everything else of the node (parameters, services, teacher, e-stop, watchdog, /clock) stays on
+the executor the user spins, so the node composes and spins like any other.
+
+The subscriptions are created by the node itself (names, namespaces and remaps resolve as usual)
+in a callback group that no executor runs. They have no QoS event handlers: Fast DDS wakes a wait
+set that holds a subscription's event handler on every message of that subscription, and a best
+effort, volatile reader (sensor data QoS) matches any publisher anyway.
+
+The loop uses rclpy's wait set binding the way rclpy's own wait_for_message does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from rclpy.callback_groups import CallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+# Seconds between checks that the context is still up when no message comes (rcl has no wake-up
+# on shutdown); stop() wakes the loop at once through its guard condition.
+POLL_S = 0.1
+
+
+class ServedElsewhere(CallbackGroup):
+    """A callback group that no executor runs: its entities belong to a SensorLoop."""
+
+    def can_execute(self, entity) -> bool:
+        return False
+
+    def beginning_execution(self, entity) -> bool:
+        return False
+
+    def ending_execution(self, entity) -> None:
+        pass
+
+
+def _stamp_key(msg) -> tuple[int, int]:
+    header = getattr(msg, "header", None)
+    return (header.stamp.sec, header.stamp.nanosec) if header is not None else (0, 0)
+
+
+class SensorLoop:
+    """Subscriptions whose callbacks run in one thread of their own, in header-stamp order when
+    several are ready at once. `on_error(exc)` is called (in that thread) when a callback raises."""
+
+    def __init__(self, node, on_error: Callable[[BaseException], None]) -> None:
+        self._node = node
+        self._on_error = on_error
+        self._group = ServedElsewhere()
+        self._subscriptions = []
+        self._wake = node.create_guard_condition(lambda: None, callback_group=self._group)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, msg_type, topic: str, callback, qos):
+        if self._thread is not None:
+            raise RuntimeError("subscribe before start()")
+        sub = self._node.create_subscription(
+            msg_type, topic, callback, qos, callback_group=self._group,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+        self._subscriptions.append(sub)
+        return sub
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{self._node.get_name()}_sensors", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and wait for the callback in progress to end (before the node goes)."""
+        self._stopping.set()
+        if self._thread is None:
+            return
+        try:
+            self._wake.trigger()
+        except Exception:  # noqa: BLE001 - already destroyed: the poll timeout ends the loop
+            pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        context = self._node.context
+        subs = self._subscriptions
+        with ExitStack() as handles:
+            try:
+                for sub in subs:
+                    handles.enter_context(sub.handle)
+                handles.enter_context(self._wake.handle)
+                wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0, 0, context.handle)
+            except Exception:  # noqa: BLE001 - the node or context went before the loop started
+                return
+            while not self._stopping.is_set() and context.ok():
+                wait_set.clear_entities()
+                for sub in subs:
+                    wait_set.add_subscription(sub.handle)
+                wait_set.add_guard_condition(self._wake.handle)
+                try:
+                    wait_set.wait(int(POLL_S * 1e9))
+                except Exception:  # noqa: BLE001 - the context shut down during the wait
+                    return
+                if self._stopping.is_set():
+                    return
+                ready = wait_set.get_ready_entities("subscription")
+                if not ready:
+                    continue
+                taken = []
+                for sub in subs:
+                    if sub.handle.pointer in ready:
+                        try:
+                            got = sub.handle.take_message(sub.msg_type, sub.raw)
+                        except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
+                            if not context.ok():
+                                return
+                            self._on_error(exc)
+                            continue
+                        if got is not None:
+                            taken.append((sub, got[0]))
+                if len(taken) > 1:
+                    taken.sort(key=lambda pair: _stamp_key(pair[1]))
+                for sub, msg in taken:
+                    try:
+                        sub.callback(msg)
+                    except Exception as exc:  # noqa: BLE001 - a safe stop, never a dead thread
+                        self._on_error(exc)
