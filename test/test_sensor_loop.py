@@ -85,3 +85,27 @@ def test_subscribing_after_start_is_refused(setup):
             loop.subscribe(Imu, "imu", lambda msg: None, qos_profile_sensor_data)
     finally:
         loop.stop()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_context_shutdown_while_messages_flow_ends_the_loop_quietly():
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("loop_shutdown", namespace="/sensor_loop_test", context=context)
+    peer = rclpy.create_node("loop_shutdown_peer", namespace="/sensor_loop_test", context=context)
+    answers = node.create_publisher(Imu, "answers", 10)
+    errors = []
+    loop = SensorLoop(node, errors.append)
+    loop.subscribe(Imu, "imu", answers.publish, qos_profile_sensor_data)  # publishes from the loop
+    loop.start()
+    pub = peer.create_publisher(Imu, "imu", qos_profile_sensor_data)
+    wait_for(lambda: pub.get_subscription_count() > 0)
+    for _ in range(50):
+        pub.publish(Imu())
+        time.sleep(0.002)
+    rclpy.shutdown(context=context)
+    wait_for(lambda: not loop.running, timeout=2.0)  # ends by itself, before anyone calls stop()
+    loop.stop()
+    node.destroy_node()
+    peer.destroy_node()
+    assert errors == []

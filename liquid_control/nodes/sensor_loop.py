@@ -19,6 +19,7 @@ The loop uses rclpy's wait set binding the way rclpy's own wait_for_message does
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -122,9 +123,8 @@ class SensorLoop:
                         try:
                             got = sub.handle.take_message(sub.msg_type, sub.raw)
                         except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
-                            if not context.ok():
+                            if not self._report(exc):
                                 return
-                            self._on_error(exc)
                             continue
                         if got is not None:
                             taken.append((sub, got[0]))
@@ -134,4 +134,16 @@ class SensorLoop:
                     try:
                         sub.callback(msg)
                     except Exception as exc:  # noqa: BLE001 - a safe stop, never a dead thread
-                        self._on_error(exc)
+                        if not self._report(exc):
+                            return
+
+    def _report(self, exc: BaseException) -> bool:
+        """Hand a failure to on_error; False when the node or context is going away (then a
+        failure is expected, e.g. a publish after shutdown, and the loop ends quietly)."""
+        if self._stopping.is_set() or not self._node.context.ok():
+            return False
+        try:
+            self._on_error(exc)
+        except Exception:  # noqa: BLE001 - on_error itself failed: print both, keep serving
+            traceback.print_exc()
+        return True
