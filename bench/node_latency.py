@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,8 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, Imu
+
+    from liquid_control.processes import stop
 
     ns = f"/bench_{name}_{os.getpid()}"
     proc = subprocess.Popen([*command, "--ros-args", "-r", f"__ns:={ns}"],
@@ -142,11 +143,7 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
         rclpy.shutdown(context=context)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def main() -> None:

@@ -148,47 +148,43 @@ def _drive(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
-def _record(args: argparse.Namespace) -> int:
+def _bag_command(args: argparse.Namespace, run, summary_text) -> int:
+    """Run a bag command: its summary on stdout (JSON with --json), or exit 2 with the reason on
+    bad input (an unreadable bag, a missing file, a bad value)."""
     from .bags import BagError
-    from .bagtools import default_topics, format_record_summary, record
 
     try:
-        summary = record(args.output, args.topics or default_topics(args.namespace), duration=args.duration)
-    except (BagError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary) if args.json else format_record_summary(summary))
-    return 0
-
-
-def _play(args: argparse.Namespace) -> int:
-    from .bags import BagError
-    from .bagtools import format_play_summary, parse_remaps, play
-
-    try:
-        summary = play(args.bag, rate=args.rate, loop=args.loop, remap=parse_remaps(args.remap),
-                       clock_hz=args.clock, topics=args.topics, start_offset=args.start_offset, delay=args.delay,
-                       wait_for_subscribers=args.wait_for_subscribers)
-    except (BagError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary) if args.json else format_play_summary(summary))
-    return 0
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from .bags import BagError
-    from .replay import format_summary, replay
-
-    try:
-        summary = replay(args.bag, args.output, model=args.model, camera=args.camera_topic, imu=args.imu_topic,
-                         compare_topic=args.compare_topic, csv_path=args.csv, plot_path=args.plot,
-                         frame_id=args.frame_id, params_file=args.params)
+        summary = run()
     except (BagError, FileNotFoundError, ValueError) as exc:  # ModelFileError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summary) if args.json else format_summary(summary))
+    print(json.dumps(summary) if args.json else summary_text(summary))
     return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from .bagtools import default_topics, format_record_summary, record
+
+    return _bag_command(args, lambda: record(args.output, args.topics or default_topics(args.namespace),
+                                             duration=args.duration), format_record_summary)
+
+
+def _play(args: argparse.Namespace) -> int:
+    from .bagtools import format_play_summary, parse_remaps, play
+
+    return _bag_command(args, lambda: play(
+        args.bag, rate=args.rate, loop=args.loop, remap=parse_remaps(args.remap), clock_hz=args.clock,
+        topics=args.topics, start_offset=args.start_offset, delay=args.delay,
+        wait_for_subscribers=args.wait_for_subscribers), format_play_summary)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import format_summary, replay
+
+    return _bag_command(args, lambda: replay(
+        args.bag, args.output, model=args.model, camera=args.camera_topic, imu=args.imu_topic,
+        compare_topic=args.compare_topic, csv_path=args.csv, plot_path=args.plot, frame_id=args.frame_id,
+        params_file=args.params), format_summary)
 
 
 class _LazyChoices:

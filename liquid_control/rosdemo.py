@@ -5,7 +5,6 @@ their own; this process watches odometry and commands and prints how the robot d
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import numpy as np
 from . import topics
 from .learning.plot import xy_plot_png
 from .paths import DEFAULT_MODEL
+from .processes import stop
 from .sim.track import Track, track_path
 
 
@@ -97,15 +97,7 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
         rclpy.shutdown(context=context)
-        stopping = procs + ([recorder] if recorder is not None else [])
-        for p in stopping:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in stopping:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(*procs, *([recorder] if recorder is not None else []), timeout=30.0)
     result = {"track": the_track.name, "sim_seconds": seconds, "laps": progress / the_track.length,
               "distance_m": progress, "mean_abs_xte_m": float(np.mean(xte_all)),
               "max_abs_xte_m": float(np.max(xte_all)), "stayed_on_road": not off, "ok": not off}

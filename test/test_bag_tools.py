@@ -34,6 +34,7 @@ from liquid_control.bags import (  # noqa: E402
     summarize,
     twist_stamped_msg,
 )
+from liquid_control.processes import stop  # noqa: E402
 from liquid_control.replay import replay  # noqa: E402
 
 CLI = [sys.executable, "-m", "liquid_control.cli"]
@@ -43,14 +44,7 @@ T0 = 1_700_000_000  # sec of the synthetic bags' header stamps
 
 # --- helpers ----------------------------------------------------------------------------------------
 def _stop(proc, timeout=10.0):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return stop(proc, timeout=timeout)[0]
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
 from test_node_controller import make_model, wait_for  # noqa: E402
 
+from liquid_control.processes import stop  # noqa: E402
+
 EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
 
 
@@ -46,13 +48,7 @@ def node_process(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     yield proc, ns
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc)
 
 
 def test_node_process_flood_parameters_and_clean_shutdown(node_process):

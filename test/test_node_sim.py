@@ -2,7 +2,6 @@
 installed executables), the controller on use_sim_time with the shipped model, driving the oval."""
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 
 from liquid_control.paths import share_path  # noqa: E402
+from liquid_control.processes import stop  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 LIB = Path(sys.prefix) / "lib" / "liquid_control"
@@ -36,13 +36,7 @@ def _start(name, *args):
 
 
 def _stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc, timeout=15.0)
     return proc.stdout.read()
 
 
