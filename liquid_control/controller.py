@@ -132,7 +132,6 @@ class LiquidController:
         self.run: PolicyStep = prepared.run
         self._fields = fields
         self._scale = np.array(config.outputs.scale if config and config.outputs.scale else [1.0] * len(fields))
-        self._imu_index = [IMU_FIELDS.index(f) for f in policy.spec.imu_fields]
         # Where linear.x and angular.z are in the policy's output (-1: not an output, always 0).
         self._command_index = tuple(self._fields.index(f) if f in self._fields else -1
                                     for f in ("linear.x", "angular.z"))
@@ -148,6 +147,12 @@ class LiquidController:
         self._install(prepared)
         if self.run.initial_state().shape == old_state.shape:
             self.state = old_state
+            # The held sensor values again, through the new model's encoders (its camera encoder
+            # may differ in size and weights).
+            if self._frame is not None:
+                self.run.hold_camera(self.run.encode_image(self._frame))
+            if self._imu is not None and self.run.stage_imu(self._imu):
+                self.run.hold_staged_imu()
         else:
             self.reset_state()
 
@@ -165,8 +170,10 @@ class LiquidController:
     def reset_state(self) -> None:
         """Forget the liquid state and the held sensor values; time starts afresh."""
         self.state = self.run.initial_state()
-        self._camera = None
-        self._imu = None
+        # The last frame and IMU sample the network took (PolicyStep holds their inputs); kept to
+        # hold them again through a swapped model's encoders.
+        self._frame: np.ndarray | None = None
+        self._imu: np.ndarray | None = None
         self._last_stamp = {"camera": None, "imu": None}
         self._last_step: float | None = None
 
@@ -187,19 +194,21 @@ class LiquidController:
         """A camera frame as an (H, W, 3) float RGB array in [0, 1] (any size)."""
         if not self._accept("camera", stamp):
             return None
-        self._camera = self.run.encode_image(rgb)
+        self.run.hold_camera(self.run.encode_image(rgb))
+        self._frame = rgb
         self.counters.camera += 1
         return self._advance(stamp)
 
     def on_imu(self, stamp: float, values: np.ndarray) -> Command | None:
         """An IMU sample as the 9 values of sensing.IMU_FIELDS."""
-        chosen = np.asarray(values, dtype=np.float64)[self._imu_index]
-        if not np.isfinite(chosen).all():
+        values = np.asarray(values, dtype=np.float64)
+        if not self.run.stage_imu(values):
             self.counters.reject("imu_not_finite")
             return None
         if not self._accept("imu", stamp):
             return None
-        self._imu = self.run.normalize_imu(chosen)
+        self.run.hold_staged_imu()
+        self._imu = values.copy()
         self.counters.imu += 1
         return self._advance(stamp)
 
@@ -265,7 +274,7 @@ class LiquidController:
         return True
 
     def _advance(self, stamp: float) -> Command | None:
-        if self._camera is None or self._imu is None:
+        if self._frame is None or self._imu is None:
             return self._zero(stamp, "waiting")  # not every sensor has spoken yet
         if self._last_step is None:
             self._last_step = stamp
@@ -281,12 +290,10 @@ class LiquidController:
             return self._zero(stamp, "gap_reset")
         self._last_step = stamp
         adapted = self.settings.adaptation_enabled and self.adaptation.updates > 0
-        raw = self.run.step(
-            self._camera, self._imu, self.state, dt / self.settings.tau_scale,
-            self.adaptation.weight if adapted else None, self.adaptation.bias if adapted else None,
-        )
+        raw = self.run.advance(self.state, dt / self.settings.tau_scale,
+                               self.adaptation.weight if adapted else None, self.adaptation.bias if adapted else None)
         self.counters.steps += 1
-        if not (np.isfinite(self.state).all() and np.isfinite(raw).all()):
+        if raw is None:
             self.counters.nan_resets += 1
             self.state = self.run.initial_state()
             return self._zero(stamp, "nan_reset")

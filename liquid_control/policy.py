@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from torch import nn
 
 from .nets.base import LiquidRNN
 from .nets.recurrent import Recurrent
-from .sensing import resize
+from .sensing import IMU_FIELDS, resize
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,8 @@ class PolicyStep:
         self.inputs = np.zeros(policy.spec.core_inputs, dtype=np.float64)
         self.state_size = policy.core.state_size
         self.command = np.zeros(policy.outputs, dtype=np.float64)
+        self._imu_index = np.array([IMU_FIELDS.index(f) for f in policy.spec.imu_fields], dtype=np.intp)
+        self._imu_staged = np.zeros(len(policy.spec.imu_fields), dtype=np.float64)
 
     def initial_state(self) -> np.ndarray:
         return self.core.initial_state()
@@ -180,6 +183,29 @@ class PolicyStep:
         with torch.inference_mode():
             out = self._camera(frame[None])
         return out[0].double().numpy()
+
+    # --- the running path: held inputs in place, a few compiled calls per event -------------
+    def hold_camera(self, features: np.ndarray) -> None:
+        """Hold camera features (encode_image's) as the core's camera inputs until the next frame."""
+        self.inputs[: self.camera_features] = features
+
+    def stage_imu(self, values: np.ndarray) -> bool:
+        """Normalise the model's fields of one IMU sample (the 9 float64 values of
+        sensing.IMU_FIELDS) into a staging buffer; False, and nothing staged, if any is NaN or Inf."""
+        return _stage_imu(values, self._imu_index, self.imu_mean, self.imu_std, self._imu_staged)
+
+    def hold_staged_imu(self) -> None:
+        """Hold the staged IMU sample as the core's IMU inputs until the next one."""
+        self.inputs[self.camera_features:] = self._imu_staged
+
+    def advance(self, state: np.ndarray, dt: float, readout_w: np.ndarray | None = None,
+                readout_b: np.ndarray | None = None) -> np.ndarray | None:
+        """Step the state by dt on the held inputs; the raw command (before limits), or None when
+        the state or the command is not finite. An adapted readout may replace the trained one."""
+        self.core.step(self.inputs, state, dt)
+        w = self.readout_w if readout_w is None else readout_w
+        b = self.readout_b if readout_b is None else readout_b
+        return self.command if _readout(w, b, state, self.state_size, self.command) else None
 
     def normalize_imu(self, values: np.ndarray) -> np.ndarray:
         return (values - self.imu_mean) / self.imu_std
@@ -197,3 +223,30 @@ class PolicyStep:
         np.dot(w, h, out=self.command)
         self.command += b
         return self.command
+
+
+@numba.njit(cache=True)
+def _stage_imu(values, index, mean, std, out):  # pragma: no cover - compiled
+    for k in range(index.size):
+        if not np.isfinite(values[index[k]]):
+            return False
+    for k in range(index.size):
+        out[k] = (values[index[k]] - mean[k]) / std[k]
+    return True
+
+
+@numba.njit(cache=True)
+def _readout(w, b, state, n, out):  # pragma: no cover - compiled
+    """out = w @ state[:n] + b; True when the whole state and out are finite."""
+    finite = True
+    for i in range(state.size):
+        if not np.isfinite(state[i]):
+            finite = False
+    for o in range(out.size):
+        acc = b[o]
+        for j in range(n):
+            acc += w[o, j] * state[j]
+        out[o] = acc
+        if not np.isfinite(acc):
+            finite = False
+    return finite

@@ -223,6 +223,29 @@ def test_hot_swap_keeps_state_when_it_fits_and_refuses_a_model_that_does_not(mod
     assert c.state.shape == (14,) and np.all(c.state == 0)
 
 
+def test_a_swap_to_another_camera_encoder_steps_at_once_on_the_held_frame_and_sample(model_file):
+    """The held sensor values go through the new model's encoders: a model with another camera
+    size and feature count steps on the very next event, as if it had seen them itself."""
+    c = _controller(model_file)
+    c.on_image(0.0, FRAME)
+    for k in range(1, 5):
+        c.on_imu(0.005 * k, _imu())
+    spec = EncoderSpec(image_width=24, image_height=18, channels=(3, 5), camera_features=6,
+                       imu_fields=("linear_acceleration.x", "angular_velocity.z", "angular_velocity.x"))
+    torch.manual_seed(4)
+    other = LiquidPolicy(spec, nets.CfC(spec.core_inputs, nets.AutoNCP(10, 2, seed=4)), outputs=2).eval()
+    state = c.state.copy()
+    c.swap_policy(other)
+    command = c.on_imu(0.025, _imu())
+    assert command.reason == "policy"
+    # Reference: the new policy stepped by hand from the kept state on the same frame and sample.
+    run = other.streamer()
+    expected = state.copy()
+    imu = run.normalize_imu(_imu()[[IMU_FIELDS.index(f) for f in spec.imu_fields]])
+    run.step(run.encode_image(FRAME), imu, expected, 0.005)
+    np.testing.assert_allclose(c.state, expected, atol=1e-12)
+
+
 def test_adaptation_learns_a_steering_bias_and_reset_restores(model_file):
     c = _controller(model_file, adaptation_enabled=False, max_angular_accel=1e6, max_linear_accel=1e6,
                     max_angular_speed=10.0, max_linear_speed=10.0)
