@@ -11,17 +11,9 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Imu  # noqa: E402
+from test_node_controller import wait_for  # noqa: E402
 
 from liquid_control.nodes.sensor_loop import SensorLoop  # noqa: E402
-
-
-def wait_for(condition, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {condition}")
 
 
 @pytest.fixture
