@@ -104,14 +104,11 @@ class LiquidController:
         self.settings.check()
         self.counters = Counters()
         self.e_stop = False
-        self._load(policy, config)
+        self._install(self.prepare(policy, config))
         self.reset_state()
         self._last_command: Command | None = None
 
     # --- model -----------------------------------------------------------------------------
-    def _load(self, policy: LiquidPolicy, config: ModelConfig | None) -> None:
-        self._install(self.prepare(policy, config))
-
     def prepare(self, policy: LiquidPolicy, config: ModelConfig | None = None) -> PreparedPolicy:
         """Check a policy against this controller and build its running form (tracing the camera
         encoder takes tens of milliseconds), changing nothing: a node does this off the control

@@ -212,16 +212,12 @@ class PolicyStep:
 
     def step(self, camera: np.ndarray, imu: np.ndarray, state: np.ndarray, dt: float,
              readout_w: np.ndarray | None = None, readout_b: np.ndarray | None = None) -> np.ndarray:
-        """Advance the state by dt on held camera features and normalised IMU values; return the
-        raw command (before limits). An adapted readout may be passed in place of the trained one."""
-        self.inputs[: self.camera_features] = camera
+        """Hold these camera features and normalised IMU values, advance the state by dt and
+        return the raw command (before limits), finite or not. An adapted readout may be passed
+        in place of the trained one."""
+        self.hold_camera(camera)
         self.inputs[self.camera_features:] = imu
-        self.core.step(self.inputs, state, dt)
-        h = state[: self.state_size]
-        w = self.readout_w if readout_w is None else readout_w
-        b = self.readout_b if readout_b is None else readout_b
-        np.dot(w, h, out=self.command)
-        self.command += b
+        self.advance(state, dt, readout_w, readout_b)
         return self.command
 
 
