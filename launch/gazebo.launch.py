@@ -8,13 +8,11 @@ with Gazebo Harmonic); there is no expert, so no online adaptation, here.
     ros2 launch liquid_control gazebo.launch.py --show-args
 """
 
-import time
 
 from launch import LaunchDescription
 from launch.actions import (
     AppendEnvironmentVariable,
     DeclareLaunchArgument,
-    ExecuteProcess,
     IncludeLaunchDescription,
     OpaqueFunction,
 )
@@ -23,11 +21,11 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import IfElseSubstitution, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
+from launch_ros.substitutions import FindPackageShare
 
-from liquid_control.paths import DEFAULT_MODEL
+from liquid_control import launching
 
-PACKAGE = "liquid_control"
+PACKAGE = launching.PACKAGE
 
 
 def spawn_robot(context) -> list:
@@ -55,10 +53,7 @@ def generate_launch_description() -> LaunchDescription:
             "track", default_value="oval",
             description="Shipped track whose Gazebo world to load and whose start to spawn the robot at "
                         "(oval, kidney, serpentine: models/gazebo/worlds/<track>.sdf)."),
-        DeclareLaunchArgument(
-            "model", default_value=DEFAULT_MODEL,
-            description="Policy model file (.safetensors): a path or package://<package>/<file>. "
-                        "Passed to the controller as model_path; it wins over a model_path in params_file."),
+        launching.model_argument(),
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([share, "config", "controller.yaml"]),
             description="ROS parameters file for the controller (node liquid_controller). Key it "
@@ -70,13 +65,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "gui", default_value="false", choices=["true", "false"],
             description="true: open the Gazebo window; false: run the server only (headless)."),
-        DeclareLaunchArgument(
-            "record", default_value="false", choices=["true", "false"],
-            description="true: also record the run to the bag directory `bag` with liquid-control record."),
-        DeclareLaunchArgument(
-            "bag", default_value=f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}",
-            description="Bag directory that record:=true creates (it must not exist); default: a new "
-                        "timestamped directory in the current directory."),
+        *launching.record_arguments(),
 
         # Our worlds and robot refer to each other as model:// resources: make them findable first.
         AppendEnvironmentVariable("GZ_SIM_RESOURCE_PATH", PathJoinSubstitution([share, "models", "gazebo"])),
@@ -102,10 +91,6 @@ def generate_launch_description() -> LaunchDescription:
                 "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
             }],
         ),
-        # liquid-control record takes no ROS arguments: a plain process, the robot's topics under `namespace`.
-        ExecuteProcess(
-            cmd=[ExecutableInPackage("liquid-control", PACKAGE), "record", "--output", LaunchConfiguration("bag"),
-                 "--namespace", namespace],
-            name="record", output="screen", condition=IfCondition(LaunchConfiguration("record")),
-        ),
+        # The robot's topics under `namespace`.
+        launching.recorder("--namespace", namespace, condition=IfCondition(LaunchConfiguration("record"))),
     ])

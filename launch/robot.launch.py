@@ -9,21 +9,20 @@ config/robot.yaml.
     ros2 launch liquid_control robot.launch.py --show-args
 """
 
-import time
 
 import yaml
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
+from launch_ros.substitutions import FindPackageShare
 
-from liquid_control import topics
-from liquid_control.paths import DEFAULT_MODEL, share_path
+from liquid_control import launching, topics
+from liquid_control.paths import share_path
 
-PACKAGE = "liquid_control"
+PACKAGE = launching.PACKAGE
 RESPAWN_DELAY_S = 2.0  # launch takes a number here, not a substitution
 
 # The controller's own topic (liquid_control.topics) -> the launch argument naming the robot's.
@@ -43,11 +42,7 @@ def recorder(context) -> list:
     """liquid-control record of the robot's topics as remapped (it takes absolute names, no ROS arguments)."""
     namespace = LaunchConfiguration("namespace").perform(context)
     names = [topics.absolute(LaunchConfiguration(arg).perform(context), namespace) for arg in REMAPPED]
-    return [ExecuteProcess(
-        cmd=[ExecutableInPackage("liquid-control", PACKAGE), "record", "--output", LaunchConfiguration("bag"),
-             *names, topics.DIAGNOSTICS],
-        name="record", output="screen",
-    )]
+    return [launching.recorder(*names, topics.DIAGNOSTICS)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -61,10 +56,7 @@ def generate_launch_description() -> LaunchDescription:
             description=f"{text} The controller's {ours} is remapped to it; a relative name resolves "
                         "in `namespace`. Default: config/turtlebot4_topics.yaml.")
           for arg, (ours, text) in REMAPPED.items()),
-        DeclareLaunchArgument(
-            "model", default_value=DEFAULT_MODEL,
-            description="Policy model file (.safetensors): a path or package://<package>/<file>. "
-                        "Passed to the controller as model_path; it wins over a model_path in params_file."),
+        launching.model_argument(),
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "robot.yaml"]),
             description="ROS parameters file for the controller: speed and acceleration limits, "
@@ -80,14 +72,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "use_sim_time", default_value="false", choices=["true", "false"],
             description="true: the controller runs on /clock (a simulator, or a bag played with its clock)."),
-        DeclareLaunchArgument(
-            "record", default_value="false", choices=["true", "false"],
-            description="true: also record the controller's topics to the bag directory `bag` with "
-                        "liquid-control record (remapped as the controller's are)."),
-        DeclareLaunchArgument(
-            "bag", default_value=f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}",
-            description="Bag directory that record:=true creates (it must not exist); default: a new "
-                        "timestamped directory in the current directory."),
+        *launching.record_arguments("the controller's topics, remapped as the controller's are,"),
 
         Node(
             package=PACKAGE, executable="controller_node", namespace=namespace, output="screen",

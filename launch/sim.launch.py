@@ -6,19 +6,18 @@ expert's teacher/cmd_vel) and controller_node on the simulator's clock, optional
     ros2 launch liquid_control sim.launch.py --show-args
 """
 
-import time
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, Shutdown
+from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
+from launch_ros.substitutions import FindPackageShare
 
-from liquid_control.paths import DEFAULT_MODEL
+from liquid_control import launching
 
-PACKAGE = "liquid_control"
+PACKAGE = launching.PACKAGE
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -28,14 +27,9 @@ def generate_launch_description() -> LaunchDescription:
     namespace = LaunchConfiguration("namespace")
     real_time_factor = LaunchConfiguration("real_time_factor")
     adaptation = LaunchConfiguration("adaptation")
-    record = LaunchConfiguration("record")
-    bag = LaunchConfiguration("bag")
 
     return LaunchDescription([
-        DeclareLaunchArgument(
-            "model", default_value=DEFAULT_MODEL,
-            description="Policy model file (.safetensors): a path or package://<package>/<file>. "
-                        "Passed to the controller as model_path; it wins over a model_path in params_file."),
+        launching.model_argument(),
         DeclareLaunchArgument(
             "track", default_value="oval",
             description="Track to drive: a shipped one (oval, kidney, serpentine) or a track file (.yaml)."),
@@ -53,13 +47,7 @@ def generate_launch_description() -> LaunchDescription:
             "adaptation", default_value="false", choices=["true", "false"],
             description="true: the controller adapts its readout online toward the simulator's expert "
                         "(teacher/cmd_vel); sets adaptation.enabled."),
-        DeclareLaunchArgument(
-            "record", default_value="false", choices=["true", "false"],
-            description="true: also record the run to the bag directory `bag` with liquid-control record."),
-        DeclareLaunchArgument(
-            "bag", default_value=f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}",
-            description="Bag directory that record:=true creates (it must not exist); default: a new "
-                        "timestamped directory in the current directory."),
+        *launching.record_arguments(),
 
         Node(
             package=PACKAGE, executable="sim_node", namespace=namespace, output="screen",
@@ -78,10 +66,6 @@ def generate_launch_description() -> LaunchDescription:
                 "adaptation.enabled": ParameterValue(adaptation, value_type=bool),
             }],
         ),
-        # liquid-control record takes no ROS arguments: a plain process, the robot's topics under `namespace`.
-        ExecuteProcess(
-            cmd=[ExecutableInPackage("liquid-control", PACKAGE), "record", "--output", bag,
-                 "--namespace", namespace],
-            name="record", output="screen", condition=IfCondition(record),
-        ),
+        # The robot's topics under `namespace`.
+        launching.recorder("--namespace", namespace, condition=IfCondition(LaunchConfiguration("record"))),
     ])

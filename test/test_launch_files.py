@@ -27,6 +27,7 @@ from liquid_control.paramfile import flatten
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_DIR = ROOT / "launch"
 LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))
+LAUNCHING = ROOT / "liquid_control" / "launching.py"  # arguments and actions the launch files share
 PARAMS_FILES = [ROOT / "config" / "controller.yaml", ROOT / "config" / "robot.yaml"]
 ROBOT_TOPICS_FILE = ROOT / "config" / "turtlebot4_topics.yaml"
 
@@ -58,10 +59,18 @@ def _module_dict_keys(tree: ast.Module, name: str) -> list[str]:
     raise AssertionError(f"no module-level dict {name}")
 
 
+def _shared_declarations() -> dict[str, list[ast.Call]]:
+    """liquid_control.launching's functions -> the DeclareLaunchArgument calls each one makes."""
+    tree = _tree(LAUNCHING)
+    return {f.name: _calls(f, "DeclareLaunchArgument") for f in tree.body if isinstance(f, ast.FunctionDef)}
+
+
 def declared_arguments(path: Path) -> dict[str, ast.Call]:
-    """Launch argument name -> its DeclareLaunchArgument call. A name that is a loop variable over
-    a module-level dict's items() (robot.launch.py's remapped topics) stands for each of its keys."""
+    """Launch argument name -> its DeclareLaunchArgument call, in the launch file or in the
+    liquid_control.launching function it calls. A name that is a loop variable over a module-level
+    dict's items() (robot.launch.py's remapped topics) stands for each of its keys."""
     tree = _tree(path)
+    shared = _shared_declarations()
     loops = {}
     for comp in ast.walk(tree):
         if isinstance(comp, (ast.GeneratorExp, ast.ListComp)):
@@ -70,8 +79,13 @@ def declared_arguments(path: Path) -> dict[str, ast.Call]:
                 if isinstance(it, ast.Call) and getattr(it.func, "attr", None) == "items":
                     target = gen.target.elts[0] if isinstance(gen.target, ast.Tuple) else gen.target
                     loops[target.id] = _module_dict_keys(tree, it.func.value.id)
+    calls = _calls(tree, "DeclareLaunchArgument")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and getattr(node.func.value, "id", None) == "launching" and node.func.attr in shared):
+            calls += shared[node.func.attr]
     arguments = {}
-    for call in _calls(tree, "DeclareLaunchArgument"):
+    for call in calls:
         first = call.args[0]
         names = [first.value] if isinstance(first, ast.Constant) else loops[first.id]
         for name in names:

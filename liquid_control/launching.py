@@ -1,0 +1,45 @@
+"""Launch arguments and actions that sim.launch.py, gazebo.launch.py and robot.launch.py share, so
+each is written once. Imports `launch` and `launch_ros` (a ROS install): only launch files import
+this module."""
+
+from __future__ import annotations
+
+import time
+
+from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.substitutions import LaunchConfiguration
+from launch_ros.substitutions import ExecutableInPackage
+
+from .paths import DEFAULT_MODEL
+
+PACKAGE = "liquid_control"
+
+
+def model_argument() -> DeclareLaunchArgument:
+    return DeclareLaunchArgument(
+        "model", default_value=DEFAULT_MODEL,
+        description="Policy model file (.safetensors): a path or package://<package>/<file>. "
+                    "Passed to the controller as model_path; it wins over a model_path in params_file.")
+
+
+def record_arguments(what: str = "the run") -> list[DeclareLaunchArgument]:
+    """`record` (true/false) and `bag` (the directory it creates), for recorder()."""
+    return [
+        DeclareLaunchArgument(
+            "record", default_value="false", choices=["true", "false"],
+            description=f"true: also record {what} to the bag directory `bag` with liquid-control record."),
+        DeclareLaunchArgument(
+            "bag", default_value=f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}",
+            description="Bag directory that record:=true creates (it must not exist); default: a new "
+                        "timestamped directory in the current directory."),
+    ]
+
+
+def recorder(*arguments, condition=None) -> ExecuteProcess:
+    """liquid-control record into `bag`, with these arguments (topics, or --namespace). It takes
+    no ROS arguments, so it is a plain process, not a Node."""
+    return ExecuteProcess(
+        cmd=[ExecutableInPackage("liquid-control", PACKAGE), "record", "--output", LaunchConfiguration("bag"),
+             *arguments],
+        name="record", output="screen", condition=condition,
+    )
