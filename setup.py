@@ -140,7 +140,7 @@ setup(
             "ros-jazzy-rosgraph-msgs",
             "ros-jazzy-rcl-interfaces",
         ],
-        "test": ["pytest", "ncps==1.0.1", "ruff", "mcap-ros2-support"],
+        "test": ["pytest", "ncps==1.0.1", "ruff", "mcap-ros2-support", "opencv-python-headless"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -30,8 +30,8 @@ def _policy_file(directory: Path) -> Path:
     import torch
 
     from liquid_control import nets
-    from liquid_control.modelfile import OutputSpec, save_model
-    from liquid_control.policy import EncoderSpec, LiquidPolicy
+    from liquid_control.runtime.modelfile import OutputSpec, save_model
+    from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 
     torch.manual_seed(0)
     spec = EncoderSpec()  # 64x48 input, the default camera encoder

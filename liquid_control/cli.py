@@ -15,7 +15,7 @@ from .paths import DEFAULT_MODEL
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .modelfile import ModelFileError, load_model, parameter_counts
+    from .runtime.modelfile import ModelFileError, load_model, parameter_counts
 
     try:
         model, config = load_model(args.model)
@@ -71,7 +71,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from .demos import toy_plant as demo
 
     if args.output:
         out = Path(args.output)
@@ -138,7 +138,7 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def _drive(args: argparse.Namespace) -> int:
-    from .rosdemo import drive
+    from .demos.ros_drive import drive
 
     result = drive(model=args.model, track=args.track, seconds=args.seconds, steering_bias=args.steering_bias,
                    plot=args.plot, bag=args.bag,
@@ -151,7 +151,7 @@ def _drive(args: argparse.Namespace) -> int:
 def _bag_command(args: argparse.Namespace, run, summary_text) -> int:
     """Run a bag command: its summary on stdout (JSON with --json), or exit 2 with the reason on
     bad input (an unreadable bag, a missing file, a bad value)."""
-    from .bags import BagError
+    from .bags.io import BagError
 
     try:
         summary = run()
@@ -163,14 +163,15 @@ def _bag_command(args: argparse.Namespace, run, summary_text) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from .bagtools import default_topics, format_record_summary, record
+    from .bags.record import format_record_summary, record
+    from .bags.ros import default_topics
 
     return _bag_command(args, lambda: record(args.output, args.topics or default_topics(args.namespace),
                                              duration=args.duration), format_record_summary)
 
 
 def _play(args: argparse.Namespace) -> int:
-    from .bagtools import format_play_summary, parse_remaps, play
+    from .bags.play import format_play_summary, parse_remaps, play
 
     return _bag_command(args, lambda: play(
         args.bag, rate=args.rate, loop=args.loop, remap=parse_remaps(args.remap), clock_hz=args.clock,
@@ -179,7 +180,7 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .replay import format_summary, replay
+    from .bags.replay import format_summary, replay
 
     return _bag_command(args, lambda: replay(
         args.bag, args.output, model=args.model, camera=args.camera_topic, imu=args.imu_topic,
@@ -204,15 +205,18 @@ class _LazyChoices:
         return iter(self._names())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="liquid-control", description="Liquid neural network controllers for ROS 2 robots."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+ARCHITECTURES = _LazyChoices(".learning.train", "ARCHITECTURES")
+CONDITIONS = _LazyChoices(".sim.conditions", "CONDITIONS")
+
+
+def _add_info(sub) -> None:
     info = sub.add_parser("info", help="print a model file's config, parameter counts and wiring")
     info.add_argument("model", help="path to a .safetensors model file")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=_info)
+
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo", help="train a 19-neuron CfC on synthetic lane keeping and drive it closed loop"
     )
@@ -222,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="also print the results as JSON")
     demo.set_defaults(func=_demo)
 
+
+def _add_drive(sub) -> None:
     drive = sub.add_parser(
         "drive", help="sim_node and controller_node as ROS processes over DDS: the shipped policy drives a track")
     drive.add_argument("--model", help="policy file (default: the shipped lane-keeping model)")
@@ -234,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     drive.add_argument("--json", action="store_true", help="also print the summary as JSON")
     drive.set_defaults(func=_drive)
 
+
+def _add_collect(sub) -> None:
     collect = sub.add_parser("collect", help="record expert driving with perturbations in the simulator to a bag")
     collect.add_argument("--track", action="append", required=True,
                          help="a shipped track name or a track file (repeat for several)")
@@ -244,10 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--seed", type=int, default=0)
     collect.set_defaults(func=_collect)
 
-    architectures = _LazyChoices(".learning.train", "ARCHITECTURES")
+
+def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a policy from bags by BPTT and write a model file")
     train.add_argument("--bag", action="append", required=True, help="a bag from collect (repeat for several)")
-    train.add_argument("--arch", choices=architectures, default="ncp-cfc", metavar="ARCH",
+    train.add_argument("--arch", choices=ARCHITECTURES, default="ncp-cfc", metavar="ARCH",
                        help="policy architecture: %(choices)s (default %(default)s)")
     train.add_argument("--output", required=True, help="the .safetensors model file to write")
     train.add_argument("--iterations", type=int, default=600)
@@ -256,11 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
 
-    conditions = _LazyChoices(".learning.conditions", "CONDITIONS")
+
+def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="closed-loop episodes of a model in the simulator")
     ev.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
     ev.add_argument("--track", default="oval", help="a shipped track name or a track file")
-    ev.add_argument("--condition", choices=conditions, default="nominal", metavar="CONDITION",
+    ev.add_argument("--condition", choices=CONDITIONS, default="nominal", metavar="CONDITION",
                     help="%(choices)s (default %(default)s)")
     ev.add_argument("--episodes", type=int, default=5)
     ev.add_argument("--seconds", type=float, default=30.0)
@@ -269,10 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_eval)
 
+
+def _add_table(sub) -> None:
     table = sub.add_parser("table", help="evaluate several models in every condition: the model card's table")
     table.add_argument("--model", action="append", required=True, metavar="NAME=FILE",
                        help="a row: its name and policy file (repeat)")
-    table.add_argument("--condition", action="append", choices=conditions, metavar="CONDITION",
+    table.add_argument("--condition", action="append", choices=CONDITIONS, metavar="CONDITION",
                        help="a column: %(choices)s (repeat; default: every condition)")
     table.add_argument("--episodes", type=int, default=6,
                        help="episodes per cell (split between the training tracks)")
@@ -283,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--markdown", help="write the markdown tables to this file")
     table.set_defaults(func=_table)
 
+
+def _add_record(sub) -> None:
     rec = sub.add_parser("record", help="record live topics to a rosbag2 bag (MCAP), messages as received")
     rec.add_argument("topics", nargs="*", metavar="TOPIC",
                      help="absolute topic names (default: the robot's topics, /clock and /diagnostics)")
@@ -293,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     rec.set_defaults(func=_record)
 
+
+def _add_play(sub) -> None:
     pl = sub.add_parser("play", help="publish a bag's messages with their recorded timing")
     pl.add_argument("bag", help="a rosbag2 bag directory (or a .mcap / .db3 file)")
     pl.add_argument("--rate", type=float, default=1.0, help="speed factor (2 = twice as fast)")
@@ -311,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     pl.set_defaults(func=_play)
 
+
+def _add_replay(sub) -> None:
     from . import topics
 
     rp = sub.add_parser("replay", help="offline: a bag's camera and IMU through a model; commands to a bag, "
@@ -331,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--frame-id", help="header.frame_id of the commands (default: frame_id of the parameters)")
     rp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     rp.set_defaults(func=_replay)
+
+
+COMMANDS = (_add_info, _add_demo, _add_drive, _add_collect, _add_train, _add_eval, _add_table, _add_record, _add_play, _add_replay)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liquid-control", description="Liquid neural network controllers for ROS 2 robots."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

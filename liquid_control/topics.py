@@ -1,4 +1,4 @@
-"""The robot's topic names, defined once: the controller node, the simulator node, the bag tools,
+"""The robot's topic and frame names, defined once: the controller node, the simulator node, the bag tools,
 the Gazebo bridge and the launch files all take them from here. Relative names (they land in the
 node's namespace and remap as usual), except the clock, which is global in ROS."""
 
@@ -12,6 +12,12 @@ E_STOP = "e_stop"
 CLOCK = "/clock"
 DIAGNOSTICS = "/diagnostics"
 LIQUID_STATE = "~/liquid_state"
+
+# Frames (REP 105 names; REP 103 axes: x forward, y left, z up).
+BASE_FRAME = "base_link"
+ODOM_FRAME = "odom"
+CAMERA_FRAME = "camera_link"
+IMU_FRAME = "imu_link"
 
 
 def absolute(name: str, namespace: str = "/") -> str:

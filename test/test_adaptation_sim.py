@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("mujoco")
 
-from liquid_control.controller import LiquidController, Settings  # noqa: E402
-from liquid_control.modelfile import load_model  # noqa: E402
 from liquid_control.paths import share_path  # noqa: E402
+from liquid_control.runtime.controller import LiquidController, Settings  # noqa: E402
+from liquid_control.runtime.modelfile import load_model  # noqa: E402
 from liquid_control.sim.env import PurePursuit, TrackEnv  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 

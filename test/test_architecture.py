@@ -1,21 +1,116 @@
-"""The layering of ARCHITECTURE.md: the network core, the runtime and the simulator never import
-rclpy (they run in notebooks, training and bag replay without ROS)."""
+"""The layering of docs/architecture.md, checked: imports only point down the layers, the network
+core and the runtime import neither rclpy nor MuJoCo, and only the ROS adapters (and the live bag
+recorder and player) import rclpy."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-ROS_FREE = ["liquid_control.nets", "liquid_control.policy", "liquid_control.modelfile",
-            "liquid_control.controller", "liquid_control.adaptation", "liquid_control.sensing",
-            "liquid_control.sim.track", "liquid_control.bags", "liquid_control.cli", "liquid_control.demo",
-            "liquid_control.learning.conditions", "liquid_control.topics", "liquid_control.replay", "liquid_control.paramfile", "liquid_control.learning.dataset", "liquid_control.rosdemo"]
+PACKAGE = Path(__file__).resolve().parents[1] / "liquid_control"
+
+# Bottom to top; a module may import from its own layer and the ones before it, never after.
+LAYERS = [
+    {"nets", "paths", "topics", "processes", "draw"},
+    {"runtime"},
+    {"sim"},
+    {"bags"},
+    {"learning"},
+    {"nodes"},
+    {"demos", "launching"},
+    {"cli"},
+]
+RANK = {part: k for k, parts in enumerate(LAYERS) for part in parts}
+# The only modules that may import rclpy or ROS message packages: the adapters.
+ROS_MODULES = {"nodes", "bags.record", "bags.play", "bags.ros", "demos.ros_drive"}
+ROS_PACKAGES = {"rclpy", "rcl_interfaces", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "std_srvs",
+                "diagnostic_msgs", "rosgraph_msgs", "launch", "launch_ros"}
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        if parts:
+            yield path, parts, path.name == "__init__.py"
+
+
+def _imports(path: Path, parts: list[str], is_package: bool):
+    """(target module parts inside liquid_control or None, top-level package name) of every import,
+    module-level or inside functions."""
+    here = parts if is_package else parts[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names = alias.name.split(".")
+                yield (names[1:] if names[0] == "liquid_control" else None), names[0]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)]
+                target = base + (node.module.split(".") if node.module else [])
+                if not target:  # `from .. import x`: x is a module of the package
+                    for alias in node.names:
+                        yield [alias.name], "liquid_control"
+                else:
+                    yield target, "liquid_control"
+            else:
+                names = node.module.split(".")
+                yield (names[1:] if names[0] == "liquid_control" else None), names[0]
+
+
+def _owner(parts: list[str]) -> str:
+    """The module's place in ROS_MODULES terms: 'nodes', or 'bags.record'."""
+    return ".".join(parts[:2]) if parts[0] != "nodes" else "nodes"
+
+
+def test_every_module_has_a_layer():
+    missing = sorted({parts[0] for _, parts, _ in _modules()} - set(RANK))
+    assert not missing, f"give these a layer in LAYERS (and docs/architecture.md): {missing}"
+
+
+def test_imports_point_down_the_layers():
+    wrong = []
+    for path, parts, is_package in _modules():
+        for target, _ in _imports(path, parts, is_package):
+            if target and RANK[target[0]] > RANK[parts[0]]:
+                wrong.append(f"{'.'.join(parts)} imports {'.'.join(target)}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_ros_adapters_import_ros():
+    wrong = []
+    for path, parts, is_package in _modules():
+        if _owner(parts) in ROS_MODULES or parts[0] == "launching":
+            continue
+        for _, top in _imports(path, parts, is_package):
+            if top in ROS_PACKAGES:
+                wrong.append(f"{'.'.join(parts)} imports {top}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path):
+    """The walk above finds lazy, relative imports too (a checker that sees nothing passes anything)."""
+    bad = tmp_path / "controller.py"
+    bad.write_text("def f():\n    from ..nodes.controller_node import X\n    import rclpy\n")
+    found = list(_imports(bad, ["runtime", "controller"], False))
+    assert (["nodes", "controller_node"], "liquid_control") in found and (None, "rclpy") in found
+
+
+ROS_FREE = ["liquid_control.nets", "liquid_control.runtime.controller", "liquid_control.runtime.modelfile",
+            "liquid_control.runtime.parameters", "liquid_control.bags.replay", "liquid_control.learning.train",
+            "liquid_control.learning.evaluate", "liquid_control.cli"]
+MUJOCO_FREE = {"liquid_control.nets", "liquid_control.runtime.controller", "liquid_control.runtime.modelfile",
+               "liquid_control.runtime.parameters", "liquid_control.bags.replay", "liquid_control.learning.train"}
 
 
 @pytest.mark.parametrize("module", ROS_FREE)
-def test_module_imports_no_ros(module):
+def test_module_loads_without_ros(module):
+    """What really gets loaded (imports of imports included) when the module is imported."""
+    forbidden = ("rclpy", "rcl_interfaces") + (("mujoco",) if module in MUJOCO_FREE else ())
     code = (f"import sys, importlib; importlib.import_module({module!r}); "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rcl_interfaces', 'mujoco')); "
+            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r}); "
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{module} pulls in {result.stdout.strip()} {result.stderr[-500:]}"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from liquid_control.bags import (
+from liquid_control.bags.io import (
     BagError,
     BagWriter,
     image_msg,

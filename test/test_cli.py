@@ -8,8 +8,8 @@ import sys
 import torch
 
 from liquid_control import nets
-from liquid_control.modelfile import OutputSpec, SensorSpec, save_model
 from liquid_control.paths import DEFAULT_MODEL
+from liquid_control.runtime.modelfile import OutputSpec, SensorSpec, save_model
 
 
 def _cli(*args, timeout=600):
@@ -68,7 +68,7 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
     out_json, out_md = tmp_path / "table.json", tmp_path / "table.md"
     result = subprocess.run(
         [sys.executable, "-m", "liquid_control.cli", "table", "--model", f"shipped={DEFAULT_MODEL}",
-         "--condition", "nominal", "--condition", "dark", "--episodes", "2", "--seconds", "1",
+         "--condition", "nominal", "--condition", "dark", "--episodes", "2", "--seconds", "3",
          "--json", str(out_json), "--markdown", str(out_md)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "MUJOCO_GL": "egl"})
     assert result.returncode == 0, result.stderr
@@ -78,7 +78,8 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
     for condition in ("nominal", "dark"):
         cell = row["cells"][condition]
         assert cell["episodes"] == 2 and cell["tracks"] == ["oval", "kidney"]  # split over training tracks
-        assert 0.0 <= cell["success_rate"] <= 1.0 and cell["mean_abs_xte_m"] >= 0.0
+        # The shipped policy keeps the road in both (models/README.md: 100% over 6 x 30 s in each).
+        assert cell["success_rate"] == 1.0 and cell["mean_abs_xte_m"] < 0.05, cell
     assert "| shipped |" in out_md.read_text() and "| shipped |" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "liquid_control.cli", "table", "--model", "no-equals-sign"],
                          capture_output=True, text=True, timeout=120)

@@ -1,16 +1,17 @@
 """LiquidController without ROS: time handling, hold, limits, safety, adaptation, hot swap."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from liquid_control import nets
-from liquid_control.controller import LiquidController, Settings
-from liquid_control.modelfile import OutputSpec, load_model, save_model
-from liquid_control.policy import EncoderSpec, LiquidPolicy
-from liquid_control.sensing import IMU_FIELDS
+from liquid_control.runtime.controller import LiquidController, Settings
+from liquid_control.runtime.modelfile import OutputSpec, load_model, save_model
+from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
+from liquid_control.runtime.sensing import IMU_FIELDS
 
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
 SPEC = EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4,
@@ -156,7 +157,7 @@ def test_commands_respect_speed_and_acceleration_limits(tmp_path, bias):
 
 
 def test_e_stop_latches_zero_until_released(model_file):
-    c = _controller(model_file, max_linear_accel=100.0, max_angular_accel=100.0)
+    c = _controller(model_file, max_linear_accel=20.0, max_angular_accel=50.0)
     c.on_image(0.0, FRAME)
     c.on_imu(0.001, _imu())
     c.e_stop = True
@@ -193,10 +194,14 @@ def test_tau_scale_scales_time(model_file):
 
 def test_invalid_settings_are_refused_and_the_old_ones_kept(model_file):
     c = _controller(model_file)
-    with pytest.raises(ValueError, match="max_linear_speed must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"max_linear_speed must be in \[0, 5\] m/s, got -1.0"):
         c.update_settings(max_linear_speed=-1.0)
-    with pytest.raises(ValueError, match="tau_scale must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"tau_scale must be in \[0.05, 20\], got 0.0"):
         c.update_settings(tau_scale=0.0)
+    with pytest.raises(ValueError, match="sensor_timeout must be in .*, got nan"):
+        c.update_settings(sensor_timeout=float("nan"))
+    with pytest.raises(ValueError, match="adaptation_enabled|adaptation.enabled must be a bool"):
+        c.update_settings(adaptation_enabled="yes")
     assert c.settings == Settings()
     c.on_image(0.0, FRAME)
     c.on_imu(0.005, _imu())
@@ -247,8 +252,8 @@ def test_a_swap_to_another_camera_encoder_steps_at_once_on_the_held_frame_and_sa
 
 
 def test_adaptation_learns_a_steering_bias_and_reset_restores(model_file):
-    c = _controller(model_file, adaptation_enabled=False, max_angular_accel=1e6, max_linear_accel=1e6,
-                    max_angular_speed=10.0, max_linear_speed=10.0)
+    c = _controller(model_file, adaptation_enabled=False, max_angular_accel=50.0, max_linear_accel=20.0,
+                    max_angular_speed=10.0, max_linear_speed=5.0)
     rng = np.random.default_rng(0)
     c.on_image(0.0, FRAME)
     shipped = []
@@ -276,3 +281,26 @@ def test_adaptation_learns_a_steering_bias_and_reset_restores(model_file):
     assert c.adaptation.updates > 1000 and c.adaptation.drift > 0
     c.reset_adaptation()
     assert c.adaptation.drift == 0.0
+
+
+def test_one_parameter_table_gives_settings_defaults_checks_and_the_shipped_defaults_file():
+    import dataclasses
+
+    from liquid_control.runtime.parameters import BY_SETTING, DEFAULTS, read_params, render_config
+
+    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    assert set(fields) == set(BY_SETTING)
+    assert fields == {name: p.default for name, p in BY_SETTING.items()}
+    # The shipped defaults file is the table's rendering, and reads back as the table.
+    shipped = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
+    assert shipped.read_text() == render_config(), "run python -m liquid_control.runtime.parameters --write"
+    assert read_params(shipped) == DEFAULTS
+    for name, p in BY_SETTING.items():
+        if p.range is None:
+            continue
+        lo, hi = p.range
+        Settings(**{name: lo}).check()
+        Settings(**{name: hi}).check()
+        for bad in (lo - 1e-3 * max(1.0, abs(lo)), hi + 1e-3 * max(1.0, abs(hi)), float("nan")):
+            with pytest.raises(ValueError, match=p.name):
+                Settings(**{name: bad}).check()

@@ -1,7 +1,8 @@
 """The Gazebo files: the committed copies are exactly what liquid_control.sim.gazebo generates from the
-track, robot and sensor definitions; their plugins, sensors and topics are the ones the bridge YAML and
-liquid_control.topics name; they mirror the MuJoCo scene; and the real SDFormat parser (`ign sdf -k`)
-accepts every one of them."""
+track, robot and sensor definitions; read as Gazebo reads them (the real SDFormat parser's own output,
+`ign sdf -p`), their links, joints, plugins, sensors and topics are the ones RobotSpec, SensorConfig,
+the bridge YAML and liquid_control.topics name; they mirror the compiled MuJoCo scene; and the parser's
+validation (`ign sdf -k`) accepts every one of them. Without `ign` the parser tests skip."""
 
 import math
 import os
@@ -58,7 +59,7 @@ def bridged(entries: list[dict], ros_topic: str) -> dict:
 
 
 def png_pixels(data: bytes) -> np.ndarray:
-    """(h, w, 3) uint8 from an 8-bit RGB PNG with unfiltered rows (what liquid_control.sim.png writes)."""
+    """(h, w, 3) uint8 from an 8-bit RGB PNG with unfiltered rows (what liquid_control.draw.png writes)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", None
     while pos < len(data):
@@ -72,7 +73,7 @@ def png_pixels(data: bytes) -> np.ndarray:
     w, h, depth, colour, _, _, interlace = header
     assert (depth, colour, interlace) == (8, 2, 0)
     rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
-    assert not rows[:, 0].any(), "filtered rows: not a file liquid_control.sim.png wrote"
+    assert not rows[:, 0].any(), "filtered rows: not a file liquid_control.draw.png wrote"
     return rows[:, 1:].reshape(h, w, 3)
 
 
@@ -90,6 +91,70 @@ def resolve_model_uri(uri: str) -> Path:
     """model://NAME/rest as gz resolves it with GZ_SIM_RESOURCE_PATH = models/gazebo."""
     assert uri.startswith("model://"), uri
     return GAZEBO_DIR / uri[len("model://"):]
+# --- the real SDFormat parser (`ign sdf`, SDFormat 12) --------------------------------------------
+SDF_FILES = sorted(GAZEBO_DIR.rglob("*.sdf"))
+ROBOT_SDF = "liquid_robot/model.sdf"  # keys of `parsed`: paths relative to GAZEBO_DIR
+
+
+def world_key(track: Track) -> str:
+    return f"worlds/{track.name}.sdf"
+
+
+def ign_sdf(flag: str, path: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """`ign sdf FLAG path` with our models findable as gz finds them (SDF_PATH, which gz-sim fills
+    from GZ_SIM_RESOURCE_PATH), run away from models/gazebo so nothing resolves by accident."""
+    env = dict(os.environ, SDF_PATH=str(GAZEBO_DIR))
+    return subprocess.run(["ign", "sdf", flag, str(path)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def ign_problems(output: str) -> list[str]:
+    """The lines of ign's output that report a problem; not the harmless missing-backtrace notice."""
+    return [line for line in output.splitlines() if "libignition-tools-backward" not in line
+            and ("Error" in line or "Unable to convert" in line)]
+
+
+def ign_check(path: Path, cwd: Path) -> tuple[bool, str]:
+    """`ign sdf -k`: the parser's validation, frame graphs included."""
+    result = ign_sdf("-k", path, cwd)
+    output = result.stdout + result.stderr
+    ok = (result.returncode == 0 and any(line.strip() == "Valid." for line in output.splitlines())
+          and not ign_problems(output))
+    return ok, output
+
+
+def ign_print(path: Path, cwd: Path) -> ET.Element:
+    """`ign sdf -p`: the file as the parser understood it, which is what gz-sim loads: converted to
+    its SDF version, <include>s resolved to the included model, required elements given their
+    defaults. Elements the spec does not know are copied through under their own (wrong) name, so a
+    misspelt element is absent here under the right one. Numbers come back with 6 significant digits."""
+    result = ign_sdf("-p", path, cwd)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and not ign_problems(output), f"ign sdf -p {path}:\n{output}"
+    root = ET.fromstring(result.stdout)
+    assert root.tag == "sdf" and root.get("version") == gazebo.SDF_VERSION, result.stdout[:200]
+    return root
+
+
+@pytest.fixture(scope="module")
+def ign():
+    if shutil.which("ign") is None:
+        pytest.skip("`ign` is not installed (apt-get install -y libsdformat12-12 libsdformat-dev ignition-tools)")
+    probe = subprocess.run(["ign", "sdf", "--help"], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, f"`ign sdf` is missing (install libsdformat-dev): {probe.stdout}{probe.stderr}"
+
+
+@pytest.fixture(scope="module")
+def parsed(ign, tmp_path_factory) -> dict[str, ET.Element]:
+    """The parser's view of every committed SDF file, by path relative to models/gazebo."""
+    cwd = tmp_path_factory.mktemp("ign")
+    return {str(p.relative_to(GAZEBO_DIR)): ign_print(p, cwd) for p in SDF_FILES}
+
+
+# SDF text carries 6 significant digits (the generator writes %.6g and the parser prints no more),
+# so a number read back is within 5e-6 of the true value, relatively; twice that allows a rounding
+# on each side of a comparison.
+SDF_REL = 1e-5
 
 
 # --- (a) the committed files are the generated ones -----------------------------------------------
@@ -119,30 +184,44 @@ def test_command_line_writes_the_files(tmp_path, generated):
         assert (tmp_path / relative).read_bytes() == generated[relative]
 
 
-# --- (b) the SDF says what the bridge and liquid_control.topics say -------------------------------
-def test_robot_drives_with_diff_drive_on_the_bridged_topics(bridge):
+# --- (b) what Gazebo reads (the parser's view) says what RobotSpec, SensorConfig, the bridge YAML --
+# --- and liquid_control.topics say -----------------------------------------------------------------
+def test_parsed_robot_drives_with_diff_drive_on_the_bridged_topics(parsed, bridge):
     robot = RobotSpec()
-    model = sdf_root(GAZEBO_DIR / "liquid_robot" / "model.sdf").find("model")
+    model = parsed[ROBOT_SDF].find("model")
     assert model.get("name") == gazebo.ROBOT_NAME
     links = {link.get("name"): link for link in model.findall("link")}
     assert set(links) == {"base_link", "left_wheel", "right_wheel"}
+    # RobotSpec's masses: chassis and caster make base_link.
+    assert float(links["base_link"].findtext("inertial/mass")) == pytest.approx(robot.mass + robot.caster_mass,
+                                                                                 rel=SDF_REL)
     joints = {joint.get("name"): joint for joint in model.findall("joint")}
+    assert set(joints) == {"left_wheel_joint", "right_wheel_joint"}
     for side in ("left", "right"):
-        joint = joints[f"{side}_wheel_joint"]
+        wheel, joint = links[f"{side}_wheel"], joints[f"{side}_wheel_joint"]
         assert joint.get("type") == "revolute"
         assert (joint.findtext("parent"), joint.findtext("child")) == ("base_link", f"{side}_wheel")
         assert floats(joint.findtext("axis/xyz")) == [0, 1, 0]  # +y: positive speed rolls forward
-        pose = links[f"{side}_wheel"].find("pose")
+        assert joint.find("axis/xyz").get("expressed_in") in (None, "__model__", "base_link")
+        pose = wheel.find("pose")
         assert pose.get("relative_to") == "base_link"
-        assert floats(pose.text)[1] == pytest.approx(robot.wheel_separation / 2 * (1 if side == "left" else -1))
-        radius = float(links[f"{side}_wheel"].findtext("collision/geometry/cylinder/radius"))
-        assert radius == robot.wheel_radius
+        assert floats(pose.text)[1] == pytest.approx(robot.wheel_separation / 2 * (1 if side == "left" else -1),
+                                                     rel=SDF_REL)
+        assert floats(pose.text)[3:] == [0, 0, 0]  # wheel frames keep base_link's axes: +y is the axle
+        assert float(wheel.findtext("inertial/mass")) == pytest.approx(robot.wheel_mass, rel=SDF_REL)
+        for part in ("collision", "visual"):
+            cylinder = wheel.find(f"{part}/geometry/cylinder")
+            assert float(cylinder.findtext("radius")) == pytest.approx(robot.wheel_radius, rel=SDF_REL)
+            assert float(cylinder.findtext("length")) == pytest.approx(robot.wheel_width, rel=SDF_REL)
+            roll, pitch, yaw = floats(wheel.findtext(f"{part}/pose"))[3:]  # the cylinder on its side
+            assert abs(roll) == pytest.approx(math.pi / 2, rel=SDF_REL) and (pitch, yaw) == (0, 0)
 
     (drive,) = model.findall("plugin")
-    assert (drive.get("filename"), drive.get("name")) == gazebo.DIFF_DRIVE
+    assert (drive.get("filename"), drive.get("name")) == gazebo.DIFF_DRIVE == (
+        "gz-sim-diff-drive-system", "gz::sim::systems::DiffDrive")
     assert drive.findtext("left_joint") == "left_wheel_joint" and drive.findtext("right_joint") == "right_wheel_joint"
-    assert float(drive.findtext("wheel_separation")) == robot.wheel_separation
-    assert float(drive.findtext("wheel_radius")) == robot.wheel_radius
+    assert float(drive.findtext("wheel_separation")) == pytest.approx(robot.wheel_separation, rel=SDF_REL)
+    assert float(drive.findtext("wheel_radius")) == pytest.approx(robot.wheel_radius, rel=SDF_REL)
     cmd = bridged(bridge, topics.CMD_VEL)
     assert drive.findtext("topic") == cmd["gz_topic_name"]
     assert (cmd["direction"], cmd["ros_type_name"], cmd["gz_type_name"]) == (
@@ -150,28 +229,35 @@ def test_robot_drives_with_diff_drive_on_the_bridged_topics(bridge):
     odom = bridged(bridge, topics.ODOM)
     assert drive.findtext("odom_topic") == odom["gz_topic_name"]
     assert (odom["direction"], odom["gz_type_name"]) == ("GZ_TO_ROS", "gz.msgs.Odometry")
+    assert float(drive.findtext("odom_publish_frequency")) == SensorConfig().imu_hz
     assert (drive.findtext("frame_id"), drive.findtext("child_frame_id")) == ("odom", "base_link")
 
 
-def test_robot_sensors_publish_at_the_configured_rates_on_the_bridged_topics(bridge):
+def test_parsed_robot_sensors_publish_at_the_configured_rates_on_the_bridged_topics(parsed, bridge):
     robot, sensors = RobotSpec(), SensorConfig()
-    base = sdf_root(GAZEBO_DIR / "liquid_robot" / "model.sdf").find("model/link[@name='base_link']")
+    model = parsed[ROBOT_SDF].find("model")
+    assert [s.get("name") for s in model.iter("sensor")] == ["camera_link", "imu_link"]  # both on base_link
+    base = model.find("link[@name='base_link']")
     by_type = {s.get("type"): s for s in base.findall("sensor")}
     assert set(by_type) == {"camera", "imu"}
 
     camera = by_type["camera"]
     assert camera.get("name") == "camera_link"  # gz-sensors' frame_id, as sim_node's
-    assert camera.findtext("always_on") == "1"
+    assert camera.findtext("always_on") in ("1", "true")
     assert float(camera.findtext("update_rate")) == sensors.camera_hz
     image = bridged(bridge, topics.CAMERA)
+    assert image["ros_topic_name"] == topics.CAMERA
     assert camera.findtext("topic") == image["gz_topic_name"]
-    assert (image["direction"], image["gz_type_name"]) == ("GZ_TO_ROS", "gz.msgs.Image")
+    assert (image["direction"], image["ros_type_name"], image["gz_type_name"]) == (
+        "GZ_TO_ROS", "sensor_msgs/msg/Image", "gz.msgs.Image")
     info = bridged(bridge, topics.CAMERA_INFO)
     assert camera.findtext("camera/camera_info_topic") == info["gz_topic_name"]
-    assert (info["direction"], info["gz_type_name"]) == ("GZ_TO_ROS", "gz.msgs.CameraInfo")
+    assert (info["direction"], info["ros_type_name"], info["gz_type_name"]) == (
+        "GZ_TO_ROS", "sensor_msgs/msg/CameraInfo", "gz.msgs.CameraInfo")
+    # The image sim_node renders (RobotSpec), so the controller sees the same frame size either way.
     assert int(camera.findtext("camera/image/width")) == robot.image_width == 96
     assert int(camera.findtext("camera/image/height")) == robot.image_height == 64
-    assert camera.findtext("camera/image/format") == "R8G8B8"
+    assert camera.findtext("camera/image/format") == "R8G8B8"  # rgb8, an encoding sensing reads
     hfov = float(camera.findtext("camera/horizontal_fov"))
     vfov = 2 * math.atan(math.tan(hfov / 2) * robot.image_height / robot.image_width)
     assert math.degrees(vfov) == pytest.approx(robot.camera_fovy_deg, abs=1e-3)
@@ -180,51 +266,58 @@ def test_robot_sensors_publish_at_the_configured_rates_on_the_bridged_topics(bri
 
     imu = by_type["imu"]
     assert imu.get("name") == "imu_link"
-    assert imu.findtext("always_on") == "1"
+    assert imu.findtext("always_on") in ("1", "true")
     assert float(imu.findtext("update_rate")) == sensors.imu_hz
     entry = bridged(bridge, topics.IMU)
     assert imu.findtext("topic") == entry["gz_topic_name"]
-    assert (entry["direction"], entry["gz_type_name"]) == ("GZ_TO_ROS", "gz.msgs.IMU")
+    assert (entry["direction"], entry["ros_type_name"], entry["gz_type_name"]) == (
+        "GZ_TO_ROS", "sensor_msgs/msg/Imu", "gz.msgs.IMU")
     for group, stddev in (("angular_velocity", sensors.gyro_noise), ("linear_acceleration", sensors.accel_noise)):
         for axis in "xyz":
             noise = imu.find(f"imu/{group}/{axis}/noise")
-            assert noise.get("type") == "gaussian" and float(noise.findtext("stddev")) == stddev
+            assert noise.get("type") == "gaussian"
+            assert float(noise.findtext("stddev")) == pytest.approx(stddev, rel=SDF_REL)
 
 
-def test_every_gz_topic_in_the_robot_is_bridged_and_back(bridge):
-    model = sdf_root(GAZEBO_DIR / "liquid_robot" / "model.sdf").find("model")
+def test_every_gz_topic_in_the_parsed_robot_is_bridged_and_back(parsed, bridge):
+    model = parsed[ROBOT_SDF].find("model")
     in_sdf = {e.text for e in model.iter() if e.tag in ("topic", "odom_topic", "camera_info_topic")}
     robot_topics = {e["gz_topic_name"] for e in bridge if e["ros_topic_name"] != topics.CLOCK}
     assert in_sdf == robot_topics
+    assert robot_topics == {f"/model/{gazebo.ROBOT_NAME}/{name}" for name in (
+        topics.CAMERA, topics.CAMERA_INFO, topics.IMU, topics.ODOM, topics.CMD_VEL)}
 
 
 @pytest.mark.parametrize("track_file", TRACK_FILES, ids=lambda p: p.stem)
-def test_world_has_the_systems_light_and_ground_and_no_robot(track_file):
+def test_parsed_world_has_the_systems_light_and_ground_and_no_robot(parsed, track_file):
     track = Track.load(track_file)
-    world = sdf_root(GAZEBO_DIR / "worlds" / f"{track.name}.sdf").find("world")
+    world = parsed[world_key(track)].find("world")
+    assert world.get("name") == track.name
     plugins = {(p.get("filename"), p.get("name")): p for p in world.findall("plugin")}
-    for filename, name in (("gz-sim-physics-system", "gz::sim::systems::Physics"),
-                           ("gz-sim-user-commands-system", "gz::sim::systems::UserCommands"),
-                           ("gz-sim-scene-broadcaster-system", "gz::sim::systems::SceneBroadcaster"),
-                           ("gz-sim-sensors-system", "gz::sim::systems::Sensors"),
-                           ("gz-sim-imu-system", "gz::sim::systems::Imu")):
-        assert (filename, name) in plugins
+    assert set(plugins) == {("gz-sim-physics-system", "gz::sim::systems::Physics"),
+                            ("gz-sim-user-commands-system", "gz::sim::systems::UserCommands"),
+                            ("gz-sim-scene-broadcaster-system", "gz::sim::systems::SceneBroadcaster"),
+                            ("gz-sim-sensors-system", "gz::sim::systems::Sensors"),
+                            ("gz-sim-imu-system", "gz::sim::systems::Imu")}
     assert plugins[("gz-sim-sensors-system", "gz::sim::systems::Sensors")].findtext("render_engine") == "ogre2"
     # At least 5 physics steps per IMU sample.
     assert float(world.findtext("physics/max_step_size")) <= 1.0 / SensorConfig().imu_hz / 5
-    assert floats(world.findtext("scene/ambient"))[:3] == [track.look.light_ambient] * 3
+    assert floats(world.findtext("scene/ambient"))[:3] == pytest.approx([track.look.light_ambient] * 3, rel=SDF_REL)
     (light,) = world.findall("light")
-    assert floats(light.findtext("diffuse"))[:3] == [track.look.light_diffuse] * 3
-    # The robot is spawned by the launch file, not part of the world.
-    assert world.findall("model") == []
-    (include,) = world.findall("include")
-    assert include.findtext("uri") == f"model://{gazebo.track_model_name(track)}"
-    model_dir = resolve_model_uri(include.findtext("uri"))
-    config = ET.parse(model_dir / "model.config").getroot()
-    assert config.find("sdf").get("version") == gazebo.SDF_VERSION
-    assert (model_dir / config.findtext("sdf")).is_file()
+    assert floats(light.findtext("diffuse"))[:3] == pytest.approx([track.look.light_diffuse] * 3, rel=SDF_REL)
+    # The parser resolved the include (through SDF_PATH, as gz-sim through GZ_SIM_RESOURCE_PATH) to
+    # the track's ground, and that is the only model: the launch file spawns the robot.
+    assert world.findall("include") == []
+    (ground,) = world.findall("model")
+    assert ground.get("name") == gazebo.track_model_name(track)
+    assert ground.findtext("static") == "true"
+    texture = ground.findtext("link/visual/material/pbr/metal/albedo_map")
+    assert resolve_model_uri(texture).is_file(), texture
+    friction = ground.find("link/collision/surface/friction/ode")
+    assert float(friction.findtext("mu")) == pytest.approx(RobotSpec().ground_friction, rel=SDF_REL)
 
 
+# --- (c) the ground and the spawn pose against the track, the robot against MuJoCo ---------------
 @pytest.mark.parametrize("track_file", TRACK_FILES, ids=lambda p: p.stem)
 def test_road_texture_lies_where_the_track_is(track_file):
     """The ground plane and its texture put the road on the track's centreline, read the way gz does:
@@ -271,20 +364,28 @@ def test_spawn_pose_takes_a_shipped_track_name():
     assert gazebo.spawn_pose("oval") == gazebo.spawn_pose(Track.load(ROOT / "config" / "tracks" / "oval.yaml"))
 
 
-def test_robot_mirrors_the_mujoco_scene():
-    """Masses, inertia, wheel and sensor placement, and camera view agree with world.scene_xml's model."""
+@pytest.mark.parametrize("view", ["committed", "parsed"])
+def test_robot_mirrors_the_mujoco_scene(view, request):
+    """Masses, inertia, wheel and sensor placement, camera view, physics step and gravity agree with
+    world.scene_xml's compiled model: in the committed files, and as the SDFormat parser reads them."""
     mujoco = pytest.importorskip("mujoco")
     from liquid_control.sim.world import scene_xml
 
+    if view == "parsed":
+        views = request.getfixturevalue("parsed")
+        robot_root, world_root = views[ROBOT_SDF], views[world_key(Track.load(TRACK_FILES[0]))]
+    else:
+        robot_root = sdf_root(GAZEBO_DIR / ROBOT_SDF)
+        world_root = sdf_root(GAZEBO_DIR / world_key(Track.load(TRACK_FILES[0])))
     robot = RobotSpec()
     xml, assets = scene_xml(Track.load(TRACK_FILES[0]), robot, pixels_per_m=2.0)
     mj = mujoco.MjModel.from_xml_string(xml, assets)
-    model = sdf_root(GAZEBO_DIR / "liquid_robot" / "model.sdf").find("model")
+    model = robot_root.find("model")
     base = model.find("link[@name='base_link']")
 
     body = mj.body("base_link")
     assert gazebo.spawn_pose(TRACK_FILES[0])[2] == pytest.approx(body.pos[2])
-    assert float(base.findtext("inertial/mass")) == pytest.approx(body.mass[0], rel=1e-5)
+    assert float(base.findtext("inertial/mass")) == pytest.approx(body.mass[0], rel=SDF_REL)
     assert floats(base.findtext("inertial/pose"))[:3] == pytest.approx(body.ipos, abs=1e-6)
     i = {k: float(base.findtext(f"inertial/inertia/{k}")) for k in ("ixx", "ixy", "ixz", "iyy", "iyz", "izz")}
     tensor = np.array([[i["ixx"], i["ixy"], i["ixz"]], [i["ixy"], i["iyy"], i["iyz"]], [i["ixz"], i["iyz"], i["izz"]]])
@@ -292,9 +393,10 @@ def test_robot_mirrors_the_mujoco_scene():
     for side in ("left", "right"):
         wheel, mj_wheel = model.find(f"link[@name='{side}_wheel']"), mj.body(f"{side}_wheel")
         assert floats(wheel.findtext("pose"))[:3] == pytest.approx(mj_wheel.pos, abs=1e-6)
-        assert float(wheel.findtext("inertial/mass")) == pytest.approx(mj_wheel.mass[0])
+        assert float(wheel.findtext("inertial/mass")) == pytest.approx(mj_wheel.mass[0], rel=SDF_REL)
         assert np.sort(floats(" ".join(wheel.findtext(f"inertial/inertia/{k}") for k in ("ixx", "iyy", "izz")))) \
             == pytest.approx(np.sort(mj_wheel.inertia), rel=1e-4)
+        assert [float(wheel.findtext(f"inertial/inertia/{k}")) for k in ("ixy", "ixz", "iyz")] == [0, 0, 0]
 
     camera, mj_camera = base.find("sensor[@type='camera']"), mj.camera("front")
     x, y, z, _, pitch, _ = floats(camera.findtext("pose"))
@@ -306,32 +408,12 @@ def test_robot_mirrors_the_mujoco_scene():
     assert gz_view == pytest.approx(mj_view, abs=1e-4)
     assert floats(base.find("sensor[@type='imu']").findtext("pose"))[:3] == pytest.approx(mj.site("imu").pos, abs=1e-6)
 
-
-# --- (c) the real SDFormat parser -----------------------------------------------------------------
-def ign_check(path: Path, cwd: Path) -> tuple[bool, str]:
-    """`ign sdf -k` on `path` with our models findable as gz finds them (SDF_PATH, which gz-sim fills
-    from GZ_SIM_RESOURCE_PATH), run away from models/gazebo so nothing resolves by accident."""
-    env = dict(os.environ, SDF_PATH=str(GAZEBO_DIR))
-    result = subprocess.run(["ign", "sdf", "-k", str(path)], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=120)
-    output = result.stdout + result.stderr
-    lines = [line for line in output.splitlines() if "libignition-tools-backward" not in line]
-    ok = (result.returncode == 0 and any(line.strip() == "Valid." for line in lines)
-          and not any("Error" in line or "Unable to convert" in line for line in lines))
-    return ok, output
+    world = world_root.find("world")
+    assert float(world.findtext("physics/max_step_size")) == pytest.approx(mj.opt.timestep, rel=SDF_REL)
+    assert floats(world.findtext("gravity")) == pytest.approx(mj.opt.gravity, rel=SDF_REL)
 
 
-@pytest.fixture(scope="module")
-def ign():
-    if shutil.which("ign") is None:
-        pytest.skip("`ign` is not installed (apt-get install -y libsdformat12-12 libsdformat-dev ignition-tools)")
-    probe = subprocess.run(["ign", "sdf", "--help"], capture_output=True, text=True, timeout=60)
-    assert probe.returncode == 0, f"`ign sdf` is missing (install libsdformat-dev): {probe.stdout}{probe.stderr}"
-
-
-SDF_FILES = sorted(GAZEBO_DIR.rglob("*.sdf"))
-
-
+# --- (d) the real SDFormat parser accepts the files -----------------------------------------------
 @pytest.mark.parametrize("path", SDF_FILES, ids=lambda p: str(p.relative_to(GAZEBO_DIR)))
 def test_sdformat_parser_accepts(ign, path, tmp_path):
     ok, output = ign_check(path, tmp_path)
@@ -341,8 +423,8 @@ def test_sdformat_parser_accepts(ign, path, tmp_path):
 def test_sdformat_check_catches_what_it_must(ign, tmp_path):
     """The check fails on a version the parser cannot convert, a model:// it cannot find, and names
     SDFormat forbids, so a pass above means something."""
-    robot = (GAZEBO_DIR / "liquid_robot" / "model.sdf").read_text()
-    world = (GAZEBO_DIR / "worlds" / f"{Track.load(TRACK_FILES[0]).name}.sdf").read_text()
+    robot = (GAZEBO_DIR / ROBOT_SDF).read_text()
+    world = (GAZEBO_DIR / world_key(Track.load(TRACK_FILES[0]))).read_text()
     broken = {
         "version.sdf": robot.replace(f'version="{gazebo.SDF_VERSION}"', 'version="1.11"'),
         "include.sdf": world.replace("model://liquid_track_", "model://no_such_track_"),
@@ -354,9 +436,30 @@ def test_sdformat_check_catches_what_it_must(ign, tmp_path):
         path.write_text(text)
         ok, output = ign_check(path, tmp_path)
         assert not ok, f"{name} passed the check:\n{output}"
+    # The parser's view fails loudly on the unresolvable include, too.
+    with pytest.raises(AssertionError, match="ign sdf -p"):
+        ign_print(tmp_path / "include.sdf", tmp_path)
 
 
-# --- (d) the bridge YAML --------------------------------------------------------------------------
+def test_parser_view_shows_what_the_raw_file_hides(ign, tmp_path):
+    """Why (b) reads the parser's output, not the file: a misspelt element is not an error to the
+    parser, which copies it through under its wrong name, so a plain XML lookup of the file would
+    find it where Gazebo will not; and an older SDF version is converted, so (b) checks the
+    elements gz-sim gets."""
+    robot = (GAZEBO_DIR / ROBOT_SDF).read_text()
+    misspelt = tmp_path / "misspelt.sdf"
+    misspelt.write_text(robot.replace("<update_rate>30</update_rate>", "<update_rte>30</update_rte>"))
+    camera = ign_print(misspelt, tmp_path).find("model/link/sensor[@type='camera']")
+    assert camera.findtext("update_rate") is None and camera.findtext("update_rte") == "30"
+
+    # The same robot declared as SDF 1.6 comes back as SDFormat 1.9 with the same sensors.
+    old = tmp_path / "old.sdf"
+    old.write_text(robot.replace(f'version="{gazebo.SDF_VERSION}"', 'version="1.6"'))
+    converted = ign_print(old, tmp_path).find("model/link/sensor[@type='camera']")
+    assert float(converted.findtext("update_rate")) == SensorConfig().camera_hz
+
+
+# --- (e) the bridge YAML --------------------------------------------------------------------------
 def test_bridge_yaml_entries(bridge):
     assert isinstance(bridge, list) and len(bridge) == len(gazebo.BRIDGE)
     for entry in bridge:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from liquid_control import topics
-from liquid_control.paramfile import flatten
+from liquid_control.runtime.parameters import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_DIR = ROOT / "launch"
@@ -132,12 +132,8 @@ def test_readme_documents_every_launch_argument():
 
 @pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: p.name)
 def test_params_file_sets_only_declared_parameters_with_their_types_and_ranges(path):
-    pytest.importorskip("rcl_interfaces")
-    from liquid_control.nodes.params import INT, PARAMETERS, B, D, S
-    from liquid_control.paramfile import NODE_NAME
+    from liquid_control.runtime.parameters import BY_NAME, NODE_NAME
 
-    declared = {p.name: p for p in PARAMETERS}
-    python_type = {D: float, INT: int, B: bool, S: str}
     data = yaml.safe_load(path.read_text())
     assert data, f"{path} is empty"
     for node, section in data.items():
@@ -145,12 +141,11 @@ def test_params_file_sets_only_declared_parameters_with_their_types_and_ranges(p
         assert node.split("/")[-1] == NODE_NAME and node in (NODE_NAME, f"/**/{NODE_NAME}"), node
         assert set(section) == {"ros__parameters"}, f"{path.name}: {node} holds {sorted(section)}"
         for name, value in flatten(section["ros__parameters"]).items():
-            assert name in declared, f"{path.name}: {name} is not a controller parameter"
-            p = declared[name]
+            assert name in BY_NAME, f"{path.name}: {name} is not a controller parameter"
+            p = BY_NAME[name]
             # rclpy refuses a value of another type (an int for a double) at startup.
-            assert type(value) is python_type[p.type], f"{path.name}: {name}: {value!r} is not {python_type[p.type]}"
-            if p.range is not None:
-                assert p.range[0] <= value <= p.range[1], f"{path.name}: {name}={value} outside {p.range}"
+            assert type(value) is p.type, f"{path.name}: {name}: {value!r} is not {p.type}"
+            p.check(value)
 
 
 def test_robot_params_apply_in_any_namespace_and_are_safer_than_the_simulators():

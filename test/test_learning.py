@@ -10,31 +10,32 @@ import pytest
 
 pytest.importorskip("mujoco")
 
-from liquid_control.bags import read_events  # noqa: E402
+from liquid_control.bags.io import read_events  # noqa: E402
 from liquid_control.learning.collect import TOPICS, collect  # noqa: E402
 from liquid_control.learning.dataset import episodes_from_bag  # noqa: E402
 from liquid_control.learning.evaluate import evaluate  # noqa: E402
 from liquid_control.learning.train import ARCHITECTURES, train  # noqa: E402
-from liquid_control.modelfile import load_model  # noqa: E402
-from liquid_control.policy import LiquidPolicy  # noqa: E402
+from liquid_control.runtime.modelfile import load_model  # noqa: E402
+from liquid_control.runtime.policy import LiquidPolicy  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 FIELDS = ("angular_velocity.z", "linear_acceleration.x", "linear_acceleration.y")
+EPISODES, SECONDS = 4, 6.0
 
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "bag"
-    summary = collect([Track.load(track_path("oval"))], path, episodes=3, seconds=4.0, seed=1)
-    assert summary["episodes"] == 3
+    summary = collect([Track.load(track_path("oval"))], path, episodes=EPISODES, seconds=SECONDS, seed=1)
+    assert summary["episodes"] == EPISODES
     return path
 
 
 def test_collected_bag_has_the_robot_topics_at_sensor_rates(bag):
     events = list(read_events(bag, command=TOPICS["teacher"]))
     kinds = [e.kind for e in events]
-    assert 3 * 4 * 200 - 3 <= kinds.count("imu") <= 3 * 4 * 200 + 3
-    assert abs(kinds.count("camera") - 3 * 4 * 30) <= 6
+    assert abs(kinds.count("imu") - EPISODES * SECONDS * 200) <= EPISODES
+    assert abs(kinds.count("camera") - EPISODES * SECONDS * 30) <= 2 * EPISODES
     assert kinds.count("command") == kinds.count("imu")
     applied = list(read_events(bag, command=TOPICS["applied"]))
     teacher = np.array([e.data for e in events if e.kind == "command"])
@@ -45,44 +46,57 @@ def test_collected_bag_has_the_robot_topics_at_sensor_rates(bag):
 
 def test_sequences_follow_the_stamps_and_split_at_episode_gaps(bag):
     episodes = episodes_from_bag(bag, 64, 48, FIELDS)
-    assert len(episodes) == 3
+    assert len(episodes) == EPISODES
     for e in episodes:
         assert e.frames.shape[1:] == (48, 64, 3)
         assert np.all(e.dt > 0) and np.all(e.dt < 0.01)
-        assert e.dt.sum() == pytest.approx(4.0, abs=0.05)
+        assert e.dt.sum() == pytest.approx(SECONDS, abs=0.05)
         assert np.all(np.diff(e.frame_index) >= 0) and e.frame_index.max() == len(e.frames) - 1
         assert e.imu.shape == (len(e), 3) and e.target.shape == (len(e), 2)
         assert np.allclose(e.target[:, 0], 0.5)
 
 
-def test_train_then_eval_from_the_command_line(bag, tmp_path):
-    model = tmp_path / "tiny.safetensors"
+def test_train_then_replay_and_eval_from_the_command_line_beats_not_steering(bag, tmp_path):
+    """A short training must learn to steer: replayed through the controller on its own bag, its
+    angular.z follows the expert's far closer than the best constant command (the no-steering
+    baseline at the mean turn rate), and closed loop it drives at the expert's speed."""
+    model = tmp_path / "small.safetensors"
     result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "train", "--bag", str(bag),
-                             "--arch", "ncp-cfc", "--output", str(model), "--iterations", "4",
-                             "--window", "120", "--batch", "2"], capture_output=True, text=True, timeout=600)
+                             "--arch", "ncp-cfc", "--output", str(model), "--iterations", "150",
+                             "--window", "60", "--batch", "4"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["architecture"] == "ncp-cfc" and report["iterations"] == 4
+    assert report["architecture"] == "ncp-cfc" and report["iterations"] <= 150
     assert model.with_suffix(".loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     policy, config = load_model(model)
     assert isinstance(policy, LiquidPolicy) and config.provenance["bags"] == [str(bag)]
     assert config.network.wiring["units"] == 19
 
+    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "replay", str(bag), "--model", str(model),
+                             "--output", str(tmp_path / "replayed"), "--compare-topic", TOPICS["teacher"], "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    replayed = json.loads(result.stdout)["compare"]
+    teacher = np.array([e.data[1] for e in read_events(bag, command=TOPICS["teacher"]) if e.kind == "command"])
+    constant = float(np.abs(teacher - np.median(teacher)).mean())  # the best constant turn rate (L1)
+    assert constant > 0.1, "the expert hardly steers in this bag: nothing to learn"
+    assert replayed["angular.z"]["mean_abs_error"] < 0.6 * constant, (replayed, constant)
+
     plot = tmp_path / "traj.png"
     result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "eval", "--model", str(model),
                              "--track", "kidney", "--condition", "camera_15hz", "--episodes", "1",
-                             "--seconds", "2", "--plot", str(plot), "--json"],
+                             "--seconds", "3", "--plot", str(plot), "--json"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("success_rate", "mean_abs_xte_m", "max_abs_xte_m", "mean_speed_mps", "episodes"):
-        assert key in summary
-    assert 0.0 <= summary["success_rate"] <= 1.0 and summary["episodes"] == 1
-    assert summary["track"] == "kidney" and plot.read_bytes()[:4] == b"\x89PNG"
+    assert summary["episodes"] == 1 and summary["track"] == "kidney"
+    # The expert drives at 0.5 m/s; from rest under the 1 m/s^2 limit the mean over 3 s is a bit less.
+    assert 0.35 <= summary["mean_speed_mps"] <= 0.55, summary
+    assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_late_frame_is_held_from_the_next_step_like_the_controller(tmp_path):
-    from liquid_control.bags import BagWriter, image_msg, imu_msg, twist_stamped_msg
+    from liquid_control.bags.io import BagWriter, image_msg, imu_msg, twist_stamped_msg
 
     path = tmp_path / "late"
     imu = np.array([0.0, 0.0, 0.1, 0.0, 0.0, 9.8, 0.0, 0.0, 0.0])

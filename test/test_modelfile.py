@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from liquid_control import nets
-from liquid_control.modelfile import (
+from liquid_control.runtime.modelfile import (
     FORMAT_VERSION,
     METADATA_KEY,
     ModelFileError,

@@ -1,12 +1,23 @@
-"""The fused streaming step against the torch training path it is built from."""
+"""The fused streaming step against the torch training path it is built from, and the streaming
+interface every core shares (the liquid ones and the LSTM/GRU baselines)."""
 
 import numpy as np
 import pytest
 import torch
 
 from liquid_control import nets
+from liquid_control.nets.recurrent import Recurrent
 
 TOL = 1e-5
+
+# One of each core kind, all with 3 inputs and a state of 8 (the LSTM's is h and c), so that the
+# shared input check must give each of them the very same message.
+CORES = {
+    "cfc": lambda: nets.CfC(3, 8),
+    "ltc": lambda: nets.LTC(3, 8),
+    "lstm": lambda: Recurrent(3, 4, cell="lstm"),
+    "gru": lambda: Recurrent(3, 8, cell="gru"),
+}
 
 CASES = [
     ("cfc", lambda: nets.CfC(6, nets.AutoNCP(19, 2, seed=3))),
@@ -64,9 +75,10 @@ def test_fused_kernel_follows_weight_updates():
     assert abs(after[0] - ref.item()) <= TOL
 
 
-def test_load_state_dict_refreshes_the_kernel():
+@pytest.mark.parametrize("kind", CORES)
+def test_load_state_dict_refreshes_the_kernel(kind):
     torch.manual_seed(0)
-    a, b = nets.LTC(3, 6), nets.LTC(3, 6)
+    a, b = CORES[kind](), CORES[kind]()
     x = np.array([0.5, -1.0, 2.0])
     ya = a.step(x, a.initial_state(), 0.1)[0].copy()
     b.step(x, b.initial_state(), 0.1)  # builds b's kernel from b's own weights
@@ -74,19 +86,28 @@ def test_load_state_dict_refreshes_the_kernel():
     np.testing.assert_allclose(b.step(x, b.initial_state(), 0.1)[0], ya, atol=1e-12)
 
 
-@pytest.mark.parametrize("dt", [0.0, -0.01, float("nan"), float("inf")])
-def test_bad_dt_is_rejected(dt):
-    model = nets.CfC(3, 5)
-    with pytest.raises(ValueError, match="dt must be"):
-        model.step(np.zeros(3), model.initial_state(), dt)
+BAD_STEPS = {  # (x, state, dt) -> the start of the error every core must raise
+    "zero dt": (np.zeros(3), np.zeros(8), 0.0, "dt must be a finite positive"),
+    "negative dt": (np.zeros(3), np.zeros(8), -0.01, "dt must be a finite positive"),
+    "nan dt": (np.zeros(3), np.zeros(8), float("nan"), "dt must be a finite positive"),
+    "infinite dt": (np.zeros(3), np.zeros(8), float("inf"), "dt must be a finite positive"),
+    "long input": (np.zeros(4), np.zeros(8), 0.1, r"input must have shape \(3,\)"),
+    "batched input": (np.zeros((1, 3)), np.zeros(8), 0.1, r"input must have shape \(3,\)"),
+    "short state": (np.zeros(3), np.zeros(7), 0.1, r"state must be float64 of shape \(8,\)"),
+    "float32 state": (np.zeros(3), np.zeros(8, np.float32), 0.1, r"state must be float64 of shape \(8,\)"),
+}
 
 
-def test_bad_input_and_state_shapes_are_rejected():
-    model = nets.LTC(3, nets.AutoNCP(8, 1, seed=1))
-    with pytest.raises(ValueError, match=r"input must have shape \(3,\)"):
-        model.step(np.zeros(4), model.initial_state(), 0.1)
-    with pytest.raises(ValueError, match="state must be float64"):
-        model.step(np.zeros(3), np.zeros(7), 0.1)
+@pytest.mark.parametrize("case", BAD_STEPS)
+def test_every_core_refuses_a_bad_step_with_the_same_error(case):
+    x, state, dt, expected = BAD_STEPS[case]
+    messages = {}
+    for kind, make in CORES.items():
+        model = make()
+        with pytest.raises(ValueError, match=expected) as error:
+            model.step(x, state, dt)
+        messages[kind] = str(error.value)
+    assert len(set(messages.values())) == 1, messages
 
 
 def test_step_does_not_allocate_a_new_state():

@@ -22,12 +22,12 @@ from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from liquid_control import nets  # noqa: E402
-from liquid_control.controller import LiquidController, Settings  # noqa: E402
-from liquid_control.modelfile import OutputSpec, load_model, save_model  # noqa: E402
 from liquid_control.nodes.controller_node import LiquidControllerNode  # noqa: E402
 from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
-from liquid_control.policy import EncoderSpec, LiquidPolicy  # noqa: E402
-from liquid_control.sensing import image_to_array, imu_to_array  # noqa: E402
+from liquid_control.runtime.controller import LiquidController, Settings  # noqa: E402
+from liquid_control.runtime.modelfile import OutputSpec, load_model, save_model  # noqa: E402
+from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy  # noqa: E402
+from liquid_control.runtime.sensing import image_to_array, imu_to_array  # noqa: E402
 
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
 SPEC = EncoderSpec(image_width=32, image_height=24, channels=(4, 8), camera_features=4)
@@ -190,15 +190,16 @@ def test_commands_flow_at_sensor_rate(rig):
     policy_like = [m for _, m in r.commands]
     assert len(policy_like) >= 0.9 * len(sent)  # one command per sensor message (200 + 30 Hz)
     start, end = r.window
-    during = [t for t, _ in r.commands if start + 0.2 <= t <= end]  # the watchdog's zeros stop on data
-    rate = len(during) / (end - start - 0.2)
-    assert rate > 0.8 * 230
-    # Diagnostics published during the stream saw the input rates.
+    # Diagnostics published during the stream saw the input rates: as many per second as this
+    # process really sent (a busy machine sends slower than asked; the rates are measured, not set).
+    sent_imu_hz = sum(kind == "imu" for kind, _ in sent) / (end - start)
+    sent_camera_hz = sum(kind == "camera" for kind, _ in sent) / (end - start)
     with r.lock:
         during_diag = [st for t, st in r.diagnostics if start + 1.0 <= t <= end]
     assert during_diag, "no diagnostics during the stream"
     values = {kv.key: kv.value for kv in during_diag[-1].values}
-    assert 140 <= float(values["imu_rate_hz"]) <= 260 and 20 <= float(values["camera_rate_hz"]) <= 40
+    assert float(values["imu_rate_hz"]) == pytest.approx(sent_imu_hz, rel=0.3), (values, sent_imu_hz)
+    assert float(values["camera_rate_hz"]) == pytest.approx(sent_camera_hz, rel=0.35), (values, sent_camera_hz)
     assert during_diag[-1].level == DiagnosticStatus.OK
     # Every message the node received either stepped the network, or was a camera frame that
     # arrived after a later IMU sample (held, not stepped), or came before both sensors had spoken.
@@ -384,8 +385,8 @@ def test_max_publish_rate_caps_commands_without_slowing_the_network(rig):
     r.stream(1.5)
     start, end = r.window
     during = [t for t, _ in r.commands if start + 0.3 <= t <= end]
-    rate = len(during) / (end - start - 0.3)
-    assert 10.0 <= rate <= 22.0
+    # The cap holds however slow or fast the machine is; a lower bound on wall time would not.
+    assert 5 <= len(during) <= 20.0 * (end - start - 0.3) + 2, (len(during), end - start)
     c = r.node.controller.counters  # the state still steps on every message received
     assert c.steps > 150 and c.imu + c.camera - c.steps - c.late <= 3
 

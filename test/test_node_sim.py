@@ -72,10 +72,12 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
             assert time.monotonic() < deadline, "the robot never started driving"
             assert sim.poll() is None and ctl.poll() is None, "a node died"
             time.sleep(0.1)
-        start, t_cmd = len(odom), time.monotonic()
-        n_cmd = len(commands)
+        start, n_cmd = len(odom), len(commands)
         time.sleep(10.0)
-        rate = (len(commands) - n_cmd) / (time.monotonic() - t_cmd)
+        # Commands per odometry message (the simulator publishes one per IMU sample, 200 Hz of sim
+        # time): the controller answers each of the 230 sensor messages per sim second, however
+        # fast the simulation runs on this machine.
+        per_odom = (len(commands) - n_cmd) / max(len(odom) - start, 1)
         assert client.wait_for_services(timeout_sec=10.0)
         result = client.set_parameters([Parameter("max_linear_speed", value=0.3)])
         deadline = time.monotonic() + 10
@@ -98,7 +100,7 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     track = Track.load(track_path("oval"))
     xte = np.array([abs(track.project(m.pose.pose.position.x, m.pose.pose.position.y)["xte"]) for m in driven])
     assert sim_time(driven[-1]) - sim_time(driven[0]) >= 30.0
-    assert rate > 150.0, f"{rate:.0f} commands/s; the sensors give 230 messages/s"
+    assert per_odom > 0.8 * 230 / 200, f"{per_odom:.2f} commands per odometry message; expected ~1.15"
     after = [m.linear.x for t, m in commands if t > changed + 0.2]
     assert after and max(after) <= 0.3 + 1e-9  # the new limit holds from the next step on
     assert max(m.linear.x for t, m in commands if t < changed) > 0.45  # and it was not so before

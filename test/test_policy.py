@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from liquid_control import nets
-from liquid_control.policy import CameraEncoder, EncoderSpec, LiquidPolicy
+from liquid_control.runtime.policy import CameraEncoder, EncoderSpec, LiquidPolicy
 
 
 def _policy(cell="cfc"):
@@ -55,7 +55,7 @@ def test_policy_trains_end_to_end():
 
 
 def test_policy_model_file_round_trip(tmp_path):
-    from liquid_control.modelfile import OutputSpec, load_model, parameter_counts, save_model
+    from liquid_control.runtime.modelfile import OutputSpec, load_model, parameter_counts, save_model
 
     policy = _policy()
     outputs = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.0, 1.0)))
@@ -78,7 +78,7 @@ def test_policy_model_file_round_trip(tmp_path):
 
 
 def test_streaming_encoder_resizes_any_frame_like_sensing_resize():
-    from liquid_control.sensing import resize
+    from liquid_control.runtime.sensing import resize
 
     policy = _policy()
     run = policy.streamer()
@@ -106,7 +106,7 @@ def test_model_files_without_image_norm_load_with_the_fixed_normalisation(tmp_pa
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from liquid_control.modelfile import METADATA_KEY, OutputSpec, load_model, save_model
+    from liquid_control.runtime.modelfile import METADATA_KEY, OutputSpec, load_model, save_model
 
     spec = EncoderSpec(image_norm="fixed")
     policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, 8), outputs=2).eval()

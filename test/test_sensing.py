@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from liquid_control.sensing import (
+from liquid_control.runtime.sensing import (
     IMU_FIELDS,
     SensorError,
     image_to_array,
@@ -105,7 +105,7 @@ def test_resize_area_average_and_upscale():
 @pytest.mark.parametrize("size", [(96, 64, 64, 48), (640, 480, 64, 48), (7, 5, 64, 48), (61, 47, 64, 48), (64, 48, 33, 20)])
 def test_resize_equals_the_per_axis_resampling_matrices(size):
     """The gathered-taps resize is the product of the two per-axis maps, for down, up and mixed."""
-    from liquid_control.sensing import resample_matrix
+    from liquid_control.runtime.sensing import resample_matrix
 
     w, h, width, height = size
     img = np.random.default_rng(1).random((h, w, 3), dtype=np.float32)
@@ -115,6 +115,73 @@ def test_resize_equals_the_per_axis_resampling_matrices(size):
     assert out.shape == (height, width, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, expected, atol=2e-6)
     assert np.allclose(resize(img[:, ::-1], width, height), resize(np.ascontiguousarray(img[:, ::-1]), width, height))
+
+
+
+# (input w, h) -> (output w, h): the package's own sizes (sim camera 96x64 and a 640x480 camera to
+# the policy's 64x48), then other down, up and mixed (one axis up, the other down) cases, with
+# non-integer factors.
+RESIZE_CASES = {
+    "down 640x480->64x48": (640, 480, 64, 48),
+    "down 96x64->64x48": (96, 64, 64, 48),
+    "down 64x48->33x20": (64, 48, 33, 20),
+    "up 7x5->64x48": (7, 5, 64, 48),
+    "up 61x47->64x48": (61, 47, 64, 48),
+    "mixed 40x100->64x48": (40, 100, 64, 48),
+    "mixed 100x30->64x48": (100, 30, 64, 48),
+}
+
+
+def _float32_tolerance(n: int, size: int, m: int, msize: int) -> float:
+    """What float32 rounding alone can make two correct implementations disagree by, for images in
+    [0, 1]. Each output value is a convex combination of the input (weights sum to 1, so every
+    partial sum stays in [0, 1]) formed as a sum along one axis, then a sum along the other; a sum
+    of k terms in float32 is off by at most (k - 1) unit roundoffs (2**-24) times the sum of the
+    terms, plus one rounding per stored weight. Along an axis an output pixel reads at most
+    ceil(n / size) + 1 input pixels when shrinking (area) and 2 when enlarging (bilinear). Both
+    implementations can err, in opposite directions: twice the bound."""
+    def taps(n_in: int, n_out: int) -> int:
+        return -(-n_in // n_out) + 1 if n_out < n_in else 2
+
+    u = 2.0 ** -24
+    return 2 * (taps(n, size) + taps(m, msize) + 2) * u
+
+
+@pytest.mark.parametrize("size", RESIZE_CASES.values(), ids=RESIZE_CASES.keys())
+def test_resize_is_opencv_area_down_and_inter_linear_up(size):
+    """resize's docstring: area averaging when shrinking, bilinear when enlarging, per axis;
+    resample_matrix says its bilinear is OpenCV's INTER_LINEAR (pixel centres aligned, edges
+    clamped). OpenCV is the reference for both: INTER_AREA is OpenCV's area average and
+    INTER_LINEAR its bilinear. Each axis is done by its own cv2.resize call (a single call applies
+    one interpolation to both axes, and INTER_AREA is not an area average on an enlarged axis),
+    which is exact for both since they are separable. Inputs as the package passes them:
+    float32 RGB in [0, 1] (image_to_array's output)."""
+    cv2 = pytest.importorskip("cv2")
+    w, h, width, height = size
+    img = np.random.default_rng(2).random((h, w, 3), dtype=np.float32)
+    out = resize(img, width, height)
+    assert out.shape == (height, width, 3) and out.dtype == np.float32
+    cols = cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
+    expected = cv2.resize(cols, (width, height), interpolation=cv2.INTER_AREA if height < h else cv2.INTER_LINEAR)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=_float32_tolerance(w, width, h, height))
+    if width >= w and height >= h:  # enlarging only: one INTER_LINEAR call, the module's claim verbatim
+        one_call = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(out, one_call, rtol=0, atol=_float32_tolerance(w, width, h, height))
+    if width <= w and height <= h:  # shrinking only: one INTER_AREA call
+        one_call = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(out, one_call, rtol=0, atol=_float32_tolerance(w, width, h, height))
+
+
+def test_resize_shrinks_by_area_not_by_inter_linear_sampling():
+    """Shrinking is an area average, as the docstring says, not OpenCV's INTER_LINEAR, which reads
+    only the two input pixels nearest each output centre: a 1-pixel line every 10 columns of a
+    640x480 frame shrunk to 64x48 is one tenth of every output pixel's area, while INTER_LINEAR
+    samples columns 10 i + 4 and 10 i + 5 (centres at 10 i + 4.5) and never sees it."""
+    cv2 = pytest.importorskip("cv2")
+    lines = np.zeros((480, 640, 3), np.float32)
+    lines[:, ::10] = 1.0
+    np.testing.assert_allclose(resize(lines, 64, 48), 0.1, rtol=0, atol=_float32_tolerance(640, 64, 480, 48))
+    assert not cv2.resize(lines, (64, 48), interpolation=cv2.INTER_LINEAR).any()  # so it is not the reference
 
 
 def _imu(orientation_valid=True, **overrides):
@@ -163,7 +230,7 @@ def test_stamp_to_seconds():
 
 @pytest.mark.parametrize("seconds", [0.0, 12.5, 1_764_000_000.123456789, 3.9999999999])
 def test_seconds_to_stamp_round_trips(seconds):
-    from liquid_control.sensing import seconds_to_stamp
+    from liquid_control.runtime.sensing import seconds_to_stamp
 
     sec, nanosec = seconds_to_stamp(seconds)
     assert 0 <= nanosec <= 999_999_999

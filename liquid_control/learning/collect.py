@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import topics
-from ..bags import BagWriter, image_msg, imu_msg, odometry_msg, twist_stamped_msg
+from ..bags.io import BagWriter, image_msg, imu_msg, odometry_msg, twist_stamped_msg
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track
 from ..topics import absolute

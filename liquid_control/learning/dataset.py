@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bags import read_events
-from ..sensing import IMU_FIELDS, resize
+from .. import topics
+from ..bags.io import read_events
+from ..runtime.sensing import IMU_FIELDS, resize
 
 
 @dataclass
@@ -29,8 +30,8 @@ class Episode:
 
 
 def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tuple[str, ...],
-                      camera: str = "/camera/image_raw", imu: str = "/imu/data",
-                      label: str = "/teacher/cmd_vel", max_gap: float = 0.5) -> list[Episode]:
+                      camera: str = topics.absolute(topics.CAMERA), imu: str = topics.absolute(topics.IMU),
+                      label: str = topics.absolute(topics.TEACHER), max_gap: float = 0.5) -> list[Episode]:
     columns = [IMU_FIELDS.index(f) for f in imu_fields]
     episodes: list[Episode] = []
     commands: list[tuple[float, np.ndarray]] = []

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..controller import LiquidController, Settings
-from ..modelfile import load_model
-from ..paths import resolve_model_path
-from ..policy import LiquidPolicy
+from ..draw.plot import xy_plot_png
+from ..runtime.controller import LiquidController, Settings
+from ..runtime.modelfile import load_policy
+from ..sim.conditions import CONDITIONS
 from ..sim.env import SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
-from .conditions import CONDITIONS
-from .plot import xy_plot_png
 
 
 def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal", episodes: int = 5,
@@ -27,9 +25,7 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
-    policy, config = load_model(resolve_model_path(model))
-    if not isinstance(policy, LiquidPolicy):
-        raise ValueError(f"{model} holds a bare liquid core; evaluation needs a policy")
+    policy, config = load_policy(model)
     world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
     rng = np.random.default_rng(seed)
     env = TrackEnv(world, sensors=sensors, seed=seed, distractors=c.distractors)
@@ -40,10 +36,8 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
             controller = LiquidController(policy, config, settings or Settings())
             xte, speed, path, off = [], [], [], False
             for event in env.events(seconds):
-                if event.kind == "camera":
-                    command = controller.on_image(event.stamp, event.data)
-                else:
-                    command = controller.on_imu(event.stamp, event.data)
+                command = controller.on_sensor(event.kind, event.stamp, event.data)
+                if event.kind == "imu":  # the truth sampled at IMU rate
                     truth = env.truth()
                     xte.append(abs(truth["xte"]))
                     speed.append(truth["speed"])

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..modelfile import load_model, parameter_counts
-from ..paths import resolve_model_path
-from .conditions import CONDITIONS
+from ..runtime.modelfile import load_policy, parameter_counts
+from ..sim.conditions import CONDITIONS
 from .evaluate import evaluate
 
 TRAINING_TRACKS = ("oval", "kidney")
@@ -51,7 +50,7 @@ def evaluation_table(models: dict[str, str | Path], conditions: list[str] | None
                     work.append((name, str(model), condition, track, len(part), seconds, seed + 1000 * k))
     rows: dict[str, dict] = {}
     for name, model in models.items():
-        policy, config = load_model(resolve_model_path(model))
+        policy, config = load_policy(model)
         counts = parameter_counts(policy)
         rows[name] = {"model": str(model), "architecture": config.provenance.get("architecture", config.network.cell),
                       "parameters": counts, "cells": {}}

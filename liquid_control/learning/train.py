@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..modelfile import OutputSpec, save_model
+from ..draw.plot import line_plot_png
 from ..nets import LTC, AutoNCP, CfC
 from ..nets.recurrent import Recurrent
-from ..policy import EncoderSpec, LiquidPolicy
+from ..runtime.modelfile import OutputSpec, save_model
+from ..runtime.policy import EncoderSpec, LiquidPolicy
 from .dataset import Episode, episodes_from_bag
-from .plot import line_plot_png
 
 ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     # The seeds' lane-keeping design: conv head + 19 liquid neurons in an NCP wiring.
@@ -59,27 +59,29 @@ def _batch(items, window: int):
     return torch.from_numpy(np.stack(pad)), as_t(index).long(), as_t(imu), as_t(dt), as_t(target)
 
 
-def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, iterations: int = 600,
-          window: int = 300, warmup: int = 50, batch: int = 8, lr: float = 3e-3,
-          val_fraction: float = 0.2, eval_every: int = 25, patience: int = 8,
-          spec: EncoderSpec | None = None, log=print) -> dict:
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
-    started = time.time()
-    spec = spec or EncoderSpec()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    episodes = [e for bag in bags for e in episodes_from_bag(bag, spec.image_width, spec.image_height, spec.imu_fields)]
+def _split(episodes: list[Episode], val_fraction: float, rng: np.random.Generator):
+    """Whole episodes held back for validation (never windows of a training episode)."""
     if len(episodes) < 2:
         raise ValueError(f"need at least 2 episodes (one for validation), the bags hold {len(episodes)}")
     order = rng.permutation(len(episodes))
     n_val = max(1, int(round(val_fraction * len(episodes))))
-    val_eps = [episodes[i] for i in order[:n_val]]
-    train_eps = [episodes[i] for i in order[n_val:]]
+    return [episodes[i] for i in order[n_val:]], [episodes[i] for i in order[:n_val]]
+
+
+def _new_policy(arch: str, spec: EncoderSpec, train_eps: list[Episode], seed: int) -> LiquidPolicy:
+    """The architecture's policy, its IMU normalisation measured on the training episodes."""
     imu_all = np.concatenate([e.imu for e in train_eps])
-    policy = LiquidPolicy(spec, ARCHITECTURES[arch](spec.core_inputs, seed), outputs=2,
-                          imu_mean=tuple(map(float, imu_all.mean(0))),
-                          imu_std=tuple(map(float, imu_all.std(0) + 1e-3)))
+    return LiquidPolicy(spec, ARCHITECTURES[arch](spec.core_inputs, seed), outputs=2,
+                        imu_mean=tuple(map(float, imu_all.mean(0))),
+                        imu_std=tuple(map(float, imu_all.std(0) + 1e-3)))
+
+
+def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode], rng: np.random.Generator, *,
+         seed: int, iterations: int, window: int, warmup: int, batch: int, lr: float, eval_every: int,
+         patience: int, log, started: float) -> tuple[dict, float, int]:
+    """BPTT with Adam and a cosine schedule; validation every `eval_every` iterations, early stop
+    after `patience` evaluations without improvement. Leaves the best weights in `policy` and
+    returns the loss curve, the best validation loss and the iterations run."""
     scale = torch.tensor(OUTPUTS.scale, dtype=torch.float32)
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations, eta_min=lr / 20)
@@ -91,9 +93,6 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
         pred = policy(frames, index, imu, dt)
         return torch.nn.functional.mse_loss(pred[:, warmup:], (target / scale)[:, warmup:])
 
-    n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    log(f"training {arch}: {n_params} parameters; {len(train_eps)} training episodes "
-        f"({sum(map(len, train_eps))} steps), {len(val_eps)} validation")
     curve = {"iteration": [], "train": [], "val": []}
     best, best_state, stale, recent = float("inf"), None, 0, []
     for it in range(1, iterations + 1):
@@ -107,26 +106,49 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
         if constrain is not None:
             constrain()
         recent.append(loss.item())
-        if it % eval_every == 0 or it == iterations:
-            policy.eval()
-            with torch.no_grad():
-                val = float(np.mean([loss_on(val_items[k:k + 8]).item() for k in range(0, len(val_items), 8)]))
-            curve["iteration"].append(it)
-            curve["train"].append(float(np.mean(recent)))
-            curve["val"].append(val)
-            recent = []
-            improved = val < best
-            if improved:
-                best, stale = val, 0
-                best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-            else:
-                stale += 1
-            log(f"  iteration {it:5d}  train {curve['train'][-1]:.4f}  val {val:.4f}"
-                f"{'  *' if improved else ''}  ({time.time() - started:.0f} s)")
-            if stale >= patience:
-                log(f"  early stop: no validation improvement in {patience * eval_every} iterations")
-                break
+        if it % eval_every and it != iterations:
+            continue
+        policy.eval()
+        with torch.no_grad():
+            val = float(np.mean([loss_on(val_items[k:k + 8]).item() for k in range(0, len(val_items), 8)]))
+        curve["iteration"].append(it)
+        curve["train"].append(float(np.mean(recent)))
+        curve["val"].append(val)
+        recent = []
+        improved = val < best
+        if improved:
+            best, stale = val, 0
+            best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+        else:
+            stale += 1
+        log(f"  iteration {it:5d}  train {curve['train'][-1]:.4f}  val {val:.4f}"
+            f"{'  *' if improved else ''}  ({time.time() - started:.0f} s)")
+        if stale >= patience:
+            log(f"  early stop: no validation improvement in {patience * eval_every} iterations")
+            break
     policy.load_state_dict(best_state)
+    return curve, best, it
+
+
+def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, iterations: int = 600,
+          window: int = 300, warmup: int = 50, batch: int = 8, lr: float = 3e-3,
+          val_fraction: float = 0.2, eval_every: int = 25, patience: int = 8,
+          spec: EncoderSpec | None = None, log=print) -> dict:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    started = time.time()
+    spec = spec or EncoderSpec()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    episodes = [e for bag in bags for e in episodes_from_bag(bag, spec.image_width, spec.image_height, spec.imu_fields)]
+    train_eps, val_eps = _split(episodes, val_fraction, rng)
+    policy = _new_policy(arch, spec, train_eps, seed)
+    n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    log(f"training {arch}: {n_params} parameters; {len(train_eps)} training episodes "
+        f"({sum(map(len, train_eps))} steps), {len(val_eps)} validation")
+    curve, best, it = _fit(policy, train_eps, val_eps, rng, seed=seed, iterations=iterations, window=window,
+                           warmup=warmup, batch=batch, lr=lr, eval_every=eval_every, patience=patience,
+                           log=log, started=started)
     provenance = {
         "trainer": "liquid-control train", "architecture": arch, "seed": seed, "bags": [str(b) for b in bags],
         "episodes": {"train": len(train_eps), "val": len(val_eps)}, "iterations": it,

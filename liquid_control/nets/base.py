@@ -1,15 +1,20 @@
 """What CfC and LTC share: the sequence loop with per-sample, per-step time spans, the optional
-memory cell, and the streaming interface (`initial_state`, `step`) backed by a fused kernel."""
+memory cell, and the streaming interface (`initial_state`, `step`) backed by a fused kernel.
+The streaming part, `StreamingModule`, is also the base of the LSTM and GRU baselines."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .lstm import LSTMCell
+
+if TYPE_CHECKING:  # fused.py pulls in numba, which the training path does not need
+    from .fused import FusedStep
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -46,7 +51,48 @@ def normalize_timespans(
     return ts.transpose(0, 1).unsqueeze(-1)
 
 
-class LiquidRNN(nn.Module):
+class StreamingModule(nn.Module):
+    """A core that streams at batch 1 through a fused kernel built from its weights and cached:
+    `fused()`, `initial_state()` and `step()`. Subclasses say how to build the kernel."""
+
+    _fused: FusedStep | None = None
+    _fused_key: tuple | None = None
+    _tensors: Sequence[torch.Tensor] = ()  # the state dict's tensors at the last build
+
+    def _build_fused(self) -> FusedStep:
+        raise NotImplementedError
+
+    def _watched_tensors(self) -> Iterable[torch.Tensor]:
+        """The tensors whose change rebuilds the kernel: those of the last build, kept as a list
+        because walking the module tree on every step would cost more than the step itself."""
+        return self._tensors
+
+    def fused(self, refresh: bool = False) -> FusedStep:
+        """The fused inference kernel for the current weights.
+
+        Rebuilt when a weight changed in place (optimizer step, `load_state_dict`) or its storage
+        moved; after replacing a Parameter object itself, pass refresh=True.
+        """
+        if refresh or self._fused is None or self._weights_key() != self._fused_key:
+            self._tensors = list(self.state_dict(keep_vars=True).values())
+            self._fused = self._build_fused()
+            self._fused_key = self._weights_key()
+        return self._fused
+
+    def _weights_key(self) -> tuple:
+        return tuple((t._version, t.data_ptr()) for t in self._watched_tensors())
+
+    def initial_state(self) -> np.ndarray:
+        """A zero state for `step` (float64; holds h, then c when the core has a memory cell)."""
+        return self.fused().initial_state()
+
+    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """One streaming step at batch 1: (output, state). `state` is updated in place and returned;
+        the output array is reused by the next call (copy it to keep it)."""
+        return self.fused().step(x, state, dt)
+
+
+class LiquidRNN(StreamingModule):
     """Base of CfC and LTC: sequence forward as in ncps, plus a fused streaming step."""
 
     state_size: int
@@ -59,8 +105,6 @@ class LiquidRNN(nn.Module):
         self.use_mixed = mixed_memory
         if mixed_memory:
             self.lstm = LSTMCell(input_size, self.state_size)
-        self._fused = None
-        self._fused_key: tuple | None = None
 
     # --- training path ---------------------------------------------------------------------
     def _cell(self, x: torch.Tensor, h: torch.Tensor, ts: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,34 +182,3 @@ class LiquidRNN(nn.Module):
             _, h = self._cell(x[:, t], h, ts)
             states.append(h)
         return torch.stack(states, dim=1)
-
-    # --- streaming path --------------------------------------------------------------------
-    def _build_fused(self):
-        raise NotImplementedError
-
-    def fused(self, refresh: bool = False):
-        """The fused inference kernel for the current weights.
-
-        Rebuilt when a weight changed in place (optimizer step, `load_state_dict`) or its storage
-        moved; after replacing a Parameter object itself, pass refresh=True.
-        """
-        if refresh or self._fused is None or self._weights_key() != self._fused_key:
-            self._tensors = list(self.state_dict(keep_vars=True).values())
-            self._fused = self._build_fused()
-            self._fused_key = self._weights_key()
-        return self._fused
-
-    def _weights_key(self) -> tuple:
-        tensors = getattr(self, "_tensors", None)
-        if tensors is None:
-            return ()
-        return tuple((t._version, t.data_ptr()) for t in tensors)
-
-    def initial_state(self) -> np.ndarray:
-        """A zero state for `step` (float64; holds h, then c when mixed_memory)."""
-        return self.fused().initial_state()
-
-    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        """One streaming step at batch 1: (output, state). `state` is updated in place and returned;
-        the output array is reused by the next call (copy it to keep it)."""
-        return self.fused().step(x, state, dt)

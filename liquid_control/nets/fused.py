@@ -6,6 +6,9 @@ fold the sparsity masks in, concatenate each layer's heads into one matrix (CfC)
 existing synapses (LTC), and run the step with numba: no autograd, no allocation per call. The torch
 modules stay the reference; tests hold the two paths equal.
 
+`FusedStep` (the input check, `initial_state`) and `_sigmoid` are shared with the discrete
+baselines' kernel in `recurrent.py`, so every fused step refuses bad input the same way.
+
 Precision: float64 throughout, so the fused step is at least as exact as the float32 torch path.
 """
 
@@ -20,10 +23,55 @@ import torch
 ACT_IDS = {"lecun_tanh": 0, "silu": 1, "relu": 2, "tanh": 3, "gelu": 4}
 MODE_IDS = {"default": 0, "pure": 1, "no_gate": 2}
 
-# CfC table layout: one header, then one row per layer.
-_H_LAYERS, _H_MODE, _H_MIXED, _H_BACKBONE, _H_ACT, _H_PROJ, _H_IN, _H_STATE, _H_OUT = range(9)
-_HEADER = 16
-_ROW = 8  # in_dim, units, state_off, w_off, b_off, (pure) tau_off, A_off, spare
+# The CfC table: int64 slots that tell `cfc_step` the network's shape and where each weight block
+# starts in the flat float64 parameter vector p (offset 0 of p is a dummy, so an offset 0 means
+# "none"). Three parts, in this order:
+#
+#   header, _HEADER_LEN slots at 0:
+#     _H_LAYERS     layers (1 unless wired; wired: one per wiring layer, motor last)
+#     _H_MODE       MODE_IDS[mode]
+#     _H_MIXED      1 when a mixed-memory LSTM runs before the cell
+#     _H_BACKBONE   backbone Linear layers (0: none; never when wired)
+#     _H_ACT        ACT_IDS[backbone activation]
+#     _H_PROJ       projection size (0: no projection, the output is the last layer's neurons)
+#     _H_IN         input size
+#     _H_STATE      state size (all neurons, without the LSTM's c)
+#     8 to 11       spare, zero
+#     _H_PROJ_B     offset of the projection bias (fc.bias)
+#     _H_PROJ_W     offset of the projection weight (fc.weight, proj x units)
+#     _H_MAX_COLS   longest layer input: where the work buffer splits into z and g
+#     _H_LSTM       offset of the LSTM weights (the block `_lstm_update` reads)
+#   one row per layer, _ROW_LEN slots at _HEADER_LEN + layer * _ROW_LEN:
+#     _ROW_IN       the layer's input width (x for the first layer, the previous layer after)
+#     _ROW_UNITS    its neurons
+#     _ROW_STATE    where its neurons sit in the state vector
+#     _ROW_W        offset of its heads' weights, concatenated (units or 4 units x cols)
+#     _ROW_B        offset of their biases
+#     _ROW_TAU      (pure mode) offset of w_tau
+#     _ROW_A        (pure mode) offset of A
+#     7             spare, zero
+#   one record per backbone Linear, _BACKBONE_LEN slots each, after the last layer row:
+#     _BB_W, _BB_B  offsets of its weight (rows x cols) and bias
+#     _BB_ROWS      out_features
+#     _BB_COLS      in_features
+_H_LAYERS, _H_MODE, _H_MIXED, _H_BACKBONE, _H_ACT, _H_PROJ, _H_IN, _H_STATE = range(8)
+_H_PROJ_B, _H_PROJ_W, _H_MAX_COLS, _H_LSTM = range(12, 16)
+_HEADER_LEN = 16
+_ROW_IN, _ROW_UNITS, _ROW_STATE, _ROW_W, _ROW_B, _ROW_TAU, _ROW_A = range(7)
+_ROW_LEN = 8
+_BB_W, _BB_B, _BB_ROWS, _BB_COLS = range(4)
+_BACKBONE_LEN = 4
+_BACKBONE_ROOM = 8  # backbone records the table has room for before it must grow
+
+# LTC arrays, by column (`ltc_step` takes them as 2-D float64 arrays, not one table):
+#   neuron, one row per neuron:        _N_CM, _N_GLEAK (both made positive), _N_VLEAK
+#   syn_s / syn, one row per synapse:  _SYN_SRC, _SYN_DEST (indices), _SYN_W (made positive, masked),
+#                                      _SYN_MU, _SYN_SIGMA, _SYN_EREV
+#   io (by input) / out_map (by motor neuron), two rows:  _MAP_W, _MAP_B (the affine mapping)
+_N_CM, _N_GLEAK, _N_VLEAK = range(3)
+_SYN_SRC, _SYN_DEST, _SYN_W, _SYN_MU, _SYN_SIGMA, _SYN_EREV = range(6)
+_SYN_LEN = 6
+_MAP_W, _MAP_B = range(2)
 
 
 @numba.njit(cache=True, inline="always")
@@ -87,32 +135,33 @@ def cfc_step(x, state, dt, p, t, out, tau, work):
     n_backbone, act, proj = t[_H_BACKBONE], t[_H_ACT], t[_H_PROJ]
     n_in, n_state = t[_H_IN], t[_H_STATE]
     if mixed:
-        _lstm_update(x, state, n_in, n_state, p, t[_HEADER - 1], work)
+        _lstm_update(x, state, n_in, n_state, p, t[_H_LSTM], work)
     # work: [z (max cols) | g (max 4 units) | lstm scratch shares the front]
-    max_cols = t[_HEADER - 2]
+    max_cols = t[_H_MAX_COLS]
     z = work[:max_cols]
     g = work[max_cols:]
     inp_off = -1  # -1: the layer input is x; otherwise state[inp_off : inp_off + in_dim]
     for layer in range(n_layers):
-        row = _HEADER + layer * _ROW
-        in_dim, units, s_off, w_off, b_off = t[row], t[row + 1], t[row + 2], t[row + 3], t[row + 4]
+        row = _HEADER_LEN + layer * _ROW_LEN
+        in_dim, units, s_off = t[row + _ROW_IN], t[row + _ROW_UNITS], t[row + _ROW_STATE]
+        w_off, b_off = t[row + _ROW_W], t[row + _ROW_B]
         for k in range(in_dim):
             z[k] = x[k] if inp_off < 0 else state[inp_off + k]
         for k in range(units):
             z[in_dim + k] = state[s_off + k]
         cols = in_dim + units
         if n_backbone > 0:
-            # Backbone layers: (w_off, b_off, rows, cols) records after the layer rows.
-            brow = _HEADER + n_layers * _ROW
+            # Backbone layers: one record each after the layer rows.
             for bl in range(n_backbone):
-                bw, bb, rows, bcols = t[brow + 4 * bl], t[brow + 4 * bl + 1], t[brow + 4 * bl + 2], t[brow + 4 * bl + 3]
-                _matvec(p, bw, rows, bcols, z, bb, g)
+                rec = _HEADER_LEN + n_layers * _ROW_LEN + bl * _BACKBONE_LEN
+                rows, bcols = t[rec + _BB_ROWS], t[rec + _BB_COLS]
+                _matvec(p, t[rec + _BB_W], rows, bcols, z, t[rec + _BB_B], g)
                 for r in range(rows):
                     z[r] = _activate(g[r], act)
                 cols = rows
         if mode == 1:  # pure
             _matvec(p, w_off, units, cols, z, b_off, g)
-            tau_off, a_off = t[row + 5], t[row + 6]
+            tau_off, a_off = t[row + _ROW_TAU], t[row + _ROW_A]
             for j in range(units):
                 ff1 = g[j]
                 a = p[a_off + j]
@@ -132,10 +181,10 @@ def cfc_step(x, state, dt, p, t, out, tau, work):
                     state[s_off + j] = ff1 * (1.0 - ti) + ti * ff2
         inp_off = s_off
     # The output is the last layer's neurons (wired: the motor layer), then the projection.
-    last = _HEADER + (n_layers - 1) * _ROW
-    units, s_off = t[last + 1], t[last + 2]
+    last = _HEADER_LEN + (n_layers - 1) * _ROW_LEN
+    units, s_off = t[last + _ROW_UNITS], t[last + _ROW_STATE]
     if proj > 0:
-        _matvec(p, t[_HEADER - 3], proj, units, state[s_off:s_off + units], t[_HEADER - 4], out)
+        _matvec(p, t[_H_PROJ_W], proj, units, state[s_off:s_off + units], t[_H_PROJ_B], out)
     else:
         for j in range(units):
             out[j] = state[s_off + j]
@@ -172,7 +221,8 @@ class FusedStep:
     """Common streaming interface: `initial_state()` and `step(x, state, dt) -> (y, state)`.
 
     After a step, `tau` holds each neuron's effective time constant at that step, in the units
-    of dt (the "liquid" part: it moves with the input)."""
+    of dt (the "liquid" part: it moves with the input; NaN for a discrete cell, which has none).
+    Every step runs `_check` first: the kernels index without bounds checks."""
 
     input_size: int
     state_len: int
@@ -213,7 +263,7 @@ class FusedCfC(FusedStep):
         packer.add(np.zeros(1))  # offset 0 stays unused so that 0 can mean "none"
         cell = cfc.rnn_cell
         cells = list(cell._layers) if cfc.wired else [cell]
-        table = np.zeros(_HEADER + len(cells) * _ROW + 4 * 8, dtype=np.int64)
+        table = np.zeros(_HEADER_LEN + len(cells) * _ROW_LEN + _BACKBONE_ROOM * _BACKBONE_LEN, dtype=np.int64)
         table[_H_LAYERS] = len(cells)
         table[_H_MODE] = MODE_IDS[cfc.mode]
         table[_H_MIXED] = int(cfc.use_mixed)
@@ -222,7 +272,7 @@ class FusedCfC(FusedStep):
         max_cols, max_rows = 1, 1
         in_dim, s_off = cfc.input_size, 0
         for index, c in enumerate(cells):
-            row = _HEADER + index * _ROW
+            row = _HEADER_LEN + index * _ROW_LEN
             units = c.hidden_size
             mask = None if c.sparsity_mask is None else c.sparsity_mask.detach().double()
             heads = [c.ff1] if c.mode == "pure" else [c.ff1, c.ff2, c.time_a, c.time_b]
@@ -235,10 +285,14 @@ class FusedCfC(FusedStep):
                 weights.append(w)
             w = torch.cat(weights, 0)
             b = torch.cat([h.bias.detach().double() for h in heads], 0)
-            table[row:row + 5] = (in_dim, units, s_off, packer.add(w), packer.add(b))
+            table[row + _ROW_IN] = in_dim
+            table[row + _ROW_UNITS] = units
+            table[row + _ROW_STATE] = s_off
+            table[row + _ROW_W] = packer.add(w)
+            table[row + _ROW_B] = packer.add(b)
             if c.mode == "pure":
-                table[row + 5] = packer.add(c.w_tau.reshape(-1))
-                table[row + 6] = packer.add(c.A.reshape(-1))
+                table[row + _ROW_TAU] = packer.add(c.w_tau.reshape(-1))
+                table[row + _ROW_A] = packer.add(c.A.reshape(-1))
             max_cols = max(max_cols, in_dim + units, w.shape[1])
             max_rows = max(max_rows, w.shape[0])
             in_dim, s_off = units, s_off + units
@@ -246,24 +300,27 @@ class FusedCfC(FusedStep):
             linears = [m for m in cell.backbone if isinstance(m, torch.nn.Linear)]
             table[_H_BACKBONE] = len(linears)
             table[_H_ACT] = ACT_IDS[cell.backbone_activation]
-            needed = _HEADER + _ROW + 4 * len(linears)
+            # Not wired: one layer row, then the backbone records.
+            needed = _HEADER_LEN + _ROW_LEN + _BACKBONE_LEN * len(linears)
             if table.size < needed:
                 table = np.concatenate([table, np.zeros(needed - table.size, dtype=np.int64)])
             for k, lin in enumerate(linears):
-                base = _HEADER + _ROW + 4 * k
-                table[base:base + 4] = (packer.add(lin.weight), packer.add(lin.bias),
-                                        lin.out_features, lin.in_features)
+                rec = _HEADER_LEN + _ROW_LEN + _BACKBONE_LEN * k
+                table[rec + _BB_W] = packer.add(lin.weight)
+                table[rec + _BB_B] = packer.add(lin.bias)
+                table[rec + _BB_ROWS] = lin.out_features
+                table[rec + _BB_COLS] = lin.in_features
                 max_cols = max(max_cols, lin.in_features, lin.out_features)
                 max_rows = max(max_rows, lin.out_features)
         out_size = cfc.out_features
         if cfc.proj_size is not None:
             table[_H_PROJ] = cfc.proj_size
-            table[_HEADER - 3] = packer.add(cfc.fc.weight)
-            table[_HEADER - 4] = packer.add(cfc.fc.bias)
+            table[_H_PROJ_W] = packer.add(cfc.fc.weight)
+            table[_H_PROJ_B] = packer.add(cfc.fc.bias)
         if cfc.use_mixed:
-            table[_HEADER - 1] = _pack_lstm(packer, cfc.lstm)
+            table[_H_LSTM] = _pack_lstm(packer, cfc.lstm)
             max_rows = max(max_rows, 4 * cfc.state_size)
-        table[_HEADER - 2] = max_cols
+        table[_H_MAX_COLS] = max_cols
         return cls(packer.vector(), table, cfc.input_size, cfc.state_size, cfc.use_mixed,
                    out_size, max_cols + max_rows)
 
@@ -278,8 +335,8 @@ class FusedCfC(FusedStep):
 def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, tau, work):
     """One LTC step (fused semi-implicit Euler, `unfolds` sub-steps) in place on `state`.
 
-    neuron: (n, 3) cm, gleak, vleak (positivity applied); syn_s / syn: (k, 6) rows of
-    src, dest, w (positive, masked), mu, sigma, erev; io: input w/b (2, n_in); out_map: (2, motors).
+    neuron (n, 3), syn_s / syn (k, 6), io (2, n_in) and out_map (2, motors): columns and rows as
+    the _N_, _SYN_ and _MAP_ names above say.
     """
     n = neuron.shape[0]
     num_s = work[0:n]
@@ -290,11 +347,11 @@ def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, t
         num_s[i] = 0.0
         den_s[i] = 0.0
     for k in range(syn_s.shape[0]):
-        src = int(syn_s[k, 0])
-        dest = int(syn_s[k, 1])
-        xin = x[src] * io[0, src] + io[1, src]
-        a = syn_s[k, 2] * _sigmoid(syn_s[k, 4] * (xin - syn_s[k, 3]))
-        num_s[dest] += a * syn_s[k, 5]
+        src = int(syn_s[k, _SYN_SRC])
+        dest = int(syn_s[k, _SYN_DEST])
+        xin = x[src] * io[_MAP_W, src] + io[_MAP_B, src]
+        a = syn_s[k, _SYN_W] * _sigmoid(syn_s[k, _SYN_SIGMA] * (xin - syn_s[k, _SYN_MU]))
+        num_s[dest] += a * syn_s[k, _SYN_EREV]
         den_s[dest] += a
     h = dt / unfolds
     v = state
@@ -303,31 +360,35 @@ def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, t
             num[i] = num_s[i]
             den[i] = den_s[i]
         for k in range(syn.shape[0]):
-            src = int(syn[k, 0])
-            dest = int(syn[k, 1])
-            a = syn[k, 2] * _sigmoid(syn[k, 4] * (v[src] - syn[k, 3]))
-            num[dest] += a * syn[k, 5]
+            src = int(syn[k, _SYN_SRC])
+            dest = int(syn[k, _SYN_DEST])
+            a = syn[k, _SYN_W] * _sigmoid(syn[k, _SYN_SIGMA] * (v[src] - syn[k, _SYN_MU]))
+            num[dest] += a * syn[k, _SYN_EREV]
             den[dest] += a
         # All neurons update from the same previous v (the sums above are done first).
         for i in range(n):
-            cm_t = neuron[i, 0] / h
-            v[i] = (cm_t * v[i] + neuron[i, 1] * neuron[i, 2] + num[i]) / (
-                cm_t + neuron[i, 1] + den[i] + eps
+            cm_t = neuron[i, _N_CM] / h
+            v[i] = (cm_t * v[i] + neuron[i, _N_GLEAK] * neuron[i, _N_VLEAK] + num[i]) / (
+                cm_t + neuron[i, _N_GLEAK] + den[i] + eps
             )
     for i in range(n):
         # The liquid time constant: cm over the leak plus the synaptic conductances now open.
-        tau[i] = neuron[i, 0] / max(neuron[i, 1] + den[i], 1e-9)
+        tau[i] = neuron[i, _N_CM] / max(neuron[i, _N_GLEAK] + den[i], 1e-9)
     for j in range(out.shape[0]):
-        out[j] = v[j] * out_map[0, j] + out_map[1, j]
+        out[j] = v[j] * out_map[_MAP_W, j] + out_map[_MAP_B, j]
 
 
 def _synapses(w, mu, sigma, erev, mask) -> np.ndarray:
-    """(k, 6) rows src, dest, w*mask, mu, sigma, erev for every synapse the mask keeps."""
+    """One _SYN_ row (src, dest, w*mask, mu, sigma, erev) for every synapse the mask keeps."""
     src, dest = np.nonzero(mask)
-    return np.stack(
-        [src, dest, w[src, dest] * mask[src, dest], mu[src, dest], sigma[src, dest], erev[src, dest]],
-        axis=1,
-    ).astype(np.float64).reshape(-1, 6)
+    rows = np.empty((src.size, _SYN_LEN), dtype=np.float64)
+    rows[:, _SYN_SRC] = src
+    rows[:, _SYN_DEST] = dest
+    rows[:, _SYN_W] = w[src, dest] * mask[src, dest]
+    rows[:, _SYN_MU] = mu[src, dest]
+    rows[:, _SYN_SIGMA] = sigma[src, dest]
+    rows[:, _SYN_EREV] = erev[src, dest]
+    return rows
 
 
 class FusedLTC(FusedStep):
@@ -359,6 +420,7 @@ class FusedLTC(FusedStep):
             return value.double().numpy()
 
         n, s, m = cell.state_size, cell.sensory_size, cell.motor_size
+        # Stacked in the order of the _MAP_ rows and _N_ columns.
         io = np.stack([
             get("input_w") if hasattr(cell, "input_w") else np.ones(s),
             get("input_b") if hasattr(cell, "input_b") else np.zeros(s),

@@ -6,11 +6,15 @@ A plain LSTM or GRU steps once per event and cannot know how much time passed be
 with `time_input=True` (the default) the elapsed time, divided by `DT_SCALE`, is one more input,
 so the baseline sees what the liquid cores see. Weights and gate order are PyTorch's
 (`nn.LSTMCell`: i, f, g, o; `nn.GRUCell`: r, z, n), and training runs on those cells.
+
+The streaming step shares its input check (`FusedStep`), its sigmoid and the `fused()` cache
+(`StreamingModule`) with the liquid cores, so all cores take and refuse the same input.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numba
@@ -18,13 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base import StreamingModule
+from .fused import FusedStep, _sigmoid
+
 DT_SCALE = 0.01  # seconds: the elapsed-time input is dt / DT_SCALE (about 0.5 at 200 Hz)
 CELLS = ("lstm", "gru")
-
-
-@numba.njit(cache=True)
-def _sig(v):
-    return 1.0 / (1.0 + math.exp(-v)) if v >= 0.0 else math.exp(v) / (1.0 + math.exp(v))
 
 
 @numba.njit(cache=True)
@@ -48,10 +50,10 @@ def lstm_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
     n = w_hh.shape[1]
     _gates(w_ih, b_ih, w_hh, b_hh, z, state[:n], gx, gh)
     for j in range(n):
-        i = _sig(gx[j] + gh[j])
-        f = _sig(gx[n + j] + gh[n + j])
+        i = _sigmoid(gx[j] + gh[j])
+        f = _sigmoid(gx[n + j] + gh[n + j])
         g = math.tanh(gx[2 * n + j] + gh[2 * n + j])
-        o = _sig(gx[3 * n + j] + gh[3 * n + j])
+        o = _sigmoid(gx[3 * n + j] + gh[3 * n + j])
         c = f * state[n + j] + i * g
         state[n + j] = c
         state[j] = o * math.tanh(c)
@@ -63,13 +65,13 @@ def gru_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
     n = w_hh.shape[1]
     _gates(w_ih, b_ih, w_hh, b_hh, z, state, gx, gh)
     for j in range(n):
-        r = _sig(gx[j] + gh[j])
-        u = _sig(gx[n + j] + gh[n + j])
+        r = _sigmoid(gx[j] + gh[j])
+        u = _sigmoid(gx[n + j] + gh[n + j])
         cand = math.tanh(gx[2 * n + j] + r * gh[2 * n + j])
         state[j] = (1.0 - u) * cand + u * state[j]
 
 
-class FusedRecurrent:
+class FusedRecurrent(FusedStep):
     """Batch-1 streaming step of a Recurrent core (float64, allocation-free after construction).
 
     `tau` is NaN: a discrete cell has no time constant to report."""
@@ -88,17 +90,8 @@ class FusedRecurrent:
         self.gh = np.zeros(self.w_ih.shape[0], dtype=np.float64)
         self.tau = np.full(core.state_size, np.nan)
 
-    def initial_state(self) -> np.ndarray:
-        return np.zeros(self.state_len, dtype=np.float64)
-
     def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        if not dt > 0.0 or not math.isfinite(dt):
-            raise ValueError(f"dt must be a finite positive number of seconds, got {dt}")
-        if x.shape != (self.input_size,):
-            raise ValueError(f"input must have shape ({self.input_size},), got {x.shape}")
-        if state.shape != (self.state_len,) or state.dtype != np.float64:
-            raise ValueError(f"state must be float64 of shape ({self.state_len},) from initial_state(), "
-                             f"got {state.dtype} {state.shape}")
+        self._check(x, state, dt)
         self.z[: self.input_size] = x
         if self.time_input:
             self.z[-1] = dt / DT_SCALE
@@ -106,7 +99,7 @@ class FusedRecurrent:
         return state[: self.state_size], state
 
 
-class Recurrent(nn.Module):
+class Recurrent(StreamingModule):
     """An LSTM or GRU core with `units` cells; its output is its hidden state h."""
 
     wiring = None
@@ -124,8 +117,6 @@ class Recurrent(nn.Module):
         self.state_size = self.output_size = self.out_features = units
         cls = nn.LSTMCell if cell == "lstm" else nn.GRUCell
         self.rnn_cell = cls(input_size + int(self.time_input), units)
-        self._fused: FusedRecurrent | None = None
-        self._fused_key: tuple = ()
 
     def _inputs(self, x: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, ts / DT_SCALE], dim=-1) if self.time_input else x
@@ -155,14 +146,10 @@ class Recurrent(nn.Module):
         out = self.state_sequence(input, ts)
         return out, out[:, -1]
 
-    def fused(self, refresh: bool = False) -> FusedRecurrent:
-        key = tuple((p._version, p.data_ptr()) for p in self.parameters())
-        if refresh or self._fused is None or key != self._fused_key:
-            self._fused, self._fused_key = FusedRecurrent(self), key
-        return self._fused
+    def _build_fused(self) -> FusedRecurrent:
+        return FusedRecurrent(self)
 
-    def initial_state(self) -> np.ndarray:
-        return self.fused().initial_state()
-
-    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        return self.fused().step(x, state, dt)
+    def _watched_tensors(self) -> Iterable[torch.Tensor]:
+        # One cell with four parameters: walking them on every step is cheap, and it also sees a
+        # Parameter object replaced without refresh=True (the liquid cores' snapshot does not).
+        return self.parameters()

@@ -34,35 +34,22 @@ from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
 from .. import topics
-from ..controller import Command, LiquidController, Settings
-from ..modelfile import ModelFileError, load_model
-from ..paramfile import SETTINGS_OF
 from ..paths import resolve_model_path
-from ..policy import LiquidPolicy
-from ..sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
-from .params import declare_all, default_config
+from ..runtime.controller import Command, LiquidController, Settings
+from ..runtime.modelfile import ModelFileError, load_policy
+from ..runtime.parameters import BY_SETTING, settings_fields
+from ..runtime.sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
+from .params import declare_all
 from .runner import run_node
 from .sensor_loop import SensorLoop
 
 THROTTLE_S = 5.0
 
 
-def _load_policy(path: str):
-    """(policy, config) from a model file; a bare liquid core is refused (no camera encoder)."""
-    try:
-        resolved = resolve_model_path(path)
-    except FileNotFoundError as exc:
-        raise ValueError(str(exc)) from None
-    policy, config = load_model(resolved)
-    if not isinstance(policy, LiquidPolicy):
-        raise ValueError(f"{path} holds a bare liquid core; the controller needs a policy with a camera encoder")
-    return policy, config
-
-
 class LiquidControllerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("liquid_controller", **kwargs)
-        declare_all(self, default_config())
+        declare_all(self)
         # Held by whoever touches the controller or the command publisher: the sensor thread for
         # a step, the executor for parameters, services, teacher, e-stop and the watchdog.
         self._lock = threading.Lock()
@@ -132,15 +119,15 @@ class LiquidControllerNode(Node):
 
     # --- model and parameters --------------------------------------------------------------
     def _settings_from_params(self) -> Settings:
-        return Settings(**{field: self.get_parameter(name).value for name, field in SETTINGS_OF.items()})
+        return Settings(**{field: self.get_parameter(p.name).value for field, p in BY_SETTING.items()})
 
     def _make_controller(self, path: str, settings: Settings) -> LiquidController:
-        return LiquidController(*_load_policy(path), settings)
+        return LiquidController(*load_policy(path), settings)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Check every change first, apply them together, or refuse with a reason."""
         changes = {p.name: p.value for p in params}
-        settings = {SETTINGS_OF[n]: v for n, v in changes.items() if n in SETTINGS_OF}
+        settings = settings_fields(changes)
         current = self.controller.settings if self.controller else self._settings_from_params()
         try:
             new_settings = dataclasses.replace(current, **settings)
@@ -151,7 +138,7 @@ class LiquidControllerNode(Node):
         if "model_path" in changes and changes["model_path"] != self.get_parameter("model_path").value:
             # Loaded, checked and traced here, off the control path; swapped at a step boundary.
             try:
-                policy, config = _load_policy(changes["model_path"])
+                policy, config = load_policy(changes["model_path"])
                 if self.controller is None:
                     fresh = LiquidController(policy, config, new_settings)
                 else:

@@ -23,8 +23,8 @@ from sensor_msgs.msg import CameraInfo, Image, Imu
 from transforms3d.euler import euler2quat
 
 from .. import topics
-from ..learning.conditions import CONDITIONS
-from ..sensing import seconds_to_stamp
+from ..runtime.sensing import seconds_to_stamp
+from ..sim.conditions import CONDITIONS
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
 from .runner import run_node
@@ -124,7 +124,7 @@ class SimNode(Node):
         msg = Image(height=robot.image_height, width=robot.image_width, encoding="rgb8",
                     step=robot.image_width * 3)
         _stamp(msg.header.stamp, t)
-        msg.header.frame_id = "camera_link"
+        msg.header.frame_id = topics.CAMERA_FRAME
         msg.data = np.round(rgb * 255.0).astype(np.uint8).tobytes()
         self.camera_pub.publish(msg)
         info = CameraInfo(height=robot.image_height, width=robot.image_width, distortion_model="plumb_bob")
@@ -143,7 +143,7 @@ class SimNode(Node):
         self.clock_pub.publish(clock)
         msg = Imu()
         _stamp(msg.header.stamp, t)
-        msg.header.frame_id = "imu_link"
+        msg.header.frame_id = topics.IMU_FRAME
         msg.angular_velocity.x, msg.angular_velocity.y, msg.angular_velocity.z = (float(v) for v in values[0:3])
         a = msg.linear_acceleration
         a.x, a.y, a.z = (float(v) for v in values[3:6])
@@ -151,12 +151,12 @@ class SimNode(Node):
         msg.orientation.w, msg.orientation.x, msg.orientation.y, msg.orientation.z = w, x, y, z
         self.imu_pub.publish(msg)
         truth = self.env.truth()
-        odom = Odometry(child_frame_id="base_link")
+        odom = Odometry(child_frame_id=topics.BASE_FRAME)
         _stamp(odom.header.stamp, t)
-        odom.header.frame_id = "odom"
+        odom.header.frame_id = topics.ODOM_FRAME
         odom.pose.pose.position.x, odom.pose.pose.position.y = truth["x"], truth["y"]
-        odom.pose.pose.orientation.z = math.sin(truth["yaw"] / 2)
-        odom.pose.pose.orientation.w = math.cos(truth["yaw"] / 2)
+        q = odom.pose.pose.orientation
+        q.w, q.x, q.y, q.z = (float(v) for v in euler2quat(0.0, 0.0, truth["yaw"], axes="sxyz"))
         odom.twist.twist.linear.x = truth["speed"]
         odom.twist.twist.angular.z = float(values[2])
         self.odom_pub.publish(odom)

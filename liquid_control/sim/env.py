@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
-from transforms3d.euler import quat2euler
+from transforms3d.euler import euler2quat, quat2euler
 
 from .track import Track
 from .world import RobotSpec, distractors_along, scene_xml
@@ -63,7 +63,7 @@ class TrackEnv:
         x, y, yaw = self.track.pose_at(s, offset)
         yaw += heading_error
         self.data.qpos[0:2] = (x, y)
-        self.data.qpos[3:7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+        self.data.qpos[3:7] = euler2quat(0.0, 0.0, yaw, axes="sxyz")
         mujoco.mj_forward(self.model, self.data)
         self._next_imu = 0.0
         self._camera_index = 0
@@ -155,18 +155,14 @@ class TrackEnv:
         """Pose, road-relative errors, distance driven along the road, and whether a wheel is off
         the road."""
         x, y = (float(v) for v in self.data.qpos[0:2])
-        w, _, _, z = self.data.qpos[3:7]
-        yaw = 2.0 * math.atan2(z, w)
+        yaw = quat2euler(self.data.qpos[3:7], axes="sxyz")[2]
         p = self.track.project(x, y)
-        half = self.robot.wheel_separation / 2
-        wheel_xte = [self.track.project(x - math.sin(yaw) * side * half, y + math.cos(yaw) * side * half)["xte"]
-                     for side in (1.0, -1.0)]
         speed = float(np.hypot(*self.data.qvel[0:2]))
         return {
             "x": x, "y": y, "yaw": yaw, "xte": p["xte"], "s": p["s"],
             "heading_error": math.remainder(yaw - p["heading"], 2 * math.pi),
             "curvature": p["curvature"], "progress": self._laps_s, "speed": speed,
-            "off_road": any(abs(e) > self.track.road_width / 2 for e in wheel_xte),
+            "off_road": self.track.off_road(x, y, yaw, self.robot.wheel_separation),
         }
 
 

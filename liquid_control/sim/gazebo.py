@@ -30,8 +30,8 @@ import numpy as np
 import yaml
 
 from .. import topics
+from ..draw.png import png_bytes
 from ..paths import share_path
-from .png import png_bytes
 from .track import Track, track_path
 from .world import RobotSpec
 
@@ -47,10 +47,8 @@ GROUND_FRICTION = RobotSpec().ground_friction
 GRAVITY = 9.81  # m/s^2, MuJoCo's default
 
 # Frame ids in the messages, the same names sim_node stamps (the sensors are named after theirs).
-BASE_FRAME = "base_link"
-ODOM_FRAME = "odom"
-CAMERA_FRAME = "camera_link"
-IMU_FRAME = "imu_link"
+BASE_FRAME, ODOM_FRAME, CAMERA_FRAME, IMU_FRAME = (topics.BASE_FRAME, topics.ODOM_FRAME, topics.CAMERA_FRAME,
+                                                   topics.IMU_FRAME)
 
 # Systems a world needs, or sensors stay silent and spawning fails (filename, name, configuration).
 WORLD_SYSTEMS = (

@@ -152,6 +152,13 @@ class Track:
         return {"xte": math.copysign(dist, cross), "s": float(s), "heading": heading,
                 "curvature": float(self.curvature()[a % len(pts)])}
 
+    def off_road(self, x: float, y: float, yaw: float, wheel_separation: float) -> bool:
+        """Whether a wheel of a differential-drive robot at pose (x, y, yaw) is off the road: the
+        one definition of leaving the road for the simulator, the evaluation and the demos."""
+        half = wheel_separation / 2
+        return any(abs(self.project(x - math.sin(yaw) * side * half, y + math.cos(yaw) * side * half)["xte"])
+                   > self.road_width / 2 for side in (1.0, -1.0))
+
     def curvature(self) -> np.ndarray:
         """Signed curvature at each sample (1/m, positive turning left)."""
         return _sampled(self)[3]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .png import png_bytes
+from ..draw.png import png_bytes
 from .track import Track
 
 TEXTURE_FILE = "road.png"

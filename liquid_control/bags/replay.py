@@ -13,16 +13,17 @@ from __future__ import annotations
 import csv
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import topics
-from .bags import IMAGE, IMU, TWIST, TWIST_STAMPED, BagError, BagWriter, read_events, summarize, twist_stamped_msg
-from .controller import LiquidController, Settings
-from .modelfile import load_model
-from .paramfile import config_path, read_params, settings_fields
-from .paths import DEFAULT_MODEL, resolve_model_path
+from .. import topics
+from ..paths import DEFAULT_MODEL
+from ..runtime.controller import LiquidController, Settings
+from ..runtime.modelfile import load_policy
+from ..runtime.parameters import DEFAULTS, read_params, settings_fields
+from .io import IMAGE, IMU, TWIST, TWIST_STAMPED, BagError, BagWriter, read_events, summarize, twist_stamped_msg
 
 CAMERA_TOPIC = topics.absolute(topics.CAMERA)
 IMU_TOPIC = topics.absolute(topics.IMU)
@@ -33,15 +34,16 @@ PLOT_POINTS = 1500
 
 def node_settings(params_file: str | Path | None = None) -> tuple[Settings, str]:
     """The controller node's Settings and frame_id from a ROS 2 parameters file (as launch files
-    pass it; default: the node's own defaults, config/controller.yaml)."""
-    path = Path(params_file) if params_file else config_path()
-    params = read_params(path)
+    pass it; default: the node's own defaults, the parameter table)."""
+    if not params_file:
+        return Settings(), str(DEFAULTS["frame_id"])
+    params = read_params(params_file)
     try:
         settings = Settings(**settings_fields(params))
         settings.check()
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"parameters file {path}: {exc}") from None
-    return settings, str(params.get("frame_id", "base_link"))
+        raise ValueError(f"parameters file {params_file}: {exc}") from None
+    return settings, str(params.get("frame_id", DEFAULTS["frame_id"]))
 
 
 def _check_topic(path: Path, have: dict, topic: str, types: tuple[str, ...]) -> None:
@@ -49,16 +51,6 @@ def _check_topic(path: Path, have: dict, topic: str, types: tuple[str, ...]) -> 
         raise BagError(f"bag {path}: no topic {topic} (it has {sorted(have)})")
     if have[topic].msgtype not in types:
         raise BagError(f"bag {path}: topic {topic} is {have[topic].msgtype}, expected {' or '.join(types)}")
-
-
-def _load_policy(model: str | Path):
-    from .policy import LiquidPolicy
-
-    path = resolve_model_path(model)
-    policy, config = load_model(path)
-    if not isinstance(policy, LiquidPolicy):
-        raise ValueError(f"{model} holds a bare liquid core; replay needs a policy with a camera encoder")
-    return policy, config
 
 
 def _stamp_text(sec: int, nanosec: int) -> str:
@@ -72,6 +64,58 @@ def _nearest(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.where(np.abs(keys[left] - queries) <= np.abs(keys[right] - queries), left, right)
 
 
+def _compare_topic(bag: Path, have: dict, camera: str, imu: str, compare_topic: str | None) -> str | None:
+    """Check the bag's sensor topics; the recorded-command topic to compare with (None: none)."""
+    _check_topic(bag, have, camera, (IMAGE,))
+    _check_topic(bag, have, imu, (IMU,))
+    if compare_topic is None and COMMAND_TOPIC in have:
+        compare_topic = COMMAND_TOPIC
+    if compare_topic:
+        _check_topic(bag, have, compare_topic, (TWIST_STAMPED, TWIST))
+    return compare_topic
+
+
+@dataclass
+class _Run:
+    """One pass of a bag's events through a controller: the commands written and what was seen."""
+
+    controller: LiquidController
+    out: BagWriter
+    frame_id: str
+    stamped_compare: bool
+    rows: list = field(default_factory=list)       # (header sec, nanosec, bag time ns, reason, linear, angular)
+    recorded: list = field(default_factory=list)   # (key s, key text, linear, angular)
+    latencies: dict = field(default_factory=lambda: {"camera": [], "imu": []})  # ns per controller call
+    last: dict = field(default_factory=lambda: {"camera": None, "imu": None})
+    fed: dict = field(default_factory=lambda: {"camera": 0, "imu": 0})
+    out_of_order: dict = field(default_factory=lambda: {"camera": 0, "imu": 0})
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def feed(self, event) -> None:
+        self.first_ns = event.log_time_ns if self.first_ns is None else self.first_ns
+        self.last_ns = event.log_time_ns
+        if event.kind == "command":
+            key = event.stamp if self.stamped_compare else event.log_time_ns * 1e-9
+            text = (_stamp_text(*event.header_stamp) if self.stamped_compare
+                    else _stamp_text(*divmod(event.log_time_ns, 1_000_000_000)))
+            self.recorded.append((key, text, float(event.data[0]), float(event.data[1])))
+            return
+        if self.last[event.kind] is not None and event.stamp <= self.last[event.kind]:
+            self.out_of_order[event.kind] += 1
+        self.last[event.kind] = event.stamp
+        self.fed[event.kind] += 1
+        t0 = time.perf_counter_ns()
+        command = self.controller.on_sensor(event.kind, event.stamp, event.data)
+        self.latencies[event.kind].append(time.perf_counter_ns() - t0)
+        if command is None:
+            return
+        sec, nanosec = event.header_stamp  # exact, as the node stamps it (no float round trip)
+        msg = twist_stamped_msg((sec, nanosec), command.linear_x, command.angular_z, self.frame_id)
+        self.out.write(COMMAND_TOPIC, msg, log_time_ns=event.log_time_ns)
+        self.rows.append((sec, nanosec, event.log_time_ns, command.reason, command.linear_x, command.angular_z))
+
+
 def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODEL,
            camera: str = CAMERA_TOPIC, imu: str = IMU_TOPIC, compare_topic: str | None = None,
            csv_path: str | Path | None = None, plot_path: str | Path | None = None,
@@ -81,7 +125,7 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
 
     `compare_topic`: recorded commands (TwistStamped matched by header stamp, Twist by bag time)
     to compare with; None means /cmd_vel if the bag has it. The controller's settings and the
-    commands' frame_id are the node's, from `params_file` (default: config/controller.yaml);
+    commands' frame_id are the node's, from `params_file` (default: the node's defaults);
     `frame_id` overrides. Raises BagError for a bag that cannot be replayed (nothing is left
     behind then), ValueError for a bad model or parameters file."""
     import torch
@@ -92,56 +136,20 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     if output.exists():
         raise BagError(f"bag {output}: exists already (a bag is never overwritten)")
     have = summarize(bag).topics
-    _check_topic(bag, have, camera, (IMAGE,))
-    _check_topic(bag, have, imu, (IMU,))
-    if compare_topic is None and COMMAND_TOPIC in have:
-        compare_topic = COMMAND_TOPIC
-    if compare_topic:
-        _check_topic(bag, have, compare_topic, (TWIST_STAMPED, TWIST))
+    compare_topic = _compare_topic(bag, have, camera, imu, compare_topic)
     stamped_compare = bool(compare_topic) and have[compare_topic].msgtype == TWIST_STAMPED
     settings, node_frame_id = node_settings(params_file)
-    frame_id = frame_id or node_frame_id
-    policy, config = _load_policy(model)
+    policy, config = load_policy(model)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the node runs (num_threads: 1), and bitwise repeatable
-    controller = LiquidController(policy, config, settings)
     skipped: dict[str, int] = {}
-    rows = []        # (header sec, nanosec, bag time ns, reason, linear, angular)
-    recorded = []    # (key s, key text, linear, angular)
-    latencies = {"camera": [], "imu": []}  # ns per controller call
-    last = {"camera": None, "imu": None}
-    fed = {"camera": 0, "imu": 0}
-    out_of_order = {"camera": 0, "imu": 0}
-    first_ns = last_ns = None
     started = time.perf_counter()
     try:
         with BagWriter(output) as out:
+            run = _Run(LiquidController(policy, config, settings), out, frame_id or node_frame_id, stamped_compare)
             for event in read_events(bag, camera=camera, imu=imu, command=compare_topic, skipped=skipped):
-                first_ns = event.log_time_ns if first_ns is None else first_ns
-                last_ns = event.log_time_ns
-                if event.kind == "command":
-                    key = event.stamp if stamped_compare else event.log_time_ns * 1e-9
-                    text = (_stamp_text(*event.header_stamp) if stamped_compare
-                            else _stamp_text(*divmod(event.log_time_ns, 1_000_000_000)))
-                    recorded.append((key, text, float(event.data[0]), float(event.data[1])))
-                    continue
-                if last[event.kind] is not None and event.stamp <= last[event.kind]:
-                    out_of_order[event.kind] += 1
-                last[event.kind] = event.stamp
-                fed[event.kind] += 1
-                t0 = time.perf_counter_ns()
-                if event.kind == "camera":
-                    command = controller.on_image(event.stamp, event.data)
-                else:
-                    command = controller.on_imu(event.stamp, event.data)
-                latencies[event.kind].append(time.perf_counter_ns() - t0)
-                if command is None:
-                    continue
-                sec, nanosec = event.header_stamp  # exact, as the node stamps it (no float round trip)
-                msg = twist_stamped_msg((sec, nanosec), command.linear_x, command.angular_z, frame_id)
-                out.write(COMMAND_TOPIC, msg, log_time_ns=event.log_time_ns)
-                rows.append((sec, nanosec, event.log_time_ns, command.reason, command.linear_x, command.angular_z))
+                run.feed(event)
     except BaseException:
         shutil.rmtree(output, ignore_errors=True)  # ours: it did not exist before this replay
         raise
@@ -149,26 +157,28 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
         torch.set_num_threads(threads)
     wall = time.perf_counter() - started
 
-    compare = _compare(rows, recorded, stamped_compare, compare_topic)
-    _write_csv(csv_path, rows, compare)
-    plotted = _write_plot(plot_path, rows, compare)
-    c = controller.counters
-    latency = {"all": latencies["camera"] + latencies["imu"], **latencies}
+    compare = _compare(run.rows, run.recorded, stamped_compare, compare_topic)
+    _write_csv(csv_path, run.rows, compare)
+    plotted = _write_plot(plot_path, run.rows, compare)
+    return {"bag": str(bag), "model": str(model), "output": str(output), "csv": str(csv_path),
+            "plot": str(plot_path) if plotted else None, **_run_summary(run, wall),
+            "skipped_messages": skipped, "compare": compare["summary"] if compare else None}
+
+
+def _run_summary(run: _Run, wall: float) -> dict:
+    c = run.controller.counters
+    latency = {"all": run.latencies["camera"] + run.latencies["imu"], **run.latencies}
     reasons: dict[str, int] = {}
-    for row in rows:
+    for row in run.rows:
         reasons[row[3]] = reasons.get(row[3], 0) + 1
-    sensor_events = fed["camera"] + fed["imu"]
-    bag_seconds = (last_ns - first_ns) * 1e-9 if first_ns is not None else 0.0
+    sensor_events = run.fed["camera"] + run.fed["imu"]
+    bag_seconds = (run.last_ns - run.first_ns) * 1e-9 if run.first_ns is not None else 0.0
     return {
-        "bag": str(bag), "model": str(model), "output": str(output), "csv": str(csv_path),
-        "plot": str(plot_path) if plotted else None,
-        "sensor_events": sensor_events, "camera_frames": fed["camera"], "imu_samples": fed["imu"],
-        "steps": c.steps, "commands": len(rows), "command_reasons": reasons,
-        "out_of_order": out_of_order,
+        "sensor_events": sensor_events, "camera_frames": run.fed["camera"], "imu_samples": run.fed["imu"],
+        "steps": c.steps, "commands": len(run.rows), "command_reasons": reasons,
+        "out_of_order": run.out_of_order,
         "controller": {"stale_dropped": c.stale_dropped, "late": c.late, "time_jumps": c.time_jumps,
                        "gap_resets": c.gap_resets, "nan_resets": c.nan_resets, "rejected": dict(c.rejected)},
-        "skipped_messages": skipped,
-        "compare": compare["summary"] if compare else None,
         "latency_us": {kind: _percentiles(values) for kind, values in latency.items()},
         "wall_s": round(wall, 3),
         "events_per_s": round(sensor_events / wall, 1) if wall > 0 else 0.0,
@@ -222,7 +232,7 @@ def _write_csv(path: Path, rows, compare) -> None:
 def _write_plot(path: Path, rows, compare) -> bool:
     if len(rows) < 2:
         return False
-    from .learning.plot import line_plot_png
+    from ..draw.plot import line_plot_png
 
     every = -(-len(rows) // PLOT_POINTS)  # the plot is a few hundred pixels wide: thin long replays
     rows = rows[::every]

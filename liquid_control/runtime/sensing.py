@@ -139,7 +139,8 @@ def resample_matrix(n: int, size: int) -> np.ndarray:
             for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), n)):
                 m[i, j] = (min(hi, j + 1) - max(lo, j)) / (hi - lo)
         return m
-    # Bilinear with pixel centres aligned (as OpenCV's INTER_LINEAR), edges clamped.
+    # Enlarging: bilinear with pixel centres aligned, edges clamped (OpenCV INTER_LINEAR; shrinking is
+    # an area average, INTER_AREA: test_sensing checks both against OpenCV).
     centers = (np.arange(size) + 0.5) * n / size - 0.5
     for i, c in enumerate(centers):
         lo = int(np.clip(np.floor(c), 0, n - 1))

@@ -12,12 +12,62 @@ import time
 from pathlib import Path
 
 import numpy as np
+from transforms3d.euler import quat2euler
 
-from . import topics
-from .learning.plot import xy_plot_png
-from .paths import DEFAULT_MODEL
-from .processes import stop
-from .sim.track import Track, track_path
+from .. import topics
+from ..draw.plot import xy_plot_png
+from ..paths import DEFAULT_MODEL
+from ..processes import stop
+from ..sim.track import Track, track_path
+from ..sim.world import RobotSpec
+
+
+def _yaw(q) -> float:
+    return quat2euler([q.w, q.x, q.y, q.z], axes="sxyz")[2]
+
+
+def _start(track: str, model: str, steering_bias: float, adaptation: bool, bag: str | Path | None):
+    """The recorder (first, so that it hears the robot from its first message), sim_node and
+    controller_node, as processes of their own."""
+    lib = Path(sys.prefix) / "lib" / "liquid_control"
+    recorder = (subprocess.Popen([sys.executable, "-m", "liquid_control.cli", "record", "--output", str(bag)])
+                if bag is not None else None)
+    nodes = [
+        subprocess.Popen([str(lib / "sim_node"), "--ros-args", "-p", f"track:={track}",
+                          "-p", f"steering_bias:={steering_bias}"]),
+        subprocess.Popen([str(lib / "controller_node"), "--ros-args", "-p", f"model_path:={model}",
+                          "-p", "use_sim_time:=true", "-p", f"adaptation.enabled:={str(adaptation).lower()}"]),
+    ]
+    return recorder, nodes
+
+
+class _Progress:
+    """What the robot's odometry says about the drive so far, against the track."""
+
+    def __init__(self, track: Track) -> None:
+        self.track = track
+        self.xte: list[float] = []
+        self.path: list[tuple[float, float]] = []
+        self.distance = 0.0
+        self.off = False
+        self._last_s: float | None = None
+        self._wheels = RobotSpec().wheel_separation
+
+    def add(self, window: list) -> list[float]:
+        """Take these odometry messages; their |xte|."""
+        xte = []
+        for m in window:
+            x, y = m.pose.pose.position.x, m.pose.pose.position.y
+            where = self.track.project(x, y)
+            xte.append(abs(where["xte"]))
+            self.path.append((x, y))
+            if self._last_s is not None:  # progress along the track, unwrapped across the start line
+                half = self.track.length / 2
+                self.distance += (where["s"] - self._last_s + half) % self.track.length - half
+            self._last_s = where["s"]
+            self.off = self.off or self.track.off_road(x, y, _yaw(m.pose.pose.orientation), self._wheels)
+        self.xte += xte
+        return xte
 
 
 def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, steering_bias: float = 0.0,
@@ -32,19 +82,10 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
     os.environ["ROS_DOMAIN_ID"] = os.environ.get("LIQUID_CONTROL_DEMO_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ.setdefault("MUJOCO_GL", "egl")
     model = str(model or DEFAULT_MODEL)
-    lib = Path(sys.prefix) / "lib" / "liquid_control"
     the_track = Track.load(track_path(track))
     if bag is not None and Path(bag).exists():
         raise FileExistsError(f"{bag} exists; a bag is never written over")
-    # The recorder first, so that it hears the robot from its first message.
-    recorder = (subprocess.Popen([sys.executable, "-m", "liquid_control.cli", "record", "--output", str(bag)])
-                if bag is not None else None)
-    procs = [
-        subprocess.Popen([str(lib / "sim_node"), "--ros-args", "-p", f"track:={track}",
-                          "-p", f"steering_bias:={steering_bias}"]),
-        subprocess.Popen([str(lib / "controller_node"), "--ros-args", "-p", f"model_path:={model}",
-                          "-p", "use_sim_time:=true", "-p", f"adaptation.enabled:={str(adaptation).lower()}"]),
-    ]
+    recorder, procs = _start(track, model, steering_bias, adaptation, bag)
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("liquid_drive_demo", context=context)
@@ -61,10 +102,7 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
 
     out(f"sim_node + controller_node on track {the_track.name}, model {model}")
     out(f"{'sim s':>6}{'|xte| m':>9}{'max m':>8}{'speed':>7}{'cmd/s':>7}")
-    xte_all: list[float] = []
-    path: list[tuple[float, float]] = []
-    progress, last_s = 0.0, None
-    off = False
+    progress = _Progress(the_track)
     try:
         deadline = time.monotonic() + 90
         while not odom:
@@ -77,15 +115,7 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
             time.sleep(5.0 if seconds >= 10 else 1.0)
             window = odom[seen:]
             seen = len(odom)
-            where = [the_track.project(m.pose.pose.position.x, m.pose.pose.position.y) for m in window]
-            xte = [abs(w["xte"]) for w in where]
-            xte_all += xte
-            path += [(m.pose.pose.position.x, m.pose.pose.position.y) for m in window]
-            for w in where:  # progress along the track, unwrapped across the start line
-                if last_s is not None:
-                    progress += (w["s"] - last_s + the_track.length / 2) % the_track.length - the_track.length / 2
-                last_s = w["s"]
-            off = off or any(e > the_track.road_width / 2 - 0.12 for e in xte)
+            xte = progress.add(window)
             rate = (commands[0] - last_cmds) / (time.monotonic() - last_wall)
             last_cmds, last_wall = commands[0], time.monotonic()
             speed = np.mean([m.twist.twist.linear.x for m in window]) if window else 0.0
@@ -98,18 +128,24 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
         node.destroy_node()
         rclpy.shutdown(context=context)
         stop(*procs, *([recorder] if recorder is not None else []), timeout=30.0)
-    result = {"track": the_track.name, "sim_seconds": seconds, "laps": progress / the_track.length,
-              "distance_m": progress, "mean_abs_xte_m": float(np.mean(xte_all)),
-              "max_abs_xte_m": float(np.max(xte_all)), "stayed_on_road": not off, "ok": not off}
+    return _report(progress, seconds, plot, bag, recorder, out)
+
+
+def _report(progress: _Progress, seconds: float, plot, bag, recorder, out) -> dict:
+    track, off = progress.track, progress.off
+    result = {"track": track.name, "sim_seconds": seconds, "laps": progress.distance / track.length,
+              "distance_m": progress.distance, "mean_abs_xte_m": float(np.mean(progress.xte)),
+              "max_abs_xte_m": float(np.max(progress.xte)), "stayed_on_road": not off, "ok": not off}
     if plot is not None:
-        centre = np.vstack([the_track.samples, the_track.samples[:1]])
-        xy = np.array(path)
+        centre = np.vstack([track.samples, track.samples[:1]])
+        xy = np.array(progress.path)
         Path(plot).write_bytes(xy_plot_png({"centreline": (centre[:, 0], centre[:, 1]), "robot": (xy[:, 0], xy[:, 1])}))
         result["plot"] = str(plot)
     if recorder is not None:
         result["bag"] = str(bag)
         result["ok"] = result["ok"] and recorder.returncode == 0
     out(f"{'success, stayed in the lane' if not off else 'FAILED, LEFT THE LANE'}: {result['laps']:.2f} laps "
-        f"({progress:.1f} m), mean |xte| {result['mean_abs_xte_m']:.3f} m, max {result['max_abs_xte_m']:.3f} m "
-        f"over {seconds:.0f} s of sim time" + (f"; trajectory {plot}" if plot else "") + (f"; bag {bag}" if bag else ""))
+        f"({progress.distance:.1f} m), mean |xte| {result['mean_abs_xte_m']:.3f} m, max "
+        f"{result['max_abs_xte_m']:.3f} m over {seconds:.0f} s of sim time"
+        + (f"; trajectory {plot}" if plot else "") + (f"; bag {bag}" if bag else ""))
     return result

@@ -10,7 +10,6 @@ never decoded. Every problem with a bag surfaces as BagError naming the bag.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from transforms3d.euler import euler2quat
 
-from .sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
+from .. import topics
+from ..runtime.sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 IMAGE, IMU, TWIST_STAMPED, TWIST, ODOMETRY = (
@@ -48,7 +48,12 @@ def _vector3(x: float, y: float, z: float):
     return TYPESTORE.types["geometry_msgs/msg/Vector3"](x=float(x), y=float(y), z=float(z))
 
 
-def image_msg(stamp: float | tuple[int, int], rgb: np.ndarray, frame_id: str = "camera_link"):
+def _quaternion(roll: float, pitch: float, yaw: float):
+    w, x, y, z = euler2quat(roll, pitch, yaw, axes="sxyz")
+    return TYPESTORE.types["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w))
+
+
+def image_msg(stamp: float | tuple[int, int], rgb: np.ndarray, frame_id: str = topics.CAMERA_FRAME):
     """An rgb8 Image from an (h, w, 3) float [0, 1] or uint8 array."""
     if rgb.dtype != np.uint8:
         rgb = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
@@ -57,17 +62,16 @@ def image_msg(stamp: float | tuple[int, int], rgb: np.ndarray, frame_id: str = "
                                   is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb).reshape(-1))
 
 
-def imu_msg(stamp: float | tuple[int, int], values: np.ndarray, frame_id: str = "imu_link"):
+def imu_msg(stamp: float | tuple[int, int], values: np.ndarray, frame_id: str = topics.IMU_FRAME):
     """An Imu from sensing.IMU_FIELDS values (angular velocity, linear acceleration, roll/pitch/yaw)."""
-    w, x, y, z = euler2quat(*values[6:9], axes="sxyz")
-    quaternion = TYPESTORE.types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)
+    quaternion = _quaternion(*values[6:9])
     return TYPESTORE.types[IMU](
         header=_header(stamp, frame_id), orientation=quaternion, orientation_covariance=np.zeros(9),
         angular_velocity=_vector3(*values[0:3]), angular_velocity_covariance=np.zeros(9),
         linear_acceleration=_vector3(*values[3:6]), linear_acceleration_covariance=np.zeros(9))
 
 
-def twist_stamped_msg(stamp: float | tuple[int, int], linear: float, angular: float, frame_id: str = "base_link"):
+def twist_stamped_msg(stamp: float | tuple[int, int], linear: float, angular: float, frame_id: str = topics.BASE_FRAME):
     twist = TYPESTORE.types[TWIST](linear=_vector3(linear, 0, 0), angular=_vector3(0, 0, angular))
     return TYPESTORE.types[TWIST_STAMPED](header=_header(stamp, frame_id), twist=twist)
 
@@ -77,11 +81,11 @@ def odometry_msg(stamp: float, x: float, y: float, yaw: float, linear: float, an
     pose = t["geometry_msgs/msg/PoseWithCovariance"](
         pose=t["geometry_msgs/msg/Pose"](
             position=t["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=0.0),
-            orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))),
+            orientation=_quaternion(0.0, 0.0, yaw)),
         covariance=np.zeros(36))
     twist = t["geometry_msgs/msg/TwistWithCovariance"](
         twist=t[TWIST](linear=_vector3(linear, 0, 0), angular=_vector3(0, 0, angular)), covariance=np.zeros(36))
-    return t[ODOMETRY](header=_header(stamp, "odom"), child_frame_id="base_link", pose=pose, twist=twist)
+    return t[ODOMETRY](header=_header(stamp, topics.ODOM_FRAME), child_frame_id=topics.BASE_FRAME, pose=pose, twist=twist)
 
 
 @contextmanager
@@ -219,8 +223,8 @@ class BagEvent:
     log_time_ns: int = field(default=0, compare=False)  # the bag's time stamp (receive time)
 
 
-def read_events(path: str | Path, camera: str = "/camera/image_raw", imu: str = "/imu/data",
-                command: str | None = "/cmd_vel", skipped: dict[str, int] | None = None) -> Iterator[BagEvent]:
+def read_events(path: str | Path, camera: str = topics.absolute(topics.CAMERA), imu: str = topics.absolute(topics.IMU),
+                command: str | None = topics.absolute(topics.CMD_VEL), skipped: dict[str, int] | None = None) -> Iterator[BagEvent]:
     """The bag's camera, IMU (and command) messages as events, in the order they were logged.
 
     Missing topics, topics of another type, and unreadable bags raise BagError naming the bag.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sim.png import png_bytes
+from .png import png_bytes
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,160 +14,20 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .nets import LTC, CfC, wiring_from_config, wiring_to_config
-from .nets.base import LiquidRNN
-from .nets.recurrent import CELLS as RECURRENT_CELLS
-from .nets.recurrent import Recurrent
-from .policy import EncoderSpec, LiquidPolicy
-
-FORMAT_VERSION = 1
-METADATA_KEY = "liquid_control"
-CELLS = ("cfc", "ltc", "lstm", "gru")
-CFC_OPTIONS = {"proj_size", "mixed_memory", "mode", "activation", "backbone_units",
-               "backbone_layers", "backbone_dropout"}
-LTC_OPTIONS = {"mixed_memory", "input_mapping", "output_mapping", "ode_unfolds", "epsilon",
-               "implicit_param_constraints"}
-RECURRENT_OPTIONS = {"time_input"}
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"model file {path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """The liquid core: cell type, input width, and either `units` (fully connected) or a wiring."""
-
-    cell: str
-    input_size: int
-    units: int | None = None
-    wiring: dict[str, Any] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"network.cell must be one of {CELLS}, got {self.cell!r}")
-        if (self.units is None) == (self.wiring is None):
-            raise ValueError("network needs exactly one of units (fully connected) or wiring")
-        allowed = {"cfc": CFC_OPTIONS, "ltc": LTC_OPTIONS}.get(self.cell, RECURRENT_OPTIONS)
-        if self.cell in RECURRENT_CELLS and self.wiring is not None:
-            raise ValueError(f"a {self.cell} core is fully connected: give units, not a wiring")
-        unknown = set(self.options) - allowed
-        if unknown:
-            raise ValueError(f"unknown {self.cell} options {sorted(unknown)}; allowed: {sorted(allowed)}")
-
-    def build(self) -> LiquidRNN | Recurrent:
-        if self.cell in RECURRENT_CELLS:
-            return Recurrent(self.input_size, self.units, cell=self.cell, **self.options)
-        units = wiring_from_config(self.wiring) if self.wiring is not None else self.units
-        cls = CfC if self.cell == "cfc" else LTC
-        return cls(self.input_size, units, **self.options)
-
-    @classmethod
-    def of(cls, model: LiquidRNN | Recurrent) -> NetworkSpec:
-        """The spec that rebuilds `model` (its wiring from constructor args and seed)."""
-        if isinstance(model, Recurrent):
-            return cls(model.cell, model.input_size, units=model.state_size,
-                       options={"time_input": model.time_input})
-        cell = "cfc" if isinstance(model, CfC) else "ltc"
-        if cell == "cfc":
-            options = {"mode": model.mode, "mixed_memory": model.use_mixed}
-            if model.proj_size is not None:
-                options["proj_size"] = model.proj_size
-            if not model.wired:
-                options.update(activation=model.activation, backbone_units=model.backbone_units,
-                               backbone_layers=model.backbone_layers,
-                               backbone_dropout=model.backbone_dropout)
-        else:
-            c = model.rnn_cell
-            options = {"mixed_memory": model.use_mixed, "input_mapping": c._input_mapping,
-                       "output_mapping": c._output_mapping, "ode_unfolds": c._ode_unfolds,
-                       "epsilon": c._epsilon,
-                       "implicit_param_constraints": c._implicit_param_constraints}
-        if model.wired:
-            return cls(cell, model.input_size, wiring=wiring_to_config(model.wiring), options=options)
-        return cls(cell, model.input_size, units=model.state_size, options=options)
-
-
-@dataclass(frozen=True)
-class SensorSpec:
-    """What the network's inputs are and how raw sensor values are normalised into them.
-
-    `features` names each input of the liquid core in order; `mean`/`std` normalise them
-    ((raw - mean) / std). `image` (width, height, encoding) is set for camera models.
-    """
-
-    features: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    image: dict[str, Any] | None = None
-    imu_fields: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        n = len(self.features)
-        if len(self.mean) != n or len(self.std) != n:
-            raise ValueError(f"sensors: mean and std need {n} entries (one per feature)")
-        if not all(math.isfinite(s) and s > 0 for s in self.std):
-            raise ValueError("sensors: every std must be finite and positive")
-        if not all(math.isfinite(m) for m in self.mean):
-            raise ValueError("sensors: every mean must be finite")
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """What each network output means: command field, unit, and the limits it is clipped to."""
-
-    fields: tuple[str, ...]
-    units: tuple[str, ...]
-    limits: tuple[tuple[float, float], ...]
-    scale: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        n = len(self.fields)
-        if len(self.units) != n or len(self.limits) != n or (self.scale and len(self.scale) != n):
-            raise ValueError(f"outputs: units, limits (and scale) need {n} entries (one per field)")
-        for name, (lo, hi) in zip(self.fields, self.limits, strict=True):
-            if not lo <= hi:
-                raise ValueError(f"outputs: limits of {name} must have min <= max, got [{lo}, {hi}]")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    network: NetworkSpec
-    sensors: SensorSpec
-    outputs: OutputSpec
-    provenance: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
-    # Set for a LiquidPolicy (camera encoder + core + readout); None for a bare liquid core.
-    encoder: dict[str, Any] | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        try:
-            net, sen, out = data["network"], data["sensors"], data["outputs"]
-            return cls(
-                network=NetworkSpec(**net),
-                sensors=SensorSpec(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in sen.items()}),
-                outputs=OutputSpec(
-                    fields=tuple(out["fields"]), units=tuple(out["units"]),
-                    limits=tuple(tuple(x) for x in out["limits"]), scale=tuple(out.get("scale", ())),
-                ),
-                provenance=dict(data.get("provenance", {})),
-                format_version=int(data["format_version"]),
-                encoder=data.get("encoder"),
-            )
-        except KeyError as exc:
-            raise ValueError(f"config lacks the field {exc.args[0]!r}") from None
-        except TypeError as exc:
-            raise ValueError(f"config has a malformed section: {exc}") from None
+from ..nets import CfC
+from ..nets.base import LiquidRNN
+from ..paths import resolve_model_path
+from .policy import LiquidPolicy
+from .specs import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    EncoderSpec,
+    ModelConfig,
+    ModelFileError,
+    NetworkSpec,
+    OutputSpec,
+    SensorSpec,
+)
 
 
 def save_model(
@@ -305,3 +163,19 @@ def parameter_counts(model: LiquidRNN | LiquidPolicy) -> dict[str, int]:
         else:
             masked_out += zeros * 4
     return {"trainable": trainable, "effective": trainable - masked_out}
+
+
+def load_policy(model: str | Path) -> tuple[LiquidPolicy, ModelConfig]:
+    """The (policy, config) that the node, replay and evaluation run, from a model path as users
+    write it (a file, or package://<package>/<file>). ModelFileError for an empty path, a file not
+    found, one that cannot be loaded, or a bare liquid core (it has no camera encoder to run)."""
+    if not str(model).strip():
+        raise ModelFileError(model, "the path is empty")
+    try:
+        path = resolve_model_path(model)
+    except FileNotFoundError as exc:
+        raise ModelFileError(model, str(exc)) from None
+    policy, config = load_model(path)
+    if not isinstance(policy, LiquidPolicy):
+        raise ModelFileError(path, "holds a bare liquid core; running needs a policy with a camera encoder")
+    return policy, config

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .modelfile import OutputSpec, SensorSpec, load_model, save_model
-from .nets import AutoNCP, CfC
+from ..nets import AutoNCP, CfC
+from ..runtime.modelfile import OutputSpec, SensorSpec, load_model, save_model
 
 SPEED = 0.5  # m/s
 CAMERA_HZ, IMU_HZ = 30.0, 200.0
@@ -161,7 +161,7 @@ def train(seed: int, iterations: int, log_every: int = 10) -> tuple[CfC, SensorS
         if it % log_every == 0 or it == iterations:
             print(f"  iteration {it:4d}  loss {np.mean(losses[-log_every:]):.4f}  "
                   f"({time.perf_counter() - started:.1f} s)")
-    provenance = {"trainer": "liquid_control.demo", "seed": seed, "iterations": iterations,
+    provenance = {"trainer": "liquid_control.demos.toy_plant", "seed": seed, "iterations": iterations,
                   "final_loss": float(np.mean(losses[-log_every:])), "data": "synthetic lane keeping"}
     return model.eval(), sensors, provenance
 

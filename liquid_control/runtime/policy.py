@@ -12,41 +12,15 @@ Two paths with the same weights: `forward` over event sequences for training (BP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numba
 import numpy as np
 import torch
 from torch import nn
 
-from .nets.base import LiquidRNN
-from .nets.recurrent import Recurrent
+from ..nets.base import LiquidRNN
+from ..nets.recurrent import Recurrent
 from .sensing import IMU_FIELDS, resize
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Camera encoder shape and which IMU fields feed the core (names from sensing.IMU_FIELDS)."""
-
-    image_width: int = 64
-    image_height: int = 48
-    channels: tuple[int, ...] = (12, 16, 24)
-    camera_features: int = 12
-    imu_fields: tuple[str, ...] = ("angular_velocity.z", "linear_acceleration.x", "linear_acceleration.y")
-    image_mean: float = 0.5
-    image_std: float = 0.25
-    # "frame": each frame is normalised by its own mean and spread (blind to global brightness and
-    # contrast, as under other lighting); "fixed": by image_mean/image_std (the only form before
-    # image_norm existed; model files without the key load as "fixed").
-    image_norm: str = "frame"
-
-    def __post_init__(self) -> None:
-        if self.image_norm not in ("fixed", "frame"):
-            raise ValueError(f"image_norm must be 'fixed' or 'frame', got {self.image_norm!r}")
-
-    @property
-    def core_inputs(self) -> int:
-        return self.camera_features + len(self.imu_fields)
+from .specs import EncoderSpec, SensorSpec
 
 
 class CameraEncoder(nn.Module):
@@ -124,8 +98,6 @@ class LiquidPolicy(nn.Module):
 
     def sensor_spec(self, image_encoding: str = "rgb8"):
         """The SensorSpec of this policy's inputs (for its model file)."""
-        from .modelfile import SensorSpec  # modelfile builds policies: import here, not at the top
-
         n_cam = self.spec.camera_features
         return SensorSpec(
             features=tuple(f"camera_{i}" for i in range(n_cam)) + self.spec.imu_fields,

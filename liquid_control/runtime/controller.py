@@ -16,46 +16,40 @@ Time rules, per event of sensor S with stamp t:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .adaptation import ReadoutRLS
-from .modelfile import ModelConfig
+from .parameters import check_settings, setting_default
 from .policy import LiquidPolicy, PolicyStep
 from .sensing import IMU_FIELDS
+from .specs import ModelConfig
 
 COMMAND_FIELDS = ("linear.x", "angular.z")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a user tunes live; units SI (m/s, rad/s, m/s^2, rad/s^2, s)."""
+    """Everything a user tunes live; units SI (m/s, rad/s, m/s^2, rad/s^2, s). Defaults, types and
+    ranges come from the parameter table (parameters.py), as the node's do."""
 
-    max_linear_speed: float = 0.5
-    max_angular_speed: float = 1.5
-    max_linear_accel: float = 1.0
-    max_angular_accel: float = 4.0
-    sensor_timeout: float = 0.5
-    max_dt: float = 0.5
-    tau_scale: float = 1.0
-    adaptation_enabled: bool = False
-    adaptation_forgetting: float = 0.995
-    adaptation_max_step: float = 0.05
+    max_linear_speed: float = setting_default("max_linear_speed")
+    max_angular_speed: float = setting_default("max_angular_speed")
+    max_linear_accel: float = setting_default("max_linear_accel")
+    max_angular_accel: float = setting_default("max_angular_accel")
+    sensor_timeout: float = setting_default("sensor_timeout")
+    max_dt: float = setting_default("max_dt")
+    tau_scale: float = setting_default("tau_scale")
+    adaptation_enabled: bool = setting_default("adaptation_enabled")
+    adaptation_forgetting: float = setting_default("adaptation_forgetting")
+    adaptation_max_step: float = setting_default("adaptation_max_step")
 
     def check(self) -> None:
-        """Raise ValueError with a reason a user can act on."""
-        for name in ("max_linear_speed", "max_angular_speed", "max_linear_accel", "max_angular_accel"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        for name in ("sensor_timeout", "max_dt", "tau_scale", "adaptation_max_step"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        if not 0.5 <= self.adaptation_forgetting <= 1.0:
-            raise ValueError(f"adaptation_forgetting must be in [0.5, 1], got {self.adaptation_forgetting}")
+        """Raise ValueError with a reason a user can act on (the parameter's type and range)."""
+        check_settings(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -208,6 +202,15 @@ class LiquidController:
         self._imu = values.copy()
         self.counters.imu += 1
         return self._advance(stamp)
+
+    def on_sensor(self, kind: str, stamp: float, data: np.ndarray) -> Command | None:
+        """One sensor event by kind, "camera" (on_image) or "imu" (on_imu): how bag replay and
+        the simulator feed the controller their event streams."""
+        if kind == "camera":
+            return self.on_image(stamp, data)
+        if kind == "imu":
+            return self.on_imu(stamp, data)
+        raise ValueError(f"unknown sensor event kind {kind!r}; expected 'camera' or 'imu'")
 
     def on_teacher(self, linear_x: float, angular_z: float) -> bool:
         """A teacher command: adapt the readout toward it from the live state. True if used."""

@@ -1,0 +1,227 @@
+"""The controller's parameters, defined once: the name, type, default, range and description of each,
+and which LiquidController Settings field it sets. Everything else comes from this table: the node's
+ROS declarations (nodes/params.py adds the descriptors), the Settings defaults and their checks, and
+config/controller.yaml (written from it: `python -m liquid_control.runtime.parameters --write`).
+
+ROS 2 parameters files are read here without ROS, merged as rcl merges them: every section keyed
+for the node (`liquid_controller`, `/**/liquid_controller`, `/ns/liquid_controller`, `/**`, ...)
+applies, in file order, a later value overriding an earlier one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..paths import DEFAULT_MODEL, share_path
+
+NODE_NAME = "liquid_controller"
+SECTION = f"/**/{NODE_NAME}"  # how our files key the node: it applies in any namespace
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of the controller node. `range` is inclusive; `setting` names the Settings
+    field it sets (None: the node's own, such as publishing rates)."""
+
+    name: str
+    default: bool | int | float | str
+    summary: str
+    unit: str = ""
+    range: tuple[float, float] | None = None
+    read_only: bool = False
+    setting: str | None = None
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    @property
+    def description(self) -> str:
+        """The ROS descriptor's text: the summary and its unit."""
+        return f"{self.summary}, {self.unit}." if self.unit else f"{self.summary}."
+
+    def check(self, value: Any) -> None:
+        """ValueError with a reason a user can act on, as the node and offline tools report it."""
+        kind = self.type
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{self.name} must be a {kind.__name__}, got {value!r}")
+        if self.range is not None:
+            lo, hi = self.range
+            if not (math.isfinite(value) and lo <= value <= hi):
+                unit = f" {self.unit}" if self.unit else ""
+                raise ValueError(f"{self.name} must be in [{lo:g}, {hi:g}]{unit}, got {value}")
+
+
+P = Parameter
+PARAMETERS = (
+    P("model_path", DEFAULT_MODEL,
+      "Policy model file (.safetensors): a path, or package://<package>/<file> for an installed one; empty = "
+      "none (zero commands, diagnostics ERROR). Set at runtime to hot-swap: the new model is loaded and "
+      "checked, then switched in between two steps; on failure the old one runs on"),
+    P("tau_scale", 1.0, "Multiplies every liquid time constant (2.0 = twice as slow), live", "",
+      (0.05, 20.0), setting="tau_scale"),
+    P("max_linear_speed", 0.5, "Largest |linear.x| commanded", "m/s", (0.0, 5.0), setting="max_linear_speed"),
+    P("max_angular_speed", 1.5, "Largest |angular.z| commanded", "rad/s", (0.0, 10.0),
+      setting="max_angular_speed"),
+    P("max_linear_accel", 1.0, "Largest change of linear.x per second", "m/s^2", (0.0, 20.0),
+      setting="max_linear_accel"),
+    P("max_angular_accel", 4.0, "Largest change of angular.z per second", "rad/s^2", (0.0, 50.0),
+      setting="max_angular_accel"),
+    P("sensor_timeout", 0.5, "Time without camera or IMU data before zero commands and diagnostics ERROR",
+      "s", (0.01, 10.0), setting="sensor_timeout"),
+    P("max_dt", 0.5, "A larger gap between sensor stamps resets the liquid state", "s", (0.001, 10.0),
+      setting="max_dt"),
+    P("max_publish_rate", 0.0, "Cap on cmd_vel publishing (0 publishes after every step)", "Hz", (0.0, 1000.0)),
+    P("cmd_vel_stamped", False, "Publish geometry_msgs/TwistStamped (as Jazzy's diff_drive_controller "
+      "takes) instead of Twist"),
+    P("teacher_stamped", False, "teacher/cmd_vel is TwistStamped instead of Twist", read_only=True),
+    P("frame_id", "base_link", "header.frame_id of stamped commands"),
+    P("sensor_thread", True, "Serve camera and IMU in a wait loop of their own thread (lower latency than "
+      "the executor); false: on the executor that spins the node", read_only=True),
+    P("num_threads", 1, "Torch threads for the camera encoder", "", (1, 64)),
+    P("publish_state", True, "Publish the hidden state and time constants on ~/liquid_state"),
+    P("state_publish_rate", 30.0, "Cap on ~/liquid_state (0 publishes after every step)", "Hz", (0.0, 1000.0)),
+    P("adaptation.enabled", False, "Adapt the command readout toward teacher/cmd_vel by recursive least "
+      "squares", setting="adaptation_enabled"),
+    P("adaptation.forgetting", 0.995, "RLS forgetting factor (1 = never forget)", "", (0.5, 1.0),
+      setting="adaptation_forgetting"),
+    P("adaptation.max_step", 0.05, "Largest change of one readout weight per update", "", (1e-6, 10.0),
+      setting="adaptation_max_step"),
+)
+
+BY_NAME = {p.name: p for p in PARAMETERS}
+BY_SETTING = {p.setting: p for p in PARAMETERS if p.setting}
+DEFAULTS = {p.name: p.default for p in PARAMETERS}
+
+
+def setting_default(field: str):
+    """The default of a Settings field, from the table."""
+    return BY_SETTING[field].default
+
+
+def check_settings(values: dict[str, Any]) -> None:
+    """Check Settings fields (field name -> value) against the table's types and ranges."""
+    for field, value in values.items():
+        BY_SETTING[field].check(value)
+
+
+def config_path() -> Path:
+    """config/controller.yaml, installed or beside the sources (written from this table)."""
+    return share_path("config", "controller.yaml")
+
+
+def render_config() -> str:
+    """config/controller.yaml as this table defines it."""
+    lines = [
+        f"# Defaults of the liquid controller node (node name {NODE_NAME}), written from the parameter",
+        "# table in liquid_control/runtime/parameters.py by `python -m liquid_control.runtime.parameters",
+        "# --write`: edit the table, not this file. Launch files pass it as the params file. Units are",
+        f"# SI (REP 103). Keyed {SECTION}: it applies to the node in any namespace.",
+        f"{SECTION}:",
+        "  ros__parameters:",
+    ]
+    group = None
+    for p in PARAMETERS:
+        head, _, leaf = p.name.rpartition(".")
+        indent = "    " + ("  " if head else "")
+        if head and head != group:
+            lines.append(f"    {head}:")
+        group = head or None
+        comment = p.description + (f" Range [{p.range[0]:g}, {p.range[1]:g}]." if p.range else "") \
+            + (" Read-only." if p.read_only else "")
+        lines += [f"{indent}# {line}" for line in textwrap.wrap(comment, 100 - len(indent) - 2)]
+        lines.append(f"{indent}{leaf}: {yaml.safe_dump(p.default, default_style=None).splitlines()[0]}")
+    return "\n".join(lines) + "\n"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as ROS names them: {"adaptation": {"enabled": x}} -> {"adaptation.enabled": x}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _key_pattern(key: str) -> re.Pattern:
+    """A parameters file's node key as rcl matches it against a fully qualified node name: `/**`
+    any number of namespace tokens (also none), `*` one token; a key without a leading slash is
+    relative to the root."""
+    key = "/" + key.lstrip("/")
+    out = ""
+    for token in key.split("/")[1:]:
+        out += "(/[^/]+)*" if token == "**" else "/[^/]+" if token == "*" else "/" + re.escape(token)
+    return re.compile(out)
+
+
+def applies(key: str, namespace: str | None = "/") -> bool:
+    """Whether a file's section `key` applies to our node in `namespace` (None: in some namespace,
+    as offline tools read a file without knowing where it was launched)."""
+    pattern = _key_pattern(key)
+    if namespace is not None:
+        ns = "/" + namespace.strip("/")
+        return bool(pattern.fullmatch(f"{ns.rstrip('/')}/{NODE_NAME}"))
+    last = key.rstrip("/").rsplit("/", 1)[-1]
+    return last in (NODE_NAME, "*", "**")
+
+
+def read_params(path: str | Path, namespace: str | None = None) -> dict[str, Any]:
+    """The controller's parameters in a parameters file, flattened, from every section that applies
+    to the node (see `applies`), merged in file order as rcl does. ValueError, naming the file, when
+    it cannot be read or has no such section."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"parameters file {path}: cannot be read ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"parameters file {path}: not a mapping of node names to sections")
+    merged: dict[str, Any] = {}
+    found = False
+    for key, section in data.items():
+        if not (isinstance(key, str) and applies(key, namespace)):
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+            raise ValueError(f"parameters file {path}: section {key} has no ros__parameters mapping")
+        found = True
+        merged.update(flatten(section["ros__parameters"]))
+    if not found:
+        raise ValueError(f"parameters file {path}: no section for {NODE_NAME} (such as {SECTION}: ros__parameters:)")
+    return merged
+
+
+def settings_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """The Settings fields (as keyword arguments) among flattened parameters."""
+    return {BY_NAME[name].setting: value for name, value in params.items()
+            if name in BY_NAME and BY_NAME[name].setting}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    text = render_config()
+    if argv == ["--write"]:
+        target = Path(__file__).resolve().parents[2] / "config" / "controller.yaml"
+        target.write_text(text)
+        print(f"wrote {target}")
+    elif not argv:
+        sys.stdout.write(text)
+    else:
+        print("usage: python -m liquid_control.runtime.parameters [--write]", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
