@@ -20,7 +20,7 @@ LAYERS = [
     {"learning"},
     {"nodes"},
     {"demos", "launching"},
-    {"cli"},
+    {"cli", "start"},
 ]
 RANK = {part: k for k, parts in enumerate(LAYERS) for part in parts}
 # The only modules that may import rclpy or ROS message packages: the adapters.

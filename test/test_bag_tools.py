@@ -202,7 +202,9 @@ def test_record_play_record_round_trip_keeps_every_byte_and_replays(tmp_path, pr
     summary = json.loads(result.stdout)
     assert summary["sensor_events"] == first["topics"]["/imu/data"]["count"] + first["topics"]["/camera/image_raw"]["count"]
     assert summary["steps"] > 100 and summary["commands"] == len(_commands(out))
-    assert summary["compare"]["matched_by"] == "bag time" and summary["compare"]["recorded"] > 100
+    # Every teacher command recorded (however many a busy machine's simulator made) is compared.
+    assert summary["compare"]["matched_by"] == "bag time"
+    assert summary["compare"]["recorded"] == first["topics"]["/teacher/cmd_vel"]["count"] > 10
     assert 0 < summary["latency_us"]["imu"]["p50"] <= summary["latency_us"]["imu"]["p99"]
     assert summary["latency_us"]["all"]["p50"] > 0 and summary["events_per_s"] > 0
     assert (tmp_path / "replayed_commands.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -146,6 +146,8 @@ def test_commands_respect_speed_and_acceleration_limits(tmp_path, bias):
     c.on_image(0.0, FRAME)
     last = None
     for k in range(1, 400):
+        if k % 7 == 0:  # a camera at ~30 Hz keeps the camera watchdog quiet
+            c.on_image(0.005 * k - 0.001, FRAME)
         cmd = c.on_imu(0.005 * k, _imu())
         assert abs(cmd.linear_x) <= 0.3 + 1e-12 and abs(cmd.angular_z) <= 1.0 + 1e-12
         if last is not None and last.reason == "policy":
@@ -156,26 +158,105 @@ def test_commands_respect_speed_and_acceleration_limits(tmp_path, bias):
     assert abs(last.linear_x) == pytest.approx(0.3) and abs(last.angular_z) == pytest.approx(1.0)
 
 
-def test_e_stop_latches_zero_until_released(model_file):
-    c = _controller(model_file, max_linear_accel=20.0, max_angular_accel=50.0)
+def test_e_stop_latches_zero_until_released_and_stops_adaptation(model_file):
+    c = _controller(model_file, max_linear_accel=20.0, max_angular_accel=50.0, adaptation_enabled=True)
     c.on_image(0.0, FRAME)
     c.on_imu(0.001, _imu())
-    c.e_stop = True
+    assert c.on_teacher(0.5, 0.3)
+    updates = c.adaptation.updates
+    stop = c.set_e_stop(True, 0.002)
+    assert (stop.linear_x, stop.angular_z, stop.reason) == (0.0, 0.0, "e_stop")
     for k in range(1, 20):
         cmd = c.on_imu(0.005 * k, _imu())
         assert (cmd.linear_x, cmd.angular_z, cmd.reason) == (0.0, 0.0, "e_stop")
-    c.e_stop = False
+        assert not c.on_teacher(0.5, 0.3)  # no adaptation toward a teacher while stopped
+    assert c.adaptation.updates == updates
+    assert c.set_e_stop(False, 0.15) is None
     assert c.on_imu(0.2, _imu()).reason == "policy"
 
 
-def test_watchdog(model_file):
+def test_a_controller_made_under_e_stop_starts_stopped(model_file):
+    policy, config = load_model(model_file)
+    c = LiquidController(policy, config, Settings(), e_stop=True)
+    c.on_image(0.0, FRAME)
+    c.on_imu(0.001, _imu())
+    assert all(c.on_imu(0.001 + 0.005 * k, _imu()).reason == "e_stop" for k in range(1, 10))
+
+
+def test_watchdog_waits_for_sensors_then_stops_on_silence(model_file):
     c = _controller(model_file, sensor_timeout=0.3)
-    assert c.watchdog(5.0).reason == "timeout"  # nothing ever arrived
+    assert c.watchdog(5.0).reason == "waiting"  # nothing ever arrived: waiting, not a timeout
+    assert c.health(5.0).level == "waiting" and "waiting for sensors" in c.health(5.0).message
     c.on_image(5.0, FRAME)
+    assert c.health(5.1).level == "waiting" and "waiting for imu" in c.health(5.1).message
     c.on_imu(5.01, _imu())
-    assert c.watchdog(5.2) is None
+    assert c.watchdog(5.2) is None and c.health(5.2).ok
     cmd = c.watchdog(5.4)
     assert cmd.reason == "timeout" and cmd.linear_x == 0.0
+    assert "camera silent for 0.40 s" in c.health(5.4).message and "imu silent" in c.health(5.4).message
+
+
+def test_a_sensor_that_never_speaks_is_an_error_after_its_timeout(model_file):
+    c = _controller(model_file, sensor_timeout=0.3)
+    for k in range(100):
+        c.on_imu(0.005 * k, _imu())
+    health = c.health(0.5)
+    assert health.level == "error" and "no camera data" in health.message
+
+
+def _drive(c, t0, t1, camera=True, camera_stamp=None, imu_stamp=None):
+    """IMU at 200 Hz and camera at 40 Hz from t0 to t1 (received = t); stamps frozen if given."""
+    commands = []
+    for k in range(int(round((t1 - t0) / 0.005))):
+        t = t0 + 0.005 * k
+        if camera and k % 5 == 0:
+            c.on_image(t if camera_stamp is None else camera_stamp, FRAME, received=t)
+        cmd = c.on_imu(t + 0.0005 if imu_stamp is None else imu_stamp, _imu(), received=t + 0.0005)
+        commands.append(cmd)
+    return commands
+
+
+def test_a_dead_camera_with_a_live_imu_stops_the_robot_then_resumes(model_file):
+    c = _controller(model_file, camera_timeout=0.2, sensor_timeout=1.0, max_linear_accel=20.0,
+                    max_angular_accel=50.0)
+    before = _drive(c, 0.0, 1.0)
+    assert before[-1].reason == "policy"
+    silent = _drive(c, 1.0, 2.0, camera=False)
+    # Zero within the camera's own timeout (0.2 s, not sensor_timeout's 1 s) of its last frame.
+    late = [cmd for k, cmd in enumerate(silent) if 1.0 + 0.005 * k > 0.995 + 0.2 + 0.006]
+    assert late and all(cmd.reason == "timeout" and cmd.linear_x == cmd.angular_z == 0.0 for cmd in late)
+    health = c.health(2.0)
+    assert health.level == "error" and health.message.startswith("camera silent") and "imu" not in health.message
+    after = _drive(c, 2.0, 2.5)
+    assert after[-1].reason == "policy" and c.health(2.5).ok  # clean resume when it returns
+    assert after[0].linear_x == 0.0 or abs(after[0].linear_x) <= 20.0 * 0.005 + 1e-9  # ramps from zero
+
+
+@pytest.mark.parametrize("frozen", ["camera", "imu"])
+def test_frozen_stamps_stop_the_robot_within_the_timeout_and_say_why(model_file, frozen):
+    c = _controller(model_file, sensor_timeout=0.3)
+    _drive(c, 0.0, 1.0)
+    stuck = 0.9
+    commands = _drive(c, 1.0, 2.0, camera_stamp=stuck if frozen == "camera" else None,
+                      imu_stamp=stuck if frozen == "imu" else None)
+    # Messages keep arriving, but none is accepted: zero commands from the watchdog (the
+    # robot's only commands once the IMU is frozen) and from every step (camera frozen).
+    cmd = c.watchdog(2.0, stamp=2.0)
+    assert cmd is not None and cmd.reason == "timeout"
+    health = c.health(2.0)
+    assert health.level == "error" and health.message.startswith(f"{frozen} stamps frozen or going back"), health
+    if frozen == "camera":
+        steps = [x for x in commands[80:] if x is not None]
+        assert steps and all(x.reason == "timeout" for x in steps)
+
+
+def test_a_frame_encoded_by_a_swapped_out_model_is_encoded_again(model_file, tmp_path):
+    c = _controller(model_file)
+    frame = c.encode_image(FRAME)
+    other = _policy(seed=3)
+    c.swap_policy(other)
+    c.on_image(0.0, frame)
+    np.testing.assert_array_equal(c.run.inputs[: c.run.camera_features], c.run.encode_image(FRAME))
 
 
 def test_tau_scale_scales_time(model_file):

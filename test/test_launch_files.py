@@ -1,8 +1,9 @@
 """The launch files (launch/*.launch.py) and the parameter files they pass.
 
-Everywhere, without `launch`: every launch file compiles; every launch argument has a description
-and is documented in the README; the parameter files set only parameters the controller
-declares, with their types and ranges; topic names come from liquid_control.topics.
+Everywhere, without `launch` (read with `ast`): each launch file offers the arguments its users rely
+on, each with a description, all documented in the README; the parameter files set only parameters
+the controller declares, with their types and ranges; robot.launch.py remaps exactly the topics
+config/turtlebot4_topics.yaml names, from liquid_control.topics.
 
 Where launch_pytest and launch_ros are installed (a ROS 2 Jazzy install; they are not on PyPI, so our
 CI venv skips this part): sim.launch.py runs for real in a namespace of its own, and the tests check
@@ -12,7 +13,6 @@ exits cleanly at shutdown.
 """
 
 import ast
-import py_compile
 import re
 import threading
 import time
@@ -99,14 +99,8 @@ def test_there_are_the_three_launch_files():
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_file_compiles(path, tmp_path):
-    # cfile outside launch/: a __pycache__ there would be installed with the launch files.
-    py_compile.compile(str(path), cfile=str(tmp_path / "launch.pyc"), doraise=True)
-    assert "def generate_launch_description(" in path.read_text()
-
-
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_every_launch_argument_has_a_description(path):
+    assert any(isinstance(f, ast.FunctionDef) and f.name == "generate_launch_description" for f in _tree(path).body)
     arguments = declared_arguments(path)
     assert REQUIRED_ARGUMENTS[path.name] <= set(arguments), f"{path.name} lacks arguments"
     for name, call in arguments.items():
@@ -159,32 +153,13 @@ def test_robot_params_apply_in_any_namespace_and_are_safer_than_the_simulators()
     assert robot["cmd_vel_stamped"] is True and robot["frame_id"] == "base_link"
 
 
-def test_robot_topic_defaults_cover_exactly_the_remapped_topics():
+def test_robot_launch_remaps_the_controller_topics_to_the_default_robot_topics():
+    # Only sim.launch.py runs under launch_pytest: robot.launch.py's remappings are checked here.
+    tree = _tree(LAUNCH_DIR / "robot.launch.py")
     defaults = yaml.safe_load(ROBOT_TOPICS_FILE.read_text())
-    remapped = _module_dict_keys(_tree(LAUNCH_DIR / "robot.launch.py"), "REMAPPED")
-    assert sorted(defaults) == sorted(remapped)
+    assert sorted(defaults) == sorted(_module_dict_keys(tree, "REMAPPED"))
     for arg, name in defaults.items():
         assert isinstance(name, str) and TOPIC_NAME.match(name), f"{arg}: {name!r} is not a topic name"
-
-
-def _string_constants(tree: ast.Module) -> set[str]:
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.FunctionDef)) and n.body
-                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-    return {n.value for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
-
-
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_topic_names_come_from_liquid_control_topics(path):
-    names = {v for k, v in vars(topics).items() if k.isupper() and isinstance(v, str)}
-    names |= {"/" + n for n in names if not n.startswith(("/", "~"))}
-    written_out = _string_constants(_tree(path)) & names
-    assert not written_out, f"{path.name} spells topic names {written_out}: use liquid_control.topics"
-
-
-def test_robot_launch_remaps_each_controller_topic_from_liquid_control_topics():
-    tree = _tree(LAUNCH_DIR / "robot.launch.py")
     used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == "topics"}
     assert {"CAMERA", "IMU", "CMD_VEL", "TEACHER", "E_STOP"} <= used
 

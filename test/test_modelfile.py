@@ -191,3 +191,45 @@ def test_parameter_counts_discount_masked_synapses():
     dense = nets.CfC(3, 8)
     assert parameter_counts(dense)["effective"] == parameter_counts(dense)["trainable"]
     assert np.isfinite(counts["effective"])
+
+
+def shipped_with_config(tmp_path, name, change):
+    """A copy of the shipped policy whose metadata config is changed by `change(config_dict)`."""
+    from safetensors import safe_open
+
+    from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
+
+    source = resolve_model_path(DEFAULT_MODEL)
+    with safe_open(str(source), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        config = json.loads(f.metadata()["liquid_control"])
+    change(config)
+    path = tmp_path / f"{name}.safetensors"
+    save_file(tensors, str(path), metadata={"liquid_control": json.dumps(config)})
+    return path
+
+
+BAD_CONFIGS = {
+    "zero_width": lambda c: c["encoder"].update(image_width=0),
+    "negative_channels": lambda c: c["encoder"].update(channels=[-1, 16, 24]),
+    "huge_kernel_input": lambda c: c["encoder"].update(image_width=2, image_height=2),
+    "wiring_units_zero": lambda c: c["network"]["wiring"].update(units=0),
+    "string_channels": lambda c: c["encoder"].update(channels="abc"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_a_config_that_cannot_build_or_run_is_a_model_file_error(tmp_path, name):
+    """Whatever torch raises (RuntimeError for impossible shapes, among others), loading or
+    preparing says which file and why; never another exception."""
+    from liquid_control.runtime.controller import LiquidController
+    from liquid_control.runtime.modelfile import load_policy
+
+    path = shipped_with_config(tmp_path, name, BAD_CONFIGS[name])
+    try:
+        policy, config = load_policy(path)
+    except ModelFileError as exc:
+        assert str(path) in str(exc)
+        return
+    with pytest.raises(ValueError, match="cannot run"):  # it builds, but cannot run: prepare says so
+        LiquidController(policy, config)

@@ -123,3 +123,87 @@ def test_node_process_flood_parameters_and_clean_shutdown(node_process):
     out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
+
+
+def _streaming_peer(ns):
+    """A peer in its own context publishing camera and IMU into `ns` from a thread; stop() ends it."""
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    peer = rclpy.create_node("exit_peer", namespace=ns, context=context)
+    imu = peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
+    camera = peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+    commands = []
+    peer.create_subscription(Twist, "cmd_vel", commands.append, 100)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(peer)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    running = threading.Event()
+    running.set()
+
+    def publish():
+        k = 0
+        while running.is_set() and context.ok():
+            t = 100.0 + k * 0.005
+            msg = Imu()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+            msg.linear_acceleration.z = 9.8
+            imu.publish(msg)
+            if k % 7 == 0:
+                frame = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=bytes(64 * 48 * 3))
+                frame.header = msg.header
+                camera.publish(frame)
+            k += 1
+            time.sleep(0.005)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+
+    def stop_peer():
+        running.clear()
+        publisher.join(timeout=5.0)
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=5.0)
+        peer.destroy_node()
+        rclpy.shutdown(context=context)
+
+    return commands, stop_peer
+
+
+# ros2 launch escalates to SIGTERM when a process has not exited 5 s after SIGINT (sigterm_timeout).
+LAUNCH_SIGTERM_TIMEOUT_S = 5.0
+
+
+@pytest.mark.parametrize("gap_s", [0.02, 0.05])
+def test_two_sigints_while_streaming_exit_cleanly_before_launch_escalates(node_process, gap_s):
+    """A terminal Ctrl-C under ros2 launch: SIGINT to the process group and launch's own, tens of
+    milliseconds apart, while sensor data flows."""
+    proc, ns = node_process
+    commands, stop_peer = _streaming_peer(ns)
+    try:
+        wait_for(lambda: len(commands) > 100, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        time.sleep(gap_s)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        stop_peer()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
+    assert took < LAUNCH_SIGTERM_TIMEOUT_S, f"exit took {took:.1f} s after SIGINT: ros2 launch would SIGTERM it"
+
+
+def test_ctrl_c_while_the_node_is_still_starting_ends_it_quietly():
+    if not EXECUTABLE.exists():
+        pytest.skip(f"{EXECUTABLE} not installed")
+    proc = subprocess.Popen([str(EXECUTABLE)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        time.sleep(0.5)  # importing torch and rclpy takes longer than this
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0 and "Traceback" not in out, out

@@ -55,13 +55,16 @@ class LiquidControllerNode(Node):
         self._lock = threading.Lock()
         self.controller: LiquidController | None = None
         self.model_error = ""
+        # The last e_stop message, kept only to hand it to a controller made later (a model set
+        # at runtime after a start without one): LiquidController decides what it means.
+        self._e_stop_requested = False
         path = self.get_parameter("model_path").value
         if path:
             try:
-                self.controller = self._make_controller(path, self._settings_from_params())
-            except (ModelFileError, ValueError) as exc:
+                self.controller = LiquidController(*self._load(path), self._settings_from_params())
+            except ModelFileError as exc:
                 self.model_error = str(exc)
-                self.get_logger().error(f"no model running: {exc}")
+                self.get_logger().error(f"no model running, commanding zero: {exc}")
         else:
             self.model_error = "model_path is empty"
         torch.set_num_threads(self.get_parameter("num_threads").value)
@@ -74,16 +77,17 @@ class LiquidControllerNode(Node):
         quiet = PublisherEventCallbacks(use_default_callbacks=False)
         self.state_pub = self.create_publisher(Float64MultiArray, topics.LIQUID_STATE, 10, event_callbacks=quiet)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
-        self._sensors = None
-        if self.get_parameter("sensor_thread").value:
-            self._sensors = SensorLoop(self, self._sensor_failure)
-            subscribe = self._sensors.subscribe
-        else:
-            def subscribe(msg_type, topic, callback, qos):
-                return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=SubscriptionEventCallbacks(
-                    use_default_callbacks=False))  # as the sensor loop's (see sensor_loop.py)
-        subscribe(Image, topics.CAMERA, self._on_image, qos_profile_sensor_data)
-        subscribe(Imu, topics.IMU, self._on_imu, qos_profile_sensor_data)
+        # Camera and IMU each in a wait loop of its own thread: an IMU step never waits behind a
+        # frame's conversion and encoding (those run outside the lock, too).
+        self._sensors: list[SensorLoop] = []
+        for msg_type, topic, callback in ((Image, topics.CAMERA, self._on_image), (Imu, topics.IMU, self._on_imu)):
+            if self.get_parameter("sensor_thread").value:
+                loop = SensorLoop(self, self._sensor_failure, name=topic.split("/")[0])
+                loop.subscribe(msg_type, topic, callback, qos_profile_sensor_data)
+                self._sensors.append(loop)
+            else:
+                self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data,
+                                         event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
         teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
         self.create_subscription(teacher_type, topics.TEACHER, self._on_teacher, 10,
                                  event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
@@ -94,12 +98,10 @@ class LiquidControllerNode(Node):
         self.create_service(Trigger, "~/reset_adaptation", self._trigger(self._reset_adaptation))
         self.create_service(Trigger, "~/save_model", self._trigger(self._save_model))
 
-        self.e_stop = False
-        self._last_arrival: float | None = None
         self._last_publish = -math.inf
         self._last_state_publish = -math.inf
         self._cache_output_params({})
-        self._timed_out = True
+        self._health = "waiting"
         self._latencies: list[float] = []
         self._window = {"camera": 0, "imu": 0}
         self._window_start = time.monotonic()
@@ -109,20 +111,34 @@ class LiquidControllerNode(Node):
         self._next_diagnostics = time.monotonic() + 1.0
         self.create_timer(0.05, self._housekeeping)
         self._errors = 0
-        if self._sensors is not None:
-            self._sensors.start()
+        for loop in self._sensors:
+            loop.start()
+
+    @property
+    def e_stop(self) -> bool:
+        return self.controller.e_stop if self.controller is not None else self._e_stop_requested
 
     def destroy_node(self) -> None:
-        if self._sensors is not None:
-            self._sensors.stop()  # no callback may run on a node being destroyed
+        for loop in self._sensors:
+            loop.stop(wait=False)  # no callback may run on a node being destroyed
+        for loop in self._sensors:
+            loop.join()
         super().destroy_node()
 
     # --- model and parameters --------------------------------------------------------------
     def _settings_from_params(self) -> Settings:
         return Settings(**{field: self.get_parameter(p.name).value for field, p in BY_SETTING.items()})
 
-    def _make_controller(self, path: str, settings: Settings) -> LiquidController:
-        return LiquidController(*load_policy(path), settings)
+    @staticmethod
+    def _load(path: str):
+        """(policy, config) of a model file; any failure to load or build it is a ModelFileError
+        naming the file (the controller's prepare() then checks that it runs)."""
+        try:
+            return load_policy(path)
+        except ModelFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model file must never take the node down
+            raise ModelFileError(path, f"cannot be loaded: {type(exc).__name__}: {exc}") from None
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Check every change first, apply them together, or refuse with a reason."""
@@ -137,14 +153,18 @@ class LiquidControllerNode(Node):
         swap = fresh = None
         if "model_path" in changes and changes["model_path"] != self.get_parameter("model_path").value:
             # Loaded, checked and traced here, off the control path; swapped at a step boundary.
+            path = changes["model_path"]
             try:
-                policy, config = load_policy(changes["model_path"])
+                policy, config = self._load(path)
                 if self.controller is None:
-                    fresh = LiquidController(policy, config, new_settings)
+                    fresh = LiquidController(policy, config, new_settings, e_stop=self._e_stop_requested)
                 else:
                     swap = self.controller.prepare(policy, config)
-            except (ModelFileError, ValueError) as exc:
+            except ModelFileError as exc:
                 return SetParametersResult(successful=False, reason=f"model not loaded, the old one runs on: {exc}")
+            except Exception as exc:  # noqa: BLE001 - prepare() says why the model cannot run
+                return SetParametersResult(successful=False,
+                                           reason=f"model not loaded, the old one runs on: model file {path}: {exc}")
         with self._lock:
             if fresh is not None:
                 self.controller, self.model_error = fresh, ""
@@ -161,7 +181,7 @@ class LiquidControllerNode(Node):
 
     def _cache_output_params(self, changes: dict) -> None:
         """Parameters read on every message, kept as attributes (get_parameter costs ~10 us)."""
-        for name in ("max_publish_rate", "state_publish_rate", "frame_id", "publish_state"):
+        for name in ("max_publish_rate", "state_publish_rate", "frame_id", "publish_state", "max_image_pixels"):
             setattr(self, f"_{name}", changes.get(name, self.get_parameter(name).value))
 
     def _make_cmd_publisher(self, stamped: bool) -> None:
@@ -173,27 +193,43 @@ class LiquidControllerNode(Node):
 
     # --- sensors ---------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
+        received = time.monotonic()
         try:
+            pixels = msg.width * msg.height
+            if pixels > self._max_image_pixels:  # before any conversion: a huge frame costs nothing
+                raise SensorError(f"{msg.width}x{msg.height} = {pixels} pixels is over max_image_pixels "
+                                  f"{self._max_image_pixels}")
             rgb = image_to_array(msg)
         except SensorError as exc:
             with self._lock:
                 self._window["camera"] += 1
                 self._reject(f"camera image rejected: {exc}")
+                if self.controller is not None:
+                    self.controller.note_refused("camera", received, f"images rejected ({exc})")
             return
+        controller = self.controller
+        if controller is None:
+            with self._lock:
+                self._window["camera"] += 1
+            return
+        frame = controller.encode_image(rgb)  # outside the lock: the IMU steps on meanwhile
         with self._lock:
             self._window["camera"] += 1
             if self.controller is None:
                 return
-            self._arrived()
-            self._handle(msg.header.stamp, lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), rgb))
+            self._handle(msg.header.stamp,
+                         lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), frame, received))
 
     def _on_imu(self, msg: Imu) -> None:
+        received = time.monotonic()
         try:
             values = imu_to_array(msg)
         except SensorError as exc:
             with self._lock:
                 self._window["imu"] += 1
                 self._reject(f"IMU message rejected: {exc}")
+                if self.controller is not None:
+                    self.controller.note_refused("imu", received, f"messages rejected ({exc})")
             return
         with self._lock:
             self._window["imu"] += 1
@@ -201,8 +237,8 @@ class LiquidControllerNode(Node):
                 return
             rejected = self.controller.counters.rejected
             before = rejected.get("imu_not_finite", 0)
-            self._arrived()
-            self._handle(msg.header.stamp, lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values))
+            self._handle(msg.header.stamp,
+                         lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values, received))
             if rejected.get("imu_not_finite", 0) > before:
                 self._reject("IMU message rejected: NaN or Inf in a field the model reads")
 
@@ -226,8 +262,6 @@ class LiquidControllerNode(Node):
             del self._latencies[:2500]
         if command is None:
             return
-        if self.e_stop:
-            command = self.controller.stop(command.stamp, "e_stop")
         # A command carries the exact stamp of the sensor message it answers (float seconds
         # near 1.7e9 would round it by a few hundred nanoseconds).
         self._publish(command, header_stamp=header_stamp)
@@ -240,22 +274,13 @@ class LiquidControllerNode(Node):
 
     def _on_e_stop(self, msg: Bool) -> None:
         with self._lock:
-            self.e_stop = bool(msg.data)
-            if self.controller is not None:
-                self.controller.e_stop = self.e_stop
-            if self.e_stop:
+            self._e_stop_requested = engaged = bool(msg.data)
+            command = self.controller.set_e_stop(engaged, self._now()) if self.controller is not None else None
+            if engaged:
                 self.get_logger().warning("e_stop engaged: zero commands until released")
-                self._publish(Command(self._now(), 0.0, 0.0, "e_stop"), force=True)
+                self._publish(command or Command(self._now(), 0.0, 0.0, "e_stop"), force=True)
             else:
                 self.get_logger().info("e_stop released")
-
-    def _arrived(self) -> None:
-        # The watchdog runs on the steady clock: it must also fire when a simulator (and with it
-        # /clock) stalls, and reading it costs far less than the node clock on every message.
-        self._last_arrival = time.monotonic()
-        if self._timed_out:
-            self._timed_out = False
-            self.get_logger().info("sensor data flowing")
 
     def _reject(self, message: str) -> None:
         self._rejected += 1
@@ -311,13 +336,23 @@ class LiquidControllerNode(Node):
                 self._publish_diagnostics()
 
     def _watchdog(self) -> None:
-        timeout = self.get_parameter("sensor_timeout").value
-        if self._last_arrival is None or time.monotonic() - self._last_arrival > timeout:
-            if not self._timed_out:
-                self._timed_out = True
-                self.get_logger().error(f"no sensor data for {timeout} s: zero commands")
-            stamp = self._now()
-            command = self.controller.stop(stamp, "timeout") if self.controller else Command(stamp, 0.0, 0.0, "timeout")
+        """The controller's watchdog on the steady clock (it must also fire when a simulator, and
+        with it /clock, stalls); its zero commands carry the node clock's stamp."""
+        stamp = self._now()
+        if self.controller is None:
+            self._publish(Command(stamp, 0.0, 0.0, "no_model"), force=True)
+            return
+        health = self.controller.health(time.monotonic())
+        if health.level != self._health:
+            if health.level == "error":
+                self.get_logger().error(f"commanding zero: {health.message}")
+            elif health.level == "ok" and self._health == "error":
+                self.get_logger().info("sensor data flowing again")
+            elif health.level == "ok":
+                self.get_logger().info("sensor data flowing")
+            self._health = health.level
+        command = self.controller.watchdog(time.monotonic(), stamp)
+        if command is not None:
             self._publish(command, force=True)
 
     def _publish_diagnostics(self) -> None:
@@ -328,14 +363,18 @@ class LiquidControllerNode(Node):
         status = DiagnosticStatus(name="liquid_controller: control", hardware_id=self.get_fully_qualified_name())
         if self.controller is None:
             status.level, status.message = DiagnosticStatus.ERROR, f"no model: {self.model_error}"
-        elif self._sensors is not None and not self._sensors.running:
+        elif any(not loop.running for loop in self._sensors):
             status.level, status.message = DiagnosticStatus.ERROR, "sensor thread stopped: commanding zero"
-        elif self._timed_out:
-            status.level, status.message = DiagnosticStatus.ERROR, "sensor timeout: commanding zero"
-        elif self.e_stop:
-            status.level, status.message = DiagnosticStatus.WARN, "e_stop engaged"
         else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
+            health = self.controller.health(time.monotonic())
+            if health.level == "error":
+                status.level, status.message = DiagnosticStatus.ERROR, f"commanding zero: {health.message}"
+            elif health.level == "waiting":
+                status.level, status.message = DiagnosticStatus.WARN, f"commanding zero: {health.message}"
+            elif self.e_stop:
+                status.level, status.message = DiagnosticStatus.WARN, "e_stop engaged"
+            else:
+                status.level, status.message = DiagnosticStatus.OK, "running"
         lat = np.array(self._latencies) * 1e6 if self._latencies else np.zeros(1)
         values = {
             "camera_rate_hz": f"{rates['camera']:.1f}",

@@ -54,8 +54,9 @@ class SensorLoop:
     """Subscriptions whose callbacks run in one thread of their own, in header-stamp order when
     several are ready at once. `on_error(exc)` is called (in that thread) when a callback raises."""
 
-    def __init__(self, node, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, node, on_error: Callable[[BaseException], None], name: str = "sensors") -> None:
         self._node = node
+        self._name = name
         self._on_error = on_error
         self._group = ServedElsewhere()
         self._subscriptions = []
@@ -73,15 +74,16 @@ class SensorLoop:
         return sub
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"{self._node.get_name()}_sensors", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self._node.get_name()}_{self._name}", daemon=True)
         self._thread.start()
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop and wait for the callback in progress to end (before the node goes)."""
+    def stop(self, timeout: float = 5.0, wait: bool = True) -> None:
+        """Stop the loop and (with `wait`) wait for the callback in progress to end (before the
+        node goes). Stopping several loops: stop each with wait=False, then join() each."""
         self._stopping.set()
         if self._thread is None:
             return
@@ -89,7 +91,11 @@ class SensorLoop:
             self._wake.trigger()
         except Exception:  # noqa: BLE001 - already destroyed: the poll timeout ends the loop
             pass
-        if self._thread is not threading.current_thread():
+        if wait:
+            self.join(timeout)
+
+    def join(self, timeout: float = 5.0) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def _run(self) -> None:

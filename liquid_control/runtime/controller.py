@@ -11,6 +11,15 @@ Time rules, per event of sensor S with stamp t:
 - t <= the last step (another sensor already stepped past t, e.g. a camera frame stamped at
   exposure that arrives after later IMU samples): the hold is updated, no step.
 - t - last step > max_dt: the state is reset (a gap the network cannot bridge), zero command.
+
+Safety rules (all decided here; the node forwards events and publishes what comes back):
+- Watchdog per sensor: a sensor whose last *accepted* message was received more than its timeout
+  ago (`camera_timeout`, `imu_timeout`, each `sensor_timeout` when 0) stops the robot: every
+  command is zero ("timeout") until it speaks again, also while the other sensor flows. Messages
+  that arrive but are not accepted (frozen or backward stamps, NaN) do not count as alive.
+  "Received" is the caller's clock (the node's steady clock; the stamp itself in replay and sim).
+- Before every sensor has spoken, commands are zero ("waiting").
+- E-stop: zero commands while engaged, and no adaptation from teacher commands.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ class Settings:
     max_linear_accel: float = setting_default("max_linear_accel")
     max_angular_accel: float = setting_default("max_angular_accel")
     sensor_timeout: float = setting_default("sensor_timeout")
+    camera_timeout: float = setting_default("camera_timeout")
+    imu_timeout: float = setting_default("imu_timeout")
     max_dt: float = setting_default("max_dt")
     tau_scale: float = setting_default("tau_scale")
     adaptation_enabled: bool = setting_default("adaptation_enabled")
@@ -51,13 +62,45 @@ class Settings:
         """Raise ValueError with a reason a user can act on (the parameter's type and range)."""
         check_settings(dataclasses.asdict(self))
 
+    def timeout(self, sensor: str) -> float:
+        """Seconds without an accepted message of `sensor` ("camera", "imu") before a safe stop."""
+        own = self.camera_timeout if sensor == "camera" else self.imu_timeout
+        return own if own > 0.0 else self.sensor_timeout
+
 
 @dataclass(frozen=True)
 class Command:
     stamp: float
     linear_x: float
     angular_z: float
-    reason: str  # "policy", or why the command is zero: waiting, timeout, e_stop, gap_reset, nan_reset
+    reason: str  # "policy", or why the command is zero: waiting, timeout, e_stop, gap_reset, nan_reset, error
+
+
+SENSORS = ("camera", "imu")
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the controller can say about its inputs at a moment: `level` "ok", "waiting" (not
+    every sensor has spoken yet) or "error" (a sensor timed out), and a message naming the sensor
+    and why."""
+
+    level: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.level == "ok"
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A camera frame and its features from a model's encoder (LiquidController.encode_image),
+    made outside any lock; used as they are while that model still runs."""
+
+    rgb: np.ndarray
+    features: np.ndarray
+    run: PolicyStep
 
 
 @dataclass
@@ -66,6 +109,7 @@ class Counters:
     camera: int = 0
     imu: int = 0
     late: int = 0
+    waiting: int = 0          # accepted before every sensor had spoken (no step)
     stale_dropped: int = 0
     time_jumps: int = 0
     gap_resets: int = 0
@@ -93,14 +137,20 @@ def _clip(value: float, bound: float) -> float:
 
 class LiquidController:
     def __init__(self, policy: LiquidPolicy, config: ModelConfig | None = None,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, e_stop: bool = False) -> None:
         self.settings = settings or Settings()
         self.settings.check()
         self.counters = Counters()
-        self.e_stop = False
+        self.e_stop = e_stop
         self._install(self.prepare(policy, config))
         self.reset_state()
         self._last_command: Command | None = None
+        # Per sensor, in the caller's clock: when a message last arrived (accepted or not), when
+        # one was last accepted, and why the last one was not.
+        self._seen: dict[str, float | None] = dict.fromkeys(SENSORS)
+        self._alive: dict[str, float | None] = dict.fromkeys(SENSORS)
+        self._refusal: dict[str, str] = {}
+        self._first_seen: float | None = None
 
     # --- model -----------------------------------------------------------------------------
     def prepare(self, policy: LiquidPolicy, config: ModelConfig | None = None) -> PreparedPolicy:
@@ -114,7 +164,12 @@ class LiquidController:
         missing = set(policy.spec.imu_fields) - set(IMU_FIELDS)
         if missing:
             raise ValueError(f"the model reads IMU fields {sorted(missing)} that an Imu message does not have")
-        return PreparedPolicy(policy, config, policy.streamer(), tuple(fields))
+        try:
+            run = policy.streamer()
+            run.check()
+        except Exception as exc:  # noqa: BLE001 - any failure to prepare is a model that cannot run
+            raise ValueError(f"the model cannot run: {type(exc).__name__}: {exc}") from None
+        return PreparedPolicy(policy, config, run, tuple(fields))
 
     def _install(self, prepared: PreparedPolicy) -> None:
         policy, config, fields = prepared.policy, prepared.config, prepared.fields
@@ -181,36 +236,61 @@ class LiquidController:
         return self.run.core.tau * self.settings.tau_scale
 
     # --- events ----------------------------------------------------------------------------
-    def on_image(self, stamp: float, rgb: np.ndarray) -> Command | None:
-        """A camera frame as an (H, W, 3) float RGB array in [0, 1] (any size)."""
-        if not self._accept("camera", stamp):
+    def encode_image(self, rgb: np.ndarray) -> EncodedFrame:
+        """The running model's camera features of a frame, touching no controller state: a node
+        calls this outside its lock (resize and encoder take most of a frame's time), then passes
+        the result to on_image."""
+        run = self.run
+        return EncodedFrame(rgb, run.encode_image(rgb), run)
+
+    def on_image(self, stamp: float, rgb: np.ndarray | EncodedFrame, received: float | None = None) -> Command | None:
+        """A camera frame as an (H, W, 3) float RGB array in [0, 1] (any size), or what
+        encode_image made of one. `received`: when it arrived, in the caller's clock (default: the
+        stamp, as in replay and simulation)."""
+        if not self._accept("camera", stamp, stamp if received is None else received):
             return None
-        self.run.hold_camera(self.run.encode_image(rgb))
+        if isinstance(rgb, EncodedFrame):
+            frame = rgb
+            # Encoded by a model that has been swapped out since: encode again with this one.
+            features = frame.features if frame.run is self.run else self.run.encode_image(frame.rgb)
+            rgb = frame.rgb
+        else:
+            features = self.run.encode_image(rgb)
+        self.run.hold_camera(features)
         self._frame = rgb
         self.counters.camera += 1
-        return self._advance(stamp)
+        return self._advance(stamp, stamp if received is None else received)
 
-    def on_imu(self, stamp: float, values: np.ndarray) -> Command | None:
-        """An IMU sample as the 9 values of sensing.IMU_FIELDS."""
+    def on_imu(self, stamp: float, values: np.ndarray, received: float | None = None) -> Command | None:
+        """An IMU sample as the 9 values of sensing.IMU_FIELDS (`received` as for on_image)."""
+        received = stamp if received is None else received
         values = np.asarray(values, dtype=np.float64)
         if not self.run.stage_imu(values):
             self.counters.reject("imu_not_finite")
+            self.note_refused("imu", received, "NaN or Inf in a field the model reads")
             return None
-        if not self._accept("imu", stamp):
+        if not self._accept("imu", stamp, received):
             return None
         self.run.hold_staged_imu()
         self._imu = values.copy()
         self.counters.imu += 1
-        return self._advance(stamp)
+        return self._advance(stamp, received)
 
-    def on_sensor(self, kind: str, stamp: float, data: np.ndarray) -> Command | None:
+    def on_sensor(self, kind: str, stamp: float, data: np.ndarray, received: float | None = None) -> Command | None:
         """One sensor event by kind, "camera" (on_image) or "imu" (on_imu): how bag replay and
         the simulator feed the controller their event streams."""
         if kind == "camera":
-            return self.on_image(stamp, data)
+            return self.on_image(stamp, data, received)
         if kind == "imu":
-            return self.on_imu(stamp, data)
+            return self.on_imu(stamp, data, received)
         raise ValueError(f"unknown sensor event kind {kind!r}; expected 'camera' or 'imu'")
+
+    def note_refused(self, sensor: str, received: float, why: str) -> None:
+        """A message of `sensor` arrived but could not be used (refused before it reached the
+        controller, e.g. a malformed or oversized image): it does not keep the sensor alive, and
+        the watchdog says why."""
+        self._saw(sensor, received)
+        self._refusal[sensor] = why
 
     def on_teacher(self, linear_x: float, angular_z: float) -> bool:
         """A teacher command: adapt the readout toward it from the live state. True if used."""
@@ -224,12 +304,52 @@ class LiquidController:
         self.adaptation.update(self.hidden, target)
         return True
 
-    def watchdog(self, now: float) -> Command | None:
-        """Zero command when no sensor message arrived for sensor_timeout (sensor time `now`)."""
-        return self._zero(now, "timeout") if self.timed_out(now) else None
+    def health(self, now: float) -> Health:
+        """The inputs' state at `now` (the caller's clock, as `received`)."""
+        if self._first_seen is None:
+            return Health("waiting", "waiting for sensors: none has spoken yet")
+        problems, waiting = [], []
+        for sensor in SENSORS:
+            timeout = self.settings.timeout(sensor)
+            alive, seen = self._alive[sensor], self._seen[sensor]
+            if alive is not None and now - alive <= timeout:
+                continue
+            if alive is None and seen is None:
+                if now - self._first_seen <= timeout:
+                    waiting.append(sensor)
+                else:
+                    problems.append(f"no {sensor} data for {now - self._first_seen:.2f} s since the first sensor spoke")
+                continue
+            since = f"for {now - alive:.2f} s" if alive is not None else "since the start"
+            if seen is not None and now - seen <= timeout:
+                why = self._refusal.get(sensor, "refused")
+                problems.append(f"{sensor} {why}: no message accepted {since}")
+            else:
+                problems.append(f"{sensor} silent {since} (timeout {timeout:g} s)")
+        if problems:
+            return Health("error", "; ".join(problems))
+        if waiting:
+            return Health("waiting", f"waiting for {', '.join(waiting)}")
+        return Health("ok", "running")
+
+    def watchdog(self, now: float, stamp: float | None = None) -> Command | None:
+        """A zero command while a sensor has timed out or not every sensor has spoken ("timeout"
+        or "waiting"), else None; decided at `now` (the caller's clock, as `received`), stamped
+        `stamp` (sensor time; default `now`). Call it periodically: it also stops the robot when
+        nothing at all arrives any more."""
+        health = self.health(now)
+        if health.ok:
+            return None
+        return self._zero(now if stamp is None else stamp, "timeout" if health.level == "error" else "waiting")
+
+    def set_e_stop(self, engaged: bool, stamp: float) -> Command | None:
+        """Engage (a zero command now, and zero commands and no adaptation until released) or
+        release the e-stop; the next network command ramps up from zero."""
+        self.e_stop = bool(engaged)
+        return self._zero(stamp, "e_stop") if self.e_stop else None
 
     def stop(self, stamp: float, reason: str) -> Command:
-        """A zero command (watchdog, e-stop); the next network command ramps up from it."""
+        """A zero command (e.g. after a failure); the next network command ramps up from it."""
         return self._zero(stamp, reason)
 
     def save_adapted(self, path, adapted_from: str = "") -> None:
@@ -253,14 +373,17 @@ class LiquidController:
                       "adaptation_updates": self.adaptation.updates}
         save_model(path, policy, self.config.sensors, self.config.outputs, provenance)
 
-    def timed_out(self, now: float) -> bool:
-        stamps = [s for s in self._last_stamp.values() if s is not None]
-        return not stamps or now - max(stamps) > self.settings.sensor_timeout
-
     # --- internals -------------------------------------------------------------------------
-    def _accept(self, sensor: str, stamp: float) -> bool:
+    def _saw(self, sensor: str, received: float) -> None:
+        self._seen[sensor] = received
+        if self._first_seen is None:
+            self._first_seen = received
+
+    def _accept(self, sensor: str, stamp: float, received: float) -> bool:
+        self._saw(sensor, received)
         if not math.isfinite(stamp):
             self.counters.reject("stamp_not_finite")
+            self._refusal[sensor] = "stamps not finite"
             return False
         last = self._last_stamp[sensor]
         if last is not None and stamp <= last:
@@ -269,14 +392,25 @@ class LiquidController:
                 self.reset_state()
             else:
                 self.counters.stale_dropped += 1
+                self._refusal[sensor] = "stamps frozen or going back"
                 return False
         self._last_stamp[sensor] = stamp
+        self._alive[sensor] = received
         return True
 
-    def _advance(self, stamp: float) -> Command | None:
+    def _timed_out(self, now: float) -> bool:
+        for sensor in SENSORS:
+            alive = self._alive[sensor]
+            if alive is not None and now - alive > self.settings.timeout(sensor):
+                return True
+        return False
+
+    def _advance(self, stamp: float, received: float) -> Command | None:
         if self._frame is None or self._imu is None:
+            self.counters.waiting += 1
             return self._zero(stamp, "waiting")  # not every sensor has spoken yet
         if self._last_step is None:
+            self.counters.waiting += 1
             self._last_step = stamp
             return self._zero(stamp, "waiting")
         dt = stamp - self._last_step
@@ -299,6 +433,8 @@ class LiquidController:
             return self._zero(stamp, "nan_reset")
         if self.e_stop:
             return self._zero(stamp, "e_stop")
+        if self._timed_out(received):  # the other sensor went quiet: the state steps on, the robot stops
+            return self._zero(stamp, "timeout")
         lin, ang = self._command_index
         return self._limit(stamp, raw[lin] * self._scale[lin] if lin >= 0 else 0.0,
                            raw[ang] * self._scale[ang] if ang >= 0 else 0.0)

@@ -111,8 +111,9 @@ def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]
             model = LiquidPolicy(spec, model, outputs=len(config.outputs.fields),
                                  imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),
                                  imu_std=config.sensors.std[-n_imu:] if n_imu else ())
-    except (ValueError, TypeError) as exc:
-        raise ModelFileError(path, f"cannot build the network its config describes: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError (and more) on impossible shapes
+        raise ModelFileError(path, f"cannot build the network its config describes: {type(exc).__name__}: "
+                                   f"{exc}") from None
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -135,7 +136,10 @@ def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]
             raise ModelFileError(path, f"weight {key} holds NaN or Inf")
         if key.endswith("sparsity_mask") and not torch.equal(got.to(ref.dtype), ref):
             raise ModelFileError(path, f"{key} differs from the wiring in the config (wrong seed or wiring?)")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    try:
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    except Exception as exc:  # noqa: BLE001 - whatever torch refuses, the file is at fault
+        raise ModelFileError(path, f"cannot load its weights into the network: {exc}") from None
     return model.eval(), config
 
 
@@ -170,7 +174,7 @@ def load_policy(model: str | Path) -> tuple[LiquidPolicy, ModelConfig]:
     write it (a file, or package://<package>/<file>). ModelFileError for an empty path, a file not
     found, one that cannot be loaded, or a bare liquid core (it has no camera encoder to run)."""
     if not str(model).strip():
-        raise ModelFileError(model, "the path is empty")
+        raise ModelFileError(repr(str(model)), "the path is empty")
     try:
         path = resolve_model_path(model)
     except FileNotFoundError as exc:

@@ -77,8 +77,16 @@ PARAMETERS = (
       setting="max_linear_accel"),
     P("max_angular_accel", 4.0, "Largest change of angular.z per second", "rad/s^2", (0.0, 50.0),
       setting="max_angular_accel"),
-    P("sensor_timeout", 0.5, "Time without camera or IMU data before zero commands and diagnostics ERROR",
+    P("sensor_timeout", 0.5, "Time without accepted camera or IMU data before zero commands and "
+      "diagnostics ERROR (each sensor's own timeout, when set, replaces it)",
       "s", (0.01, 10.0), setting="sensor_timeout"),
+    P("camera_timeout", 0.0, "Time without an accepted camera frame (silent, or stamps frozen or going "
+      "back) before zero commands and diagnostics ERROR naming the camera; 0 = sensor_timeout", "s",
+      (0.0, 10.0), setting="camera_timeout"),
+    P("imu_timeout", 0.0, "Time without an accepted IMU sample before zero commands and diagnostics ERROR "
+      "naming the IMU; 0 = sensor_timeout", "s", (0.0, 10.0), setting="imu_timeout"),
+    P("max_image_pixels", 2_073_600, "Larger camera frames (width x height) are rejected before any "
+      "conversion, counted and logged (default: 1920 x 1080)", "pixels", (1, 100_000_000)),
     P("max_dt", 0.5, "A larger gap between sensor stamps resets the liquid state", "s", (0.001, 10.0),
       setting="max_dt"),
     P("max_publish_rate", 0.0, "Cap on cmd_vel publishing (0 publishes after every step)", "Hz", (0.0, 1000.0)),

@@ -148,6 +148,23 @@ class PolicyStep:
     def initial_state(self) -> np.ndarray:
         return self.core.initial_state()
 
+    def check(self) -> None:
+        """One dry run (a grey frame, a zero IMU sample, one step from rest) on scratch buffers:
+        raises if this running form cannot take the inputs its model declares (a config that
+        builds but does not run), leaves nothing held."""
+        features = self.encode_image(np.full((self._height, self._width, 3), 0.5))
+        if features.shape != (self.camera_features,):
+            raise ValueError(f"the camera encoder gives {features.shape[0]} features, the core takes "
+                             f"{self.camera_features}")
+        held, command = self.inputs.copy(), self.command.copy()
+        try:
+            self.hold_camera(features)
+            self.inputs[self.camera_features:] = 0.0
+            state = self.initial_state()
+            self.advance(state, 0.01)
+        finally:
+            self.inputs[:], self.command[:] = held, command
+
     def encode_image(self, rgb: np.ndarray) -> np.ndarray:
         """Camera features of one (h, w, 3) float RGB frame of any size, resized to the model's
         input as sensing.resize does for training."""
