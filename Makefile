@@ -1,7 +1,7 @@
 # liquid_control without a ROS distro: a venv with ROS 2 Jazzy from PyPI wheels.
 #   make demo    train and drive the liquid demo controller
 #   make test    the test suite
-# Both create .venv first (python3 -m venv, then pip install -e '.[ros,test]').
+# Both create .venv first (python3 -m venv, then pip install -e '.[full,ros,test]').
 
 PYTHON ?= python3
 VENV = .venv
@@ -26,7 +26,7 @@ venv $(VENV): $(STAMP)
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -e '.[ros,test]'
+	$(PIP_INSTALL) -e '.[full,ros,test]'
 	touch $@
 
 test: $(STAMP)
@@ -43,6 +43,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/step_latency.py
 	$(RUN_ENV) $(VPY) bench/node_latency.py
+	$(RUN_ENV) $(VPY) bench/recorder_loss.py
+	$(RUN_ENV) $(VPY) bench/camera_path.py
+	$(RUN_ENV) $(VPY) bench/backends.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check liquid_control test bench

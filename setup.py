@@ -117,17 +117,29 @@ setup(
     license="Apache-2.0",
     packages=find_packages(exclude=["test", "test.*"]),
     python_requires=">=3.10",
+    # The base install runs the node on an exported model (backend onnx, with [edge]); torch
+    # (training, the default torch backend, export) and MuJoCo (the simulator) are extras, so a
+    # robot's small board need not carry them. `[full]` is everything; the Makefile installs it.
     install_requires=[
         "numpy",
-        "torch",  # pinned in requirements/constraints.txt
         "safetensors",
         "transforms3d",
         "rosbags",
-        "mujoco",
+        "mcap",  # liquid-control recover reads MCAP files record by record, without their summary
         "numba",
         "pyyaml",
+        "simplejpeg",  # libjpeg-turbo: compressed camera frames, decoded at DCT scale
     ],
     extras_require={
+        # torch pinned in requirements/constraints.txt; onnx: export; matplotlib, networkx: plots
+        "torch": ["torch", "onnx", "matplotlib", "networkx"],
+        # The plots (train's loss curve, replay's commands, eval and drive --plot) and `info --graph`
+        # (networkx: Wiring.get_graph, as ncps has it); train and replay always draw, hence in [torch].
+        "plots": ["matplotlib", "networkx"],
+        "sim": ["mujoco"],
+        "edge": ["onnxruntime"],  # controller_node backend:=onnx, no torch
+        "png": ["opencv-python-headless"],  # PNG camera frames (JPEG needs nothing more)
+        "full": ["torch", "onnx", "onnxruntime", "mujoco", "matplotlib", "networkx", "opencv-python-headless"],
         # ROS 2 Jazzy from PyPI wheels, for a venv without a ROS distro.
         "ros": [
             "ros-jazzy-rclpy",

@@ -27,7 +27,8 @@ RESPAWN_DELAY_S = 2.0  # launch takes a number here, not a substitution
 
 # The controller's own topic (liquid_control.topics) -> the launch argument naming the robot's.
 REMAPPED = {
-    "camera_topic": (topics.CAMERA, "Camera the policy sees (sensor_msgs/Image)."),
+    "camera_topic": (topics.CAMERA, "Camera the policy sees (sensor_msgs/Image), by its raw name: with "
+                                    "camera_transport:=compressed the controller takes <camera_topic>/compressed."),
     "imu_topic": (topics.IMU, "IMU (sensor_msgs/Imu)."),
     "cmd_vel_topic": (topics.CMD_VEL, "Velocity commands to the base (TwistStamped with cmd_vel_stamped "
                                       "in params_file, else Twist)."),
@@ -42,6 +43,8 @@ def recorder(context) -> list:
     """liquid-control record of the robot's topics as remapped (it takes absolute names, no ROS arguments)."""
     namespace = LaunchConfiguration("namespace").perform(context)
     names = [topics.absolute(LaunchConfiguration(arg).perform(context), namespace) for arg in REMAPPED]
+    if LaunchConfiguration("camera_transport").perform(context) == "compressed":
+        names[0] += "/compressed"  # the camera as it arrives: record keeps it byte for byte
     return [launching.recorder(*names, topics.DIAGNOSTICS)]
 
 
@@ -49,6 +52,8 @@ def generate_launch_description() -> LaunchDescription:
     robot_topics = yaml.safe_load(share_path("config", "turtlebot4_topics.yaml").read_text())
     namespace = LaunchConfiguration("namespace")
     remappings = [(ours, LaunchConfiguration(arg)) for arg, (ours, _) in REMAPPED.items()]
+    # image_transport names the compressed stream <raw topic>/compressed.
+    remappings.append((topics.CAMERA_COMPRESSED, [LaunchConfiguration("camera_topic"), "/compressed"]))
 
     return LaunchDescription([
         *(DeclareLaunchArgument(
@@ -57,6 +62,11 @@ def generate_launch_description() -> LaunchDescription:
                         "in `namespace`. Default: config/turtlebot4_topics.yaml.")
           for arg, (ours, text) in REMAPPED.items()),
         launching.model_argument(),
+        DeclareLaunchArgument(
+            "camera_transport", default_value="raw", choices=["raw", "compressed"],
+            description="raw: the camera as sensor_msgs/Image on camera_topic; compressed: "
+                        "sensor_msgs/CompressedImage (JPEG/PNG) on <camera_topic>/compressed, as "
+                        "image_transport publishes it."),
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "robot.yaml"]),
             description="ROS parameters file for the controller: speed and acceleration limits, "
@@ -79,6 +89,7 @@ def generate_launch_description() -> LaunchDescription:
             parameters=[LaunchConfiguration("params_file"), {
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
                 "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
+                "camera_transport": ParameterValue(LaunchConfiguration("camera_transport"), value_type=str),
             }],
             remappings=remappings,
             respawn=LaunchConfiguration("respawn"), respawn_delay=RESPAWN_DELAY_S,

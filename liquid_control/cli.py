@@ -1,5 +1,5 @@
 """`liquid-control`: the command line of the package (info, demo, drive, collect, train, eval, table,
-record, play, replay). Each command imports what it needs when it runs, so `--help` needs neither
+record, play, replay, recover, export). Each command imports what it needs when it runs, so `--help` needs neither
 torch nor rclpy."""
 
 from __future__ import annotations
@@ -14,11 +14,32 @@ from pathlib import Path
 from .paths import DEFAULT_MODEL
 
 
-def _info(args: argparse.Namespace) -> int:
-    from .runtime.modelfile import ModelFileError, load_model, parameter_counts
+def _bag_info(args: argparse.Namespace) -> int:
+    from .bags.info import bag_info, format_bag_info
+    from .bags.io import BagError
 
     try:
-        model, config = load_model(args.model)
+        info = bag_info(args.model, args.camera_topic, args.imu_topic, args.label_topic)
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2) if args.json else format_bag_info(info))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .bags.info import is_bag
+    from .paths import resolve_model_path
+
+    if is_bag(Path(args.model)):
+        return _bag_info(args)
+    from .runtime.modelfile import ModelFileError, load_model, parameter_counts
+
+    try:  # a file, or package://<package>/<file> as the node takes it
+        model, config = load_model(resolve_model_path(args.model))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -35,6 +56,16 @@ def _info(args: argparse.Namespace) -> int:
         "parameters": counts,
         "wiring": wiring_summary,
     }
+    if args.graph:
+        if wiring is None or not hasattr(wiring, "get_graph"):
+            print(f"error: {args.model} has no wiring to draw: its core is {wiring_summary['type']} "
+                  f"({wiring_summary['units']} units)", file=sys.stderr)
+            return 2
+        from .draw.wiring import write_wiring_png
+
+        write_wiring_png(args.graph, wiring, input_names=config.sensors.features,
+                         output_names=config.outputs.fields)
+        report["graph"] = str(args.graph)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -67,6 +98,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"output     {name} [{unit}] in [{lo}, {hi}]")
     if config.provenance:
         print(f"provenance {json.dumps(config.provenance, sort_keys=True)}")
+    if args.graph:
+        print(f"graph      {args.graph}")
     return 0
 
 
@@ -97,10 +130,18 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .bags.info import find_bags
+    from .bags.io import BagError
     from .learning.train import train
 
-    result = train(args.bag, args.arch, args.output, seed=args.seed, iterations=args.iterations,
-                   window=args.window, batch=args.batch)
+    try:
+        bags = [b for item in args.bag for b in find_bags(item)]
+        result = train(bags, args.arch, args.output, seed=args.seed, iterations=args.iterations,
+                       window=args.window, batch=args.batch, camera=args.camera_topic, imu=args.imu_topic,
+                       label=args.label_topic)
+    except (BagError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result))
     return 0
 
@@ -188,6 +229,28 @@ def _replay(args: argparse.Namespace) -> int:
         params_file=args.params), format_summary)
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from .bags.recover import format_recover_summary, recover
+
+    return _bag_command(args, lambda: recover(args.bag, args.output), format_recover_summary)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .runtime.export import export_onnx
+    from .runtime.specs import ModelFileError
+
+    try:
+        summary = export_onnx(args.model, args.onnx)
+    except (ModelFileError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else
+          f"wrote {summary['onnx']} ({summary['bytes']} bytes, opset {summary['opset']}): inputs "
+          + ", ".join(f"{k} {v}" for k, v in summary["inputs"].items()) + "; outputs "
+          + ", ".join(f"{k} {v}" for k, v in summary["outputs"].items()))
+    return 0
+
+
 class _LazyChoices:
     """The names of a registry in another module, read when argparse first checks or lists them,
     so that building the parser (and every command that does not use them) imports no torch."""
@@ -209,10 +272,23 @@ ARCHITECTURES = _LazyChoices(".learning.train", "ARCHITECTURES")
 CONDITIONS = _LazyChoices(".sim.conditions", "CONDITIONS")
 
 
+def _topic_arguments(parser, prefix: str = "") -> None:
+    parser.add_argument("--camera-topic", metavar="TOPIC", help=f"{prefix}the camera (sensor_msgs/Image or "
+                        "CompressedImage); default: the bag's only one")
+    parser.add_argument("--imu-topic", metavar="TOPIC", help=f"{prefix}the IMU; default: the bag's only one")
+    parser.add_argument("--label-topic", metavar="TOPIC", help=f"{prefix}the commands to learn (Twist, matched by "
+                        "bag time, or TwistStamped, by header stamp); default: the bag's only one")
+
+
 def _add_info(sub) -> None:
-    info = sub.add_parser("info", help="print a model file's config, parameter counts and wiring")
-    info.add_argument("model", help="path to a .safetensors model file")
+    info = sub.add_parser("info", help="a model file's config, parameter counts and wiring; or a bag's topics, "
+                          "rates, stamp gaps and which topics training would use")
+    info.add_argument("model", metavar="MODEL_OR_BAG",
+                      help="a .safetensors model file, or a bag (directory, .mcap or .db3)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--graph", metavar="PNG", help="draw the wiring to this PNG: neurons by layer, synapses "
+                      "by polarity, with their counts")
+    _topic_arguments(info, "for a bag: ")
     info.set_defaults(func=_info)
 
 
@@ -255,7 +331,8 @@ def _add_collect(sub) -> None:
 
 def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a policy from bags by BPTT and write a model file")
-    train.add_argument("--bag", action="append", required=True, help="a bag from collect (repeat for several)")
+    train.add_argument("--bag", action="append", required=True,
+                       help="a bag, or a folder of bags (repeat for several): from collect or from a robot")
     train.add_argument("--arch", choices=ARCHITECTURES, default="ncp-cfc", metavar="ARCH",
                        help="policy architecture: %(choices)s (default %(default)s)")
     train.add_argument("--output", required=True, help="the .safetensors model file to write")
@@ -263,6 +340,7 @@ def _add_train(sub) -> None:
     train.add_argument("--window", type=int, default=300, help="sensor events per training window")
     train.add_argument("--batch", type=int, default=8)
     train.add_argument("--seed", type=int, default=0)
+    _topic_arguments(train)
     train.set_defaults(func=_train)
 
 
@@ -337,7 +415,7 @@ def _add_replay(sub) -> None:
     rp.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
     rp.add_argument("--output", required=True, help="the bag directory to create (commands on /cmd_vel)")
     rp.add_argument("--camera-topic", default=topics.absolute(topics.CAMERA), metavar="TOPIC",
-                    help="sensor_msgs/Image topic (default %(default)s)")
+                    help="sensor_msgs/Image or CompressedImage topic (default %(default)s)")
     rp.add_argument("--imu-topic", default=topics.absolute(topics.IMU), metavar="TOPIC",
                     help="sensor_msgs/Imu topic (default %(default)s)")
     rp.add_argument("--compare-topic", metavar="TOPIC", help="recorded commands to compare with, TwistStamped or Twist "
@@ -351,7 +429,25 @@ def _add_replay(sub) -> None:
     rp.set_defaults(func=_replay)
 
 
-COMMANDS = (_add_info, _add_demo, _add_drive, _add_collect, _add_train, _add_eval, _add_table, _add_record, _add_play, _add_replay)
+def _add_recover(sub) -> None:
+    rc = sub.add_parser("recover", help="rebuild a readable bag from an MCAP bag that was never closed (a killed "
+                        "recorder): every complete message, into a new bag")
+    rc.add_argument("bag", help="the bag directory (with or without metadata.yaml) or its .mcap file; only read")
+    rc.add_argument("-o", "--output", help="the bag directory to create (default: BAG.recovered beside BAG)")
+    rc.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    rc.set_defaults(func=_recover)
+
+
+def _add_export(sub) -> None:
+    ex = sub.add_parser("export", help="a policy's streaming step as one ONNX graph (for ONNX Runtime, TensorRT; "
+                        "controller_node backend:=onnx)")
+    ex.add_argument("model", help="a policy model file (.safetensors, or package://...)")
+    ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write (never over a file)")
+    ex.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ex.set_defaults(func=_export)
+
+
+COMMANDS = (_add_info, _add_demo, _add_drive, _add_collect, _add_train, _add_eval, _add_table, _add_record, _add_play, _add_replay, _add_recover, _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@ the Gazebo bridge and the launch files all take them from here. Relative names (
 node's namespace and remap as usual), except the clock, which is global in ROS."""
 
 CAMERA = "camera/image_raw"
+CAMERA_COMPRESSED = CAMERA + "/compressed"  # image_transport's compressed plugin (JPEG or PNG)
 CAMERA_INFO = "camera/camera_info"
 IMU = "imu/data"
 CMD_VEL = "cmd_vel"

@@ -98,6 +98,20 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
     assert (["nodes", "controller_node"], "liquid_control") in found and (None, "rclpy") in found
 
 
+# What the ONNX backend loads must run where torch is not installed (pip install liquid_control[edge]).
+TORCH_FREE = ["liquid_control.runtime.onnx_policy", "liquid_control.runtime.controller", "liquid_control.nets.fused",
+              "liquid_control.nets.wirings", "liquid_control.nodes.controller_node"]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_the_onnx_backend_path_loads_without_torch(module):
+    code = (f"import sys, importlib; importlib.import_module({module!r}); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'onnx')); "
+            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{module} pulls in {result.stdout.strip()} {result.stderr[-500:]}"
+
+
 ROS_FREE = ["liquid_control.nets", "liquid_control.runtime.controller", "liquid_control.runtime.modelfile",
             "liquid_control.runtime.parameters", "liquid_control.bags.replay", "liquid_control.learning.train",
             "liquid_control.learning.evaluate", "liquid_control.cli"]

@@ -233,3 +233,10 @@ def test_a_config_that_cannot_build_or_run_is_a_model_file_error(tmp_path, name)
         return
     with pytest.raises(ValueError, match="cannot run"):  # it builds, but cannot run: prepare says so
         LiquidController(policy, config)
+
+
+def test_the_model_file_knows_the_same_discrete_cells_as_the_networks():
+    from liquid_control.nets.recurrent import CELLS
+    from liquid_control.runtime.specs import RECURRENT_CELLS
+
+    assert RECURRENT_CELLS == CELLS

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import Image, Imu  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, Imu  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -27,7 +27,7 @@ from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
 from liquid_control.runtime.controller import LiquidController, Settings  # noqa: E402
 from liquid_control.runtime.modelfile import OutputSpec, load_model, save_model  # noqa: E402
 from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy  # noqa: E402
-from liquid_control.runtime.sensing import image_to_array, imu_to_array  # noqa: E402
+from liquid_control.runtime.sensing import image_to_array, imu_to_array, stamp_to_seconds  # noqa: E402
 
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
 SPEC = EncoderSpec(image_width=32, image_height=24, channels=(4, 8), camera_features=4)
@@ -62,7 +62,9 @@ class Rig:
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = LiquidControllerNode(context=context, namespace=self.ns, parameter_overrides=overrides)
         self.peer = rclpy.create_node(f"peer_{next(_names)}", namespace=self.ns, context=context)
-        self.camera = self.peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        self.compressed = params.get("camera_transport") == "compressed"
+        self.camera = (self.peer.create_publisher(CompressedImage, "camera/image_raw/compressed", qos_profile_sensor_data)
+                       if self.compressed else self.peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data))
         self.imu = self.peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
         self.teacher = self.peer.create_publisher(Twist, "teacher/cmd_vel", 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -97,9 +99,20 @@ class Rig:
                     self.diagnostics.append((time.monotonic(), status))
 
     def image(self, stamp, encoding="rgb8", width=64, height=48):
+        if self.compressed:
+            return self.compressed_image(stamp, width=width, height=height)
         msg = Image(height=height, width=width, encoding=encoding, step=width * 3)
         msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
         msg.data = self.rng.integers(0, 256, size=height * width * 3, dtype=np.uint8).tobytes()
+        return msg
+
+    def compressed_image(self, stamp, width=64, height=48, kind=".jpg"):
+        import cv2
+
+        rgb = self.rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        msg = CompressedImage(format="rgb8; jpeg compressed bgr8" if kind == ".jpg" else "rgb8; png compressed bgr8")
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
+        msg.data = cv2.imencode(kind, rgb[:, :, ::-1])[1].tobytes()
         return msg
 
     def imu_msg(self, stamp, wz=0.1):
@@ -581,3 +594,56 @@ def test_a_model_that_cannot_build_leaves_the_node_up_without_a_model_or_is_refu
     assert r.node.controller.policy is running
     sent = r.stream(0.3)
     wait_for(lambda: len(r.commands) >= 0.8 * len(sent), timeout=5.0)
+
+
+def test_compressed_camera_transport_drives_and_rejects_corrupt_jpegs(rig, tmp_path):
+    """camera_transport:=compressed: JPEG on camera/image_raw/compressed, as image_transport
+    publishes it; a corrupt or truncated one is rejected and counted like a malformed image."""
+    pytest.importorskip("cv2")
+    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)), camera_transport="compressed")
+    sent = r.stream(0.5, camera_hz=30.0)
+    wait_for(lambda: any(abs(m.linear.x) > 0 for _, m in r.commands))
+    c = r.node.controller.counters
+    # Frames were decoded and drove (best-effort delivery may drop some on a busy machine).
+    wait_for(lambda: c.camera >= min(5, sum(kind == "camera" for kind, _ in sent)), timeout=10.0)
+    before = r.node._rejected
+    truncated = r.compressed_image(100.6)
+    truncated.data = bytes(truncated.data)[: len(truncated.data) // 2]
+    r.camera.publish(truncated)
+    garbage = r.compressed_image(100.61)
+    garbage.data = b"\xff\xd8" + bytes(200)
+    r.camera.publish(garbage)
+    huge = r.compressed_image(100.62, width=80, height=60)
+    (ok,) = r.set(max_image_pixels=64 * 48)
+    assert ok.successful
+    r.camera.publish(huge)
+    wait_for(lambda: r.node._rejected >= before + 3)
+    png = r.compressed_image(100.7, kind=".png")
+    frames = c.camera
+    r.camera.publish(png)
+    wait_for(lambda: r.node.controller.counters.camera == frames + 1)
+
+
+def test_a_png_frame_gives_the_state_its_raw_frame_gives(rig, tmp_path):
+    """PNG is lossless: through the compressed transport the network sees what the raw one sees."""
+    cv2 = pytest.importorskip("cv2")
+    model = make_model(tmp_path / "ref.safetensors", seed=4)
+    r = rig(model=model, state_publish_rate=0.0, camera_transport="compressed", camera_timeout=5.0)
+    raw = r.rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    msg = CompressedImage(format="png")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 50, 0
+    msg.data = cv2.imencode(".png", raw[:, :, ::-1])[1].tobytes()
+    r.camera.publish(msg)
+    wait_for(lambda: r.node.controller.counters.camera == 1)
+    imus = [r.imu_msg(50.001 + 0.005 * k, wz=0.2) for k in range(20)]
+    for m in imus:
+        r.imu.publish(m)
+        time.sleep(0.005)
+    wait_for(lambda: r.node.controller.counters.imu == len(imus), timeout=5.0)
+    policy, config = load_model(model)
+    offline = LiquidController(policy, config, Settings())
+    as_raw = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=raw.tobytes())
+    offline.on_image(50.0, image_to_array(as_raw))  # what the raw transport would have taken
+    for m in imus:
+        offline.on_imu(stamp_to_seconds(m.header.stamp), imu_to_array(m))
+    np.testing.assert_allclose(r.node.controller.hidden, offline.hidden, atol=1e-9)

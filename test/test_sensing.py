@@ -237,3 +237,65 @@ def test_seconds_to_stamp_round_trips(seconds):
     stamp = msgs.Image().header.stamp
     stamp.sec, stamp.nanosec = sec, nanosec
     assert stamp_to_seconds(stamp) == pytest.approx(seconds, abs=1e-6)
+
+
+# --- compressed images (image_transport's compressed plugin) ---------------------------------------
+def _compressed(rgb, kind):
+    import types
+
+    cv2 = pytest.importorskip("cv2")
+    ok, data = cv2.imencode(kind, np.ascontiguousarray(rgb[:, :, ::-1]))
+    assert ok
+    return types.SimpleNamespace(format=f"rgb8; {kind[1:]} compressed bgr8", data=data.tobytes())
+
+
+def test_png_decodes_to_what_the_raw_image_gives():
+    import types
+
+    from liquid_control.runtime.sensing import compressed_size, compressed_to_array
+
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    msg = _compressed(rgb, ".png")
+    assert compressed_size(msg) == ("png", 53, 37)
+    raw = types.SimpleNamespace(encoding="rgb8", height=37, width=53, step=53 * 3, is_bigendian=0, data=rgb.tobytes())
+    np.testing.assert_array_equal(compressed_to_array(msg), image_to_array(raw))
+
+
+def test_jpeg_decodes_at_the_smallest_dct_scale_that_covers_the_model_input():
+    from liquid_control.runtime.sensing import compressed_to_array
+
+    y, x = np.mgrid[0:480, 0:640]
+    smooth = np.stack([x / 640 * 255, y / 480 * 255, (x + y) / 1120 * 255], -1).astype(np.uint8)
+    msg = _compressed(smooth, ".jpg")
+    full = compressed_to_array(msg)
+    assert full.shape == (480, 640, 3)
+    assert np.abs(full - smooth / 255.0).max() < 0.05  # JPEG of a smooth image: close to the original
+    scaled = compressed_to_array(msg, 64, 48)
+    assert scaled.shape == (60, 80, 3)  # 1/8 scale: the smallest that still covers 64x48
+    # The model sees nearly the same input either way (DCT scaling is an area filter of its own).
+    assert np.abs(resize(scaled, 64, 48) - resize(full, 64, 48)).mean() < 0.01
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage_after_header", "not_an_image", "empty"])
+def test_corrupt_compressed_images_are_sensor_errors(damage):
+    import types
+
+    from liquid_control.runtime.sensing import compressed_to_array
+
+    rgb = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    good = _compressed(rgb, ".jpg").data
+    data = {"truncated": good[: len(good) // 2], "garbage_after_header": good[:200] + bytes(500),
+            "not_an_image": b"hello world" * 10, "empty": b""}[damage]
+    with pytest.raises(SensorError):
+        compressed_to_array(types.SimpleNamespace(format="jpeg", data=data))
+
+
+def test_the_size_limit_is_checked_on_the_header_before_decoding():
+    import types
+
+    from liquid_control.runtime.sensing import compressed_to_array
+
+    # A PNG header claiming 100000 x 100000 pixels, and nothing behind it to decode.
+    header = b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + (100000).to_bytes(4, "big") * 2
+    with pytest.raises(SensorError, match="over max_image_pixels"):
+        compressed_to_array(types.SimpleNamespace(format="png", data=header + bytes(20)), max_pixels=2_000_000)

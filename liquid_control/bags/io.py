@@ -21,12 +21,19 @@ from rosbags.typesys import Stores, get_typestore
 from transforms3d.euler import euler2quat
 
 from .. import topics
-from ..runtime.sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
+from ..runtime.sensing import (
+    SensorError,
+    compressed_to_array,
+    image_to_array,
+    imu_to_array,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
-IMAGE, IMU, TWIST_STAMPED, TWIST, ODOMETRY = (
-    "sensor_msgs/msg/Image", "sensor_msgs/msg/Imu", "geometry_msgs/msg/TwistStamped",
-    "geometry_msgs/msg/Twist", "nav_msgs/msg/Odometry",
+IMAGE, COMPRESSED_IMAGE, IMU, TWIST_STAMPED, TWIST, ODOMETRY = (
+    "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Imu",
+    "geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Twist", "nav_msgs/msg/Odometry",
 )
 
 
@@ -183,15 +190,34 @@ class BagWriter:
     def close(self) -> None:
         self._writer.close()
 
-    def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence = ()) -> None:
-        """Register `topic` of `msgtype` (a Jazzy type: its definition goes into the bag)."""
+    def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence = (), msgdef: str | None = None) -> None:
+        """Register `topic` of `msgtype`: a Jazzy type, whose definition goes into the bag, or any
+        type whose definition `msgdef` (ros2msg text, dependencies appended as rosbag2 writes
+        them) is given."""
         if topic in self._connections:
             raise BagError(f"bag {self.path}: topic {topic} added twice")
-        if msgtype not in TYPESTORE.types:
+        if msgtype in TYPESTORE.types:
+            definition = {"typestore": TYPESTORE}
+        elif msgdef:
+            definition = {"msgdef": msgdef, "rihs01": _rihs01(self.path, topic, msgtype, msgdef)}
+        else:
             raise BagError(f"bag {self.path}: topic {topic} has type {msgtype}, which the ROS 2 Jazzy typestore "
                            "does not know (its definition could not be stored)")
-        self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE,
-                                                               offered_qos_profiles=list(offered_qos))
+        self._connections[topic] = self._writer.add_connection(topic, msgtype, offered_qos_profiles=list(offered_qos),
+                                                               **definition)
+
+    def flush(self) -> None:
+        """Close the MCAP chunk being filled and hand the file's buffer to the operating system, so
+        that everything written so far survives the writer being killed (SIGKILL): a bag without
+        its summary, that `liquid-control recover` reads. rosbags itself closes a chunk only once
+        it holds 1 MiB, and has no option for it (rosbags 0.11: Writer.storage is its McapWriter)."""
+        storage = getattr(self._writer, "storage", None)
+        chunk = getattr(storage, "chunk", None)
+        if chunk is None or not hasattr(storage, "close_chunk"):
+            return  # not MCAP, or closed
+        if chunk.msgs:
+            storage.close_chunk()
+        storage.bio.flush()
 
     def write_serialized(self, topic: str, data: bytes, log_time_ns: int) -> None:
         """Write CDR bytes on a topic registered with add_topic, at bag time `log_time_ns`."""
@@ -214,6 +240,19 @@ class BagWriter:
         self._writer.write(connection, log_time_ns, TYPESTORE.serialize_cdr(msg, msgtype))
 
 
+def _rihs01(path: Path, topic: str, msgtype: str, msgdef: str) -> str:
+    """The RIHS01 type hash of a type known only from its definition text."""
+    from rosbags.typesys import get_types_from_msg
+
+    try:
+        store = get_typestore(Stores.EMPTY)
+        store.register(get_types_from_msg(msgdef, msgtype))
+        return store.hash_rihs01(msgtype)
+    except Exception as exc:  # noqa: BLE001 - rosbags raises its own errors for bad definitions
+        raise BagError(f"bag {path}: topic {topic}: the definition of {msgtype} cannot be parsed "
+                       f"({type(exc).__name__}: {exc})") from None
+
+
 @dataclass(frozen=True)
 class BagEvent:
     stamp: float        # header stamp (s); bag time for an unstamped command
@@ -224,15 +263,20 @@ class BagEvent:
 
 
 def read_events(path: str | Path, camera: str = topics.absolute(topics.CAMERA), imu: str = topics.absolute(topics.IMU),
-                command: str | None = topics.absolute(topics.CMD_VEL), skipped: dict[str, int] | None = None) -> Iterator[BagEvent]:
+                command: str | None = topics.absolute(topics.CMD_VEL), skipped: dict[str, int] | None = None,
+                camera_size: tuple[int, int] = (0, 0), max_image_pixels: int | None = None) -> Iterator[BagEvent]:
     """The bag's camera, IMU (and command) messages as events, in the order they were logged.
 
+    The camera topic may be sensor_msgs/Image or CompressedImage (JPEG or PNG, as image_transport
+    records `.../compressed`); a JPEG is decoded at the smallest DCT scale that still covers
+    `camera_size` (width, height: the model's input, as the node decodes it; (0, 0): full size).
     Missing topics, topics of another type, and unreadable bags raise BagError naming the bag.
-    Bad messages inside a good bag (an image of the wrong size, NaN in an IMU message) are
-    skipped here just as the controller would reject them; `skipped` counts them per reason.
+    Bad messages inside a good bag (an image of the wrong size, a corrupt JPEG, NaN in an IMU
+    message) are skipped here just as the controller would reject them; `skipped` counts them per
+    reason.
     """
     path = Path(path)
-    wanted = {camera: ("camera", (IMAGE,)), imu: ("imu", (IMU,))}
+    wanted = {camera: ("camera", (IMAGE, COMPRESSED_IMAGE)), imu: ("imu", (IMU,))}
     if command:
         wanted[command] = ("command", (TWIST_STAMPED, TWIST))
     with _reading(path) as reader:
@@ -253,7 +297,12 @@ def read_events(path: str | Path, camera: str = topics.absolute(topics.CAMERA), 
                 yield BagEvent(stamp, kind, np.array([twist.linear.x, twist.angular.z]), header, log_time)
                 continue
             try:
-                data = image_to_array(msg) if kind == "camera" else imu_to_array(msg)
+                if kind == "imu":
+                    data = imu_to_array(msg)
+                elif connection.msgtype == COMPRESSED_IMAGE:
+                    data = compressed_to_array(msg, *camera_size, max_pixels=max_image_pixels)
+                else:
+                    data = image_to_array(msg, max_pixels=max_image_pixels)
             except SensorError as exc:
                 if skipped is not None:
                     reason = f"{kind}: {exc}"

@@ -23,7 +23,18 @@ from ..paths import DEFAULT_MODEL
 from ..runtime.controller import LiquidController, Settings
 from ..runtime.modelfile import load_policy
 from ..runtime.parameters import DEFAULTS, read_params, settings_fields
-from .io import IMAGE, IMU, TWIST, TWIST_STAMPED, BagError, BagWriter, read_events, summarize, twist_stamped_msg
+from .io import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    IMU,
+    TWIST,
+    TWIST_STAMPED,
+    BagError,
+    BagWriter,
+    read_events,
+    summarize,
+    twist_stamped_msg,
+)
 
 CAMERA_TOPIC = topics.absolute(topics.CAMERA)
 IMU_TOPIC = topics.absolute(topics.IMU)
@@ -32,18 +43,16 @@ FIELDS = ("linear.x", "angular.z")
 PLOT_POINTS = 1500
 
 
-def node_settings(params_file: str | Path | None = None) -> tuple[Settings, str]:
-    """The controller node's Settings and frame_id from a ROS 2 parameters file (as launch files
-    pass it; default: the node's own defaults, the parameter table)."""
-    if not params_file:
-        return Settings(), str(DEFAULTS["frame_id"])
-    params = read_params(params_file)
+def node_settings(params_file: str | Path | None = None) -> tuple[Settings, dict]:
+    """The controller node's Settings and all its parameters (the table's defaults, overridden by a
+    ROS 2 parameters file as launch files pass it, if given)."""
+    params = {**DEFAULTS, **(read_params(params_file) if params_file else {})}
     try:
         settings = Settings(**settings_fields(params))
         settings.check()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"parameters file {params_file}: {exc}") from None
-    return settings, str(params.get("frame_id", DEFAULTS["frame_id"]))
+    return settings, params
 
 
 def _check_topic(path: Path, have: dict, topic: str, types: tuple[str, ...]) -> None:
@@ -66,7 +75,7 @@ def _nearest(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 def _compare_topic(bag: Path, have: dict, camera: str, imu: str, compare_topic: str | None) -> str | None:
     """Check the bag's sensor topics; the recorded-command topic to compare with (None: none)."""
-    _check_topic(bag, have, camera, (IMAGE,))
+    _check_topic(bag, have, camera, (IMAGE, COMPRESSED_IMAGE))
     _check_topic(bag, have, imu, (IMU,))
     if compare_topic is None and COMMAND_TOPIC in have:
         compare_topic = COMMAND_TOPIC
@@ -138,7 +147,8 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     have = summarize(bag).topics
     compare_topic = _compare_topic(bag, have, camera, imu, compare_topic)
     stamped_compare = bool(compare_topic) and have[compare_topic].msgtype == TWIST_STAMPED
-    settings, node_frame_id = node_settings(params_file)
+    settings, params = node_settings(params_file)
+    node_frame_id, max_pixels = str(params["frame_id"]), int(params["max_image_pixels"])
     policy, config = load_policy(model)
 
     threads = torch.get_num_threads()
@@ -148,7 +158,12 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     try:
         with BagWriter(output) as out:
             run = _Run(LiquidController(policy, config, settings), out, frame_id or node_frame_id, stamped_compare)
-            for event in read_events(bag, camera=camera, imu=imu, command=compare_topic, skipped=skipped):
+            # Frames converted as the node converts them: its size limit, compressed ones decoded
+            # at the smallest scale that covers the model's input.
+            events = read_events(bag, camera=camera, imu=imu, command=compare_topic, skipped=skipped,
+                                 camera_size=(policy.spec.image_width, policy.spec.image_height),
+                                 max_image_pixels=max_pixels)
+            for event in events:
                 run.feed(event)
     except BaseException:
         shutil.rmtree(output, ignore_errors=True)  # ours: it did not exist before this replay
@@ -232,20 +247,17 @@ def _write_csv(path: Path, rows, compare) -> None:
 def _write_plot(path: Path, rows, compare) -> bool:
     if len(rows) < 2:
         return False
-    from ..draw.plot import line_plot_png
+    from ..draw.plot import write_commands_png
 
-    every = -(-len(rows) // PLOT_POINTS)  # the plot is a few hundred pixels wide: thin long replays
+    every = -(-len(rows) // PLOT_POINTS)  # more points than pixels across: thin long replays
     rows = rows[::every]
     matched = compare["match"][::every] if compare and compare["match"] else None
     t0 = rows[0][0] + rows[0][1] * 1e-9
-    x = [sec + nanosec * 1e-9 - t0 for sec, nanosec, *_ in rows]
-    series = {"replay angular.z": [r[5] for r in rows]}
-    if matched:
-        series["recorded angular.z"] = [m[3] for m in matched]
-    series["replay linear.x"] = [r[4] for r in rows]
-    if matched:
-        series["recorded linear.x"] = [m[2] for m in matched]
-    path.write_bytes(line_plot_png(x, series, title="replayed vs recorded commands", log_y=False))
+    t = [sec + nanosec * 1e-9 - t0 for sec, nanosec, *_ in rows]
+    replayed = {"linear.x": [r[4] for r in rows], "angular.z": [r[5] for r in rows]}
+    recorded = {"linear.x": [m[2] for m in matched], "angular.z": [m[3] for m in matched]} if matched else None
+    title = "replayed commands" + (f" against the recorded {compare['summary']['topic']}" if matched else "")
+    write_commands_png(path, t, replayed, recorded, title=title)
     return True
 
 

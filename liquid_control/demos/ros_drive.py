@@ -15,7 +15,7 @@ import numpy as np
 from transforms3d.euler import quat2euler
 
 from .. import topics
-from ..draw.plot import xy_plot_png
+from ..draw.plot import write_trajectory_png
 from ..paths import DEFAULT_MODEL
 from ..processes import stop
 from ..sim.track import Track, track_path
@@ -137,9 +137,10 @@ def _report(progress: _Progress, seconds: float, plot, bag, recorder, out) -> di
               "distance_m": progress.distance, "mean_abs_xte_m": float(np.mean(progress.xte)),
               "max_abs_xte_m": float(np.max(progress.xte)), "stayed_on_road": not off, "ok": not off}
     if plot is not None:
-        centre = np.vstack([track.samples, track.samples[:1]])
-        xy = np.array(progress.path)
-        Path(plot).write_bytes(xy_plot_png({"centreline": (centre[:, 0], centre[:, 1]), "robot": (xy[:, 0], xy[:, 1])}))
+        label = (f"robot: {'stayed on the road' if not off else 'LEFT THE ROAD'}, {result['laps']:.2f} laps, "
+                 f"mean |xte| {result['mean_abs_xte_m']:.3f} m")
+        write_trajectory_png(plot, track.samples, track.road_width, {label: np.array(progress.path)},
+                             title=f"liquid-control drive over ROS 2 on {track.name}, {seconds:g} s of sim time")
         result["plot"] = str(plot)
     if recorder is not None:
         result["bag"] = str(bag)

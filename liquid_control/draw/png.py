@@ -1,5 +1,6 @@
-"""Write RGB images as PNG with the standard library only (the road texture for MuJoCo and Gazebo,
-plots elsewhere): 8-bit RGB, no interlace."""
+"""Write RGB images as PNG with the standard library only: the road texture for MuJoCo and Gazebo
+(8-bit RGB, no interlace, unfiltered rows, so the committed Gazebo textures are byte-for-byte what
+the generator writes). Plots are matplotlib's (`plot.py`)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,9 @@ def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tup
     commands: list[tuple[float, np.ndarray]] = []
     state = _Builder()
     last_stamp = None
-    for event in read_events(path, camera=camera, imu=imu, command=label):
+    # Frames decoded (a compressed camera) at the smallest scale that covers the model's input,
+    # as the node decodes them.
+    for event in read_events(path, camera=camera, imu=imu, command=label, camera_size=(width, height)):
         if event.kind == "command":
             commands.append((event.stamp, event.data))
             continue
@@ -61,7 +63,7 @@ def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tup
         state.steps += 1
     episodes.append(state)
     if not commands:
-        raise ValueError(f"bag {path}: no teacher commands on {label}")
+        raise ValueError(f"bag {path}: no commands on the label topic {label}")
     cmd_t = np.array([t for t, _ in commands])
     order = np.argsort(cmd_t, kind="stable")
     cmd_t, cmd_v = cmd_t[order], np.array([v for _, v in commands])[order]
@@ -84,6 +86,11 @@ def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tup
             dt=dt[keep].astype(np.float32),
             target=cmd_v[which[keep]].astype(np.float32),
         ))
+    if not out:
+        steps = sum(b.steps for b in episodes)
+        raise ValueError(f"bag {path}: nothing to train on: {steps} steps of camera {camera} and IMU {imu}, but "
+                         f"no episode of 10 or more steps with a command on {label} stamped at or before it "
+                         "(no overlap between the sensors and the label, or episodes too short)")
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..draw.plot import xy_plot_png
+from ..draw.plot import write_trajectory_png
 from ..runtime.controller import LiquidController, Settings
 from ..runtime.modelfile import load_policy
 from ..sim.conditions import CONDITIONS
@@ -60,9 +60,11 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
         "per_episode": results,
     }
     if plot is not None:
-        centre = np.vstack([world.samples, world.samples[:1]])
-        lines = {"centreline": (centre[:, 0], centre[:, 1])}
-        lines.update({f"episode {k}": (p[:, 0], p[:, 1]) for k, p in enumerate(paths)})
-        Path(plot).write_bytes(xy_plot_png(lines))
+        labels = [f"episode {k}: {'stayed on the road' if r['success'] else 'LEFT THE ROAD'}, mean |xte| "
+                  f"{r['mean_abs_xte_m']:.3f} m" for k, r in enumerate(results)]
+        write_trajectory_png(
+            plot, world.samples, world.road_width, dict(zip(labels, paths, strict=True)),
+            title=f"{Path(model).name} on {world.name} ({condition}), {seconds:g} s: "
+                  f"{sum(r['success'] for r in results)}/{episodes} on the road")
         summary["plot"] = str(plot)
     return summary

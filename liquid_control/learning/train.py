@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..draw.plot import line_plot_png
+from ..bags.info import pick_topics
+from ..draw.plot import write_loss_png
 from ..nets import LTC, AutoNCP, CfC
 from ..nets.recurrent import Recurrent
 from ..runtime.modelfile import OutputSpec, save_model
@@ -133,14 +134,20 @@ def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode],
 def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, iterations: int = 600,
           window: int = 300, warmup: int = 50, batch: int = 8, lr: float = 3e-3,
           val_fraction: float = 0.2, eval_every: int = 25, patience: int = 8,
-          spec: EncoderSpec | None = None, log=print) -> dict:
+          spec: EncoderSpec | None = None, log=print, camera: str | None = None, imu: str | None = None,
+          label: str | None = None) -> dict:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
     started = time.time()
     spec = spec or EncoderSpec()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    episodes = [e for bag in bags for e in episodes_from_bag(bag, spec.image_width, spec.image_height, spec.imu_fields)]
+    episodes, topics_used = [], {}
+    for bag in bags:
+        choice = pick_topics(bag, camera, imu, label)
+        topics_used[str(bag)] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label}
+        episodes += episodes_from_bag(bag, spec.image_width, spec.image_height, spec.imu_fields,
+                                      camera=choice.camera, imu=choice.imu, label=choice.label)
     train_eps, val_eps = _split(episodes, val_fraction, rng)
     policy = _new_policy(arch, spec, train_eps, seed)
     n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
@@ -150,7 +157,7 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
                            warmup=warmup, batch=batch, lr=lr, eval_every=eval_every, patience=patience,
                            log=log, started=started)
     provenance = {
-        "trainer": "liquid-control train", "architecture": arch, "seed": seed, "bags": [str(b) for b in bags],
+        "trainer": "liquid-control train", "architecture": arch, "seed": seed, "bags": [str(b) for b in bags], "topics": topics_used,
         "episodes": {"train": len(train_eps), "val": len(val_eps)}, "iterations": it,
         "best_val_loss": best, "window": window, "warmup": warmup, "batch": batch, "lr": lr,
         "seconds": round(time.time() - started, 1), "torch": torch.__version__, "machine": platform.machine(),
@@ -158,6 +165,7 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
     output = Path(output)
     save_model(output, policy.eval(), policy.sensor_spec(), OUTPUTS, provenance)
     png = output.with_suffix(".loss.png")
-    png.write_bytes(line_plot_png(curve["iteration"], {"train": curve["train"], "validation": curve["val"]},
-                                  title=f"{arch} loss"))
+    write_loss_png(png, curve["iteration"], curve["train"], curve["val"],
+                   title=f"{arch} training, seed {seed}: {len(train_eps)} training, {len(val_eps)} validation episodes",
+                   ylabel="loss: MSE of commands / output scale")
     return {"model": str(output), "loss_curve": str(png), **provenance}

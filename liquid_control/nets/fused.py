@@ -18,7 +18,6 @@ import math
 
 import numba
 import numpy as np
-import torch
 
 ACT_IDS = {"lecun_tanh": 0, "silu": 1, "relu": 2, "tanh": 3, "gelu": 4}
 MODE_IDS = {"default": 0, "pure": 1, "no_gate": 2}
@@ -198,7 +197,7 @@ class _Packer:
         self.size = 0
 
     def add(self, array) -> int:
-        if isinstance(array, torch.Tensor):
+        if hasattr(array, "detach"):  # a torch tensor (torch is imported only by from_module's callers)
             array = array.detach().cpu().double().numpy()
         block = np.ascontiguousarray(array, dtype=np.float64).ravel()
         offset = self.size
@@ -231,6 +230,18 @@ class FusedStep:
     def initial_state(self) -> np.ndarray:
         return np.zeros(self.state_len, dtype=np.float64)
 
+    def to_arrays(self) -> dict:
+        """Everything the kernel needs, as plain numbers and lists (JSON; float64 repr is exact):
+        how an exported model carries its core to a runtime without torch (`from_arrays`)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def from_arrays(data: dict) -> FusedStep:
+        kinds = {"cfc": FusedCfC, "ltc": FusedLTC}
+        if data.get("kind") not in kinds:
+            raise ValueError(f"no fused kernel of kind {data.get('kind')!r}; known: {sorted(kinds)}")
+        return kinds[data["kind"]]._from_arrays(data)
+
     def _check(self, x: np.ndarray, state: np.ndarray, dt: float) -> None:
         if not dt > 0.0 or not math.isfinite(dt):
             raise ValueError(f"dt must be a finite positive number of seconds, got {dt}")
@@ -257,8 +268,22 @@ class FusedCfC(FusedStep):
         self.tau = np.zeros(state_size, dtype=np.float64)
         self.work = np.zeros(work_size, dtype=np.float64)
 
+    def to_arrays(self) -> dict:
+        return {"kind": "cfc", "params": self.params.tolist(), "table": self.table.tolist(),
+                "input_size": self.input_size, "state_size": self.state_size,
+                "mixed": self.state_len != self.state_size, "out_size": int(self.out.size),
+                "work_size": int(self.work.size)}
+
+    @classmethod
+    def _from_arrays(cls, d: dict) -> FusedCfC:
+        return cls(np.array(d["params"], dtype=np.float64), np.array(d["table"], dtype=np.int64),
+                   int(d["input_size"]), int(d["state_size"]), bool(d["mixed"]), int(d["out_size"]),
+                   int(d["work_size"]))
+
     @classmethod
     def from_module(cls, cfc) -> FusedCfC:
+        import torch
+
         packer = _Packer()
         packer.add(np.zeros(1))  # offset 0 stays unused so that 0 can mean "none"
         cell = cfc.rnn_cell
@@ -408,6 +433,23 @@ class FusedLTC(FusedStep):
         self.tau = np.zeros(state_size, dtype=np.float64)
         self.work = np.zeros(4 * state_size, dtype=np.float64)
         self.lstm_work = np.zeros(4 * state_size, dtype=np.float64) if mixed else None
+
+    ARRAYS = ("neuron", "syn_s", "syn", "io", "out_map")
+
+    def to_arrays(self) -> dict:
+        return {"kind": "ltc", **{k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
+                                  for k in self.ARRAYS},
+                "input_size": self.input_size, "state_size": self.state_size, "mixed": self.mixed,
+                "lstm_params": None if self.lstm_params is None else self.lstm_params.tolist(),
+                "unfolds": self.unfolds, "eps": self.eps}
+
+    @classmethod
+    def _from_arrays(cls, d: dict) -> FusedLTC:
+        arrays = {k: np.ascontiguousarray(np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]))
+                  for k in cls.ARRAYS}
+        lstm = None if d["lstm_params"] is None else np.array(d["lstm_params"], dtype=np.float64)
+        return cls(arrays, int(d["input_size"]), int(d["state_size"]), bool(d["mixed"]), lstm,
+                   int(d["unfolds"]), float(d["eps"]))
 
     @classmethod
     def from_module(cls, ltc) -> FusedLTC:

@@ -3,6 +3,10 @@
 Same classes, constructor arguments, random sequences and adjacency matrices as `ncps.wirings`
 (ncps 1.0.1), so a wiring built here with the same seed is the same circuit, and a model trained with
 ncps loads unchanged. Polarity +1 is excitatory, -1 inhibitory, 0 no synapse.
+
+ncps's graph API is here too: `get_graph()` (a networkx DiGraph with ncps's node and edge
+attributes), `draw_graph()` (matplotlib, drawn by `liquid_control.draw.wiring`) and
+`from_config()`, which takes what ncps's `get_config()` returns (see `Wiring.from_config`).
 """
 
 from __future__ import annotations
@@ -110,9 +114,114 @@ class Wiring:
             "sensory_synapses": self.sensory_synapse_count if self.is_built() else None,
         }
 
+    # --- configs (ncps's formats) -----------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this wiring (deterministic under its seed)."""
-        raise NotImplementedError(f"{type(self).__name__} has no constructor config")
+        """A plain wiring's config is its matrices (as ncps's Wiring.get_config); subclasses give
+        their constructor arguments instead, which rebuild them under their seed."""
+        return {
+            "units": self.units,
+            "adjacency_matrix": self.adjacency_matrix.tolist(),
+            "sensory_adjacency_matrix": (None if self.sensory_adjacency_matrix is None
+                                         else self.sensory_adjacency_matrix.tolist()),
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Wiring:
+        """The wiring a config describes: ncps's `get_config()` of any ncps 1.0.1 wiring, or ours.
+
+        On a subclass (`NCP.from_config(...)`) the config holds that class's constructor arguments,
+        as in ncps. On `Wiring` the kind is told by a "type" key (our model files'
+        `wiring_to_config` form) or else by the config's keys, so `Wiring.from_config` takes any
+        ncps config; a config with "adjacency_matrix" gives a plain Wiring with those matrices.
+        Constructor configs describe an unbuilt wiring: call `build(input_dim)` for its sensory
+        synapses, as after ncps's own `from_config`."""
+        if not isinstance(config, dict):
+            raise ValueError(f"a wiring config is a dict, got {type(config).__name__}")
+        if cls is Wiring:
+            if "type" in config:
+                return wiring_from_config(config)
+            kind = _kind_of_config(config)
+            if kind != "Wiring":
+                return WIRINGS[kind].from_config(config)
+            return cls._from_matrices(config)
+        args = cls._constructor_args(dict(config))
+        try:
+            return cls(**args)
+        except TypeError as exc:
+            raise ValueError(f"bad arguments for wiring {cls.__name__}: {exc}") from None
+
+    @classmethod
+    def _constructor_args(cls, config: dict[str, Any]) -> dict[str, Any]:
+        config.pop("type", None)
+        return config
+
+    @classmethod
+    def _from_matrices(cls, config: dict[str, Any]) -> Wiring:
+        missing = {"units", "adjacency_matrix"} - set(config)
+        if missing:
+            raise ValueError(f"a plain wiring config needs {sorted(missing)}")
+        wiring = Wiring(int(config["units"]))
+        adjacency = np.asarray(config["adjacency_matrix"], dtype=np.int32)
+        if adjacency.shape != (wiring.units, wiring.units):
+            raise ValueError(f"adjacency_matrix is {adjacency.shape}, expected {(wiring.units, wiring.units)}")
+        wiring.adjacency_matrix = adjacency
+        if config.get("sensory_adjacency_matrix") is not None:
+            sensory = np.asarray(config["sensory_adjacency_matrix"], dtype=np.int32)
+            if sensory.ndim != 2 or sensory.shape[1] != wiring.units:
+                raise ValueError(f"sensory_adjacency_matrix is {sensory.shape}, expected (inputs, {wiring.units})")
+            input_dim = config.get("input_dim")
+            if input_dim is not None and int(input_dim) != sensory.shape[0]:
+                raise ValueError(f"input_dim {input_dim} but the sensory matrix has {sensory.shape[0]} rows")
+            wiring.set_input_dim(sensory.shape[0])
+            wiring.sensory_adjacency_matrix = sensory
+        elif config.get("input_dim") is not None:
+            wiring.set_input_dim(int(config["input_dim"]))
+        if config.get("output_dim") is not None:
+            wiring.set_output_dim(int(config["output_dim"]))
+        return wiring
+
+    # --- graph (ncps's API) ----------------------------------------------------------------
+    def get_graph(self, include_sensory_neurons: bool = True):
+        """The wiring as a networkx DiGraph, as ncps builds it: nodes "neuron_<i>" and
+        "sensory_<i>" with attribute neuron_type ("sensory", "inter", "command", "motor"), one
+        edge per synapse with attribute polarity ("excitatory" or "inhibitory")."""
+        if not self.is_built():
+            raise ValueError(
+                "the wiring is not built yet (its number of inputs is unknown): call "
+                "wiring.build(input_dim), or build the model that uses it"
+            )
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        for i in range(self.units):
+            graph.add_node(f"neuron_{i}", neuron_type=self.get_type_of_neuron(i))
+        if include_sensory_neurons:
+            for i in range(self.input_dim):
+                graph.add_node(f"sensory_{i}", neuron_type="sensory")
+            for src, dest in zip(*np.nonzero(self.sensory_adjacency_matrix), strict=True):
+                polarity = "excitatory" if self.sensory_adjacency_matrix[src, dest] >= 0 else "inhibitory"
+                graph.add_edge(f"sensory_{src}", f"neuron_{dest}", polarity=polarity)
+        for src, dest in zip(*np.nonzero(self.adjacency_matrix), strict=True):
+            polarity = "excitatory" if self.adjacency_matrix[src, dest] >= 0 else "inhibitory"
+            graph.add_edge(f"neuron_{src}", f"neuron_{dest}", polarity=polarity)
+        return graph
+
+    def draw_graph(self, layout: str = "shell", neuron_colors: dict[str, str] | None = None,
+                   synapse_colors: str | dict[str, str] | None = None, draw_labels: bool = False,
+                   ax=None) -> list:
+        """Draw the wiring with matplotlib, as ncps's draw_graph: returns the legend handles (one
+        patch per neuron type), for `ax.legend(handles=...)`.
+
+        `layout`: ncps's networkx layouts ("shell", "spring", "circular", "kamada", "random",
+        "spectral", "spiral") or "layers" (sensory, inter, command, motor in columns). `ax`: the
+        axes to draw on; without it, pyplot's current axes if the caller has imported pyplot (what
+        ncps does), else a new Figure's (`liquid_control.draw.wiring.wiring_figure` returns one)."""
+        from ..draw.wiring import draw_wiring
+
+        return draw_wiring(self, ax=ax, layout=layout, neuron_colors=neuron_colors,
+                           synapse_colors=synapse_colors, draw_labels=draw_labels)
 
 
 class FullyConnected(Wiring):
@@ -154,6 +263,53 @@ class FullyConnected(Wiring):
             "output_dim": self.output_dim,
             "erev_init_seed": self._erev_init_seed,
             "self_connections": self.self_connections,
+        }
+
+
+class Random(Wiring):
+    """Randomly placed synapses at a sparsity level (as ncps's Random: the same seed gives the same
+    adjacency, sensory synapses included)."""
+
+    def __init__(
+        self,
+        units: int,
+        output_dim: int | None = None,
+        sparsity_level: float = 0.0,
+        random_seed: int = 1111,
+    ) -> None:
+        super().__init__(units)
+        output_dim = units if output_dim is None else output_dim
+        if not 1 <= output_dim <= units:
+            raise ValueError(f"output_dim must be in [1, {units}], got {output_dim}")
+        if not 0.0 <= sparsity_level < 1.0:
+            raise ValueError(f"sparsity_level must be in [0, 1), got {sparsity_level}")
+        self.set_output_dim(output_dim)
+        self.sparsity_level = sparsity_level
+        self._random_seed = random_seed
+        self._rng = np.random.default_rng(random_seed)
+        count = int(np.round(units * units * (1 - sparsity_level)))
+        pairs = [(src, dest) for src in range(self.units) for dest in range(self.units)]
+        for src, dest in self._rng.choice(pairs, size=count, replace=False):
+            self.add_synapse(int(src), int(dest), self._rng.choice([-1, 1, 1]))
+
+    def build(self, input_dim: int) -> None:
+        was_built = self.is_built()
+        super().build(input_dim)
+        if was_built:
+            return
+        count = int(np.round(self.input_dim * self.units * (1 - self.sparsity_level)))
+        pairs = [(src, dest) for src in range(self.input_dim) for dest in range(self.units)]
+        for src, dest in self._rng.choice(pairs, size=count, replace=False):
+            # ncps draws two polarities per sensory synapse and keeps the second; so do we.
+            self.add_sensory_synapse(int(src), int(dest), self._rng.choice([-1, 1, 1]))
+            self.add_sensory_synapse(int(src), int(dest), self._rng.choice([-1, 1, 1]))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "output_dim": self.output_dim,
+            "sparsity_level": self.sparsity_level,
+            "random_seed": self._random_seed,
         }
 
 
@@ -278,6 +434,26 @@ class NCP(Wiring):
             for dest in self._rng.choice(self._motor_neurons, size=fanout, replace=False):
                 self.add_synapse(src, dest, self._rng.choice([-1, 1]))
 
+    @classmethod
+    def _constructor_args(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """ncps 1.0.1's NCP.get_config gives the layers as lists of neuron ids and, for the seed,
+        `RandomState.seed()`, which is always None (and reseeds its generator): take the lists'
+        lengths, and refuse a missing seed rather than build a different circuit."""
+        config = super()._constructor_args(config)
+        if cls is not NCP:
+            return config
+        for key in ("inter_neurons", "command_neurons", "motor_neurons"):
+            if isinstance(config.get(key), list | tuple | np.ndarray):
+                config[key] = len(config[key])
+        if "seed" in config and config["seed"] is None:
+            raise ValueError(
+                "this NCP config has no seed (ncps 1.0.1's NCP.get_config() always gives seed None), "
+                "so it cannot rebuild the same synapses: set config['seed'] to the seed the wiring was "
+                "made with, or pass ncps.wirings.Wiring.get_config(wiring) (its matrices) to "
+                "Wiring.from_config"
+            )
+        return config
+
     def get_config(self) -> dict[str, Any]:
         return {
             "inter_neurons": self._num_inter_neurons,
@@ -333,7 +509,35 @@ class AutoNCP(NCP):
         }
 
 
-WIRINGS = {cls.__name__: cls for cls in (FullyConnected, NCP, AutoNCP)}
+WIRINGS = {cls.__name__: cls for cls in (Wiring, FullyConnected, Random, NCP, AutoNCP)}
+
+# Each ncps 1.0.1 get_config() format, told apart by its keys.
+_CONFIG_KEYS = {
+    "Wiring": {"units", "adjacency_matrix", "sensory_adjacency_matrix", "input_dim", "output_dim"},
+    "FullyConnected": {"units", "output_dim", "erev_init_seed", "self_connections"},
+    "Random": {"units", "output_dim", "sparsity_level", "random_seed"},
+    "NCP": {"inter_neurons", "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
+            "recurrent_command_synapses", "motor_fanin", "seed"},
+    "AutoNCP": {"units", "output_size", "sparsity_level", "seed"},
+}
+_REQUIRED_KEYS = {
+    "Wiring": {"units", "adjacency_matrix"},
+    "FullyConnected": {"units", "erev_init_seed"},
+    "Random": {"units", "random_seed"},
+    "NCP": _CONFIG_KEYS["NCP"] - {"seed"},
+    "AutoNCP": {"units", "output_size"},
+}
+
+
+def _kind_of_config(config: dict[str, Any]) -> str:
+    keys = set(config)
+    kinds = [k for k in _CONFIG_KEYS if _REQUIRED_KEYS[k] <= keys <= _CONFIG_KEYS[k]]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"cannot tell which wiring the config with keys {sorted(keys)} describes; give it a "
+            f"'type' ({', '.join(WIRINGS)}) or call that class's from_config"
+        )
+    return kinds[0]
 
 
 def wiring_to_config(wiring: Wiring) -> dict[str, Any]:
@@ -342,11 +546,11 @@ def wiring_to_config(wiring: Wiring) -> dict[str, Any]:
 
 
 def wiring_from_config(config: dict[str, Any]) -> Wiring:
+    """The wiring of a `wiring_to_config` dict (how model files store wirings)."""
     config = dict(config)
     kind = config.pop("type", None)
     if kind not in WIRINGS:
         raise ValueError(f"unknown wiring type {kind!r}; expected one of {sorted(WIRINGS)}")
-    try:
-        return WIRINGS[kind](**config)
-    except TypeError as exc:
-        raise ValueError(f"bad arguments for wiring {kind}: {exc}") from None
+    if kind == "Wiring":
+        return Wiring._from_matrices(config)
+    return WIRINGS[kind].from_config(config)

@@ -21,7 +21,6 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
@@ -29,16 +28,23 @@ from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallba
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image, Imu
+from sensor_msgs.msg import CompressedImage, Image, Imu
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
 from .. import topics
 from ..paths import resolve_model_path
 from ..runtime.controller import Command, LiquidController, Settings
-from ..runtime.modelfile import ModelFileError, load_policy
-from ..runtime.parameters import BY_SETTING, settings_fields
-from ..runtime.sensing import SensorError, image_to_array, imu_to_array, seconds_to_stamp, stamp_to_seconds
+from ..runtime.parameters import BY_NAME, BY_SETTING, settings_fields
+from ..runtime.sensing import (
+    SensorError,
+    compressed_to_array,
+    image_to_array,
+    imu_to_array,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
+from ..runtime.specs import ModelFileError
 from .params import declare_all
 from .runner import run_node
 from .sensor_loop import SensorLoop
@@ -50,6 +56,8 @@ class LiquidControllerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("liquid_controller", **kwargs)
         declare_all(self)
+        self._backend = self.get_parameter("backend").value
+        BY_NAME["backend"].check(self._backend)  # read-only: a wrong value stops the start
         # Held by whoever touches the controller or the command publisher: the sensor thread for
         # a step, the executor for parameters, services, teacher, e-stop and the watchdog.
         self._lock = threading.Lock()
@@ -67,7 +75,7 @@ class LiquidControllerNode(Node):
                 self.get_logger().error(f"no model running, commanding zero: {exc}")
         else:
             self.model_error = "model_path is empty"
-        torch.set_num_threads(self.get_parameter("num_threads").value)
+        self._set_threads(self.get_parameter("num_threads").value)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.cmd_pub = None
@@ -80,7 +88,11 @@ class LiquidControllerNode(Node):
         # Camera and IMU each in a wait loop of its own thread: an IMU step never waits behind a
         # frame's conversion and encoding (those run outside the lock, too).
         self._sensors: list[SensorLoop] = []
-        for msg_type, topic, callback in ((Image, topics.CAMERA, self._on_image), (Imu, topics.IMU, self._on_imu)):
+        transport = self.get_parameter("camera_transport").value
+        BY_NAME["camera_transport"].check(transport)  # read-only: a wrong value stops the start
+        camera = ((CompressedImage, topics.CAMERA_COMPRESSED) if transport == "compressed"
+                  else (Image, topics.CAMERA))
+        for msg_type, topic, callback in ((*camera, self._on_image), (Imu, topics.IMU, self._on_imu)):
             if self.get_parameter("sensor_thread").value:
                 loop = SensorLoop(self, self._sensor_failure, name=topic.split("/")[0])
                 loop.subscribe(msg_type, topic, callback, qos_profile_sensor_data)
@@ -129,14 +141,29 @@ class LiquidControllerNode(Node):
     def _settings_from_params(self) -> Settings:
         return Settings(**{field: self.get_parameter(p.name).value for field, p in BY_SETTING.items()})
 
-    @staticmethod
-    def _load(path: str):
-        """(policy, config) of a model file; any failure to load or build it is a ModelFileError
-        naming the file (the controller's prepare() then checks that it runs)."""
+    def _set_threads(self, n: int) -> None:
+        if self._backend == "torch":  # ONNX Runtime sessions run on one thread of their own
+            import torch
+
+            torch.set_num_threads(n)
+
+    def _load(self, path: str):
+        """(policy, config) of a model file for the backend; any failure to load or build it is a
+        ModelFileError naming the file (the controller's prepare() then checks that it runs)."""
         try:
+            if self._backend == "onnx":
+                from ..runtime.onnx_policy import load_onnx_policy
+
+                return load_onnx_policy(path)
+            from ..runtime.modelfile import load_policy
+
             return load_policy(path)
         except ModelFileError:
             raise
+        except ImportError as exc:
+            raise ModelFileError(path, f"backend {self._backend} cannot run here ({exc}): install "
+                                       "liquid_control[full] for torch, or export the model and run "
+                                       "backend:=onnx with liquid_control[edge]") from None
         except Exception as exc:  # noqa: BLE001 - a model file must never take the node down
             raise ModelFileError(path, f"cannot be loaded: {type(exc).__name__}: {exc}") from None
 
@@ -173,7 +200,7 @@ class LiquidControllerNode(Node):
                     self.controller.swap_policy(swap)
                 self.controller.update_settings(**dataclasses.asdict(new_settings))
             if "num_threads" in changes:
-                torch.set_num_threads(changes["num_threads"])
+                self._set_threads(changes["num_threads"])
             if "cmd_vel_stamped" in changes:
                 self._make_cmd_publisher(changes["cmd_vel_stamped"])
             self._cache_output_params(changes)
@@ -195,11 +222,7 @@ class LiquidControllerNode(Node):
     def _on_image(self, msg: Image) -> None:
         received = time.monotonic()
         try:
-            pixels = msg.width * msg.height
-            if pixels > self._max_image_pixels:  # before any conversion: a huge frame costs nothing
-                raise SensorError(f"{msg.width}x{msg.height} = {pixels} pixels is over max_image_pixels "
-                                  f"{self._max_image_pixels}")
-            rgb = image_to_array(msg)
+            rgb = self._to_array(msg)
         except SensorError as exc:
             with self._lock:
                 self._window["camera"] += 1
@@ -219,6 +242,16 @@ class LiquidControllerNode(Node):
                 return
             self._handle(msg.header.stamp,
                          lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), frame, received))
+
+    def _to_array(self, msg) -> np.ndarray:
+        """A camera message as RGB; its size is checked before any conversion or decoding."""
+        if isinstance(msg, CompressedImage):
+            controller = self.controller
+            width, height = ((controller.run.image_width, controller.run.image_height)
+                             if controller is not None else (0, 0))
+            # Decoded at the smallest JPEG scale that still covers the model's input.
+            return compressed_to_array(msg, width, height, self._max_image_pixels)
+        return image_to_array(msg, self._max_image_pixels)  # the size before any conversion
 
     def _on_imu(self, msg: Imu) -> None:
         received = time.monotonic()
@@ -423,6 +456,8 @@ class LiquidControllerNode(Node):
         return "readout restored to the shipped model"
 
     def _save_model(self) -> str:
+        if self._backend != "torch":
+            raise ValueError("saving an adapted model needs backend torch (the ONNX file holds no trainable model)")
         name = self.get_parameter("model_path").value
         source = resolve_model_path(name)
         # Next to the original; an installed model's directory may be read-only: then ROS_HOME.
@@ -439,7 +474,7 @@ def main(args=None) -> None:
     run_node("controller_node",
              "Liquid controller: camera/image_raw + imu/data in, cmd_vel out. Parameters in "
              "config/controller.yaml; ROS arguments after --ros-args.",
-             LiquidControllerNode, args)
+             LiquidControllerNode, args, errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -28,14 +28,17 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .adaptation import ReadoutRLS
 from .parameters import check_settings, setting_default
-from .policy import LiquidPolicy, PolicyStep
 from .sensing import IMU_FIELDS
 from .specs import ModelConfig
+
+if TYPE_CHECKING:  # a policy is any object with this interface: the torch one, or the ONNX backend's
+    from .policy import LiquidPolicy, PolicyStep
 
 COMMAND_FIELDS = ("linear.x", "angular.z")
 

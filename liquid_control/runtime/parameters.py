@@ -38,6 +38,7 @@ class Parameter:
     range: tuple[float, float] | None = None
     read_only: bool = False
     setting: str | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def type(self) -> type:
@@ -55,6 +56,8 @@ class Parameter:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"{self.name} must be a {kind.__name__}, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
         if self.range is not None:
             lo, hi = self.range
             if not (math.isfinite(value) and lo <= value <= hi):
@@ -94,6 +97,12 @@ PARAMETERS = (
       "takes) instead of Twist"),
     P("teacher_stamped", False, "teacher/cmd_vel is TwistStamped instead of Twist", read_only=True),
     P("frame_id", "base_link", "header.frame_id of stamped commands"),
+    P("backend", "torch", "What runs the network: torch (a .safetensors model file) or onnx (a file written by "
+      "liquid-control export, run by ONNX Runtime without torch: smaller install, faster start)",
+      read_only=True, choices=("torch", "onnx")),
+    P("camera_transport", "raw", "How the camera arrives, as image_transport names it: raw subscribes "
+      "camera/image_raw (sensor_msgs/Image), compressed subscribes camera/image_raw/compressed "
+      "(sensor_msgs/CompressedImage, JPEG or PNG)", read_only=True, choices=("raw", "compressed")),
     P("sensor_thread", True, "Serve camera and IMU in a wait loop of their own thread (lower latency than "
       "the executor); false: on the executor that spins the node", read_only=True),
     P("num_threads", 1, "Torch threads for the camera encoder", "", (1, 64)),
@@ -146,6 +155,7 @@ def render_config() -> str:
             lines.append(f"    {head}:")
         group = head or None
         comment = p.description + (f" Range [{p.range[0]:g}, {p.range[1]:g}]." if p.range else "") \
+            + (f" One of: {', '.join(p.choices)}." if p.choices else "") \
             + (" Read-only." if p.read_only else "")
         lines += [f"{indent}# {line}" for line in textwrap.wrap(comment, 100 - len(indent) - 2)]
         lines.append(f"{indent}{leaf}: {yaml.safe_dump(p.default, default_style=None).splitlines()[0]}")

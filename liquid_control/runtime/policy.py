@@ -12,15 +12,15 @@ Two paths with the same weights: `forward` over event sequences for training (BP
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from torch import nn
 
 from ..nets.base import LiquidRNN
 from ..nets.recurrent import Recurrent
-from .sensing import IMU_FIELDS, resize
+from .sensing import resize
 from .specs import EncoderSpec, SensorSpec
+from .step import RunningStep
 
 
 class CameraEncoder(nn.Module):
@@ -126,112 +126,23 @@ def _frozen(camera: CameraEncoder, spec: EncoderSpec):
     return camera
 
 
-class PolicyStep:
-    """The running form of a LiquidPolicy: a snapshot of its weights for batch-1 streaming."""
+class PolicyStep(RunningStep):
+    """The running form of a LiquidPolicy: a snapshot of its weights for batch-1 streaming, the
+    camera encoder traced and frozen in torch."""
 
     def __init__(self, policy: LiquidPolicy) -> None:
         policy = policy.eval()
         self._camera = _frozen(policy.camera, policy.spec)
-        self._width, self._height = policy.spec.image_width, policy.spec.image_height
-        self.core = policy.core.fused(refresh=True)
-        self.readout_w = policy.readout.weight.detach().double().numpy().copy()
-        self.readout_b = policy.readout.bias.detach().double().numpy().copy()
-        self.imu_mean = policy.imu_mean.double().numpy()
-        self.imu_std = policy.imu_std.double().numpy()
-        self.camera_features = policy.spec.camera_features
-        self.inputs = np.zeros(policy.spec.core_inputs, dtype=np.float64)
-        self.state_size = policy.core.state_size
-        self.command = np.zeros(policy.outputs, dtype=np.float64)
-        self._imu_index = np.array([IMU_FIELDS.index(f) for f in policy.spec.imu_fields], dtype=np.intp)
-        self._imu_staged = np.zeros(len(policy.spec.imu_fields), dtype=np.float64)
-
-    def initial_state(self) -> np.ndarray:
-        return self.core.initial_state()
-
-    def check(self) -> None:
-        """One dry run (a grey frame, a zero IMU sample, one step from rest) on scratch buffers:
-        raises if this running form cannot take the inputs its model declares (a config that
-        builds but does not run), leaves nothing held."""
-        features = self.encode_image(np.full((self._height, self._width, 3), 0.5))
-        if features.shape != (self.camera_features,):
-            raise ValueError(f"the camera encoder gives {features.shape[0]} features, the core takes "
-                             f"{self.camera_features}")
-        held, command = self.inputs.copy(), self.command.copy()
-        try:
-            self.hold_camera(features)
-            self.inputs[self.camera_features:] = 0.0
-            state = self.initial_state()
-            self.advance(state, 0.01)
-        finally:
-            self.inputs[:], self.command[:] = held, command
+        super().__init__(
+            policy.spec, policy.core.fused(refresh=True), policy.core.state_size,
+            policy.readout.weight.detach().double().numpy().copy(),
+            policy.readout.bias.detach().double().numpy().copy(),
+            policy.imu_mean.double().numpy(), policy.imu_std.double().numpy())
 
     def encode_image(self, rgb: np.ndarray) -> np.ndarray:
         """Camera features of one (h, w, 3) float RGB frame of any size, resized to the model's
         input as sensing.resize does for training."""
-        frame = torch.from_numpy(np.ascontiguousarray(resize(rgb, self._width, self._height), dtype=np.float32))
+        frame = torch.from_numpy(np.ascontiguousarray(resize(rgb, self.image_width, self.image_height), dtype=np.float32))
         with torch.inference_mode():
             out = self._camera(frame[None])
         return out[0].double().numpy()
-
-    # --- the running path: held inputs in place, a few compiled calls per event -------------
-    def hold_camera(self, features: np.ndarray) -> None:
-        """Hold camera features (encode_image's) as the core's camera inputs until the next frame."""
-        self.inputs[: self.camera_features] = features
-
-    def stage_imu(self, values: np.ndarray) -> bool:
-        """Normalise the model's fields of one IMU sample (the 9 float64 values of
-        sensing.IMU_FIELDS) into a staging buffer; False, and nothing staged, if any is NaN or Inf."""
-        return _stage_imu(values, self._imu_index, self.imu_mean, self.imu_std, self._imu_staged)
-
-    def hold_staged_imu(self) -> None:
-        """Hold the staged IMU sample as the core's IMU inputs until the next one."""
-        self.inputs[self.camera_features:] = self._imu_staged
-
-    def advance(self, state: np.ndarray, dt: float, readout_w: np.ndarray | None = None,
-                readout_b: np.ndarray | None = None) -> np.ndarray | None:
-        """Step the state by dt on the held inputs; the raw command (before limits), or None when
-        the state or the command is not finite. An adapted readout may replace the trained one."""
-        self.core.step(self.inputs, state, dt)
-        w = self.readout_w if readout_w is None else readout_w
-        b = self.readout_b if readout_b is None else readout_b
-        return self.command if _readout(w, b, state, self.state_size, self.command) else None
-
-    def normalize_imu(self, values: np.ndarray) -> np.ndarray:
-        return (values - self.imu_mean) / self.imu_std
-
-    def step(self, camera: np.ndarray, imu: np.ndarray, state: np.ndarray, dt: float,
-             readout_w: np.ndarray | None = None, readout_b: np.ndarray | None = None) -> np.ndarray:
-        """Hold these camera features and normalised IMU values, advance the state by dt and
-        return the raw command (before limits), finite or not. An adapted readout may be passed
-        in place of the trained one."""
-        self.hold_camera(camera)
-        self.inputs[self.camera_features:] = imu
-        self.advance(state, dt, readout_w, readout_b)
-        return self.command
-
-
-@numba.njit(cache=True)
-def _stage_imu(values, index, mean, std, out):  # pragma: no cover - compiled
-    for k in range(index.size):
-        if not np.isfinite(values[index[k]]):
-            return False
-    for k in range(index.size):
-        out[k] = (values[index[k]] - mean[k]) / std[k]
-    return True
-
-
-@numba.njit(cache=True)
-def _readout(w, b, state, n, out):  # pragma: no cover - compiled
-    """out = w @ state[:n] + b; True when the whole state and out are finite."""
-    finite = True
-    for i in range(state.size):
-        if not np.isfinite(state[i]):
-            finite = False
-    for o in range(out.size):
-        acc = b[o]
-        for j in range(n):
-            acc += w[o, j] * state[j]
-        out[o] = acc
-        if not np.isfinite(acc):
-            finite = False
-    return finite

@@ -40,12 +40,19 @@ def _bytes_of(data: Any) -> np.ndarray:
     return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
 
 
-def image_to_array(msg: Any) -> np.ndarray:
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise SensorError(f"{width}x{height} = {width * height} pixels is over max_image_pixels {max_pixels}")
+
+
+def image_to_array(msg: Any, max_pixels: int | None = None) -> np.ndarray:
     """A sensor_msgs/Image as an (height, width, 3) float32 RGB array in [0, 1].
 
     Mono images are repeated over the three channels; mono16 is scaled by 1/65535. Row padding
-    (`step` > width * pixel size) is dropped; `is_bigendian` is honoured for 16-bit data.
+    (`step` > width * pixel size) is dropped; `is_bigendian` is honoured for 16-bit data. An image
+    of more than `max_pixels` is refused before its data is touched.
     """
+    _check_pixels(int(msg.width), int(msg.height), max_pixels)
     encoding = str(msg.encoding).lower()
     if encoding not in ENCODINGS:
         raise SensorError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
@@ -69,6 +76,62 @@ def image_to_array(msg: Any) -> np.ndarray:
     if order is None:
         return np.repeat(pixels, 3, axis=2)
     return pixels[:, :, list(order)]
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def compressed_size(msg: Any) -> tuple[str, int, int]:
+    """(kind "jpeg" or "png", width, height) of a sensor_msgs/CompressedImage from its header bytes
+    alone, so a size limit is checked before anything is decoded. SensorError if it is neither."""
+    data = _bytes_of(msg.data)
+    head = data[:32].tobytes()
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 24 or head[12:16] != b"IHDR":
+            raise SensorError("compressed image: truncated PNG header")
+        return "png", int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(b"\xff\xd8"):
+        import simplejpeg
+
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as exc:
+            raise SensorError(f"compressed image: not a readable JPEG ({exc})") from None
+        return "jpeg", int(width), int(height)
+    raise SensorError(f"compressed image: neither JPEG nor PNG data (format {str(msg.format)!r})")
+
+
+def compressed_to_array(msg: Any, min_width: int = 0, min_height: int = 0,
+                        max_pixels: int | None = None) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's compressed plugin writes
+    it) as an (h, w, 3) float32 RGB array in [0, 1]. A JPEG is decoded by libjpeg-turbo
+    (simplejpeg) at the smallest DCT scale (1/2, 1/4, 1/8) that still gives at least
+    min_width x min_height (0: full size), a fraction of a full decode; then resize() makes it the
+    model's size as for raw images. `max_pixels` is checked on the header, before decoding.
+    A corrupt or truncated image is a SensorError."""
+    kind, width, height = compressed_size(msg)
+    if width <= 0 or height <= 0:
+        raise SensorError(f"compressed image has no pixels ({width}x{height})")
+    _check_pixels(width, height, max_pixels)
+    data = _bytes_of(msg.data)
+    if kind == "jpeg":
+        import simplejpeg
+
+        try:
+            rgb = simplejpeg.decode_jpeg(data.tobytes(), colorspace="RGB", min_width=min_width,
+                                         min_height=min_height, strict=True)
+        except ValueError as exc:
+            raise SensorError(f"compressed image: corrupt or truncated JPEG ({exc})") from None
+    else:
+        try:
+            import cv2
+        except ImportError:
+            raise SensorError("compressed image: PNG frames need OpenCV (pip install 'liquid_control[png]')") from None
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise SensorError("compressed image: corrupt or truncated PNG")
+        rgb = decoded[:, :, ::-1]
+    return rgb.astype(np.float32) * (1.0 / 255.0)
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -11,16 +11,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..nets import LTC, CfC, wiring_from_config, wiring_to_config
-from ..nets.base import LiquidRNN
-from ..nets.recurrent import CELLS as RECURRENT_CELLS
-from ..nets.recurrent import Recurrent
+if TYPE_CHECKING:  # the networks (torch) only when one is built: the ONNX backend reads configs without torch
+    from ..nets.base import LiquidRNN
+    from ..nets.recurrent import Recurrent
 
 FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
 CELLS = ("cfc", "ltc", "lstm", "gru")
+RECURRENT_CELLS = ("lstm", "gru")  # the discrete baselines (nets.recurrent.CELLS; a test keeps them equal)
 CFC_OPTIONS = {"proj_size", "mixed_memory", "mode", "activation", "backbone_units",
                "backbone_layers", "backbone_dropout"}
 LTC_OPTIONS = {"mixed_memory", "input_mapping", "output_mapping", "ode_unfolds", "epsilon",
@@ -60,6 +60,9 @@ class NetworkSpec:
             raise ValueError(f"unknown {self.cell} options {sorted(unknown)}; allowed: {sorted(allowed)}")
 
     def build(self) -> LiquidRNN | Recurrent:
+        from ..nets import LTC, CfC, wiring_from_config
+        from ..nets.recurrent import Recurrent
+
         if self.cell in RECURRENT_CELLS:
             return Recurrent(self.input_size, self.units, cell=self.cell, **self.options)
         units = wiring_from_config(self.wiring) if self.wiring is not None else self.units
@@ -69,6 +72,9 @@ class NetworkSpec:
     @classmethod
     def of(cls, model: LiquidRNN | Recurrent) -> NetworkSpec:
         """The spec that rebuilds `model` (its wiring from constructor args and seed)."""
+        from ..nets import CfC, wiring_to_config
+        from ..nets.recurrent import Recurrent
+
         if isinstance(model, Recurrent):
             return cls(model.cell, model.input_size, units=model.state_size,
                        options={"time_input": model.time_input})

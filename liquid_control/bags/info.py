@@ -1,0 +1,142 @@
+"""What is in a bag from anywhere, and which of its topics training would use: `liquid-control info
+BAG`, and the topic choice of `train --bag` (camera, IMU and label topics named, or found from the
+bag's types when exactly one topic fits). Any robot's bags: its own topic names, namespaces,
+compressed cameras (image_transport's `.../compressed`), teleop commands as Twist or TwistStamped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import topics
+from .io import COMPRESSED_IMAGE, IMAGE, IMU, TWIST, TWIST_STAMPED, TYPESTORE, BagError, read_serialized, summarize
+
+CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)
+LABEL_TYPES = (TWIST_STAMPED, TWIST)
+STAMPED_TYPES = (IMAGE, COMPRESSED_IMAGE, IMU, TWIST_STAMPED)
+
+
+def find_bags(path: str | Path) -> list[Path]:
+    """The bags at `path`: itself if it is a bag (a directory with metadata.yaml, or a .mcap or
+    .db3 file), else every bag below it, sorted. BagError when there is none."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag {path}: no such file or directory")
+    if is_bag(path):
+        return [path]
+    found = sorted(p for p in path.rglob("*") if is_bag(p) and not any(is_bag(a) for a in p.parents))
+    if not found:
+        raise BagError(f"{path}: no bag in it (a bag is a directory with metadata.yaml, or a .mcap or .db3 file)")
+    return found
+
+
+def is_bag(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file()
+    return path.suffix in (".mcap", ".db3") and not (path.parent / "metadata.yaml").is_file()
+
+
+@dataclass(frozen=True)
+class TopicChoice:
+    camera: str
+    imu: str
+    label: str
+    label_stamped: bool  # TwistStamped: matched by header stamp; Twist: by bag time
+
+
+def _pick(path: Path, have: dict, role: str, types: tuple[str, ...], named: str | None, flag: str) -> str:
+    if named is not None:
+        if named not in have:
+            raise BagError(f"bag {path}: no topic {named} for the {role} (it has {sorted(have)})")
+        if have[named].msgtype not in types:
+            raise BagError(f"bag {path}: topic {named} is {have[named].msgtype}; the {role} must be "
+                           f"{' or '.join(types)}")
+        return named
+    fits = sorted(t for t, info in have.items() if info.msgtype in types)
+    if len(fits) == 1:
+        return fits[0]
+    if role == "label":
+        # A bag from our simulator (or one that records a teacher the same way) holds the applied
+        # commands beside the teacher's: the teacher is the label.
+        teachers = [t for t in fits if t.endswith("/" + topics.TEACHER)]
+        if len(teachers) == 1:
+            return teachers[0]
+    if not fits:
+        raise BagError(f"bag {path}: no {role} topic ({' or '.join(types)}); it has "
+                       f"{', '.join(f'{t} ({i.msgtype})' for t, i in sorted(have.items()))}")
+    raise BagError(f"bag {path}: {len(fits)} topics could be the {role} ({', '.join(fits)}): choose one with {flag}")
+
+
+def pick_topics(path: str | Path, camera: str | None = None, imu: str | None = None,
+                label: str | None = None) -> TopicChoice:
+    """The camera, IMU and label topics of a bag: the ones named, or the only one of its type.
+    BagError naming the bag, the topic and what is wrong."""
+    path = Path(path)
+    have = summarize(path).topics
+    cam = _pick(path, have, "camera", CAMERA_TYPES, camera, "--camera-topic")
+    imu_topic = _pick(path, have, "IMU", (IMU,), imu, "--imu-topic")
+    lab = _pick(path, have, "label", LABEL_TYPES, label, "--label-topic")
+    return TopicChoice(cam, imu_topic, lab, have[lab].msgtype == TWIST_STAMPED)
+
+
+def _stamps(path: Path, topics: list[str]) -> dict[str, np.ndarray]:
+    """Header stamps (s) of each stamped topic, in bag order."""
+    out: dict[str, list[float]] = {t: [] for t in topics}
+    for topic, msgtype, _, data in read_serialized(path, topics):
+        header = TYPESTORE.deserialize_cdr(data, msgtype).header
+        out[topic].append(header.stamp.sec + header.stamp.nanosec * 1e-9)
+    return {t: np.array(v) for t, v in out.items()}
+
+
+def bag_info(path: str | Path, camera: str | None = None, imu: str | None = None,
+             label: str | None = None, gap_s: float = 0.5) -> dict:
+    """Topics, types, message counts, rates, header-stamp gaps and jumps back, duration, and the
+    topics a training run would pick (or why it cannot)."""
+    path = Path(path)
+    summary = summarize(path)
+    stamped = [t for t, i in summary.topics.items() if i.msgtype in STAMPED_TYPES]
+    stamps = _stamps(path, stamped) if stamped else {}
+    duration = summary.duration
+    topics = {}
+    for name, topic in sorted(summary.topics.items()):
+        entry = {"type": topic.msgtype, "count": topic.count,
+                 "rate_hz": round(topic.count / duration, 2) if duration > 0 else None}
+        s = stamps.get(name)
+        if s is not None and len(s) > 1:
+            d = np.diff(s)
+            entry.update(stamp_span_s=round(float(s[-1] - s[0]), 3),
+                         median_dt_s=round(float(np.median(d)), 6), max_gap_s=round(float(d.max()), 3),
+                         gaps_over_s={str(gap_s): int((d > gap_s).sum())}, jumps_back=int((d < 0).sum()),
+                         repeated_stamps=int((d == 0).sum()))
+        topics[name] = entry
+    info = {"bag": str(path), "messages": summary.count, "duration_s": round(duration, 3),
+            "start_ns": summary.start_ns, "topics": topics}
+    try:
+        choice = pick_topics(path, camera, imu, label)
+        info["training"] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label,
+                            "label_matched_by": "header stamp" if choice.label_stamped else "bag time"}
+    except BagError as exc:
+        info["training"] = {"error": str(exc)}
+    return info
+
+
+def format_bag_info(info: dict) -> str:
+    lines = [f"bag {info['bag']}: {info['messages']} messages, {info['duration_s']:.1f} s"]
+    width = max((len(t) for t in info["topics"]), default=0)
+    for name, t in info["topics"].items():
+        rate = f"{t['rate_hz']:8.2f} Hz" if t["rate_hz"] is not None else "           "
+        line = f"  {name:<{width}}  {t['count']:>8}  {rate}  {t['type']}"
+        if "max_gap_s" in t:
+            line += (f"  stamps: dt {t['median_dt_s'] * 1e3:.1f} ms, max gap {t['max_gap_s']:.3f} s, "
+                     f"{t['jumps_back']} back, {t['repeated_stamps']} repeated")
+        lines.append(line)
+    training = info["training"]
+    if "error" in training:
+        lines.append(f"training: cannot pick the topics: {training['error']}")
+    else:
+        lines.append(f"training would use: camera {training['camera']}, imu {training['imu']}, label "
+                     f"{training['label']} (matched by {training['label_matched_by']})")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""`liquid-control export MODEL --onnx OUT.onnx`: a policy's whole streaming step as one ONNX graph,
+for ONNX Runtime (and TensorRT from ONNX) on boards where torch is a burden.
+
+The graph (opset 17):
+    inputs   frame  float32 (1, H, W, 3)  RGB in [0, 1], already at the model's input size
+             imu    float64 (k,)          the model's raw IMU fields (config sensors.imu_fields)
+             dt     float64 (1,)          seconds the network steps (the controller passes dt / tau_scale)
+             state  float64 (n,)          the liquid state (zeros to start)
+    outputs  command          float64 (outputs,)  the raw command, before output scale and limits
+             new_state        float64 (n,)
+             camera_features  float64 (F,)        what the camera encoder made of `frame`
+The camera encoder runs in float32 as in the torch runtime; the core and the readout in float64,
+as the fused streaming kernels do. The model's config (the same JSON as in the .safetensors file)
+is in the metadata under "liquid_control", with the readout weights under "liquid_control.readout"
+(the ONNX backend adapts them online without the graph) and the core's fused streaming kernel under
+"liquid_control.core" (CfC and LTC cores: the ONNX backend steps the state with it, in numba, and
+runs only the camera encoder in ONNX Runtime: a graph call costs more than a whole liquid step).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..nets.recurrent import Recurrent
+from .modelfile import load_policy
+from .policy import LiquidPolicy
+from .specs import METADATA_KEY, ModelFileError
+
+OPSET = 17
+READOUT_KEY = f"{METADATA_KEY}.readout"
+CORE_KEY = f"{METADATA_KEY}.core"
+INPUTS = ("frame", "imu", "dt", "state")
+OUTPUTS = ("command", "new_state", "camera_features")
+
+
+class StreamingStep(nn.Module):
+    """One event of LiquidPolicy's running form as a module: what PolicyStep computes."""
+
+    def __init__(self, policy: LiquidPolicy) -> None:
+        super().__init__()
+        core = policy.core
+        if getattr(core, "use_mixed", False):
+            raise ValueError("export does not support cores with mixed_memory (an LSTM state beside the liquid one)")
+        self.camera = policy.camera.float().eval()
+        self.core = core.double().eval()
+        self.readout = policy.readout.double().eval()
+        self.register_buffer("imu_mean", policy.imu_mean.double())
+        self.register_buffer("imu_std", policy.imu_std.double())
+
+    def forward(self, frame, imu, dt, state):
+        features = self.camera(frame)[0].double()
+        x = torch.cat([features, (imu - self.imu_mean) / self.imu_std])[None]
+        core = self.core
+        if isinstance(core, Recurrent):
+            z = core._inputs(x, dt.reshape(1, 1))
+            n = core.state_size
+            if core.cell == "lstm":
+                h, c = core.rnn_cell(z, (state[None, :n], state[None, n:]))
+                new_state = torch.cat([h, c], dim=-1)[0]
+            else:
+                h = core.rnn_cell(z, state[None])
+                new_state = h[0]
+        else:
+            # One step of the cell itself (traceable; the sequence API may run a fused kernel).
+            _, h = core._cell(x, state[None], dt.reshape(1, 1))
+            new_state = h[0]
+        command = self.readout(new_state[: core.state_size])
+        return command, new_state, features
+
+
+def export_onnx(model: str | Path, output: str | Path) -> dict:
+    """Write `model`'s streaming step to `output` (never over an existing file). Returns a summary."""
+    import onnx
+
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; an export is never written over another file")
+    policy, config = load_policy(model)
+    run = policy.streamer()
+    try:
+        step = StreamingStep(policy)
+    except ValueError as exc:
+        raise ModelFileError(model, str(exc)) from None
+    spec = policy.spec
+    example = (torch.rand(1, spec.image_height, spec.image_width, 3),
+               torch.zeros(len(spec.imu_fields), dtype=torch.float64),
+               torch.full((1,), 0.005, dtype=torch.float64),
+               torch.as_tensor(run.initial_state(), dtype=torch.float64))
+    tmp = output.with_name(output.name + ".tmp")
+    with torch.no_grad():
+        torch.onnx.export(step, example, str(tmp), input_names=list(INPUTS), output_names=list(OUTPUTS),
+                          opset_version=OPSET, dynamo=False)
+    graph = onnx.load(str(tmp))
+    readout = {"weight": run.readout_w.tolist(), "bias": run.readout_b.tolist()}
+    entries = [(METADATA_KEY, config.to_json()), (READOUT_KEY, json.dumps(readout))]
+    try:
+        entries.append((CORE_KEY, json.dumps(run.core.to_arrays())))
+    except NotImplementedError:  # an LSTM/GRU core: the graph runs anywhere, the ONNX backend says why not
+        pass
+    for key, value in entries:
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    graph.producer_name = "liquid_control"
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(tmp))
+    tmp.replace(output)
+    return {"model": str(model), "onnx": str(output), "opset": OPSET, "bytes": output.stat().st_size,
+            "inputs": {"frame": [1, spec.image_height, spec.image_width, 3], "imu": [len(spec.imu_fields)],
+                       "dt": [1], "state": [int(run.initial_state().size)]},
+            "outputs": {"command": [policy.outputs], "new_state": [int(run.initial_state().size)],
+                        "camera_features": [spec.camera_features]}}

@@ -1,0 +1,126 @@
+"""A policy's running form without torch: held inputs, the fused core, the readout, and the
+compiled pieces around them (staging an IMU sample into the network's normalised inputs, the linear
+readout with its finite check). The torch policy (policy.PolicyStep) and the ONNX Runtime backend
+(onnx_policy.OnnxStep) differ only in their camera encoder."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+
+from .sensing import IMU_FIELDS
+from .specs import EncoderSpec
+
+if TYPE_CHECKING:
+    from ..nets.fused import FusedStep
+
+
+@numba.njit(cache=True)
+def _stage_imu(values, index, mean, std, out):  # pragma: no cover - compiled
+    for k in range(index.size):
+        if not np.isfinite(values[index[k]]):
+            return False
+    for k in range(index.size):
+        out[k] = (values[index[k]] - mean[k]) / std[k]
+    return True
+
+
+@numba.njit(cache=True)
+def _readout(w, b, state, n, out):  # pragma: no cover - compiled
+    """out = w @ state[:n] + b; True when the whole state and out are finite."""
+    finite = True
+    for i in range(state.size):
+        if not np.isfinite(state[i]):
+            finite = False
+    for o in range(out.size):
+        acc = b[o]
+        for j in range(n):
+            acc += w[o, j] * state[j]
+        out[o] = acc
+        if not np.isfinite(acc):
+            finite = False
+    return finite
+
+
+class RunningStep:
+    """A policy in its running form, batch 1: the core as a fused kernel, the readout and the IMU
+    normalisation as arrays, the inputs held in place. Subclasses give `encode_image` (torch's
+    frozen encoder in policy.PolicyStep, ONNX Runtime in onnx_policy.OnnxStep)."""
+
+    def __init__(self, spec: EncoderSpec, core: FusedStep, state_size: int, readout_w: np.ndarray,
+                 readout_b: np.ndarray, imu_mean: np.ndarray, imu_std: np.ndarray) -> None:
+        self.image_width, self.image_height = spec.image_width, spec.image_height
+        self.core = core
+        self.readout_w = np.ascontiguousarray(readout_w, dtype=np.float64)
+        self.readout_b = np.ascontiguousarray(readout_b, dtype=np.float64)
+        self.imu_mean = np.ascontiguousarray(imu_mean, dtype=np.float64)
+        self.imu_std = np.ascontiguousarray(imu_std, dtype=np.float64)
+        self.camera_features = spec.camera_features
+        self.inputs = np.zeros(spec.core_inputs, dtype=np.float64)
+        self.state_size = state_size
+        self.command = np.zeros(self.readout_b.size, dtype=np.float64)
+        self._imu_index = np.array([IMU_FIELDS.index(f) for f in spec.imu_fields], dtype=np.intp)
+        self._imu_staged = np.zeros(len(spec.imu_fields), dtype=np.float64)
+
+    def encode_image(self, rgb: np.ndarray) -> np.ndarray:
+        """Camera features of one (h, w, 3) float RGB frame of any size, resized to the model's
+        input as sensing.resize does for training."""
+        raise NotImplementedError
+
+    def initial_state(self) -> np.ndarray:
+        return self.core.initial_state()
+
+    def check(self) -> None:
+        """One dry run (a grey frame, a zero IMU sample, one step from rest) on scratch buffers:
+        raises if this running form cannot take the inputs its model declares (a config that
+        builds but does not run), leaves nothing held."""
+        features = self.encode_image(np.full((self.image_height, self.image_width, 3), 0.5))
+        if features.shape != (self.camera_features,):
+            raise ValueError(f"the camera encoder gives {features.shape[0]} features, the core takes "
+                             f"{self.camera_features}")
+        held, command = self.inputs.copy(), self.command.copy()
+        try:
+            self.hold_camera(features)
+            self.inputs[self.camera_features:] = 0.0
+            state = self.initial_state()
+            self.advance(state, 0.01)
+        finally:
+            self.inputs[:], self.command[:] = held, command
+
+    # --- the running path: held inputs in place, a few compiled calls per event -------------
+    def hold_camera(self, features: np.ndarray) -> None:
+        """Hold camera features (encode_image's) as the core's camera inputs until the next frame."""
+        self.inputs[: self.camera_features] = features
+
+    def stage_imu(self, values: np.ndarray) -> bool:
+        """Normalise the model's fields of one IMU sample (the 9 float64 values of
+        sensing.IMU_FIELDS) into a staging buffer; False, and nothing staged, if any is NaN or Inf."""
+        return _stage_imu(values, self._imu_index, self.imu_mean, self.imu_std, self._imu_staged)
+
+    def hold_staged_imu(self) -> None:
+        """Hold the staged IMU sample as the core's IMU inputs until the next one."""
+        self.inputs[self.camera_features:] = self._imu_staged
+
+    def advance(self, state: np.ndarray, dt: float, readout_w: np.ndarray | None = None,
+                readout_b: np.ndarray | None = None) -> np.ndarray | None:
+        """Step the state by dt on the held inputs; the raw command (before limits), or None when
+        the state or the command is not finite. An adapted readout may replace the trained one."""
+        self.core.step(self.inputs, state, dt)
+        w = self.readout_w if readout_w is None else readout_w
+        b = self.readout_b if readout_b is None else readout_b
+        return self.command if _readout(w, b, state, self.state_size, self.command) else None
+
+    def normalize_imu(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.imu_mean) / self.imu_std
+
+    def step(self, camera: np.ndarray, imu: np.ndarray, state: np.ndarray, dt: float,
+             readout_w: np.ndarray | None = None, readout_b: np.ndarray | None = None) -> np.ndarray:
+        """Hold these camera features and normalised IMU values, advance the state by dt and
+        return the raw command (before limits), finite or not. An adapted readout may be passed
+        in place of the trained one."""
+        self.hold_camera(camera)
+        self.inputs[self.camera_features:] = imu
+        self.advance(state, dt, readout_w, readout_b)
+        return self.command

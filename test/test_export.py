@@ -1,0 +1,148 @@
+"""`liquid-control export` and the ONNX Runtime backend: the exported graph reproduces the torch
+runtime's commands over a recorded bag, and the backend (and the node on it) runs without torch."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("mujoco")
+
+from liquid_control.bags.io import read_events  # noqa: E402
+from liquid_control.learning.collect import collect  # noqa: E402
+from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
+from liquid_control.runtime.controller import LiquidController  # noqa: E402
+from liquid_control.runtime.modelfile import load_policy  # noqa: E402
+from liquid_control.runtime.onnx_policy import load_onnx_policy  # noqa: E402
+from liquid_control.runtime.specs import ModelFileError  # noqa: E402
+from liquid_control.sim.track import Track, track_path  # noqa: E402
+
+CLI = [sys.executable, "-m", "liquid_control.cli"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "shipped.onnx"
+    result = subprocess.run([*CLI, "export", DEFAULT_MODEL, "--onnx", str(path), "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return path, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bag") / "drive"
+    collect([Track.load(track_path("kidney"))], path, episodes=1, seconds=8.0, seed=5)
+    return path
+
+
+def test_the_graph_has_the_documented_inputs_outputs_and_the_models_config(exported):
+    path, summary = exported
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.graph.input}
+    assert shapes == {"frame": [1, 48, 64, 3], "imu": [3], "dt": [1], "state": [19]}
+    assert [v.name for v in graph.graph.output] == ["command", "new_state", "camera_features"]
+    _, config = load_policy(DEFAULT_MODEL)
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(meta["liquid_control"]) == json.loads(config.to_json())
+    assert summary["inputs"]["state"] == [19]
+
+
+def test_onnx_runtime_reproduces_the_controllers_commands_over_a_recorded_bag(exported, bag):
+    path, _ = exported
+    torch_controller = LiquidController(*load_policy(DEFAULT_MODEL))
+    onnx_controller = LiquidController(*load_onnx_policy(path))
+    diffs, reasons, compared = [], 0, 0
+    for event in read_events(bag, command=None):
+        a = torch_controller.on_sensor(event.kind, event.stamp, event.data)
+        b = onnx_controller.on_sensor(event.kind, event.stamp, event.data)
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        compared += 1
+        reasons += a.reason == b.reason
+        diffs.append(max(abs(a.linear_x - b.linear_x), abs(a.angular_z - b.angular_z)))
+    assert compared > 8.0 * 200 and reasons == compared
+    assert max(diffs) <= 1e-5, max(diffs)
+    assert np.abs(torch_controller.state - onnx_controller.state).max() <= 1e-5
+
+
+def test_export_never_overwrites_and_bad_files_are_model_file_errors(exported, tmp_path):
+    path, _ = exported
+    result = subprocess.run([*CLI, "export", DEFAULT_MODEL, "--onnx", str(path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "never written over" in result.stderr
+    not_onnx = tmp_path / "x.onnx"
+    not_onnx.write_bytes(b"\x00" * 40)
+    with pytest.raises(ModelFileError, match="x.onnx"):
+        load_onnx_policy(not_onnx)
+    plain = tmp_path / "plain.onnx"
+    graph = onnx.load(str(path))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(plain))
+    with pytest.raises(ModelFileError, match="not written by liquid-control export"):
+        load_onnx_policy(plain)
+    with pytest.raises(ModelFileError, match="the path is empty"):
+        load_onnx_policy("")
+
+
+def _no_torch_env(tmp_path: Path) -> dict:
+    """An environment in which `import torch` fails, as on a board with the edge install."""
+    blocker = tmp_path / "no_torch"
+    (blocker / "torch").mkdir(parents=True)
+    (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here (test blocker)')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def test_the_onnx_backend_runs_without_torch(exported, bag, tmp_path):
+    path, _ = exported
+    script = textwrap.dedent(f"""
+        import sys
+        from liquid_control.bags.io import read_events
+        from liquid_control.runtime.controller import LiquidController
+        from liquid_control.runtime.onnx_policy import load_onnx_policy
+        import liquid_control.nodes.controller_node  # the node module, too
+        c = LiquidController(*load_onnx_policy({str(path)!r}))
+        n = sum(c.on_sensor(e.kind, e.stamp, e.data) is not None for e in read_events({str(bag)!r}, command=None))
+        print(n, "torch" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=_no_torch_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    commands, torch_loaded = result.stdout.split()
+    assert int(commands) > 8.0 * 200 and torch_loaded == "False"
+
+
+def test_controller_node_on_the_onnx_backend_drives_without_torch(exported, tmp_path):
+    pytest.importorskip("rclpy")
+    from test_node_controller import wait_for
+    from test_node_process import EXECUTABLE, _streaming_peer
+
+    from liquid_control.processes import stop
+
+    if not EXECUTABLE.exists():
+        pytest.skip(f"{EXECUTABLE} not installed")
+    path, _ = exported
+    ns = f"/lc_onnx_{os.getpid()}"
+    proc = subprocess.Popen([str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", "backend:=onnx",
+                             "-p", f"model_path:={path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_no_torch_env(tmp_path), start_new_session=True)
+    try:
+        commands, stop_peer = _streaming_peer(ns)
+        try:
+            wait_for(lambda: sum(1 for m in commands if m.linear.x > 0) > 20, timeout=90)
+        finally:
+            stop_peer()
+    finally:
+        codes = stop(proc)
+    out = proc.stdout.read()
+    assert codes == [0], out
+    assert "Traceback" not in out, out
