@@ -29,34 +29,12 @@ from liquid_control.bags.recover import recover  # noqa: E402
 
 CLI, SIM_NODE, _stop, _wait_for = tools.CLI, tools.SIM_NODE, tools._stop, tools._wait_for
 graph = tools.graph  # the fixture: a node of the test's own that watches the graph
+procs = tools.processes  # the fixture: processes in sessions of their own, stopped at the end
 BENCH_PATH = Path(__file__).resolve().parents[1] / "bench" / "recorder_loss.py"
 _spec = importlib.util.spec_from_file_location("recorder_loss", BENCH_PATH)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 CONTROLLER_NODE = SIM_NODE.with_name("controller_node")
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """start(name, args) runs a process in a session of its own (the signals it gets are the
-    test's only, never a Ctrl-C meant for pytest) with its output in tmp_path/name.out; all are
-    stopped at the end."""
-    started = []
-
-    def start(name, args):
-        out = open(tmp_path / f"{name}.out", "w")
-        proc = subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        proc.log = tmp_path / f"{name}.out"
-        started.append((proc, out))
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc, out in started:
-            _stop(proc)
-            out.close()
 
 
 def _publisher(start, name, prefix, imu=100_000, size="96x64"):

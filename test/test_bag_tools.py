@@ -50,12 +50,15 @@ def _stop(proc, timeout=10.0):
 
 @pytest.fixture
 def processes(tmp_path):
-    """start(name, args) runs a process with its output in tmp_path/name.out; all are stopped at the end."""
+    """start(name, args) runs a process in a session of its own (the signals it gets are the
+    test's only, never a Ctrl-C meant for pytest) with its output in tmp_path/name.out; all are
+    stopped at the end."""
     started = []
 
     def start(name, args):
         out = open(tmp_path / f"{name}.out", "w")
-        proc = subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         proc.log = tmp_path / f"{name}.out"
         started.append((proc, out))
         return proc
@@ -201,7 +204,9 @@ def test_record_play_record_round_trip_keeps_every_byte_and_replays(tmp_path, pr
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["sensor_events"] == first["topics"]["/imu/data"]["count"] + first["topics"]["/camera/image_raw"]["count"]
-    assert summary["steps"] > 100 and summary["commands"] == len(_commands(out))
+    # A step per recorded IMU sample, about (however many a busy machine's simulator made).
+    assert summary["steps"] >= 0.8 * first["topics"]["/imu/data"]["count"] > 10
+    assert summary["commands"] == len(_commands(out))
     # Every teacher command recorded (however many a busy machine's simulator made) is compared.
     assert summary["compare"]["matched_by"] == "bag time"
     assert summary["compare"]["recorded"] == first["topics"]["/teacher/cmd_vel"]["count"] > 10

@@ -228,7 +228,8 @@ def _ros(node_name: str, stop: threading.Event):
 
 
 class ServedElsewhere(CallbackGroup):
-    """A callback group that no executor runs: its entities belong to a RawTakeLoop."""
+    """A callback group that no executor runs: its entities are served by a wait loop of their own
+    (RawTakeLoop here, the controller node's SensorLoop)."""
 
     def can_execute(self, entity) -> bool:
         return False

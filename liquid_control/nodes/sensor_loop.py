@@ -23,26 +23,14 @@ import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from rclpy.callback_groups import CallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+from ..bags.ros import ServedElsewhere
 
 # Seconds between checks that the context is still up when no message comes (rcl has no wake-up
 # on shutdown); stop() wakes the loop at once through its guard condition.
 POLL_S = 0.1
-
-
-class ServedElsewhere(CallbackGroup):
-    """A callback group that no executor runs: its entities belong to a SensorLoop."""
-
-    def can_execute(self, entity) -> bool:
-        return False
-
-    def beginning_execution(self, entity) -> bool:
-        return False
-
-    def ending_execution(self, entity) -> None:
-        pass
 
 
 def _stamp_key(msg) -> tuple[int, int]:

@@ -16,7 +16,6 @@ from safetensors.torch import save_file
 
 from ..nets import CfC
 from ..nets.base import LiquidRNN
-from ..paths import resolve_model_path
 from .policy import LiquidPolicy
 from .specs import (
     FORMAT_VERSION,
@@ -27,6 +26,7 @@ from .specs import (
     NetworkSpec,
     OutputSpec,
     SensorSpec,
+    model_file,
 )
 
 
@@ -173,12 +173,7 @@ def load_policy(model: str | Path) -> tuple[LiquidPolicy, ModelConfig]:
     """The (policy, config) that the node, replay and evaluation run, from a model path as users
     write it (a file, or package://<package>/<file>). ModelFileError for an empty path, a file not
     found, one that cannot be loaded, or a bare liquid core (it has no camera encoder to run)."""
-    if not str(model).strip():
-        raise ModelFileError(repr(str(model)), "the path is empty")
-    try:
-        path = resolve_model_path(model)
-    except FileNotFoundError as exc:
-        raise ModelFileError(model, str(exc)) from None
+    path = model_file(model)
     policy, config = load_model(path)
     if not isinstance(policy, LiquidPolicy):
         raise ModelFileError(path, "holds a bare liquid core; running needs a policy with a camera encoder")

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..nets.fused import FusedStep
-from ..paths import resolve_model_path
 from .sensing import resize
-from .specs import METADATA_KEY, EncoderSpec, ModelConfig, ModelFileError
+from .specs import METADATA_KEY, EncoderSpec, ModelConfig, ModelFileError, model_file
 from .step import RunningStep
 
 READOUT_KEY = f"{METADATA_KEY}.readout"
@@ -77,14 +76,7 @@ class OnnxPolicy:
 def load_onnx_policy(path: str | Path) -> tuple[OnnxPolicy, ModelConfig]:
     """(policy, config) of a file written by `liquid-control export`; ModelFileError naming the file
     for anything else (not ONNX, no liquid_control config, a core without a fused kernel)."""
-    if not str(path).strip():
-        raise ModelFileError(repr(str(path)), "the path is empty")
-    try:
-        path = resolve_model_path(path)
-    except FileNotFoundError as exc:
-        raise ModelFileError(path, str(exc)) from None
-    if not path.is_file():
-        raise ModelFileError(path, "no such file")
+    path = model_file(path)
     try:
         meta = _session(path).get_modelmeta().custom_metadata_map
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds for a bad file

@@ -37,6 +37,24 @@ class ModelFileError(ValueError):
         self.problem = problem
 
 
+def model_file(model: str | Path) -> Path:
+    """A model path as users write it (a file, or package://<package>/<file>) as the file it
+    names; ModelFileError for an empty path or a package or file that is not there."""
+    from ..paths import resolve_model_path
+
+    if not str(model).strip():
+        raise ModelFileError(repr(str(model)), "the path is empty")
+    try:
+        path = resolve_model_path(model)
+    except FileNotFoundError as exc:
+        raise ModelFileError(model, str(exc)) from None
+    if not path.exists():
+        raise ModelFileError(path, "no such file")
+    if not path.is_file():
+        raise ModelFileError(path, "not a regular file")
+    return path
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """The liquid core: cell type, input width, and either `units` (fully connected) or a wiring."""
