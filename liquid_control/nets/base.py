@@ -169,11 +169,44 @@ class LiquidRNN(StreamingModule):
             c = c.unsqueeze(0) if c is not None else None
         return h, c
 
-    def state_sequence(self, x: torch.Tensor, timespans: torch.Tensor) -> torch.Tensor:
+    # The default of state_sequence's `fused` for this module (None: automatic). Set it to False to
+    # train a policy through the reference loop, e.g. `policy.core.fused_sequence = False`.
+    fused_sequence: bool | None = None
+
+    def state_sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: State | None = None,
+                       fused: bool | None = None) -> torch.Tensor:
         """The full state (all neurons, which a policy's readout reads) after each step of a
-        batch-first sequence: x (B, T, input_size), timespans (B, T) seconds -> (B, T, state_size)."""
-        h = torch.zeros(x.shape[0], self.state_size, dtype=x.dtype)
-        c = torch.zeros_like(h) if self.use_mixed else None
+        batch-first sequence: x (B, T, input_size), timespans (B, T) seconds -> (B, T, state_size);
+        hx the initial state ((h, c) with mixed memory), zeros when None.
+
+        fused None (the default, or this module's `fused_sequence`): the fused sequence kernel of
+        `sequence.py` (forward and backward compiled, whole batch and window in one call) when
+        `sequence.fused_support` says this configuration has one and the environment does not ask
+        for the loop (LIQUID_CONTROL_SEQUENCE=loop), else the reference loop; True: the kernel, or a
+        ValueError saying why there is none; False: the reference loop."""
+        if fused is None:
+            fused = self.fused_sequence
+        if fused is not False:
+            from .sequence import fused_state_sequence, fused_support, loop_forced
+
+            if fused or not loop_forced():
+                reason = fused_support(self, x, timespans, hx)
+                if reason is None:
+                    return fused_state_sequence(self, x, timespans, hx)
+                if fused:
+                    raise ValueError(f"no fused sequence kernel for this {type(self).__name__}: {reason}")
+        return self.reference_state_sequence(x, timespans, hx)
+
+    def reference_state_sequence(self, x: torch.Tensor, timespans: torch.Tensor,
+                                 hx: State | None = None) -> torch.Tensor:
+        """`state_sequence` as a Python loop over the cells: the definition the kernel must equal."""
+        if hx is None:
+            h = torch.zeros(x.shape[0], self.state_size, dtype=x.dtype)
+            c = torch.zeros_like(h) if self.use_mixed else None
+        elif self.use_mixed:
+            h, c = hx
+        else:
+            h, c = hx, None
         states = []
         for t in range(x.shape[1]):
             ts = timespans[:, t].unsqueeze(-1)
