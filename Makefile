@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/recorder_loss.py
 	$(RUN_ENV) $(VPY) bench/camera_path.py
 	$(RUN_ENV) $(VPY) bench/backends.py
+	$(RUN_ENV) $(VPY) bench/energy.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check liquid_control test bench
