@@ -25,16 +25,9 @@ import numpy as np
 from step_latency import measure
 
 from liquid_control.paths import DEFAULT_MODEL
-from liquid_control.processes import stop
+from liquid_control.processes import rss_mb, stop
 
 EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def start_and_rss(backend: str, model: str, seconds: float = 4.0) -> tuple[float, float]:
@@ -77,7 +70,7 @@ def start_and_rss(backend: str, model: str, seconds: float = 4.0) -> tuple[float
                 frame.header = msg.header
                 camera.publish(frame)
             time.sleep(0.005)
-        rss = _rss_mb(proc.pid)
+        rss = rss_mb(proc.pid)
     finally:
         stop(proc)
         executor.shutdown(timeout_sec=2.0)

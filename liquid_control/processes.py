@@ -1,11 +1,21 @@
-"""Stopping child processes the way ROS tools expect: SIGINT first (a node's clean shutdown, a
-recorder closing its bag), a kill only for what does not end in time. No ROS import here."""
+"""Child processes as tests and benchmarks handle them: stopped the way ROS tools expect (SIGINT
+first, a node's clean shutdown or a recorder closing its bag; a kill only for what does not end in
+time), and their resident memory. No ROS import here."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import time
+from pathlib import Path
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise ValueError(f"process {pid}: no VmRSS in /proc/{pid}/status")
 
 
 def stop(*procs: subprocess.Popen, timeout: float = 10.0) -> list[int]:

@@ -23,17 +23,9 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
 from test_node_controller import make_model, wait_for  # noqa: E402
 
-from liquid_control.processes import stop  # noqa: E402
+from liquid_control.processes import rss_mb, stop  # noqa: E402
 
 EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
-
-
-def _rss_mb(pid):
-    # The wrapper execs python, so the pid is the node's own process.
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture
@@ -105,10 +97,10 @@ def test_node_process_flood_parameters_and_clean_shutdown(node_process):
         recent = [m.linear.x for t, m in commands if t > mark + 0.1]
         assert recent and max(recent) == pytest.approx(0.05)
 
-        rss_start = _rss_mb(proc.pid)
+        rss_start = rss_mb(proc.pid)
         mark = time.monotonic()
         flood(10.0, 20.0, 1000.0)  # 1 kHz IMU (and 30 Hz camera) for 10 s
-        rss_end = _rss_mb(proc.pid)
+        rss_end = rss_mb(proc.pid)
         assert proc.poll() is None, "the node died under the flood"
         assert rss_end - rss_start < 30.0, f"RSS grew {rss_start:.0f} -> {rss_end:.0f} MB"
         during = [t for t, _ in commands if mark < t < mark + 10.0]

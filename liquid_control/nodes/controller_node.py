@@ -219,34 +219,30 @@ class LiquidControllerNode(Node):
         self.cmd_pub = self.create_publisher(type(self._cmd_msg), topics.CMD_VEL, 10)
 
     # --- sensors ---------------------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         received = time.monotonic()
-        try:
-            rgb = self._to_array(msg)
-        except SensorError as exc:
-            with self._lock:
-                self._window["camera"] += 1
-                self._reject(f"camera image rejected: {exc}")
-                if self.controller is not None:
-                    self.controller.note_refused("camera", received, f"images rejected ({exc})")
-            return
         controller = self.controller
-        if controller is None:
-            with self._lock:
-                self._window["camera"] += 1
-            return
-        frame = controller.encode_image(rgb)  # outside the lock: the IMU steps on meanwhile
+        frame = error = None
+        try:
+            rgb = self._to_array(msg, controller)
+        except SensorError as exc:
+            error = exc
+        else:
+            if controller is not None:
+                frame = controller.encode_image(rgb)  # outside the lock: the IMU steps on meanwhile
         with self._lock:
             self._window["camera"] += 1
-            if self.controller is None:
-                return
-            self._handle(msg.header.stamp,
-                         lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), frame, received))
+            if error is not None:
+                self._reject(f"camera image rejected: {error}")
+                if self.controller is not None:
+                    self.controller.note_refused("camera", received, f"images rejected ({error})")
+            elif frame is not None and self.controller is not None:
+                self._handle(msg.header.stamp,
+                             lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), frame, received))
 
-    def _to_array(self, msg) -> np.ndarray:
+    def _to_array(self, msg, controller: LiquidController | None) -> np.ndarray:
         """A camera message as RGB; its size is checked before any conversion or decoding."""
         if isinstance(msg, CompressedImage):
-            controller = self.controller
             width, height = ((controller.run.image_width, controller.run.image_height)
                              if controller is not None else (0, 0))
             # Decoded at the smallest JPEG scale that still covers the model's input.

@@ -41,7 +41,7 @@ class OnnxStep(RunningStep):
     def __init__(self, policy: OnnxPolicy) -> None:
         super().__init__(policy.spec, FusedStep.from_arrays(policy.core_arrays), policy.state_size,
                          policy.readout_w, policy.readout_b, policy.imu_mean, policy.imu_std)
-        self._session = _session(policy.path)
+        self._session = policy.session
         # The graph's other inputs while it encodes a frame (its core outputs are not used).
         self._feed = {"imu": np.zeros(len(policy.spec.imu_fields)), "dt": np.full(1, 0.005),
                       "state": np.zeros(self.core.state_len)}
@@ -55,8 +55,9 @@ class OnnxStep(RunningStep):
 class OnnxPolicy:
     """An exported policy: its config, encoder spec, readout, IMU normalisation and fused core."""
 
-    def __init__(self, path: Path, config: ModelConfig, readout: dict, core: dict) -> None:
+    def __init__(self, path: Path, session, config: ModelConfig, readout: dict, core: dict) -> None:
         self.path = path
+        self.session = session  # one per file: ONNX Runtime sessions run concurrently, and building one costs
         self.config = config
         encoder = {"image_norm": "fixed", **(config.encoder or {})}
         self.spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
@@ -78,7 +79,8 @@ def load_onnx_policy(path: str | Path) -> tuple[OnnxPolicy, ModelConfig]:
     for anything else (not ONNX, no liquid_control config, a core without a fused kernel)."""
     path = model_file(path)
     try:
-        meta = _session(path).get_modelmeta().custom_metadata_map
+        session = _session(path)
+        meta = session.get_modelmeta().custom_metadata_map
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds for a bad file
         raise ModelFileError(path, f"not a readable ONNX file: {type(exc).__name__}: {exc}") from None
     if METADATA_KEY not in meta or READOUT_KEY not in meta:
@@ -88,7 +90,7 @@ def load_onnx_policy(path: str | Path) -> tuple[OnnxPolicy, ModelConfig]:
                                    "run the .safetensors model with backend torch)")
     try:
         config = ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
-        policy = OnnxPolicy(path, config, json.loads(meta[READOUT_KEY]), json.loads(meta[CORE_KEY]))
+        policy = OnnxPolicy(path, session, config, json.loads(meta[READOUT_KEY]), json.loads(meta[CORE_KEY]))
     except Exception as exc:  # noqa: BLE001 - any inconsistency of the file is the file's
         raise ModelFileError(path, f"cannot be used: {type(exc).__name__}: {exc}") from None
     return policy, config

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from ..paths import DEFAULT_MODEL, share_path
+from ..paths import DEFAULT_MODEL
 
 NODE_NAME = "liquid_controller"
 SECTION = f"/**/{NODE_NAME}"  # how our files key the node: it applies in any namespace
@@ -130,11 +130,6 @@ def check_settings(values: dict[str, Any]) -> None:
     """Check Settings fields (field name -> value) against the table's types and ranges."""
     for field, value in values.items():
         BY_SETTING[field].check(value)
-
-
-def config_path() -> Path:
-    """config/controller.yaml, installed or beside the sources (written from this table)."""
-    return share_path("config", "controller.yaml")
 
 
 def render_config() -> str:

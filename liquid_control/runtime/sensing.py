@@ -84,7 +84,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def compressed_size(msg: Any) -> tuple[str, int, int]:
     """(kind "jpeg" or "png", width, height) of a sensor_msgs/CompressedImage from its header bytes
     alone, so a size limit is checked before anything is decoded. SensorError if it is neither."""
-    data = _bytes_of(msg.data)
+    return _compressed_size(_bytes_of(msg.data), msg.format)
+
+
+def _compressed_size(data: np.ndarray, fmt: Any) -> tuple[str, int, int]:
     head = data[:32].tobytes()
     if head.startswith(_PNG_SIGNATURE):
         if len(head) < 24 or head[12:16] != b"IHDR":
@@ -98,7 +101,7 @@ def compressed_size(msg: Any) -> tuple[str, int, int]:
         except ValueError as exc:
             raise SensorError(f"compressed image: not a readable JPEG ({exc})") from None
         return "jpeg", int(width), int(height)
-    raise SensorError(f"compressed image: neither JPEG nor PNG data (format {str(msg.format)!r})")
+    raise SensorError(f"compressed image: neither JPEG nor PNG data (format {str(fmt)!r})")
 
 
 def compressed_to_array(msg: Any, min_width: int = 0, min_height: int = 0,
@@ -109,16 +112,16 @@ def compressed_to_array(msg: Any, min_width: int = 0, min_height: int = 0,
     min_width x min_height (0: full size), a fraction of a full decode; then resize() makes it the
     model's size as for raw images. `max_pixels` is checked on the header, before decoding.
     A corrupt or truncated image is a SensorError."""
-    kind, width, height = compressed_size(msg)
+    data = _bytes_of(msg.data)
+    kind, width, height = _compressed_size(data, msg.format)
     if width <= 0 or height <= 0:
         raise SensorError(f"compressed image has no pixels ({width}x{height})")
     _check_pixels(width, height, max_pixels)
-    data = _bytes_of(msg.data)
     if kind == "jpeg":
         import simplejpeg
 
         try:
-            rgb = simplejpeg.decode_jpeg(data.tobytes(), colorspace="RGB", min_width=min_width,
+            rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width,
                                          min_height=min_height, strict=True)
         except ValueError as exc:
             raise SensorError(f"compressed image: corrupt or truncated JPEG ({exc})") from None
