@@ -8,6 +8,7 @@ VENV = .venv
 VPY = $(VENV)/bin/python
 PIP_INSTALL = $(VPY) -m pip install -c requirements/constraints.txt
 STAMP = $(VENV)/.installed
+BENCH_MINUTES ?= 60  # of collected data for bench/train_memory.py (collecting an hour: ~30 min)
 
 # The ROS wheels re-exec every Python of the venv once to set its library path and mark it done in
 # this variable; inherited from another venv's Python it would skip that (rclpy then fails to load).
@@ -48,6 +49,7 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/camera_path.py
 	$(RUN_ENV) $(VPY) bench/backends.py
 	$(RUN_ENV) $(VPY) bench/energy.py
+	$(RUN_ENV) $(VPY) bench/train_memory.py --minutes $(BENCH_MINUTES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check liquid_control test bench

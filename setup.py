@@ -129,6 +129,7 @@ setup(
         "numba",
         "pyyaml",
         "simplejpeg",  # libjpeg-turbo: compressed camera frames, decoded at DCT scale
+        "tqdm",  # progress bars: collect, cache building, train, eval, table
     ],
     extras_require={
         # torch pinned in requirements/constraints.txt; onnx: export; matplotlib, networkx: plots

@@ -5,12 +5,12 @@ torch nor rclpy."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import tempfile
 from pathlib import Path
 
+from .cliargs import LazyChoices, add_topic_arguments
 from .paths import DEFAULT_MODEL
 
 
@@ -129,23 +129,6 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .bags.info import find_bags
-    from .bags.io import BagError
-    from .learning.train import train
-
-    try:
-        bags = [b for item in args.bag for b in find_bags(item)]
-        result = train(bags, args.arch, args.output, seed=args.seed, iterations=args.iterations,
-                       window=args.window, batch=args.batch, camera=args.camera_topic, imu=args.imu_topic,
-                       label=args.label_topic)
-    except (BagError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
-
-
 def _eval(args: argparse.Namespace) -> int:
     from .learning.evaluate import evaluate
 
@@ -251,33 +234,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-class _LazyChoices:
-    """The names of a registry in another module, read when argparse first checks or lists them,
-    so that building the parser (and every command that does not use them) imports no torch."""
-
-    def __init__(self, module: str, name: str) -> None:
-        self.module, self.name = module, name
-
-    def _names(self) -> list[str]:
-        return sorted(getattr(importlib.import_module(self.module, __package__), self.name))
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._names()
-
-    def __iter__(self):
-        return iter(self._names())
-
-
-ARCHITECTURES = _LazyChoices(".learning.train", "ARCHITECTURES")
-CONDITIONS = _LazyChoices(".sim.conditions", "CONDITIONS")
-
-
-def _topic_arguments(parser, prefix: str = "") -> None:
-    parser.add_argument("--camera-topic", metavar="TOPIC", help=f"{prefix}the camera (sensor_msgs/Image or "
-                        "CompressedImage); default: the bag's only one")
-    parser.add_argument("--imu-topic", metavar="TOPIC", help=f"{prefix}the IMU; default: the bag's only one")
-    parser.add_argument("--label-topic", metavar="TOPIC", help=f"{prefix}the commands to learn (Twist, matched by "
-                        "bag time, or TwistStamped, by header stamp); default: the bag's only one")
+CONDITIONS = LazyChoices("liquid_control.sim.conditions", "CONDITIONS")
 
 
 def _add_info(sub) -> None:
@@ -288,7 +245,7 @@ def _add_info(sub) -> None:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--graph", metavar="PNG", help="draw the wiring to this PNG: neurons by layer, synapses "
                       "by polarity, with their counts")
-    _topic_arguments(info, "for a bag: ")
+    add_topic_arguments(info, "for a bag: ")
     info.set_defaults(func=_info)
 
 
@@ -330,18 +287,11 @@ def _add_collect(sub) -> None:
 
 
 def _add_train(sub) -> None:
+    from .learning.options import add_train_arguments, run_train
+
     train = sub.add_parser("train", help="train a policy from bags by BPTT and write a model file")
-    train.add_argument("--bag", action="append", required=True,
-                       help="a bag, or a folder of bags (repeat for several): from collect or from a robot")
-    train.add_argument("--arch", choices=ARCHITECTURES, default="ncp-cfc", metavar="ARCH",
-                       help="policy architecture: %(choices)s (default %(default)s)")
-    train.add_argument("--output", required=True, help="the .safetensors model file to write")
-    train.add_argument("--iterations", type=int, default=600)
-    train.add_argument("--window", type=int, default=300, help="sensor events per training window")
-    train.add_argument("--batch", type=int, default=8)
-    train.add_argument("--seed", type=int, default=0)
-    _topic_arguments(train)
-    train.set_defaults(func=_train)
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
 
 
 def _add_eval(sub) -> None:

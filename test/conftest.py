@@ -2,7 +2,11 @@
 installed package visible to ament_index_python and to subprocesses."""
 
 import os
+import shutil
 import sys
+import tempfile
+
+_CACHE = None
 
 
 def pytest_configure(config):
@@ -12,8 +16,17 @@ def pytest_configure(config):
     os.environ["ROS_DOMAIN_ID"] = domain
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("MUJOCO_GL", "egl")
+    # Training's frame cache: the session's own, removed at its end (never the user's ~/.cache).
+    global _CACHE
+    _CACHE = tempfile.mkdtemp(prefix="liquid_control-test-cache-")
+    os.environ["LIQUID_CONTROL_CACHE"] = _CACHE
     others = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p and p != sys.prefix]
     os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *others])
+
+
+def pytest_unconfigure(config):
+    if _CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def pytest_report_header(config):

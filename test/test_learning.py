@@ -113,7 +113,7 @@ def test_a_late_frame_is_held_from_the_next_step_like_the_controller(tmp_path):
     assert len(episode) == 12
     # The step at 1.026 kept frame 0 (it was taken before the late frame arrived); frame 1 from 1.031 on.
     assert list(episode.frame_index) == [0] * 6 + [1] * 6
-    assert np.all(episode.frames[1] == 1.0)
+    assert episode.frames.dtype == np.uint8 and np.all(episode.frames[1] == 255)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -127,3 +127,17 @@ def test_every_architecture_trains_and_drives_through_the_controller(arch, bag, 
     summary = evaluate(model, track="oval", episodes=1, seconds=1.0)
     assert summary["episodes"] == 1 and np.isfinite(summary["mean_abs_xte_m"])
     assert summary["mean_speed_mps"] > 0.0  # commands came out and moved the robot
+
+
+def test_the_small_baselines_have_about_the_liquid_cores_parameter_count():
+    """The fair comparison of the benchmark: LSTM and GRU cores within 10% of the 19-neuron NCP
+    CfC core's trainable parameters, on the same inputs."""
+    from liquid_control.runtime.modelfile import parameter_counts
+    from liquid_control.runtime.specs import EncoderSpec
+
+    spec = EncoderSpec()
+    core = lambda arch: parameter_counts(LiquidPolicy(spec, ARCHITECTURES[arch](spec.core_inputs, 0), 2))  # noqa: E731
+    liquid = core("ncp-cfc")["liquid_core"]
+    for arch in ("lstm-small", "gru-small"):
+        assert abs(core(arch)["liquid_core"] - liquid) <= 0.1 * liquid, (arch, core(arch), liquid)
+    assert core("lstm")["liquid_core"] > 10 * liquid  # the larger baselines stay

@@ -101,8 +101,25 @@ def test_info_finds_the_camera_imu_and_label_of_a_robot_bag(bags):
     assert topic["type"] == "sensor_msgs/msg/CompressedImage" and topic["count"] == 240
     assert topic["median_dt_s"] == pytest.approx(0.05, abs=1e-6) and topic["jumps_back"] == 0
     assert info["topics"][IMU]["rate_hz"] == pytest.approx(100.0, rel=0.02)
+    assert info["topics"][IMU]["rate_publishing_hz"] == pytest.approx(100.0, rel=0.02)
     text = _cli("info", bags / "run2").stdout
     assert f"label {LABEL} (matched by bag time)" in text  # a Twist label: by bag time
+
+
+def test_header_stamps_read_from_the_bytes_equal_the_deserialized_ones(bags):
+    """info reads header stamps from the CDR bytes (an hour of frames in seconds); on every stamped
+    message of a rosbags-written bag, and on big-endian CDR, they equal rosbags' own reading."""
+    from liquid_control.bags.info import header_stamp
+    from liquid_control.bags.io import read_serialized
+
+    seen = 0
+    for _, msgtype, _, raw in read_serialized(bags / "run1", [CAMERA, IMU, LABEL]):
+        stamp = TS.deserialize_cdr(raw, msgtype).header.stamp
+        assert header_stamp(raw, msgtype) == stamp.sec + stamp.nanosec * 1e-9
+        big = bytes(TS.serialize_cdr(TS.deserialize_cdr(raw, msgtype), msgtype, little_endian=False))
+        assert big[1] == 0 and header_stamp(big, msgtype) == stamp.sec + stamp.nanosec * 1e-9
+        seen += 1
+    assert seen > 1000
 
 
 def test_train_on_a_folder_of_robot_bags_then_replay_the_model_on_one(bags, tmp_path):

@@ -80,7 +80,6 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ["ROS_DOMAIN_ID"] = os.environ.get("LIQUID_CONTROL_DEMO_DOMAIN_ID", str(150 + os.getpid() % 80))
-    os.environ.setdefault("MUJOCO_GL", "egl")
     model = str(model or DEFAULT_MODEL)
     the_track = Track.load(track_path(track))
     if bag is not None and Path(bag).exists():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import topics
+from .. import progress, topics
 from ..bags.io import BagWriter, image_msg, imu_msg, odometry_msg, twist_stamped_msg
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track
@@ -25,6 +25,7 @@ from ..topics import absolute
 # The robot's topics; the expert's own command goes where the controller node takes a teacher.
 TOPICS = {"camera": absolute(topics.CAMERA), "imu": absolute(topics.IMU), "applied": absolute(topics.CMD_VEL),
           "teacher": absolute(topics.TEACHER), "odom": absolute(topics.ODOM)}
+_BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
 EPISODE_GAP = 1000.0  # s between episodes in the bag's sensor time
 
 
@@ -46,7 +47,8 @@ def collect(tracks: list[Track], output: str | Path, episodes: int, seconds: flo
     rng = np.random.default_rng(seed)
     expert = PurePursuit(speed=speed)
     summary = {"episodes": 0, "camera": 0, "imu": 0, "off_road_events": 0, "seconds": 0.0}
-    with BagWriter(output) as bag:
+    with BagWriter(output) as bag, progress.bar(total=len(tracks) * episodes * seconds, desc=f"collect {Path(output).name}",
+                                                unit="sim s", bar_format=_BAR) as bar:
         for track in tracks:
             env = TrackEnv(track, sensors=sensors, seed=int(rng.integers(1 << 31)))
             try:
@@ -54,7 +56,7 @@ def collect(tracks: list[Track], output: str | Path, episodes: int, seconds: flo
                     env.reset(s=float(rng.uniform(0, track.length)), offset=float(rng.normal(0, p.start_offset)),
                               heading_error=float(rng.normal(0, p.start_heading)), seed=int(rng.integers(1 << 31)))
                     base = summary["episodes"] * EPISODE_GAP
-                    _episode(env, expert, p, rng, bag, base, seconds, summary)
+                    _episode(env, expert, p, rng, bag, base, seconds, summary, bar)
                     summary["episodes"] += 1
                     summary["seconds"] += seconds
             finally:
@@ -63,11 +65,13 @@ def collect(tracks: list[Track], output: str | Path, episodes: int, seconds: flo
 
 
 def _episode(env: TrackEnv, expert: PurePursuit, p: Perturbation, rng, bag: BagWriter, base: float,
-             seconds: float, summary: dict) -> None:
-    noise, kick, kick_until = 0.0, 0.0, -1.0
+             seconds: float, summary: dict, bar) -> None:
+    noise, kick, kick_until, shown = 0.0, 0.0, -1.0, 0.0
     for event in env.events(seconds):
         stamp = base + event.stamp
         if event.kind == "camera":
+            bar.update(event.stamp - shown)
+            shown = event.stamp
             bag.write(TOPICS["camera"], image_msg(stamp, event.data), stamp)
             summary["camera"] += 1
             noise = float(rng.normal(0.0, p.command_noise))

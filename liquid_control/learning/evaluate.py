@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
 from ..draw.plot import write_trajectory_png
 from ..runtime.controller import LiquidController, Settings
 from ..runtime.modelfile import load_policy
@@ -21,7 +22,7 @@ from ..sim.track import Track, track_path
 
 def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal", episodes: int = 5,
              seconds: float = 30.0, seed: int = 100, plot: str | Path | None = None,
-             settings: Settings | None = None) -> dict:
+             settings: Settings | None = None, show_progress: bool = True) -> dict:
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
@@ -31,7 +32,8 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     env = TrackEnv(world, sensors=sensors, seed=seed, distractors=c.distractors)
     results, paths = [], []
     try:
-        for k in range(episodes):
+        for k in progress.bar(range(episodes), active=show_progress, desc=f"eval {world.name} {condition}",
+                                unit="episode"):
             env.reset(s=float(rng.uniform(0, world.length)), offset=float(rng.normal(0, 0.1)), seed=seed + k)
             controller = LiquidController(policy, config, settings or Settings())
             xte, speed, path, off = [], [], [], False

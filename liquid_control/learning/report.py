@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
 from ..runtime.modelfile import load_policy, parameter_counts
 from ..sim.conditions import CONDITIONS
 from .evaluate import evaluate
@@ -23,14 +24,15 @@ TRAINING_TRACKS = ("oval", "kidney")
 
 def _cell(job: tuple) -> dict:
     name, model, condition, track, episodes, seconds, seed = job
-    result = evaluate(model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed)
+    result = evaluate(model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed,
+                      show_progress=False)  # the table's bar counts cells
     result["name"] = name
     return result
 
 
 def evaluation_table(models: dict[str, str | Path], conditions: list[str] | None = None, episodes: int = 6,
                      seconds: float = 30.0, seed: int = 100, jobs: int = 1,
-                     training_tracks: tuple[str, ...] = TRAINING_TRACKS, log=print) -> dict:
+                     training_tracks: tuple[str, ...] = TRAINING_TRACKS, log=progress.write) -> dict:
     """Evaluate each model in each condition; returns {"rows": {name: {...}}, "conditions": [...]}."""
     conditions = list(conditions or CONDITIONS)
     unknown = [c for c in conditions if c not in CONDITIONS]
@@ -57,7 +59,7 @@ def evaluation_table(models: dict[str, str | Path], conditions: list[str] | None
     pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
     try:
         results = pool.map(_cell, work) if pool else map(_cell, work)
-        for result in results:
+        for result in progress.bar(results, total=len(work), desc="table", unit="cell"):
             cells = rows[result["name"]]["cells"]
             cell = cells.setdefault(result["condition"], {"episodes": [], "tracks": []})
             cell["episodes"] += result["per_episode"]

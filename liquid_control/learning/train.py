@@ -1,18 +1,40 @@
 """Train a LiquidPolicy from bags by BPTT over windows of sensor events (each window starts from a
 zero state, as the controller does after a reset; the first `warmup` steps are not scored).
 Validation on whole held-back episodes, early stopping on it, a fixed seed; the result is a model
-file with its provenance and a loss-curve PNG beside it."""
+file with its provenance, and beside it the loss curve (`.loss.png`) and every logged value
+(`.log.csv`).
+
+Interruptible and resumable: a checkpoint (`.checkpoint.safetensors`: weights, best weights,
+optimizer, schedule, every random generator, the loss log) is written at every validation and on
+Ctrl-C or SIGTERM (at the end of the iteration running), and `resume=True` continues from it to the
+same result as an uninterrupted run. The checkpoint is a safetensors file with JSON metadata (no
+pickle), and it is removed when the run completes.
+
+Distributed: started by torchrun (`torchrun --nproc_per_node=N -m liquid_control.learning.train
+...`), each process trains on its own share of the training episodes with `batch / N` windows per
+iteration, DistributedDataParallel averages the gradients (gloo: the sequence kernels run on the
+CPU), every process validates the same way, and rank 0 writes the model, the log and checkpoints.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 import platform
+import signal
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from .. import progress
 from ..bags.info import pick_topics
 from ..draw.plot import write_loss_png
 from ..nets import LTC, AutoNCP, CfC
@@ -29,9 +51,90 @@ ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     # Baselines: the same conv head and IMU inputs, a 64-cell discrete core told the elapsed time.
     "lstm": lambda n_in, seed: Recurrent(n_in, 64, cell="lstm"),
     "gru": lambda n_in, seed: Recurrent(n_in, 64, cell="gru"),
+    # Fair baselines: about the 19-neuron NCP CfC core's 1.7k parameters (LSTM 14 cells: 1,792;
+    # GRU 16 cells: 1,632; the CfC core: 1,692), the same head and inputs.
+    "lstm-small": lambda n_in, seed: Recurrent(n_in, 14, cell="lstm"),
+    "gru-small": lambda n_in, seed: Recurrent(n_in, 16, cell="gru"),
 }
 OUTPUTS = OutputSpec(fields=("linear.x", "angular.z"), units=("m/s", "rad/s"),
                      limits=((0.0, 1.0), (-1.5, 1.5)), scale=(0.5, 1.5))
+LOG_FIELDS = ("iteration", "train_loss", "val_loss", "best_val_loss", "lr", "grad_norm", "windows", "seconds")
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal; its checkpoint is written."""
+
+
+def outputs_of(output: str | Path) -> dict[str, Path]:
+    """The files a training run writes beside its model."""
+    output = Path(output)
+    return {"model": output, "loss_curve": output.with_suffix(".loss.png"), "log": output.with_suffix(".log.csv"),
+            "checkpoint": output.with_suffix(".checkpoint.safetensors")}
+
+
+class _Processes:
+    """This process's place in a torchrun job (rank 0 of 1 without one) and the few collectives
+    training needs."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            # The sequence kernels are CPU (numba) kernels, so gradients are averaged over gloo.
+            torch.distributed.init_process_group(backend="gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean_and_any(self, value: float, flag: bool) -> tuple[float, bool]:
+        if self.world == 1:
+            return value, flag
+        t = torch.tensor([value, float(flag)], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return float(t[0]) / self.world, bool(t[1] > 0)
+
+    def from_main(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.broadcast(t, 0)
+        return float(t[0])
+
+    def gather(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+class _StopFlag:
+    """Ctrl-C and SIGTERM ask the run to stop at the end of the iteration running (a second Ctrl-C
+    stops at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _windows(episodes: list[Episode], count: int, window: int, rng: np.random.Generator):
@@ -43,6 +146,8 @@ def _windows(episodes: list[Episode], count: int, window: int, rng: np.random.Ge
 
 
 def _batch(items, window: int):
+    """Windows as tensors; frames read from the cache (uint8) and given to the policy as float RGB
+    in [0, 1]."""
     frames, index, imu, dt, target = [], [], [], [], []
     for episode, start in items:
         end = min(start + window, len(episode))
@@ -55,9 +160,11 @@ def _batch(items, window: int):
         target.append(episode.target[start:end])
     n_frames = max(len(f) for f in frames)
     steps = min(len(d) for d in dt)
-    pad = [np.concatenate([f, np.zeros((n_frames - len(f), *f.shape[1:]), np.float32)]) for f in frames]
+    pixels = np.zeros((len(frames), n_frames, *frames[0].shape[1:]), np.float32)
+    for k, f in enumerate(frames):
+        np.multiply(f, np.float32(1.0 / 255.0), out=pixels[k, :len(f)])
     as_t = lambda xs: torch.from_numpy(np.stack([x[:steps] for x in xs]))  # noqa: E731
-    return torch.from_numpy(np.stack(pad)), as_t(index).long(), as_t(imu), as_t(dt), as_t(target)
+    return torch.from_numpy(pixels), as_t(index).long(), as_t(imu), as_t(dt), as_t(target)
 
 
 def _split(episodes: list[Episode], val_fraction: float, rng: np.random.Generator):
@@ -77,68 +184,187 @@ def _new_policy(arch: str, spec: EncoderSpec, train_eps: list[Episode], seed: in
                         imu_std=tuple(map(float, imu_all.std(0) + 1e-3)))
 
 
-def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode], rng: np.random.Generator, *,
-         seed: int, iterations: int, window: int, warmup: int, batch: int, lr: float, eval_every: int,
-         patience: int, log, started: float) -> tuple[dict, float, int]:
+class _Run:
+    """What one training run carries from iteration to iteration, all of it in the checkpoint."""
+
+    def __init__(self) -> None:
+        self.iteration = 0
+        self.best = float("inf")
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+        self.recent: list[float] = []
+        self.norms: list[float] = []
+        self.rows: list[dict] = []
+        self.seconds = 0.0  # spent before this process (by the runs resumed from)
+
+    def state(self) -> dict:
+        return {"iteration": self.iteration, "best": self.best, "stale": self.stale, "recent": self.recent,
+                "norms": self.norms, "rows": self.rows, "seconds": self.seconds}
+
+
+def _save_checkpoint(path: Path, run: _Run, key: dict, policy, optimizer, schedule, rngs: list[dict],
+                     seconds: float) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in policy.state_dict().items()}
+    if run.best_state is not None:
+        tensors.update({f"best.{k}": v.contiguous() for k, v in run.best_state.items()})
+    opt = optimizer.state_dict()
+    for i, slot in opt["state"].items():
+        tensors.update({f"optim.{i}.{name}": v.contiguous() for name, v in slot.items()})
+    tensors["torch_rng"] = torch.get_rng_state()
+    meta = {"run": key, "state": {**run.state(), "seconds": seconds}, "rngs": rngs,
+            "param_groups": opt["param_groups"], "schedule": schedule.state_dict()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"liquid_control.checkpoint": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, key: dict, policy, optimizer, schedule, rank: int) -> tuple[_Run, dict]:
+    if not path.is_file():
+        raise ValueError(f"nothing to resume: no checkpoint {path} (run without --resume to start)")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["liquid_control.checkpoint"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iteration
+    except Exception as exc:  # noqa: BLE001 - a damaged file of any kind
+        raise ValueError(f"checkpoint {path} is unreadable: {exc}") from None
+    differ = sorted(k for k in set(key) | set(meta["run"]) if key.get(k) != meta["run"].get(k))
+    if differ:
+        raise ValueError(f"checkpoint {path} is of another run: it differs in "
+                         + ", ".join(f"{k} ({meta['run'].get(k)!r} there, {key.get(k)!r} here)" for k in differ))
+    policy.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, name = k.split(".", 2)
+            slots.setdefault(int(i), {})[name] = v
+    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    schedule.load_state_dict(meta["schedule"])
+    torch.set_rng_state(tensors["torch_rng"])
+    run = _Run()
+    state = meta["state"]
+    run.iteration, run.best, run.stale = state["iteration"], state["best"], state["stale"]
+    run.recent, run.norms, run.rows, run.seconds = state["recent"], state["norms"], state["rows"], state["seconds"]
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    run.best_state = best or None
+    return run, meta["rngs"][rank]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode], rng: np.random.Generator,
+         procs: _Processes, key: dict, files: dict[str, Path], *, seed: int, iterations: int, window: int,
+         warmup: int, batch: int, lr: float, eval_every: int, patience: int, resume: bool, log,
+         started: float) -> _Run:
     """BPTT with Adam and a cosine schedule; validation every `eval_every` iterations, early stop
     after `patience` evaluations without improvement. Leaves the best weights in `policy` and
-    returns the loss curve, the best validation loss and the iterations run."""
+    returns the run (loss log, best validation loss, iterations)."""
     scale = torch.tensor(OUTPUTS.scale, dtype=torch.float32)
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations, eta_min=lr / 20)
     val_items = list(_windows(val_eps, 16, window, np.random.default_rng(seed + 1)))
     constrain = getattr(policy.core, "apply_weight_constraints", None)
+    model = policy
+    if procs.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(policy)
+    run = _Run()
+    if resume:
+        run, rng_state = _load_checkpoint(files["checkpoint"], key, policy, optimizer, schedule, procs.rank)
+        rng.bit_generator.state = rng_state
+        log(f"  resumed at iteration {run.iteration} from {files['checkpoint']}")
+    elif procs.main and files["checkpoint"].exists():
+        log(f"  starting afresh: the earlier run's checkpoint {files['checkpoint']} will be replaced")
 
-    def loss_on(items) -> torch.Tensor:
+    def loss_on(net, items) -> torch.Tensor:
         frames, index, imu, dt, target = _batch(items, window)
-        pred = policy(frames, index, imu, dt)
+        pred = net(frames, index, imu, dt)
         return torch.nn.functional.mse_loss(pred[:, warmup:], (target / scale)[:, warmup:])
 
-    curve = {"iteration": [], "train": [], "val": []}
-    best, best_state, stale, recent = float("inf"), None, 0, []
-    for it in range(1, iterations + 1):
-        policy.train()
-        loss = loss_on(list(_windows(train_eps, batch, window, rng)))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if constrain is not None:
-            constrain()
-        recent.append(loss.item())
-        if it % eval_every and it != iterations:
-            continue
-        policy.eval()
-        with torch.no_grad():
-            val = float(np.mean([loss_on(val_items[k:k + 8]).item() for k in range(0, len(val_items), 8)]))
-        curve["iteration"].append(it)
-        curve["train"].append(float(np.mean(recent)))
-        curve["val"].append(val)
-        recent = []
-        improved = val < best
-        if improved:
-            best, stale = val, 0
-            best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-        else:
-            stale += 1
-        log(f"  iteration {it:5d}  train {curve['train'][-1]:.4f}  val {val:.4f}"
-            f"{'  *' if improved else ''}  ({time.time() - started:.0f} s)")
-        if stale >= patience:
-            log(f"  early stop: no validation improvement in {patience * eval_every} iterations")
-            break
-    policy.load_state_dict(best_state)
-    return curve, best, it
+    def checkpoint() -> None:
+        rngs = procs.gather(rng.bit_generator.state)
+        if procs.main:
+            _save_checkpoint(files["checkpoint"], run, key, policy, optimizer, schedule, rngs,
+                             run.seconds + time.time() - started)
+
+    share = batch // procs.world
+    with _StopFlag() as stop, progress.bar(total=iterations, initial=run.iteration, desc="training",
+                                            unit="it", active=procs.main) as bar:
+        while run.iteration < iterations:
+            policy.train()
+            loss = loss_on(model, list(_windows(train_eps, share, window, rng)))
+            optimizer.zero_grad()
+            loss.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
+            optimizer.step()
+            schedule.step()
+            if constrain is not None:
+                constrain()
+            run.iteration += 1
+            it = run.iteration
+            value, stopping = procs.mean_and_any(loss.item(), stop.requested)
+            run.recent.append(value)
+            run.norms.append(norm)
+            bar.update()
+            if stopping:
+                checkpoint()
+                raise Interrupted(f"interrupted at iteration {it}: checkpoint {files['checkpoint']}; "
+                                  "continue with the same command and --resume")
+            if it % eval_every and it != iterations:
+                continue
+            policy.eval()
+            with torch.no_grad():
+                val = float(np.mean([loss_on(policy, val_items[k:k + 8]).item() for k in range(0, len(val_items), 8)]))
+            val = procs.from_main(val)  # one decision for every process
+            improved = val < run.best
+            if improved:
+                run.best, run.stale = val, 0
+                run.best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+            else:
+                run.stale += 1
+            run.rows.append({"iteration": it, "train_loss": float(np.mean(run.recent)), "val_loss": val,
+                             "best_val_loss": run.best, "lr": optimizer.param_groups[0]["lr"],
+                             "grad_norm": float(np.mean(run.norms)), "windows": it * batch,
+                             "seconds": round(run.seconds + time.time() - started, 2)})
+            run.recent, run.norms = [], []
+            bar.set_postfix(train=f"{run.rows[-1]['train_loss']:.4f}", val=f"{val:.4f}")
+            if procs.main:
+                _write_log(files["log"], run.rows)
+                log(f"  iteration {it:5d}  train {run.rows[-1]['train_loss']:.4f}  val {val:.4f}"
+                    f"{'  *' if improved else ''}  ({run.seconds + time.time() - started:.0f} s)")
+            if run.stale >= patience:
+                if procs.main:
+                    log(f"  early stop: no validation improvement in {patience * eval_every} iterations")
+                break
+            checkpoint()
+    policy.load_state_dict(run.best_state)
+    return run
 
 
 def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, iterations: int = 600,
           window: int = 300, warmup: int = 50, batch: int = 8, lr: float = 3e-3,
           val_fraction: float = 0.2, eval_every: int = 25, patience: int = 8,
-          spec: EncoderSpec | None = None, log=print, camera: str | None = None, imu: str | None = None,
-          label: str | None = None) -> dict:
+          spec: EncoderSpec | None = None, log=progress.write, camera: str | None = None, imu: str | None = None,
+          label: str | None = None, cache_dir: str | Path | None = None, resume: bool = False) -> dict | None:
+    """Train and write the model file (on rank 0 of a torchrun job); returns its report (None on
+    the other ranks)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    for name, value, least in (("iterations", iterations, 1), ("batch", batch, 1), ("eval_every", eval_every, 1),
+                               ("patience", patience, 1), ("window", window, warmup + 2)):
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, not {value}"
+                             + (f" (the first warmup={warmup} steps are not scored)" if name == "window" else ""))
     started = time.time()
+    procs = _Processes()
+    say = log if procs.main else (lambda *_: None)
+    if batch % procs.world:
+        raise ValueError(f"--batch {batch} does not split between {procs.world} processes")
     spec = spec or EncoderSpec()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -147,25 +373,65 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
         choice = pick_topics(bag, camera, imu, label)
         topics_used[str(bag)] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label}
         episodes += episodes_from_bag(bag, spec.image_width, spec.image_height, spec.imu_fields,
-                                      camera=choice.camera, imu=choice.imu, label=choice.label)
+                                      camera=choice.camera, imu=choice.imu, label=choice.label,
+                                      cache_dir=cache_dir, log=say)
     train_eps, val_eps = _split(episodes, val_fraction, rng)
     policy = _new_policy(arch, spec, train_eps, seed)
+    if procs.world > 1:
+        if len(train_eps) < procs.world:
+            raise ValueError(f"{len(train_eps)} training episodes cannot be shared between {procs.world} processes")
+        train_eps = train_eps[procs.rank::procs.world]
+        rng = np.random.default_rng([seed, procs.rank, procs.world])
     n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    log(f"training {arch}: {n_params} parameters; {len(train_eps)} training episodes "
-        f"({sum(map(len, train_eps))} steps), {len(val_eps)} validation")
-    curve, best, it = _fit(policy, train_eps, val_eps, rng, seed=seed, iterations=iterations, window=window,
-                           warmup=warmup, batch=batch, lr=lr, eval_every=eval_every, patience=patience,
-                           log=log, started=started)
+    say(f"training {arch}: {n_params} parameters; {len(episodes) - len(val_eps)} training episodes "
+        f"({sum(map(len, episodes)) - sum(map(len, val_eps))} steps), {len(val_eps)} validation"
+        + (f"; {procs.world} processes" if procs.world > 1 else ""))
+    files = outputs_of(output)
+    key = {"architecture": arch, "seed": seed, "bags": [str(b) for b in bags], "topics": topics_used,
+           "iterations": iterations, "window": window, "warmup": warmup, "batch": batch, "lr": lr,
+           "val_fraction": val_fraction, "eval_every": eval_every, "patience": patience,
+           "spec": json.loads(json.dumps(asdict(spec))), "processes": procs.world}
+    run = _fit(policy, train_eps, val_eps, rng, procs, key, files, seed=seed, iterations=iterations, window=window,
+               warmup=warmup, batch=batch, lr=lr, eval_every=eval_every, patience=patience, resume=resume,
+               log=say, started=started)
+    if not procs.main:
+        procs.barrier()
+        return None
     provenance = {
-        "trainer": "liquid-control train", "architecture": arch, "seed": seed, "bags": [str(b) for b in bags], "topics": topics_used,
-        "episodes": {"train": len(train_eps), "val": len(val_eps)}, "iterations": it,
-        "best_val_loss": best, "window": window, "warmup": warmup, "batch": batch, "lr": lr,
-        "seconds": round(time.time() - started, 1), "torch": torch.__version__, "machine": platform.machine(),
+        "trainer": "liquid-control train", "architecture": arch, "seed": seed, "bags": [str(b) for b in bags],
+        "topics": topics_used, "episodes": {"train": len(episodes) - len(val_eps), "val": len(val_eps)},
+        "iterations": run.iteration, "best_val_loss": run.best, "window": window, "warmup": warmup, "batch": batch,
+        "lr": lr, "processes": procs.world, "seconds": round(run.seconds + time.time() - started, 1),
+        "torch": torch.__version__, "machine": platform.machine(),
     }
-    output = Path(output)
-    save_model(output, policy.eval(), policy.sensor_spec(), OUTPUTS, provenance)
-    png = output.with_suffix(".loss.png")
-    write_loss_png(png, curve["iteration"], curve["train"], curve["val"],
-                   title=f"{arch} training, seed {seed}: {len(train_eps)} training, {len(val_eps)} validation episodes",
-                   ylabel="loss: MSE of commands / output scale")
-    return {"model": str(output), "loss_curve": str(png), **provenance}
+    save_model(files["model"], policy.eval(), policy.sensor_spec(), OUTPUTS, provenance)
+    rows = run.rows
+    write_loss_png(files["loss_curve"], [r["iteration"] for r in rows], [r["train_loss"] for r in rows],
+                   [r["val_loss"] for r in rows],
+                   title=f"{arch} training, seed {seed}: {provenance['episodes']['train']} training, "
+                   f"{len(val_eps)} validation episodes", ylabel="loss: MSE of commands / output scale")
+    files["checkpoint"].unlink(missing_ok=True)
+    procs.barrier()
+    return {"model": str(files["model"]), "loss_curve": str(files["loss_curve"]), "log": str(files["log"]),
+            **provenance}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m liquid_control.learning.train`: the train command's options, for torchrun."""
+    import argparse
+
+    from .options import add_train_arguments, run_train
+
+    parser = argparse.ArgumentParser(prog="python -m liquid_control.learning.train",
+                                     description="train a policy from bags (the options of liquid-control train)")
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

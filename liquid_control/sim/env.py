@@ -8,11 +8,18 @@ in recorded bags.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import mujoco
-import numpy as np
+# Offscreen rendering: without a display (a server, a container, CI), GLFW cannot make a context and
+# MuJoCo fails at the first Renderer; EGL renders headless on the CPU. Set before MuJoCo loads; an
+# explicit MUJOCO_GL is kept.
+if "MUJOCO_GL" not in os.environ and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
 from transforms3d.euler import euler2quat, quat2euler
 
 from .track import Track
