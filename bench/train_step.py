@@ -1,10 +1,12 @@
 """One BPTT training step (forward + backward) of the liquid cores on a training batch: our fused
 sequence kernel, our reference Python loop, ncps 1.0.1 and torch.nn.LSTM, all measured side by side
-in this run, at one thread (and two with --threads 1 2). Prints a table; `--json` adds one JSON line.
+in this run, at one thread (and two with --threads 1 2), beside Liquid-S4 (nets/liquid_s4.py, sized as
+the CfC: 16 channels x 8 complex modes, 19 output features, 1702 parameters against the CfC's 1692).
+Prints a table; `--json` adds one JSON line.
 
     .venv/bin/python bench/train_step.py [--batch 8] [--steps 300] [--rounds 3] [--threads 1 2] [--json]
 
-Ours run `state_sequence` (what LiquidPolicy trains through) on float32 inputs (B, T, 15) with
+Ours (and Liquid-S4) run `state_sequence` (what LiquidPolicy trains through) on float32 inputs (B, T, 15) with
 per-sample irregular time spans (B, T); ncps 1.0.1 cannot take per-sample spans at batch > 1, so it
 runs its module forward with its default span 1.0 (the same work). The loss is the mean square of
 the outputs. Each round
@@ -25,6 +27,7 @@ import torch
 
 from liquid_control import nets
 from liquid_control.nets import sequence
+from liquid_control.nets.liquid_s4 import LiquidS4
 
 INPUTS = 15
 
@@ -73,6 +76,11 @@ def main() -> None:
             if ncps_torch is not None:
                 ref = getattr(ncps_torch, cell)(INPUTS, ncps_wirings.AutoNCP(19, 2, seed=22222))
                 rows[threads, cell, "ncps 1.0.1"] = (step_fn(ref, lambda m=ref: m(x)[0]), 3)
+        s4 = LiquidS4(INPUTS, units=19, channels=16, modes=8)
+        rows[threads, "Liquid-S4", "liquid_control fused"] = (
+            step_fn(s4, lambda m=s4: m.state_sequence(x, ts, fused=True)), 20)
+        rows[threads, "Liquid-S4", "liquid_control reference loop"] = (
+            step_fn(s4, lambda m=s4: m.state_sequence(x, ts, fused=False)), 3)
         lstm = torch.nn.LSTM(INPUTS, 64, batch_first=True)
         rows[threads, "LSTM", "torch.nn.LSTM(15, 64)"] = (step_fn(lstm, lambda m=lstm: m(x)[0]), 40)
 
@@ -98,14 +106,14 @@ def main() -> None:
     print(f"Training step (forward + backward), AutoNCP(19, 2), {INPUTS} inputs, batch {args.batch} x "
           f"{args.steps} steps, float32 ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"{'threads':>7}  {'cell':<5}{'implementation':<31}{'p50 ms':>9}{'p90 ms':>9}{'cpu p50':>9}{'n':>5}"
+    print(f"{'threads':>7}  {'cell':<10}{'implementation':<31}{'p50 ms':>9}{'p90 ms':>9}{'cpu p50':>9}{'n':>5}"
           f"{'vs ncps':>9}{'vs LSTM':>9}")
     for (threads, cell, name), st in stats.items():
         base = stats.get((threads, cell, "ncps 1.0.1"))
         lstm_p50 = stats[threads, "LSTM", "torch.nn.LSTM(15, 64)"]["p50_ms"]
         vs_ncps = f"{base['p50_ms'] / st['p50_ms']:.1f}x" if base else "-"
         vs_lstm = f"{st['p50_ms'] / lstm_p50:.2f}"
-        print(f"{threads:>7}  {cell:<5}{name:<31}{st['p50_ms']:>9.2f}{st['p90_ms']:>9.2f}{st['cpu_p50_ms']:>9.2f}"
+        print(f"{threads:>7}  {cell:<10}{name:<31}{st['p50_ms']:>9.2f}{st['p90_ms']:>9.2f}{st['cpu_p50_ms']:>9.2f}"
               f"{st['n']:>5}{vs_ncps:>9}{vs_lstm:>9}")
     print("(wall-clock p50 / p90; cpu p50: the process's CPU time per step, all its threads, less "
           "sensitive to other jobs at 1 thread. vs ncps: times faster than ncps 1.0.1 at p50, >1 is "

@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the networks (torch) only when one is built: the ONNX backend reads configs without torch
     from ..nets.base import LiquidRNN
+    from ..nets.liquid_s4 import LiquidS4
     from ..nets.recurrent import Recurrent
 
 FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
-CELLS = ("cfc", "ltc", "lstm", "gru")
+CELLS = ("cfc", "ltc", "lstm", "gru", "liquid_s4")
 RECURRENT_CELLS = ("lstm", "gru")  # the discrete baselines (nets.recurrent.CELLS; a test keeps them equal)
 CFC_OPTIONS = {"proj_size", "mixed_memory", "mode", "activation", "backbone_units",
                "backbone_layers", "backbone_dropout"}
 LTC_OPTIONS = {"mixed_memory", "input_mapping", "output_mapping", "ode_unfolds", "epsilon",
                "implicit_param_constraints"}
 RECURRENT_OPTIONS = {"time_input"}
+# nets.liquid_s4.LiquidS4: units are its output features; init and rate_range only initialise.
+LIQUID_S4_OPTIONS = {"channels", "modes", "liquid"}
 
 
 class ModelFileError(ValueError):
@@ -70,17 +73,22 @@ class NetworkSpec:
             raise ValueError(f"network.cell must be one of {CELLS}, got {self.cell!r}")
         if (self.units is None) == (self.wiring is None):
             raise ValueError("network needs exactly one of units (fully connected) or wiring")
-        allowed = {"cfc": CFC_OPTIONS, "ltc": LTC_OPTIONS}.get(self.cell, RECURRENT_OPTIONS)
-        if self.cell in RECURRENT_CELLS and self.wiring is not None:
+        allowed = {"cfc": CFC_OPTIONS, "ltc": LTC_OPTIONS, "liquid_s4": LIQUID_S4_OPTIONS}.get(
+            self.cell, RECURRENT_OPTIONS)
+        if (self.cell in RECURRENT_CELLS or self.cell == "liquid_s4") and self.wiring is not None:
             raise ValueError(f"a {self.cell} core is fully connected: give units, not a wiring")
         unknown = set(self.options) - allowed
         if unknown:
             raise ValueError(f"unknown {self.cell} options {sorted(unknown)}; allowed: {sorted(allowed)}")
 
-    def build(self) -> LiquidRNN | Recurrent:
+    def build(self) -> LiquidRNN | Recurrent | LiquidS4:
         from ..nets import LTC, CfC, wiring_from_config
         from ..nets.recurrent import Recurrent
 
+        if self.cell == "liquid_s4":
+            from ..nets.liquid_s4 import LiquidS4
+
+            return LiquidS4(self.input_size, self.units, **self.options)
         if self.cell in RECURRENT_CELLS:
             return Recurrent(self.input_size, self.units, cell=self.cell, **self.options)
         units = wiring_from_config(self.wiring) if self.wiring is not None else self.units
@@ -88,11 +96,15 @@ class NetworkSpec:
         return cls(self.input_size, units, **self.options)
 
     @classmethod
-    def of(cls, model: LiquidRNN | Recurrent) -> NetworkSpec:
+    def of(cls, model: LiquidRNN | Recurrent | LiquidS4) -> NetworkSpec:
         """The spec that rebuilds `model` (its wiring from constructor args and seed)."""
         from ..nets import CfC, wiring_to_config
+        from ..nets.liquid_s4 import LiquidS4
         from ..nets.recurrent import Recurrent
 
+        if isinstance(model, LiquidS4):
+            return cls("liquid_s4", model.input_size, units=model.state_size,
+                       options={"channels": model.channels, "modes": model.modes, "liquid": model.liquid})
         if isinstance(model, Recurrent):
             return cls(model.cell, model.input_size, units=model.state_size,
                        options={"time_input": model.time_input})

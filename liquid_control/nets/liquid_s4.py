@@ -1,0 +1,634 @@
+"""Liquid-S4 (Hasani, Lechner, Wang, Chahine, Amini, Rus: "Liquid Structural State-Space Models",
+ICLR 2023, arXiv:2209.12951) as a policy core: a diagonal (S4D) state-space layer whose state
+transition depends on the input, stepped in real, irregular time.
+
+The paper's model is the linearised LTC state-space model, per input channel u:
+
+    dx/dt = [A + B u(t)] x(t) + B u(t),        y(t) = C x(t)  (+ D u(t))
+
+and its bilinear discretisation x_k = (A_bar + B_bar u_k) x_{k-1} + B_bar u_k. Unrolled, the output
+is the S4 convolution K_bar * u plus liquid kernels acting on products of inputs: at order 2,
+C A_bar^(k-i-1) B_bar^2 u_i u_j terms, the "input correlations". The paper (and its code,
+raminmh/liquid-s4, src/models/sequence/ss/s4.py) computes these only in convolution mode and only
+approximately: the "KB" kernel (C A_bar^l B_bar^2 convolved with u_k u_{k-1}) and the "PB" kernel
+(C B_bar^p times the correlations, the A_bar powers dropped), because an input-dependent transition
+is not a time-invariant convolution.
+
+Here there is no convolution (the inputs come at irregular, per-sample times), so nothing forces
+the approximation: this module runs the recurrence the kernels approximate, with every correlation
+order, solved exactly over each step. What it implements, per channel h and complex mode n, with
+the input x_k held over the step of dt_k seconds that ends at event k (as every core here does):
+
+    u_k         = W_in x_k + b_in                                         (H channels)
+    lambda_k    = A + B tanh(u_k)                                         (complex, per mode)
+    xi_k        = exp(s dt_k lambda_k) xi_{k-1} + (exp(s dt_k lambda_k) - 1) / lambda_k * B u_k
+    y_k         = sum_n Re(C xi_k) + D u_k                                (H channels)
+    z_k         = GLU(W_out GELU(y_k) + b_out)                            (`units` features)
+
+The xi update is the exact solution of dxi/dt = s [(A + B tanh u) xi + B u] for an input held over
+the step: zero-order hold, with the liquid term inside the exponent. Without the liquid term
+(liquid=False, or B tanh(u) = 0) it is S4D's ZOH, A_bar = exp(s dt A), B_bar = (A_bar - 1)/A B.
+Expanding exp(s dt (A + B tanh u_k)) = A_bar (1 + s dt B tanh u_k + ...) shows the paper's liquid
+term: xi_k = A_bar xi_{k-1} + B_bar u_k + s dt_k A_bar B tanh(u_k) xi_{k-1} + ..., and with
+xi_{k-1} = B_bar u_{k-1} + ... the order-2 correlation s dt_k A_bar B B_bar u_k u_{k-1}
+(the paper's B_bar^2 u_k u_{k-1} with B_bar ~ s dt B); test_liquid_s4 checks that coefficient.
+
+Where this departs from the paper, and why:
+  * tanh(u) in the transition instead of u: the paper's linear f = B u makes Re(lambda) unbounded
+    in the input, so a large input makes the state grow without bound; a controller must stay
+    stable whatever its sensors say. tanh is the reference code's `lcontract="tanh"` option (it
+    contracts the correlation term); tanh(u) ~ u for small inputs.
+  * Re(A) = -(RHO_MIN + exp(a_log) + |Re B|): with |tanh| < 1, Re(lambda) <= -(RHO_MIN + exp(a_log))
+    < 0 for every input, so |exp(s dt lambda)| < 1: stable by construction, for any input and dt.
+    Every (A, B) of the paper's model that is stable for all |tanh u| <= 1 is reachable.
+  * ZOH on the real dt instead of the bilinear transform on a learned step: exact for held
+    inputs, so dt is split exactly: two steps of dt/2 on the same input are one step of dt (the
+    whole state update is linear in xi for a held input; test_liquid_s4 checks it). The learned
+    log step of S4 becomes `log_step`, a per-channel time scale s = exp(log_step) in 1/s.
+  * A single layer, one input projection (the inputs are a handful of features, not a sequence
+    model's width), the S4 block's GELU (in its tanh form: ONNX Runtime has no float64 Erf, and the
+    exported streaming graph runs in float64) and GLU output mixing, no dropout or normalisation.
+
+What the policy's readout sees: `state_sequence` returns z (batch, time, units), the layer's
+output, and `state_size` = units. The streaming state is [z | Re xi | Im xi] (units + 2 H M
+float64): the readout reads its first `state_size` entries, as it reads an LSTM's h before c. z is a
+function of (xi_k, u_k): it carries no memory of its own.
+
+Initialisation as S4D (Gu, Gupta, Goel, Re 2022, "On the Parameterization and Initialization of
+Diagonal State Space Models"): Re A = -1/2, Im A = pi n ("lin", S4D-Lin) or
+(N/pi) (N/(2n+1) - 1) with N = 2 modes ("inv", S4D-Inv); C complex normal, D normal, B = 1/4
+(B = 1 in S4D; smaller here so that Re A = -1/2 has room for |Re B|: the decay rate moves between
+1/4 and 3/4 of s with the input at the start); log_step uniform in log over `rate_range`.
+
+Training (`state_sequence`): torch runs the input projection (u for the whole window) and the
+GELU / GLU output; between them one numba call runs the modes over the whole batch and window
+(`_sequence_forward`: y = sum Re(C xi) + D u) and its hand-written backward (`_sequence_backward`),
+in float64 whatever the module's dtype, with exp, sin and cos in plain arithmetic. The backward
+pass, per step (complex, G = dL/dRe + i dL/dIm; E = exp(s dt lambda), Q = (E - 1) / lambda,
+xi_k = E xi_{k-1} + Q B u; a = G of xi_k, carried back in time):
+    a     = conj(E_{k+1}) a_{k+1} + G_y C*  (+ G of xi_k itself),   G_E = a conj(xi_{k-1}),
+    G_Q   = a conj(B u),  G_lambda = G_E conj(s dt E) + G_Q conj((s dt E - Q) / lambda),
+    G_sdt = Re(G_E conj(lambda E) + G_Q conj(E)),  G_A += G_lambda,  G_B += tanh(u) G_lambda + u a conj(Q),
+    dL/du = Re(a conj(Q) conj(B)) + Re(G_lambda conj(B)) (1 - tanh^2 u) + G_y D,  and s, dt by sdt = s dt.
+fused=False runs the reference loop through `_cell` (the same real arithmetic as the streaming
+kernel, in torch). Streaming (`fused()`): `liquid_s4_step`, float64, batch 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import StreamingModule
+from .fused import FusedStep, _sigmoid
+from .sequence import _JIT, _exp, _Stored, _tanh
+
+INITS = ("lin", "inv")
+RHO_MIN = 1e-3  # the slowest decay rate Re(lambda) may reach, before the time scale s
+_GELU_K = math.sqrt(2.0 / math.pi)
+
+
+# --- the streaming kernel ----------------------------------------------------------------------
+@numba.njit(cache=True)
+def liquid_s4_step(x, state, dt, w_in, b_in, scale, a_re, a_im, b_re, b_im, c_re, c_im, d, w_out, b_out,
+                   liquid, out, mode_tau, work):
+    """One Liquid-S4 step in place on state = [z | Re xi | Im xi]; z also goes to `out`, each mode's
+    time constant 1 / (s |Re lambda|) at this input to `mode_tau`."""
+    n_ch, n_modes = a_re.shape
+    n_in = x.shape[0]
+    units = out.shape[0]
+    j_all = n_ch * n_modes
+    y = work[:n_ch]
+    g = work[n_ch:n_ch + 2 * units]
+    for h in range(n_ch):
+        u = b_in[h]
+        for k in range(n_in):
+            u += w_in[h, k] * x[k]
+        phi = math.tanh(u) if liquid else 0.0
+        s = scale[h]
+        acc = d[h] * u
+        for m in range(n_modes):
+            lr = a_re[h, m] + b_re[h, m] * phi
+            li = a_im[h, m] + b_im[h, m] * phi
+            zr = s * lr * dt
+            zi = s * li * dt
+            ea = math.exp(zr)
+            cz, sz = math.cos(zi), math.sin(zi)
+            er, ei = ea * cz, ea * sz
+            half = math.sin(0.5 * zi)
+            em1r = math.expm1(zr) * cz - 2.0 * half * half  # Re(E - 1) without cancellation
+            den = lr * lr + li * li
+            qr = (em1r * lr + ei * li) / den  # (E - 1) / lambda
+            qi = (ei * lr - em1r * li) / den
+            fr = (qr * b_re[h, m] - qi * b_im[h, m]) * u
+            fi = (qr * b_im[h, m] + qi * b_re[h, m]) * u
+            j = units + h * n_modes + m
+            pr, pi = state[j], state[j + j_all]
+            nr = er * pr - ei * pi + fr
+            ni = er * pi + ei * pr + fi
+            state[j] = nr
+            state[j + j_all] = ni
+            acc += c_re[h, m] * nr - c_im[h, m] * ni
+            mode_tau[h * n_modes + m] = 1.0 / (s * -lr)
+        y[h] = 0.5 * acc * (1.0 + math.tanh(_GELU_K * (acc + 0.044715 * acc * acc * acc)))  # GELU (tanh form)
+    for o in range(2 * units):
+        acc = b_out[o]
+        for h in range(n_ch):
+            acc += w_out[o, h] * y[h]
+        g[o] = acc
+    for f in range(units):
+        v = g[f] * _sigmoid(g[units + f])  # GLU
+        state[f] = v
+        out[f] = v
+
+
+class FusedLiquidS4(FusedStep):
+    """Batch-1 streaming step of a LiquidS4 (float64, allocation-free after construction).
+
+    `tau` is NaN: the readout's features are not ODE states. `mode_tau` holds each mode's
+    effective (liquid) time constant at the last step, in the units of dt."""
+
+    ARRAYS = ("w_in", "b_in", "scale", "a_re", "a_im", "b_re", "b_im", "c_re", "c_im", "d", "w_out", "b_out")
+
+    def __init__(self, arrays: dict[str, np.ndarray], liquid: bool) -> None:
+        for name in self.ARRAYS:
+            setattr(self, name, np.ascontiguousarray(arrays[name], dtype=np.float64))
+        self.liquid = bool(liquid)
+        channels, modes = self.a_re.shape
+        self.input_size = self.w_in.shape[1]
+        self.state_size = self.w_out.shape[0] // 2
+        self.state_len = self.state_size + 2 * channels * modes
+        self.out = np.zeros(self.state_size, dtype=np.float64)
+        self.tau = np.full(self.state_size, np.nan)
+        self.mode_tau = np.zeros(channels * modes, dtype=np.float64)
+        self.work = np.zeros(channels + 2 * self.state_size, dtype=np.float64)
+
+    @classmethod
+    def from_module(cls, core: LiquidS4) -> FusedLiquidS4:
+        with torch.no_grad():
+            arrays = {k: v.detach().cpu().numpy() for k, v in core.continuous_parameters(torch.float64).items()}
+        arrays.update(w_in=core.in_proj.weight.detach().cpu().double().numpy(),
+                      b_in=core.in_proj.bias.detach().cpu().double().numpy(),
+                      w_out=core.out_proj.weight.detach().cpu().double().numpy(),
+                      b_out=core.out_proj.bias.detach().cpu().double().numpy())
+        return cls(arrays, core.liquid)
+
+    def to_arrays(self) -> dict:
+        return {"kind": "liquid_s4", "liquid": self.liquid,
+                **{k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
+                   for k in self.ARRAYS}}
+
+    @classmethod
+    def _from_arrays(cls, d: dict) -> FusedLiquidS4:
+        arrays = {k: np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]) for k in cls.ARRAYS}
+        return cls(arrays, bool(d["liquid"]))
+
+    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=np.float64)
+        self._check(x, state, dt)
+        liquid_s4_step(x, state, float(dt), self.w_in, self.b_in, self.scale, self.a_re, self.a_im,
+                       self.b_re, self.b_im, self.c_re, self.c_im, self.d, self.w_out, self.b_out,
+                       self.liquid, self.out, self.mode_tau, self.work)
+        return self.out, state
+
+
+# --- the training kernel -------------------------------------------------------------------------
+# exp, sin and cos in plain arithmetic (sequence.py's exp; the sine and cosine below): libm's are
+# calls the loop vectoriser cannot touch, three per mode and step, and they were most of the time.
+_PIO2_1 = 1.57079632673412561417e+00  # pi/2 in three parts (fdlibm's): k * _PIO2_1 is exact for |k| < 2^20
+_PIO2_2 = 6.07710050630396597660e-11
+_PIO2_2T = 2.02226624879595063154e-21
+_TWO_OVER_PI = 0.63661977236758134308
+# sin r = r sum_k _Sk r^2k to r^17, cos r = sum_k _Ck r^2k to r^16 (Taylor: (-1)^k / (2k+1)!, / (2k)!)
+_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8 = ((-1.0) ** k / math.factorial(2 * k + 1) for k in range(9))
+_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8 = ((-1.0) ** k / math.factorial(2 * k) for k in range(9))
+
+
+@numba.njit(inline="always", **_JIT)
+def _sincos(x):  # pragma: no cover - compiled
+    """(sin x, cos x) within a few ulp for |x| < 1.6e6 (reduction by multiples of pi/2 in three
+    parts, |r| <= pi/4, Taylor to r^17: remainder < 1e-19); beyond that the error grows as
+    |x| * 1e-22, still below the float64 uncertainty of x itself."""
+    k = math.floor(x * _TWO_OVER_PI + 0.5)
+    r = ((x - k * _PIO2_1) - k * _PIO2_2) - k * _PIO2_2T
+    r2 = r * r
+    sn = ((((((((_S8 * r2 + _S7) * r2 + _S6) * r2 + _S5) * r2 + _S4) * r2 + _S3) * r2 + _S2) * r2 + _S1) * r2
+          + _S0) * r
+    cs = (((((((_C8 * r2 + _C7) * r2 + _C6) * r2 + _C5) * r2 + _C4) * r2 + _C3) * r2 + _C2) * r2 + _C1) * r2 + _C0
+    q = np.int64(k) & 3
+    if q & 1:
+        sn, cs = cs, sn
+    if q & 2:
+        sn = -sn
+    if (q + 1) & 2:
+        cs = -cs
+    return sn, cs
+
+
+@numba.njit(**_JIT)
+def _sequence_forward(u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i, liquid,
+                      y, xr, xi, er_s, ei_s, qr_s, qi_s):  # pragma: no cover - compiled
+    """The modes over a whole (batch, time) window from u = W_in x + b_in: y = sum Re(C xi) + D u
+    (B, T, H) before the GELU, xi (B, T, H * M); E and Q = (E - 1) / lambda kept for the backward.
+
+    Each step runs over all H * M modes in one loop on arrays of this call's own (per-mode copies
+    of the parameters, the channel's u, tanh u and s dt), which LLVM knows alias nothing: that is
+    what lets it vectorise the loop."""
+    n_b, n_t, n_h = u.shape
+    n_m = a_re.shape[1]
+    n_j = n_h * n_m
+    are, aim, bre, bim = a_re.ravel().copy(), a_im.ravel().copy(), b_re.ravel().copy(), b_im.ravel().copy()
+    cre, cim = c_re.ravel().copy(), c_im.ravel().copy()
+    pr, pi, cx = np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    er, ei, qr, qi = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    uj, phj, sdtj = np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    for b in range(n_b):
+        for j in range(n_j):
+            pr[j] = x0r[b, j]
+            pi[j] = x0i[b, j]
+        for t in range(n_t):
+            for h in range(n_h):
+                uu = u[b, t, h]
+                ph = _tanh(uu) if liquid else 0.0
+                sdt = s[h] * dt[b, t]
+                for m in range(n_m):
+                    uj[h * n_m + m] = uu
+                    phj[h * n_m + m] = ph
+                    sdtj[h * n_m + m] = sdt
+            for j in range(n_j):
+                lr = are[j] + bre[j] * phj[j]
+                li = aim[j] + bim[j] * phj[j]
+                ea = _exp(sdtj[j] * lr)
+                sz, cz = _sincos(sdtj[j] * li)
+                e_r, e_i = ea * cz, ea * sz
+                inv = 1.0 / (lr * lr + li * li)
+                q_r = ((e_r - 1.0) * lr + e_i * li) * inv  # (E - 1) / lambda
+                q_i = (e_i * lr - (e_r - 1.0) * li) * inv
+                nr = e_r * pr[j] - e_i * pi[j] + (q_r * bre[j] - q_i * bim[j]) * uj[j]
+                ni = e_r * pi[j] + e_i * pr[j] + (q_r * bim[j] + q_i * bre[j]) * uj[j]
+                pr[j], pi[j] = nr, ni
+                er[j], ei[j], qr[j], qi[j] = e_r, e_i, q_r, q_i
+                cx[j] = cre[j] * nr - cim[j] * ni
+            for j in range(n_j):
+                xr[b, t, j] = pr[j]
+                xi[b, t, j] = pi[j]
+                er_s[b, t, j] = er[j]
+                ei_s[b, t, j] = ei[j]
+                qr_s[b, t, j] = qr[j]
+                qi_s[b, t, j] = qi[j]
+            for h in range(n_h):
+                acc = d[h] * u[b, t, h]
+                for m in range(n_m):
+                    acc += cx[h * n_m + m]
+                y[b, t, h] = acc
+
+
+@numba.njit(**_JIT)
+def _sequence_backward(u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i, liquid,
+                       xr, xi, er_s, ei_s, qr_s, qi_s, gy, gxr, gxi, has_gx,
+                       g_u, g_dt, g_s, g_are, g_aim, g_bre, g_bim, g_cre, g_cim, g_d,
+                       g_x0r, g_x0i):  # pragma: no cover - compiled
+    """dL/d(every input) of `_sequence_forward` from dL/dy and (has_gx) dL/dxi; the parameter
+    gradients accumulate into zeroed arrays. Complex gradients as torch has them (dL/dRe + i dL/dIm):
+    for a holomorphic w = f(v), G_v = G_w conj(f'(v)); for a real r in w = c r, dL/dr = Re(G_w conj(c)).
+    Laid out as the forward pass: one loop over all modes per step, on arrays of its own."""
+    n_b, n_t, n_h = u.shape
+    n_m = a_re.shape[1]
+    n_j = n_h * n_m
+    are, aim, bre, bim = a_re.ravel().copy(), a_im.ravel().copy(), b_re.ravel().copy(), b_im.ravel().copy()
+    cre, cim = c_re.ravel().copy(), c_im.ravel().copy()
+    ar, ai = np.zeros(n_j), np.zeros(n_j)
+    uj, phj, sdtj, gyj = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    gxrj, gxij = np.zeros(n_j), np.zeros(n_j)
+    pr, pi, nr, ni = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    er, ei, qr, qi = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    gu_j, gphi_j, gsh_j = np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    ajr, aji, glr, gli, gbur, gbui = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    acc_are, acc_aim, acc_bre, acc_bim = np.zeros(n_j), np.zeros(n_j), np.zeros(n_j), np.zeros(n_j)
+    acc_cre, acc_cim = np.zeros(n_j), np.zeros(n_j)
+    for b in range(n_b):
+        ar[:] = 0.0
+        ai[:] = 0.0
+        for t in range(n_t - 1, -1, -1):
+            for h in range(n_h):
+                uu = u[b, t, h]
+                ph = _tanh(uu) if liquid else 0.0
+                sdt = s[h] * dt[b, t]
+                gyv = gy[b, t, h]
+                g_d[h] += gyv * uu
+                for m in range(n_m):
+                    uj[h * n_m + m] = uu
+                    phj[h * n_m + m] = ph
+                    sdtj[h * n_m + m] = sdt
+                    gyj[h * n_m + m] = gyv
+            for j in range(n_j):
+                nr[j] = xr[b, t, j]
+                ni[j] = xi[b, t, j]
+                pr[j] = xr[b, t - 1, j] if t > 0 else x0r[b, j]
+                pi[j] = xi[b, t - 1, j] if t > 0 else x0i[b, j]
+                er[j] = er_s[b, t, j]
+                ei[j] = ei_s[b, t, j]
+                qr[j] = qr_s[b, t, j]
+                qi[j] = qi_s[b, t, j]
+                if has_gx:
+                    gxrj[j] = gxr[b, t, j]
+                    gxij[j] = gxi[b, t, j]
+            # Several loops, each writing few arrays: LLVM vectorises a loop only when it can check
+            # at run time that its arrays do not overlap, and gives up beyond a few of them.
+            for j in range(n_j):
+                # the adjoint of xi_t: from the next step, from y_t and from xi_t itself
+                a_r = ar[j] + gyj[j] * cre[j] + gxrj[j]
+                a_i = ai[j] - gyj[j] * cim[j] + gxij[j]
+                ajr[j], aji[j] = a_r, a_i
+                ar[j] = a_r * er[j] + a_i * ei[j]  # G_p = a conj(E), carried to t - 1
+                ai[j] = a_i * er[j] - a_r * ei[j]
+            for j in range(n_j):
+                acc_cre[j] += gyj[j] * nr[j]
+                acc_cim[j] -= gyj[j] * ni[j]
+            for j in range(n_j):
+                a_r, a_i = ajr[j], aji[j]
+                e_r, e_i, q_r, q_i = er[j], ei[j], qr[j], qi[j]
+                # xi_t = E p + Q (B u): G_E = a conj(p), G_Q = a conj(B u), G_Bu = a conj(Q)
+                g_er = a_r * pr[j] + a_i * pi[j]
+                g_ei = a_i * pr[j] - a_r * pi[j]
+                bur, bui = bre[j] * uj[j], bim[j] * uj[j]
+                g_qr = a_r * bur + a_i * bui
+                g_qi = a_i * bur - a_r * bui
+                # E = exp(sdt lambda): dE/dlambda = sdt E, dE/dsdt = lambda E;
+                # Q = (E - 1) / lambda: dQ/dlambda = (sdt E - Q) / lambda, dQ/dsdt = E
+                sdt = sdtj[j]
+                lr = are[j] + bre[j] * phj[j]
+                li = aim[j] + bim[j] * phj[j]
+                inv = 1.0 / (lr * lr + li * li)
+                num_r, num_i = sdt * e_r - q_r, sdt * e_i - q_i
+                dq_r = (num_r * lr + num_i * li) * inv
+                dq_i = (num_i * lr - num_r * li) * inv
+                glr[j] = sdt * (g_er * e_r + g_ei * e_i) + g_qr * dq_r + g_qi * dq_i
+                gli[j] = sdt * (g_ei * e_r - g_er * e_i) + g_qi * dq_r - g_qr * dq_i
+                gsh_j[j] = g_er * (lr * e_r - li * e_i) + g_ei * (lr * e_i + li * e_r) + g_qr * e_r + g_qi * e_i
+            for j in range(n_j):
+                a_r, a_i = ajr[j], aji[j]
+                gbur[j] = a_r * qr[j] + a_i * qi[j]
+                gbui[j] = a_i * qr[j] - a_r * qi[j]
+            # lambda = A + B phi, and B u: to A, B, phi and u
+            for j in range(n_j):
+                acc_are[j] += glr[j]
+                acc_aim[j] += gli[j]
+            for j in range(n_j):
+                acc_bre[j] += phj[j] * glr[j] + uj[j] * gbur[j]
+                acc_bim[j] += phj[j] * gli[j] + uj[j] * gbui[j]
+            for j in range(n_j):
+                gu_j[j] = gbur[j] * bre[j] + gbui[j] * bim[j]
+                gphi_j[j] = glr[j] * bre[j] + gli[j] * bim[j]
+            gdt = 0.0
+            for h in range(n_h):
+                gu, gphi, g_sh = gy[b, t, h] * d[h], 0.0, 0.0
+                for m in range(n_m):
+                    gu += gu_j[h * n_m + m]
+                    gphi += gphi_j[h * n_m + m]
+                    g_sh += gsh_j[h * n_m + m]
+                g_s[h] += g_sh * dt[b, t]
+                gdt += g_sh * s[h]
+                ph = phj[h * n_m]
+                g_u[b, t, h] = gu + gphi * (1.0 - ph * ph)  # phi = tanh u (0 when not liquid)
+            g_dt[b, t] = gdt
+        for j in range(n_j):
+            g_x0r[b, j] = ar[j]
+            g_x0i[b, j] = ai[j]
+    for h in range(n_h):
+        for m in range(n_m):
+            j = h * n_m + m
+            g_are[h, m] += acc_are[j]
+            g_aim[h, m] += acc_aim[j]
+            g_bre[h, m] += acc_bre[j]
+            g_bim[h, m] += acc_bim[j]
+            g_cre[h, m] += acc_cre[j]
+            g_cim[h, m] += acc_cim[j]
+
+
+def _np64(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+class _Sequence(torch.autograd.Function):
+    """`_sequence_forward` / `_sequence_backward` for autograd, in float64 whatever the dtype:
+    (y (B, T, H), Re xi, Im xi (B, T, H * M)); the modes only when `modes` (else empty)."""
+
+    @staticmethod
+    def forward(ctx, liquid, modes, u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i):
+        tensors = (u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i)
+        inputs = [_np64(t) for t in tensors]
+        n_b, n_t, n_h = u.shape
+        shape = (n_b, n_t, n_h * a_re.shape[1])
+        y = np.empty((n_b, n_t, n_h))
+        # xr, xi, er, ei, qr, qi: sequence.py's pool (fresh megabytes page-fault: 3x the kernel's time)
+        stored = _Stored((shape,) * 6)
+        kept = stored.arrays
+        _sequence_forward(*inputs, bool(liquid), y, *kept)
+        ctx.liquid, ctx.inputs, ctx.stored = bool(liquid), inputs, stored
+        ctx.dtypes = [t.dtype for t in tensors]
+        like = u.dtype
+        # copies: the pooled arrays go back to the pool with this node
+        out_modes = [torch.from_numpy(a).to(like, copy=True) if modes else u.new_empty(0) for a in kept[:2]]
+        return (torch.from_numpy(y).to(like), *out_modes)
+
+    @staticmethod
+    def backward(ctx, gy, gxr, gxi):
+        inputs, kept = ctx.inputs, ctx.stored.arrays
+        gy = np.zeros(inputs[0].shape) if gy is None else _np64(gy)
+        has_gx = gxr is not None and gxi is not None and gxr.numel() > 0
+        gxr = _np64(gxr) if has_gx else np.zeros((1, 1, 1))
+        gxi = _np64(gxi) if has_gx else np.zeros((1, 1, 1))
+        grads = [np.zeros_like(a) for a in inputs]
+        _sequence_backward(*inputs, ctx.liquid, *kept, gy, gxr, gxi, has_gx, *grads)
+        return (None, None, *(torch.from_numpy(g).to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True)))
+
+
+def _glu(v: torch.Tensor) -> torch.Tensor:
+    return F.glu(v, dim=-1)
+
+
+def _gelu(y: torch.Tensor) -> torch.Tensor:
+    return F.gelu(y, approximate="tanh")
+
+
+class LiquidS4(StreamingModule):
+    """A Liquid-S4 core: `channels` input channels of `modes` complex modes each, `units` output
+    features (what a policy's readout reads). See the module docstring for the equations.
+
+    liquid=False drops the liquid term (plain S4D with ZOH on the real dt); init "lin" or "inv"
+    (S4D-Lin, S4D-Inv); rate_range (1/s): the per-channel time scales s start log-uniform in it
+    (with Re A = -1/2, decay rates from rate_range[0] / 2 to rate_range[1] / 2 per second).
+
+    >>> core = LiquidS4(15, units=19, channels=16, modes=8)
+    >>> z = core.state_sequence(torch.randn(4, 50, 15), torch.rand(4, 50) * 0.03)   # (4, 50, 19)
+    """
+
+    wiring = None
+    wired = False
+    use_mixed = False
+    # The default of state_sequence's `fused` (None: the numba kernel on the CPU unless
+    # LIQUID_CONTROL_SEQUENCE=loop; False: the reference loop).
+    fused_sequence: bool | None = None
+
+    def __init__(self, input_size: int, units: int = 19, channels: int = 16, modes: int = 8,
+                 liquid: bool = True, init: str = "lin", rate_range: tuple[float, float] = (1.0, 100.0)) -> None:
+        super().__init__()
+        if min(input_size, units, channels, modes) < 1:
+            raise ValueError(f"input_size, units, channels and modes must be positive, got "
+                             f"{input_size}, {units}, {channels}, {modes}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        lo, hi = (float(r) for r in rate_range)
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"rate_range must be 0 < min <= max (1/s), got {rate_range}")
+        self.input_size, self.channels, self.modes, self.liquid = input_size, channels, modes, bool(liquid)
+        self.state_size = self.output_size = self.out_features = units
+        self.in_proj = nn.Linear(input_size, channels)
+        self.log_step = nn.Parameter(torch.empty(channels).uniform_(math.log(lo), math.log(hi)))
+        n = torch.arange(modes, dtype=torch.float32)
+        a_im = math.pi * n if init == "lin" else (2 * modes / math.pi) * (2 * modes / (2 * n + 1) - 1)
+        self.a_im = nn.Parameter(a_im.repeat(channels, 1))
+        self.b_re = nn.Parameter(torch.full((channels, modes), 0.25))
+        self.b_im = nn.Parameter(torch.zeros(channels, modes))
+        # Re A = -1/2 at the start: RHO_MIN + exp(a_log) + |Re B| = 1/2 (|Re B| only when liquid).
+        extra = 0.5 - RHO_MIN - (0.25 if self.liquid else 0.0)
+        self.a_log = nn.Parameter(torch.full((channels, modes), math.log(extra)))
+        self.c_re = nn.Parameter(torch.randn(channels, modes) * math.sqrt(0.5))
+        self.c_im = nn.Parameter(torch.randn(channels, modes) * math.sqrt(0.5))
+        self.d = nn.Parameter(torch.randn(channels))
+        self.out_proj = nn.Linear(channels, 2 * units)
+
+    @property
+    def state_len(self) -> int:
+        """Length of the streaming state: the units, then Re and Im of every mode."""
+        return self.state_size + 2 * self.channels * self.modes
+
+    # --- the continuous-time system ------------------------------------------------------------
+    def continuous_parameters(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """scale s (channels,), Re/Im A, Re/Im B, Re/Im C (channels, modes), D (channels,); computed
+        in `dtype` from the weights when given (the streaming kernel takes them in float64)."""
+        w = {name: (t if dtype is None else t.to(dtype)) for name, t in (
+            ("log_step", self.log_step), ("a_log", self.a_log), ("a_im", self.a_im), ("b_re", self.b_re),
+            ("b_im", self.b_im), ("c_re", self.c_re), ("c_im", self.c_im), ("d", self.d))}
+        a_re = -(RHO_MIN + torch.exp(w["a_log"]) + (w["b_re"].abs() if self.liquid else 0.0))
+        return {"scale": torch.exp(w["log_step"]), "a_re": a_re, "a_im": w["a_im"], "b_re": w["b_re"],
+                "b_im": w["b_im"], "c_re": w["c_re"], "c_im": w["c_im"], "d": w["d"]}
+
+    def _transition(self, u: torch.Tensor, dt: torch.Tensor, p: dict[str, torch.Tensor]):
+        """E = exp(s dt lambda(u)) and F = (E - 1) / lambda * B u, real and imaginary parts, for u
+        (..., channels) and dt broadcastable to (..., 1): each (..., channels, modes)."""
+        phi = torch.tanh(u)[..., None] if self.liquid else torch.zeros_like(u)[..., None]
+        lr = p["a_re"] + p["b_re"] * phi
+        li = p["a_im"] + p["b_im"] * phi
+        sdt = p["scale"][:, None] * dt[..., None]
+        zr, zi = sdt * lr, sdt * li
+        ea, cz, sz = torch.exp(zr), torch.cos(zi), torch.sin(zi)
+        er, ei = ea * cz, ea * sz
+        # Re(E - 1) without cancellation, with expm1(zr) = 2 tanh(zr/2) / (1 - tanh(zr/2)) (zr <= 0):
+        # torch's ONNX exporter has neither expm1 nor sinh
+        th = torch.tanh(0.5 * zr)
+        em1r = 2.0 * th / (1.0 - th) * cz - 2.0 * torch.sin(0.5 * zi) ** 2
+        den = lr * lr + li * li
+        qr = (em1r * lr + ei * li) / den
+        qi = (ei * lr - em1r * li) / den
+        ub = u[..., None]
+        fr = (qr * p["b_re"] - qi * p["b_im"]) * ub
+        fi = (qr * p["b_im"] + qi * p["b_re"]) * ub
+        return er, ei, fr, fi
+
+    def _features(self, xr: torch.Tensor, xi: torch.Tensor, u: torch.Tensor, p: dict[str, torch.Tensor]):
+        """z = GLU(W_out GELU(sum_n Re(C xi) + D u) + b_out)."""
+        y = (p["c_re"] * xr - p["c_im"] * xi).sum(-1) + p["d"] * u
+        return _glu(self.out_proj(_gelu(y)))
+
+    # --- one step (reference loop, export) -----------------------------------------------------
+    def _cell(self, x: torch.Tensor, state: torch.Tensor, ts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on (batch, features) inputs and (batch, state_len) streaming states, real
+        arithmetic only: (z, new state)."""
+        p = self.continuous_parameters()
+        j = self.channels * self.modes
+        n = self.state_size
+        dt = (ts if isinstance(ts, torch.Tensor) else torch.as_tensor(ts, dtype=x.dtype, device=x.device)).reshape(-1, 1)
+        u = self.in_proj(x)
+        er, ei, fr, fi = self._transition(u, dt, p)
+        shape = (x.shape[0], self.channels, self.modes)
+        pr, pi = state[:, n:n + j].reshape(shape), state[:, n + j:].reshape(shape)
+        xr = er * pr - ei * pi + fr
+        xi = er * pi + ei * pr + fi
+        z = self._features(xr, xi, u, p)
+        return z, torch.cat([z, xr.reshape(-1, j), xi.reshape(-1, j)], dim=1)
+
+    # --- sequences ------------------------------------------------------------------------------
+    def _sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None,
+                  fused: bool | None, modes: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, T, units) and Re xi, Im xi (B, T, channels * modes) after each step (the fused
+        kernel leaves the modes empty unless `modes`)."""
+        if fused is None:
+            fused = self.fused_sequence
+        if fused is None:
+            from .sequence import loop_forced
+
+            fused = x.device.type == "cpu" and not loop_forced()
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"x must be (batch, time, {self.input_size}), got {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        if t == 0:
+            raise ValueError("x has no time steps")
+        timespans = torch.as_tensor(timespans, dtype=x.dtype, device=x.device).reshape(b, t)
+        j, n = self.channels * self.modes, self.state_size
+        if hx is None:
+            hx = torch.zeros(b, self.state_len, dtype=x.dtype, device=x.device)
+        if tuple(hx.shape) != (b, self.state_len):
+            raise ValueError(f"hx must be (batch, {self.state_len}) streaming states, got {tuple(hx.shape)}")
+        if not fused:
+            state, zs, mode_states = hx, [], []
+            for k in range(t):
+                z, state = self._cell(x[:, k], state, timespans[:, k])
+                zs.append(z)
+                mode_states.append(state[:, n:])
+            m = torch.stack(mode_states, dim=1)
+            return torch.stack(zs, dim=1), m[..., :j], m[..., j:]
+        if x.device.type != "cpu":
+            raise ValueError("the fused sequence kernel runs on the CPU; pass fused=False")
+        p = self.continuous_parameters(torch.float64)  # as the streaming kernel has them
+        u = self.in_proj(x)
+        y, xr, xi = _Sequence.apply(self.liquid, modes, u, timespans, p["scale"], p["a_re"], p["a_im"],
+                                    p["b_re"], p["b_im"], p["c_re"], p["c_im"], p["d"],
+                                    hx[:, n:n + j], hx[:, n + j:])
+        return _glu(self.out_proj(_gelu(y))), xr, xi
+
+    def mode_sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None = None,
+                      fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Re xi, Im xi) after each step, each (B, T, channels, modes)."""
+        _, xr, xi = self._sequence(x, timespans, hx, fused)
+        shape = (*x.shape[:2], self.channels, self.modes)
+        return xr.reshape(shape), xi.reshape(shape)
+
+    def state_sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None = None,
+                       fused: bool | None = None) -> torch.Tensor:
+        """What a policy's readout reads after each step of a batch-first sequence: x (B, T,
+        input_size), timespans (B, T) seconds -> z (B, T, units). hx: initial streaming states
+        (B, state_len), zeros when None (only their modes matter). fused None: the numba kernel on
+        the CPU unless LIQUID_CONTROL_SEQUENCE=loop (or this module's `fused_sequence`); True: the
+        kernel; False: the reference loop through `_cell`."""
+        return self._sequence(x, timespans, hx, fused, modes=False)[0]
+
+    def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None, timespans: Any = None):
+        """(batch, time, features) -> (z, final streaming state), batch first; spans 1.0 when None."""
+        b, t = input.shape[:2]
+        ts = torch.ones(b, t, dtype=input.dtype) if timespans is None else timespans
+        z, xr, xi = self._sequence(input, ts, hx, None)
+        return z, torch.cat([z[:, -1], xr[:, -1], xi[:, -1]], dim=1)
+
+    def _build_fused(self) -> FusedLiquidS4:
+        return FusedLiquidS4.from_module(self)
+
+    def _watched_tensors(self):
+        return self.parameters()  # a few tensors: walking them sees a replaced Parameter too
