@@ -140,7 +140,10 @@ setup(
         "sim": ["mujoco"],
         "edge": ["onnxruntime"],  # controller_node backend:=onnx, no torch
         "png": ["opencv-python-headless"],  # PNG camera frames (JPEG needs nothing more)
-        "full": ["torch", "onnx", "onnxruntime", "mujoco", "matplotlib", "networkx", "opencv-python-headless"],
+        # `liquid-control replay --video`: MP4 through the ffmpeg that imageio-ffmpeg's wheel ships
+        "video": ["imageio", "imageio-ffmpeg"],
+        "full": ["torch", "onnx", "onnxruntime", "mujoco", "matplotlib", "networkx", "opencv-python-headless",
+                 "imageio", "imageio-ffmpeg"],
         # ROS 2 Jazzy from PyPI wheels, for a venv without a ROS distro.
         "ros": [
             "ros-jazzy-rclpy",

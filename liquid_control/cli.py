@@ -209,7 +209,7 @@ def _replay(args: argparse.Namespace) -> int:
     return _bag_command(args, lambda: replay(
         args.bag, args.output, model=args.model, camera=args.camera_topic, imu=args.imu_topic,
         compare_topic=args.compare_topic, csv_path=args.csv, plot_path=args.plot, frame_id=args.frame_id,
-        params_file=args.params), format_summary)
+        params_file=args.params, video_path=args.video, activity_path=args.activity), format_summary)
 
 
 def _recover(args: argparse.Namespace) -> int:
@@ -375,6 +375,11 @@ def _add_replay(sub) -> None:
     rp.add_argument("--params", metavar="FILE", help="the controller node's parameters file (speed and "
                     "acceleration limits, max_dt, tau_scale, frame_id; default: its config/controller.yaml)")
     rp.add_argument("--frame-id", help="header.frame_id of the commands (default: frame_id of the parameters)")
+    rp.add_argument("--video", metavar="MP4", help="a video, one frame per camera frame: the camera, where the "
+                    "encoder looks (VisualBackProp saliency) and the commands of the last seconds, replayed and "
+                    "recorded (needs pip install 'liquid_control[video]')")
+    rp.add_argument("--activity", metavar="CSV", help="each neuron's state and time constant (s) and the network's "
+                    "inputs after every step, and a plot of them per layer beside it (CSV with .png)")
     rp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     rp.set_defaults(func=_replay)
 

@@ -13,6 +13,7 @@ E_STOP = "e_stop"
 CLOCK = "/clock"
 DIAGNOSTICS = "/diagnostics"
 LIQUID_STATE = "~/liquid_state"
+SALIENCY = "~/saliency"  # the camera frame with the encoder's VisualBackProp saliency over it
 
 # Frames (REP 105 names; REP 103 axes: x forward, y left, z up).
 BASE_FRAME = "base_link"

@@ -2,8 +2,10 @@
 node in one process, each test in its own namespace."""
 
 import itertools
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -648,3 +650,136 @@ def test_a_png_frame_gives_the_state_its_raw_frame_gives(rig, tmp_path):
     for m in imus:
         offline.on_imu(stamp_to_seconds(m.header.stamp), imu_to_array(m))
     np.testing.assert_allclose(r.node.controller.hidden, offline.hidden, atol=1e-9)
+
+
+# --- ~/saliency -----------------------------------------------------------------------------------
+def _saliency_subscription(r):
+    got = []
+    r.peer.create_subscription(Image, "liquid_controller/saliency", r._keep(got), 100)
+    wait_for(lambda: r.node.saliency.publisher.get_subscription_count() > 0)
+    return got
+
+
+def _stamps(messages):
+    return [stamp_to_seconds(m.header.stamp) for _, m in messages]
+
+
+def test_saliency_comes_at_its_capped_rate_in_camera_time_as_the_frame_at_model_size(rig):
+    r = rig(saliency_rate=5.0)
+    got = _saliency_subscription(r)
+    sent = r.stream(3.0)
+    frames = [m for kind, m in sent if kind == "camera"]
+    wait_for(lambda: r.node.saliency.published >= 1 and len(got) == r.node.saliency.published)
+    wait_for(lambda: r.node.controller.counters.camera >= 0.7 * len(frames))
+    time.sleep(0.3)  # the last frames' maps
+    assert len(got) == r.node.saliency.published
+    stamps = _stamps(got)
+    span = stamp_to_seconds(frames[-1].header.stamp) - stamp_to_seconds(frames[0].header.stamp)
+    # At most one image per 1/5 s of camera stamps, and about that many: a frame is taken as soon as
+    # the cap allows (a few frames may be lost on the way: best-effort sensor QoS).
+    assert np.all(np.diff(stamps) >= 0.2 - 1e-9), np.diff(stamps)
+    assert 0.7 * 5.0 * span <= len(got) <= 5.0 * span + 1, (len(got), span)
+    # Each is one of the camera frames, by its exact stamp, as rgb8 at the model's input size.
+    assert {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in got} <= {
+        (m.header.stamp.sec, m.header.stamp.nanosec) for m in frames}
+    msg = got[-1][1]
+    assert (msg.encoding, msg.width, msg.height, msg.step) == ("rgb8", SPEC.image_width, SPEC.image_height,
+                                                               3 * SPEC.image_width)
+    assert len(msg.data) == msg.step * msg.height
+
+
+def test_saliency_costs_nothing_without_a_subscriber_and_saliency_rate_0_turns_it_off(rig):
+    r = rig(saliency_rate=30.0)
+    r.stream(1.0)
+    wait_for(lambda: r.node.controller.counters.steps > 100)
+    assert r.node.saliency.computed == 0  # nobody subscribes: no map made
+    assert r.set(saliency_rate=0.0)[0].successful
+    got = _saliency_subscription(r)
+    r.stream(1.0, t0=200.0)
+    wait_for(lambda: r.node.controller.counters.camera >= 40)
+    assert r.node.saliency.computed == 0 and got == []
+    assert r.set(saliency_rate=5.0)[0].successful  # the same subscriber gets them once it is on
+    r.stream(1.0, t0=300.0)
+    wait_for(lambda: len(got) >= 3)
+    assert min(_stamps(got)) >= 300.0
+
+
+def test_with_the_onnx_backend_saliency_is_said_to_be_unavailable_once(rig, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from rcl_interfaces.msg import Log
+
+    from liquid_control.runtime.export import export_onnx
+
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(make_model(tmp_path / "m.safetensors"), onnx_path)
+    r = rig(model=onnx_path, backend="onnx")
+    logs = []
+    rosout = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    r.peer.create_subscription(Log, "/rosout", logs.append, rosout)
+    r.stream(0.5)
+    wait_for(lambda: r.node.controller.counters.steps > 50)
+    said = lambda: [m.msg for m in logs if "saliency" in m.msg and m.name.endswith("liquid_controller")]  # noqa: E731
+    wait_for(lambda: said())
+    assert len(said()) == 1 and "not available with backend onnx" in said()[0], said()
+    assert r.node.saliency is None
+    assert r.peer.count_publishers(f"{r.ns}/liquid_controller/saliency") == 0
+
+
+# --- the Foxglove layout ----------------------------------------------------------------------------
+FOXGLOVE_LAYOUT = Path(__file__).resolve().parents[1] / "config" / "foxglove_layout.json"
+
+
+def _layout_topics(config: dict) -> set[str]:
+    """Every topic a Foxglove panel config names: image topics, message paths' topics, topicPath and
+    topicToRender (a message path is the topic, then `.field...`)."""
+    names = set()
+    for panel in config.values():
+        names.add(panel.get("imageMode", {}).get("imageTopic"))
+        names.update(p["value"] for p in panel.get("paths", ()))
+        names.update((panel.get("topicPath"), panel.get("topicToRender")))
+    return {"/" + name.lstrip("/").split(".")[0].split("[")[0] for name in names if name}
+
+
+def _panels(tree) -> list[str]:
+    return [tree] if isinstance(tree, str) else _panels(tree["first"]) + _panels(tree["second"])
+
+
+def test_the_foxglove_layout_shows_the_nodes_topics(context):
+    from liquid_control import topics
+    from liquid_control.runtime.parameters import NODE_NAME
+
+    layout = json.loads(FOXGLOVE_LAYOUT.read_text())
+    config = layout["configById"]
+    assert sorted(_panels(layout["layout"])) == sorted(config)  # each panel placed once, each placed one set up
+    kinds = {panel_id.split("!")[0] for panel_id in config}
+    assert kinds == {"Image", "Plot", "RawMessages", "DiagnosticSummary", "DiagnosticStatusPanel"}
+    named = _layout_topics(config)
+
+    def graph_name(name, namespace="/"):
+        """A topics.py name as it is on the graph for the node in `namespace`."""
+        if name.startswith("/"):
+            return name
+        if name.startswith("~/"):
+            return f"{namespace.rstrip('/')}/{NODE_NAME}/{name[2:]}"
+        return f"{namespace.rstrip('/')}/{name}"
+
+    node_topics = {topics.CAMERA, topics.CAMERA_COMPRESSED, topics.IMU, topics.CMD_VEL, topics.TEACHER, topics.E_STOP,
+                   topics.DIAGNOSTICS, topics.LIQUID_STATE, topics.SALIENCY}
+    assert named <= {graph_name(t) for t in node_topics}, named
+    # What the layout is for: the camera, where the encoder looks, the commands, the liquid state.
+    assert {graph_name(t) for t in (topics.CAMERA, topics.SALIENCY, topics.CMD_VEL, topics.LIQUID_STATE,
+                                    topics.DIAGNOSTICS)} <= named
+    plotted = {p["value"] for p in config["Plot!cmd_vel"]["paths"]}
+    assert plotted == {graph_name(topics.CMD_VEL) + ".linear.x", graph_name(topics.CMD_VEL) + ".angular.z"}
+    # And the node really has them on the graph (in a namespace of its own here).
+    ns = f"/lc_fox_{next(_names)}"
+    node = LiquidControllerNode(context=context, namespace=ns)
+    try:
+        def on_graph():
+            have = {n for n, _ in node.get_publisher_names_and_types_by_node(NODE_NAME, ns)}
+            have |= {n for n, _ in node.get_subscriber_names_and_types_by_node(NODE_NAME, ns)}
+            return have
+        shown = [t for t in node_topics if graph_name(t) in named]
+        wait_for(lambda: {graph_name(t, ns) for t in shown} <= on_graph())
+    finally:
+        node.destroy_node()

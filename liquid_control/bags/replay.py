@@ -6,6 +6,11 @@ each command is stamped with the header stamp of the sensor message it answers, 
 publishes it. A replay is deterministic: one torch thread, no wall-clock input, so two replays of a
 bag write identical output bags. Out-of-order stamps are the controller's business (dropped,
 held, or a reset) and are counted in the summary.
+
+Views inside the network, on request: `video_path` an MP4 with one frame per camera frame (the
+camera, the encoder's VisualBackProp saliency over it, the commands of the last seconds, replayed
+and recorded); `activity_path` a CSV with every neuron's state and effective time constant and the
+network's inputs after each step, and a PNG beside it plotting them per layer of the wiring.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import csv
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,18 +131,116 @@ class _Run:
         self.rows.append((sec, nanosec, event.log_time_ns, command.reason, command.linear_x, command.angular_z))
 
 
+def neuron_layers(policy) -> list[str]:
+    """The layer of each liquid neuron (state index) by the core's wiring: "motor", "command",
+    "inter" for an NCP (nets/wirings.py); "hidden" for each unit of a core without a wiring."""
+    wiring = getattr(policy.core, "wiring", None)
+    if wiring is None:
+        return ["hidden"] * policy.core.state_size
+    return [wiring.get_type_of_neuron(i) for i in range(wiring.units)]
+
+
+def _camera_fps(bag: Path, camera: str, frames: int = 31) -> float:
+    """The camera's frame rate from the bag times of its first frames (30 when it has too few)."""
+    from .io import read_serialized
+
+    times = []
+    for _, _, log_ns, _ in read_serialized(bag, [camera]):
+        times.append(log_ns)
+        if len(times) >= frames:
+            break
+    gaps = np.diff(np.array(times, dtype=np.int64)) * 1e-9
+    gaps = gaps[gaps > 0]
+    return float(np.clip(1.0 / np.median(gaps), 1.0, 240.0)) if gaps.size else 30.0
+
+
+class _Views:
+    """What a replay shows beside its commands, fed after each event: the video (saliency per camera
+    frame) and the neuron activity (one row per step)."""
+
+    def __init__(self, policy, settings: Settings, stamped_compare: bool, video_path: Path | None,
+                 activity_path: Path | None, fps: float, title: str) -> None:
+        self.policy, self.stamped = policy, stamped_compare
+        self.video = self.vbp = None
+        if video_path is not None:
+            from ..draw.video import WINDOW_S, ReplayVideo
+            from ..runtime.saliency import VisualBackProp
+
+            self.vbp = VisualBackProp(policy)
+            self.window = WINDOW_S
+            self.video = ReplayVideo(video_path, fps, (settings.max_linear_speed, settings.max_angular_speed), title)
+            self._replayed, self._recorded = deque(), deque()
+            self._seen = {"rows": 0, "recorded": 0}
+        self.activity_path = activity_path
+        self.steps: list = []  # (sec, nanosec, event kind, hidden, time constants, inputs)
+        self.seconds = 0.0  # spent here: not the replay's own speed
+
+    def after(self, event, run: _Run, stepped: bool) -> None:
+        started = time.perf_counter()
+        try:
+            self._after(event, run, stepped)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _after(self, event, run: _Run, stepped: bool) -> None:
+        controller = run.controller
+        if self.activity_path is not None and stepped:
+            sec, nanosec = event.header_stamp
+            self.steps.append((sec, nanosec, event.kind, controller.hidden.copy(), controller.time_constants.copy(),
+                               controller.run.inputs.copy()))
+        if self.video is not None and event.kind == "camera":
+            self._frame(event, run)
+
+    def _frame(self, event, run: _Run) -> None:
+        # The command panels' time axis: header stamps, or bag times when the recorded commands are
+        # plain Twists (as replay matches them).
+        t = event.stamp if self.stamped else event.log_time_ns * 1e-9
+        for row in run.rows[self._seen["rows"]:]:
+            key = row[0] + row[1] * 1e-9 if self.stamped else row[2] * 1e-9
+            self._replayed.append((key, row[4], row[5]))
+        for key, _, linear, angular in run.recorded[self._seen["recorded"]:]:
+            self._recorded.append((key, linear, angular))
+        self._seen = {"rows": len(run.rows), "recorded": len(run.recorded)}
+        for window in (self._replayed, self._recorded):
+            while window and window[0][0] < t - self.window:
+                window.popleft()
+        from ..runtime.saliency import overlay
+
+        frame = self.vbp.frame(event.data)
+        picture = overlay(frame, self.vbp.from_frame(frame))
+        camera = event.data if event.data.dtype == np.uint8 else np.clip(event.data, 0.0, 1.0)
+        replayed = tuple(np.array(v) for v in zip(*self._replayed, strict=True)) if self._replayed else ((), (), ())
+        recorded = tuple(np.array(v) for v in zip(*self._recorded, strict=True)) if self._recorded else None
+        sec, nanosec = event.header_stamp
+        self.video.add(camera, picture, t, replayed, recorded, label=f"stamp {_stamp_text(sec, nanosec)} s")
+
+    def close(self, failed: bool) -> dict:
+        out = {}
+        if self.video is not None:
+            out["video_frames"] = self.video.close()
+            if failed:
+                self.video.path.unlink(missing_ok=True)
+        if self.activity_path is not None and not failed:
+            out.update(_write_activity(self.activity_path, self.steps, self.policy))
+        return out
+
+
 def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODEL,
            camera: str = CAMERA_TOPIC, imu: str = IMU_TOPIC, compare_topic: str | None = None,
            csv_path: str | Path | None = None, plot_path: str | Path | None = None,
-           frame_id: str | None = None, params_file: str | Path | None = None) -> dict:
+           frame_id: str | None = None, params_file: str | Path | None = None,
+           video_path: str | Path | None = None, activity_path: str | Path | None = None) -> dict:
     """Replay `bag` through a controller running `model`; write the commands to bag `output` on
     /cmd_vel, a CSV and a PNG plot beside it (or at csv_path / plot_path). Returns the summary.
 
     `compare_topic`: recorded commands (TwistStamped matched by header stamp, Twist by bag time)
     to compare with; None means /cmd_vel if the bag has it. The controller's settings and the
     commands' frame_id are the node's, from `params_file` (default: the node's defaults);
-    `frame_id` overrides. Raises BagError for a bag that cannot be replayed (nothing is left
-    behind then), ValueError for a bad model or parameters file."""
+    `frame_id` overrides. `video_path`: an MP4 of camera, saliency and commands (one frame per
+    camera frame; needs imageio and imageio-ffmpeg); `activity_path`: a CSV of the neurons' states
+    and time constants per step, and its plot beside it (the same name, .png). Raises BagError for a
+    bag that cannot be replayed (nothing is left behind then), ValueError for a bad model or
+    parameters file, or a missing video writer (before anything is written)."""
     import torch
 
     bag, output = Path(bag), Path(output)
@@ -144,6 +248,10 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     plot_path = Path(plot_path) if plot_path else output.with_name(output.name + ".png")
     if output.exists():
         raise BagError(f"bag {output}: exists already (a bag is never overwritten)")
+    if video_path is not None:
+        from ..draw.video import check_writer
+
+        check_writer()  # before anything is written: it says what to install
     have = summarize(bag).topics
     compare_topic = _compare_topic(bag, have, camera, imu, compare_topic)
     stamped_compare = bool(compare_topic) and have[compare_topic].msgtype == TWIST_STAMPED
@@ -154,6 +262,11 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the node runs (num_threads: 1), and bitwise repeatable
     skipped: dict[str, int] = {}
+    views = None
+    if video_path is not None or activity_path is not None:
+        views = _Views(policy, settings, stamped_compare, Path(video_path) if video_path else None,
+                       Path(activity_path) if activity_path else None,
+                       _camera_fps(bag, camera) if video_path else 30.0, f"{bag.name} through {Path(str(model)).name}")
     started = time.perf_counter()
     try:
         with BagWriter(output) as out:
@@ -163,21 +276,35 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
             events = read_events(bag, camera=camera, imu=imu, command=compare_topic, skipped=skipped,
                                  camera_size=(policy.spec.image_width, policy.spec.image_height),
                                  max_image_pixels=max_pixels)
+            counters = run.controller.counters
             for event in events:
+                steps = counters.steps
                 run.feed(event)
+                if views is not None:
+                    views.after(event, run, counters.steps > steps)
     except BaseException:
         shutil.rmtree(output, ignore_errors=True)  # ours: it did not exist before this replay
+        if views is not None:
+            views.close(failed=True)
         raise
     finally:
         torch.set_num_threads(threads)
-    wall = time.perf_counter() - started
+    # The replay's speed without the views' drawing and encoding (reported as views_s).
+    wall = time.perf_counter() - started - (views.seconds if views is not None else 0.0)
+    shown = {}
+    if views is not None:
+        started = time.perf_counter()
+        shown = views.close(failed=False)
+        shown["views_s"] = round(views.seconds + time.perf_counter() - started, 3)
 
     compare = _compare(run.rows, run.recorded, stamped_compare, compare_topic)
     _write_csv(csv_path, run.rows, compare)
     plotted = _write_plot(plot_path, run.rows, compare)
+    if video_path is not None:
+        shown = {"video": str(video_path), **shown}
     return {"bag": str(bag), "model": str(model), "output": str(output), "csv": str(csv_path),
             "plot": str(plot_path) if plotted else None, **_run_summary(run, wall),
-            "skipped_messages": skipped, "compare": compare["summary"] if compare else None}
+            "skipped_messages": skipped, "compare": compare["summary"] if compare else None, **shown}
 
 
 def _run_summary(run: _Run, wall: float) -> dict:
@@ -261,6 +388,45 @@ def _write_plot(path: Path, rows, compare) -> bool:
     return True
 
 
+def _write_activity(path: Path, steps: list, policy) -> dict:
+    """The activity CSV (a row per step: stamp, the event that stepped, then each neuron's state,
+    each neuron's time constant in s, and each input, columns named by layer and index) and its
+    plot beside it. Returns their paths for the summary."""
+    layers = neuron_layers(policy)
+    inputs = list(policy.sensor_spec().features)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["stamp", "event", *(f"state.{layer}.{i}" for i, layer in enumerate(layers)),
+                         *(f"tau_s.{layer}.{i}" for i, layer in enumerate(layers)),
+                         *(f"input.{name}" for name in inputs)])
+        for sec, nanosec, kind, hidden, tau, values in steps:
+            writer.writerow([_stamp_text(sec, nanosec), kind, *(f"{v:.9g}" for v in hidden),
+                             *(f"{v:.9g}" for v in tau), *(f"{v:.9g}" for v in values)])
+    plot = path.with_suffix(".png")
+    plotted = _write_activity_plot(plot, steps, layers, inputs)
+    return {"activity": str(path), "activity_steps": len(steps), "activity_plot": str(plot) if plotted else None}
+
+
+def _write_activity_plot(path: Path, steps: list, layers: list[str], inputs: list[str]) -> bool:
+    if len(steps) < 2:
+        return False
+    from ..draw.plot import write_activity_png
+
+    total = len(steps)
+    steps = steps[::-(-total // PLOT_POINTS)]
+    t0 = steps[0][0] + steps[0][1] * 1e-9
+    t = [sec + nanosec * 1e-9 - t0 for sec, nanosec, *_ in steps]
+    hidden = np.array([s[3] for s in steps])
+    tau = np.array([s[4] for s in steps])
+    panels = {"sensory": (inputs, np.array([s[5] for s in steps]), None)}
+    for name in dict.fromkeys(layers):
+        ids = [i for i, layer in enumerate(layers) if layer == name]
+        panels[name] = ([f"neuron {i}" for i in ids], hidden[:, ids], tau[:, ids])
+    write_activity_png(path, t, panels, title=f"the liquid network's inputs and neurons per layer ({total} steps"
+                       + (f", {len(t)} drawn)" if len(t) < total else ")"))
+    return True
+
+
 def format_summary(s: dict) -> str:
     lat = s["latency_us"]
     lines = [
@@ -289,4 +455,11 @@ def format_summary(s: dict) -> str:
     else:
         lines.append("  no recorded commands to compare with (no /cmd_vel; see --compare-topic)")
     lines.append(f"  CSV {s['csv']}" + (f", plot {s['plot']}" if s["plot"] else ""))
+    if s.get("video"):
+        lines.append(f"  video {s['video']} ({s['video_frames']} frames, one per camera frame)")
+    if s.get("activity"):
+        lines.append(f"  neuron activity {s['activity']} ({s['activity_steps']} steps)"
+                     + (f", plot {s['activity_plot']}" if s["activity_plot"] else ""))
+    if "views_s" in s:
+        lines.append(f"  the views took {s['views_s']:.1f} s more (not in the speed above)")
     return "\n".join(lines)

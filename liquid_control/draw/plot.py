@@ -1,5 +1,6 @@
 """The package's plots, drawn with matplotlib headless (Agg, no pyplot): the trajectory over the road
-(`eval --plot`, `drive --plot`), the training loss curve, and replayed against recorded commands.
+(`eval --plot`, `drive --plot`), the training loss curve, replayed against recorded commands, and
+the liquid neurons' activity per layer (`replay --activity`).
 
 Each `*_figure` function returns a matplotlib Figure (tests look at its axes); each `write_*` writes
 it as a PNG and returns it too. matplotlib is imported when a plot is made, not with this module.
@@ -217,5 +218,79 @@ def _broken(values: Sequence[float], breaks: np.ndarray) -> np.ndarray:
 
 def write_commands_png(path: str | Path, t, replayed, recorded=None, title: str = ""):
     fig = commands_figure(t, replayed, recorded, title)
+    save_png(fig, path)
+    return fig
+
+
+# --- neuron activity -------------------------------------------------------------------------
+# The wiring's layers from the camera to the wheels (nets/wirings.py); "hidden" for a core without one.
+LAYERS = ("sensory", "inter", "command", "motor", "hidden")
+
+
+def _layer_colours(k: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(k)]
+
+
+def activity_figure(t: Sequence[float], layers: Mapping[str, tuple[Sequence[str], np.ndarray, np.ndarray | None]],
+                    title: str = "", max_gap: float = 1.0):
+    """The liquid network over time (s), one row per layer in LAYERS order: left each neuron's
+    state, right its effective time constant in s (log scale). A row whose `tau` is None (the
+    sensory inputs) is one wide panel of the inputs. `layers`: name -> (neuron labels, state
+    (steps, k), tau (steps, k) or None). A legend per row names its neurons; pauses over `max_gap`
+    s are cut out as in commands_figure."""
+    rows = [name for name in LAYERS if name in layers] + [name for name in layers if name not in LAYERS]
+    fig = new_figure(11.0, 1.0 + 2.3 * len(rows))
+    grid = fig.add_gridspec(len(rows), 2)
+    shown, breaks, gaps = _cut_gaps(np.asarray(t, dtype=float), max_gap)
+    first = None
+    bottom = []
+    for r, name in enumerate(rows):
+        labels, state, tau = layers[name]
+        colours = _layer_colours(len(labels))
+        state = np.asarray(state, dtype=float).reshape(len(t), len(labels))
+        if tau is None:
+            panels = [fig.add_subplot(grid[r, :], sharex=first)]
+        else:
+            panels = [fig.add_subplot(grid[r, 0], sharex=first), None]
+            panels[1] = fig.add_subplot(grid[r, 1], sharex=panels[0])
+        first = first or panels[0]
+        state_ax = panels[0]
+        for k, label in enumerate(labels):
+            state_ax.plot(shown, _broken(state[:, k], breaks), color=colours[k], lw=1.0, label=label)
+        state_ax.set_ylabel("input (normalised)" if tau is None else "state (dimensionless)")
+        state_ax.set_title(f"{name}: {len(labels)} {'inputs' if tau is None else 'neurons'}"
+                           + ("" if tau is None else ": state (left), time constant (right)"), loc="left",
+                           fontsize=10)
+        if tau is not None:
+            tau_ax = panels[1]
+            tau = np.asarray(tau, dtype=float).reshape(len(t), len(labels))
+            for k in range(len(labels)):
+                tau_ax.plot(shown, _broken(tau[:, k], breaks), color=colours[k], lw=1.0)
+            if np.all(np.isfinite(tau) & (tau > 0)):
+                tau_ax.set_yscale("log")
+            tau_ax.set_ylabel("time constant [s]")
+        for ax in panels:
+            ax.grid(True, which="major", color="#e5e5e5")
+            for x, _ in gaps:
+                ax.axvline(x, color="#777777", ls=":", lw=1.2)
+        ncol = 1 if len(labels) <= 8 else 2
+        panels[-1].legend(*state_ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                          fontsize=7, ncol=ncol, title=name, title_fontsize=8, borderaxespad=0.0)
+        bottom = panels
+    xlabel = "time [s] from the first step"
+    if gaps:
+        xlabel += f" (pauses over {max_gap:g} s cut out: dotted lines)"
+    for ax in bottom:
+        ax.set_xlabel(xlabel)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def write_activity_png(path: str | Path, t, layers, title: str = ""):
+    fig = activity_figure(t, layers, title)
     save_png(fig, path)
     return fig

@@ -7,7 +7,9 @@ publishes.
 
 Camera and IMU are served by a wait loop of their own thread (sensor_loop.py; parameter
 `sensor_thread`), the rest on the executor that spins the node; one lock keeps the controller
-and the command publisher consistent between the two.
+and the command publisher consistent between the two. `~/saliency` (where the camera encoder looks,
+runtime/saliency.py) is computed in a thread of its own from the latest frame, after that frame's
+command is out.
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ class LiquidControllerNode(Node):
         quiet = PublisherEventCallbacks(use_default_callbacks=False)
         self.state_pub = self.create_publisher(Float64MultiArray, topics.LIQUID_STATE, 10, event_callbacks=quiet)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
+        # ~/saliency needs the torch encoder's feature maps: none with backend onnx (said once).
+        self.saliency: SaliencyWorker | None = None
+        if self._backend == "torch":
+            self.saliency = SaliencyWorker(self.create_publisher(Image, topics.SALIENCY, 5, event_callbacks=quiet),
+                                           self.get_logger())
+        elif self.get_parameter("saliency_rate").value > 0.0:
+            self.get_logger().info(f"{topics.SALIENCY} is not available with backend {self._backend}: "
+                                   "VisualBackProp needs the feature maps of the torch camera encoder")
         # Camera and IMU each in a wait loop of its own thread: an IMU step never waits behind a
         # frame's conversion and encoding (those run outside the lock, too).
         self._sensors: list[SensorLoop] = []
@@ -135,6 +145,8 @@ class LiquidControllerNode(Node):
             loop.stop(wait=False)  # no callback may run on a node being destroyed
         for loop in self._sensors:
             loop.join()
+        if self.saliency is not None:
+            self.saliency.stop()
         super().destroy_node()
 
     # --- model and parameters --------------------------------------------------------------
@@ -208,7 +220,8 @@ class LiquidControllerNode(Node):
 
     def _cache_output_params(self, changes: dict) -> None:
         """Parameters read on every message, kept as attributes (get_parameter costs ~10 us)."""
-        for name in ("max_publish_rate", "state_publish_rate", "frame_id", "publish_state", "max_image_pixels"):
+        for name in ("max_publish_rate", "state_publish_rate", "frame_id", "publish_state", "max_image_pixels",
+                     "saliency_rate"):
             setattr(self, f"_{name}", changes.get(name, self.get_parameter(name).value))
 
     def _make_cmd_publisher(self, stamped: bool) -> None:
@@ -239,6 +252,9 @@ class LiquidControllerNode(Node):
             elif frame is not None and self.controller is not None:
                 self._handle(msg.header.stamp,
                              lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), frame, received))
+        # After the command is out, and outside the lock: a frame for ~/saliency, now and then.
+        if frame is not None and self.saliency is not None and self._saliency_rate > 0.0:
+            self.saliency.offer(controller.policy, frame.rgb, msg.header, self._saliency_rate)
 
     def _to_array(self, msg, controller: LiquidController | None) -> np.ndarray:
         """A camera message as RGB; its size is checked before any conversion or decoding."""
@@ -464,6 +480,78 @@ class LiquidControllerNode(Node):
         target = folder / f"{source.stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         self.controller.save_adapted(target, adapted_from=str(name))
         return str(target)
+
+
+class SaliencyWorker:
+    """~/saliency: a thread of its own computes the VisualBackProp map of the latest frame offered
+    (runtime/saliency.py) and publishes the frame at the model's input size with the map over it
+    (sensor_msgs/Image rgb8, the camera frame's header). The camera thread only offers: at most
+    `rate` frames per second of header stamps, none while nobody subscribes; a frame offered while
+    the thread is busy replaces the one waiting. torch is imported when the first map is made."""
+
+    def __init__(self, publisher, logger) -> None:
+        self.publisher, self._logger = publisher, logger
+        self.published = self.computed = 0
+        self._last: float | None = None  # the stamp of the last frame taken, s
+        self._pending = None
+        self._vbp = None
+        self._cond = threading.Condition()
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, name="saliency", daemon=True)
+        self._thread.start()
+
+    def offer(self, policy, rgb: np.ndarray, header, rate: float) -> None:
+        """From the camera callback: cheap, never waits on a map being made."""
+        stamp = stamp_to_seconds(header.stamp)
+        last = self._last
+        if last is not None and last <= stamp < last + 1.0 / rate:
+            return  # within the cap (a stamp going back restarts it)
+        if self.publisher.get_subscription_count() == 0:
+            return  # nobody looks: nothing is computed
+        self._last = stamp
+        with self._cond:
+            self._pending = (policy, rgb, (header.stamp.sec, header.stamp.nanosec), header.frame_id)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        self._thread.join(timeout=5.0)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while self._running and self._pending is None:
+                    self._cond.wait()
+                if not self._running:
+                    return
+                job, self._pending = self._pending, None
+            try:
+                msg = self._image(*job)
+            except Exception as exc:  # noqa: BLE001 - a picture for tools must never take the node down
+                self._logger.error(f"{topics.SALIENCY} failed: {type(exc).__name__}: {exc}",
+                                   throttle_duration_sec=THROTTLE_S)
+                continue
+            with self._cond:
+                if not self._running:
+                    return
+                self.publisher.publish(msg)
+                self.published += 1
+
+    def _image(self, policy, rgb, stamp, frame_id) -> Image:
+        from ..runtime.saliency import VisualBackProp, overlay
+
+        if self._vbp is None or self._vbp.policy is not policy:  # a swapped model: its own encoder
+            self._vbp = VisualBackProp(policy)
+        frame = self._vbp.frame(rgb)
+        picture = overlay(frame, self._vbp.from_frame(frame))
+        self.computed += 1
+        h, w = picture.shape[:2]
+        msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w, data=picture.tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        msg.header.frame_id = frame_id
+        return msg
 
 
 def main(args=None) -> None:

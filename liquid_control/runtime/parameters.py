@@ -108,6 +108,9 @@ PARAMETERS = (
     P("num_threads", 1, "Torch threads for the camera encoder", "", (1, 64)),
     P("publish_state", True, "Publish the hidden state and time constants on ~/liquid_state"),
     P("state_publish_rate", 30.0, "Cap on ~/liquid_state (0 publishes after every step)", "Hz", (0.0, 1000.0)),
+    P("saliency_rate", 5.0, "~/saliency: the camera frame at the model's input size with the encoder's "
+      "VisualBackProp saliency over it (rgb8), computed off the command path, only while someone subscribes, "
+      "backend torch only. Cap on it per second of camera stamps (0 = off)", "Hz", (0.0, 100.0)),
     P("adaptation.enabled", False, "Adapt the command readout toward teacher/cmd_vel by recursive least "
       "squares", setting="adaptation_enabled"),
     P("adaptation.forgetting", 0.995, "RLS forgetting factor (1 = never forget)", "", (0.5, 1.0),
