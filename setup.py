@@ -133,7 +133,8 @@ setup(
     ],
     extras_require={
         # torch pinned in requirements/constraints.txt; onnx: export; matplotlib, networkx: plots
-        "torch": ["torch", "onnx", "matplotlib", "networkx"],
+        # scipy: the evaluation table's intervals and tests (learning/stats.py)
+        "torch": ["torch", "onnx", "matplotlib", "networkx", "scipy"],
         # The plots (train's loss curve, replay's commands, eval and drive --plot) and `info --graph`
         # (networkx: Wiring.get_graph, as ncps has it); train and replay always draw, hence in [torch].
         "plots": ["matplotlib", "networkx"],
@@ -143,7 +144,7 @@ setup(
         # `liquid-control replay --video`: MP4 through the ffmpeg that imageio-ffmpeg's wheel ships
         "video": ["imageio", "imageio-ffmpeg"],
         "full": ["torch", "onnx", "onnxruntime", "mujoco", "matplotlib", "networkx", "opencv-python-headless",
-                 "imageio", "imageio-ffmpeg"],
+                 "imageio", "imageio-ffmpeg", "scipy"],
         # ROS 2 Jazzy from PyPI wheels, for a venv without a ROS distro.
         "ros": [
             "ros-jazzy-rclpy",

@@ -147,15 +147,20 @@ def _eval(args: argparse.Namespace) -> int:
 def _table(args: argparse.Namespace) -> int:
     from .learning.report import evaluation_table, markdown, write
 
-    models = {}
+    models: dict[str, list[str]] = {}
     for item in args.model:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             print(f"error: --model takes NAME=FILE, got {item!r}", file=sys.stderr)
             return 2
-        models[name] = path
-    result = evaluation_table(models, args.condition, episodes=args.episodes, seconds=args.seconds,
-                              seed=args.seed, jobs=args.jobs, log=lambda line: print(line, file=sys.stderr))
+        models.setdefault(name, []).append(path)  # the same NAME again: another training seed of that row
+    try:
+        result = evaluation_table(models, args.condition, episodes=args.episodes, seconds=args.seconds,
+                                  seed=args.seed, jobs=args.jobs, reference=args.reference,
+                                  log=lambda line: print(line, file=sys.stderr))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     write(result, args.json_path, args.markdown)
     print(markdown(result))
     return 0
@@ -311,7 +316,10 @@ def _add_eval(sub) -> None:
 def _add_table(sub) -> None:
     table = sub.add_parser("table", help="evaluate several models in every condition: the model card's table")
     table.add_argument("--model", action="append", required=True, metavar="NAME=FILE",
-                       help="a row: its name and policy file (repeat)")
+                       help="a row: its name and policy file (repeat; the same NAME again adds another "
+                       "training seed to that row)")
+    table.add_argument("--reference", metavar="NAME", help="the row the others are compared with (default: "
+                       "the first): each cell says whether it differs from the reference's at 95%%")
     table.add_argument("--condition", action="append", choices=CONDITIONS, metavar="CONDITION",
                        help="a column: %(choices)s (repeat; default: every condition)")
     table.add_argument("--episodes", type=int, default=6,

@@ -68,6 +68,7 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
     out_json, out_md = tmp_path / "table.json", tmp_path / "table.md"
     result = subprocess.run(
         [sys.executable, "-m", "liquid_control.cli", "table", "--model", f"shipped={DEFAULT_MODEL}",
+         "--model", f"shipped={DEFAULT_MODEL}", "--model", f"again={DEFAULT_MODEL}",
          "--condition", "nominal", "--condition", "dark", "--episodes", "2", "--seconds", "3",
          "--json", str(out_json), "--markdown", str(out_md)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "MUJOCO_GL": "egl"})
@@ -75,11 +76,19 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
     table = json.loads(out_json.read_text())
     row = table["rows"]["shipped"]
     assert row["parameters"]["liquid_core"] > 0
+    assert row["seeds"] == 2 and table["reference"] == "shipped"
     for condition in ("nominal", "dark"):
         cell = row["cells"][condition]
-        assert cell["episodes"] == 2 and cell["tracks"] == ["oval", "kidney"]  # split over training tracks
+        # Two "seeds" (the same file twice) drive the same 2 episodes each, split over the training tracks.
+        assert cell["episodes"] == 4 and cell["tracks"] == ["oval", "kidney"]
         # The shipped policy keeps the road in both (models/README.md: 100% over 6 x 30 s in each).
         assert cell["success_rate"] == 1.0 and cell["mean_abs_xte_m"] < 0.05, cell
+        assert cell["success_ci"][0] < 1.0 == cell["success_ci"][1]  # 4 of 4 is not certainty
+        assert cell["mean_abs_xte_ci"][0] <= cell["mean_abs_xte_m"] <= cell["mean_abs_xte_ci"][1]
+        assert cell["success_rate_per_seed"] == [1.0, 1.0]
+        # The same model under another name drives the same episodes: not distinguishable.
+        vs = table["rows"]["again"]["cells"][condition]["vs_reference"]
+        assert not vs["success_differs"] and not vs["xte_differs"], vs
     assert "| shipped |" in out_md.read_text() and "| shipped |" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "liquid_control.cli", "table", "--model", "no-equals-sign"],
                          capture_output=True, text=True, timeout=120)

@@ -9,6 +9,7 @@ not depend on how many run at once.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -17,89 +18,143 @@ import numpy as np
 from .. import progress
 from ..runtime.modelfile import load_policy, parameter_counts
 from ..sim.conditions import CONDITIONS
+from . import stats
 from .evaluate import evaluate
 
 TRAINING_TRACKS = ("oval", "kidney")
 
 
 def _cell(job: tuple) -> dict:
-    name, model, condition, track, episodes, seconds, seed = job
+    name, index, model, condition, track, episodes, seconds, seed = job
     result = evaluate(model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed,
                       show_progress=False)  # the table's bar counts cells
-    result["name"] = name
+    result.update(name=name, index=index)
     return result
 
 
-def evaluation_table(models: dict[str, str | Path], conditions: list[str] | None = None, episodes: int = 6,
-                     seconds: float = 30.0, seed: int = 100, jobs: int = 1,
-                     training_tracks: tuple[str, ...] = TRAINING_TRACKS, log=progress.write) -> dict:
-    """Evaluate each model in each condition; returns {"rows": {name: {...}}, "conditions": [...]}."""
+def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], conditions: list[str] | None = None,
+                     episodes: int = 6, seconds: float = 30.0, seed: int = 100, jobs: int = 1,
+                     training_tracks: tuple[str, ...] = TRAINING_TRACKS, log=progress.write,
+                     reference: str | None = None) -> dict:
+    """Evaluate each row's models (one per training seed: every seed drives the same episodes) in
+    each condition; returns {"rows": {name: {...}}, "conditions": [...], ...}, each cell with its
+    95% intervals and, for rows other than `reference` (default: the first), whether it differs
+    from the reference row (learning/stats.py)."""
+    rows_models = {name: [str(m)] if isinstance(m, (str, Path)) else [str(x) for x in m] for name, m in models.items()}
     conditions = list(conditions or CONDITIONS)
     unknown = [c for c in conditions if c not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; choose from {sorted(CONDITIONS)}")
     if episodes < 1:
         raise ValueError("episodes must be at least 1")
+    reference = reference or next(iter(rows_models))
+    if reference not in rows_models:
+        raise ValueError(f"reference row {reference!r} is not a row: {sorted(rows_models)}")
     work = []
-    for name, model in models.items():
-        for condition in conditions:
-            if CONDITIONS[condition].track:
-                work.append((name, str(model), condition, "oval", episodes, seconds, seed))
-                continue
-            split = np.array_split(np.arange(episodes), len(training_tracks))
-            for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
-                if len(part):
-                    work.append((name, str(model), condition, track, len(part), seconds, seed + 1000 * k))
+    for name, files in rows_models.items():
+        for index, model in enumerate(files):
+            for condition in conditions:
+                if CONDITIONS[condition].track:
+                    work.append((name, index, model, condition, "oval", episodes, seconds, seed))
+                    continue
+                split = np.array_split(np.arange(episodes), len(training_tracks))
+                for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
+                    if len(part):
+                        work.append((name, index, model, condition, track, len(part), seconds, seed + 1000 * k))
     rows: dict[str, dict] = {}
-    for name, model in models.items():
-        policy, config = load_policy(model)
-        counts = parameter_counts(policy)
-        rows[name] = {"model": str(model), "architecture": config.provenance.get("architecture", config.network.cell),
-                      "parameters": counts, "cells": {}}
+    for name, files in rows_models.items():
+        policy, config = load_policy(files[0])
+        rows[name] = {"models": files, "seeds": len(files),
+                      "architecture": config.provenance.get("architecture", config.network.cell),
+                      "parameters": parameter_counts(policy), "cells": {}}
+        if len(files) == 1:
+            rows[name]["model"] = files[0]
     pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
     try:
         results = pool.map(_cell, work) if pool else map(_cell, work)
         for result in progress.bar(results, total=len(work), desc="table", unit="cell"):
             cells = rows[result["name"]]["cells"]
             cell = cells.setdefault(result["condition"], {"episodes": [], "tracks": []})
-            cell["episodes"] += result["per_episode"]
-            cell["tracks"].append(result["track"])
-            log(f"{result['name']:>10}  {result['condition']:<15} {result['track']:<11} "
+            cell["episodes"] += [{**e, "seed_index": result["index"]} for e in result["per_episode"]]
+            if result["index"] == 0:
+                cell["tracks"].append(result["track"])
+            log(f"{result['name']:>10}  {result['condition']:<15} {result['track']:<11} seed#{result['index']} "
                 f"success {result['success_rate']:.0%}  mean |xte| {result['mean_abs_xte_m']:.3f} m")
     finally:
         if pool:
             pool.shutdown()
     for row in rows.values():
         for cell in row["cells"].values():
-            eps = cell.pop("episodes")
-            cell.update(episodes=len(eps), success_rate=float(np.mean([e["success"] for e in eps])),
-                        mean_abs_xte_m=float(np.mean([e["mean_abs_xte_m"] for e in eps])),
-                        max_abs_xte_m=float(np.max([e["max_abs_xte_m"] for e in eps])),
-                        mean_speed_mps=float(np.mean([e["mean_speed_mps"] for e in eps])))
+            _summarise(cell, row["seeds"])
         ood = [c for c in conditions if c != "nominal"]
         if ood:
             row["ood_mean_success"] = float(np.mean([row["cells"][c]["success_rate"] for c in ood]))
             row["ood_mean_abs_xte_m"] = float(np.mean([row["cells"][c]["mean_abs_xte_m"] for c in ood]))
+    for name, row in rows.items():
+        if name != reference:
+            for c, cell in row["cells"].items():
+                ref = rows[reference]["cells"][c]
+                cell["vs_reference"] = stats.compare(
+                    (ref["successes"], ref["episodes"]), (cell["successes"], cell["episodes"]),
+                    ref["_xte_by_seed"], cell["_xte_by_seed"])
+    for row in rows.values():
+        for cell in row["cells"].values():
+            cell.pop("_xte_by_seed")
     return {"conditions": conditions, "episodes": episodes, "seconds": seconds, "seed": seed,
-            "training_tracks": list(training_tracks), "rows": rows}
+            "training_tracks": list(training_tracks), "reference": reference, "rows": rows}
+
+
+def _summarise(cell: dict, seeds: int) -> None:
+    eps = cell.pop("episodes")
+    by_seed = [[e["mean_abs_xte_m"] for e in eps if e["seed_index"] == i] for i in range(seeds)]
+    k = int(sum(e["success"] for e in eps))
+    mean, low, high = stats.mean_interval(by_seed)
+    cell.update(episodes=len(eps), successes=k, success_rate=k / len(eps), success_ci=list(stats.wilson(k, len(eps))),
+                mean_abs_xte_m=mean, mean_abs_xte_ci=[low, high],
+                max_abs_xte_m=float(np.max([e["max_abs_xte_m"] for e in eps])),
+                mean_speed_mps=float(np.mean([e["mean_speed_mps"] for e in eps])),
+                success_rate_per_seed=[float(np.mean([e["success"] for e in eps if e["seed_index"] == i]))
+                                       for i in range(seeds)],
+                _xte_by_seed=by_seed)
 
 
 def markdown(table: dict) -> str:
-    """Two markdown tables: success rate, then mean |xte| in mm, with the core's size."""
+    """Two markdown tables: success rate with its Wilson 95% interval, then mean |xte| in mm with
+    its bootstrap 95% interval; the core's and the whole policy's size; a dagger marks a cell that
+    differs from the reference row (p < 0.05), every other cell of another row is not
+    distinguishable from it."""
     conds = table["conditions"]
     ood = [c for c in conds if c != "nominal"]
-    head = "| model | core params | " + " | ".join(conds) + (" | OOD mean |" if ood else " |")
-    rule = "|---|---:|" + "---:|" * (len(conds) + bool(ood))
-    out = [f"Success rate (episodes per cell: {table['episodes']} x {table['seconds']:.0f} s)", "", head, rule]
+    reference = table.get("reference")
+    head = "| model | seeds | core params | all params | " + " | ".join(conds) + (" | OOD mean |" if ood else " |")
+    rule = "|---|---:|---:|---:|" + "---:|" * (len(conds) + bool(ood))
+
+    def mark(row_name: str, cell: dict, key: str) -> str:
+        vs = cell.get("vs_reference")
+        return "†" if row_name != reference and vs and vs[key] else ""
+
+    def lead(name: str, row: dict) -> str:
+        p = row["parameters"]
+        return f"| {name} | {row.get('seeds', 1)} | {p['liquid_core']:,} | {p['trainable']:,} | "
+
+    n = table["episodes"]
+    out = [f"Success rate, Wilson 95% interval (episodes per cell: {n} x {table['seconds']:.0f} s per seed); "
+           f"† differs from {reference} (Fisher's exact test, p < 0.05)", "", head, rule]
     for name, row in table["rows"].items():
-        cells = " | ".join(f"{row['cells'][c]['success_rate']:.0%}" for c in conds)
+        cells = " | ".join(
+            f"{row['cells'][c]['success_rate']:.0%} [{row['cells'][c]['success_ci'][0]:.0%}-"
+            f"{row['cells'][c]['success_ci'][1]:.0%}]{mark(name, row['cells'][c], 'success_differs')}" for c in conds)
         tail = f" | {row['ood_mean_success']:.0%} |" if ood else " |"
-        out.append(f"| {name} | {row['parameters']['liquid_core']:,} | {cells}{tail}")
-    out += ["", "Mean |cross-track error|, mm", "", head, rule]
+        out.append(lead(name, row) + cells + tail)
+    out += ["", f"Mean |cross-track error|, mm, 95% interval (bootstrap over seeds, then episodes); † differs from "
+            f"{reference}", "", head, rule]
     for name, row in table["rows"].items():
-        cells = " | ".join(f"{1000 * row['cells'][c]['mean_abs_xte_m']:.0f}" for c in conds)
+        cells = " | ".join(
+            f"{1000 * row['cells'][c]['mean_abs_xte_m']:.0f} [{1000 * row['cells'][c]['mean_abs_xte_ci'][0]:.0f}-"
+            f"{1000 * row['cells'][c]['mean_abs_xte_ci'][1]:.0f}]{mark(name, row['cells'][c], 'xte_differs')}"
+            for c in conds)
         tail = f" | {1000 * row['ood_mean_abs_xte_m']:.0f} |" if ood else " |"
-        out.append(f"| {name} | {row['parameters']['liquid_core']:,} | {cells}{tail}")
+        out.append(lead(name, row) + cells + tail)
     return "\n".join(out) + "\n"
 
 
