@@ -52,7 +52,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "track", default_value="oval",
             description="Shipped track whose Gazebo world to load and whose start to spawn the robot at "
-                        "(oval, kidney, serpentine: models/gazebo/worlds/<track>.sdf)."),
+                        "(oval, kidney, serpentine, hairpin: models/gazebo/worlds/<track>.sdf)."),
         launching.model_argument(),
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([share, "config", "controller.yaml"]),

@@ -32,7 +32,7 @@ def generate_launch_description() -> LaunchDescription:
         launching.model_argument(),
         DeclareLaunchArgument(
             "track", default_value="oval",
-            description="Track to drive: a shipped one (oval, kidney, serpentine) or a track file (.yaml)."),
+            description="Track to drive: a shipped one (oval, kidney, serpentine, hairpin) or a track file (.yaml)."),
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "controller.yaml"]),
             description="ROS parameters file for the controller (node liquid_controller). Key it "

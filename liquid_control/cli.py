@@ -154,8 +154,13 @@ def _table(args: argparse.Namespace) -> int:
             print(f"error: --model takes NAME=FILE, got {item!r}", file=sys.stderr)
             return 2
         models.setdefault(name, []).append(path)  # the same NAME again: another training seed of that row
+    conditions = list(args.condition or [])
+    if args.suite:
+        from .sim.conditions import SUITES as suites
+
+        conditions += [c for suite in args.suite for c in suites[suite] if c not in conditions]
     try:
-        result = evaluation_table(models, args.condition, episodes=args.episodes, seconds=args.seconds,
+        result = evaluation_table(models, conditions or None, episodes=args.episodes, seconds=args.seconds,
                                   seed=args.seed, jobs=args.jobs, reference=args.reference,
                                   log=lambda line: print(line, file=sys.stderr))
     except ValueError as exc:
@@ -240,6 +245,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 CONDITIONS = LazyChoices("liquid_control.sim.conditions", "CONDITIONS")
+SUITES = LazyChoices("liquid_control.sim.conditions", "SUITES")
 
 
 def _add_info(sub) -> None:
@@ -321,7 +327,9 @@ def _add_table(sub) -> None:
     table.add_argument("--reference", metavar="NAME", help="the row the others are compared with (default: "
                        "the first): each cell says whether it differs from the reference's at 95%%")
     table.add_argument("--condition", action="append", choices=CONDITIONS, metavar="CONDITION",
-                       help="a column: %(choices)s (repeat; default: every condition)")
+                       help="a column: %(choices)s (repeat; default: the classic suite)")
+    table.add_argument("--suite", action="append", choices=SUITES, metavar="SUITE",
+                       help="every condition of a suite as columns: %(choices)s (repeat; with --condition: both)")
     table.add_argument("--episodes", type=int, default=6,
                        help="episodes per cell (split between the training tracks)")
     table.add_argument("--seconds", type=float, default=30.0)

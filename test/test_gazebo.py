@@ -488,3 +488,144 @@ def test_spawn_pose_needs_no_mujoco_nor_rclpy():
     code = ("import sys; from liquid_control.sim import gazebo; gazebo.spawn_pose('oval'); "
             "assert not {'mujoco', 'rclpy'} & set(sys.modules), sorted({'mujoco', 'rclpy'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+# --- (f) evaluation conditions: the same layout under a condition, what Gazebo can carry ----------
+def _rotation(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """SDF's pose rotation: R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    cr, sr, cp, sp, cy, sy = (math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch),
+                              math.cos(yaw), math.sin(yaw))
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _condition_files(name: str) -> dict[str, ET.Element]:
+    from liquid_control.sim.conditions import CONDITIONS
+
+    files = gazebo.generated_files([str(TRACK_FILES[0])], CONDITIONS[name])
+    return {k: ET.fromstring(v) for k, v in files.items() if k.endswith(".sdf")}
+
+
+def test_nominal_condition_exports_the_committed_files():
+    from liquid_control.sim.conditions import CONDITIONS
+
+    assert gazebo.generated_files([str(TRACK_FILES[0])], CONDITIONS["nominal"]) == \
+        gazebo.generated_files([str(TRACK_FILES[0])])
+
+
+def test_a_rolled_camera_exports_as_the_mujoco_camera():
+    """The rolled, pitched camera of camera_roll and camera_tilt points the same way and keeps the same
+    up in the Gazebo robot (a camera looking along +x, z up) as in the compiled MuJoCo scene (along
+    -z, y up)."""
+    mujoco = pytest.importorskip("mujoco")
+    from liquid_control.sim.conditions import CONDITIONS
+    from liquid_control.sim.world import scene_xml
+
+    for name in ("camera_roll", "camera_tilt"):
+        robot = CONDITIONS[name].robot_spec()
+        camera = _condition_files(name)[f"models/gazebo/{ROBOT_SDF}"].find("model/link/sensor[@type='camera']")
+        roll, pitch, yaw = floats(camera.findtext("pose"))[3:]
+        assert (math.degrees(roll), math.degrees(pitch), yaw) == pytest.approx(
+            (robot.camera_roll_deg, robot.camera_pitch_deg, 0), abs=1e-4)
+        xml, assets = scene_xml(Track.load(TRACK_FILES[0]), robot, pixels_per_m=2.0)
+        mat = np.zeros(9)
+        mujoco.mju_quat2Mat(mat, mujoco.MjModel.from_xml_string(xml, assets).camera("front").quat)
+        mj = mat.reshape(3, 3)
+        gz = _rotation(roll, pitch, yaw)
+        assert gz[:, 0] == pytest.approx(-mj[:, 2], abs=1e-4)  # view direction
+        assert gz[:, 2] == pytest.approx(mj[:, 1], abs=1e-4)  # image up
+        assert gz[:, 1] == pytest.approx(-mj[:, 0], abs=1e-4)  # image left
+
+
+def test_conditions_export_friction_mass_lighting_fog_texture_and_track():
+    from liquid_control.sim.conditions import CONDITIONS
+
+    track = Track.load(TRACK_FILES[0])
+    ground_sdf = f"models/gazebo/{gazebo.track_model_name(track)}/model.sdf"
+    world_sdf = f"models/gazebo/{world_key(track)}"
+
+    slippery = _condition_files("low_friction")
+    spec = CONDITIONS["low_friction"].robot
+    for side in ("left", "right"):
+        mu = slippery[f"models/gazebo/{ROBOT_SDF}"].find(f"model/link[@name='{side}_wheel']/collision/surface/friction/ode")
+        assert float(mu.findtext("mu")) == float(mu.findtext("mu2")) == spec["wheel_friction"]
+    ground = slippery[ground_sdf].find("model/link/collision/surface/friction/ode")
+    assert float(ground.findtext("mu")) == spec["ground_friction"]
+
+    heavy = _condition_files("heavy")[f"models/gazebo/{ROBOT_SDF}"].find("model")
+    spec = CONDITIONS["heavy"].robot
+    assert float(heavy.findtext("link[@name='base_link']/inertial/mass")) == pytest.approx(
+        spec["mass"] + spec["caster_mass"], rel=SDF_REL)
+    assert float(heavy.findtext("link[@name='left_wheel']/inertial/mass")) == spec["wheel_mass"]
+
+    dark = _condition_files("dark")[world_sdf].find("world")
+    assert floats(dark.findtext("light/diffuse"))[:3] == [CONDITIONS["dark"].look["light_diffuse"]] * 3
+    assert dark.find("scene/fog") is None
+
+    fog = _condition_files("foggy")[world_sdf].find("world/scene")
+    look = CONDITIONS["foggy"].look
+    assert fog.findtext("fog/type") == "linear"
+    assert (float(fog.findtext("fog/start")), float(fog.findtext("fog/end"))) == (look["fog_start"], look["fog_end"])
+    assert floats(fog.findtext("background")) == floats(fog.findtext("fog/color"))
+
+    nominal = gazebo.generated_files([str(TRACK_FILES[0])])
+    for name in ("shadows", "checker_ground"):  # painted into the road texture
+        files = gazebo.generated_files([str(TRACK_FILES[0])], CONDITIONS[name])
+        texture = f"models/gazebo/{gazebo.track_model_name(track)}/{gazebo.TEXTURE_PATH}"
+        assert not np.array_equal(png_pixels(files[texture]), png_pixels(nominal[texture]))
+
+    tight = gazebo.generated_files(None, CONDITIONS["tight_turns"])
+    assert [k for k in tight if k.startswith("models/gazebo/worlds/")] == ["models/gazebo/worlds/hairpin.sdf"]
+
+
+def test_conditions_name_what_gazebo_cannot_reproduce():
+    from liquid_control.sim.conditions import CONDITIONS, SUITES
+
+    missing = {name: CONDITIONS[name].not_in_gazebo() for name in SUITES["hard"]}
+    assert missing["command_delay"] == ["robot.command_delay"] and missing["weak_motors"] == ["robot.motor_gain"]
+    assert set(missing["motion_blur"]) == {"sensors.exposure", "sensors.exposure_samples"}
+    assert missing["frame_drop"] == ["sensors.camera_drop"]
+    for name in ("nominal", "shadows", "foggy", "checker_ground", "camera_tilt", "camera_roll", "dark_noise",
+                 "heavy_noise", "imu_bias", "low_friction", "heavy", "tight_turns"):
+        assert missing[name] == [], name
+
+
+def test_command_line_exports_a_condition_and_says_what_it_leaves_out(tmp_path, capsys):
+    assert gazebo.main(["--output", str(tmp_path), "--track", str(TRACK_FILES[0]), "--condition", "command_delay"]) == 0
+    assert "not reproduced in Gazebo: robot.command_delay" in capsys.readouterr().err
+    assert (tmp_path / "models/gazebo/liquid_robot/model.sdf").is_file()
+    with pytest.raises(SystemExit):
+        gazebo.main(["--output", str(tmp_path), "--condition", "no_such_condition"])
+
+
+@pytest.mark.parametrize("name", ["foggy", "camera_roll", "low_friction", "shadows"])
+def test_sdformat_parser_accepts_a_condition_export(ign, name, tmp_path):
+    """`ign sdf -k` accepts a condition's robot and world (include resolved from its own directory),
+    and `ign sdf -p` keeps what the condition changed."""
+    from liquid_control.sim.conditions import CONDITIONS
+
+    out = tmp_path / "export"
+    gazebo.export(out, [str(TRACK_FILES[0])], CONDITIONS[name])
+    models = out / "models" / "gazebo"
+    track = Track.load(TRACK_FILES[0])
+    env = dict(os.environ, SDF_PATH=str(models))
+    views = {}
+    for relative in (ROBOT_SDF, world_key(track)):
+        check = subprocess.run(["ign", "sdf", "-k", str(models / relative)], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120)
+        output = check.stdout + check.stderr
+        assert check.returncode == 0 and "Valid." in output and not ign_problems(output), output
+        printed = subprocess.run(["ign", "sdf", "-p", str(models / relative)], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert printed.returncode == 0, printed.stderr
+        views[relative] = ET.fromstring(printed.stdout)
+    if name == "foggy":
+        assert float(views[world_key(track)].findtext("world/scene/fog/end")) == CONDITIONS[name].look["fog_end"]
+    if name == "camera_roll":
+        pose = floats(views[ROBOT_SDF].findtext("model/link/sensor[@type='camera']/pose"))
+        assert math.degrees(pose[3]) == pytest.approx(CONDITIONS[name].robot["camera_roll_deg"], abs=1e-3)
+    if name == "low_friction":
+        ground = views[world_key(track)].find("world/model/link/collision/surface/friction/ode")
+        assert float(ground.findtext("mu")) == CONDITIONS[name].robot["ground_friction"]

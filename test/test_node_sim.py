@@ -153,6 +153,10 @@ def test_sim_node_applies_an_evaluation_condition_and_refuses_an_unknown_one():
     nominal = _mean_frame_brightness("-p", "seed:=1")
     dark = _mean_frame_brightness("-p", "seed:=1", "-p", "condition:=dark")
     assert nominal is not None and dark is not None and dark < 0.6 * nominal
+    # A condition that changes the robot (the camera pitched 5 degrees up) reaches sim_node too:
+    # more of the dark sky above the horizon in the frame.
+    tilted = _mean_frame_brightness("-p", "seed:=1", "-p", "condition:=camera_tilt")
+    assert tilted is not None and tilted < 0.97 * nominal, (tilted, nominal)
     bad = _start("sim_node", "-p", "condition:=fog")
     assert bad.wait(timeout=60) == 2
     assert "unknown condition 'fog'" in _stop(bad)

@@ -176,3 +176,28 @@ def test_renders_headless_without_mujoco_gl_set():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[0].endswith("True")
+
+
+def test_expert_completes_a_lap_of_the_tight_track_at_1_mps():
+    """The tight_turns condition's track (1.3 m radius turns) is drivable at 1.0 m/s: the expert keeps
+    every wheel on the road for a whole lap at that speed, so a policy that leaves it fails on its own."""
+    from liquid_control.sim.conditions import CONDITIONS
+
+    track = Track.load(track_path(CONDITIONS["tight_turns"].track))
+    env = TrackEnv(track, seed=4)
+    expert = PurePursuit(speed=1.0)
+    off, speeds = False, []
+    try:
+        for ev in env.events(track.length / 1.0 * 1.1):
+            if ev.kind == "imu":
+                env.command(*expert(env))
+                truth = env.truth()
+                off = off or truth["off_road"]
+                speeds.append(truth["speed"])
+            if env.truth()["progress"] >= track.length:
+                break
+        assert not off
+        assert env.truth()["progress"] >= track.length  # a whole lap
+        assert np.mean(speeds) == pytest.approx(1.0, abs=0.05)
+    finally:
+        env.close()

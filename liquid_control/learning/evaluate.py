@@ -29,7 +29,7 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     policy, config = load_policy(model)
     world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
     rng = np.random.default_rng(seed)
-    env = TrackEnv(world, sensors=sensors, seed=seed, distractors=c.distractors)
+    env = TrackEnv(world, sensors=sensors, seed=seed, **c.env_kwargs())
     results, paths = [], []
     try:
         for k in progress.bar(range(episodes), active=show_progress, desc=f"eval {world.name} {condition}",

@@ -64,7 +64,7 @@ class SimNode(Node):
             raise ValueError(f"unknown condition {name!r}; choose from {sorted(CONDITIONS)}")
         condition = CONDITIONS[name]
         self.track, sensors = condition.apply(Track.load(track_path(condition.track or track)), sensors)
-        self._env_args = (sensors, seed, condition.distractors)
+        self._env_args = (sensors, seed, condition.env_kwargs())
         self.env: TrackEnv | None = None
 
         self.camera_pub = self.create_publisher(Image, topics.CAMERA, qos_profile_sensor_data)
@@ -89,8 +89,8 @@ class SimNode(Node):
 
     def _loop(self) -> None:
         # The renderer's EGL context belongs to the thread that creates it: create it here.
-        sensors, seed, distractors = self._env_args
-        self.env = TrackEnv(self.track, sensors=sensors, seed=seed, distractors=distractors)
+        sensors, seed, others = self._env_args  # the condition's robot and distractors
+        self.env = TrackEnv(self.track, sensors=sensors, seed=seed, **others)
         self.env.reset(s=0.0)
         try:
             self._run()

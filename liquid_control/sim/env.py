@@ -1,6 +1,7 @@
 """TrackEnv: the robot on a track in MuJoCo, as a stream of timestamped sensor events (camera at
-30 Hz, IMU at 200 Hz, each on its own clock, optional jitter, drops and noise) that takes velocity
-commands, with ground truth (pose, cross-track error, progress, off-road) for experts and metrics.
+30 Hz, IMU at 200 Hz, each on its own clock, optional jitter, drops, noise, biases and motion blur)
+that takes velocity commands (through the robot's motor gain and command delay), with ground truth
+(pose, cross-track error, progress, off-road) for experts and metrics.
 Deterministic under a seed. The same events drive LiquidController here, in the ROS sim_node, and
 in recorded bags.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -37,6 +39,8 @@ class SensorConfig:
     gyro_bias: float = 0.0         # rad/s, on z
     accel_bias: float = 0.0        # m/s^2, on x and y
     image_noise: float = 0.0       # std of per-pixel noise, in [0, 1] units
+    exposure: float = 0.0          # s the shutter is open before each frame's stamp (0: instantaneous)
+    exposure_samples: int = 8      # renders averaged over the exposure (motion blur), when exposure > 0
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,18 @@ class TrackEnv:
         xml, assets = scene_xml(track, robot, timestep=timestep, distractors=self.distractors)
         self.model = mujoco.MjModel.from_xml_string(xml, assets)
         self.data = mujoco.MjData(self.model)
+        look = track.look
+        if look.fog_end:
+            # MuJoCo's fog distances are in units of the model's extent, known once compiled; the
+            # renderer's context reads them when it is made.
+            self.model.vis.map.fogstart = look.fog_start / self.model.stat.extent
+            self.model.vis.map.fogend = look.fog_end / self.model.stat.extent
         self._renderer = mujoco.Renderer(self.model, robot.image_height, robot.image_width)
+        if look.fog_end:
+            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_FOG] = 1
+        self._pending: deque[tuple[float, float, float]] = deque()  # delayed wheel commands (due, left, right)
+        self._exposure: list[float] = []  # the next frame's sub-frame times not yet rendered
+        self._exposed = np.zeros((robot.image_height, robot.image_width, 3))
         self._sensor = {name: self.model.sensor(name).adr[0] for name in ("accel", "gyro", "orientation")}
         self._seed = seed
         self.reset()
@@ -75,20 +90,27 @@ class TrackEnv:
         self._next_imu = 0.0
         self._camera_index = 0
         self._next_camera = self._camera_time(0)
+        self._open_shutter()
         self._start_s = s
         self._laps_s = 0.0
         self._last_s = self.track.project(x, y)["s"]
-        self.command(0.0, 0.0)
+        self._pending.clear()
+        self.data.ctrl[:] = 0.0
 
     def close(self) -> None:
         self._renderer.close()
 
     # --- control ---------------------------------------------------------------------------
     def command(self, linear: float, angular: float) -> None:
-        """A body-frame velocity command (m/s, rad/s) for the wheels' velocity servos."""
-        r, b = self.robot.wheel_radius, self.robot.wheel_separation
-        self.data.ctrl[0] = (linear - angular * b / 2) / r
-        self.data.ctrl[1] = (linear + angular * b / 2) / r
+        """A body-frame velocity command (m/s, rad/s) for the wheels' velocity servos: scaled by the
+        robot's motor_gain, and reaching them command_delay s of sim time later."""
+        robot = self.robot
+        r, b, gain = robot.wheel_radius, robot.wheel_separation, robot.motor_gain
+        left, right = gain * (linear - angular * b / 2) / r, gain * (linear + angular * b / 2) / r
+        if robot.command_delay > 0:
+            self._pending.append((self.time + robot.command_delay, left, right))
+        else:
+            self.data.ctrl[0], self.data.ctrl[1] = left, right
 
     # --- sensing ---------------------------------------------------------------------------
     @property
@@ -108,9 +130,11 @@ class TrackEnv:
             if camera_next:
                 self._camera_index += 1
                 self._next_camera = self._camera_time(self._camera_index)
-                if self.rng.random() < self.sensors.camera_drop:
-                    continue
-                yield SensorEvent(stamp, "camera", self.render())
+                dropped = self.rng.random() < self.sensors.camera_drop
+                image = None if dropped else self._exposed_frame()
+                self._open_shutter()
+                if image is not None:
+                    yield SensorEvent(stamp, "camera", image)
             else:
                 self._next_imu = stamp + 1.0 / self.sensors.imu_hz
                 yield SensorEvent(stamp, "imu", self.imu())
@@ -123,12 +147,45 @@ class TrackEnv:
     def _advance_to(self, t: float) -> None:
         dt = self.model.opt.timestep
         while self.data.time + dt / 2 < t:
+            self._expose(dt)
+            while self._pending and self._pending[0][0] <= self.data.time + dt / 2:
+                _, self.data.ctrl[0], self.data.ctrl[1] = self._pending.popleft()
             mujoco.mj_step(self.model, self.data)
             self._track_progress()
+        self._expose(dt)
+
+    # Motion blur: a frame stamped T is the mean of exposure_samples renders spread evenly over
+    # [T - exposure, T], each of the state at its own time (physics steps between them).
+    def _open_shutter(self) -> None:
+        cfg = self.sensors
+        if cfg.exposure > 0 and cfg.exposure_samples > 1:
+            n, end = cfg.exposure_samples, self._next_camera
+            self._exposure = [end - cfg.exposure * (n - 1 - k) / (n - 1) for k in range(n - 1)]
+            self._exposed[:] = 0.0
+
+    def _expose(self, dt: float) -> None:
+        while self._exposure and self._exposure[0] <= self.data.time + dt / 2:
+            self._exposure.pop(0)
+            self._exposed += self._render_rgb()
+
+    def _exposed_frame(self) -> np.ndarray:
+        cfg = self.sensors
+        if not (cfg.exposure > 0 and cfg.exposure_samples > 1):
+            return self.render()
+        self._expose(math.inf)  # sub-frames not reached yet (none, unless the stamp came early)
+        total = self._exposed + self._render_rgb()
+        return self._finish((total / cfg.exposure_samples).astype(np.float32))
+
+    def _render_rgb(self) -> np.ndarray:
+        self._renderer.update_scene(self.data, camera="front")
+        return self._renderer.render()
 
     def render(self) -> np.ndarray:
-        self._renderer.update_scene(self.data, camera="front")
-        image = self._renderer.render().astype(np.float32) * (1.0 / 255.0)
+        """The camera's view now (an instantaneous exposure), with the configured pixel noise."""
+        return self._finish(self._render_rgb().astype(np.float32))
+
+    def _finish(self, rgb: np.ndarray) -> np.ndarray:
+        image = rgb * np.float32(1.0 / 255.0)
         if self.sensors.image_noise > 0:
             image += self.rng.normal(0.0, self.sensors.image_noise, image.shape).astype(np.float32)
             np.clip(image, 0.0, 1.0, out=image)

@@ -13,6 +13,13 @@ directory in it with a model.config is a `model://NAME`):
 
 plus config/gazebo_bridge.yaml. Frames follow REP 103 (base_link: x forward, y left, z up), as in
 liquid_control.sim.world, whose MuJoCo geometry this mirrors.
+
+An evaluation condition (liquid_control.sim.conditions) exports as the same layout in a directory of
+its own (`--condition NAME --output DIR`; the committed copies are the nominal world): its robot
+changes (camera pitch and roll, friction, masses), its look (lighting, colours, shadows and ground
+patterns, which are in the road texture, and fog, as SDF's <scene><fog>), its sensor noise and biases
+and its track. What Gazebo cannot do (command delay, motor gain, motion blur, dropped frames, the
+distractors) Condition.not_in_gazebo() names, and the command line prints.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from .track import Track, track_path
 from .world import RobotSpec
 
 if TYPE_CHECKING:  # .env imports MuJoCo, which a launch file calling spawn_pose() need not have
+    from .conditions import Condition
     from .env import SensorConfig
 
 SDF_VERSION = "1.9"  # the newest the SDFormat 12 checker reads; gz-sim Harmonic reads it too
@@ -43,7 +51,6 @@ ROBOT_NAME = "liquid_robot"
 PIXELS_PER_M = 40.0  # road texture resolution, as the MuJoCo scene's
 TEXTURE_PATH = "materials/textures/road.png"  # inside a track's model directory
 # The robot's geometry, masses and friction are RobotSpec's, the same numbers world.scene_xml uses.
-GROUND_FRICTION = RobotSpec().ground_friction
 GRAVITY = 9.81  # m/s^2, MuJoCo's default
 
 # Frame ids in the messages, the same names sim_node stamps (the sensors are named after theirs).
@@ -223,9 +230,9 @@ def horizontal_fov(robot: RobotSpec | None = None) -> float:
 def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = None) -> str:
     """The robot as an SDF model: MuJoCo's base_link (chassis and frictionless caster), two wheels on
     revolute joints driven by gz-sim's DiffDrive, a forward camera and an IMU, all at the rates and
-    noise of SensorConfig and on the gz topics of BRIDGE. Not reproduced: camera jitter and drops,
-    and the MuJoCo wheels' velocity servo (DiffDrive sets wheel speeds directly). gz-sensors gives a
-    nonzero IMU bias_mean a random sign at start-up."""
+    noise of SensorConfig and on the gz topics of BRIDGE. Not reproduced: camera jitter, drops and
+    exposure, and the MuJoCo wheels' velocity servo with its gain and delay (DiffDrive sets wheel
+    speeds directly). gz-sensors gives a nonzero IMU bias_mean a random sign at start-up."""
     from .env import SensorConfig
 
     r, s = robot or RobotSpec(), sensors or SensorConfig()
@@ -269,7 +276,7 @@ def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = Non
            in the SDF spec, and Harmonic's parser warns about it), so sensors are named by frame. -->
       <sensor name="{CAMERA_FRAME}" type="camera">
         <!-- Looks along its +x, pitched down by camera_pitch_deg. -->
-        <pose>{_vec(lx / 2, 0, r.camera_height - h, 0, math.radians(r.camera_pitch_deg), 0)}</pose>
+        <pose>{_vec(lx / 2, 0, r.camera_height - h, math.radians(r.camera_roll_deg), math.radians(r.camera_pitch_deg), 0)}</pose>
         <always_on>1</always_on>
         <update_rate>{_num(s.camera_hz)}</update_rate>
         <topic>{gz_topic(topics.CAMERA)}</topic>
@@ -346,10 +353,12 @@ def road_texture(track: Track, pixels_per_m: float = PIXELS_PER_M) -> tuple[np.n
     return image, (xmin, ymax - h / pixels_per_m, xmin + w / pixels_per_m, ymax)
 
 
-def track_sdf(track: Track, pixels_per_m: float = PIXELS_PER_M) -> str:
+def track_sdf(track: Track, pixels_per_m: float = PIXELS_PER_M, robot: RobotSpec | None = None) -> str:
     """A track's ground as a static model: a plane textured with the road image, sized and placed so
     that each pixel lies where Track.texture drew it. gz's unit plane maps texture u along +x and
-    row 0 (v = 0) to +y, the image convention of Track.texture (row 0 is ymax)."""
+    row 0 (v = 0) to +y, the image convention of Track.texture (row 0 is ymax). Its friction is the
+    RobotSpec's ground_friction (default RobotSpec())."""
+    ground_friction = (robot or RobotSpec()).ground_friction
     _, (xmin, ymin, xmax, ymax) = road_texture(track, pixels_per_m)
     name = track_model_name(track)
     plane = (f"<geometry><plane><normal>0 0 1</normal><size>{_vec(xmax - xmin, ymax - ymin)}</size></plane>"
@@ -363,7 +372,7 @@ def track_sdf(track: Track, pixels_per_m: float = PIXELS_PER_M) -> str:
       <pose>{_vec((xmin + xmax) / 2, (ymin + ymax) / 2, 0, 0, 0, 0)}</pose>
       <collision name="collision">
         {plane}
-        <surface><friction><ode><mu>{_num(GROUND_FRICTION)}</mu><mu2>{_num(GROUND_FRICTION)}</mu2></ode></friction></surface>
+        <surface><friction><ode><mu>{_num(ground_friction)}</mu><mu2>{_num(ground_friction)}</mu2></ode></friction></surface>
       </collision>
       <visual name="road">
         {plane}
@@ -386,14 +395,30 @@ def track_sdf(track: Track, pixels_per_m: float = PIXELS_PER_M) -> str:
 """
 
 
+def _fog(look) -> str:
+    # SDF's linear fog has MuJoCo's meaning: distances from the camera where it starts and where it
+    # hides everything. The parser accepts it; whether gz-sim's ogre2 scene draws it is not checked here.
+    if not look.fog_end:
+        return ""
+    return f"""
+      <fog>
+        <color>{_rgba(look.fog_color)}</color>
+        <type>linear</type>
+        <start>{_num(look.fog_start)}</start>
+        <end>{_num(look.fog_end)}</end>
+      </fog>"""
+
+
 def world_sdf(track: Track, timestep: float = 0.001) -> str:
     """The world of a track: physics at the MuJoCo timestep, the systems sensors and spawning need,
-    the track's lighting (ambient, and a straight-down light for MuJoCo's headlight) and its ground.
-    The robot is not in it: launch files spawn it at spawn_pose(track)."""
+    the track's lighting (ambient, and a straight-down light for MuJoCo's headlight), its fog (with
+    a fog-coloured background, as MuJoCo's fog-coloured sky) and its ground. The robot is not in it:
+    launch files spawn it at spawn_pose(track)."""
     look = track.look
     systems = "\n".join(
         f'    <plugin filename="{filename}" name="{name}">{config}</plugin>' for filename, name, config in WORLD_SYSTEMS)
     ambient, diffuse = (look.light_ambient,) * 3, (look.light_diffuse,) * 3
+    background = _rgba(look.fog_color) if look.fog_end else "0 0 0 1"  # in fog, the fog's colour
     return f"""<?xml version="1.0"?>
 <!-- Generated by liquid_control.sim.gazebo from track {track.name!r}: do not edit.
      Needs GZ_SIM_RESOURCE_PATH to hold share/liquid_control/models/gazebo (model://{track_model_name(track)}). -->
@@ -408,9 +433,9 @@ def world_sdf(track: Track, timestep: float = 0.001) -> str:
     <scene>
       <ambient>{_rgba(ambient)}</ambient>
       <!-- Black beyond the ground, like the MuJoCo scene (no skybox). -->
-      <background>0 0 0 1</background>
+      <background>{background}</background>
       <shadows>false</shadows>
-      <grid>false</grid>
+      <grid>false</grid>{_fog(look)}
     </scene>
     <light type="directional" name="headlight">
       <cast_shadows>false</cast_shadows>
@@ -444,31 +469,47 @@ def shipped_tracks() -> list[str]:
     return sorted(p.stem for p in share_path("config", "tracks").glob("*.yaml"))
 
 
-def generated_files(tracks: Iterable[Track | str] | None = None) -> dict[str, bytes]:
-    """Every generated file, by path relative to the package root (models/gazebo/..., config/...)."""
+def generated_files(tracks: Iterable[Track | str] | None = None,
+                    condition: Condition | None = None) -> dict[str, bytes]:
+    """Every generated file, by path relative to the package root (models/gazebo/..., config/...),
+    for the nominal world or under `condition` (its robot, sensors and look; its track instead of
+    `tracks` when it names one). What the condition changes that Gazebo cannot reproduce is
+    condition.not_in_gazebo()."""
+    from .env import SensorConfig
+
+    if condition is not None and condition.track:
+        tracks = [condition.track]
+    loaded = [item if isinstance(item, Track) else Track.load(track_path(item))
+              for item in (shipped_tracks() if tracks is None else tracks)]
+    robot, sensors = RobotSpec(), SensorConfig()
+    if condition is not None:
+        robot = condition.robot_spec(robot)
+        _, sensors = condition.apply(None, sensors)
+        loaded = [condition.apply(track, sensors)[0] for track in loaded]
     root = "models/gazebo"
     files = {
-        f"{root}/{ROBOT_NAME}/model.sdf": robot_sdf(),
+        f"{root}/{ROBOT_NAME}/model.sdf": robot_sdf(robot, sensors),
         f"{root}/{ROBOT_NAME}/model.config": _model_config(
             ROBOT_NAME, "liquid_control's differential-drive robot with a forward camera and an IMU."),
         "config/gazebo_bridge.yaml": bridge_yaml(),
     }
-    for item in shipped_tracks() if tracks is None else tracks:
-        track = item if isinstance(item, Track) else Track.load(track_path(item))
+    for track in loaded:
         name = track_model_name(track)
         image, _ = road_texture(track)
-        files[f"{root}/{name}/model.sdf"] = track_sdf(track)
+        files[f"{root}/{name}/model.sdf"] = track_sdf(track, robot=robot)
         files[f"{root}/{name}/model.config"] = _model_config(name, f"The ground and road of track {track.name!r}.")
         files[f"{root}/{name}/{TEXTURE_PATH}"] = png_bytes(image)
         files[f"{root}/worlds/{track.name}.sdf"] = world_sdf(track)
     return {path: data.encode() if isinstance(data, str) else data for path, data in sorted(files.items())}
 
 
-def export(directory: str | Path, tracks: Iterable[Track | str] | None = None) -> list[Path]:
-    """Write every generated file under `directory` (the package root for the shipped copies)."""
+def export(directory: str | Path, tracks: Iterable[Track | str] | None = None,
+           condition: Condition | None = None) -> list[Path]:
+    """Write every generated file under `directory` (the package root for the shipped copies; a
+    directory of its own for a condition's)."""
     directory = Path(directory)
     written = []
-    for relative, data in generated_files(tracks).items():
+    for relative, data in generated_files(tracks, condition).items():
         path = directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -483,9 +524,20 @@ def main(argv: list[str] | None = None) -> int:
                     "(models/gazebo/..., config/gazebo_bridge.yaml).")
     parser.add_argument("--output", required=True, help="directory to write into; the package root for the shipped copies")
     parser.add_argument("--track", action="append", help="track name or file (repeatable); default: every shipped track")
+    parser.add_argument("--condition", help="an evaluation condition to export instead of the nominal world "
+                                            "(liquid-control eval --condition); write it to a directory of its own")
     args = parser.parse_args(argv)
-    for path in export(args.output, args.track):
+    condition = None
+    if args.condition:
+        from .conditions import CONDITIONS
+
+        if args.condition not in CONDITIONS:
+            parser.error(f"unknown condition {args.condition!r}; choose from {', '.join(CONDITIONS)}")
+        condition = CONDITIONS[args.condition]
+    for path in export(args.output, args.track, condition):
         print(path)
+    if condition is not None and condition.not_in_gazebo():
+        print(f"not reproduced in Gazebo: {', '.join(condition.not_in_gazebo())}", file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,16 @@ class Look:
     center: tuple[float, float, float] = (0.95, 0.80, 0.10)
     light_diffuse: float = 0.8
     light_ambient: float = 0.3
+    # Weather and ground patterns beyond the colours; the defaults leave the plain look unchanged.
+    fog_start: float = 0.0       # m from the camera where fog begins
+    fog_end: float = 0.0         # m from the camera where it hides everything (0: no fog)
+    fog_color: tuple[float, float, float] = (0.75, 0.75, 0.78)
+    checker: float = 0.0         # m, side of a checkerboard's squares on the ground beside the road (0: plain)
+    checker_color: tuple[float, float, float] = (0.75, 0.70, 0.50)  # the board's other squares
+    shadow: float = 0.0          # fraction of the light taken by shadows cast across the road (0: none)
+    shadow_spacing: float = 2.0  # m along the road from one shadow to the next
+    shadow_width: float = 0.7    # m along the road that each shadow covers
+    shadow_slant: float = 0.6    # shift along the road per metre across it (tan of the shadows' angle)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +94,7 @@ class Track:
             raise ValueError(f"road_width must be in [0.2, 20] m, got {width}")
         markings = Markings(**(data.get("markings") or {}))
         look_data = dict(data.get("look") or {})
-        for key in ("road", "ground", "edge", "center"):
+        for key in ("road", "ground", "edge", "center", "fog_color", "checker_color"):
             if key in look_data:
                 rgb = tuple(float(v) for v in look_data[key])
                 if len(rgb) != 3 or not all(0.0 <= v <= 1.0 for v in rgb):
@@ -193,11 +203,14 @@ class Track:
         xs = xmin + (np.arange(w) + 0.5) / pixels_per_m
         ys = ymax - (np.arange(h) + 0.5) / pixels_per_m
         gx, gy = np.meshgrid(xs, ys)
-        dist, s = _distance_field(self, gx.ravel(), gy.ravel())
+        dist, s, nearest = _distance_field(self, gx.ravel(), gy.ravel())
         dist, s = dist.reshape(h, w), s.reshape(h, w)
         look, mk = self.look, self.markings
         img = np.empty((h, w, 3), dtype=np.float32)
         img[:] = look.ground
+        if look.checker > 0:
+            squares = (np.floor(gx / look.checker) + np.floor(gy / look.checker)) % 2 == 1
+            img[squares] = look.checker_color
         half = self.road_width / 2
         img[dist <= half] = look.road
         edge = (dist <= half) & (dist >= half - mk.edge_width)
@@ -205,6 +218,15 @@ class Track:
         if mk.center_width > 0:
             dashed = (s % (mk.dash_length + mk.gap_length)) < mk.dash_length
             img[(dist <= mk.center_width / 2) & dashed] = look.center
+        if look.shadow > 0:
+            # Bands across the road and the ground beside it, slanted, every shadow_spacing m of
+            # progress: what a row of posts or trees casts in a low sun, painted on the ground.
+            tangent = self.tangent()[nearest]
+            rel = np.stack([gx.ravel(), gy.ravel()], axis=1) - self.samples[nearest]
+            along = s + (tangent * rel).sum(axis=1).reshape(h, w)  # progress, between the samples too
+            offset = (tangent[:, 0] * rel[:, 1] - tangent[:, 1] * rel[:, 0]).reshape(h, w)  # + left
+            band = (along + look.shadow_slant * offset) % look.shadow_spacing < look.shadow_width
+            img[band] *= 1.0 - look.shadow
         return (img * 255).round().astype(np.uint8), (xmin, ymin, xmax, ymax)
 
 
@@ -256,17 +278,19 @@ def _catmull_rom(points: np.ndarray, per_segment: int) -> np.ndarray:
 
 
 def _distance_field(track: Track, x: np.ndarray, y: np.ndarray, chunk: int = 20000):
-    """Distance to the centreline and progress of the nearest point, for many query points."""
+    """Distance to the centreline, progress of the nearest sample and its index, for many query points."""
     pts, s = track.samples, track.arclength
     dist = np.empty(x.size)
     prog = np.empty(x.size)
+    nearest = np.empty(x.size, dtype=np.int64)
     for start in range(0, x.size, chunk):
         qx, qy = x[start:start + chunk, None], y[start:start + chunk, None]
         d2 = (qx - pts[None, :, 0]) ** 2 + (qy - pts[None, :, 1]) ** 2
         i = np.argmin(d2, axis=1)
         dist[start:start + chunk] = np.sqrt(d2[np.arange(len(i)), i])
         prog[start:start + chunk] = s[i]
-    return dist, prog
+        nearest[start:start + chunk] = i
+    return dist, prog, nearest
 
 
 def track_path(name: str) -> Path:

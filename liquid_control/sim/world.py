@@ -1,6 +1,6 @@
-"""The MuJoCo scene of a track: ground with the track's road texture, lighting from the track file,
-and a small differential-drive robot (REP 103: base_link x forward, y left, z up) with a forward
-camera and an IMU. Built as MJCF text plus an in-memory PNG texture, from the Track alone."""
+"""The MuJoCo scene of a track: ground with the track's road texture, lighting and fog from the
+track's look, and a small differential-drive robot (REP 103: base_link x forward, y left, z up) with
+a forward camera and an IMU. Built as MJCF text plus an in-memory PNG texture, from the Track alone."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ class RobotSpec:
     caster_inset: float = 0.03      # m from the chassis' rear face to the caster centre
     base_clearance: float = 0.01    # m from the wheel centres up to base_link
     ground_friction: float = 1.0
+    camera_roll_deg: float = 0.0    # about the optical axis, right-handed about forward: + lifts the camera's left
+    motor_gain: float = 1.0         # wheel speed the servos are given per wheel speed commanded
+    command_delay: float = 0.0      # s from a velocity command to the wheel servos
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,31 @@ def _distractor_geoms(objects: list[Distractor]) -> str:
     return "\n".join(lines)
 
 
+def camera_xyaxes(pitch_deg: float, roll_deg: float = 0.0) -> str:
+    """MJCF xyaxes of the front camera in base_link: pitched down by pitch_deg, then rolled by
+    roll_deg about its optical axis (the camera's rotation Ry(pitch) Rx(roll) in SDF's convention,
+    a camera looking along its +x). MuJoCo cameras look along their -z with y up: x = -y_cam, y = z_cam."""
+    pitch = np.radians(pitch_deg)
+    if roll_deg == 0.0:
+        return f"0 -1 0 {np.sin(pitch):.6f} 0 {np.cos(pitch):.6f}"
+    roll = np.radians(roll_deg)
+    sp, cp, sr, cr = np.sin(pitch), np.cos(pitch), np.sin(roll), np.cos(roll)
+    x_axis = (-sp * sr, -cr, -cp * sr)
+    y_axis = (sp * cr, -sr, cp * cr)
+    return " ".join(f"{v:.6f}" for v in (*x_axis, *y_axis))
+
+
+def _fog_elements(look) -> tuple[str, str]:
+    """The fog's colour (<visual>) and a sky of that colour (<asset>: MuJoCo fogs geometry, not the
+    background), or nothing without fog. Its distances are TrackEnv's to set: MuJoCo gives them in
+    units of the model's extent, known once the model is compiled."""
+    if not look.fog_end:
+        return "", ""
+    rgb = " ".join(f"{c:.3f}" for c in look.fog_color)
+    return (f'\n    <rgba fog="{rgb} 1" haze="{rgb} 1"/>',
+            f'\n    <texture name="fog_sky" type="skybox" builtin="flat" rgb1="{rgb}" rgb2="{rgb}" width="16" height="16"/>')
+
+
 def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float = 40.0,
               timestep: float = 0.001, distractors: list[Distractor] = ()) -> tuple[str, dict[str, bytes]]:
     """MJCF text and its assets for `track` with `robot` (default RobotSpec()) on it, and any
@@ -85,9 +113,8 @@ def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float 
     look = track.look
     r = robot
     lx, ly, lz = r.chassis
-    pitch = np.radians(r.camera_pitch_deg)
-    # MuJoCo cameras look along their -z with y up: x = -y_body, y = up tilted forward by pitch.
-    cam_axes = f"0 -1 0 {np.sin(pitch):.6f} 0 {np.cos(pitch):.6f}"
+    cam_axes = camera_xyaxes(r.camera_pitch_deg, r.camera_roll_deg)
+    fog_colour, fog_sky = _fog_elements(look)
     wheel_z = r.wheel_radius
     chassis_z = wheel_z + r.base_clearance
     xml = f"""
@@ -98,10 +125,10 @@ def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float 
     <quality shadowsize="0" offsamples="0"/>
     <headlight ambient="{look.light_ambient} {look.light_ambient} {look.light_ambient}"
                diffuse="{look.light_diffuse} {look.light_diffuse} {look.light_diffuse}" specular="0 0 0"/>
-    <global offwidth="{max(r.image_width, 640)}" offheight="{max(r.image_height, 480)}"/>
+    <global offwidth="{max(r.image_width, 640)}" offheight="{max(r.image_height, 480)}"/>{fog_colour}
   </visual>
   <asset>
-    <texture name="road" type="2d" file="{TEXTURE_FILE}"/>
+    <texture name="road" type="2d" file="{TEXTURE_FILE}"/>{fog_sky}
     <material name="road" texture="road" texrepeat="1 1" texuniform="false" specular="0" shininess="0"/>
   </asset>
   <worldbody>
