@@ -141,3 +141,9 @@ def test_the_small_baselines_have_about_the_liquid_cores_parameter_count():
     for arch in ("lstm-small", "gru-small"):
         assert abs(core(arch)["liquid_core"] - liquid) <= 0.1 * liquid, (arch, core(arch), liquid)
     assert core("lstm")["liquid_core"] > 10 * liquid  # the larger baselines stay
+    # The feedforward CNN policy of the NCP comparison: ~100k parameters in all, with its own encoder.
+    from liquid_control.learning.train import ENCODERS
+
+    cnn = ENCODERS["cnn-mlp"]
+    total = parameter_counts(LiquidPolicy(cnn, ARCHITECTURES["cnn-mlp"](cnn.core_inputs, 0), 2))["trainable"]
+    assert 90_000 <= total <= 110_000 and total > 4 * core("ncp-cfc")["trainable"]

@@ -38,6 +38,7 @@ from .. import progress
 from ..bags.info import pick_topics
 from ..draw.plot import write_loss_png
 from ..nets import LTC, AutoNCP, CfC, LiquidS4
+from ..nets.feedforward import Feedforward
 from ..nets.recurrent import Recurrent
 from ..runtime.modelfile import OutputSpec, save_model
 from ..runtime.policy import EncoderSpec, LiquidPolicy
@@ -58,7 +59,13 @@ ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     # Liquid-S4 (nets/liquid_s4.py): 16 channels x 8 complex modes, 19 output features: 1,702
     # parameters, the NCP CfC core's size.
     "liquid-s4": lambda n_in, seed: LiquidS4(n_in, units=19, channels=16, modes=8),
+    # The memoryless CNN policy the 19-neuron NCP is compared with (Lechner et al. 2020: a CNN of
+    # ~100k parameters): a wider encoder (ENCODERS) and an MLP, 96,734 parameters in all against the
+    # NCP policy's 21,728; dt is not an input.
+    "cnn-mlp": lambda n_in, seed: Feedforward(n_in, units=64, hidden=(128, 64)),
 }
+# Architectures whose camera encoder is not the default EncoderSpec() (same 64x48 input and IMU).
+ENCODERS: dict[str, EncoderSpec] = {"cnn-mlp": EncoderSpec(channels=(24, 36, 48), camera_features=24)}
 OUTPUTS = OutputSpec(fields=("linear.x", "angular.z"), units=("m/s", "rad/s"),
                      limits=((0.0, 1.0), (-1.5, 1.5)), scale=(0.5, 1.5))
 LOG_FIELDS = ("iteration", "train_loss", "val_loss", "best_val_loss", "lr", "grad_norm", "windows", "seconds")
@@ -368,7 +375,7 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
     say = log if procs.main else (lambda *_: None)
     if batch % procs.world:
         raise ValueError(f"--batch {batch} does not split between {procs.world} processes")
-    spec = spec or EncoderSpec()
+    spec = spec or ENCODERS.get(arch) or EncoderSpec()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     episodes, topics_used = [], {}

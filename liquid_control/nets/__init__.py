@@ -1,4 +1,5 @@
-"""Liquid neural networks: CfC and LTC cells, Liquid-S4, NCP wirings, fused streaming kernels (no ROS here).
+"""Liquid neural networks: CfC and LTC cells, Liquid-S4, NCP wirings, fused streaming kernels (no ROS here);
+the memoryless Feedforward baseline core.
 
 The names below load on first use (PEP 562), so that `liquid_control.nets.fused` and
 `liquid_control.nets.wirings` can be imported without torch: the ONNX backend runs the fused
@@ -11,7 +12,7 @@ import importlib
 
 _WHERE = {
     "CfC": "cfc", "CfCCell": "cfc", "WiredCfCCell": "cfc", "LTC": "ltc", "LTCCell": "ltc",
-    "LiquidS4": "liquid_s4",
+    "LiquidS4": "liquid_s4", "Feedforward": "feedforward",
     "NCP": "wirings", "AutoNCP": "wirings", "FullyConnected": "wirings", "Random": "wirings", "Wiring": "wirings",
     "wiring_from_config": "wirings", "wiring_to_config": "wirings",
 }

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the networks (torch) only when one is built: the ONNX backend reads configs without torch
     from ..nets.base import LiquidRNN
+    from ..nets.feedforward import Feedforward
     from ..nets.liquid_s4 import LiquidS4
     from ..nets.recurrent import Recurrent
 
 FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
-CELLS = ("cfc", "ltc", "lstm", "gru", "liquid_s4")
+CELLS = ("cfc", "ltc", "lstm", "gru", "liquid_s4", "mlp")
 RECURRENT_CELLS = ("lstm", "gru")  # the discrete baselines (nets.recurrent.CELLS; a test keeps them equal)
 CFC_OPTIONS = {"proj_size", "mixed_memory", "mode", "activation", "backbone_units",
                "backbone_layers", "backbone_dropout"}
@@ -29,6 +30,8 @@ LTC_OPTIONS = {"mixed_memory", "input_mapping", "output_mapping", "ode_unfolds",
 RECURRENT_OPTIONS = {"time_input"}
 # nets.liquid_s4.LiquidS4: units are its output features; init and rate_range only initialise.
 LIQUID_S4_OPTIONS = {"channels", "modes", "liquid"}
+# nets.feedforward.Feedforward (cell "mlp"), the memoryless baseline: units are its output features.
+FEEDFORWARD_OPTIONS = {"hidden", "activation", "time_input"}
 
 
 class ModelFileError(ValueError):
@@ -73,18 +76,22 @@ class NetworkSpec:
             raise ValueError(f"network.cell must be one of {CELLS}, got {self.cell!r}")
         if (self.units is None) == (self.wiring is None):
             raise ValueError("network needs exactly one of units (fully connected) or wiring")
-        allowed = {"cfc": CFC_OPTIONS, "ltc": LTC_OPTIONS, "liquid_s4": LIQUID_S4_OPTIONS}.get(
-            self.cell, RECURRENT_OPTIONS)
-        if (self.cell in RECURRENT_CELLS or self.cell == "liquid_s4") and self.wiring is not None:
+        allowed = {"cfc": CFC_OPTIONS, "ltc": LTC_OPTIONS, "liquid_s4": LIQUID_S4_OPTIONS,
+                   "mlp": FEEDFORWARD_OPTIONS}.get(self.cell, RECURRENT_OPTIONS)
+        if (self.cell in RECURRENT_CELLS or self.cell in ("liquid_s4", "mlp")) and self.wiring is not None:
             raise ValueError(f"a {self.cell} core is fully connected: give units, not a wiring")
         unknown = set(self.options) - allowed
         if unknown:
             raise ValueError(f"unknown {self.cell} options {sorted(unknown)}; allowed: {sorted(allowed)}")
 
-    def build(self) -> LiquidRNN | Recurrent | LiquidS4:
+    def build(self) -> LiquidRNN | Recurrent | LiquidS4 | Feedforward:
         from ..nets import LTC, CfC, wiring_from_config
         from ..nets.recurrent import Recurrent
 
+        if self.cell == "mlp":
+            from ..nets.feedforward import Feedforward
+
+            return Feedforward(self.input_size, self.units, **self.options)
         if self.cell == "liquid_s4":
             from ..nets.liquid_s4 import LiquidS4
 
@@ -96,12 +103,17 @@ class NetworkSpec:
         return cls(self.input_size, units, **self.options)
 
     @classmethod
-    def of(cls, model: LiquidRNN | Recurrent | LiquidS4) -> NetworkSpec:
+    def of(cls, model: LiquidRNN | Recurrent | LiquidS4 | Feedforward) -> NetworkSpec:
         """The spec that rebuilds `model` (its wiring from constructor args and seed)."""
         from ..nets import CfC, wiring_to_config
+        from ..nets.feedforward import Feedforward
         from ..nets.liquid_s4 import LiquidS4
         from ..nets.recurrent import Recurrent
 
+        if isinstance(model, Feedforward):  # hidden as a list: what the config's JSON reads back
+            return cls("mlp", model.input_size, units=model.state_size,
+                       options={"hidden": list(model.hidden), "activation": model.activation,
+                                "time_input": model.time_input})
         if isinstance(model, LiquidS4):
             return cls("liquid_s4", model.input_size, units=model.state_size,
                        options={"channels": model.channels, "modes": model.modes, "liquid": model.liquid})
