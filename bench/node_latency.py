@@ -6,7 +6,13 @@ used without a step because they arrived after a later IMU sample: "late" in its
 the CPU use of the node process. The node runs twice: as shipped (camera and IMU in a wait loop of
 their own thread) and with sensor_thread:=false (on the executor, as a plain rclpy callback).
 
-    .venv/bin/python bench/node_latency.py [--seconds 10] [--json]
+Then, in this process, the controller's work per camera frame, stage by stage, on the same model and
+the same 96x64 rgb8 message (an rclpy sensor_msgs/Image), as the node does it: convert
+(image_to_array uint8), resize (model_frame to 64x48), encode (the camera encoder the node runs) and
+step (liquid step + readout); and the whole of it through the controller. The targets (issue 14):
+camera p50 <= 1.3x the relay's, IMU p50 <= 1.1x, per-frame work <= 150 us.
+
+    .venv/bin/python bench/node_latency.py [--seconds 10] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+TARGETS = {"camera_vs_relay": 1.3, "imu_vs_relay": 1.1, "frame_work_us": 150.0}
 
 
 def _policy_file(directory: Path) -> Path:
@@ -40,6 +48,48 @@ def _policy_file(directory: Path) -> Path:
     save_model(path, policy, policy.sensor_spec(),
                OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5))))
     return path
+
+
+def _frame(width: int = 96, height: int = 64):
+    from sensor_msgs.msg import Image
+
+    return Image(height=height, width=width, encoding="rgb8", step=width * 3,
+                 data=np.random.default_rng(0).integers(0, 256, height * width * 3, dtype=np.uint8).tobytes())
+
+
+def stages(model: Path, repeats: int) -> dict:
+    """The controller's work per camera frame, p50 us per stage, in this process, one thread."""
+    import torch
+    from step_latency import measure
+
+    from liquid_control.runtime.controller import LiquidController
+    from liquid_control.runtime.modelfile import load_policy
+    from liquid_control.runtime.sensing import image_to_array, model_frame
+
+    torch.set_num_threads(1)  # the node's num_threads default
+    controller = LiquidController(*load_policy(model))
+    run = controller.run
+    msg = _frame()
+    rgb = image_to_array(msg, dtype=np.uint8)
+    frame = model_frame(rgb, run.image_width, run.image_height)
+    state = run.initial_state()
+    imu = np.zeros(9)
+    imu[5] = 9.8
+    clock = [100.0]
+
+    def whole() -> None:  # what the node's camera callback makes the controller do
+        clock[0] += 0.005
+        controller.on_image(clock[0], controller.encode_image(image_to_array(msg, dtype=np.uint8)))
+
+    controller.on_imu(clock[0], imu)
+    out = {"encoder": run.encoder,
+           "convert_us": measure(lambda: image_to_array(msg, dtype=np.uint8), repeats)["p50_us"],
+           "resize_us": measure(lambda: model_frame(rgb, run.image_width, run.image_height), repeats)["p50_us"],
+           "encode_us": measure(lambda: run.encode_frame(frame), repeats)["p50_us"],
+           "step_us": measure(lambda: run.advance(state, 0.005), repeats)["p50_us"],
+           "whole_us": measure(whole, repeats)["p50_us"]}
+    out["sum_us"] = out["convert_us"] + out["resize_us"] + out["encode_us"] + out["step_us"]
+    return out
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -101,8 +151,7 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
                 raise RuntimeError(f"{name} did not come up")
             time.sleep(0.05)
         time.sleep(1.0)  # let the node finish starting (numba cache load, first frames)
-        frame = Image(height=64, width=96, encoding="rgb8", step=96 * 3,
-                      data=np.random.default_rng(0).integers(0, 256, 64 * 96 * 3, dtype=np.uint8).tobytes())
+        frame = _frame()
         sample = Imu()
         sample.linear_acceleration.z = 9.8
         sample.orientation_covariance[0] = -1.0
@@ -151,6 +200,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per target and round")
     parser.add_argument("--rounds", type=int, default=3,
                         help="relay and node alternate this many times; samples are pooled")
+    parser.add_argument("--repeats", type=int, default=2000, help="per stage, in-process")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     # A domain of its own (never the user's robots' domain), localhost only.
@@ -172,6 +222,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, command in targets.items():
                 runs[name].append(run_target(name, command, args.seconds))
+        split = stages(model, args.repeats)
     rows = []
     for name, results in runs.items():
         lat = np.concatenate([r["latencies_ms"] for r in results])
@@ -198,8 +249,18 @@ def main() -> None:
     print("p50 by input:  " + "   ".join(
         f"{r['target']}: IMU {r['imu_p50_ms']:.2f} ms ({r['imu_p50_ms'] / rows[0]['imu_p50_ms']:.2f}x), camera "
         f"{r['camera_p50_ms']:.2f} ms ({r['camera_p50_ms'] / rows[0]['camera_p50_ms']:.2f}x)" for r in rows))
+    print(f"controller per camera frame, in-process, p50 (encoder: {split['encoder']}): convert "
+          f"{split['convert_us']:.1f} + resize {split['resize_us']:.1f} + encode {split['encode_us']:.1f} + step "
+          f"{split['step_us']:.1f} = {split['sum_us']:.0f} us; the whole through LiquidController "
+          f"{split['whole_us']:.0f} us")
+    node = rows[1]
+    ratios = {"camera_vs_relay": node["camera_p50_ms"] / rows[0]["camera_p50_ms"],
+              "imu_vs_relay": node["imu_p50_ms"] / rows[0]["imu_p50_ms"], "frame_work_us": split["whole_us"]}
+    print("targets (controller_node): " + ", ".join(
+        f"{key} {value:.2f} <= {TARGETS[key]:g}: {'met' if value <= TARGETS[key] else 'NOT met'}"
+        for key, value in ratios.items()) + f"; load average {os.getloadavg()[0]:.1f}")
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"rows": rows, "stages": split, "ratios": ratios}))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ def test_the_graph_has_the_documented_inputs_outputs_and_the_models_config(expor
     onnx.checker.check_model(graph)
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.graph.input}
     assert shapes == {"frame": [1, 48, 64, 3], "imu": [3], "dt": [1], "state": [19]}
+    types = {v.name: v.type.tensor_type.elem_type for v in graph.graph.input}
+    assert types == {"frame": onnx.TensorProto.UINT8, "imu": onnx.TensorProto.DOUBLE,
+                     "dt": onnx.TensorProto.DOUBLE, "state": onnx.TensorProto.DOUBLE}
     assert [v.name for v in graph.graph.output] == ["command", "new_state", "camera_features"]
     _, config = load_policy(DEFAULT_MODEL)
     meta = {p.key: p.value for p in graph.metadata_props}
@@ -75,6 +78,29 @@ def test_onnx_runtime_reproduces_the_controllers_commands_over_a_recorded_bag(ex
     assert np.abs(torch_controller.state - onnx_controller.state).max() <= 1e-5
 
 
+def test_the_backend_encodes_with_the_encoder_graph_that_is_the_graphs_own(exported, tmp_path):
+    """The metadata's encoder-only graph (ONNX Runtime runs every output of a graph, the core's
+    too) gives the whole graph's camera_features; a file without it is encoded by the whole graph."""
+    from liquid_control.runtime.onnx_policy import ENCODER_KEY
+
+    path, _ = exported
+    policy, _ = load_onnx_policy(path)
+    assert policy.encoder is not None
+    graph = onnx.load(str(path))
+    keep = [p for p in graph.metadata_props if p.key != ENCODER_KEY]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(keep)
+    whole_only = tmp_path / "no_encoder_graph.onnx"
+    onnx.save(graph, str(whole_only))
+    fallback, _ = load_onnx_policy(whole_only)
+    assert fallback.encoder is None
+    fast, slow = policy.streamer(), fallback.streamer()
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        np.testing.assert_allclose(fast.encode_frame(frame), slow.encode_frame(frame), rtol=0, atol=1e-6)
+
+
 def test_export_never_overwrites_and_bad_files_are_model_file_errors(exported, tmp_path):
     path, _ = exported
     result = subprocess.run([*CLI, "export", DEFAULT_MODEL, "--onnx", str(path)], capture_output=True, text=True,
@@ -92,6 +118,14 @@ def test_export_never_overwrites_and_bad_files_are_model_file_errors(exported, t
         load_onnx_policy(plain)
     with pytest.raises(ModelFileError, match="the path is empty"):
         load_onnx_policy("")
+    # A graph from before frames were uint8 (float32 in [0, 1]): said so, rather than an ONNX
+    # Runtime type error at the first frame (the graph stays valid: its Cast to float becomes a no-op).
+    old = onnx.load(str(path))
+    old.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    old_path = tmp_path / "float_frames.onnx"
+    onnx.save(old, str(old_path))
+    with pytest.raises(ModelFileError, match="export the model again"):
+        load_onnx_policy(old_path)
 
 
 def _no_torch_env(tmp_path: Path) -> dict:
@@ -146,3 +180,24 @@ def test_controller_node_on_the_onnx_backend_drives_without_torch(exported, tmp_
     out = proc.stdout.read()
     assert codes == [0], out
     assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("arch", ["cnn-mlp", "liquid-s4"])
+def test_a_core_the_onnx_backend_cannot_stream_is_refused_at_load_naming_it(arch, tmp_path):
+    """The graph exports (ONNX Runtime, TensorRT can run it), but the node's onnx backend streams only
+    the cores with a torch-free kernel: it says so when the file is loaded, not at the first frame."""
+    from liquid_control.learning.train import ARCHITECTURES, ENCODERS, OUTPUTS
+    from liquid_control.runtime.export import export_onnx
+    from liquid_control.runtime.modelfile import save_model
+    from liquid_control.runtime.policy import LiquidPolicy
+    from liquid_control.runtime.specs import EncoderSpec
+
+    spec = ENCODERS.get(arch) or EncoderSpec()
+    policy = LiquidPolicy(spec, ARCHITECTURES[arch](spec.core_inputs, 0), 2).eval()
+    model = tmp_path / f"{arch}.safetensors"
+    save_model(model, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
+    out = tmp_path / f"{arch}.onnx"
+    export_onnx(model, out)
+    kind = {"cnn-mlp": "mlp", "liquid-s4": "liquid_s4"}[arch]
+    with pytest.raises(ModelFileError, match=f"its {kind} core has no torch-free streaming kernel"):
+        load_onnx_policy(out)

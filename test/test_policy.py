@@ -19,7 +19,7 @@ def _policy(cell="cfc"):
 def test_streaming_step_equals_sequence_forward(cell):
     policy = _policy(cell)
     rng = np.random.default_rng(0)
-    frames = rng.random((1, 4, 24, 32, 3)).astype(np.float32)
+    frames = rng.integers(0, 256, (1, 4, 24, 32, 3), dtype=np.uint8)  # model frames, as training caches them
     # 4 camera frames, 20 events: camera events switch the held frame, the rest are IMU events.
     frame_index = np.repeat(np.arange(4), 5)[None]
     imu = rng.normal(size=(1, 20, 3)) + np.array([0.0, 0.1, 9.8])
@@ -77,13 +77,51 @@ def test_policy_model_file_round_trip(tmp_path):
             features=policy.sensor_spec().features, mean=(0.0,) * 9, std=(1.0,) * 9), outputs)
 
 
-def test_streaming_encoder_resizes_any_frame_like_sensing_resize():
-    from liquid_control.runtime.sensing import resize
+def test_streaming_encoder_sees_the_model_frame_training_sees():
+    """A frame of any size, dtype and layout reaches the running encoder as sensing.model_frame
+    makes it, the frame training caches: the features equal the training encoder's on that frame."""
+    from liquid_control.runtime.sensing import model_frame
 
     policy = _policy()
     run = policy.streamer()
-    frame = np.random.default_rng(1).random((64, 96, 3)).astype(np.float32)
-    np.testing.assert_allclose(run.encode_image(frame), run.encode_image(resize(frame, 32, 24)), atol=1e-5)  # float32
+    frame = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        trained = policy.camera(torch.from_numpy(model_frame(frame, 32, 24))[None])[0].double().numpy()
+    for image in (frame, np.ascontiguousarray(frame[:, :, ::-1])[:, :, ::-1], frame.astype(np.float32) / 255):
+        np.testing.assert_allclose(run.encode_image(image), trained, rtol=0, atol=1e-5)
+
+
+def test_the_encoder_scales_uint8_frames_to_unit_range_itself():
+    torch.manual_seed(0)
+    for norm in ("fixed", "frame"):
+        encoder = CameraEncoder(EncoderSpec(image_norm=norm)).eval()
+        frames = torch.randint(0, 256, (2, 48, 64, 3), dtype=torch.uint8)
+        with torch.no_grad():
+            torch.testing.assert_close(encoder(frames), encoder(frames.float() / 255), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["fixed", "frame"])
+def test_onnx_runtime_and_torch_encoders_give_the_same_features(norm):
+    """With onnxruntime installed the torch backend runs its encoder in ONNX Runtime (an in-memory
+    export); without, the frozen torch encoder: the same features within 1e-5 either way."""
+    pytest.importorskip("onnxruntime")
+    from liquid_control.runtime.policy import PolicyStep
+
+    torch.manual_seed(1)
+    spec = EncoderSpec(image_norm=norm)
+    policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, nets.AutoNCP(12, 2, seed=3)), outputs=2).eval()
+    ort_run, torch_run = PolicyStep(policy), PolicyStep(policy, encoder="torch")
+    assert (ort_run.encoder, torch_run.encoder) == ("onnxruntime", "torch (frozen)")
+    assert PolicyStep(policy, encoder="onnxruntime").encoder == "onnxruntime"
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(20)]
+    frames += [np.zeros((48, 64, 3), np.uint8), np.full((48, 64, 3), 255, np.uint8)]
+    for frame in frames:
+        a, b = ort_run.encode_frame(frame), torch_run.encode_frame(frame)
+        assert a.dtype == b.dtype == np.float64
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        PolicyStep(policy, encoder="tensorrt")
 
 
 def test_per_frame_normalisation_is_blind_to_global_brightness_and_fixed_is_not():

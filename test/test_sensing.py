@@ -10,6 +10,7 @@ from liquid_control.runtime.sensing import (
     SensorError,
     image_to_array,
     imu_to_array,
+    model_frame,
     resize,
     stamp_to_seconds,
 )
@@ -70,6 +71,33 @@ def test_every_encoding_with_and_without_row_padding(make, encoding, padding):
 
 
 @pytest.mark.parametrize("make", [_rclpy_image, _rosbags_image])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"])
+@pytest.mark.parametrize("padding", [0, 3])
+def test_every_encoding_as_uint8_is_the_8_bit_rgb_values(make, encoding, padding):
+    """dtype=np.uint8: the pixel values without a float conversion (mono16 scaled to 8 bits), as a
+    read-only array (for 8-bit encodings a view of the message's bytes: writing to it would change
+    the message); the float32 output is the same values / 255, C-ordered."""
+    msg = make(encoding, padding)
+    out = image_to_array(msg, dtype=np.uint8)
+    expected = RGB[:, :, :1].repeat(3, axis=2) if encoding.startswith("mono") else RGB
+    assert out.shape == (5, 7, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+    if not encoding.endswith("16"):
+        assert not out.flags.writeable
+    as_float = image_to_array(msg)
+    assert as_float.flags.c_contiguous  # a channel reorder that left planes apart cost later passes 2-3x
+    if not encoding.endswith("16"):
+        np.testing.assert_array_equal(as_float, out.astype(np.float32) * np.float32(1 / 255))
+    # The model sees the same pixels from either output.
+    np.testing.assert_array_equal(model_frame(out, 4, 3), model_frame(as_float, 4, 3))
+
+
+def test_image_to_array_takes_only_uint8_or_float32():
+    with pytest.raises(ValueError, match="dtype"):
+        image_to_array(_rclpy_image("rgb8"), dtype=np.float64)
+
+
+@pytest.mark.parametrize("make", [_rclpy_image, _rosbags_image])
 def test_mono16_big_endian(make):
     np.testing.assert_allclose(image_to_array(make("mono16", 2, bigendian=True)), _expected("mono16"), atol=1e-6)
 
@@ -100,6 +128,8 @@ def test_resize_area_average_and_upscale():
     up = resize(np.ones((2, 2, 3), np.float32), 5, 4)
     assert up.shape == (4, 5, 3) and np.allclose(up, 1.0)
     assert resize(img, 6, 4) is img
+    levels = RNG.integers(0, 256, (4, 6, 3), dtype=np.uint8)  # uint8 is read as values / 255
+    np.testing.assert_array_equal(resize(levels, 3, 2), resize(levels * np.float32(1 / 255), 3, 2))
 
 
 @pytest.mark.parametrize("size", [(96, 64, 64, 48), (640, 480, 64, 48), (7, 5, 64, 48), (61, 47, 64, 48), (64, 48, 33, 20)])
@@ -184,6 +214,65 @@ def test_resize_shrinks_by_area_not_by_inter_linear_sampling():
     assert not cv2.resize(lines, (64, 48), interpolation=cv2.INTER_LINEAR).any()  # so it is not the reference
 
 
+@pytest.mark.parametrize("size", RESIZE_CASES.values(), ids=RESIZE_CASES.keys())
+def test_model_frame_is_the_float_resize_rounded_to_8_bits(size):
+    """model_frame resizes 8-bit frames with resize's per-axis maps (OpenCV's INTER_AREA when
+    shrinking, INTER_LINEAR when enlarging: checked above) and rounds once at the end: within half a
+    level (plus float32 rounding) of resize on the float frame and of OpenCV's float resize, and
+    rounded, not truncated (truncating would be about half a level low on average; rounding is off
+    by a few hundredths, from exact halves rounding up)."""
+    cv2 = pytest.importorskip("cv2")
+    w, h, width, height = size
+    u8 = np.random.default_rng(5).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    out = model_frame(u8, width, height)
+    assert out.shape == (height, width, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    tolerance = 0.5 + 255 * _float32_tolerance(w, width, h, height)
+    exact = resize(u8.astype(np.float32) / 255, width, height).astype(np.float64) * 255
+    assert np.abs(out - exact).max() <= tolerance
+    cols = cv2.resize(u8.astype(np.float32), (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
+    opencv = cv2.resize(cols, (width, height), interpolation=cv2.INTER_AREA if height < h else cv2.INTER_LINEAR)
+    assert np.abs(out - opencv).max() <= tolerance
+    assert abs(float(np.mean(out - exact))) < 0.15
+
+
+def test_model_frame_reads_every_layout_and_dtype_of_a_frame_alike():
+    """The same picture as a C array, views with the channels reversed, an alpha channel, rows
+    flipped twice, Fortran or planar order, a mono broadcast, and as float or 16-bit copies: one
+    model frame, and always a new array (never a view of the input)."""
+    u8 = np.random.default_rng(6).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    alpha = np.concatenate([u8, np.full((37, 53, 1), 200, np.uint8)], axis=2)
+    layouts = {
+        "bgr view": np.ascontiguousarray(u8[:, :, ::-1])[:, :, ::-1],
+        "rgba view": alpha[:, :, :3],
+        "bgra view": np.ascontiguousarray(alpha[:, :, [2, 1, 0, 3]])[:, :, 2::-1],
+        "rows flipped twice": np.ascontiguousarray(u8[::-1])[::-1],
+        "fortran": np.asfortranarray(u8),
+        "planar": np.ascontiguousarray(u8.transpose(2, 0, 1)).transpose(1, 2, 0),
+        "float32": u8.astype(np.float32) / 255,
+        "float64": u8 / 255.0,
+        "uint16": u8.astype(np.uint16) * 257,
+    }
+    for width, height in ((64, 48), (20, 15), (53, 37)):
+        reference = model_frame(u8, width, height)
+        assert not np.shares_memory(reference, u8)
+        for name, image in layouts.items():
+            np.testing.assert_array_equal(model_frame(image, width, height), reference, err_msg=name)
+    mono = u8[:, :, :1]
+    np.testing.assert_array_equal(model_frame(np.broadcast_to(mono, (37, 53, 3)), 64, 48),
+                                  model_frame(np.repeat(mono, 3, axis=2), 64, 48))
+
+
+def test_model_frame_scales_float_and_16_bit_frames_to_8_bits():
+    floats = np.array([[[0.0, 0.5, 1.0], [-0.3, 1.7, np.nan]]], np.float32)
+    np.testing.assert_array_equal(model_frame(floats, 2, 1), [[[0, 128, 255], [0, 255, 0]]])
+    words = np.array([[[0, 257 * 128, 65535], [128, 129, 32767]]], np.uint16)  # round(v / 257)
+    np.testing.assert_array_equal(model_frame(words, 2, 1), [[[0, 128, 255], [0, 1, 127]]])
+    for bad, width, match in ((np.zeros((4, 4), np.uint8), 2, "RGB frame"), (np.zeros((4, 4, 3), np.int32), 2, "int32"),
+                              (np.zeros((0, 4, 3), np.uint8), 2, "no pixels"), (np.zeros((4, 4, 3), np.uint8), 0, "no pixels")):
+        with pytest.raises(ValueError, match=match):
+            model_frame(bad, width, 2)
+
+
 def _imu(orientation_valid=True, **overrides):
     m = msgs.Imu()
     m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z = 0.1, -0.2, 0.3
@@ -259,6 +348,7 @@ def test_png_decodes_to_what_the_raw_image_gives():
     assert compressed_size(msg) == ("png", 53, 37)
     raw = types.SimpleNamespace(encoding="rgb8", height=37, width=53, step=53 * 3, is_bigendian=0, data=rgb.tobytes())
     np.testing.assert_array_equal(compressed_to_array(msg), image_to_array(raw))
+    np.testing.assert_array_equal(compressed_to_array(msg, dtype=np.uint8), rgb)
 
 
 def test_jpeg_decodes_at_the_smallest_dct_scale_that_covers_the_model_input():
@@ -274,6 +364,10 @@ def test_jpeg_decodes_at_the_smallest_dct_scale_that_covers_the_model_input():
     assert scaled.shape == (60, 80, 3)  # 1/8 scale: the smallest that still covers 64x48
     # The model sees nearly the same input either way (DCT scaling is an area filter of its own).
     assert np.abs(resize(scaled, 64, 48) - resize(full, 64, 48)).mean() < 0.01
+    levels = compressed_to_array(msg, 64, 48, dtype=np.uint8)  # the decoded values, no float pass
+    assert levels.dtype == np.uint8 and levels.shape == (60, 80, 3)
+    np.testing.assert_array_equal(levels, np.rint(scaled * 255))
+    np.testing.assert_array_equal(model_frame(levels, 64, 48), model_frame(scaled, 64, 48))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage_after_header", "not_an_image", "empty"])

@@ -21,9 +21,10 @@ from safetensors.numpy import load_file  # noqa: E402
 from liquid_control.bags.io import read_events  # noqa: E402
 from liquid_control.learning import cache  # noqa: E402
 from liquid_control.learning.collect import collect  # noqa: E402
-from liquid_control.learning.dataset import episodes_from_bag, model_frame  # noqa: E402
+from liquid_control.learning.dataset import episodes_from_bag  # noqa: E402
 from liquid_control.learning.evaluate import evaluate  # noqa: E402
 from liquid_control.runtime.modelfile import load_model  # noqa: E402
+from liquid_control.runtime.sensing import model_frame  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 FIELDS = ("angular_velocity.z", "linear_acceleration.x", "linear_acceleration.y")

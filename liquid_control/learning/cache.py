@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-VERSION = 1  # what an entry holds or how frames are made: bump to invalidate every cache
+VERSION = 2  # what an entry holds or how frames are made (2: sensing.model_frame): bump to invalidate every cache
 FRAMES, ARRAYS, META = "frames.u8", "steps.npz", "meta.json"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import progress, topics
 from ..bags.io import read_events, summarize
-from ..runtime.sensing import IMU_FIELDS, resize
+from ..runtime.sensing import IMU_FIELDS, model_frame
 from . import cache
 
 MIN_STEPS = 10  # an episode shorter than this (with a label) is not trained on
@@ -35,11 +35,6 @@ class Episode:
 
     def __len__(self) -> int:
         return len(self.dt)
-
-
-def model_frame(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A decoded frame (float RGB in [0, 1]) at the model's input size, as uint8."""
-    return np.rint(np.clip(resize(rgb, width, height), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tuple[str, ...],

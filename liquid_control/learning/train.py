@@ -156,8 +156,8 @@ def _windows(episodes: list[Episode], count: int, window: int, rng: np.random.Ge
 
 
 def _batch(items, window: int):
-    """Windows as tensors; frames read from the cache (uint8) and given to the policy as float RGB
-    in [0, 1]."""
+    """Windows as tensors; frames read from the cache and given to the policy as they are there,
+    uint8 (the encoder scales them to [0, 1], as it does when running)."""
     frames, index, imu, dt, target = [], [], [], [], []
     for episode, start in items:
         end = min(start + window, len(episode))
@@ -170,9 +170,9 @@ def _batch(items, window: int):
         target.append(episode.target[start:end])
     n_frames = max(len(f) for f in frames)
     steps = min(len(d) for d in dt)
-    pixels = np.zeros((len(frames), n_frames, *frames[0].shape[1:]), np.float32)
+    pixels = np.zeros((len(frames), n_frames, *frames[0].shape[1:]), np.uint8)
     for k, f in enumerate(frames):
-        np.multiply(f, np.float32(1.0 / 255.0), out=pixels[k, :len(f)])
+        pixels[k, :len(f)] = f
     as_t = lambda xs: torch.from_numpy(np.stack([x[:steps] for x in xs]))  # noqa: E731
     return torch.from_numpy(pixels), as_t(index).long(), as_t(imu), as_t(dt), as_t(target)
 

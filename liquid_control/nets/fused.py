@@ -73,6 +73,9 @@ _SYN_LEN = 6
 _MAP_W, _MAP_B = range(2)
 
 
+# The cores whose arrays (to_arrays) this module can stream without torch: what the ONNX backend runs.
+STREAMED_KINDS = ("cfc", "ltc")
+
 @numba.njit(cache=True, inline="always")
 def _sigmoid(x):
     if x >= 0.0:
@@ -237,7 +240,7 @@ class FusedStep:
 
     @staticmethod
     def from_arrays(data: dict) -> FusedStep:
-        kinds = {"cfc": FusedCfC, "ltc": FusedLTC}
+        kinds = {"cfc": FusedCfC, "ltc": FusedLTC}  # STREAMED_KINDS
         if data.get("kind") not in kinds:
             raise ValueError(f"no fused kernel of kind {data.get('kind')!r}; known: {sorted(kinds)}")
         return kinds[data["kind"]]._from_arrays(data)

@@ -262,8 +262,8 @@ class LiquidControllerNode(Node):
             width, height = ((controller.run.image_width, controller.run.image_height)
                              if controller is not None else (0, 0))
             # Decoded at the smallest JPEG scale that still covers the model's input.
-            return compressed_to_array(msg, width, height, self._max_image_pixels)
-        return image_to_array(msg, self._max_image_pixels)  # the size before any conversion
+            return compressed_to_array(msg, width, height, self._max_image_pixels, dtype=np.uint8)
+        return image_to_array(msg, self._max_image_pixels, dtype=np.uint8)  # the size before any conversion
 
     def _on_imu(self, msg: Imu) -> None:
         received = time.monotonic()

@@ -247,8 +247,9 @@ class LiquidController:
         return EncodedFrame(rgb, run.encode_image(rgb), run)
 
     def on_image(self, stamp: float, rgb: np.ndarray | EncodedFrame, received: float | None = None) -> Command | None:
-        """A camera frame as an (H, W, 3) float RGB array in [0, 1] (any size), or what
-        encode_image made of one. `received`: when it arrived, in the caller's clock (default: the
+        """A camera frame as an (H, W, 3) RGB array of any size (uint8 as image_to_array and
+        compressed_to_array give it with dtype=np.uint8, or float in [0, 1]; sensing.model_frame
+        makes it the model's input), or what encode_image made of one. `received`: when it arrived, in the caller's clock (default: the
         stamp, as in replay and simulation)."""
         if not self._accept("camera", stamp, stamp if received is None else received):
             return None

@@ -4,35 +4,42 @@ LiquidController takes in place of a LiquidPolicy, so the controller's time rule
 e-stop and adaptation are the same code for both backends, and so is the running step around the
 encoder (step.RunningStep).
 
-ONNX Runtime runs the exported graph for each camera frame and keeps its `camera_features`; the
-liquid state is stepped by the same fused numba kernel as in the torch runtime, rebuilt from the
-arrays the export put in the file's metadata (a graph call costs more than a whole liquid step).
+ONNX Runtime runs the camera encoder for each camera frame (uint8, as sensing.model_frame makes it):
+the encoder-only graph that export puts in the metadata, or for a file without one the whole graph,
+keeping its `camera_features` (ONNX Runtime computes every output, the core's too: about 30 us more
+per frame). The liquid state is stepped by the same fused numba kernel as in the torch runtime,
+rebuilt from the arrays the export put in the file's metadata (a graph call costs more than a whole
+liquid step).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..nets.fused import FusedStep
-from .sensing import resize
+from ..nets.fused import STREAMED_KINDS, FusedStep
 from .specs import METADATA_KEY, EncoderSpec, ModelConfig, ModelFileError, model_file
 from .step import RunningStep
 
 READOUT_KEY = f"{METADATA_KEY}.readout"
 CORE_KEY = f"{METADATA_KEY}.core"
+ENCODER_KEY = f"{METADATA_KEY}.encoder"  # base64 of the camera encoder alone as an ONNX graph
 
 
-def _session(path: Path):
+def open_session(model: Path | bytes):
+    """An ONNX Runtime session for batch-1 streaming on the CPU, from a file or the bytes of a graph
+    (the torch backend's camera encoder, policy.PolicyStep)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # batch 1 at sensor rate: threads cost more than they give
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxStep(RunningStep):
@@ -41,23 +48,28 @@ class OnnxStep(RunningStep):
     def __init__(self, policy: OnnxPolicy) -> None:
         super().__init__(policy.spec, FusedStep.from_arrays(policy.core_arrays), policy.state_size,
                          policy.readout_w, policy.readout_b, policy.imu_mean, policy.imu_std)
+        self._encoder = policy.encoder
+        # Without an encoder-only graph: the whole graph's other inputs while it encodes a frame
+        # (its core outputs are not used).
         self._session = policy.session
-        # The graph's other inputs while it encodes a frame (its core outputs are not used).
         self._feed = {"imu": np.zeros(len(policy.spec.imu_fields)), "dt": np.full(1, 0.005),
                       "state": np.zeros(self.core.state_len)}
         self._wanted = ["camera_features"]
 
-    def encode_image(self, rgb: np.ndarray) -> np.ndarray:
-        frame = np.ascontiguousarray(resize(rgb, self.image_width, self.image_height), dtype=np.float32)[None]
-        return self._session.run(self._wanted, {"frame": frame, **self._feed})[0]
+    def encode_frame(self, frame: np.ndarray) -> np.ndarray:
+        if self._encoder is not None:
+            return self._encoder.run(None, {"frame": frame[None]})[0][0].astype(np.float64)
+        return self._session.run(self._wanted, {"frame": frame[None], **self._feed})[0]
 
 
 class OnnxPolicy:
     """An exported policy: its config, encoder spec, readout, IMU normalisation and fused core."""
 
-    def __init__(self, path: Path, session, config: ModelConfig, readout: dict, core: dict) -> None:
+    def __init__(self, path: Path, session, config: ModelConfig, readout: dict, core: dict,
+                 encoder_session=None) -> None:
         self.path = path
         self.session = session  # one per file: ONNX Runtime sessions run concurrently, and building one costs
+        self.encoder = encoder_session  # the encoder-only graph's, when the file has one
         self.config = config
         encoder = {"image_norm": "fixed", **(config.encoder or {})}
         self.spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
@@ -79,18 +91,29 @@ def load_onnx_policy(path: str | Path) -> tuple[OnnxPolicy, ModelConfig]:
     for anything else (not ONNX, no liquid_control config, a core without a fused kernel)."""
     path = model_file(path)
     try:
-        session = _session(path)
+        session = open_session(path)
         meta = session.get_modelmeta().custom_metadata_map
+        frame_type = {i.name: i.type for i in session.get_inputs()}.get("frame")
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds for a bad file
         raise ModelFileError(path, f"not a readable ONNX file: {type(exc).__name__}: {exc}") from None
     if METADATA_KEY not in meta or READOUT_KEY not in meta:
         raise ModelFileError(path, "no liquid_control config in its metadata: not written by liquid-control export")
+    if frame_type != "tensor(uint8)":
+        raise ModelFileError(path, f"its frame input is {frame_type}, not the uint8 frame of this version's export "
+                                   "(written by an older liquid_control): export the model again")
     if CORE_KEY not in meta:
         raise ModelFileError(path, "its core has no fused kernel for the onnx backend (LSTM and GRU cores: "
                                    "run the .safetensors model with backend torch)")
+    kind = json.loads(meta[CORE_KEY]).get("kind")
+    if kind not in STREAMED_KINDS:
+        raise ModelFileError(path, f"its {kind} core has no torch-free streaming kernel for the onnx backend yet "
+                                   f"(it streams {', '.join(STREAMED_KINDS)} cores): run the .safetensors model "
+                                   "with backend torch")
     try:
         config = ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
-        policy = OnnxPolicy(path, session, config, json.loads(meta[READOUT_KEY]), json.loads(meta[CORE_KEY]))
+        encoder = open_session(base64.b64decode(meta[ENCODER_KEY])) if ENCODER_KEY in meta else None
+        policy = OnnxPolicy(path, session, config, json.loads(meta[READOUT_KEY]), json.loads(meta[CORE_KEY]),
+                            encoder)
     except Exception as exc:  # noqa: BLE001 - any inconsistency of the file is the file's
         raise ModelFileError(path, f"cannot be used: {type(exc).__name__}: {exc}") from None
     return policy, config

@@ -7,10 +7,16 @@ linear in the full liquid state, so that online adaptation (recursive least squa
 from the live state without touching the core.
 
 Two paths with the same weights: `forward` over event sequences for training (BPTT), and
-`PolicyStep` for running (conv only on camera events, fused core step, numpy readout).
+`PolicyStep` for running (conv only on camera events, fused core step, numpy readout). Both take the
+camera frames as sensing.model_frame makes them (uint8 RGB at the model's input size); the encoder
+itself turns them into [0, 1] (CameraEncoder.forward, the one place), so the ONNX graphs exported
+from it do the same.
 """
 
 from __future__ import annotations
+
+import io
+import warnings
 
 import numpy as np
 import torch
@@ -18,13 +24,13 @@ from torch import nn
 
 from ..nets.base import LiquidRNN
 from ..nets.recurrent import Recurrent
-from .sensing import resize
 from .specs import EncoderSpec, SensorSpec
 from .step import RunningStep
 
 
 class CameraEncoder(nn.Module):
-    """(batch, H, W, 3) float RGB in [0, 1] -> (batch, camera_features) in [-1, 1]."""
+    """(batch, H, W, 3) RGB -> (batch, camera_features) in [-1, 1]. The frames are uint8 (as
+    sensing.model_frame makes them, for training and running alike) or float in [0, 1]."""
 
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
@@ -46,6 +52,8 @@ class CameraEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2)
+        if x.dtype == torch.uint8:  # the one place where 8-bit levels become [0, 1]
+            x = x.float() / 255.0
         if self.per_frame:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             spread = x.std(dim=(1, 2, 3), keepdim=True)
@@ -85,9 +93,10 @@ class LiquidPolicy(nn.Module):
                 timespans: torch.Tensor) -> torch.Tensor:
         """Commands for every sensor event of a batch of sequences.
 
-        frames (B, F, H, W, 3): the camera frames of each sequence; frame_index (B, T) long: the
-        frame held at each event; imu (B, T, k) raw IMU fields held at each event; timespans (B, T)
-        seconds since the previous event. Returns (B, T, outputs).
+        frames (B, F, H, W, 3): the camera frames of each sequence (uint8 from sensing.model_frame,
+        or float in [0, 1]); frame_index (B, T) long: the frame held at each event; imu (B, T, k)
+        raw IMU fields held at each event; timespans (B, T) seconds since the previous event.
+        Returns (B, T, outputs).
         """
         b, f = frames.shape[:2]
         features = self.camera(frames.reshape(b * f, *frames.shape[2:])).reshape(b, f, -1)
@@ -108,14 +117,23 @@ class LiquidPolicy(nn.Module):
             imu_fields=self.spec.imu_fields,
         )
 
-    def streamer(self) -> PolicyStep:
-        return PolicyStep(self)
+    def streamer(self, encoder: str = "auto") -> PolicyStep:
+        return PolicyStep(self, encoder)
 
 
-def _frozen(camera: CameraEncoder, spec: EncoderSpec):
+ENCODERS = ("auto", "onnxruntime", "torch")
+OPSET = 17  # of every ONNX graph the package writes (export.py's too)
+
+
+def example_frame(spec: EncoderSpec) -> torch.Tensor:
+    """A fixed random uint8 model frame (1, H, W, 3), to trace, export and check encoders with."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (1, spec.image_height, spec.image_width, 3), dtype=torch.uint8, generator=generator)
+
+
+def _frozen(camera: CameraEncoder, example: torch.Tensor):
     """The encoder traced and frozen for batch-1 inference (convolutions fused with their
     activations: about half the eager time per frame); the eager module if tracing fails."""
-    example = torch.rand(1, spec.image_height, spec.image_width, 3)
     try:
         with torch.inference_mode(False), torch.no_grad():
             frozen = torch.jit.freeze(torch.jit.trace(camera.eval(), example, check_trace=False))
@@ -126,23 +144,61 @@ def _frozen(camera: CameraEncoder, spec: EncoderSpec):
     return camera
 
 
-class PolicyStep(RunningStep):
-    """The running form of a LiquidPolicy: a snapshot of its weights for batch-1 streaming, the
-    camera encoder traced and frozen in torch."""
+def encoder_graph(camera: CameraEncoder, example: torch.Tensor) -> bytes:
+    """The camera encoder alone as an ONNX graph (OPSET): input `frame` uint8 (1, H, W, 3),
+    output `features` float32 (1, camera_features). Needs the onnx package (torch's exporter)."""
+    graph = io.BytesIO()
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(camera.eval(), (example,), graph, input_names=["frame"], output_names=["features"],
+                          opset_version=OPSET, dynamo=False)
+    return graph.getvalue()
 
-    def __init__(self, policy: LiquidPolicy) -> None:
+
+def _onnx_encoder(camera: CameraEncoder, example: torch.Tensor):
+    """The encoder as an in-memory ONNX graph in an ONNX Runtime session (about a fifth of the
+    frozen torch encoder's time per frame), checked against the eager module on `example`."""
+    from .onnx_policy import open_session
+
+    session = open_session(encoder_graph(camera, example))
+    with torch.no_grad():
+        expected = camera(example).numpy()
+    if not np.allclose(session.run(None, {"frame": example.numpy()})[0], expected, rtol=0, atol=1e-5):
+        raise ValueError("the ONNX Runtime encoder differs from the torch one")
+    return session
+
+
+class PolicyStep(RunningStep):
+    """The running form of a LiquidPolicy: a snapshot of its weights for batch-1 streaming. The
+    camera encoder runs in ONNX Runtime when onnxruntime is installed (`encoder="auto"`), else
+    traced and frozen in torch; `encoder` ("onnxruntime", "torch") asks for one. `self.encoder`
+    says which one runs: "onnxruntime", "torch (frozen)" or "torch (eager)"."""
+
+    def __init__(self, policy: LiquidPolicy, encoder: str = "auto") -> None:
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
         policy = policy.eval()
-        self._camera = _frozen(policy.camera, policy.spec)
+        example = example_frame(policy.spec)
+        self._session = self._camera = None
+        if encoder != "torch":
+            try:
+                self._session = _onnx_encoder(policy.camera, example)
+            except Exception:  # noqa: BLE001 - no onnxruntime (or an unexportable encoder): torch runs it
+                if encoder == "onnxruntime":
+                    raise
+        if self._session is None:
+            self._camera = _frozen(policy.camera, example)
+        self.encoder = ("onnxruntime" if self._session is not None else
+                        "torch (eager)" if self._camera is policy.camera else "torch (frozen)")
         super().__init__(
             policy.spec, policy.core.fused(refresh=True), policy.core.state_size,
             policy.readout.weight.detach().double().numpy().copy(),
             policy.readout.bias.detach().double().numpy().copy(),
             policy.imu_mean.double().numpy(), policy.imu_std.double().numpy())
 
-    def encode_image(self, rgb: np.ndarray) -> np.ndarray:
-        """Camera features of one (h, w, 3) float RGB frame of any size, resized to the model's
-        input as sensing.resize does for training."""
-        frame = torch.from_numpy(np.ascontiguousarray(resize(rgb, self.image_width, self.image_height), dtype=np.float32))
+    def encode_frame(self, frame: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run(None, {"frame": frame[None]})[0][0].astype(np.float64)
         with torch.inference_mode():
-            out = self._camera(frame[None])
+            out = self._camera(torch.from_numpy(frame)[None])
         return out[0].double().numpy()

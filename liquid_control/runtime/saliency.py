@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from .sensing import resize
+from .sensing import model_frame
 
 
 class SaliencyUnavailable(ValueError):
@@ -80,11 +80,9 @@ class VisualBackProp:
         self.width, self.height = policy.spec.image_width, policy.spec.image_height
 
     def frame(self, rgb: np.ndarray) -> np.ndarray:
-        """The frame as the encoder sees it: resized to the model's input, float32 RGB in [0, 1]."""
-        rgb = np.asarray(rgb)
-        if rgb.dtype == np.uint8:
-            rgb = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
-        return np.ascontiguousarray(resize(rgb, self.width, self.height), dtype=np.float32)
+        """The frame as the encoder sees it (sensing.model_frame's uint8 levels) as float32 RGB in
+        [0, 1]: exactly the pixels the running encoder scales the same frame to."""
+        return model_frame(np.asarray(rgb), self.width, self.height).astype(np.float32) * np.float32(1.0 / 255.0)
 
     def feature_maps(self, frame: np.ndarray) -> list[torch.Tensor]:
         """Each layer's activations averaged over channels, (H_k, W_k), shallowest first, for one

@@ -1,7 +1,8 @@
 """A policy's running form without torch: held inputs, the fused core, the readout, and the
 compiled pieces around them (staging an IMU sample into the network's normalised inputs, the linear
 readout with its finite check). The torch policy (policy.PolicyStep) and the ONNX Runtime backend
-(onnx_policy.OnnxStep) differ only in their camera encoder."""
+(onnx_policy.OnnxStep) differ only in their camera encoder (`encode_frame`); both take the frame as
+sensing.model_frame makes it, the conversion training uses too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from .sensing import IMU_FIELDS
+from .sensing import IMU_FIELDS, model_frame
 from .specs import EncoderSpec
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ def _readout(w, b, state, n, out):  # pragma: no cover - compiled
 
 class RunningStep:
     """A policy in its running form, batch 1: the core as a fused kernel, the readout and the IMU
-    normalisation as arrays, the inputs held in place. Subclasses give `encode_image` (torch's
-    frozen encoder in policy.PolicyStep, ONNX Runtime in onnx_policy.OnnxStep)."""
+    normalisation as arrays, the inputs held in place. Subclasses give `encode_frame` (ONNX Runtime
+    or torch's frozen encoder in policy.PolicyStep, ONNX Runtime in onnx_policy.OnnxStep)."""
 
     def __init__(self, spec: EncoderSpec, core: FusedStep, state_size: int, readout_w: np.ndarray,
                  readout_b: np.ndarray, imu_mean: np.ndarray, imu_std: np.ndarray) -> None:
@@ -65,8 +66,14 @@ class RunningStep:
         self._imu_staged = np.zeros(len(spec.imu_fields), dtype=np.float64)
 
     def encode_image(self, rgb: np.ndarray) -> np.ndarray:
-        """Camera features of one (h, w, 3) float RGB frame of any size, resized to the model's
-        input as sensing.resize does for training."""
+        """Camera features (float64) of one decoded (h, w, 3) RGB frame of any size: uint8 (the
+        camera path: image_to_array/compressed_to_array with dtype=np.uint8), uint16, or float in
+        [0, 1]; made the model's input by sensing.model_frame, as training makes its frames."""
+        return self.encode_frame(model_frame(rgb, self.image_width, self.image_height))
+
+    def encode_frame(self, frame: np.ndarray) -> np.ndarray:
+        """Camera features (float64) of one model_frame output: (image_height, image_width, 3)
+        uint8 RGB, C-contiguous."""
         raise NotImplementedError
 
     def initial_state(self) -> np.ndarray:
@@ -76,7 +83,10 @@ class RunningStep:
         """One dry run (a grey frame, a zero IMU sample, one step from rest) on scratch buffers:
         raises if this running form cannot take the inputs its model declares (a config that
         builds but does not run), leaves nothing held."""
-        features = self.encode_image(np.full((self.image_height, self.image_width, 3), 0.5))
+        # A grey frame one pixel larger than the model's input: model_frame's resize kernel is
+        # loaded (or compiled, without a numba cache) here, not at the first camera frame.
+        grey = np.full((self.image_height + 1, self.image_width + 1, 3), 128, dtype=np.uint8)
+        features = self.encode_image(grey)
         if features.shape != (self.camera_features,):
             raise ValueError(f"the camera encoder gives {features.shape[0]} features, the core takes "
                              f"{self.camera_features}")
