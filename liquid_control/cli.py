@@ -124,7 +124,7 @@ def _collect(args: argparse.Namespace) -> int:
 
     tracks = [Track.load(track_path(t)) for t in args.track]
     summary = collect(tracks, args.output, episodes=args.episodes, seconds=args.seconds, seed=args.seed,
-                      speed=args.speed)
+                      speed=args.speed, max_speed=args.max_speed)
     print(json.dumps({"bag": args.output, **summary}))
     return 0
 
@@ -292,7 +292,9 @@ def _add_collect(sub) -> None:
     collect.add_argument("--output", required=True, help="the bag directory to create")
     collect.add_argument("--episodes", type=int, default=10, help="episodes per track")
     collect.add_argument("--seconds", type=float, default=30.0, help="sim seconds per episode")
-    collect.add_argument("--speed", type=float, default=0.5, help="expert speed, m/s")
+    collect.add_argument("--speed", type=float, default=0.5, help="expert speed, m/s (with --max-speed: the least)")
+    collect.add_argument("--max-speed", type=float, help="schedule the expert's speed by the road ahead, from "
+                         "--speed up to this (m/s): it slows for the curves it sees coming")
     collect.add_argument("--seed", type=int, default=0)
     collect.set_defaults(func=_collect)
 

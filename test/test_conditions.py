@@ -62,7 +62,7 @@ def test_suites_keep_the_classic_table_and_list_every_condition_once():
         assert (c.group == "nominal") == (name == "nominal")
     for name in SUITES["hard"][1:]:
         c = CONDITIONS[name]
-        assert c.look or c.sensors or c.robot or c.track or c.distractors, f"{name} changes nothing"
+        assert c.look or c.sensors or c.robot or c.track or c.distractors or c.settings, f"{name} changes nothing"
     assert {CONDITIONS[n].group for n in SUITES["hard"]} == set(GROUPS) - {"track"}
 
 
@@ -385,3 +385,27 @@ def test_eval_drives_the_conditions_robot_not_the_nominal_one():
                         show_progress=False) for c in ("nominal", "weak_motors")}
     ratio = runs["weak_motors"]["mean_speed_mps"] / runs["nominal"]["mean_speed_mps"]
     assert 0.7 < ratio < 0.9, runs
+
+
+def test_the_scheduled_expert_slows_for_the_curves_ahead_and_keeps_the_road():
+    """collect --max-speed: the expert's speed follows the road ahead (the label a policy must learn
+    its speed from): near 1.0 m/s where the road is straight, well below it before the hairpin."""
+    track = Track.load(track_path("hairpin"))
+    expert = PurePursuit(speed=0.5, max_speed=1.0)
+    env = TrackEnv(track, seed=2)
+    env.reset(s=0.0)
+    speeds, off = [], False
+    try:
+        for event in env.events(30.0):
+            if event.kind == "imu":
+                linear, angular = expert(env)
+                env.command(linear, angular)
+                speeds.append(linear)
+                off = off or env.truth()["off_road"]
+    finally:
+        env.close()
+    speeds = np.array(speeds)
+    assert not off
+    assert speeds.max() == pytest.approx(1.0) and speeds.min() < 0.75  # sqrt(0.3 / 0.8) = 0.61 at the hairpin
+    assert 0.1 < (speeds > 0.95).mean() < 0.9  # both regimes, for a good part of the lap each
+    assert PurePursuit(speed=0.5).target_speed(track, 0.0) == 0.5  # without max_speed: constant

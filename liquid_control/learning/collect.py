@@ -40,12 +40,12 @@ class Perturbation:
 
 
 def collect(tracks: list[Track], output: str | Path, episodes: int, seconds: float, seed: int = 0,
-            speed: float = 0.5, perturbation: Perturbation | None = None,
+            speed: float = 0.5, max_speed: float | None = None, perturbation: Perturbation | None = None,
             sensors: SensorConfig | None = None) -> dict:
     """Record `episodes` episodes per track into the bag `output`; returns a summary."""
     p = perturbation or Perturbation()
     rng = np.random.default_rng(seed)
-    expert = PurePursuit(speed=speed)
+    expert = PurePursuit(speed=speed, max_speed=max_speed)  # max_speed: slows for the curves ahead
     summary = {"episodes": 0, "camera": 0, "imu": 0, "off_road_events": 0, "seconds": 0.0}
     with BagWriter(output) as bag, progress.bar(total=len(tracks) * episodes * seconds, desc=f"collect {Path(output).name}",
                                                 unit="sim s", bar_format=_BAR) as bar:

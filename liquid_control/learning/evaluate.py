@@ -7,6 +7,7 @@ mean and max |cross-track error|, mean speed, and a trajectory plot.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     c = CONDITIONS[condition]
     policy, config = load_policy(model)
     world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
+    run_settings = dataclasses.replace(settings or Settings(), **(c.settings or {}))
     rng = np.random.default_rng(seed)
     env = TrackEnv(world, sensors=sensors, seed=seed, **c.env_kwargs())
     results, paths = [], []
@@ -35,7 +37,7 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
         for k in progress.bar(range(episodes), active=show_progress, desc=f"eval {world.name} {condition}",
                                 unit="episode"):
             env.reset(s=float(rng.uniform(0, world.length)), offset=float(rng.normal(0, 0.1)), seed=seed + k)
-            controller = LiquidController(policy, config, settings or Settings())
+            controller = LiquidController(policy, config, run_settings)
             xte, speed, path, off = [], [], [], False
             for event in env.events(seconds):
                 command = controller.on_sensor(event.kind, event.stamp, event.data)

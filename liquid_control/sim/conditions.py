@@ -43,6 +43,8 @@ class Condition:
     group: str = "nominal"            # one of GROUPS
     robot: dict | None = None         # changes to RobotSpec (sim.world.RobotSpec): camera pose, friction,
     #                                   masses, motor gain, command delay
+    settings: dict | None = None      # changes to the controller's Settings where it runs in-process
+    #                                   (eval, table): the speed limit a policy may drive up to
 
     def apply(self, track, sensors):
         """(track, sensors) as this condition changes them: a Track (its look) and a SensorConfig.
@@ -69,6 +71,7 @@ class Condition:
         """The changes of this condition that the Gazebo export cannot reproduce."""
         missing = [f"robot.{k}" for k in (self.robot or {}) if k in NOT_IN_GAZEBO["robot"]]
         missing += [f"sensors.{k}" for k in (self.sensors or {}) if k in NOT_IN_GAZEBO["sensors"]]
+        missing += [f"settings.{k} (the controller node's parameter: set it there)" for k in (self.settings or {})]
         return missing + ([f"{self.distractors} distractors"] if self.distractors else [])
 
 
@@ -123,6 +126,13 @@ HARD = (
     # speed: the policy sets its own speed; this track asks more of it than the training tracks do
     Condition("tight_turns", "the hairpin track: 1.3 m radius turns, for 1.0 m/s", track=TIGHT_TRACK,
               group="speed"),
+    # The controller's speed limit raised from 0.5 to 1.0 m/s: a policy trained on the scheduled
+    # expert (collect --max-speed 1.0) drives as fast as it learned; one trained at 0.5 m/s is
+    # asked nothing new (it commands 0.5).
+    Condition("fast", "speed limit 1.0 m/s (the node's default is 0.5)", settings={"max_linear_speed": 1.0},
+              group="speed"),
+    Condition("fast_tight_turns", "the hairpin track with the speed limit at 1.0 m/s", track=TIGHT_TRACK,
+              settings={"max_linear_speed": 1.0}, group="speed"),
 )
 
 CONDITIONS = {c.name: c for c in (*CLASSIC, *HARD)}

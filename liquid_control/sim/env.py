@@ -232,19 +232,54 @@ class TrackEnv:
 
 @dataclass(frozen=True)
 class PurePursuit:
-    """The expert: pure pursuit of the centreline on ground truth."""
+    """The expert: pure pursuit of the centreline on ground truth.
 
-    speed: float = 0.5          # m/s
+    At a constant `speed`, or, with `max_speed`, at a speed scheduled by the road ahead: the
+    largest |curvature| within `preview` m (averaged over 0.5 m of road) sets v = sqrt(lateral_accel
+    / |curvature|), kept within [speed, max_speed], so the expert slows for the curves it sees
+    coming and a policy trained on it has to learn its speed from the camera, not a constant."""
+
+    speed: float = 0.5          # m/s (the least, with max_speed)
     lookahead: float = 0.6      # m
     max_angular: float = 1.5    # rad/s
+    max_speed: float | None = None  # m/s: schedule the speed between `speed` and this
+    lateral_accel: float = 0.3      # m/s^2 allowed in a curve (0.82-1.0 m/s on oval and kidney, 0.61 in the hairpin)
+    preview: float = 1.5            # m of road ahead the schedule reads
+
+    def target_speed(self, track: Track, s: float) -> float:
+        if self.max_speed is None:
+            return self.speed
+        arc, length = track.arclength, track.length
+        kappa = _smoothed_curvature(track)
+        ahead = np.mod(arc - s, length) <= self.preview
+        worst = float(kappa[ahead].max()) if ahead.any() else 0.0
+        v = math.sqrt(self.lateral_accel / worst) if worst > 1e-6 else self.max_speed
+        return min(self.max_speed, max(self.speed, v))
 
     def __call__(self, env: TrackEnv) -> tuple[float, float]:
         t = env.truth()
+        speed = self.target_speed(env.track, t["s"])
         gx, gy, _ = env.track.pose_at(t["s"] + self.lookahead)
         dx, dy = gx - t["x"], gy - t["y"]
         # The goal in the robot frame; curvature of the arc through it.
         ly = -math.sin(t["yaw"]) * dx + math.cos(t["yaw"]) * dy
         dist2 = dx * dx + dy * dy
         curvature = 2.0 * ly / max(dist2, 1e-6)
-        angular = max(-self.max_angular, min(self.max_angular, self.speed * curvature))
-        return self.speed, angular
+        angular = max(-self.max_angular, min(self.max_angular, speed * curvature))
+        return speed, angular
+
+
+_SMOOTHED: dict[int, tuple[Track, np.ndarray]] = {}
+
+
+def _smoothed_curvature(track: Track, window: float = 0.5) -> np.ndarray:
+    """|curvature| of the track's samples, averaged over `window` m of road (the loop closed)."""
+    hit = _SMOOTHED.get(id(track))
+    if hit is not None and hit[0] is track:
+        return hit[1]
+    k = np.abs(track.curvature())
+    n = max(1, int(round(window / (track.length / len(k)))))
+    padded = np.concatenate([k[-n:], k, k[:n]])
+    smooth = np.convolve(padded, np.ones(2 * n + 1) / (2 * n + 1), mode="same")[n:-n]
+    _SMOOTHED[id(track)] = (track, smooth)
+    return smooth
