@@ -179,24 +179,23 @@ def _exported(tmp_path, time_input):
 def test_the_exported_onnx_graph_steps_like_the_running_policy(time_input, tmp_path):
     model, session = _exported(tmp_path, time_input)
     names = {i.name for i in session.get_inputs()}
-    assert {"frame", "imu"} <= names and ("dt" in names) == time_input
+    assert names == {"frame", "imu", "dt", "state"}  # all four, read or not (test below)
     loaded, _ = load_model(model)
     run = loaded.streamer()
     frames, frame_index, imu, dt = _events(1)
     state = run.initial_state()
     for t in range(20):
         feed = {"frame": frames[0, frame_index[0, t]][None], "imu": imu[0, t], "dt": np.array([dt[0, t]]),
-                "state": np.full(7, np.nan)}  # a state, were the graph to read it, that would show
-        command, new_state, features = session.run(None, {k: v for k, v in feed.items() if k in names})
+                "state": np.full(state.size, np.nan)}  # a state, were the graph to read it, that would show
+        command, new_state, features = session.run(None, feed)
         expected = run.step(features, run.normalize_imu(imu[0, t]), state, float(dt[0, t]))
         np.testing.assert_allclose(command, expected, rtol=0, atol=1e-9)
         np.testing.assert_allclose(new_state, state, rtol=0, atol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/export.py: torch's TorchScript exporter drops graph inputs the "
-                   "step does not read (this core's state; dt without time_input, as for an LSTM/GRU with "
-                   "time_input=False); drop this mark when export.py keeps them")
 def test_the_exported_graph_has_the_documented_inputs(tmp_path):
+    """torch's exporter drops inputs the step does not read (this core's state; dt without
+    time_input); the export puts them back, so every graph takes the same four inputs."""
     _, session = _exported(tmp_path, time_input=False)
     assert [i.name for i in session.get_inputs()] == ["frame", "imu", "dt", "state"]
 

@@ -74,6 +74,22 @@ class StreamingStep(nn.Module):
         return command, new_state, features
 
 
+def _keep_every_input(graph, example: tuple[torch.Tensor, ...]) -> None:
+    """The documented inputs, in order, whatever the step reads: torch's exporter drops an input no
+    output depends on (dt for a core that ignores time, the state of a memoryless core), and a caller
+    feeding the four inputs would then be refused by ONNX Runtime. An input nothing reads is valid."""
+    import onnx
+    from onnx import helper
+
+    have = {i.name: i for i in graph.graph.input}
+    types = {torch.uint8: onnx.TensorProto.UINT8, torch.float64: onnx.TensorProto.DOUBLE,
+             torch.float32: onnx.TensorProto.FLOAT}
+    inputs = [have.get(name) or helper.make_tensor_value_info(name, types[x.dtype], list(x.shape))
+              for name, x in zip(INPUTS, example, strict=True)]
+    del graph.graph.input[:]
+    graph.graph.input.extend(inputs)
+
+
 def export_onnx(model: str | Path, output: str | Path) -> dict:
     """Write `model`'s streaming step to `output` (never over an existing file). Returns a summary."""
     import onnx
@@ -97,6 +113,7 @@ def export_onnx(model: str | Path, output: str | Path) -> dict:
         torch.onnx.export(step, example, str(tmp), input_names=list(INPUTS), output_names=list(OUTPUTS),
                           opset_version=OPSET, dynamo=False)
     graph = onnx.load(str(tmp))
+    _keep_every_input(graph, example)
     readout = {"weight": run.readout_w.tolist(), "bias": run.readout_b.tolist()}
     entries = [(METADATA_KEY, config.to_json()), (READOUT_KEY, json.dumps(readout)),
                (ENCODER_KEY, base64.b64encode(encoder_graph(policy.camera.float(), example[0])).decode("ascii"))]
