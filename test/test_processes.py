@@ -20,9 +20,10 @@ def test_a_process_that_handles_sigint_ends_cleanly_and_one_that_ignores_it_is_k
     for proc in (clean, stubborn):
         assert proc.stdout.readline().strip() == "ready"  # inside its try, or its handler in place
     start = time.monotonic()
-    codes = stop(clean, stubborn, timeout=2.0)
+    # 5 s: the clean one ends at once on an idle machine, but CI saw it take over 2 s on a busy one.
+    codes = stop(clean, stubborn, timeout=5.0)
     assert codes == [0, -9]
-    assert time.monotonic() - start < 5.0  # one shared timeout, not one per process
+    assert time.monotonic() - start < 9.0  # one shared timeout, not one per process
 
 
 def test_a_process_that_already_ended_keeps_its_exit_code():

@@ -27,9 +27,16 @@ def run_node(prog: str, description: str, make_node: Callable[[], Node], args: l
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except errors as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as exc:
+        if not rclpy.ok():
+            # A Ctrl-C while the node was being built: rclpy's handler shut the context down under
+            # it, and what failed next (an RCLError "context is invalid") is that, not a fault.
+            pass
+        elif isinstance(exc, errors):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        else:
+            raise
     finally:
         # Under `ros2 launch`, Ctrl-C sends SIGINT twice (terminal and launch): the second must
         # not interrupt the cleanup.
