@@ -264,12 +264,15 @@ class BagEvent:
 
 def read_events(path: str | Path, camera: str = topics.absolute(topics.CAMERA), imu: str = topics.absolute(topics.IMU),
                 command: str | None = topics.absolute(topics.CMD_VEL), skipped: dict[str, int] | None = None,
-                camera_size: tuple[int, int] = (0, 0), max_image_pixels: int | None = None) -> Iterator[BagEvent]:
+                camera_size: tuple[int, int] = (0, 0), max_image_pixels: int | None = None,
+                image_dtype: type = np.float32) -> Iterator[BagEvent]:
     """The bag's camera, IMU (and command) messages as events, in the order they were logged.
 
     The camera topic may be sensor_msgs/Image or CompressedImage (JPEG or PNG, as image_transport
     records `.../compressed`); a JPEG is decoded at the smallest DCT scale that still covers
     `camera_size` (width, height: the model's input, as the node decodes it; (0, 0): full size).
+    Frames come as float32 RGB in [0, 1], or with image_dtype=np.uint8 as the node takes them (the
+    8-bit values, no float pass; sensing.model_frame gives the same model frame from either).
     Missing topics, topics of another type, and unreadable bags raise BagError naming the bag.
     Bad messages inside a good bag (an image of the wrong size, a corrupt JPEG, NaN in an IMU
     message) are skipped here just as the controller would reject them; `skipped` counts them per
@@ -300,9 +303,9 @@ def read_events(path: str | Path, camera: str = topics.absolute(topics.CAMERA), 
                 if kind == "imu":
                     data = imu_to_array(msg)
                 elif connection.msgtype == COMPRESSED_IMAGE:
-                    data = compressed_to_array(msg, *camera_size, max_pixels=max_image_pixels)
+                    data = compressed_to_array(msg, *camera_size, max_pixels=max_image_pixels, dtype=image_dtype)
                 else:
-                    data = image_to_array(msg, max_pixels=max_image_pixels)
+                    data = image_to_array(msg, max_pixels=max_image_pixels, dtype=image_dtype)
             except SensorError as exc:
                 if skipped is not None:
                     reason = f"{kind}: {exc}"

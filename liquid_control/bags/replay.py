@@ -271,11 +271,11 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     try:
         with BagWriter(output) as out:
             run = _Run(LiquidController(policy, config, settings), out, frame_id or node_frame_id, stamped_compare)
-            # Frames converted as the node converts them: its size limit, compressed ones decoded
-            # at the smallest scale that covers the model's input.
+            # Frames converted as the node converts them: uint8, its size limit, compressed ones
+            # decoded at the smallest scale that covers the model's input.
             events = read_events(bag, camera=camera, imu=imu, command=compare_topic, skipped=skipped,
                                  camera_size=(policy.spec.image_width, policy.spec.image_height),
-                                 max_image_pixels=max_pixels)
+                                 max_image_pixels=max_pixels, image_dtype=np.uint8)
             counters = run.controller.counters
             for event in events:
                 steps = counters.steps

@@ -88,7 +88,8 @@ def _build(path: Path, sink: cache.FrameSink, width: int, height: int, imu_field
     skipped: dict[str, int] = {}
     # Frames decoded (a compressed camera) at the smallest scale that covers the model's input,
     # as the node decodes them.
-    events = read_events(path, camera=camera, imu=imu, command=label, camera_size=(width, height), skipped=skipped)
+    events = read_events(path, camera=camera, imu=imu, command=label, camera_size=(width, height), skipped=skipped,
+                         image_dtype=np.uint8)  # the node's 8-bit frames: no float pass before model_frame
     with progress.bar(events, total=total, desc=f"caching {path.name}", unit="msg") as bar:
         for event in bar:
             if event.kind == "command":
