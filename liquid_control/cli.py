@@ -162,7 +162,7 @@ def _table(args: argparse.Namespace) -> int:
     try:
         result = evaluation_table(models, conditions or None, episodes=args.episodes, seconds=args.seconds,
                                   seed=args.seed, jobs=args.jobs, reference=args.reference,
-                                  log=lambda line: print(line, file=sys.stderr))
+                                  cells_dir=args.cells, log=lambda line: print(line, file=sys.stderr))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -337,6 +337,10 @@ def _add_table(sub) -> None:
     table.add_argument("--seconds", type=float, default=30.0)
     table.add_argument("--seed", type=int, default=100)
     table.add_argument("--jobs", type=int, default=1, help="cells evaluated at once (processes)")
+    table.add_argument("--cells", metavar="DIR",
+                       help="keep each finished cell's result in DIR and reuse those already there: an "
+                            "interrupted table resumes, a row added later runs only its own cells (keyed "
+                            "by the model file's contents, condition, track, episodes, seconds, seed)")
     table.add_argument("--json", dest="json_path", help="write the full table as JSON to this file")
     table.add_argument("--markdown", help="write the markdown tables to this file")
     table.set_defaults(func=_table)

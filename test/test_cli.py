@@ -93,3 +93,34 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
     bad = subprocess.run([sys.executable, "-m", "liquid_control.cli", "table", "--model", "no-equals-sign"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "NAME=FILE" in bad.stderr
+
+
+def test_table_keeps_cells_and_an_interrupted_table_resumes_from_them(tmp_path):
+    cells = tmp_path / "cells"
+
+    def table(*extra):
+        out = tmp_path / "table.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "liquid_control.cli", "table", "--model", f"shipped={DEFAULT_MODEL}",
+             "--condition", "nominal", "--episodes", "2", "--seconds", "2", "--cells", str(cells),
+             "--json", str(out), *extra],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "MUJOCO_GL": "egl"})
+        assert result.returncode == 0, result.stderr
+        return json.loads(out.read_text()), result.stderr
+
+    first, log = table()
+    stored = sorted(cells.glob("*.json"))
+    assert [p.name.split("-")[:2] for p in stored] == [["nominal", "kidney"], ["nominal", "oval"]]
+    assert "kept from an earlier run" not in log
+    # What is in the folder is what the next table uses (a mark no simulation would give).
+    for path in stored:
+        cell = json.loads(path.read_text())
+        cell["per_episode"][0]["mean_abs_xte_m"] = 7.0
+        path.write_text(json.dumps(cell))
+    again, log = table()
+    assert log.count("kept from an earlier run") == 2
+    assert again["rows"]["shipped"]["cells"]["nominal"]["mean_abs_xte_m"] == 7.0
+    assert first["rows"]["shipped"]["cells"]["nominal"]["mean_abs_xte_m"] < 0.05
+    # Another seed is another key: evaluated, not reused.
+    _, log = table("--seed", "101")
+    assert "kept from an earlier run" not in log and len(list(cells.glob("*.json"))) == 4

@@ -3,12 +3,17 @@
 Rows are models, columns are conditions. Conditions that change the world or the sensors run on
 the training tracks (episodes split between them); `heldout_track` runs on the held-out track.
 Cells run in worker processes (`jobs`), each cell deterministic under its seed, so the table does
-not depend on how many run at once.
+not depend on how many run at once. With `cells_dir`, each cell's result is kept there as JSON under
+a key of everything it depends on (the model file's bytes, condition, track, episodes, seconds,
+seed, the package version): a table of hours that is interrupted resumes where it stopped, and
+rows added later evaluate only their own cells.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import progress
+from ..paths import resolve_model_path
 from ..runtime.modelfile import load_policy, parameter_counts
 from ..sim.conditions import CONDITIONS, SUITES
 from . import stats
@@ -24,22 +30,41 @@ from .evaluate import evaluate
 TRAINING_TRACKS = ("oval", "kidney")
 
 
+def _cell_path(cells_dir: str, model: str, condition: str, track: str, episodes: int, seconds: float,
+               seed: int) -> Path:
+    from importlib.metadata import version
+
+    key = hashlib.sha256(resolve_model_path(model).read_bytes())
+    key.update(json.dumps([condition, track, episodes, seconds, seed, version("liquid_control")]).encode())
+    return Path(cells_dir) / f"{condition}-{track}-{key.hexdigest()[:20]}.json"
+
+
 def _cell(job: tuple) -> dict:
-    name, index, model, condition, track, episodes, seconds, seed = job
-    result = evaluate(model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed,
-                      show_progress=False)  # the table's bar counts cells
-    result.update(name=name, index=index)
+    name, index, model, condition, track, episodes, seconds, seed, cells_dir = job
+    stored = _cell_path(cells_dir, model, condition, track, episodes, seconds, seed) if cells_dir else None
+    if stored is not None and stored.exists():
+        result = json.loads(stored.read_text())
+        result["reused"] = True
+    else:
+        result = evaluate(model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed,
+                          show_progress=False)  # the table's bar counts cells
+        if stored is not None:  # whole or not at all: written beside, then renamed
+            partial = stored.with_name(f"{stored.name}.{os.getpid()}.partial")
+            partial.write_text(json.dumps(result))
+            partial.replace(stored)
+    result.update(name=name, index=index, model=model)
     return result
 
 
 def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], conditions: list[str] | None = None,
                      episodes: int = 6, seconds: float = 30.0, seed: int = 100, jobs: int = 1,
                      training_tracks: tuple[str, ...] = TRAINING_TRACKS, log=progress.write,
-                     reference: str | None = None) -> dict:
+                     reference: str | None = None, cells_dir: str | Path | None = None) -> dict:
     """Evaluate each row's models (one per training seed: every seed drives the same episodes) in
     each condition; returns {"rows": {name: {...}}, "conditions": [...], ...}, each cell with its
     95% intervals and, for rows other than `reference` (default: the first), whether it differs
-    from the reference row (learning/stats.py)."""
+    from the reference row (learning/stats.py). `cells_dir`: where finished cells are kept and
+    reused (see the module's docstring)."""
     rows_models = {name: [str(m)] if isinstance(m, (str, Path)) else [str(x) for x in m] for name, m in models.items()}
     conditions = list(conditions or SUITES["classic"])  # the first table's columns, as before the hard suite
     unknown = [c for c in conditions if c not in CONDITIONS]
@@ -50,17 +75,21 @@ def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], co
     reference = reference or next(iter(rows_models))
     if reference not in rows_models:
         raise ValueError(f"reference row {reference!r} is not a row: {sorted(rows_models)}")
+    if cells_dir is not None:
+        Path(cells_dir).mkdir(parents=True, exist_ok=True)
+        cells_dir = str(cells_dir)
     work = []
     for name, files in rows_models.items():
         for index, model in enumerate(files):
             for condition in conditions:
                 if CONDITIONS[condition].track:
-                    work.append((name, index, model, condition, "oval", episodes, seconds, seed))
+                    work.append((name, index, model, condition, "oval", episodes, seconds, seed, cells_dir))
                     continue
                 split = np.array_split(np.arange(episodes), len(training_tracks))
                 for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
                     if len(part):
-                        work.append((name, index, model, condition, track, len(part), seconds, seed + 1000 * k))
+                        work.append((name, index, model, condition, track, len(part), seconds, seed + 1000 * k,
+                                     cells_dir))
     rows: dict[str, dict] = {}
     for name, files in rows_models.items():
         policy, config = load_policy(files[0])
@@ -79,7 +108,8 @@ def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], co
             if result["index"] == 0:
                 cell["tracks"].append(result["track"])
             log(f"{result['name']:>10}  {result['condition']:<15} {result['track']:<11} seed#{result['index']} "
-                f"success {result['success_rate']:.0%}  mean |xte| {result['mean_abs_xte_m']:.3f} m")
+                f"success {result['success_rate']:.0%}  mean |xte| {result['mean_abs_xte_m']:.3f} m"
+                f"{'  (kept from an earlier run)' if result.get('reused') else ''}")
     finally:
         if pool:
             pool.shutdown()
