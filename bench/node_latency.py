@@ -9,7 +9,10 @@ their own thread) and with sensor_thread:=false (on the executor, as a plain rcl
 Then, in this process, the controller's work per camera frame, stage by stage, on the same model and
 the same 96x64 rgb8 message (an rclpy sensor_msgs/Image), as the node does it: convert
 (image_to_array uint8), resize (model_frame to 64x48), encode (the camera encoder the node runs) and
-step (liquid step + readout); and the whole of it through the controller. The targets (issue 14):
+step (liquid step + readout); and the whole of it through the controller, back to back and a frame
+at a time 33 ms apart as a 30 Hz camera gives them (then the caches have gone cold and the same
+work takes several times as long: that, not the work measured warm, is what the node adds to a
+frame's latency over the relay's). The targets (issue 14):
 camera p50 <= 1.3x the relay's, IMU p50 <= 1.1x, per-frame work <= 150 us.
 
     .venv/bin/python bench/node_latency.py [--seconds 10] [--rounds 3] [--json]
@@ -88,6 +91,15 @@ def stages(model: Path, repeats: int) -> dict:
            "encode_us": measure(lambda: run.encode_frame(frame), repeats)["p50_us"],
            "step_us": measure(lambda: run.advance(state, 0.005), repeats)["p50_us"],
            "whole_us": measure(whole, repeats)["p50_us"]}
+    # The same work a frame at a time as a 30 Hz camera gives it: between frames the caches go cold
+    # (other processes, the idle core), and every stage pays for that.
+    paced = []
+    for _ in range(min(repeats, 300)):
+        time.sleep(1 / 30)
+        t0 = time.perf_counter()
+        whole()
+        paced.append(time.perf_counter() - t0)
+    out["whole_paced_us"] = float(np.percentile(paced, 50) * 1e6)
     out["sum_us"] = out["convert_us"] + out["resize_us"] + out["encode_us"] + out["step_us"]
     return out
 
@@ -252,7 +264,8 @@ def main() -> None:
     print(f"controller per camera frame, in-process, p50 (encoder: {split['encoder']}): convert "
           f"{split['convert_us']:.1f} + resize {split['resize_us']:.1f} + encode {split['encode_us']:.1f} + step "
           f"{split['step_us']:.1f} = {split['sum_us']:.0f} us; the whole through LiquidController "
-          f"{split['whole_us']:.0f} us")
+          f"{split['whole_us']:.0f} us back to back, {split['whole_paced_us']:.0f} us a frame at a time 33 ms "
+          "apart (caches cold)")
     node = rows[1]
     ratios = {"camera_vs_relay": node["camera_p50_ms"] / rows[0]["camera_p50_ms"],
               "imu_vs_relay": node["imu_p50_ms"] / rows[0]["imu_p50_ms"], "frame_work_us": split["whole_us"]}

@@ -158,14 +158,14 @@ def encoder_graph(camera: CameraEncoder, example: torch.Tensor) -> bytes:
 def _onnx_encoder(camera: CameraEncoder, example: torch.Tensor):
     """The encoder as an in-memory ONNX graph in an ONNX Runtime session (about a fifth of the
     frozen torch encoder's time per frame), checked against the eager module on `example`."""
-    from .onnx_policy import open_session
+    from .onnx_policy import FrameEncoder, open_session
 
-    session = open_session(encoder_graph(camera, example))
+    encoder = FrameEncoder(open_session(encoder_graph(camera, example)))
     with torch.no_grad():
         expected = camera(example).numpy()
-    if not np.allclose(session.run(None, {"frame": example.numpy()})[0], expected, rtol=0, atol=1e-5):
+    if not np.allclose(encoder(example.numpy()[0]), expected[0], rtol=0, atol=1e-5):
         raise ValueError("the ONNX Runtime encoder differs from the torch one")
-    return session
+    return encoder
 
 
 class PolicyStep(RunningStep):
@@ -179,16 +179,16 @@ class PolicyStep(RunningStep):
             raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
         policy = policy.eval()
         example = example_frame(policy.spec)
-        self._session = self._camera = None
+        self._encoder = self._camera = None
         if encoder != "torch":
             try:
-                self._session = _onnx_encoder(policy.camera, example)
+                self._encoder = _onnx_encoder(policy.camera, example)
             except Exception:  # noqa: BLE001 - no onnxruntime (or an unexportable encoder): torch runs it
                 if encoder == "onnxruntime":
                     raise
-        if self._session is None:
+        if self._encoder is None:
             self._camera = _frozen(policy.camera, example)
-        self.encoder = ("onnxruntime" if self._session is not None else
+        self.encoder = ("onnxruntime" if self._encoder is not None else
                         "torch (eager)" if self._camera is policy.camera else "torch (frozen)")
         super().__init__(
             policy.spec, policy.core.fused(refresh=True), policy.core.state_size,
@@ -197,8 +197,8 @@ class PolicyStep(RunningStep):
             policy.imu_mean.double().numpy(), policy.imu_std.double().numpy())
 
     def encode_frame(self, frame: np.ndarray) -> np.ndarray:
-        if self._session is not None:
-            return self._session.run(None, {"frame": frame[None]})[0][0].astype(np.float64)
+        if self._encoder is not None:
+            return self._encoder(frame)
         with torch.inference_mode():
             out = self._camera(torch.from_numpy(frame)[None])
         return out[0].double().numpy()
