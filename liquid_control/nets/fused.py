@@ -1,4 +1,6 @@
-"""Fused streaming kernels: one CfC or LTC step at batch 1 in a single compiled loop.
+"""Fused streaming kernels: one CfC, LTC, Liquid-S4, LSTM, GRU or feedforward step at batch 1 in a
+single compiled loop, with numpy and numba only (no torch: the ONNX backend streams every core here,
+rebuilt by `FusedStep.from_arrays` from what `to_arrays` put in the exported file).
 
 A controller steps its network hundreds of times a second with one sample, where torch's per-op
 dispatch costs far more than the arithmetic. These kernels take a snapshot of a module's weights,
@@ -6,8 +8,9 @@ fold the sparsity masks in, concatenate each layer's heads into one matrix (CfC)
 existing synapses (LTC), and run the step with numba: no autograd, no allocation per call. The torch
 modules stay the reference; tests hold the two paths equal.
 
-`FusedStep` (the input check, `initial_state`) and `_sigmoid` are shared with the discrete
-baselines' kernel in `recurrent.py`, so every fused step refuses bad input the same way.
+`FusedStep` (the input check, `initial_state`) and `_sigmoid` are shared by every kernel, so every
+fused step refuses bad input the same way. The modules (nets/cfc.py, ltc.py, liquid_s4.py,
+recurrent.py, feedforward.py) build their kernel with `fused()`.
 
 Precision: float64 throughout, so the fused step is at least as exact as the float32 torch path.
 """
@@ -19,6 +22,7 @@ import math
 import numba
 import numpy as np
 
+DT_SCALE = 0.01  # seconds: the discrete baselines' elapsed-time input is dt / DT_SCALE (about 0.5 at 200 Hz)
 ACT_IDS = {"lecun_tanh": 0, "silu": 1, "relu": 2, "tanh": 3, "gelu": 4}
 MODE_IDS = {"default": 0, "pure": 1, "no_gate": 2}
 
@@ -74,7 +78,7 @@ _MAP_W, _MAP_B = range(2)
 
 
 # The cores whose arrays (to_arrays) this module can stream without torch: what the ONNX backend runs.
-STREAMED_KINDS = ("cfc", "ltc")
+STREAMED_KINDS = ("cfc", "ltc", "liquid_s4", "mlp", "lstm", "gru")  # what from_arrays rebuilds: the ONNX backend's cores
 
 @numba.njit(cache=True, inline="always")
 def _sigmoid(x):
@@ -240,7 +244,8 @@ class FusedStep:
 
     @staticmethod
     def from_arrays(data: dict) -> FusedStep:
-        kinds = {"cfc": FusedCfC, "ltc": FusedLTC}  # STREAMED_KINDS
+        kinds = {"cfc": FusedCfC, "ltc": FusedLTC, "liquid_s4": FusedLiquidS4, "mlp": FusedFeedforward,
+                 "lstm": FusedRecurrent, "gru": FusedRecurrent}
         if data.get("kind") not in kinds:
             raise ValueError(f"no fused kernel of kind {data.get('kind')!r}; known: {sorted(kinds)}")
         return kinds[data["kind"]]._from_arrays(data)
@@ -502,3 +507,289 @@ class FusedLTC(FusedStep):
         ltc_step(x, state, float(dt), self.unfolds, self.eps, self.neuron, self.syn_s, self.syn,
                  self.out_map, self.io, self.out, self.tau, self.work)
         return self.out, state
+
+
+# --- Liquid-S4 (nets/liquid_s4.py: the module, its equations and its training kernel) ------------
+_GELU_K = math.sqrt(2.0 / math.pi)
+
+
+@numba.njit(cache=True)
+def liquid_s4_step(x, state, dt, w_in, b_in, scale, a_re, a_im, b_re, b_im, c_re, c_im, d, w_out, b_out,
+                   liquid, out, mode_tau, work):
+    """One Liquid-S4 step in place on state = [z | Re xi | Im xi]; z also goes to `out`, each mode's
+    time constant 1 / (s |Re lambda|) at this input to `mode_tau`."""
+    n_ch, n_modes = a_re.shape
+    n_in = x.shape[0]
+    units = out.shape[0]
+    j_all = n_ch * n_modes
+    y = work[:n_ch]
+    g = work[n_ch:n_ch + 2 * units]
+    for h in range(n_ch):
+        u = b_in[h]
+        for k in range(n_in):
+            u += w_in[h, k] * x[k]
+        phi = math.tanh(u) if liquid else 0.0
+        s = scale[h]
+        acc = d[h] * u
+        for m in range(n_modes):
+            lr = a_re[h, m] + b_re[h, m] * phi
+            li = a_im[h, m] + b_im[h, m] * phi
+            zr = s * lr * dt
+            zi = s * li * dt
+            ea = math.exp(zr)
+            cz, sz = math.cos(zi), math.sin(zi)
+            er, ei = ea * cz, ea * sz
+            half = math.sin(0.5 * zi)
+            em1r = math.expm1(zr) * cz - 2.0 * half * half  # Re(E - 1) without cancellation
+            den = lr * lr + li * li
+            qr = (em1r * lr + ei * li) / den  # (E - 1) / lambda
+            qi = (ei * lr - em1r * li) / den
+            fr = (qr * b_re[h, m] - qi * b_im[h, m]) * u
+            fi = (qr * b_im[h, m] + qi * b_re[h, m]) * u
+            j = units + h * n_modes + m
+            pr, pi = state[j], state[j + j_all]
+            nr = er * pr - ei * pi + fr
+            ni = er * pi + ei * pr + fi
+            state[j] = nr
+            state[j + j_all] = ni
+            acc += c_re[h, m] * nr - c_im[h, m] * ni
+            mode_tau[h * n_modes + m] = 1.0 / (s * -lr)
+        y[h] = 0.5 * acc * (1.0 + math.tanh(_GELU_K * (acc + 0.044715 * acc * acc * acc)))  # GELU (tanh form)
+    for o in range(2 * units):
+        acc = b_out[o]
+        for h in range(n_ch):
+            acc += w_out[o, h] * y[h]
+        g[o] = acc
+    for f in range(units):
+        v = g[f] * _sigmoid(g[units + f])  # GLU
+        state[f] = v
+        out[f] = v
+
+
+class FusedLiquidS4(FusedStep):
+    """Batch-1 streaming step of a LiquidS4 (float64, allocation-free after construction).
+
+    `tau` is NaN: the readout's features are not ODE states. `mode_tau` holds each mode's
+    effective (liquid) time constant at the last step, in the units of dt."""
+
+    ARRAYS = ("w_in", "b_in", "scale", "a_re", "a_im", "b_re", "b_im", "c_re", "c_im", "d", "w_out", "b_out")
+
+    def __init__(self, arrays: dict[str, np.ndarray], liquid: bool) -> None:
+        for name in self.ARRAYS:
+            setattr(self, name, np.ascontiguousarray(arrays[name], dtype=np.float64))
+        self.liquid = bool(liquid)
+        channels, modes = self.a_re.shape
+        self.input_size = self.w_in.shape[1]
+        self.state_size = self.w_out.shape[0] // 2
+        self.state_len = self.state_size + 2 * channels * modes
+        self.out = np.zeros(self.state_size, dtype=np.float64)
+        self.tau = np.full(self.state_size, np.nan)
+        self.mode_tau = np.zeros(channels * modes, dtype=np.float64)
+        self.work = np.zeros(channels + 2 * self.state_size, dtype=np.float64)
+
+    @classmethod
+    def from_module(cls, core) -> FusedLiquidS4:
+        import torch  # a LiquidS4 module's weights; the runtime without torch uses _from_arrays
+
+        with torch.no_grad():
+            arrays = {k: v.detach().cpu().numpy() for k, v in core.continuous_parameters(torch.float64).items()}
+        arrays.update(w_in=core.in_proj.weight.detach().cpu().double().numpy(),
+                      b_in=core.in_proj.bias.detach().cpu().double().numpy(),
+                      w_out=core.out_proj.weight.detach().cpu().double().numpy(),
+                      b_out=core.out_proj.bias.detach().cpu().double().numpy())
+        return cls(arrays, core.liquid)
+
+    def to_arrays(self) -> dict:
+        return {"kind": "liquid_s4", "liquid": self.liquid,
+                **{k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
+                   for k in self.ARRAYS}}
+
+    @classmethod
+    def _from_arrays(cls, d: dict) -> FusedLiquidS4:
+        arrays = {k: np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]) for k in cls.ARRAYS}
+        return cls(arrays, bool(d["liquid"]))
+
+    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=np.float64)
+        self._check(x, state, dt)
+        liquid_s4_step(x, state, float(dt), self.w_in, self.b_in, self.scale, self.a_re, self.a_im,
+                       self.b_re, self.b_im, self.c_re, self.c_im, self.d, self.w_out, self.b_out,
+                       self.liquid, self.out, self.mode_tau, self.work)
+        return self.out, state
+
+
+# --- the feedforward baseline (nets/feedforward.py: the module) ----------------------------------
+FF_ACTIVATIONS = ("relu", "tanh", "silu")  # hidden layers (ids from ACT_IDS); the last layer is tanh
+
+# One row of the layer table per Linear, in order: where its weight (rows x cols, row-major) and
+# bias start in the flat float64 parameter vector, and its shape.
+_L_ROWS, _L_COLS, _L_W, _L_B = range(4)
+
+
+@numba.njit(cache=True)
+def mlp_step(x, dt, time_input, p, table, act, work, state, out):
+    """One step: out = the MLP of [x (, dt / DT_SCALE)], also written to state (the readout reads
+    it there). work (2, widest layer) holds the layers' inputs and outputs in turn."""
+    n_in = x.shape[0]
+    for k in range(n_in):
+        work[1, k] = x[k]
+    if time_input:
+        work[1, n_in] = dt / DT_SCALE
+    n_layers = table.shape[0]
+    for layer in range(n_layers):
+        rows, cols = table[layer, _L_ROWS], table[layer, _L_COLS]
+        w_off, b_off = table[layer, _L_W], table[layer, _L_B]
+        src, dst = (layer + 1) % 2, layer % 2
+        last = layer == n_layers - 1
+        for r in range(rows):
+            acc = p[b_off + r]
+            base = w_off + r * cols
+            for k in range(cols):
+                acc += p[base + k] * work[src, k]
+            if last:
+                out[r] = math.tanh(acc)
+            else:
+                work[dst, r] = _activate(acc, act)
+    for j in range(out.shape[0]):
+        state[j] = out[j]
+
+
+class FusedFeedforward(FusedStep):
+    """Batch-1 streaming step of a Feedforward core (float64, allocation-free after construction).
+
+    `tau` is NaN: a memoryless map has no time constant."""
+
+    def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray], activation: str,
+                 time_input: bool) -> None:
+        if activation not in FF_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {FF_ACTIVATIONS}, got {activation!r}")
+        self.weights = [np.ascontiguousarray(w, dtype=np.float64) for w in weights]
+        self.biases = [np.ascontiguousarray(b, dtype=np.float64) for b in biases]
+        self.activation, self.time_input = activation, bool(time_input)
+        self.act = ACT_IDS[activation]
+        table, chunks, offset = [], [], 0
+        for w, b in zip(self.weights, self.biases, strict=True):
+            table.append((w.shape[0], w.shape[1], offset, offset + w.size))
+            chunks += [w.ravel(), b]
+            offset += w.size + b.size
+        self.p = np.concatenate(chunks)
+        self.table = np.array(table, dtype=np.int64)
+        self.input_size = self.weights[0].shape[1] - int(self.time_input)
+        self.state_size = self.state_len = self.weights[-1].shape[0]
+        self.out = np.zeros(self.state_size, dtype=np.float64)
+        self.tau = np.full(self.state_size, np.nan)
+        self.work = np.zeros((2, max(max(w.shape) for w in self.weights)), dtype=np.float64)
+
+    @classmethod
+    def from_module(cls, core) -> FusedFeedforward:
+        as64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+        return cls([as64(layer.weight) for layer in core.layers], [as64(layer.bias) for layer in core.layers],
+                   core.activation, core.time_input)
+
+    def to_arrays(self) -> dict:
+        return {"kind": "mlp", "activation": self.activation, "time_input": self.time_input,
+                "weights": [{"shape": list(w.shape), "data": w.ravel().tolist()} for w in self.weights],
+                "biases": [b.tolist() for b in self.biases]}
+
+    @classmethod
+    def _from_arrays(cls, d: dict) -> FusedFeedforward:
+        weights = [np.array(w["data"], dtype=np.float64).reshape(w["shape"]) for w in d["weights"]]
+        return cls(weights, [np.array(b, dtype=np.float64) for b in d["biases"]], d["activation"],
+                   bool(d["time_input"]))
+
+    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=np.float64)
+        self._check(x, state, dt)
+        mlp_step(x, float(dt), self.time_input, self.p, self.table, self.act, self.work, state, self.out)
+        return self.out, state
+
+
+# --- the LSTM and GRU baselines (nets/recurrent.py: the modules) ------------------------------------
+@numba.njit(cache=True)
+def _gates(w_ih, b_ih, w_hh, b_hh, z, h, gates_x, gates_h):
+    rows, cols = w_ih.shape
+    n = w_hh.shape[1]
+    for r in range(rows):
+        acc = b_ih[r]
+        for k in range(cols):
+            acc += w_ih[r, k] * z[k]
+        gates_x[r] = acc
+        acc = b_hh[r]
+        for k in range(n):
+            acc += w_hh[r, k] * h[k]
+        gates_h[r] = acc
+
+
+@numba.njit(cache=True)
+def lstm_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
+    """nn.LSTMCell in place: state[:n] is h, state[n:] is c."""
+    n = w_hh.shape[1]
+    _gates(w_ih, b_ih, w_hh, b_hh, z, state[:n], gx, gh)
+    for j in range(n):
+        i = _sigmoid(gx[j] + gh[j])
+        f = _sigmoid(gx[n + j] + gh[n + j])
+        g = math.tanh(gx[2 * n + j] + gh[2 * n + j])
+        o = _sigmoid(gx[3 * n + j] + gh[3 * n + j])
+        c = f * state[n + j] + i * g
+        state[n + j] = c
+        state[j] = o * math.tanh(c)
+
+
+@numba.njit(cache=True)
+def gru_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
+    """nn.GRUCell in place on state (h)."""
+    n = w_hh.shape[1]
+    _gates(w_ih, b_ih, w_hh, b_hh, z, state, gx, gh)
+    for j in range(n):
+        r = _sigmoid(gx[j] + gh[j])
+        u = _sigmoid(gx[n + j] + gh[n + j])
+        cand = math.tanh(gx[2 * n + j] + r * gh[2 * n + j])
+        state[j] = (1.0 - u) * cand + u * state[j]
+
+
+class FusedRecurrent(FusedStep):
+    """Batch-1 streaming step of a Recurrent core (float64, allocation-free after construction).
+
+    `tau` is NaN: a discrete cell has no time constant to report."""
+
+    ARRAYS = ("w_ih", "b_ih", "w_hh", "b_hh")
+
+    def __init__(self, arrays: dict[str, np.ndarray], cell: str, time_input: bool) -> None:
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be lstm or gru, got {cell!r}")
+        for name in self.ARRAYS:
+            setattr(self, name, np.ascontiguousarray(arrays[name], dtype=np.float64))
+        self.cell, self.time_input = cell, bool(time_input)
+        self.kernel = lstm_step if cell == "lstm" else gru_step
+        self.state_size = self.w_hh.shape[1]
+        self.input_size = self.w_ih.shape[1] - int(self.time_input)
+        self.state_len = self.state_size * (2 if cell == "lstm" else 1)
+        self.z = np.zeros(self.w_ih.shape[1], dtype=np.float64)
+        self.gx = np.zeros(self.w_ih.shape[0], dtype=np.float64)
+        self.gh = np.zeros(self.w_ih.shape[0], dtype=np.float64)
+        self.tau = np.full(self.state_size, np.nan)
+
+    @classmethod
+    def from_module(cls, core) -> FusedRecurrent:
+        cell = core.rnn_cell
+        as64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+        return cls({"w_ih": as64(cell.weight_ih), "b_ih": as64(cell.bias_ih), "w_hh": as64(cell.weight_hh),
+                    "b_hh": as64(cell.bias_hh)}, core.cell, core.time_input)
+
+    def to_arrays(self) -> dict:
+        return {"kind": self.cell, "time_input": self.time_input,
+                **{k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
+                   for k in self.ARRAYS}}
+
+    @classmethod
+    def _from_arrays(cls, d: dict) -> FusedRecurrent:
+        arrays = {k: np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]) for k in cls.ARRAYS}
+        return cls(arrays, d["kind"], bool(d["time_input"]))
+
+    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        self._check(x, state, dt)
+        self.z[: self.input_size] = x
+        if self.time_input:
+            self.z[-1] = dt / DT_SCALE
+        self.kernel(self.z, state, self.w_ih, self.b_ih, self.w_hh, self.b_hh, self.gx, self.gh)
+        return state[: self.state_size], state

@@ -7,96 +7,24 @@ with `time_input=True` (the default) the elapsed time, divided by `DT_SCALE`, is
 so the baseline sees what the liquid cores see. Weights and gate order are PyTorch's
 (`nn.LSTMCell`: i, f, g, o; `nn.GRUCell`: r, z, n), and training runs on those cells.
 
-The streaming step shares its input check (`FusedStep`), its sigmoid and the `fused()` cache
-(`StreamingModule`) with the liquid cores, so all cores take and refuse the same input.
+The streaming step (`FusedRecurrent`, `lstm_step`, `gru_step` in nets/fused.py: numpy and numba only,
+so the ONNX backend streams these cores without torch) shares its input check (`FusedStep`), its
+sigmoid and the `fused()` cache (`StreamingModule`) with the liquid cores, so all cores take and
+refuse the same input.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
-import numba
-import numpy as np
 import torch
 from torch import nn
 
 from .base import StreamingModule
-from .fused import FusedStep, _sigmoid
+from .fused import DT_SCALE, FusedRecurrent, gru_step, lstm_step  # noqa: F401 - re-exported
 
-DT_SCALE = 0.01  # seconds: the elapsed-time input is dt / DT_SCALE (about 0.5 at 200 Hz)
 CELLS = ("lstm", "gru")
-
-
-@numba.njit(cache=True)
-def _gates(w_ih, b_ih, w_hh, b_hh, z, h, gates_x, gates_h):
-    rows, cols = w_ih.shape
-    n = w_hh.shape[1]
-    for r in range(rows):
-        acc = b_ih[r]
-        for k in range(cols):
-            acc += w_ih[r, k] * z[k]
-        gates_x[r] = acc
-        acc = b_hh[r]
-        for k in range(n):
-            acc += w_hh[r, k] * h[k]
-        gates_h[r] = acc
-
-
-@numba.njit(cache=True)
-def lstm_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
-    """nn.LSTMCell in place: state[:n] is h, state[n:] is c."""
-    n = w_hh.shape[1]
-    _gates(w_ih, b_ih, w_hh, b_hh, z, state[:n], gx, gh)
-    for j in range(n):
-        i = _sigmoid(gx[j] + gh[j])
-        f = _sigmoid(gx[n + j] + gh[n + j])
-        g = math.tanh(gx[2 * n + j] + gh[2 * n + j])
-        o = _sigmoid(gx[3 * n + j] + gh[3 * n + j])
-        c = f * state[n + j] + i * g
-        state[n + j] = c
-        state[j] = o * math.tanh(c)
-
-
-@numba.njit(cache=True)
-def gru_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
-    """nn.GRUCell in place on state (h)."""
-    n = w_hh.shape[1]
-    _gates(w_ih, b_ih, w_hh, b_hh, z, state, gx, gh)
-    for j in range(n):
-        r = _sigmoid(gx[j] + gh[j])
-        u = _sigmoid(gx[n + j] + gh[n + j])
-        cand = math.tanh(gx[2 * n + j] + r * gh[2 * n + j])
-        state[j] = (1.0 - u) * cand + u * state[j]
-
-
-class FusedRecurrent(FusedStep):
-    """Batch-1 streaming step of a Recurrent core (float64, allocation-free after construction).
-
-    `tau` is NaN: a discrete cell has no time constant to report."""
-
-    def __init__(self, core: Recurrent) -> None:
-        as64 = lambda t: np.ascontiguousarray(t.detach().cpu().double().numpy())  # noqa: E731
-        cell = core.rnn_cell
-        self.w_ih, self.b_ih = as64(cell.weight_ih), as64(cell.bias_ih)
-        self.w_hh, self.b_hh = as64(cell.weight_hh), as64(cell.bias_hh)
-        self.kernel = lstm_step if core.cell == "lstm" else gru_step
-        self.input_size, self.state_size = core.input_size, core.state_size
-        self.state_len = core.state_size * (2 if core.cell == "lstm" else 1)
-        self.time_input = core.time_input
-        self.z = np.zeros(core.input_size + int(core.time_input), dtype=np.float64)
-        self.gx = np.zeros(self.w_ih.shape[0], dtype=np.float64)
-        self.gh = np.zeros(self.w_ih.shape[0], dtype=np.float64)
-        self.tau = np.full(core.state_size, np.nan)
-
-    def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        self._check(x, state, dt)
-        self.z[: self.input_size] = x
-        if self.time_input:
-            self.z[-1] = dt / DT_SCALE
-        self.kernel(self.z, state, self.w_ih, self.b_ih, self.w_hh, self.b_hh, self.gx, self.gh)
-        return state[: self.state_size], state
 
 
 class Recurrent(StreamingModule):
@@ -147,7 +75,7 @@ class Recurrent(StreamingModule):
         return out, out[:, -1]
 
     def _build_fused(self) -> FusedRecurrent:
-        return FusedRecurrent(self)
+        return FusedRecurrent.from_module(self)
 
     def _watched_tensors(self) -> Iterable[torch.Tensor]:
         # One cell with four parameters: walking them on every step is cheap, and it also sees a

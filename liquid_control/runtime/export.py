@@ -119,7 +119,7 @@ def export_onnx(model: str | Path, output: str | Path) -> dict:
                (ENCODER_KEY, base64.b64encode(encoder_graph(policy.camera.float(), example[0])).decode("ascii"))]
     try:
         entries.append((CORE_KEY, json.dumps(run.core.to_arrays())))
-    except NotImplementedError:  # an LSTM/GRU core: the graph runs anywhere, the ONNX backend says why not
+    except NotImplementedError:  # a core with no torch-free kernel: the graph runs anywhere, the backend says why not
         pass
     for key, value in entries:
         entry = graph.metadata_props.add()

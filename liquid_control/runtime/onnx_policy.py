@@ -131,13 +131,13 @@ def load_onnx_policy(path: str | Path) -> tuple[OnnxPolicy, ModelConfig]:
         raise ModelFileError(path, f"its frame input is {frame_type}, not the uint8 frame of this version's export "
                                    "(written by an older liquid_control): export the model again")
     if CORE_KEY not in meta:
-        raise ModelFileError(path, "its core has no fused kernel for the onnx backend (LSTM and GRU cores: "
-                                   "run the .safetensors model with backend torch)")
+        raise ModelFileError(path, "its core's streaming kernel is not in the file (an LSTM or GRU core exported "
+                                   "by an older liquid_control): export the model again")
     kind = json.loads(meta[CORE_KEY]).get("kind")
     if kind not in STREAMED_KINDS:
-        raise ModelFileError(path, f"its {kind} core has no torch-free streaming kernel for the onnx backend yet "
+        raise ModelFileError(path, f"its {kind} core has no torch-free streaming kernel in this liquid_control "
                                    f"(it streams {', '.join(STREAMED_KINDS)} cores): run the .safetensors model "
-                                   "with backend torch")
+                                   "with backend torch, or a newer liquid_control")
     try:
         config = ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
         encoder = open_session(base64.b64decode(meta[ENCODER_KEY])) if ENCODER_KEY in meta else None
