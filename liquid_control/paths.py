@@ -4,9 +4,20 @@ sources (a checkout)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE = "liquid_control"
+
+
+def cache_root() -> Path:
+    """Where the package keeps what it can rebuild (training's decoded frames, the camera encoder's
+    ONNX graphs): $LIQUID_CONTROL_CACHE, else $XDG_CACHE_HOME/liquid_control, else
+    ~/.cache/liquid_control."""
+    if os.environ.get("LIQUID_CONTROL_CACHE"):
+        return Path(os.environ["LIQUID_CONTROL_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "liquid_control"
 
 
 def share_path(*parts: str) -> Path:

@@ -159,3 +159,37 @@ def test_model_files_without_image_norm_load_with_the_fixed_normalisation(tmp_pa
     save_file(tensors, str(old), metadata={METADATA_KEY: json.dumps(meta)})
     loaded, _ = load_model(old)
     assert loaded.spec.image_norm == "fixed"
+
+
+def test_the_encoder_graph_is_kept_so_a_second_start_skips_the_onnx_export(tmp_path):
+    """Exporting the camera encoder needs the onnx package (~0.8 s to import at a node's start): the
+    graph is kept in the cache, a second start loads it without onnx, and a damaged one is replaced."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from liquid_control.paths import DEFAULT_MODEL
+
+    pytest.importorskip("onnxruntime")
+    script = (f"import json, sys\nfrom liquid_control.runtime.modelfile import load_policy\n"
+              f"from liquid_control.runtime.policy import PolicyStep, example_frame\n"
+              f"policy, _ = load_policy({DEFAULT_MODEL!r})\nstep = PolicyStep(policy)\n"
+              f"f = step.encode_frame(example_frame(policy.spec).numpy()[0] // 2)\n"
+              f"print(json.dumps([step.encoder, 'onnx' in sys.modules, f.tolist()]))\n")
+    env = {**os.environ, "LIQUID_CONTROL_CACHE": str(tmp_path / "cache")}
+
+    def start():
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    encoder, onnx_imported, first = start()
+    kept = list((tmp_path / "cache" / "encoders").glob("*.onnx"))
+    assert encoder == "onnxruntime" and onnx_imported and len(kept) == 1
+    graph = kept[0].read_bytes()
+    encoder, onnx_imported, again = start()
+    assert encoder == "onnxruntime" and not onnx_imported and again == first
+    kept[0].write_bytes(b"not an onnx graph")
+    encoder, onnx_imported, repaired = start()
+    assert encoder == "onnxruntime" and onnx_imported and repaired == first and kept[0].read_bytes() == graph

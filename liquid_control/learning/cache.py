@@ -25,15 +25,13 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..paths import cache_root
+
 VERSION = 2  # what an entry holds or how frames are made (2: sensing.model_frame): bump to invalidate every cache
 FRAMES, ARRAYS, META = "frames.u8", "steps.npz", "meta.json"
 
 
-def default_root() -> Path:
-    if os.environ.get("LIQUID_CONTROL_CACHE"):
-        return Path(os.environ["LIQUID_CONTROL_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "liquid_control"
+default_root = cache_root
 
 
 def bag_files(bag: Path) -> list[dict]:

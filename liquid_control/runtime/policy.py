@@ -16,6 +16,7 @@ from it do the same.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -155,17 +156,58 @@ def encoder_graph(camera: CameraEncoder, example: torch.Tensor) -> bytes:
     return graph.getvalue()
 
 
+def _encoder_bytes(camera: CameraEncoder, example: torch.Tensor, refresh: bool = False) -> bytes:
+    """encoder_graph's bytes, kept under paths.cache_root()/encoders by a hash of everything the graph
+    depends on (weights, layers, input shape, opset, torch and package versions): exporting needs the onnx package,
+    whose import alone costs about 0.8 s of a node's start, so it is paid once per model. A cache
+    that cannot be written (a read-only home) only means the export runs every time. `refresh`:
+    export and keep it again, whatever is there."""
+    import hashlib
+    from importlib.metadata import version
+
+    from ..paths import cache_root
+
+    key = hashlib.sha256(repr((OPSET, tuple(example.shape), torch.__version__, version("liquid_control"),
+                               camera)).encode())  # the module's repr: its layers and their shapes
+    for name, tensor in sorted(camera.state_dict().items()):
+        key.update(name.encode())
+        key.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    path = cache_root() / "encoders" / f"{key.hexdigest()[:32]}.onnx"
+    if not refresh:
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+    graph = encoder_graph(camera, example)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(graph)
+        partial.replace(path)
+    except OSError:
+        pass
+    return graph
+
+
 def _onnx_encoder(camera: CameraEncoder, example: torch.Tensor):
-    """The encoder as an in-memory ONNX graph in an ONNX Runtime session (about a fifth of the
-    frozen torch encoder's time per frame), checked against the eager module on `example`."""
+    """The encoder as an ONNX graph in an ONNX Runtime session (about a fifth of the frozen torch
+    encoder's time per frame), checked against the eager module on `example`; a kept graph that
+    does not load or does not match (a damaged file) is exported again."""
     from .onnx_policy import FrameEncoder, open_session
 
-    encoder = FrameEncoder(open_session(encoder_graph(camera, example)))
     with torch.no_grad():
-        expected = camera(example).numpy()
-    if not np.allclose(encoder(example.numpy()[0]), expected[0], rtol=0, atol=1e-5):
-        raise ValueError("the ONNX Runtime encoder differs from the torch one")
-    return encoder
+        expected = camera(example).numpy()[0]
+    for fresh in (False, True):
+        graph = _encoder_bytes(camera, example, refresh=fresh)
+        try:
+            encoder = FrameEncoder(open_session(graph))
+        except Exception:  # noqa: BLE001 - onnxruntime's own error kinds for a bad graph
+            if fresh:
+                raise
+            continue
+        if np.allclose(encoder(example.numpy()[0]), expected, rtol=0, atol=1e-5):
+            return encoder
+    raise ValueError("the ONNX Runtime encoder differs from the torch one")
 
 
 class PolicyStep(RunningStep):
