@@ -166,8 +166,8 @@ def _table(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write(result, args.json_path, args.markdown)
-    print(markdown(result))
+    write(result, args.json_path, args.markdown, args.by_condition)
+    print(markdown(result, args.by_condition))
     return 0
 
 
@@ -343,6 +343,8 @@ def _add_table(sub) -> None:
                             "by the model file's contents, condition, track, episodes, seconds, seed)")
     table.add_argument("--json", dest="json_path", help="write the full table as JSON to this file")
     table.add_argument("--markdown", help="write the markdown tables to this file")
+    table.add_argument("--by-condition", action="store_true",
+                       help="markdown with a row per condition and a column per model (for many conditions)")
     table.set_defaults(func=_table)
 
 

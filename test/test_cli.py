@@ -90,6 +90,15 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
         vs = table["rows"]["again"]["cells"][condition]["vs_reference"]
         assert not vs["success_differs"] and not vs["xte_differs"], vs
     assert "| shipped |" in out_md.read_text() and "| shipped |" in result.stdout
+    # The same table a row per condition: the models become columns, in the same order.
+    from liquid_control.learning.report import markdown
+
+    lines = markdown(table, by_condition=True).splitlines()
+    assert "| condition | shipped | again |" in lines and "| seeds | 2 | 1 |" in lines
+    by_row = [line for line in lines if line.startswith("| dark |")]
+    assert len(by_row) == 2 and all(line.count("|") == 4 for line in by_row), by_row  # success, then |xte|
+    assert by_row[0].split(" | ")[1] == f"{row['cells']['dark']['success_rate']:.0%} [" \
+        f"{row['cells']['dark']['success_ci'][0]:.0%}-{row['cells']['dark']['success_ci'][1]:.0%}]"
     bad = subprocess.run([sys.executable, "-m", "liquid_control.cli", "table", "--model", "no-equals-sign"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "NAME=FILE" in bad.stderr

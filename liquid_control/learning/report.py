@@ -148,48 +148,65 @@ def _summarise(cell: dict, seeds: int) -> None:
                 _xte_by_seed=by_seed)
 
 
-def markdown(table: dict) -> str:
+def markdown(table: dict, by_condition: bool = False) -> str:
     """Two markdown tables: success rate with its Wilson 95% interval, then mean |xte| in mm with
     its bootstrap 95% interval; the core's and the whole policy's size; a dagger marks a cell that
     differs from the reference row (p < 0.05), every other cell of another row is not
-    distinguishable from it."""
+    distinguishable from it. One row per model, or with `by_condition` one row per condition and
+    a column per model (for a table of many conditions)."""
     conds = table["conditions"]
     ood = [c for c in conds if c != "nominal"]
     reference = table.get("reference")
-    head = "| model | seeds | core params | all params | " + " | ".join(conds) + (" | OOD mean |" if ood else " |")
-    rule = "|---|---:|---:|---:|" + "---:|" * (len(conds) + bool(ood))
+    rows = table["rows"]
 
     def mark(row_name: str, cell: dict, key: str) -> str:
         vs = cell.get("vs_reference")
         return "†" if row_name != reference and vs and vs[key] else ""
 
-    def lead(name: str, row: dict) -> str:
-        p = row["parameters"]
-        return f"| {name} | {row.get('seeds', 1)} | {p['liquid_core']:,} | {p['trainable']:,} | "
+    def success(name: str, c: str) -> str:
+        cell = rows[name]["cells"][c]
+        return (f"{cell['success_rate']:.0%} [{cell['success_ci'][0]:.0%}-{cell['success_ci'][1]:.0%}]"
+                f"{mark(name, cell, 'success_differs')}")
+
+    def xte(name: str, c: str) -> str:
+        cell = rows[name]["cells"][c]
+        return (f"{1000 * cell['mean_abs_xte_m']:.0f} [{1000 * cell['mean_abs_xte_ci'][0]:.0f}-"
+                f"{1000 * cell['mean_abs_xte_ci'][1]:.0f}]{mark(name, cell, 'xte_differs')}")
+
+    ood_success = lambda name: f"{rows[name]['ood_mean_success']:.0%}"  # noqa: E731
+    ood_xte = lambda name: f"{1000 * rows[name]['ood_mean_abs_xte_m']:.0f}"  # noqa: E731
+
+    def block(cell, ood_cell) -> list[str]:
+        if by_condition:
+            lines = ["| condition | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
+            lines.append("| seeds | " + " | ".join(str(r.get("seeds", 1)) for r in rows.values()) + " |")
+            lines.append("| core params | " + " | ".join(f"{r['parameters']['liquid_core']:,}" for r in rows.values())
+                         + " |")
+            lines.append("| all params | " + " | ".join(f"{r['parameters']['trainable']:,}" for r in rows.values())
+                         + " |")
+            lines += [f"| {c} | " + " | ".join(cell(name, c) for name in rows) + " |" for c in conds]
+            if ood:
+                lines.append("| OOD mean | " + " | ".join(ood_cell(name) for name in rows) + " |")
+            return lines
+        lines = ["| model | seeds | core params | all params | " + " | ".join(conds) + (" | OOD mean |" if ood else " |"),
+                 "|---|---:|---:|---:|" + "---:|" * (len(conds) + bool(ood))]
+        for name, row in rows.items():
+            p = row["parameters"]
+            lines.append(f"| {name} | {row.get('seeds', 1)} | {p['liquid_core']:,} | {p['trainable']:,} | "
+                         + " | ".join(cell(name, c) for c in conds) + (f" | {ood_cell(name)} |" if ood else " |"))
+        return lines
 
     n = table["episodes"]
     out = [f"Success rate, Wilson 95% interval (episodes per cell: {n} x {table['seconds']:.0f} s per seed); "
-           f"† differs from {reference} (Fisher's exact test, p < 0.05)", "", head, rule]
-    for name, row in table["rows"].items():
-        cells = " | ".join(
-            f"{row['cells'][c]['success_rate']:.0%} [{row['cells'][c]['success_ci'][0]:.0%}-"
-            f"{row['cells'][c]['success_ci'][1]:.0%}]{mark(name, row['cells'][c], 'success_differs')}" for c in conds)
-        tail = f" | {row['ood_mean_success']:.0%} |" if ood else " |"
-        out.append(lead(name, row) + cells + tail)
+           f"† differs from {reference} (Fisher's exact test, p < 0.05)", "", *block(success, ood_success)]
     out += ["", f"Mean |cross-track error|, mm, 95% interval (bootstrap over seeds, then episodes); † differs from "
-            f"{reference}", "", head, rule]
-    for name, row in table["rows"].items():
-        cells = " | ".join(
-            f"{1000 * row['cells'][c]['mean_abs_xte_m']:.0f} [{1000 * row['cells'][c]['mean_abs_xte_ci'][0]:.0f}-"
-            f"{1000 * row['cells'][c]['mean_abs_xte_ci'][1]:.0f}]{mark(name, row['cells'][c], 'xte_differs')}"
-            for c in conds)
-        tail = f" | {1000 * row['ood_mean_abs_xte_m']:.0f} |" if ood else " |"
-        out.append(lead(name, row) + cells + tail)
+            f"{reference}", "", *block(xte, ood_xte)]
     return "\n".join(out) + "\n"
 
 
-def write(table: dict, json_path: str | Path | None = None, markdown_path: str | Path | None = None) -> None:
+def write(table: dict, json_path: str | Path | None = None, markdown_path: str | Path | None = None,
+          by_condition: bool = False) -> None:
     if json_path:
         Path(json_path).write_text(json.dumps(table, indent=1) + "\n")
     if markdown_path:
-        Path(markdown_path).write_text(markdown(table))
+        Path(markdown_path).write_text(markdown(table, by_condition))
