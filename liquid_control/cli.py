@@ -158,7 +158,9 @@ def _table(args: argparse.Namespace) -> int:
     if args.suite:
         from .sim.conditions import SUITES as suites
 
-        conditions += [c for suite in args.suite for c in suites[suite] if c not in conditions]
+        for c in (c for suite in args.suite for c in suites[suite]):
+            if c not in conditions:  # each suite starts with nominal: one column of it
+                conditions.append(c)
     try:
         result = evaluation_table(models, conditions or None, episodes=args.episodes, seconds=args.seconds,
                                   seed=args.seed, jobs=args.jobs, reference=args.reference,
