@@ -242,6 +242,17 @@ class FusedStep:
         how an exported model carries its core to a runtime without torch (`from_arrays`)."""
         raise NotImplementedError
 
+    ARRAYS: tuple[str, ...] = ()  # the float64 arrays that to_arrays writes by name (shape and data)
+
+    def _named_arrays(self) -> dict:
+        return {k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
+                for k in self.ARRAYS}
+
+    @classmethod
+    def _arrays_of(cls, d: dict) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]))
+                for k in cls.ARRAYS}
+
     @staticmethod
     def from_arrays(data: dict) -> FusedStep:
         kinds = {"cfc": FusedCfC, "ltc": FusedLTC, "liquid_s4": FusedLiquidS4, "mlp": FusedFeedforward,
@@ -445,16 +456,14 @@ class FusedLTC(FusedStep):
     ARRAYS = ("neuron", "syn_s", "syn", "io", "out_map")
 
     def to_arrays(self) -> dict:
-        return {"kind": "ltc", **{k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
-                                  for k in self.ARRAYS},
+        return {"kind": "ltc", **self._named_arrays(),
                 "input_size": self.input_size, "state_size": self.state_size, "mixed": self.mixed,
                 "lstm_params": None if self.lstm_params is None else self.lstm_params.tolist(),
                 "unfolds": self.unfolds, "eps": self.eps}
 
     @classmethod
     def _from_arrays(cls, d: dict) -> FusedLTC:
-        arrays = {k: np.ascontiguousarray(np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]))
-                  for k in cls.ARRAYS}
+        arrays = cls._arrays_of(d)
         lstm = None if d["lstm_params"] is None else np.array(d["lstm_params"], dtype=np.float64)
         return cls(arrays, int(d["input_size"]), int(d["state_size"]), bool(d["mixed"]), lstm,
                    int(d["unfolds"]), float(d["eps"]))
@@ -600,14 +609,11 @@ class FusedLiquidS4(FusedStep):
         return cls(arrays, core.liquid)
 
     def to_arrays(self) -> dict:
-        return {"kind": "liquid_s4", "liquid": self.liquid,
-                **{k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
-                   for k in self.ARRAYS}}
+        return {"kind": "liquid_s4", "liquid": self.liquid, **self._named_arrays()}
 
     @classmethod
     def _from_arrays(cls, d: dict) -> FusedLiquidS4:
-        arrays = {k: np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]) for k in cls.ARRAYS}
-        return cls(arrays, bool(d["liquid"]))
+        return cls(cls._arrays_of(d), bool(d["liquid"]))
 
     def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
@@ -777,14 +783,11 @@ class FusedRecurrent(FusedStep):
                     "b_hh": as64(cell.bias_hh)}, core.cell, core.time_input)
 
     def to_arrays(self) -> dict:
-        return {"kind": self.cell, "time_input": self.time_input,
-                **{k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
-                   for k in self.ARRAYS}}
+        return {"kind": self.cell, "time_input": self.time_input, **self._named_arrays()}
 
     @classmethod
     def _from_arrays(cls, d: dict) -> FusedRecurrent:
-        arrays = {k: np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]) for k in cls.ARRAYS}
-        return cls(arrays, d["kind"], bool(d["time_input"]))
+        return cls(cls._arrays_of(d), d["kind"], bool(d["time_input"]))
 
     def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         self._check(x, state, dt)
