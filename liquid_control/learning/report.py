@@ -30,18 +30,25 @@ from .evaluate import evaluate
 TRAINING_TRACKS = ("oval", "kidney")
 
 
-def _cell_path(cells_dir: str, model: str, condition: str, track: str, episodes: int, seconds: float,
-               seed: int) -> Path:
+def _cell_key(model: str) -> str:
+    """What a kept cell of `model` depends on beyond its own arguments: the file's bytes and the
+    package version (computed once per model, not per cell)."""
     from importlib.metadata import version
 
     key = hashlib.sha256(resolve_model_path(model).read_bytes())
-    key.update(json.dumps([condition, track, episodes, seconds, seed, version("liquid_control")]).encode())
+    key.update(version("liquid_control").encode())
+    return key.hexdigest()
+
+
+def _cell_path(cells_dir: str, model_key: str, condition: str, track: str, episodes: int, seconds: float,
+               seed: int) -> Path:
+    key = hashlib.sha256(json.dumps([model_key, condition, track, episodes, seconds, seed]).encode())
     return Path(cells_dir) / f"{condition}-{track}-{key.hexdigest()[:20]}.json"
 
 
 def _cell(job: tuple) -> dict:
-    name, index, model, condition, track, episodes, seconds, seed, cells_dir = job
-    stored = _cell_path(cells_dir, model, condition, track, episodes, seconds, seed) if cells_dir else None
+    name, index, model, condition, track, episodes, seconds, seed, cells_dir, model_key = job
+    stored = _cell_path(cells_dir, model_key, condition, track, episodes, seconds, seed) if cells_dir else None
     if stored is not None and stored.exists():
         result = json.loads(stored.read_text())
         result["reused"] = True
@@ -81,15 +88,17 @@ def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], co
     work = []
     for name, files in rows_models.items():
         for index, model in enumerate(files):
+            model_key = _cell_key(model) if cells_dir else None
             for condition in conditions:
                 if CONDITIONS[condition].track:
-                    work.append((name, index, model, condition, "oval", episodes, seconds, seed, cells_dir))
+                    work.append((name, index, model, condition, "oval", episodes, seconds, seed, cells_dir,
+                                 model_key))
                     continue
                 split = np.array_split(np.arange(episodes), len(training_tracks))
                 for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
                     if len(part):
                         work.append((name, index, model, condition, track, len(part), seconds, seed + 1000 * k,
-                                     cells_dir))
+                                     cells_dir, model_key))
     rows: dict[str, dict] = {}
     for name, files in rows_models.items():
         policy, config = load_policy(files[0])
