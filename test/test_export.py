@@ -153,15 +153,16 @@ def _no_torch_env(tmp_path: Path) -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
-def test_the_onnx_backend_runs_without_torch(exported, bag, tmp_path):
-    path, _ = exported
+def _replay_without_torch(model: Path, bag: Path, tmp_path: Path, also_import: str = "") -> tuple[int, bool]:
+    """In a process where `import torch` fails: the commands the onnx backend gives over the bag, and
+    whether torch got into sys.modules all the same."""
     script = textwrap.dedent(f"""
         import sys
         from liquid_control.bags.io import read_events
         from liquid_control.runtime.controller import LiquidController
         from liquid_control.runtime.onnx_policy import load_onnx_policy
-        import liquid_control.nodes.controller_node  # the node module, too
-        c = LiquidController(*load_onnx_policy({str(path)!r}))
+        {also_import}
+        c = LiquidController(*load_onnx_policy({str(model)!r}))
         n = sum(c.on_sensor(e.kind, e.stamp, e.data) is not None for e in read_events({str(bag)!r}, command=None))
         print(n, "torch" in sys.modules)
     """)
@@ -169,7 +170,13 @@ def test_the_onnx_backend_runs_without_torch(exported, bag, tmp_path):
                             env=_no_torch_env(tmp_path))
     assert result.returncode == 0, result.stderr
     commands, torch_loaded = result.stdout.split()
-    assert int(commands) > 8.0 * 200 and torch_loaded == "False"
+    return int(commands), torch_loaded == "True"
+
+
+def test_the_onnx_backend_runs_without_torch(exported, bag, tmp_path):
+    path, _ = exported
+    commands, torch_loaded = _replay_without_torch(path, bag, tmp_path, "import liquid_control.nodes.controller_node")
+    assert commands > 8.0 * 200 and not torch_loaded
 
 
 def test_controller_node_on_the_onnx_backend_drives_without_torch(exported, tmp_path):
@@ -227,17 +234,5 @@ def test_the_onnx_backend_streams_the_benchmarks_other_cores_without_torch(arch,
             turns.append(a.angular_z)
     assert len(diffs) > 8.0 * 200 and max(diffs) <= 1e-5, max(diffs)
     assert np.ptp(turns) > 1e-3  # the commands move with the input: a constant would pass the equality
-    script = textwrap.dedent(f"""
-        import sys
-        from liquid_control.bags.io import read_events
-        from liquid_control.runtime.controller import LiquidController
-        from liquid_control.runtime.onnx_policy import load_onnx_policy
-        c = LiquidController(*load_onnx_policy({str(out)!r}))
-        n = sum(c.on_sensor(e.kind, e.stamp, e.data) is not None for e in read_events({str(bag)!r}, command=None))
-        print(n, "torch" in sys.modules)
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env=_no_torch_env(tmp_path))
-    assert result.returncode == 0, result.stderr
-    commands, torch_loaded = result.stdout.split()
-    assert int(commands) == len(diffs) and torch_loaded == "False"
+    commands, torch_loaded = _replay_without_torch(out, bag, tmp_path)
+    assert commands == len(diffs) and not torch_loaded
