@@ -42,11 +42,19 @@ WRAPPER = """\
 prefix=$(CDPATH= cd -- "$(dirname -- "$0")/../.." && pwd)
 # A guard inherited from another venv's Python would skip this prefix's ROS wheels bootstrap.
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
+python=$(command -v python3)
 if [ -x "$prefix/bin/python3" ]; then
-    exec "$prefix/bin/python3" -m liquid_control.start {module} "$@"
+    python="$prefix/bin/python3"
 fi
-exec python3 -m liquid_control.start {module} "$@"
+# A bare Python (no site) blocks SIGINT and SIGTERM and execs the real one: a Ctrl-C that lands
+# while Python starts (site, .pth files, the ROS wheels' re-exec) stays pending instead of killing
+# site with a traceback; liquid_control.start unblocks it once its handler is in place.
+exec "$python" -I -S -c '{blocker}' "$python" -m liquid_control.start {module} "$@"
 """
+# Built-in modules only (`signal` and `os` run Python code on import, where a Ctrl-C would still
+# raise): the window left before the block is a few microseconds.
+BLOCKER = ("import _signal, posix, sys; _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGINT, _signal.SIGTERM)); "
+           "posix.execv(sys.argv[1], sys.argv[1:])")
 WRAPPER_DIR = os.path.join("build", "ros_executables")  # generated, relative like every data file
 
 
@@ -60,7 +68,7 @@ def write_wrappers() -> list[str]:
     paths = []
     for name, module in EXECUTABLES.items():
         path = os.path.join(WRAPPER_DIR, name)
-        text = WRAPPER.format(name=name, module=module)
+        text = WRAPPER.format(name=name, module=module, blocker=BLOCKER)
         try:
             with open(path, encoding="utf-8") as f:
                 current = f.read()
