@@ -43,7 +43,11 @@ def test_adaptation_halves_the_tracking_error_under_an_unseen_bias_and_reset_res
         adapting = drive(20.0, teacher=True)
         after = adapting[-1000:].mean()
         within_10s = adapting[1000:2000].mean()
+        # The same start again (place, sensor noise, liquid state): what is left to differ is the
+        # readout, which reset_adaptation puts back.
         controller.reset_adaptation()
+        controller.reset_state()
+        env.reset(s=2.0)
         restored = drive(8.0, teacher=False)[-800:].mean()
     finally:
         env.close()
@@ -51,4 +55,4 @@ def test_adaptation_halves_the_tracking_error_under_an_unseen_bias_and_reset_res
           f"second 5 s of adaptation (10 s in), {after:.3f} m after 20 s, {restored:.3f} m after reset_adaptation")
     assert before > 0.05  # the bias pulls the shipped policy off the centreline
     assert within_10s <= before / 2 and after <= before / 2
-    assert restored == pytest.approx(before, rel=0.3)  # reset: the shipped behaviour again
+    assert restored == pytest.approx(before, rel=0.1)  # reset: the shipped behaviour again (adapted: ~0.002 m)
