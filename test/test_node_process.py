@@ -258,3 +258,39 @@ def test_a_ctrl_c_that_lands_while_the_node_is_being_built_ends_quietly():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "ended quietly" in result.stdout
+
+
+def test_a_ctrl_c_while_spinning_never_lands_inside_python_code_as_keyboardinterrupt():
+    """A SIGINT used to raise KeyboardInterrupt wherever the main thread was: inside a callback, or
+    inside rclpy's Task.__init__, whose half-built Task then printed "Exception ignored in:
+    Future.__del__ ... no attribute '_exception'" at exit (seen in the flood test). Now rclpy's
+    handler shuts the context down and spin ends; a busy callback is never interrupted."""
+    code = textwrap.dedent("""
+        import os, signal, threading, time
+        from rclpy.node import Node
+        from liquid_control.nodes.runner import run_node
+
+        hits = []
+
+        def build():
+            node = Node("busy")
+
+            def work():  # Python work most of the time: where a KeyboardInterrupt would land
+                try:
+                    start = time.monotonic()
+                    while time.monotonic() - start < 0.02:
+                        pass
+                except KeyboardInterrupt:
+                    hits.append("callback")
+                    raise
+
+            node.create_timer(0.001, work)
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return node
+
+        run_node("busy", "a busy node hit by Ctrl-C", build, args=["busy"])
+        print("interrupted in a callback" if hits else "ended quietly")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "ended quietly" in result.stdout, result.stdout

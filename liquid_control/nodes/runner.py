@@ -9,9 +9,16 @@ import sys
 from collections.abc import Callable
 
 import rclpy
+import rclpy.signals
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
+
+
+def _on_sigint(signum, frame) -> None:
+    # No rclpy call that takes a lock here: the interrupted frame may hold it (Context.ok does).
+    if rclpy.signals.get_current_signal_handlers_options() == rclpy.signals.SignalHandlerOptions.NO:
+        raise KeyboardInterrupt
 
 
 def run_node(prog: str, description: str, make_node: Callable[[], Node], args: list[str] | None = None,
@@ -20,6 +27,12 @@ def run_node(prog: str, description: str, make_node: Callable[[], Node], args: l
     user error: printed as `prog: error: ...`, exit status 2."""
     argv = sys.argv if args is None else args
     argparse.ArgumentParser(prog=prog, description=description).parse_args(remove_ros_args(argv)[1:])
+    # Ctrl-C must not raise KeyboardInterrupt at whatever bytecode the main thread is on: in the
+    # middle of rclpy's Task.__init__ it left a half-built Task whose __del__ printed a traceback
+    # at exit (seen in test_node_process). rclpy's own handler, installed by init and chaining to
+    # this one, shuts the context down and spin ends with ExternalShutdownException; this one
+    # raises only where rclpy installed no handler.
+    signal.signal(signal.SIGINT, _on_sigint)
     rclpy.init(args=argv)
     node = None
     try:
