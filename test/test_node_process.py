@@ -231,6 +231,13 @@ def test_ctrl_c_in_the_first_tenth_of_a_second_ends_it_quietly():
     assert any(code == 0 for _, code, _ in ends), "no SIGINT reached the handler: the sweep tests nothing"
 
 
+def _assert_script_ends_quietly(code: str) -> None:
+    """Run `code` in a Python of its own; it must exit 0, print no traceback and print "ended quietly"."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "ended quietly" in result.stdout, result.stdout
+
+
 def test_a_ctrl_c_that_lands_while_the_node_is_being_built_ends_quietly():
     """The moment CI caught: rclpy.init has put its SIGINT handler in place, the node is being
     constructed, Ctrl-C arrives; the handler shuts the context down and the constructor's next rcl
@@ -255,9 +262,7 @@ def test_a_ctrl_c_that_lands_while_the_node_is_being_built_ends_quietly():
         run_node("being_built", "a node hit by Ctrl-C while it is built", build, args=["being_built"])
         print("ended quietly")
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert "ended quietly" in result.stdout
+    _assert_script_ends_quietly(code)
 
 
 def test_a_ctrl_c_while_spinning_never_lands_inside_python_code_as_keyboardinterrupt():
@@ -291,6 +296,4 @@ def test_a_ctrl_c_while_spinning_never_lands_inside_python_code_as_keyboardinter
         run_node("busy", "a busy node hit by Ctrl-C", build, args=["busy"])
         print("interrupted in a callback" if hits else "ended quietly")
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert "ended quietly" in result.stdout, result.stdout
+    _assert_script_ends_quietly(code)
