@@ -13,12 +13,13 @@ from liquid_control.sim.env import PurePursuit, TrackEnv  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 BIAS = 0.4  # rad/s added to every executed steering command
+START_S = 2.0  # m along the oval: where the drive without adaptation starts, and again after the reset
 
 
 def test_adaptation_halves_the_tracking_error_under_an_unseen_bias_and_reset_restores_it():
     policy, config = load_model(share_path("models", "ncp_cfc_lane_keeping.safetensors"))
     env = TrackEnv(Track.load(track_path("oval")), seed=3)
-    env.reset(s=2.0)
+    env.reset(s=START_S)
     controller = LiquidController(policy, config, Settings(adaptation_enabled=True))
     expert = PurePursuit()
 
@@ -47,7 +48,7 @@ def test_adaptation_halves_the_tracking_error_under_an_unseen_bias_and_reset_res
         # readout, which reset_adaptation puts back.
         controller.reset_adaptation()
         controller.reset_state()
-        env.reset(s=2.0)
+        env.reset(s=START_S)
         restored = drive(8.0, teacher=False)[-800:].mean()
     finally:
         env.close()
