@@ -42,9 +42,9 @@ WRAPPER = """\
 prefix=$(CDPATH= cd -- "$(dirname -- "$0")/../.." && pwd)
 # A guard inherited from another venv's Python would skip this prefix's ROS wheels bootstrap.
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
-python=$(command -v python3)
-if [ -x "$prefix/bin/python3" ]; then
-    python="$prefix/bin/python3"
+python="$prefix/bin/python3"
+if [ ! -x "$python" ]; then
+    python=$(command -v python3) || {{ echo "{name}: python3 not found" >&2; exit 127; }}
 fi
 # A bare Python (no site) blocks SIGINT and SIGTERM and execs the real one: a Ctrl-C that lands
 # while Python starts (site, .pth files, the ROS wheels' re-exec) stays pending instead of killing
