@@ -240,3 +240,54 @@ def test_the_model_file_knows_the_same_discrete_cells_as_the_networks():
     from liquid_control.runtime.specs import RECURRENT_CELLS
 
     assert RECURRENT_CELLS == CELLS
+
+
+@pytest.mark.parametrize("name, change, why", [
+    ("wide_wiring", lambda c: c["network"].update(wiring={"type": "FullyConnected", "units": 1500, "output_dim": 2,
+                                                          "erev_init_seed": 1, "self_connections": True}),
+     "synapse entries"),
+    ("many_channels", lambda c: c["encoder"].update(channels=[12, 10**7, 24]), r"encoder\.channels\[1\]"),
+    ("huge_frame", lambda c: c["encoder"].update(image_width=100_000, image_height=100_000), "pixels"),
+    ("many_unfolds", lambda c: c["network"].setdefault("options", {}).update(ode_unfolds=10**9), "ode_unfolds"),
+])
+def test_sizes_a_file_cannot_describe_are_refused_from_its_header(tmp_path, name, change, why):
+    from liquid_control.runtime.modelfile import check_model_file
+
+    path = shipped_with_config(tmp_path, name, change)
+    with pytest.raises(ModelFileError, match=why) as caught:
+        check_model_file(path)
+    assert str(path) in str(caught.value)
+    with pytest.raises(ModelFileError, match=why):
+        load_model(path)
+
+
+def test_a_network_that_fits_the_sizes_but_not_the_weights_is_never_built(tmp_path):
+    """A file of ~4,000 weights asking for a dense CfC of 4,000 units with a 4,000-wide backbone
+    passes the width checks; its tensors are compared with the file's on torch's meta device, so
+    the ~330 MB the real network would take are never allocated (peak memory of a fresh process)."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    small = nets.CfC(3, 2, backbone_units=4000, backbone_layers=1)
+    path = tmp_path / "small.safetensors"
+    save_model(path, small, SENSORS, OUTPUTS)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        config = json.loads(f.metadata()[METADATA_KEY])
+    config["network"]["units"] = 4000
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(config)})
+    script = (
+        "import resource, sys, torch\n"
+        "from liquid_control.runtime.modelfile import load_model, ModelFileError\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    load_model(sys.argv[1])\nexcept ModelFileError as exc:\n    print('refused:', exc)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    refusal, grown_mb = out.stdout.strip().splitlines()
+    assert refusal.startswith("refused:") and ("weights do not match" in refusal or "has shape" in refusal)
+    assert int(grown_mb) < 100, f"loading grew the process by {grown_mb} MB"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .specs import (
     NetworkSpec,
     OutputSpec,
     SensorSpec,
+    check_sizes,
     model_file,
 )
 
@@ -97,21 +99,73 @@ def read_config(path: str | Path) -> ModelConfig:
         raise ModelFileError(path, f"invalid config: {exc}") from None
 
 
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape as the file's header lists it, reading no weights (safetensors checks
+    that every tensor's bytes lie inside the file, so these shapes are backed by the file's size)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(path, f"not a readable safetensors file (truncated or corrupt?): {exc}") from None
+
+
+def check_model_file(model: str | Path) -> ModelConfig:
+    """The config of a model file, checked as far as the header allows without building anything:
+    the path (a regular file), the config, and the network's size against the weights the file
+    holds (specs.check_sizes). Costs what the header costs; ModelFileError naming the file."""
+    path = model_file(model)
+    config = read_config(path)
+    shapes = tensor_shapes(path)
+    try:
+        check_sizes(config, sum(math.prod(s) for s in shapes.values()))
+    except ValueError as exc:
+        raise ModelFileError(path, str(exc)) from None
+    return config
+
+
+def _build(config: ModelConfig) -> LiquidRNN | LiquidPolicy:
+    model = config.network.build()
+    if config.encoder is not None:
+        encoder = {"image_norm": "fixed", **config.encoder}  # files from before image_norm
+        spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
+        n_imu = len(spec.imu_fields)
+        model = LiquidPolicy(spec, model, outputs=len(config.outputs.fields),
+                             imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),
+                             imu_std=config.sensors.std[-n_imu:] if n_imu else ())
+    return model
+
+
+def _check_weights_fit(path: Path, expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]]) -> None:
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            path, f"weights do not match the config's network: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for key, ref in expected.items():
+        if shapes[key] != ref:
+            raise ModelFileError(path, f"weight {key} has shape {shapes[key]}, the config's network needs {ref}")
+
+
 def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]:
     """Build what the config describes (a LiquidPolicy when it has an encoder, else a bare liquid
-    core) and load its weights; eval mode."""
+    core) and load its weights; eval mode. What it costs follows the file's size, never a number
+    written in it: the sizes are checked against the header first (check_model_file), then the
+    network is built on torch's meta device (shapes, no memory) and its tensors compared with the
+    file's before the real one is built."""
     path = Path(path)
-    config = read_config(path)
+    config = check_model_file(path)
     try:
-        model = config.network.build()
-        if config.encoder is not None:
-            encoder = {"image_norm": "fixed", **config.encoder}  # files from before image_norm
-            spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
-            n_imu = len(spec.imu_fields)
-            model = LiquidPolicy(spec, model, outputs=len(config.outputs.fields),
-                                 imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),
-                                 imu_std=config.sensors.std[-n_imu:] if n_imu else ())
+        with torch.device("meta"):
+            skeleton = _build(config)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError (and more) on impossible shapes
+        raise ModelFileError(path, f"cannot build the network its config describes: {type(exc).__name__}: "
+                                   f"{exc}") from None
+    _check_weights_fit(path, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, tensor_shapes(path))
+    del skeleton
+    try:
+        model = _build(config)
+    except Exception as exc:  # noqa: BLE001 - as above
         raise ModelFileError(path, f"cannot build the network its config describes: {type(exc).__name__}: "
                                    f"{exc}") from None
     try:
@@ -120,18 +174,10 @@ def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(path, f"cannot read its weights (truncated or corrupt?): {exc}") from None
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ModelFileError(
-            path, f"weights do not match the config's network: missing {missing[:5]}, unexpected {extra[:5]}"
-        )
+    _check_weights_fit(path, {k: tuple(v.shape) for k, v in expected.items()},
+                       {k: tuple(v.shape) for k, v in tensors.items()})
     for key, ref in expected.items():
         got = tensors[key]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise ModelFileError(
-                path, f"weight {key} has shape {tuple(got.shape)}, the config's network needs {tuple(ref.shape)}"
-            )
         if not torch.isfinite(got).all():
             raise ModelFileError(path, f"weight {key} holds NaN or Inf")
         if key.endswith("sparsity_mask") and not torch.equal(got.to(ref.dtype), ref):

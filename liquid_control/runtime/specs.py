@@ -34,6 +34,81 @@ LIQUID_S4_OPTIONS = {"channels", "modes", "liquid"}
 FEEDFORWARD_OPTIONS = {"hidden", "activation", "time_input"}
 
 
+# What a model's config may ask for, checked before anything is built (check_sizes): sizes that
+# cost memory are bounded by the weights the file holds, the rest by these constants.
+MAX_MODEL_IMAGE_PIXELS = 1920 * 1080   # the encoder's input frame (its activations per frame)
+MAX_ODE_UNFOLDS = 64                   # LTC solver steps per network step (time per step)
+MAX_LAYERS = 64                        # backbone layers, hidden layers, encoder convolutions
+# A wiring is built synapse by synapse (numpy matrices of units x (units + inputs)); every wired
+# cell keeps masks or weights of about that size, so a real file holds at least a quarter of it.
+WIRING_ENTRIES_PER_WEIGHT = 4
+
+
+def _wiring_units(wiring: dict[str, Any]) -> Any:
+    if "units" in wiring:
+        return wiring["units"]
+    return sum(_count(wiring.get(k, 0), f"wiring {k}", 0) for k in ("inter_neurons", "command_neurons", "motor_neurons"))
+
+
+def _count(value: Any, what: str, low: int = 1, high: float = math.inf) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} is {value}, outside [{low}, {high:g}]")
+    return value
+
+
+def check_sizes(config: ModelConfig, weights: int) -> None:
+    """ValueError when the config asks for more than a file holding `weights` tensor elements can
+    describe: every width (units, inputs, channels, hidden sizes) at most `weights`, a wiring's
+    matrices at most WIRING_ENTRIES_PER_WEIGHT x `weights`, and the counts that cost time or
+    memory per step (image size, ODE unfolds, layers) within the constants above. A real model
+    passes by far; a small file that asks for a huge network is refused before anything is built."""
+    net = config.network
+    held = f"(the file holds {weights} weights)"
+    inputs = _count(net.input_size, "network.input_size")
+    widths = {"network.units": net.units} if net.units is not None else {}
+    options = net.options
+    for key in ("proj_size", "backbone_units", "channels", "modes"):
+        if options.get(key) is not None:
+            widths[f"network.options.{key}"] = options[key]
+    hidden = options.get("hidden")
+    if hidden is not None:
+        if not isinstance(hidden, (list, tuple)) or len(hidden) > MAX_LAYERS:
+            raise ValueError(f"network.options.hidden must be a list of at most {MAX_LAYERS} sizes")
+        widths.update({f"network.options.hidden[{i}]": h for i, h in enumerate(hidden)})
+    if options.get("backbone_layers") is not None:
+        _count(options["backbone_layers"], "network.options.backbone_layers", 0, MAX_LAYERS)
+    if options.get("ode_unfolds") is not None:
+        _count(options["ode_unfolds"], "network.options.ode_unfolds", 1, MAX_ODE_UNFOLDS)
+    if net.wiring is not None:
+        if not isinstance(net.wiring, dict):
+            raise ValueError("network.wiring must be a mapping")
+        units = _count(_wiring_units(net.wiring), "the wiring's units")
+        if units * (units + inputs) > WIRING_ENTRIES_PER_WEIGHT * weights:
+            raise ValueError(f"its wiring of {units} units and {inputs} inputs needs {units * (units + inputs)} "
+                             f"synapse entries, far more than its weights describe {held}: not built")
+    encoder = config.encoder
+    if encoder is not None:
+        if not isinstance(encoder, dict):
+            raise ValueError("encoder must be a mapping")
+        width = _count(encoder.get("image_width", 1), "encoder.image_width")
+        height = _count(encoder.get("image_height", 1), "encoder.image_height")
+        if width * height > MAX_MODEL_IMAGE_PIXELS:
+            raise ValueError(f"its camera encoder takes {width}x{height} frames, more than "
+                             f"{MAX_MODEL_IMAGE_PIXELS} pixels")
+        channels = encoder.get("channels", ())
+        if not isinstance(channels, (list, tuple)) or len(channels) > MAX_LAYERS:
+            raise ValueError(f"encoder.channels must be a list of at most {MAX_LAYERS} sizes")
+        widths.update({f"encoder.channels[{i}]": c for i, c in enumerate(channels)})
+        if "camera_features" in encoder:
+            widths["encoder.camera_features"] = encoder["camera_features"]
+    widths["network.input_size"] = inputs
+    for what, value in widths.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > weights:
+            raise ValueError(f"{what} is {value}, more than its weights can describe {held}: not built")
+
+
 class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and the problem."""
 
