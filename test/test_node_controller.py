@@ -152,6 +152,18 @@ class Rig:
         wait_for(future.done)
         return future.result().results
 
+    def set_model(self, path):
+        """Set model_path and wait for the outcome: (True, "") once the model runs; (False, reason)
+        when it is refused at once, or by the loader (model_path then returns to what runs)."""
+        path = str(path)
+        (result,) = self.set(model_path=path)
+        if not result.successful:
+            return False, result.reason
+        node = self.node
+        wait_for(lambda: node._loader.loading is None
+                 and (node.running_model == path or node.get_parameter("model_path").value != path), timeout=60.0)
+        return (True, "") if node.running_model == path else (False, node.last_load_error)
+
     def call(self, service):
         client = self.peer.create_client(Trigger, f"liquid_controller/{service}")
         assert client.wait_for_service(timeout_sec=10.0)
@@ -282,8 +294,7 @@ def test_parameters_take_effect_and_invalid_ones_are_refused_with_a_reason(rig, 
     np.testing.assert_array_equal(r.node.controller.state, state)  # the network state is kept
 
     other = make_model(tmp_path / "other.safetensors", seed=5)
-    (ok,) = r.set(model_path=str(other))
-    assert ok.successful
+    assert r.set_model(other) == (True, "")
     r.stream(0.3, t0=300.0)
     wait_for(lambda: r.node.controller.counters.steps > 0)
 
@@ -331,7 +342,7 @@ def test_e_stop_latches_until_released(rig, tmp_path):
 
 def test_services_reset_state_reset_adaptation_and_save_model(rig, tmp_path):
     model = make_model(tmp_path / "shipped.safetensors")
-    r = rig(model=model, **{"adaptation.enabled": True})
+    r = rig(model=model, adapted_model_dir=str(tmp_path / "adapted"), **{"adaptation.enabled": True})
     r.stream(0.5)
     wait_for(lambda: r.node.controller.counters.steps > 20)
     assert np.abs(r.node.controller.hidden).sum() > 0
@@ -342,7 +353,7 @@ def test_services_reset_state_reset_adaptation_and_save_model(rig, tmp_path):
     wait_for(lambda: r.node.controller.adaptation.updates > 0)
     saved = r.call("save_model")
     assert saved.success, saved.message
-    assert saved.message.startswith(str(tmp_path / "shipped.adapted-"))
+    assert saved.message.startswith(str(tmp_path / "adapted" / "shipped.adapted-"))
     adapted, config = load_model(saved.message)
     assert config.provenance["adapted_from"] == str(model)
     np.testing.assert_allclose(adapted.readout.bias.detach().numpy(), r.node.controller.adaptation.bias, atol=1e-6)
@@ -568,8 +579,7 @@ def test_e_stop_holds_through_adaptation_and_a_model_set_later(rig, tmp_path, co
         assert q.node.controller is None
         q.e_stop.publish(Bool(data=True))
         wait_for(lambda: q.node.e_stop)
-        (ok,) = q.set(model_path=str(make_model(tmp_path / "go2.safetensors", bias=(1.0, 1.0))))
-        assert ok.successful, ok.reason
+        assert q.set_model(make_model(tmp_path / "go2.safetensors", bias=(1.0, 1.0))) == (True, "")
         assert q.node.controller.e_stop
         mark = time.monotonic()
         q.stream(0.3)
@@ -592,8 +602,10 @@ def test_a_model_that_cannot_build_leaves_the_node_up_without_a_model_or_is_refu
     r = rig()
     running = r.node.controller.policy
     for name in sorted(BAD_CONFIGS):
-        (result,) = r.set(model_path=str(shipped_with_config(tmp_path, name, BAD_CONFIGS[name])))
-        assert not result.successful and "the old one runs on" in result.reason and name in result.reason
+        # Refused at once where the header tells, else by the loader; either way with the reason.
+        ok, reason = r.set_model(shipped_with_config(tmp_path, name, BAD_CONFIGS[name]))
+        assert not ok and "the old one runs on" in reason and name in reason
+        assert r.node.get_parameter("model_path").value == r.node.running_model
     assert r.node.controller.policy is running
     sent = r.stream(0.3)
     wait_for(lambda: len(r.commands) >= 0.8 * len(sent), timeout=5.0)
@@ -783,3 +795,159 @@ def test_the_foxglove_layout_shows_the_nodes_topics(context):
         wait_for(lambda: {graph_name(t, ns) for t in shown} <= on_graph())
     finally:
         node.destroy_node()
+
+
+# --- safety decisions never wait; what a file or a caller can cost is bounded ------------------------------
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    """A real model that takes seconds to load: an LTC on a fully connected wiring of 300 neurons,
+    whose 90,000 synapses are built one by one (twice: shapes first, then the weights)."""
+    path = tmp_path_factory.mktemp("slow") / "slow.safetensors"
+    torch.manual_seed(0)
+    policy = LiquidPolicy(SPEC, nets.LTC(SPEC.core_inputs, nets.FullyConnected(300, 2)), outputs=2,
+                          imu_mean=(0.0, 0.0, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
+    save_model(path, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
+    return path
+
+
+def _moving(msg):
+    return msg.linear.x != 0.0 or msg.angular.z != 0.0
+
+
+def test_e_stop_and_watchdog_act_while_a_slow_model_loads(rig, tmp_path, slow_model):
+    """The e-stop and the watchdog have a thread of their own and the model is built in another:
+    both stop the robot while the new model is still being built (the old code built it in the
+    parameter callback, and the e-stop waited behind it)."""
+    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)), max_linear_accel=20.0)
+    stop_streaming = threading.Event()
+
+    def stream():
+        t0 = 100.0
+        while not stop_streaming.is_set():
+            r.stream(0.2, t0=t0)
+            t0 += 0.2
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    try:
+        wait_for(lambda: any(_moving(m) for _, m in r.commands))
+        (ok,) = r.set(model_path=str(slow_model))
+        assert ok.successful, ok.reason  # checked from its header at once; built in the loader
+        assert r.node._loader.loading == str(slow_model)
+        mark = time.monotonic()
+        r.e_stop.publish(Bool(data=True))
+        wait_for(lambda: any(t > mark and not _moving(m) for t, m in r.commands))
+        assert r.node._loader.loading == str(slow_model), "the e-stop's zero came only after the load"
+        engaged = time.monotonic()
+        wait_for(lambda: sum(1 for t, _ in r.commands if t > engaged) > 20)
+        assert not any(_moving(m) for t, m in r.commands if t > engaged)
+        r.e_stop.publish(Bool(data=False))
+        wait_for(lambda: any(t > engaged and _moving(m) for t, m in r.commands))
+    finally:
+        stop_streaming.set()
+        streamer.join()
+    silent = time.monotonic()  # sensors silent from here: the watchdog stops the robot
+    wait_for(lambda: any(t > silent and not _moving(m) for t, m in r.commands))
+    assert r.node._loader.loading == str(slow_model), "the watchdog's zero came only after the load"
+    # The load completes and the new model runs (swapped in between two steps).
+    wait_for(lambda: r.node.running_model == str(slow_model), timeout=120.0)
+    assert r.node.controller.run.state_size == 300 and r.node.get_parameter("model_path").value == str(slow_model)
+
+
+def test_a_small_file_that_asks_for_a_huge_network_is_refused_at_once_and_nothing_is_built(rig, tmp_path, context):
+    """94 KB of weights asking for 1,500 fully connected neurons used to keep the executor 14 s
+    building them; 10^6 neurons took 2.9 GB. Now the header says it cannot be, before any build."""
+    from test_modelfile import shipped_with_config
+
+    def wide(units):
+        return lambda c: c["network"].update(wiring={"type": "FullyConnected", "units": units, "output_dim": 2,
+                                                     "erev_init_seed": 1, "self_connections": True})
+
+    r = rig()
+    running = r.node.controller.policy
+    for units in (1_500, 1_000_000):
+        bad = shipped_with_config(tmp_path, f"wide{units}", wide(units))
+        (result,) = r.set(model_path=str(bad))
+        assert not result.successful and "not built" in result.reason and str(bad) in result.reason
+        assert r.node._loader.loading is None  # nothing was handed to the loader
+    assert r.node.controller.policy is running
+    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}",
+                                parameter_overrides=[Parameter("model_path", value=str(bad))])
+    try:
+        assert node.controller is None and "not built" in node.model_error
+    finally:
+        node.destroy_node()
+
+
+def test_a_wiring_whose_cfc_cannot_stream_is_refused_not_run_past_its_buffers(rig, tmp_path):
+    """A CfC on a FullyConnected wiring outputs every neuron (as in ncps), more than the outputs it
+    declares: the streaming kernel wrote past its output buffer (a crash at exit). Refused now."""
+    torch.manual_seed(0)
+    policy = LiquidPolicy(SPEC, nets.CfC(SPEC.core_inputs, nets.FullyConnected(30, 2)), outputs=2,
+                          imu_mean=(0.0, 0.0, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
+    path = tmp_path / "fc_cfc.safetensors"
+    save_model(path, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
+    r = rig()
+    ok, reason = r.set_model(path)
+    assert not ok and "not streamable" in reason and "old one runs on" in reason
+    assert r.node.get_parameter("model_path").value == r.node.running_model != str(path)
+
+
+def test_max_publish_rate_caps_zero_commands_too_but_a_stop_goes_out_at_once(rig, tmp_path):
+    rate = 0.5  # one command per 2 s
+    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)), max_linear_accel=20.0,
+            max_publish_rate=rate, imu_timeout=0.05, camera_timeout=0.5)
+    # Under e-stop: zeros, capped (before, one went out per IMU message).
+    r.e_stop.publish(Bool(data=True))
+    wait_for(lambda: r.node.e_stop)
+    mark = time.monotonic()
+    sent = r.stream(3.0)
+    start, end = r.window
+    wait_for(lambda: r.node.controller.counters.imu >= 0.9 * sum(1 for k, _ in sent if k == "imu"))
+    zeros = [t for t, m in r.commands if t > mark]
+    assert not any(_moving(m) for t, m in r.commands if t > mark)
+    assert len(zeros) <= rate * (time.monotonic() - start) + 2 < 0.1 * len(sent)
+    # Released: the first moving command goes out when the cap allows; then the IMU stops and
+    # the watchdog's first zero goes out at once, not a cap's 2 s later.
+    r.e_stop.publish(Bool(data=False))
+    wait_for(lambda: not r.node.e_stop)
+    released = time.monotonic()
+    stop = threading.Event()
+
+    def stream():
+        t0 = 200.0
+        while not stop.is_set():
+            r.stream(0.1, t0=t0)
+            t0 += 0.1
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    try:
+        wait_for(lambda: any(t > released and _moving(m) for t, m in r.commands), timeout=30.0)
+    finally:
+        stop.set()
+        streamer.join()
+    moving_at = max(t for t, m in r.commands if _moving(m))
+    wait_for(lambda: any(t > moving_at and not _moving(m) for t, m in r.commands))
+    first_zero = min(t for t, m in r.commands if t > moving_at and not _moving(m))
+    assert first_zero - moving_at < 1.0 / rate
+
+
+def test_save_model_writes_to_ros_home_never_beside_the_model_and_at_most_max_saved_models(rig, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("ROS_HOME", str(tmp_path / "ros_home"))
+    models = tmp_path / "share" / "models"
+    model = make_model(models / "shipped.safetensors")
+    r = rig(model=model, max_saved_models=2, **{"adaptation.enabled": True})
+    r.stream(0.3)
+    wait_for(lambda: r.node.controller.counters.steps > 20)
+    folder = tmp_path / "ros_home" / "liquid_control" / "adapted_models"
+    saved = [r.call("save_model") for _ in range(3)]
+    assert saved[0].success and saved[1].success, [s.message for s in saved]
+    assert all(Path(s.message).parent == folder for s in saved[:2])
+    assert not saved[2].success and "max_saved_models 2" in saved[2].message and str(folder) in saved[2].message
+    assert sorted(p.name for p in models.iterdir()) == ["shipped.safetensors"]  # the model's folder untouched
+    assert len(list(folder.iterdir())) == 2
+    (ok,) = r.set(max_saved_models=3)
+    assert ok.successful and r.call("save_model").success

@@ -192,7 +192,7 @@ def cfc_step(x, state, dt, p, t, out, tau, work):
     if proj > 0:
         _matvec(p, t[_H_PROJ_W], proj, units, state[s_off:s_off + units], t[_H_PROJ_B], out)
     else:
-        for j in range(units):
+        for j in range(min(units, out.size)):  # from_module refuses a mismatch; never past `out`
             out[j] = state[s_off + j]
 
 
@@ -357,6 +357,11 @@ class FusedCfC(FusedStep):
                 max_cols = max(max_cols, lin.in_features, lin.out_features)
                 max_rows = max(max_rows, lin.out_features)
         out_size = cfc.out_features
+        if cfc.proj_size is None and cells[-1].hidden_size != out_size:
+            # The kernel writes the last layer's neurons as the output (ncps does the same: a
+            # FullyConnected wiring's CfC outputs every neuron, not output_dim of them).
+            raise ValueError(f"the CfC's last layer has {cells[-1].hidden_size} neurons but it declares "
+                             f"{out_size} outputs (a wiring without a motor layer of that size): not streamable")
         if cfc.proj_size is not None:
             table[_H_PROJ] = cfc.proj_size
             table[_H_PROJ_W] = packer.add(cfc.fc.weight)

@@ -5,11 +5,15 @@ velocity commands out; tuned live through parameters, adapted online from teache
 decisions live in LiquidController; this node declares the interface, converts messages and
 publishes.
 
-Camera and IMU are served by a wait loop of their own thread (sensor_loop.py; parameter
-`sensor_thread`), the rest on the executor that spins the node; one lock keeps the controller
-and the command publisher consistent between the two. `~/saliency` (where the camera encoder looks,
-runtime/saliency.py) is computed in a thread of its own from the latest frame, after that frame's
-command is out.
+Threads, and why: the safety decisions (the e-stop and the per-sensor watchdog) have a wait loop of
+their own thread (sensor_loop.py), as do camera and IMU (parameter `sensor_thread`); the rest
+(parameters, services, teacher, diagnostics) runs on the executor the user spins. A new model is
+read, built and prepared in a loader thread (runtime/loading.py) and swapped in between two steps.
+One lock keeps the controller and the command publisher consistent between these threads, and it
+is only ever held for short work (a step, a swap, a zero command): nothing that can take long
+(loading a model, writing one, diagnostics, saliency) holds it, so no safety decision waits behind
+it. `~/saliency` (where the camera encoder looks, runtime/saliency.py) is computed in a thread of
+its own from the latest frame, after that frame's command is out.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
 from .. import topics
-from ..paths import resolve_model_path
 from ..runtime.controller import Command, LiquidController, Settings
+from ..runtime.loading import LoadResult, ModelLoader
 from ..runtime.parameters import BY_NAME, BY_SETTING, settings_fields
 from ..runtime.sensing import (
     SensorError,
@@ -46,12 +50,13 @@ from ..runtime.sensing import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
-from ..runtime.specs import ModelFileError
+from ..runtime.specs import ModelFileError, model_file
 from .params import declare_all
 from .runner import run_node
 from .sensor_loop import SensorLoop
 
 THROTTLE_S = 5.0
+WATCHDOG_PERIOD_S = 0.05  # how often the safety thread checks the sensors (and republishes zeros)
 
 
 class LiquidControllerNode(Node):
@@ -60,8 +65,9 @@ class LiquidControllerNode(Node):
         declare_all(self)
         self._backend = self.get_parameter("backend").value
         BY_NAME["backend"].check(self._backend)  # read-only: a wrong value stops the start
-        # Held by whoever touches the controller or the command publisher: the sensor thread for
-        # a step, the executor for parameters, services, teacher, e-stop and the watchdog.
+        # Held by whoever touches the controller or the command publisher, and only for short work:
+        # the sensor threads for a step, the safety thread for the e-stop and the watchdog, the
+        # loader for a swap, the executor for applying parameters, teacher and services.
         self._lock = threading.Lock()
         self.controller: LiquidController | None = None
         self.model_error = ""
@@ -69,19 +75,26 @@ class LiquidControllerNode(Node):
         # at runtime after a start without one): LiquidController decides what it means.
         self._e_stop_requested = False
         path = self.get_parameter("model_path").value
+        self.running_model = ""  # the model_path of the model that runs ("" none)
         if path:
-            try:
-                self.controller = LiquidController(*self._load(path), self._settings_from_params())
+            try:  # at start nothing moves yet: the first model is loaded here, before any command
+                self.controller = self._build(path)
+                self.running_model = path
             except ModelFileError as exc:
                 self.model_error = str(exc)
                 self.get_logger().error(f"no model running, commanding zero: {exc}")
         else:
             self.model_error = "model_path is empty"
+        # Models set at runtime: built in a thread of their own, swapped in by _model_ready.
+        self._loader = ModelLoader(self._build, self._model_ready, name=f"{self.get_name()}_loader")
+        self._reverting = False
+        self.last_load_error = ""  # why the last model set at runtime was not loaded
+        self._revert = self.create_guard_condition(self._revert_model_path)
         self._set_threads(self.get_parameter("num_threads").value)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.cmd_pub = None
-        self._make_cmd_publisher(self.get_parameter("cmd_vel_stamped").value)
+        self._install_cmd_publisher(*self._new_cmd_publisher(self.get_parameter("cmd_vel_stamped").value))
         # Outputs for tools: QoS mismatches there are reported on the tool's side, so no event
         # handlers here (each one is polled on every executor wait).
         quiet = PublisherEventCallbacks(use_default_callbacks=False)
@@ -113,14 +126,19 @@ class LiquidControllerNode(Node):
         teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
         self.create_subscription(teacher_type, topics.TEACHER, self._on_teacher, 10,
                                  event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+        # The e-stop and the watchdog in a thread of their own: never behind a parameter callback,
+        # a service or anything else the executor runs.
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(Bool, topics.E_STOP, self._on_e_stop, latched)
+        self._safety = SensorLoop(self, self._sensor_failure, name="safety")
+        self._safety.subscribe(Bool, topics.E_STOP, self._on_e_stop, latched)
+        self._safety.every(WATCHDOG_PERIOD_S, self._watchdog)
         self.create_service(Trigger, "~/reset_state", self._trigger(self._reset_state))
         self.create_service(Trigger, "~/reset_adaptation", self._trigger(self._reset_adaptation))
         self.create_service(Trigger, "~/save_model", self._trigger(self._save_model))
 
         self._last_publish = -math.inf
+        self._last_zero = True  # whether the last command published was zero (the robot starts at rest)
         self._last_state_publish = -math.inf
         self._cache_output_params({})
         self._health = "waiting"
@@ -128,11 +146,9 @@ class LiquidControllerNode(Node):
         self._window = {"camera": 0, "imu": 0}
         self._window_start = time.monotonic()
         self._rejected = 0
-        # One housekeeping timer (every wait of rclpy's executor walks every entity, so fewer is
-        # faster): the watchdog at 20 Hz, diagnostics every second.
-        self._next_diagnostics = time.monotonic() + 1.0
-        self.create_timer(0.05, self._housekeeping)
+        self.create_timer(1.0, self._publish_diagnostics)
         self._errors = 0
+        self._safety.start()
         for loop in self._sensors:
             loop.start()
 
@@ -141,9 +157,11 @@ class LiquidControllerNode(Node):
         return self.controller.e_stop if self.controller is not None else self._e_stop_requested
 
     def destroy_node(self) -> None:
-        for loop in self._sensors:
+        self._loader.stop()  # a build in progress is dropped, never installed
+        loops = [self._safety, *self._sensors]
+        for loop in loops:
             loop.stop(wait=False)  # no callback may run on a node being destroyed
-        for loop in self._sensors:
+        for loop in loops:
             loop.join()
         if self.saliency is not None:
             self.saliency.stop()
@@ -179,43 +197,97 @@ class LiquidControllerNode(Node):
         except Exception as exc:  # noqa: BLE001 - a model file must never take the node down
             raise ModelFileError(path, f"cannot be loaded: {type(exc).__name__}: {exc}") from None
 
+    def _build(self, path: str) -> LiquidController:
+        """A controller running the model at `path` with the current settings and e-stop, built
+        and prepared without touching the running one (the loader thread calls this)."""
+        policy, config = self._load(path)
+        with self._lock:
+            settings = self.controller.settings if self.controller is not None else self._settings_from_params()
+            e_stop = self.e_stop
+        try:
+            return LiquidController(policy, config, settings, e_stop=e_stop)
+        except ValueError as exc:  # prepare() says why the model cannot run here
+            raise ModelFileError(path, str(exc)) from None
+
+    def _check_model(self, path: str) -> None:
+        """What can be said of a model file at once, from its header (the parameter callback's
+        refusals): ModelFileError for a path that is empty, missing or not a regular file, or a
+        file whose config or sizes are wrong. Building it is the loader's work."""
+        if self._backend == "onnx":
+            model_file(path)
+            return
+        from ..runtime.modelfile import check_model_file
+
+        check_model_file(path)
+
+    def _model_ready(self, result: LoadResult) -> None:
+        """The loader's answer (in its thread): the new controller swapped in between two steps,
+        or the failure said and model_path returned to the model that runs."""
+        with self._lock:
+            if not self._loader.current(result.generation):
+                return  # a later model_path was set meanwhile: that one decides
+            if result.ok:
+                fresh: LiquidController = result.value
+                if self.controller is None:
+                    fresh.update_settings(**dataclasses.asdict(self._settings_from_params()))
+                    fresh.e_stop = self._e_stop_requested
+                    self.controller = fresh
+                else:
+                    self.controller.swap_policy(fresh.prepared)
+                self.running_model, self.model_error = result.path, ""
+        if result.ok:
+            self.get_logger().info(f"model {result.path} running")
+        else:
+            self.last_load_error = f"model not loaded, the old one runs on: {result.error}"
+            self.get_logger().error(self.last_load_error)
+            self._revert.trigger()  # model_path back to what runs, on the executor
+
+    def _revert_model_path(self) -> None:
+        if self._loader.loading is not None or self.get_parameter("model_path").value == self.running_model:
+            return
+        self._reverting = True
+        try:
+            self.set_parameters([Parameter("model_path", value=self.running_model)])
+        finally:
+            self._reverting = False
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Check every change first, apply them together, or refuse with a reason."""
+        """Check every change first, apply them together, or refuse with a reason. A new model is
+        checked here from its header and built by the loader thread (the old one runs on)."""
         changes = {p.name: p.value for p in params}
         settings = settings_fields(changes)
-        current = self.controller.settings if self.controller else self._settings_from_params()
+        with self._lock:
+            current = self.controller.settings if self.controller else self._settings_from_params()
         try:
             new_settings = dataclasses.replace(current, **settings)
             new_settings.check()
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        swap = fresh = None
-        if "model_path" in changes and changes["model_path"] != self.get_parameter("model_path").value:
-            # Loaded, checked and traced here, off the control path; swapped at a step boundary.
-            path = changes["model_path"]
+        load = None
+        if ("model_path" in changes and not self._reverting
+                and changes["model_path"] != self.get_parameter("model_path").value):
+            load = changes["model_path"]
             try:
-                policy, config = self._load(path)
-                if self.controller is None:
-                    fresh = LiquidController(policy, config, new_settings, e_stop=self._e_stop_requested)
-                else:
-                    swap = self.controller.prepare(policy, config)
+                self._check_model(load)
             except ModelFileError as exc:
                 return SetParametersResult(successful=False, reason=f"model not loaded, the old one runs on: {exc}")
-            except Exception as exc:  # noqa: BLE001 - prepare() says why the model cannot run
-                return SetParametersResult(successful=False,
-                                           reason=f"model not loaded, the old one runs on: model file {path}: {exc}")
+        publisher = None
+        if "cmd_vel_stamped" in changes:
+            publisher = self._new_cmd_publisher(changes["cmd_vel_stamped"])
+        if "num_threads" in changes:
+            self._set_threads(changes["num_threads"])
         with self._lock:
-            if fresh is not None:
-                self.controller, self.model_error = fresh, ""
-            elif self.controller is not None:
-                if swap is not None:
-                    self.controller.swap_policy(swap)
+            if self.controller is not None:
                 self.controller.update_settings(**dataclasses.asdict(new_settings))
-            if "num_threads" in changes:
-                self._set_threads(changes["num_threads"])
-            if "cmd_vel_stamped" in changes:
-                self._make_cmd_publisher(changes["cmd_vel_stamped"])
+            old_publisher = self._install_cmd_publisher(*publisher) if publisher else None
             self._cache_output_params(changes)
+        if old_publisher is not None:
+            self.destroy_publisher(old_publisher)
+        if load is not None:
+            self._loader.request(load)
+            self.get_logger().info(f"loading model {load} (the old one runs on meanwhile)")
+        elif self._reverting:
+            self._loader.cancel()
         return SetParametersResult(successful=True)
 
     def _cache_output_params(self, changes: dict) -> None:
@@ -224,12 +296,15 @@ class LiquidControllerNode(Node):
                      "saliency_rate"):
             setattr(self, f"_{name}", changes.get(name, self.get_parameter(name).value))
 
-    def _make_cmd_publisher(self, stamped: bool) -> None:
-        if self.cmd_pub is not None:
-            self.destroy_publisher(self.cmd_pub)
-        self.cmd_stamped = stamped
-        self._cmd_msg = TwistStamped() if stamped else Twist()
-        self.cmd_pub = self.create_publisher(type(self._cmd_msg), topics.CMD_VEL, 10)
+    def _new_cmd_publisher(self, stamped: bool):
+        msg = TwistStamped() if stamped else Twist()
+        return stamped, msg, self.create_publisher(type(msg), topics.CMD_VEL, 10)
+
+    def _install_cmd_publisher(self, stamped: bool, msg, publisher):
+        """Use a new command publisher (under the lock); returns the old one to destroy."""
+        old, self.cmd_pub = getattr(self, "cmd_pub", None), publisher
+        self.cmd_stamped, self._cmd_msg = stamped, msg
+        return old
 
     # --- sensors ---------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -288,15 +363,15 @@ class LiquidControllerNode(Node):
                 self._reject("IMU message rejected: NaN or Inf in a field the model reads")
 
     def _sensor_failure(self, exc: BaseException) -> None:
-        """A sensor callback raised (a defect, not bad input): log it, command zero, go on."""
+        """A sensor or safety callback raised (a defect, not bad input): command zero, log it, go on."""
         with self._lock:
             self._errors += 1
-            self.get_logger().error(
-                f"sensor callback failed, commanding zero: {''.join(traceback.format_exception(exc)).strip()}",
-                throttle_duration_sec=THROTTLE_S)
             stamp = self._now()
             command = self.controller.stop(stamp, "error") if self.controller else Command(stamp, 0.0, 0.0, "error")
             self._publish(command, force=True)
+        self.get_logger().error(
+            f"sensor callback failed, commanding zero: {''.join(traceback.format_exception(exc)).strip()}",
+            throttle_duration_sec=THROTTLE_S)
 
     def _handle(self, header_stamp, event) -> None:
         """Step the controller and publish its answer (the caller holds the lock)."""
@@ -318,14 +393,16 @@ class LiquidControllerNode(Node):
                 self.controller.on_teacher(twist.linear.x, twist.angular.z)
 
     def _on_e_stop(self, msg: Bool) -> None:
+        """In the safety thread: an engaged e-stop's zero goes out at once, whatever the cap."""
         with self._lock:
             self._e_stop_requested = engaged = bool(msg.data)
             command = self.controller.set_e_stop(engaged, self._now()) if self.controller is not None else None
             if engaged:
-                self.get_logger().warning("e_stop engaged: zero commands until released")
                 self._publish(command or Command(self._now(), 0.0, 0.0, "e_stop"), force=True)
-            else:
-                self.get_logger().info("e_stop released")
+        if engaged:
+            self.get_logger().warning("e_stop engaged: zero commands until released")
+        else:
+            self.get_logger().info("e_stop released")
 
     def _reject(self, message: str) -> None:
         self._rejected += 1
@@ -336,12 +413,15 @@ class LiquidControllerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _publish(self, command: Command, force: bool = False, header_stamp=None) -> None:
+        """Publish a command (the caller holds the lock). max_publish_rate caps every message, zeros
+        included, except `force` (an e-stop) and the first zero after motion: a stop goes out at once."""
         rate = self._max_publish_rate
         now = time.monotonic()
-        if not force and command.reason == "policy" and rate > 0.0:
-            if now - self._last_publish < 1.0 / rate:
-                return
-            self._last_publish = now
+        zero = command.linear_x == 0.0 and command.angular_z == 0.0
+        if (rate > 0.0 and not force and not (zero and not self._last_zero)
+                and now - self._last_publish < 1.0 / rate):
+            return
+        self._last_publish, self._last_zero = now, zero
         # One message object, refilled each time: publish() serialises it at once, and building
         # a new rosidl message costs more than the network step.
         msg = self._cmd_msg
@@ -373,69 +453,78 @@ class LiquidControllerNode(Node):
             state.data = hidden.tolist() + tau.tolist()
             self.state_pub.publish(state)
 
-    def _housekeeping(self) -> None:
-        with self._lock:
-            self._watchdog()
-            if time.monotonic() >= self._next_diagnostics:
-                self._next_diagnostics += 1.0
-                self._publish_diagnostics()
-
     def _watchdog(self) -> None:
-        """The controller's watchdog on the steady clock (it must also fire when a simulator, and
-        with it /clock, stalls); its zero commands carry the node clock's stamp."""
-        stamp = self._now()
-        if self.controller is None:
-            self._publish(Command(stamp, 0.0, 0.0, "no_model"), force=True)
+        """In the safety thread, every WATCHDOG_PERIOD_S: the controller's watchdog on the steady
+        clock (it must also fire when a simulator, and with it /clock, stalls); its zero commands
+        carry the node clock's stamp."""
+        with self._lock:
+            stamp = self._now()
+            if self.controller is None:
+                self._publish(Command(stamp, 0.0, 0.0, "no_model"))
+                return
+            health = self.controller.health(time.monotonic())
+            command = self.controller.watchdog(time.monotonic(), stamp)
+            if command is not None:
+                self._publish(command)
+            previous, self._health = self._health, health.level
+        if health.level == previous:
             return
-        health = self.controller.health(time.monotonic())
-        if health.level != self._health:
-            if health.level == "error":
-                self.get_logger().error(f"commanding zero: {health.message}")
-            elif health.level == "ok" and self._health == "error":
-                self.get_logger().info("sensor data flowing again")
-            elif health.level == "ok":
-                self.get_logger().info("sensor data flowing")
-            self._health = health.level
-        command = self.controller.watchdog(time.monotonic(), stamp)
-        if command is not None:
-            self._publish(command, force=True)
+        if health.level == "error":
+            self.get_logger().error(f"commanding zero: {health.message}")
+        elif health.level == "ok" and previous == "error":
+            self.get_logger().info("sensor data flowing again")
+        elif health.level == "ok":
+            self.get_logger().info("sensor data flowing")
 
     def _publish_diagnostics(self) -> None:
-        elapsed = max(time.monotonic() - self._window_start, 1e-6)
-        rates = {k: v / elapsed for k, v in self._window.items()}
-        self._window = {"camera": 0, "imu": 0}
-        self._window_start = time.monotonic()
+        """Every second, on the executor: what is needed is copied under the lock, the rest is
+        worked out and published outside it."""
+        loading = self._loader.loading
+        with self._lock:
+            now = time.monotonic()
+            elapsed = max(now - self._window_start, 1e-6)
+            rates = {k: v / elapsed for k, v in self._window.items()}
+            self._window = {"camera": 0, "imu": 0}
+            self._window_start = now
+            controller = self.controller
+            latencies = np.array(self._latencies) * 1e6 if self._latencies else np.zeros(1)
+            health = controller.health(now) if controller is not None else None
+            e_stop = self.e_stop
+            counters = dataclasses.replace(controller.counters) if controller is not None else None
+            adaptation = ((controller.settings.adaptation_enabled, controller.adaptation.updates,
+                           controller.adaptation.drift) if controller is not None else None)
+            running, error = self.running_model, self.model_error
         status = DiagnosticStatus(name="liquid_controller: control", hardware_id=self.get_fully_qualified_name())
-        if self.controller is None:
-            status.level, status.message = DiagnosticStatus.ERROR, f"no model: {self.model_error}"
-        elif any(not loop.running for loop in self._sensors):
+        if controller is None:
+            status.level, status.message = DiagnosticStatus.ERROR, f"no model: {error}"
+        elif any(not loop.running for loop in (self._safety, *self._sensors)):
             status.level, status.message = DiagnosticStatus.ERROR, "sensor thread stopped: commanding zero"
+        elif health.level == "error":
+            status.level, status.message = DiagnosticStatus.ERROR, f"commanding zero: {health.message}"
+        elif health.level == "waiting":
+            status.level, status.message = DiagnosticStatus.WARN, f"commanding zero: {health.message}"
+        elif e_stop:
+            status.level, status.message = DiagnosticStatus.WARN, "e_stop engaged"
         else:
-            health = self.controller.health(time.monotonic())
-            if health.level == "error":
-                status.level, status.message = DiagnosticStatus.ERROR, f"commanding zero: {health.message}"
-            elif health.level == "waiting":
-                status.level, status.message = DiagnosticStatus.WARN, f"commanding zero: {health.message}"
-            elif self.e_stop:
-                status.level, status.message = DiagnosticStatus.WARN, "e_stop engaged"
-            else:
-                status.level, status.message = DiagnosticStatus.OK, "running"
-        lat = np.array(self._latencies) * 1e6 if self._latencies else np.zeros(1)
+            status.level, status.message = DiagnosticStatus.OK, "running"
         values = {
             "camera_rate_hz": f"{rates['camera']:.1f}",
             "imu_rate_hz": f"{rates['imu']:.1f}",
-            "step_latency_p50_us": f"{np.percentile(lat, 50):.1f}",
-            "step_latency_p99_us": f"{np.percentile(lat, 99):.1f}",
+            "step_latency_p50_us": f"{np.percentile(latencies, 50):.1f}",
+            "step_latency_p99_us": f"{np.percentile(latencies, 99):.1f}",
             "rejected_messages": str(self._rejected),
             "callback_errors": str(self._errors),
+            "model": running,
+            "model_loading": loading or "",
+            "model_load_error": self.last_load_error,
         }
-        if self.controller is not None:
-            c = self.controller.counters
+        if counters is not None:
+            c = counters
             values.update(steps=str(c.steps), stale_dropped=str(c.stale_dropped), late=str(c.late),
                           time_jumps=str(c.time_jumps), gap_resets=str(c.gap_resets), nan_resets=str(c.nan_resets))
-            a = self.controller.adaptation
-            values.update(adaptation_enabled=str(self.controller.settings.adaptation_enabled).lower(),
-                          adaptation_updates=str(a.updates), adaptation_drift=f"{a.drift:.4f}")
+            enabled, updates, drift = adaptation
+            values.update(adaptation_enabled=str(enabled).lower(), adaptation_updates=str(updates),
+                          adaptation_drift=f"{drift:.4f}")
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -443,18 +532,20 @@ class LiquidControllerNode(Node):
 
     # --- services --------------------------------------------------------------------------
     def _trigger(self, action):
-        """A std_srvs/Trigger callback: action() on the running controller returns the message;
-        with no model, or when the action raises, the call fails with the reason."""
+        """A std_srvs/Trigger callback: action() (called under the lock, so it must be short) on
+        the running controller returns the message, or a callable to finish outside the lock that
+        returns it; with no model, or when the action raises, the call fails with the reason."""
 
         def callback(request, response):
-            with self._lock:
-                if self.controller is None:
-                    response.success, response.message = False, f"no model: {self.model_error}"
-                    return response
-                try:
-                    response.success, response.message = True, action()
-                except (OSError, ValueError) as exc:
-                    response.success, response.message = False, str(exc)
+            try:
+                with self._lock:
+                    if self.controller is None:
+                        response.success, response.message = False, f"no model: {self.model_error}"
+                        return response
+                    result = action()
+                response.success, response.message = True, result() if callable(result) else result
+            except (OSError, ValueError) as exc:
+                response.success, response.message = False, str(exc)
             return response
 
         return callback
@@ -467,19 +558,34 @@ class LiquidControllerNode(Node):
         self.controller.reset_adaptation()
         return "readout restored to the shipped model"
 
-    def _save_model(self) -> str:
+    def _save_model(self):
+        """Under the lock: the adapted readout, copied. Outside it: the file, written into
+        adapted_model_dir (never the model's own folder: an installed model's share/ is not the
+        user's), at most max_saved_models of them."""
         if self._backend != "torch":
             raise ValueError("saving an adapted model needs backend torch (the ONNX file holds no trainable model)")
-        name = self.get_parameter("model_path").value
-        source = resolve_model_path(name)
-        # Next to the original; an installed model's directory may be read-only: then ROS_HOME.
-        folder = source.parent
-        if not os.access(folder, os.W_OK):
-            folder = Path(os.environ.get("ROS_HOME", Path.home() / ".ros")).expanduser() / "liquid_control"
+        adapted = self.controller.adapted()
+        name = self.running_model
+        folder_param = self.get_parameter("adapted_model_dir").value
+        limit = self.get_parameter("max_saved_models").value
+
+        def write() -> str:
+            folder = (Path(folder_param).expanduser() if folder_param else
+                      Path(os.environ.get("ROS_HOME", Path.home() / ".ros")).expanduser() / "liquid_control"
+                      / "adapted_models")
             folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{source.stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
-        self.controller.save_adapted(target, adapted_from=str(name))
-        return str(target)
+            if not folder.is_dir():
+                raise ValueError(f"adapted_model_dir {folder} is not a folder")
+            stem = Path(name).stem if name else "model"
+            saved = sorted(folder.glob("*.adapted-*.safetensors"))
+            if len(saved) >= limit:
+                raise ValueError(f"{len(saved)} adapted models already in {folder} (max_saved_models {limit}): "
+                                 "remove some, or raise max_saved_models")
+            target = folder / f"{stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.safetensors"
+            adapted.save(target, adapted_from=str(name))
+            return str(target)
+
+        return write
 
 
 class SaliencyWorker:

@@ -19,6 +19,7 @@ The loop uses rclpy's wait set binding the way rclpy's own wait_for_message does
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -51,6 +52,16 @@ class SensorLoop:
         self._wake = node.create_guard_condition(lambda: None, callback_group=self._group)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tick: Callable[[], None] | None = None
+        self._period = POLL_S
+
+    def every(self, period: float, callback: Callable[[], None]) -> None:
+        """Also call `callback` in the loop's thread every `period` seconds of the steady clock,
+        whether messages come or not (the controller node's watchdog: it must fire while the
+        executor is busy). A failure is reported like a callback's."""
+        if self._thread is not None:
+            raise RuntimeError("every() before start()")
+        self._tick, self._period = callback, period
 
     def subscribe(self, msg_type, topic: str, callback, qos):
         if self._thread is not None:
@@ -97,17 +108,28 @@ class SensorLoop:
                 wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0, 0, context.handle)
             except Exception:  # noqa: BLE001 - the node or context went before the loop started
                 return
+            period = min(self._period, POLL_S)
+            next_tick = time.monotonic() + period
             while not self._stopping.is_set() and context.ok():
                 wait_set.clear_entities()
                 for sub in subs:
                     wait_set.add_subscription(sub.handle)
                 wait_set.add_guard_condition(self._wake.handle)
+                timeout = POLL_S if self._tick is None else max(next_tick - time.monotonic(), 0.0)
                 try:
-                    wait_set.wait(int(POLL_S * 1e9))
+                    wait_set.wait(int(timeout * 1e9))
                 except Exception:  # noqa: BLE001 - the context shut down during the wait
                     return
                 if self._stopping.is_set():
                     return
+                if self._tick is not None and time.monotonic() >= next_tick:
+                    # On the steady clock, never bunched: a late tick does not make up the missed.
+                    next_tick = max(next_tick + period, time.monotonic())
+                    try:
+                        self._tick()
+                    except Exception as exc:  # noqa: BLE001 - a safe stop, never a dead thread
+                        if not self._report(exc):
+                            return
                 ready = wait_set.get_ready_entities("subscription")
                 if not ready:
                     continue

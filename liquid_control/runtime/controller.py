@@ -133,6 +133,35 @@ class PreparedPolicy:
     fields: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class AdaptedModel:
+    """A running policy's readout as adaptation left it (LiquidController.adapted)."""
+
+    policy: LiquidPolicy
+    config: ModelConfig
+    weight: np.ndarray
+    bias: np.ndarray
+    updates: int
+
+    def save(self, path, adapted_from: str = "") -> None:
+        """Write the policy with this readout to `path`, a new file (never over another)."""
+        from pathlib import Path
+
+        import torch
+
+        from .modelfile import save_model
+
+        path = Path(path)
+        if path.exists() or path.is_symlink():
+            raise ValueError(f"{path} exists; an adapted model is never written over another file")
+        policy = copy.deepcopy(self.policy)
+        with torch.no_grad():
+            policy.readout.weight.copy_(torch.from_numpy(self.weight))
+            policy.readout.bias.copy_(torch.from_numpy(self.bias))
+        provenance = {**self.config.provenance, "adapted_from": adapted_from, "adaptation_updates": self.updates}
+        save_model(path, policy, self.config.sensors, self.config.outputs, provenance)
+
+
 def _clip(value: float, bound: float) -> float:
     """value limited to [-bound, bound] (plain floats: this runs on every step)."""
     return -bound if value < -bound else bound if value > bound else value
@@ -204,6 +233,12 @@ class LiquidController:
                 self.run.hold_staged_imu()
         else:
             self.reset_state()
+
+    @property
+    def prepared(self) -> PreparedPolicy:
+        """The running model in the form swap_policy takes (how a controller built elsewhere, off
+        the control path, hands its model to the one that runs)."""
+        return PreparedPolicy(self.policy, self.config, self.run, self._fields)
 
     # --- settings --------------------------------------------------------------------------
     def update_settings(self, **changes) -> Settings:
@@ -356,26 +391,17 @@ class LiquidController:
         """A zero command (e.g. after a failure); the next network command ramps up from it."""
         return self._zero(stamp, reason)
 
-    def save_adapted(self, path, adapted_from: str = "") -> None:
-        """Write the policy with the adapted readout to `path` (a new file, never over the original)."""
-        from pathlib import Path
-
-        import torch
-
-        from .modelfile import save_model
-
-        path = Path(path)
-        if path.exists():
-            raise ValueError(f"{path} exists; an adapted model is never written over another file")
+    def adapted(self) -> AdaptedModel:
+        """What save_adapted writes, taken now (cheap: the readout's arrays are copied, the policy is
+        shared): a node takes it under its lock and writes the file outside it."""
         if self.config is None:
             raise ValueError("the running model has no config (sensor and output specs) to save")
-        policy = copy.deepcopy(self.policy)
-        with torch.no_grad():
-            policy.readout.weight.copy_(torch.from_numpy(self.adaptation.weight))
-            policy.readout.bias.copy_(torch.from_numpy(self.adaptation.bias))
-        provenance = {**self.config.provenance, "adapted_from": adapted_from,
-                      "adaptation_updates": self.adaptation.updates}
-        save_model(path, policy, self.config.sensors, self.config.outputs, provenance)
+        return AdaptedModel(self.policy, self.config, self.adaptation.weight.copy(), self.adaptation.bias.copy(),
+                            self.adaptation.updates)
+
+    def save_adapted(self, path, adapted_from: str = "") -> None:
+        """Write the policy with the adapted readout to `path` (a new file, never over the original)."""
+        self.adapted().save(path, adapted_from)
 
     # --- internals -------------------------------------------------------------------------
     def _saw(self, sensor: str, received: float) -> None:

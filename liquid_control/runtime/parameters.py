@@ -70,7 +70,12 @@ PARAMETERS = (
     P("model_path", DEFAULT_MODEL,
       "Policy model file (.safetensors): a path, or package://<package>/<file> for an installed one; empty = "
       "none (zero commands, diagnostics ERROR). Set at runtime to hot-swap: the new model is loaded and "
-      "checked, then switched in between two steps; on failure the old one runs on"),
+      "checked in a thread of its own (the old one runs on meanwhile, and every safety decision goes on), then "
+      "switched in between two steps; on failure the old one runs on and model_path returns to it"),
+    P("adapted_model_dir", "", "Folder that ~/save_model writes adapted models to; empty = $ROS_HOME/liquid_control/"
+      "adapted_models (~/.ros/...). Never the model's own folder: an installed model's share/ is not the user's"),
+    P("max_saved_models", 20, "Most adapted models ~/save_model keeps in adapted_model_dir; a call beyond it is "
+      "refused with the reason (remove some, or raise this)", "", (1, 10_000)),
     P("tau_scale", 1.0, "Multiplies every liquid time constant (2.0 = twice as slow), live", "",
       (0.05, 20.0), setting="tau_scale"),
     P("max_linear_speed", 0.5, "Largest |linear.x| commanded", "m/s", (0.0, 5.0), setting="max_linear_speed"),
@@ -92,7 +97,9 @@ PARAMETERS = (
       "conversion, counted and logged (default: 1920 x 1080)", "pixels", (1, 100_000_000)),
     P("max_dt", 0.5, "A larger gap between sensor stamps resets the liquid state", "s", (0.001, 10.0),
       setting="max_dt"),
-    P("max_publish_rate", 0.0, "Cap on cmd_vel publishing (0 publishes after every step)", "Hz", (0.0, 1000.0)),
+    P("max_publish_rate", 0.0, "Cap on everything published on cmd_vel, zero commands included (0 publishes after "
+      "every step and every watchdog tick); the first zero after a stop, and an e-stop's, go out at once", "Hz",
+      (0.0, 1000.0)),
     P("cmd_vel_stamped", False, "Publish geometry_msgs/TwistStamped (as Jazzy's diff_drive_controller "
       "takes) instead of Twist"),
     P("teacher_stamped", False, "teacher/cmd_vel is TwistStamped instead of Twist", read_only=True),
