@@ -297,3 +297,125 @@ def test_a_ctrl_c_while_spinning_never_lands_inside_python_code_as_keyboardinter
         print("interrupted in a callback" if hits else "ended quietly")
     """)
     _assert_script_ends_quietly(code)
+
+
+def _busy_peer(ns: str, models: list[str], pauses: np.ndarray):
+    """A peer in its own context that keeps a node busy from a thread: model swaps, parameter sets,
+    e-stops, teacher commands and service calls, `pauses` seconds apart; returns start and stop."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("busy_peer", namespace=ns, context=context)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    e_stop = node.create_publisher(Bool, "e_stop", latched)
+    teacher = node.create_publisher(Twist, "teacher/cmd_vel", 10)
+    params = AsyncParameterClient(node, f"{ns}/liquid_controller")
+    services = [node.create_client(Trigger, f"liquid_controller/{name}")
+                for name in ("reset_state", "save_model", "reset_adaptation")]
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    busy = threading.Event()
+    busy.set()
+
+    def keep_busy():
+        for k, pause in enumerate(pauses):
+            if not busy.is_set():
+                return
+            kind = k % 5
+            if kind == 0:
+                params.set_parameters([Parameter("model_path", value=models[(k // 5) % 2])])
+            elif kind == 1:
+                params.set_parameters([Parameter("tau_scale", value=1.0 + (k % 3) * 0.5)])
+            elif kind == 2:
+                e_stop.publish(Bool(data=bool(k % 2)))
+                teacher.publish(Twist())
+            elif services[k % 3].service_is_ready():
+                services[k % 3].call_async(Trigger.Request())
+            time.sleep(pause)
+
+    worker = threading.Thread(target=keep_busy, daemon=True)
+
+    def stop_peer():
+        busy.clear()
+        if worker.is_alive():
+            worker.join()
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=5.0)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+    return worker.start, stop_peer
+
+
+def test_ctrl_c_at_random_moments_of_a_busy_node_always_ends_it(tmp_path):
+    """Terminal Ctrl-Cs under ros2 launch (SIGINT to the process group, then launch's own) at random
+    moments while sensors stream and parameter sets, model swaps, e-stops, teacher commands and
+    service calls are in flight: every time the node exits 0, quietly, before launch's SIGTERM
+    (once in 29 such Ctrl-Cs, a node sat through SIGINT and SIGTERM until SIGKILL). Should a
+    cleanup ever hang again, the shutdown deadline ends it with every thread's stack on stderr."""
+    if not EXECUTABLE.exists():
+        pytest.skip(f"{EXECUTABLE} not installed")
+    models = [str(make_model(tmp_path / f"m{i}.safetensors", seed=i, bias=(1.0, 0.5))) for i in range(2)]
+    rng = np.random.default_rng(23)
+    for attempt in range(5):
+        ns = f"/lc_ctrl_c_{os.getpid()}_{attempt}"
+        proc = subprocess.Popen(
+            [str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={models[0]}",
+             "-p", "adaptation.enabled:=true", "-p", f"adapted_model_dir:={tmp_path / 'adapted'}",
+             "-p", "max_saved_models:=10000"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        commands, stop_streaming = _streaming_peer(ns)
+        start_busy, stop_busy = _busy_peer(ns, models, rng.uniform(0.005, 0.05, size=10_000))
+        try:
+            wait_for(lambda: len(commands) > 20, timeout=60)  # noqa: B023 - called here, in this iteration
+            start_busy()
+            time.sleep(rng.uniform(0.0, 1.5))
+            os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C
+            sent = time.monotonic()
+            time.sleep(rng.uniform(0.0, 0.06))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # launch's own
+            out, _ = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+        finally:
+            stop_busy()
+            stop_streaming()
+            stop(proc)
+        assert proc.returncode == 0 and "Traceback" not in out, (attempt, proc.returncode, out[-3000:])
+        assert took < LAUNCH_SIGTERM_TIMEOUT_S, f"attempt {attempt}: exit took {took:.1f} s after SIGINT"
+
+
+def test_a_cleanup_that_hangs_still_ends_the_process_with_every_threads_stack():
+    """The backstop: a node whose cleanup never returns (here it waits on a lock nobody releases)
+    is ended by the shutdown deadline, before ros2 launch would escalate, status 1, with the stack
+    of every thread on stderr to say where it hung."""
+    from liquid_control.nodes.runner import SHUTDOWN_DEADLINE_S
+
+    code = textwrap.dedent("""
+        import os, signal, threading
+        from rclpy.node import Node
+        from liquid_control.nodes.runner import run_node
+
+        class Stuck(Node):
+            def destroy_node(self):
+                never = threading.Lock()
+                never.acquire()
+                never.acquire()  # the hang
+
+        def build():
+            node = Stuck("stuck")
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return node
+
+        run_node("stuck", "a node whose cleanup hangs", build, args=["stuck"])
+    """)
+    # Without the deadline this run would hang until its own timeout.
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=SHUTDOWN_DEADLINE_S + 60)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Timeout" in result.stderr and "in destroy_node" in result.stderr, result.stderr

@@ -57,6 +57,7 @@ from .sensor_loop import SensorLoop
 
 THROTTLE_S = 5.0
 WATCHDOG_PERIOD_S = 0.05  # how often the safety thread checks the sensors (and republishes zeros)
+STOP_THREADS_S = 2.0  # what destroy_node gives its threads to end, all together
 
 
 class LiquidControllerNode(Node):
@@ -157,14 +158,21 @@ class LiquidControllerNode(Node):
         return self.controller.e_stop if self.controller is not None else self._e_stop_requested
 
     def destroy_node(self) -> None:
-        self._loader.stop()  # a build in progress is dropped, never installed
+        """Stop every thread of the node, within STOP_THREADS_S all together: one that does not end
+        in time is named in the log and left (its daemon thread ends with the process)."""
+        deadline = time.monotonic() + STOP_THREADS_S
+        self._loader.stop(timeout=0.5)  # a build in progress is dropped, never installed
         loops = [self._safety, *self._sensors]
         for loop in loops:
             loop.stop(wait=False)  # no callback may run on a node being destroyed
         for loop in loops:
-            loop.join()
+            loop.join(max(deadline - time.monotonic(), 0.0))
+        stuck = [loop.name for loop in loops if loop.running]
+        if stuck:
+            self.get_logger().warning(f"threads {', '.join(stuck)} did not stop within {STOP_THREADS_S:g} s; "
+                                      "leaving them to end with the process")
         if self.saliency is not None:
-            self.saliency.stop()
+            self.saliency.stop(max(deadline - time.monotonic(), 0.0))
         super().destroy_node()
 
     # --- model and parameters --------------------------------------------------------------
@@ -619,11 +627,11 @@ class SaliencyWorker:
             self._pending = (policy, rgb, (header.stamp.sec, header.stamp.nanosec), header.frame_id)
             self._cond.notify()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._running = False
             self._cond.notify()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout)
 
     def _serve(self) -> None:
         while True:

@@ -1,9 +1,14 @@
 """How every executable of the package runs its node: `--help` without ROS arguments, rclpy up,
-spin until Ctrl-C or an external shutdown, and a cleanup that a second SIGINT cannot interrupt."""
+spin until Ctrl-C or an external shutdown, and a cleanup that a second SIGINT cannot interrupt and
+that cannot hang: from the first SIGINT or SIGTERM on, the process has SHUTDOWN_DEADLINE_S to end;
+past it, Python's faulthandler (a C thread that needs no lock and no GIL) prints every thread's
+stack to stderr and exits with status 1. `ros2 launch` sends SIGTERM 5 s after SIGINT and SIGKILL
+10 s later, with nothing said: once, a controller node was seen to sit through both."""
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 from collections.abc import Callable
@@ -14,9 +19,23 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
+# Under ros2 launch's 5 s sigterm_timeout, with room for a normal shutdown (about 1 s here).
+SHUTDOWN_DEADLINE_S = 4.0
+_deadline_armed = False
 
-def _on_sigint(signum, frame) -> None:
-    # No rclpy call that takes a lock here: the interrupted frame may hold it (Context.ok does).
+
+def _arm_shutdown_deadline() -> None:
+    global _deadline_armed
+    if not _deadline_armed:
+        _deadline_armed = True
+        faulthandler.dump_traceback_later(SHUTDOWN_DEADLINE_S, exit=True)
+
+
+def _on_stop_signal(signum, frame) -> None:
+    # rclpy's handler (installed by init, chaining to this one) shuts the context down and spin
+    # ends; this one only starts the deadline, and raises where rclpy installed no handler. No
+    # rclpy call that takes a lock here: the interrupted frame may hold it (Context.ok does).
+    _arm_shutdown_deadline()
     if rclpy.signals.get_current_signal_handlers_options() == rclpy.signals.SignalHandlerOptions.NO:
         raise KeyboardInterrupt
 
@@ -32,7 +51,8 @@ def run_node(prog: str, description: str, make_node: Callable[[], Node], args: l
     # at exit (seen in test_node_process). rclpy's own handler, installed by init and chaining to
     # this one, shuts the context down and spin ends with ExternalShutdownException; this one
     # raises only where rclpy installed no handler.
-    signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGINT, _on_stop_signal)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
     rclpy.init(args=argv)
     node = None
     try:
@@ -54,6 +74,7 @@ def run_node(prog: str, description: str, make_node: Callable[[], Node], args: l
         # Under `ros2 launch`, Ctrl-C sends SIGINT twice (terminal and launch): the second must
         # not interrupt the cleanup.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _arm_shutdown_deadline()  # also when spin ended without a signal (an external shutdown)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

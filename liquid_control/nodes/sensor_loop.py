@@ -77,6 +77,10 @@ class SensorLoop:
         self._thread.start()
 
     @property
+    def name(self) -> str:
+        return self._thread.name if self._thread is not None else self._name
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
