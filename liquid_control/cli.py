@@ -14,15 +14,25 @@ from .cliargs import LazyChoices, add_topic_arguments
 from .paths import DEFAULT_MODEL
 
 
+def _bag_error(exc: BaseException) -> int:
+    """A bag command's failure on bad input: one line on stderr, `error: ` and what the exception
+    says (a BagError names the bag; an OSError its file), exit status 2."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    print("error: " + " ".join(text.split()), file=sys.stderr)  # one line, whatever the message held
+    return 2
+
+
 def _bag_info(args: argparse.Namespace) -> int:
     from .bags.info import bag_info, format_bag_info
     from .bags.io import BagError
 
     try:
         info = bag_info(args.model, args.camera_topic, args.imu_topic, args.label_topic)
-    except BagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (BagError, OSError) as exc:
+        return _bag_error(exc)
     print(json.dumps(info, indent=2) if args.json else format_bag_info(info))
     return 0
 
@@ -185,15 +195,14 @@ def _drive(args: argparse.Namespace) -> int:
 
 
 def _bag_command(args: argparse.Namespace, run, summary_text) -> int:
-    """Run a bag command: its summary on stdout (JSON with --json), or exit 2 with the reason on
-    bad input (an unreadable bag, a missing file, a bad value)."""
+    """Run a bag command: its summary on stdout (JSON with --json), or exit 2 with the reason in one
+    line on bad input (an unreadable bag, a file that cannot be opened or written, a bad value)."""
     from .bags.io import BagError
 
     try:
         summary = run()
-    except (BagError, FileNotFoundError, ValueError) as exc:  # ModelFileError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (BagError, OSError, ValueError) as exc:  # ModelFileError is a ValueError
+        return _bag_error(exc)
     print(json.dumps(summary) if args.json else summary_text(summary))
     return 0
 

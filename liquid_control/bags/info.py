@@ -6,6 +6,7 @@ compressed cameras (image_transport's `.../compressed`), teleop commands as Twis
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,8 @@ def find_bags(path: str | Path) -> list[Path]:
 
 
 def is_bag(path: Path) -> bool:
-    if path.is_dir():
-        return (path / "metadata.yaml").is_file()
+    if path.is_dir():  # whatever its metadata.yaml is: reading the bag says what is wrong with it
+        return os.path.lexists(path / "metadata.yaml")
     return path.suffix in (".mcap", ".db3") and not (path.parent / "metadata.yaml").is_file()
 
 
@@ -100,7 +101,11 @@ def _stamps(path: Path, topics: list[str]) -> dict[str, np.ndarray]:
     """Header stamps (s) of each stamped topic, in bag order."""
     out: dict[str, list[float]] = {t: [] for t in topics}
     for topic, msgtype, _, data in read_serialized(path, topics):
-        out[topic].append(header_stamp(data, msgtype))
+        try:
+            out[topic].append(header_stamp(data, msgtype))
+        except Exception as exc:  # noqa: BLE001 - rosbags' CDR reader raises whatever the bytes lead it to
+            raise BagError(f"bag {path}: a message on {topic} cannot be read as {msgtype} "
+                           f"({type(exc).__name__}: {exc})") from None
     return {t: np.array(v) for t, v in out.items()}
 
 

@@ -6,17 +6,23 @@ Messages are built and parsed through the Jazzy typestore, so a bag written here
 (stamp, kind, data) events the simulator and the node feed LiquidController. The bag tools
 (`liquid-control record/play/replay`) also move messages through here as serialized CDR bytes,
 never decoded. Every problem with a bag surfaces as BagError naming the bag.
+
+Every bag is read within the limits of liquid_control.bags.limits: what is not a regular file is
+never opened, and no chunk is expanded beyond what it declares and the limits allow, so that no
+file can exhaust the machine's memory or keep a reader waiting forever. A new bag is only ever
+created where nothing is (not through a link, not over a file).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from transforms3d.euler import euler2quat
 
@@ -29,7 +35,9 @@ from ..runtime.sensing import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
+from . import limits
 
+limits.install()  # rosbags' decompressors, bounded (before any bag is read)
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 IMAGE, COMPRESSED_IMAGE, IMU, TWIST_STAMPED, TWIST, ODOMETRY = (
     "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Imu",
@@ -96,21 +104,46 @@ def odometry_msg(stamp: float, x: float, y: float, yaw: float, linear: float, an
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[Reader]:
-    """An open rosbags Reader; whatever goes wrong while it is open becomes BagError naming the bag."""
-    if not path.exists():
+def _reading(path: Path) -> Iterator[limits.CheckedReader]:
+    """An open rosbags Reader, within the limits (bags.limits); whatever goes wrong while it is open
+    becomes BagError naming the bag."""
+    if not os.path.lexists(path):
         raise BagError(f"bag {path}: no such file or directory")
+    try:
+        limits.check_bag(path)  # a FIFO, a device: refused before anything is opened
+    except limits.LimitError as exc:
+        raise BagError(f"bag {path}: {exc.about(path)}") from None
     if path.is_dir() and not (path / "metadata.yaml").exists():
         raise BagError(f"bag {path}: no metadata.yaml (not a rosbag2 bag, or one whose recorder was killed "
                        "before it closed the bag)")
     try:
-        with Reader(path) as reader:
+        with limits.CheckedReader(path) as reader:
             yield reader
     except BagError:
         raise
+    except limits.LimitError as exc:
+        raise BagError(f"bag {path}: {exc.about(path)}") from None
     except Exception as exc:  # rosbags raises its own errors for truncated or foreign files
         hint = " (truncated: the file ends before its MCAP footer)" if "end magic" in str(exc) else ""
         raise BagError(f"bag {path}: cannot be read ({type(exc).__name__}: {exc}){hint}") from None
+
+
+def check_new_bag(path: str | Path) -> None:
+    """Refuse (BagError) to create a bag at `path` where something is already: a bag is never
+    overwritten, nor written through a symbolic link (one to nothing included), nor below a file."""
+    path = Path(path)
+    if os.path.islink(path) and not path.exists():
+        raise BagError(f"bag {path}: is a symbolic link to {os.readlink(path)}, which does not exist "
+                       "(a bag is never written through a link)")
+    if os.path.lexists(path):
+        raise BagError(f"bag {path}: exists already (a bag is never overwritten)")
+    for parent in path.absolute().parents:  # the nearest that is there must be a directory
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                what = (f"a symbolic link to {os.readlink(parent)}, which does not exist"
+                        if os.path.islink(parent) and not parent.exists() else "not a directory")
+                raise BagError(f"bag {path}: {parent} is {what}")
+            break
 
 
 @dataclass(frozen=True)
@@ -175,20 +208,28 @@ class BagWriter:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if self.path.exists():
-            raise BagError(f"bag {self.path}: exists already (a bag is never overwritten)")
+        check_new_bag(self.path)
         self._writer = Writer(self.path, version=8, storage_plugin=StoragePlugin.MCAP)
         self._connections: dict[str, object] = {}
+        self._open = False
 
     def __enter__(self) -> BagWriter:
-        self._writer.open()
+        try:
+            self._writer.open()
+        except Exception as exc:  # noqa: BLE001 - rosbags' WriterError, or the OSError of a directory it cannot make
+            raise BagError(f"bag {self.path}: cannot be created ({type(exc).__name__}: {exc})") from None
+        self._open = True
         return self
 
     def __exit__(self, *exc) -> None:
-        self._writer.close()
+        self.close()
 
     def close(self) -> None:
-        self._writer.close()
+        """Finish the bag (its summary, metadata.yaml); once: a second close, or one of a bag that
+        never opened, does nothing."""
+        if self._open:
+            self._open = False
+            self._writer.close()
 
     def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence = (), msgdef: str | None = None) -> None:
         """Register `topic` of `msgtype`: a Jazzy type, whose definition goes into the bag, or any

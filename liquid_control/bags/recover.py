@@ -12,10 +12,18 @@ its size is reported). The messages go, in the order they are in the file, to a 
 liquid_control.bags.io (rosbags, MCAP, version 8) with the topics, types, message definitions and
 offered QoS found in the file, which `replay`, `play` and `ros2 bag info` read. The original is
 only read, never written.
+
+Within the limits of liquid_control.bags.limits, since the files recovered are damaged by
+definition: only regular files are opened; a chunk is expanded to at most what it declares (more
+is corruption) and only while the file's chunks together declare no more than limits.allowance
+of its size; a record larger than limits.MAX_RECORD_BYTES is skipped unread. A chunk beyond a limit
+is left out and reported like any damaged one. The new bag is created only where nothing is.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -23,10 +31,12 @@ from io import BytesIO
 from pathlib import Path
 
 from mcap.data_stream import ReadDataStream
+from mcap.exceptions import McapError
 from mcap.opcode import Opcode
 from mcap.records import Channel, Message, Schema
 
-from .io import BagError, BagWriter
+from . import limits
+from .io import BagError, BagWriter, check_new_bag
 
 MAGIC = b"\x89MCAP0\r\n"
 _HEADER = struct.Struct("<BQ")  # a record's opcode and length
@@ -56,18 +66,30 @@ class _Scan:
     partial_chunks: int = 0          # chunks cut short, their complete records read
     bad_chunks: list[str] = field(default_factory=list)
     files: list[dict] = field(default_factory=list)
+    file_size: int = 0               # of the file being read
+    declared: int = 0                # uncompressed bytes its chunks declared so far
 
 
 def _mcap_files(bag: Path) -> list[Path]:
-    if not bag.exists():
+    if not os.path.lexists(bag):
         raise BagError(f"bag {bag}: no such file or directory")
-    files = sorted(bag.glob("*.mcap")) if bag.is_dir() else [bag]
+    try:
+        st = limits.stat_path(bag)
+        if not stat.S_ISDIR(st.st_mode):
+            limits.regular_file(bag)  # a FIFO or a device is never opened (it would wait, or never end)
+    except limits.LimitError as exc:
+        raise BagError(f"bag {bag}: {exc.about(bag)}") from None
+    files = sorted(bag.glob("*.mcap")) if stat.S_ISDIR(st.st_mode) else [bag]
     if not files:
         others = sorted(p.name for p in bag.glob("*.db3"))
         what = (f"SQLite 3 storage ({', '.join(others)}): recover reads MCAP bags only" if others
                 else "no .mcap file in it")
         raise BagError(f"bag {bag}: {what}")
     for path in files:
+        try:
+            limits.regular_file(path)
+        except limits.LimitError as exc:
+            raise BagError(f"bag {bag}: {exc.about(bag)}") from None
         with open(path, "rb") as f:
             if f.read(len(MAGIC)) != MAGIC:
                 raise BagError(f"bag {bag}: {path.name} is not an MCAP file (it does not start with the MCAP magic)")
@@ -88,8 +110,7 @@ def recover(bag: str | Path, output: str | Path | None = None) -> dict:
     bag = Path(bag)
     files = _mcap_files(bag)
     output = Path(output) if output is not None else default_output(bag)
-    if output.exists():
-        raise BagError(f"bag {output}: exists already (a bag is never overwritten)")
+    check_new_bag(output)  # not over anything, not through a link: before the files are read
     scan = _Scan(output)
     try:
         for path in files:
@@ -121,6 +142,7 @@ def recover(bag: str | Path, output: str | Path | None = None) -> dict:
 def _read_file(path: Path, scan: _Scan) -> dict:
     """Every usable record of one MCAP file, from its start; where and why reading stopped."""
     size = path.stat().st_size  # what is read (a file still being written may grow meanwhile)
+    scan.file_size, scan.declared = size, 0
     used_to = len(MAGIC)  # the end of the last record that was read whole
     complete = False
     with open(path, "rb") as f:
@@ -135,11 +157,20 @@ def _read_file(path: Path, scan: _Scan) -> dict:
                 # The record does not fit in what is left: the truncated tail. The complete
                 # records at the start of a chunk cut short are still messages.
                 if opcode == Opcode.CHUNK:
-                    end = _partial_chunk(f.read(size - offset - _HEADER.size), offset + _HEADER.size, scan, path)
+                    tail = f.read(min(size - offset - _HEADER.size, limits.MAX_RECORD_BYTES))
+                    end = _partial_chunk(tail, offset + _HEADER.size, scan, path)
                     used_to = max(used_to, end)
                 break
-            body = f.read(length)
             used_to = offset + _HEADER.size + length
+            if length > limits.MAX_RECORD_BYTES and opcode in (Opcode.CHUNK, Opcode.SCHEMA, Opcode.CHANNEL,
+                                                               Opcode.MESSAGE):
+                scan.bad_chunks.append(f"{path.name}@{offset}: a record of {limits.size_text(length)}, more than "
+                                       f"the {limits.size_text(limits.MAX_RECORD_BYTES)} of one that is read")
+                f.seek(used_to)
+                continue
+            body = f.read(length) if opcode in (Opcode.CHUNK, Opcode.SCHEMA, Opcode.CHANNEL, Opcode.MESSAGE) else b""
+            if len(body) < length:
+                f.seek(used_to)  # skipped unread: what recover has no use for (indexes, attachments)
             if opcode == Opcode.CHUNK:
                 _chunk(body, scan, path, offset)
             elif opcode in (Opcode.SCHEMA, Opcode.CHANNEL, Opcode.MESSAGE):  # an unchunked file's data section
@@ -165,30 +196,34 @@ def _chunk_header(body: bytes) -> tuple[int, str, int, int]:
     return crc, compression, records_length, 40 + clen
 
 
-def _decompress(data: bytes, compression: str, whole: bool) -> bytes:
-    """A chunk's records; of a chunk cut short (`whole` false), as much as can be decompressed."""
-    if compression == "":
-        return data
-    if compression == "zstd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)  # stops where the data does
-    if compression == "lz4":
-        import lz4.frame
-
+def _expand(body: bytes, scan: _Scan, whole: bool) -> tuple[bytes, int, int, str]:
+    """(records, their CRC, offset of the compressed data, compression) of a chunk's body, expanded
+    to at most what it declares and the file's allowance leaves (LimitError, ValueError, struct.error
+    for a chunk that cannot be used); of a chunk cut short (`whole` false), as much as can be."""
+    crc, compression, records_length, start = _chunk_header(body)
+    declared = struct.unpack_from("<Q", body, 16)[0]
+    if declared > limits.MAX_CHUNK_BYTES:
+        raise limits.LimitError(None, f"it declares {limits.size_text(declared)} uncompressed, more than the "
+                                f"{limits.size_text(limits.MAX_CHUNK_BYTES)} of one chunk that is read")
+    if scan.declared + declared > limits.allowance(scan.file_size):
+        raise limits.LimitError(None, f"with it the file's chunks declare {limits.size_text(scan.declared + declared)}"
+                                f" uncompressed, more than {limits.size_text(limits.FREE_BYTES)} and "
+                                f"{limits.MAX_RATIO} times its size ({limits.size_text(scan.file_size)})")
+    scan.declared += declared
+    data = body[start:start + records_length] if whole else body[start:]
+    if whole:
+        records = limits.decompress(data, compression, declared)  # more than declared: refused
+    else:
         try:
-            return lz4.frame.LZ4FrameDecompressor().decompress(data)
-        except RuntimeError:
-            if whole:
-                raise
-            return b""
-    raise ValueError(f"unsupported chunk compression {compression!r}")
+            records = limits.expand(data, compression, declared)
+        except RuntimeError:  # lz4 data cut short
+            records = b""
+    return records, crc, start, compression
 
 
 def _chunk(body: bytes, scan: _Scan, path: Path, offset: int) -> None:
     try:
-        crc, compression, records_length, start = _chunk_header(body)
-        records = _decompress(body[start:start + records_length], compression, whole=True)
+        records, crc, _, _ = _expand(body, scan, whole=True)
     except Exception as exc:  # noqa: BLE001 - a damaged chunk is left out, the next one read
         scan.bad_chunks.append(f"{path.name}@{offset}: {type(exc).__name__}: {exc}")
         return
@@ -203,8 +238,7 @@ def _partial_chunk(body: bytes, body_offset: int, scan: _Scan, path: Path) -> in
     """The complete records of a chunk cut short; the file offset just past the last of them
     (exact for an uncompressed chunk; the chunk's start for a compressed one)."""
     try:
-        _, compression, _, start = _chunk_header(body)
-        records = _decompress(body[start:], compression, whole=False)
+        records, _, start, compression = _expand(body, scan, whole=False)
     except Exception:  # noqa: BLE001 - nothing usable in it
         return 0
     used = _records(records, scan, path)
@@ -223,7 +257,9 @@ def _records(data: bytes, scan: _Scan, path: Path) -> int:
             break
         try:
             _record(opcode, data[pos + _HEADER.size:end], scan, path)
-        except (struct.error, UnicodeDecodeError, ValueError, KeyError) as exc:  # a malformed record
+        except BagError:
+            raise
+        except (struct.error, UnicodeDecodeError, ValueError, KeyError, McapError) as exc:  # a malformed record
             scan.bad_chunks.append(f"{path.name}: a malformed record ({type(exc).__name__}: {exc}); "
                                    "the rest of its chunk (or file) left out")
             break
@@ -270,8 +306,9 @@ def _add_channel(channel: Channel, scan: _Scan, path: Path) -> str | None:
         reason = f"a second type {schema.name} beside {scan.topics[topic].msgtype}"
     else:
         if scan.writer is None:
-            scan.writer = BagWriter(scan.output)
-            scan.writer.__enter__()
+            writer = BagWriter(scan.output)
+            writer.__enter__()  # BagError where it cannot be created: the recovery's error, not the record's
+            scan.writer = writer
         try:
             qos = parse_qos(channel.metadata.get("offered_qos_profiles", "")) \
                 if channel.metadata.get("offered_qos_profiles") else []

@@ -16,6 +16,7 @@ network's inputs after each step, and a PNG beside it plotting them per layer of
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import time
 from collections import deque
@@ -37,10 +38,12 @@ from .io import (
     TWIST_STAMPED,
     BagError,
     BagWriter,
+    check_new_bag,
     read_events,
     summarize,
     twist_stamped_msg,
 )
+from .limits import LimitError, regular_file
 
 CAMERA_TOPIC = topics.absolute(topics.CAMERA)
 IMU_TOPIC = topics.absolute(topics.IMU)
@@ -225,6 +228,23 @@ class _Views:
         return out
 
 
+def _check_files(model, params_file, *outputs) -> None:
+    """Refuse (ValueError naming the file) a model or parameters file that is not a regular file (a
+    FIFO would keep the replay waiting), and an output that is there and not a regular file."""
+    for path in (model, params_file):
+        if path is not None and os.path.exists(path):  # else: a package:// model, or a missing file it names
+            try:
+                regular_file(Path(path))
+            except LimitError as exc:
+                raise ValueError(str(exc)) from None
+    for path in outputs:
+        if path is not None and os.path.lexists(path):
+            try:
+                regular_file(Path(path))
+            except LimitError as exc:
+                raise ValueError(f"{exc} (an output is written only to a new or a regular file)") from None
+
+
 def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODEL,
            camera: str = CAMERA_TOPIC, imu: str = IMU_TOPIC, compare_topic: str | None = None,
            csv_path: str | Path | None = None, plot_path: str | Path | None = None,
@@ -246,8 +266,8 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     bag, output = Path(bag), Path(output)
     csv_path = Path(csv_path) if csv_path else output.with_name(output.name + ".csv")
     plot_path = Path(plot_path) if plot_path else output.with_name(output.name + ".png")
-    if output.exists():
-        raise BagError(f"bag {output}: exists already (a bag is never overwritten)")
+    check_new_bag(output)
+    _check_files(model, params_file, csv_path, plot_path, video_path, activity_path)
     if video_path is not None:
         from ..draw.video import check_writer
 
