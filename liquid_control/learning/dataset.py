@@ -6,7 +6,14 @@ controller's state.
 
 A bag is read once per input spec: its frames go, decoded and resized to the model's input as
 uint8, into a memory-mapped file of the cache (`learning/cache.py`), and an Episode's frames are a
-view of it, so the data in memory stays a few bytes per step whatever the hours of camera.
+view of it, so the data in memory stays a few bytes per step whatever the hours of camera. An entry
+of the cache is used only once its index is checked against its frames (`_check_entry`).
+
+Frames are decoded within the controller node's image size limit (`max_image_pixels` of the
+parameter table, runtime/parameters.py): a frame of more pixels is refused from its header, before
+it is decoded (a 875 KB PNG declaring 30000x30000 would take 5.5 GB), and skipped and counted as
+the node and `replay` skip it; the log says how many, of which bag and topic, and why. A bag left
+with nothing to train on says so in its one-line error, with what was skipped.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import numpy as np
 
 from .. import progress, topics
 from ..bags.io import read_events, summarize
+from ..runtime.parameters import DEFAULTS
 from ..runtime.sensing import IMU_FIELDS, model_frame
 from . import cache
 
 MIN_STEPS = 10  # an episode shorter than this (with a label) is not trained on
+MAX_IMAGE_PIXELS = DEFAULTS["max_image_pixels"]  # the node's limit, as replay applies it
 
 
 @dataclass
@@ -40,24 +49,75 @@ class Episode:
 def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tuple[str, ...],
                       camera: str = topics.absolute(topics.CAMERA), imu: str = topics.absolute(topics.IMU),
                       label: str = topics.absolute(topics.TEACHER), max_gap: float = 0.5,
-                      cache_dir: str | Path | None = None, log=print) -> list[Episode]:
-    """The bag's episodes, from its cache entry (built on first use)."""
+                      cache_dir: str | Path | None = None, log=print, max_image_pixels: int = MAX_IMAGE_PIXELS,
+                      skipped: dict[str, int] | None = None) -> list[Episode]:
+    """The bag's episodes, from its cache entry (built on first use). Frames of more than
+    `max_image_pixels` are skipped (never decoded); `skipped` counts what was skipped, per topic
+    and reason. ValueError (one line) when nothing is left to train on."""
     path = Path(path)
     inputs = {"width": width, "height": height, "imu_fields": list(imu_fields), "camera": camera, "imu": imu,
-              "label": label, "max_gap": max_gap}
+              "label": label, "max_gap": max_gap, "max_image_pixels": max_image_pixels}
     entry = cache.cached(path, inputs, (height, width, 3),
-                         lambda sink: _build(path, sink, width, height, imu_fields, camera, imu, label, max_gap),
-                         root=cache_dir, log=log)
-    if entry.meta["skipped"]:
-        log(f"bag {path}: skipped " + ", ".join(f"{n} ({why})" for why, n in sorted(entry.meta["skipped"].items())))
+                         lambda sink: _build(path, sink, width, height, imu_fields, camera, imu, label, max_gap,
+                                             max_image_pixels),
+                         root=cache_dir, log=log,
+                         check=lambda meta, arrays, frames: _check_entry(meta, arrays, frames, len(imu_fields)))
+    dropped = {f"{camera if why.startswith('camera:') else imu} ({why.split(': ', 1)[-1]})": n
+               for why, n in sorted(entry.meta["skipped"].items())}
+    if skipped is not None:
+        for why, n in dropped.items():
+            skipped[why] = skipped.get(why, 0) + n
+    said = ", ".join(f"{n} message{'s' if n > 1 else ''} of {why}" for why, n in dropped.items())
     if entry.meta["episodes"] == 0:
-        raise ValueError(entry.meta["problem"])
+        raise ValueError(entry.meta["problem"] + (f"; skipped {said}" if said else ""))
+    if said:
+        log(f"bag {path}: skipped {said}")
     frames, a = entry.frames(), entry.arrays()
     out = []
     for (f0, f1), (s0, s1) in zip(a["episode_frames"], a["episode_steps"], strict=True):
         out.append(Episode(frames=frames[f0:f1], frame_index=a["frame_index"][s0:s1], imu=a["imu"][s0:s1],
                            dt=a["dt"][s0:s1], target=a["target"][s0:s1]))
     return out
+
+
+def _check_entry(meta: dict, a: dict[str, np.ndarray], frames: int, k: int) -> str | None:
+    """What is wrong with a cache entry's steps (None: nothing): the arrays _label writes, of the
+    sizes the metadata declares, whose episodes tile the steps in order and each hold frames of
+    the frame file, every step's frame one of its episode's, every value finite. Checked before
+    any of it is used, so that a damaged or foreign entry is built again instead of failing later."""
+    steps, episodes = meta.get("steps"), meta.get("episodes")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (steps, episodes)):
+        return f"steps {steps!r} and episodes {episodes!r} are not counts"
+    if not isinstance(meta.get("skipped"), dict) or not all(
+            isinstance(w, str) and isinstance(n, int) for w, n in meta["skipped"].items()):
+        return "its count of skipped messages is malformed"
+    if episodes == 0 and not isinstance(meta.get("problem"), str):
+        return "it has no episode and no problem said"
+    want = {"frame_index": (np.int64, (steps,)), "imu": (np.float32, (steps, k)), "dt": (np.float32, (steps,)),
+            "target": (np.float32, (steps, 2)), "episode_frames": (np.int64, (episodes, 2)),
+            "episode_steps": (np.int64, (episodes, 2))}
+    if set(a) != set(want):
+        return f"its arrays are {sorted(a)}, not {sorted(want)}"
+    for name, (dtype, shape) in want.items():
+        if a[name].dtype != dtype or a[name].shape != shape:
+            return f"{name} is {a[name].shape} {a[name].dtype}, not {shape} {np.dtype(dtype)}"
+    for name in ("imu", "dt", "target"):
+        if not np.isfinite(a[name]).all():
+            return f"{name} holds values that are not finite"
+    end = 0
+    for (f0, f1), (s0, s1) in zip(a["episode_frames"].tolist(), a["episode_steps"].tolist(), strict=True):
+        if s0 != end or s1 <= s0:
+            return f"episode steps {s0}..{s1} do not follow the previous episode's (to {end})"
+        if not 0 <= f0 < f1 <= frames:
+            return f"an episode's frames {f0}..{f1} are not within the {frames} frames of the frame file"
+        index = a["frame_index"][s0:s1]
+        if index.min() < 0 or index.max() >= f1 - f0:
+            return (f"steps {s0}..{s1} point at frames {int(index.min())}..{int(index.max())} of an "
+                    f"episode of {f1 - f0} frames")
+        end = s1
+    if end != steps:
+        return f"its episodes hold {end} steps, its metadata {steps}"
+    return None
 
 
 class _Builder:
@@ -77,7 +137,7 @@ class _Builder:
 
 
 def _build(path: Path, sink: cache.FrameSink, width: int, height: int, imu_fields: tuple[str, ...],
-           camera: str, imu: str, label: str, max_gap: float) -> tuple[dict, dict]:
+           camera: str, imu: str, label: str, max_gap: float, max_image_pixels: int) -> tuple[dict, dict]:
     columns = [IMU_FIELDS.index(f) for f in imu_fields]
     episodes: list[_Builder] = []
     cmd_t, cmd_v = array("d"), array("f")
@@ -86,10 +146,11 @@ def _build(path: Path, sink: cache.FrameSink, width: int, height: int, imu_field
     counts = summarize(path).topics
     total = sum(counts[t].count for t in (camera, imu, label) if t in counts)
     skipped: dict[str, int] = {}
-    # Frames decoded (a compressed camera) at the smallest scale that covers the model's input,
-    # as the node decodes them.
+    # Frames decoded as the node decodes them: within its size limit (a frame over it refused from
+    # its header, counted in `skipped`), a compressed camera at the smallest scale that covers the
+    # model's input, 8-bit (no float pass before model_frame).
     events = read_events(path, camera=camera, imu=imu, command=label, camera_size=(width, height), skipped=skipped,
-                         image_dtype=np.uint8)  # the node's 8-bit frames: no float pass before model_frame
+                         max_image_pixels=max_image_pixels, image_dtype=np.uint8)
     with progress.bar(events, total=total, desc=f"caching {path.name}", unit="msg") as bar:
         for event in bar:
             if event.kind == "command":

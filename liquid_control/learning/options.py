@@ -48,8 +48,10 @@ def run_train(args: argparse.Namespace) -> int:
                        window=args.window, batch=args.batch, lr=args.lr, warmup=args.warmup,
                        eval_every=args.eval_every, patience=args.patience, camera=args.camera_topic, imu=args.imu_topic,
                        label=args.label_topic, cache_dir=args.cache_dir, resume=args.resume)
-    except (BagError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (BagError, OSError, ValueError) as exc:  # CacheError is a ValueError
+        # One line naming the file and the problem, whatever the message held.
+        text = f"{exc.filename}: {exc.strerror or exc}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        print("error: " + " ".join((text or type(exc).__name__).split()), file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"{exc}", file=sys.stderr)

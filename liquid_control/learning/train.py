@@ -378,13 +378,15 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
     spec = spec or ENCODERS.get(arch) or EncoderSpec()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    episodes, topics_used = [], {}
+    episodes, topics_used, skipped = [], {}, {}
     for bag in bags:
         choice = pick_topics(bag, camera, imu, label)
         topics_used[str(bag)] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label}
+        # Frames over the node's max_image_pixels are skipped and counted, as replay does.
+        skipped[str(bag)] = {}
         episodes += episodes_from_bag(bag, spec.image_width, spec.image_height, spec.imu_fields,
                                       camera=choice.camera, imu=choice.imu, label=choice.label,
-                                      cache_dir=cache_dir, log=say)
+                                      cache_dir=cache_dir, log=say, skipped=skipped[str(bag)])
     train_eps, val_eps = _split(episodes, val_fraction, rng)
     policy = _new_policy(arch, spec, train_eps, seed)
     if procs.world > 1:
@@ -423,7 +425,7 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
     files["checkpoint"].unlink(missing_ok=True)
     procs.barrier()
     return {"model": str(files["model"]), "loss_curve": str(files["loss_curve"]), "log": str(files["log"]),
-            **provenance}
+            **provenance, "skipped_messages": {b: n for b, n in skipped.items() if n}}
 
 
 def main(argv: list[str] | None = None) -> int:
