@@ -44,6 +44,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/step_latency.py
 	$(RUN_ENV) $(VPY) bench/node_latency.py
+	$(RUN_ENV) $(VPY) bench/safety_latency.py
 	$(RUN_ENV) $(VPY) bench/train_step.py
 	$(RUN_ENV) $(VPY) bench/recorder_loss.py
 	$(RUN_ENV) $(VPY) bench/camera_path.py
