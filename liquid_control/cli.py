@@ -14,8 +14,20 @@ from .cliargs import LazyChoices, add_topic_arguments
 from .paths import DEFAULT_MODEL
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What the package raises for bad input (each names the file or value and the problem),
+    imported only once a command has failed: --help needs none of these modules."""
+    from .bags.io import BagError
+    from .bags.limits import LimitError
+    from .learning.cache import CacheError
+    from .runtime.specs import ModelFileError
+    from .sim.track import TrackError
+
+    return BagError, LimitError, CacheError, ModelFileError, TrackError
+
+
 def _bag_error(exc: BaseException) -> int:
-    """A bag command's failure on bad input: one line on stderr, `error: ` and what the exception
+    """A command's failure on bad input: one line on stderr, `error: ` and what the exception
     says (a BagError names the bag; an OSError its file), exit status 2."""
     if isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.filename}: {exc.strerror or exc}"
@@ -451,8 +463,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Bad input that a command did not report itself (a model, bag, track or cache
+    that cannot be used, a file that cannot be opened) is one line and exit status 2, never a
+    traceback; a traceback means a defect."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None or isinstance(exc, _user_errors()):
+            return _bag_error(exc)
+        raise
 
 
 if __name__ == "__main__":

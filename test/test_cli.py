@@ -50,6 +50,28 @@ def test_info_on_a_bad_file_is_a_clear_error_not_a_traceback(tmp_path):
     assert "broken.safetensors" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_every_command_given_a_file_it_cannot_use_says_so_in_one_line_with_status_2(tmp_path):
+    """A FIFO where a model belongs (opening it would wait forever), a truncated model, a track file
+    that is not there: one line naming the file and the problem, status 2, for every command that
+    takes them; never a traceback, never a hang."""
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 5)
+    cases = [
+        (("eval", "--model", str(fifo), "--seconds", "1"), str(fifo)),
+        (("eval", "--model", str(broken), "--seconds", "1"), str(broken)),
+        (("eval", "--track", str(tmp_path / "none.yaml"), "--seconds", "1"), "none.yaml"),
+        (("info", str(fifo)), str(fifo)),
+        (("export", str(fifo), "--onnx", str(tmp_path / "x.onnx")), str(fifo)),
+    ]
+    for args, names in cases:
+        result = _cli(*args, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and names in lines[0], (args, result.stderr)
+        assert lines[0].startswith("error: ")
+
+
 def test_demo_trains_a_liquid_driver_that_keeps_the_road(tmp_path):
     # A shorter training than the default; still has to drive the synthetic road closed loop.
     result = _cli("demo", "--iterations", "80", "--seed", "2", "--output", str(tmp_path), "--json")
