@@ -214,8 +214,9 @@ class LiquidControllerNode(Node):
             e_stop = self.e_stop
         try:
             return LiquidController(policy, config, settings, e_stop=e_stop)
-        except ValueError as exc:  # prepare() says why the model cannot run here
-            raise ModelFileError(path, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - prepare() says why; a model must never take the node down
+            raise ModelFileError(path, str(exc) if isinstance(exc, ValueError) else
+                                 f"cannot run: {type(exc).__name__}: {exc}") from None
 
     def _check_model(self, path: str) -> None:
         """What can be said of a model file at once, from its header (the parameter callback's

@@ -215,6 +215,17 @@ class NetworkSpec:
         return cls(cell, model.input_size, units=model.state_size, options=options)
 
 
+def _strings(values: Any, what: str) -> None:
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{what} must be a list of names, got {values!r}")
+
+
+def _numbers(values: Any, what: str) -> None:
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{what} must be a list of numbers, got {values!r}")
+
+
 @dataclass(frozen=True)
 class SensorSpec:
     """What the network's inputs are and how raw sensor values are normalised into them.
@@ -230,6 +241,10 @@ class SensorSpec:
     imu_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _strings(self.features, "sensors.features")
+        _strings(self.imu_fields, "sensors.imu_fields")
+        _numbers(self.mean, "sensors.mean")
+        _numbers(self.std, "sensors.std")
         n = len(self.features)
         if len(self.mean) != n or len(self.std) != n:
             raise ValueError(f"sensors: mean and std need {n} entries (one per feature)")
@@ -249,6 +264,13 @@ class OutputSpec:
     scale: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        _strings(self.fields, "outputs.fields")
+        _strings(self.units, "outputs.units")
+        _numbers(self.scale, "outputs.scale")
+        for limit in self.limits:
+            if not isinstance(limit, (list, tuple)) or len(limit) != 2:
+                raise ValueError(f"outputs.limits must be [min, max] pairs, got {limit!r}")
+            _numbers(limit, "outputs.limits")
         n = len(self.fields)
         if len(self.units) != n or len(self.limits) != n or (self.scale and len(self.scale) != n):
             raise ValueError(f"outputs: units, limits (and scale) need {n} entries (one per field)")
