@@ -1,6 +1,7 @@
 """controller_node over real DDS (rclpy, Fast DDS, this session's own domain): the node and a test
 node in one process, each test in its own namespace."""
 
+import contextlib
 import itertools
 import json
 import threading
@@ -146,6 +147,25 @@ class Rig:
                 time.sleep(delay)
         self.window = (start, time.monotonic())
         return sent
+
+    @contextlib.contextmanager
+    def streaming(self, t0=100.0, chunk=0.2):
+        """Camera and IMU streamed (stream(), chunk after chunk) from a thread while the block runs."""
+        stop = threading.Event()
+
+        def run():
+            start = t0
+            while not stop.is_set():
+                self.stream(chunk, t0=start)
+                start += chunk
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def set(self, **values):
         future = self.params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
@@ -801,11 +821,12 @@ def test_the_foxglove_layout_shows_the_nodes_topics(context):
 
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory):
-    """A real model that takes seconds to load: an LTC on a fully connected wiring of 300 neurons,
-    whose 90,000 synapses are built one by one (twice: shapes first, then the weights)."""
+    """A real model that takes seconds to load: an LTC on a fully connected wiring of 700 neurons,
+    whose 490,000 synapses are built one by one, twice (shapes first, then the weights). The test
+    acts within about a second of asking for it; the load takes several times that."""
     path = tmp_path_factory.mktemp("slow") / "slow.safetensors"
     torch.manual_seed(0)
-    policy = LiquidPolicy(SPEC, nets.LTC(SPEC.core_inputs, nets.FullyConnected(300, 2)), outputs=2,
+    policy = LiquidPolicy(SPEC, nets.LTC(SPEC.core_inputs, nets.FullyConnected(700, 2)), outputs=2,
                           imu_mean=(0.0, 0.0, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
     save_model(path, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
     return path
@@ -820,17 +841,7 @@ def test_e_stop_and_watchdog_act_while_a_slow_model_loads(rig, tmp_path, slow_mo
     both stop the robot while the new model is still being built (the old code built it in the
     parameter callback, and the e-stop waited behind it)."""
     r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)), max_linear_accel=20.0)
-    stop_streaming = threading.Event()
-
-    def stream():
-        t0 = 100.0
-        while not stop_streaming.is_set():
-            r.stream(0.2, t0=t0)
-            t0 += 0.2
-
-    streamer = threading.Thread(target=stream)
-    streamer.start()
-    try:
+    with r.streaming():
         wait_for(lambda: any(_moving(m) for _, m in r.commands))
         (ok,) = r.set(model_path=str(slow_model))
         assert ok.successful, ok.reason  # checked from its header at once; built in the loader
@@ -844,15 +855,12 @@ def test_e_stop_and_watchdog_act_while_a_slow_model_loads(rig, tmp_path, slow_mo
         assert not any(_moving(m) for t, m in r.commands if t > engaged)
         r.e_stop.publish(Bool(data=False))
         wait_for(lambda: any(t > engaged and _moving(m) for t, m in r.commands))
-    finally:
-        stop_streaming.set()
-        streamer.join()
     silent = time.monotonic()  # sensors silent from here: the watchdog stops the robot
     wait_for(lambda: any(t > silent and not _moving(m) for t, m in r.commands))
     assert r.node._loader.loading == str(slow_model), "the watchdog's zero came only after the load"
     # The load completes and the new model runs (swapped in between two steps).
     wait_for(lambda: r.node.running_model == str(slow_model), timeout=120.0)
-    assert r.node.controller.run.state_size == 300 and r.node.get_parameter("model_path").value == str(slow_model)
+    assert r.node.controller.run.state_size == 700 and r.node.get_parameter("model_path").value == str(slow_model)
 
 
 def test_a_small_file_that_asks_for_a_huge_network_is_refused_at_once_and_nothing_is_built(rig, tmp_path, context):
@@ -913,21 +921,8 @@ def test_max_publish_rate_caps_zero_commands_too_but_a_stop_goes_out_at_once(rig
     r.e_stop.publish(Bool(data=False))
     wait_for(lambda: not r.node.e_stop)
     released = time.monotonic()
-    stop = threading.Event()
-
-    def stream():
-        t0 = 200.0
-        while not stop.is_set():
-            r.stream(0.1, t0=t0)
-            t0 += 0.1
-
-    streamer = threading.Thread(target=stream)
-    streamer.start()
-    try:
+    with r.streaming(t0=200.0, chunk=0.1):
         wait_for(lambda: any(t > released and _moving(m) for t, m in r.commands), timeout=30.0)
-    finally:
-        stop.set()
-        streamer.join()
     moving_at = max(t for t, m in r.commands if _moving(m))
     wait_for(lambda: any(t > moving_at and not _moving(m) for t, m in r.commands))
     first_zero = min(t for t, m in r.commands if t > moving_at and not _moving(m))

@@ -40,7 +40,7 @@ from std_srvs.srv import Trigger
 
 from .. import topics
 from ..runtime.controller import Command, LiquidController, Settings
-from ..runtime.loading import LoadResult, ModelLoader
+from ..runtime.loading import LatestWorker, LoadResult, ModelLoader, Result
 from ..runtime.parameters import BY_NAME, BY_SETTING, settings_fields
 from ..runtime.sensing import (
     SensorError,
@@ -598,22 +598,21 @@ class LiquidControllerNode(Node):
 
 
 class SaliencyWorker:
-    """~/saliency: a thread of its own computes the VisualBackProp map of the latest frame offered
-    (runtime/saliency.py) and publishes the frame at the model's input size with the map over it
-    (sensor_msgs/Image rgb8, the camera frame's header). The camera thread only offers: at most
-    `rate` frames per second of header stamps, none while nobody subscribes; a frame offered while
-    the thread is busy replaces the one waiting. torch is imported when the first map is made."""
+    """~/saliency: a thread of its own (runtime/loading.LatestWorker) computes the VisualBackProp map
+    of the latest frame offered (runtime/saliency.py) and publishes the frame at the model's input
+    size with the map over it (sensor_msgs/Image rgb8, the camera frame's header). The camera thread
+    only offers: at most `rate` frames per second of header stamps, none while nobody subscribes; a
+    frame offered while the thread is busy replaces the one waiting. torch is imported when the
+    first map is made."""
 
     def __init__(self, publisher, logger) -> None:
         self.publisher, self._logger = publisher, logger
         self.published = self.computed = 0
         self._last: float | None = None  # the stamp of the last frame taken, s
-        self._pending = None
         self._vbp = None
-        self._cond = threading.Condition()
-        self._running = True
-        self._thread = threading.Thread(target=self._serve, name="saliency", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()  # no publish once stop() has begun
+        self._stopped = False
+        self._worker = LatestWorker(self._image, self._publish, name="saliency")
 
     def offer(self, policy, rgb: np.ndarray, header, rate: float) -> None:
         """From the camera callback: cheap, never waits on a map being made."""
@@ -624,39 +623,26 @@ class SaliencyWorker:
         if self.publisher.get_subscription_count() == 0:
             return  # nobody looks: nothing is computed
         self._last = stamp
-        with self._cond:
-            self._pending = (policy, rgb, (header.stamp.sec, header.stamp.nanosec), header.frame_id)
-            self._cond.notify()
+        self._worker.request((policy, rgb, (header.stamp.sec, header.stamp.nanosec), header.frame_id))
 
     def stop(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._running = False
-            self._cond.notify()
-        self._thread.join(timeout)
+        with self._lock:
+            self._stopped = True
+        self._worker.stop(timeout)
 
-    def _serve(self) -> None:
-        while True:
-            with self._cond:
-                while self._running and self._pending is None:
-                    self._cond.wait()
-                if not self._running:
-                    return
-                job, self._pending = self._pending, None
-            try:
-                msg = self._image(*job)
-            except Exception as exc:  # noqa: BLE001 - a picture for tools must never take the node down
-                self._logger.error(f"{topics.SALIENCY} failed: {type(exc).__name__}: {exc}",
-                                   throttle_duration_sec=THROTTLE_S)
-                continue
-            with self._cond:
-                if not self._running:
-                    return
-                self.publisher.publish(msg)
+    def _publish(self, result: Result) -> None:
+        if not result.ok:  # a picture for tools must never take the node down
+            self._logger.error(f"{topics.SALIENCY} failed: {result.error}", throttle_duration_sec=THROTTLE_S)
+            return
+        with self._lock:
+            if not self._stopped:
+                self.publisher.publish(result.value)
                 self.published += 1
 
-    def _image(self, policy, rgb, stamp, frame_id) -> Image:
+    def _image(self, job) -> Image:
         from ..runtime.saliency import VisualBackProp, overlay
 
+        policy, rgb, stamp, frame_id = job
         if self._vbp is None or self._vbp.policy is not policy:  # a swapped model: its own encoder
             self._vbp = VisualBackProp(policy)
         frame = self._vbp.frame(rgb)
