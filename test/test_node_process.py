@@ -118,19 +118,33 @@ def test_node_process_flood_parameters_and_clean_shutdown(node_process):
     assert "Traceback" not in out, out
 
 
-def _streaming_peer(ns):
-    """A peer in its own context publishing camera and IMU into `ns` from a thread; stop() ends it."""
+def _spinning_node(name: str, ns: str):
+    """A node in a context of its own, spun by an executor thread; returns it and what ends it all."""
     context = rclpy.context.Context()
     rclpy.init(context=context)
-    peer = rclpy.create_node("exit_peer", namespace=ns, context=context)
+    node = rclpy.create_node(name, namespace=ns, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    def close():
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=5.0)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+    return node, close
+
+
+def _streaming_peer(ns):
+    """A peer in its own context publishing camera and IMU into `ns` from a thread; stop() ends it."""
+    peer, close = _spinning_node("exit_peer", ns)
+    context = peer.context
     imu = peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
     camera = peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
     commands = []
     peer.create_subscription(Twist, "cmd_vel", commands.append, 100)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     running = threading.Event()
     running.set()
 
@@ -155,10 +169,7 @@ def _streaming_peer(ns):
     def stop_peer():
         running.clear()
         publisher.join(timeout=5.0)
-        executor.shutdown(timeout_sec=2.0)
-        spinner.join(timeout=5.0)
-        peer.destroy_node()
-        rclpy.shutdown(context=context)
+        close()
 
     return commands, stop_peer
 
@@ -306,19 +317,13 @@ def _busy_peer(ns: str, models: list[str], pauses: np.ndarray):
     from std_msgs.msg import Bool
     from std_srvs.srv import Trigger
 
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("busy_peer", namespace=ns, context=context)
+    node, close = _spinning_node("busy_peer", ns)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     e_stop = node.create_publisher(Bool, "e_stop", latched)
     teacher = node.create_publisher(Twist, "teacher/cmd_vel", 10)
     params = AsyncParameterClient(node, f"{ns}/liquid_controller")
     services = [node.create_client(Trigger, f"liquid_controller/{name}")
                 for name in ("reset_state", "save_model", "reset_adaptation")]
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     busy = threading.Event()
     busy.set()
 
@@ -344,10 +349,7 @@ def _busy_peer(ns: str, models: list[str], pauses: np.ndarray):
         busy.clear()
         if worker.is_alive():
             worker.join()
-        executor.shutdown(timeout_sec=2.0)
-        spinner.join(timeout=5.0)
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        close()
 
     return worker.start, stop_peer
 
