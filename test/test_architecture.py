@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "liquid_control"
 
 # Bottom to top; a module may import from its own layer and the ones before it, never after.
 LAYERS = [
-    {"nets", "paths", "topics", "processes", "draw", "progress", "cliargs"},
+    {"nets", "paths", "files", "topics", "processes", "draw", "progress", "cliargs"},
     {"runtime"},
     {"sim"},
     {"bags"},

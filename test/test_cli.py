@@ -62,6 +62,7 @@ def test_every_command_given_a_file_it_cannot_use_says_so_in_one_line_with_statu
         (("eval", "--model", str(fifo), "--seconds", "1"), str(fifo)),
         (("eval", "--model", str(broken), "--seconds", "1"), str(broken)),
         (("eval", "--track", str(tmp_path / "none.yaml"), "--seconds", "1"), "none.yaml"),
+        (("eval", "--track", str(fifo), "--seconds", "1"), str(fifo)),
         (("info", str(fifo)), str(fifo)),
         (("export", str(fifo), "--onnx", str(tmp_path / "x.onnx")), str(fifo)),
     ]

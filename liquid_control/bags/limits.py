@@ -70,6 +70,9 @@ if sys.version_info >= (3, 14):
 else:  # what rosbags uses too
     from backports import zstd
 
+from .. import files
+from ..files import FileRefused
+
 MiB = 1 << 20
 MAX_CHUNK_BYTES = 128 * MiB
 MAX_RECORD_BYTES = MAX_CHUNK_BYTES + MiB
@@ -88,13 +91,9 @@ _FOOTER_BYTES = 37  # the footer record (opcode, length 20, three fields) and th
 _HOSTILE = "a damaged or hostile file; nothing of it was decompressed"
 
 
-class LimitError(ValueError):
+class LimitError(FileRefused):
     """A bag file refused because reading it would cost too much, or is not a file at all. `file`:
     the file it is about (None: the one being read), `problem`: what it declares or is."""
-
-    def __init__(self, file: Path | None, problem: str) -> None:
-        super().__init__(f"{file}: {problem}" if file is not None else problem)
-        self.file, self.problem = file, problem
 
     def about(self, bag: Path) -> str:
         """The problem as said of `bag`: the file named where it is one inside the bag."""
@@ -115,33 +114,15 @@ def allowance(file_size: int) -> int:
     return FREE_BYTES + MAX_RATIO * file_size
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return name
-    return "of an unknown kind"
-
-
 def stat_path(path: Path) -> os.stat_result:
     """os.stat of `path` (through links); LimitError naming a link to nothing or a stat that fails."""
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise LimitError(path, f"is a symbolic link to {os.readlink(path)}, which does not exist") from None
-        raise LimitError(path, "no such file or directory") from None
-    except OSError as exc:
-        raise LimitError(path, exc.strerror or type(exc).__name__) from None
+    return files.stat_path(path, LimitError)
 
 
 def regular_file(path: Path) -> os.stat_result:
     """os.stat of `path`, a regular file (through links), else LimitError: a FIFO, a device or a
     directory is never opened."""
-    st = stat_path(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise LimitError(path, f"is {_kind(st.st_mode)}, not a regular file")
-    return st
+    return files.regular_file(path, LimitError)
 
 
 def check_bag(path: Path) -> None:
@@ -154,7 +135,7 @@ def check_bag(path: Path) -> None:
     if stat.S_ISREG(st.st_mode):
         return
     if not stat.S_ISDIR(st.st_mode):
-        raise LimitError(path, f"is {_kind(st.st_mode)}, not a bag (a directory, or a .mcap or .db3 file)")
+        raise LimitError(path, f"is {files.kind(st.st_mode)}, not a bag (a directory, or a .mcap or .db3 file)")
     metadata = path / "metadata.yaml"
     if not os.path.lexists(metadata):
         return

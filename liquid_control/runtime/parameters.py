@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..files import FileRefused, read_text
 from ..paths import DEFAULT_MODEL
 
 NODE_NAME = "liquid_controller"
@@ -206,8 +207,10 @@ def read_params(path: str | Path, namespace: str | None = None) -> dict[str, Any
     it cannot be read or has no such section."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(read_text(path)) or {}
+    except FileRefused as exc:
+        raise ValueError(f"parameters file {path}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
         raise ValueError(f"parameters file {path}: cannot be read ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"parameters file {path}: not a mapping of node names to sections")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..files import FileRefused, read_text
 from ..paths import share_path
 
 
@@ -65,9 +66,10 @@ class Track:
     def load(cls, path: str | Path) -> Track:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise TrackError(f"track file {path}: no such file") from None
+            data = yaml.safe_load(read_text(path))
+        except FileRefused as exc:
+            problem = "no such file" if exc.problem == "no such file or directory" else exc.problem
+            raise TrackError(f"track file {path}: {problem}") from None
         except yaml.YAMLError as exc:
             raise TrackError(f"track file {path}: not valid YAML: {exc}") from None
         try:
