@@ -1,5 +1,6 @@
-"""How every executable of the package starts (the wrappers in lib/liquid_control/ run
-`python -m liquid_control.start MODULE ARGS...`): importing a node pulls in torch, numba and rclpy,
+"""How every executable of the package starts: the one wrapper script, installed as
+lib/liquid_control/NAME and bin/liquid-control, runs `python -m liquid_control.start NAME ARGS...`
+and EXECUTABLES maps NAME to the module whose main() runs. Importing a node pulls in torch, numba and rclpy,
 seconds on a small board, and a Ctrl-C (or SIGTERM from `ros2 launch`) in that time ends the
 process quietly with status 0 instead of a KeyboardInterrupt traceback from deep inside an import
 (or from Python's own start-up: the wrapper keeps both signals blocked until the handler is here).
@@ -12,20 +13,34 @@ import signal
 import sys
 
 
+# ROS executables (`ros2 run liquid_control NAME`, launch_ros `Node(executable=NAME)`) and the
+# command line. Adding one: a line here and a link resource/executables/NAME -> ../ros_executable.
+EXECUTABLES = {
+    "liquid-control": "liquid_control.cli",
+    "controller_node": "liquid_control.nodes.controller_node",
+    "sim_node": "liquid_control.nodes.sim_node",
+}
+
+
 def _stop_while_starting(signum, frame) -> None:
     raise SystemExit(0)
 
 
 def main() -> int:
     if len(sys.argv) < 2:
-        print("usage: python -m liquid_control.start MODULE [ARGS...]", file=sys.stderr)
+        print(f"usage: python -m liquid_control.start {{{','.join(EXECUTABLES)}}} [ARGS...]", file=sys.stderr)
+        return 2
+    name = sys.argv.pop(1)
+    if name not in EXECUTABLES:
+        print(f"liquid_control.start: no executable {name!r} (there are: {', '.join(EXECUTABLES)})", file=sys.stderr)
         return 2
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, _stop_while_starting) for sig in stops}
     # The wrapper starts Python with both blocked (a signal during Python's own start stays
     # pending): one that came in the meantime is delivered here, to the handler above.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
-    module = importlib.import_module(sys.argv.pop(1))
+    sys.argv[0] = name  # argparse's usage line and rclpy's logs name the executable
+    module = importlib.import_module(EXECUTABLES[name])
     for sig, handler in previous.items():  # the module's main() installs what it needs
         signal.signal(sig, handler)
     return module.main()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from liquid_control.start import EXECUTABLES
+
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = Path(sys.prefix)
 SHARE = PREFIX / "share" / "liquid_control"
@@ -25,7 +27,6 @@ def _setup_py_constant(name):
     raise LookupError(f"setup.py has no {name}")
 
 
-EXECUTABLES = _setup_py_constant("EXECUTABLES")
 SHARE_DIRS = _setup_py_constant("SHARE_DIRS")
 
 
@@ -62,6 +63,12 @@ def test_ament_index_resolves_the_package_to_this_prefix():
     assert Path(ament_index_python.get_package_prefix("liquid_control")) == PREFIX
     assert Path(ament_index_python.get_package_share_directory("liquid_control")) == SHARE
     assert "liquid_control" in ament_index_python.get_packages_with_prefixes()
+
+
+def test_every_executable_is_one_script_under_its_own_name():
+    folder = REPO / "resource" / "executables"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(EXECUTABLES)
+    assert {p.resolve() for p in folder.iterdir()} == {(REPO / "resource" / "ros_executable").resolve()}
 
 
 @pytest.mark.parametrize("name", sorted(EXECUTABLES))
