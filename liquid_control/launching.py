@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.launch_context import LaunchContext
+from launch.substitution import Substitution
 from launch.substitutions import LaunchConfiguration
 from launch_ros.substitutions import ExecutableInPackage
 
@@ -22,6 +24,17 @@ def model_argument() -> DeclareLaunchArgument:
                     "Passed to the controller as model_path; it wins over a model_path in params_file.")
 
 
+class LaunchTimeBag(Substitution):
+    """liquid_control_YYYYmmdd-HHMMSS at the moment the launch runs (DeclareLaunchArgument performs
+    its default then), not when the file was loaded; `--show-args` shows this description."""
+
+    def describe(self) -> str:
+        return "liquid_control_<date>-<time the launch starts>"
+
+    def perform(self, context: LaunchContext) -> str:
+        return f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def record_arguments(what: str = "the run") -> list[DeclareLaunchArgument]:
     """`record` (true/false) and `bag` (the directory it creates), for recorder()."""
     return [
@@ -29,7 +42,7 @@ def record_arguments(what: str = "the run") -> list[DeclareLaunchArgument]:
             "record", default_value="false", choices=["true", "false"],
             description=f"true: also record {what} to the bag directory `bag` with liquid-control record."),
         DeclareLaunchArgument(
-            "bag", default_value=f"liquid_control_{time.strftime('%Y%m%d-%H%M%S')}",
+            "bag", default_value=[LaunchTimeBag()],
             description="Bag directory that record:=true creates (it must not exist); default: a new "
                         "timestamped directory in the current directory."),
     ]

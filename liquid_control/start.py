@@ -12,7 +12,6 @@ import importlib
 import signal
 import sys
 
-
 # ROS executables (`ros2 run liquid_control NAME`, launch_ros `Node(executable=NAME)`) and the
 # command line. Adding one: a line here and a link resource/executables/NAME -> ../ros_executable.
 EXECUTABLES = {

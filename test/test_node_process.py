@@ -421,3 +421,19 @@ def test_a_cleanup_that_hangs_still_ends_the_process_with_every_threads_stack():
                             timeout=SHUTDOWN_DEADLINE_S + 60)
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert "Timeout" in result.stderr and "in destroy_node" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-p", "max_linear_speed:=-1.0"], "max_linear_speed out of range Min: 0.0, Max: 5.0, value: -1.0"),
+    (["-p", "max_linear_speed:=fast"], "'max_linear_speed' to 'fast' of type 'STRING', expecting type 'DOUBLE'"),
+    (["-r", "__ns:=/bad-ns"], "Couldn't parse remap rule: '-r __ns:=/bad-ns'"),
+])
+def test_a_bad_start_up_argument_is_one_line_and_status_2(args, says):
+    """rclpy refuses these while the node declares its parameters (or parses the ROS arguments) and
+    raises: the user gets its reason in one line, as from a bad model file, not 11 frames of rclpy."""
+    if not EXECUTABLE.exists():
+        pytest.skip(f"{EXECUTABLE} not installed (pip install the package into this venv)")
+    result = subprocess.run([str(EXECUTABLE), "--ros-args", *args], capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("[WARN]")]  # rcl's own warning
+    assert result.returncode == 2, result.stderr
+    assert len(errors) == 1 and errors[0].startswith("controller_node: error: ") and says in errors[0], result.stderr

@@ -15,9 +15,15 @@ from collections.abc import Callable
 
 import rclpy
 import rclpy.signals
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, NameValidationException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
+
+# What a user gets wrong on the command line (`-p max_linear_speed:=-1.0`, `-p rate:=fast`, a bad
+# `-r __ns:=`): rclpy checks them while the node declares its parameters or is made.
+START_ERRORS = (InvalidParameterValueException, InvalidParameterTypeException, NameValidationException)
 
 # Under ros2 launch's 5 s sigterm_timeout, with room for a normal shutdown (about 1 s here).
 SHUTDOWN_DEADLINE_S = 4.0
@@ -42,10 +48,15 @@ def _on_stop_signal(signum, frame) -> None:
 
 def run_node(prog: str, description: str, make_node: Callable[[], Node], args: list[str] | None = None,
              errors: tuple[type[Exception], ...] = ()) -> None:
-    """Spin the node `make_node` builds; an exception of `errors` from building or spinning it is a
-    user error: printed as `prog: error: ...`, exit status 2."""
+    """Spin the node `make_node` builds; an exception of `errors` or START_ERRORS from building or
+    spinning it is a user error: printed as `prog: error: ...`, exit status 2."""
     argv = sys.argv if args is None else args
-    argparse.ArgumentParser(prog=prog, description=description).parse_args(remove_ros_args(argv)[1:])
+    try:
+        plain = remove_ros_args(argv)[1:]
+    except rclpy_implementation.RCLInvalidROSArgsError as exc:  # `--ros-args -r __ns:=bad`: rcl's parse error
+        print(f"{prog}: error: {str(exc).split(', at /')[0]}", file=sys.stderr)
+        sys.exit(2)
+    argparse.ArgumentParser(prog=prog, description=description).parse_args(plain)
     # Ctrl-C must not raise KeyboardInterrupt at whatever bytecode the main thread is on: in the
     # middle of rclpy's Task.__init__ it left a half-built Task whose __del__ printed a traceback
     # at exit (seen in test_node_process). rclpy's own handler, installed by init and chaining to
@@ -65,7 +76,7 @@ def run_node(prog: str, description: str, make_node: Callable[[], Node], args: l
             # A Ctrl-C while the node was being built: rclpy's handler shut the context down under
             # it, and what failed next (an RCLError "context is invalid") is that, not a fault.
             pass
-        elif isinstance(exc, errors):
+        elif isinstance(exc, (*errors, *START_ERRORS)):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             sys.exit(2)
         else:
