@@ -8,6 +8,8 @@ VENV = .venv
 VPY = $(VENV)/bin/python
 PIP_INSTALL = $(VPY) -m pip install -c requirements/constraints.txt
 STAMP = $(VENV)/.installed
+COLCON_VENV = .colcon-venv
+COLCON_STAMP = $(COLCON_VENV)/.installed
 BENCH_MINUTES ?= 60  # of collected data for bench/train_memory.py (collecting an hour: ~30 min)
 
 # The ROS wheels re-exec every Python of the venv once to set its library path and mark it done in
@@ -22,7 +24,7 @@ INSTALL_INPUTS = setup.py setup.cfg pyproject.toml package.xml requirements/cons
 
 .PHONY: venv $(VENV) test demo bench lint clean distclean
 
-venv $(VENV): $(STAMP)
+venv $(VENV): $(STAMP) $(COLCON_STAMP)
 
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +32,13 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PIP_INSTALL) -e '.[full,ros,test]'
 	touch $@
 
-test: $(STAMP)
+# colcon in a venv of its own, as apt's colcon is: test/test_colcon.py builds a workspace with it.
+$(COLCON_STAMP): requirements/colcon.txt
+	test -x $(COLCON_VENV)/bin/python || $(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/python -m pip install -r requirements/colcon.txt
+	touch $(COLCON_VENV)/COLCON_IGNORE $@
+
+test: $(STAMP) $(COLCON_STAMP)
 	$(RUN_ENV) $(VPY) -m pytest -q test
 
 # Each demo run writes its bag and trajectory plot to a new folder under demo_output/.
@@ -53,7 +61,7 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/train_memory.py --minutes $(BENCH_MINUTES)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check liquid_control test bench
+	$(VENV)/bin/ruff check liquid_control test bench launch setup.py
 
 clean:
 	rm -rf build install log dist *.egg-info .pytest_cache .ruff_cache
@@ -61,4 +69,4 @@ clean:
 		| xargs rm -rf
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COLCON_VENV)

@@ -123,6 +123,7 @@ setup(
             "ros-jazzy-diagnostic-msgs",
             "ros-jazzy-rosgraph-msgs",
             "ros-jazzy-rcl-interfaces",
+            "ros-jazzy-lifecycle-msgs",  # controller_node --managed
         ],
         # pytest < 9: launch_testing 3.4.3 (Jazzy) cannot load its plugin under pytest 9
         # (ros2/launch#979), which breaks every launch test on a ROS machine.

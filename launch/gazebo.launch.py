@@ -54,6 +54,7 @@ def generate_launch_description() -> LaunchDescription:
             description="Shipped track whose Gazebo world to load and whose start to spawn the robot at "
                         "(oval, kidney, serpentine, hairpin: models/gazebo/worlds/<track>.sdf)."),
         launching.model_argument(),
+        launching.managed_argument(),
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([share, "config", "controller.yaml"]),
             description="ROS parameters file for the controller (node liquid_controller). Key it "
@@ -82,8 +83,8 @@ def generate_launch_description() -> LaunchDescription:
                 "use_sim_time": True,
             }],
         ),
-        Node(
-            package=PACKAGE, executable="controller_node", namespace=namespace, output="screen",
+        *launching.controller(
+            namespace=namespace,
             parameters=[LaunchConfiguration("params_file"), {
                 "use_sim_time": True,
                 # Gazebo's DiffDrive takes gz.msgs.Twist, bridged from geometry_msgs/Twist.

@@ -15,7 +15,6 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -62,6 +61,7 @@ def generate_launch_description() -> LaunchDescription:
                         "in `namespace`. Default: config/turtlebot4_topics.yaml.")
           for arg, (ours, text) in REMAPPED.items()),
         launching.model_argument(),
+        launching.managed_argument(),
         DeclareLaunchArgument(
             "camera_transport", default_value="raw", choices=["raw", "compressed"],
             description="raw: the camera as sensor_msgs/Image on camera_topic; compressed: "
@@ -84,8 +84,8 @@ def generate_launch_description() -> LaunchDescription:
             description="true: the controller runs on /clock (a simulator, or a bag played with its clock)."),
         *launching.record_arguments("the controller's topics, remapped as the controller's are,"),
 
-        Node(
-            package=PACKAGE, executable="controller_node", namespace=namespace, output="screen",
+        *launching.controller(
+            namespace=namespace,
             parameters=[LaunchConfiguration("params_file"), {
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
                 "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),

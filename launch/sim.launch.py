@@ -30,6 +30,7 @@ def generate_launch_description() -> LaunchDescription:
 
     return LaunchDescription([
         launching.model_argument(),
+        launching.managed_argument(),
         DeclareLaunchArgument(
             "track", default_value="oval",
             description="Track to drive: a shipped one (oval, kidney, serpentine, hairpin) or a track file (.yaml)."),
@@ -58,8 +59,8 @@ def generate_launch_description() -> LaunchDescription:
             # Without the simulator there is nothing to control: end the whole launch.
             on_exit=Shutdown(reason="sim_node exited"),
         ),
-        Node(
-            package=PACKAGE, executable="controller_node", namespace=namespace, output="screen",
+        *launching.controller(
+            namespace=namespace,
             parameters=[params_file, {
                 "use_sim_time": True,
                 "model_path": ParameterValue(model, value_type=str),

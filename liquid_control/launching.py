@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.conditions import IfCondition, UnlessCondition
 from launch.launch_context import LaunchContext
 from launch.substitution import Substitution
 from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import ExecutableInPackage
 
 from .paths import DEFAULT_MODEL
@@ -22,6 +24,23 @@ def model_argument() -> DeclareLaunchArgument:
         "model", default_value=DEFAULT_MODEL,
         description="Policy model file (.safetensors): a path or package://<package>/<file>. "
                     "Passed to the controller as model_path; it wins over a model_path in params_file.")
+
+
+def managed_argument() -> DeclareLaunchArgument:
+    return DeclareLaunchArgument(
+        "managed", default_value="false", choices=["true", "false"],
+        description="true: controller_node as a lifecycle node that waits unconfigured for a lifecycle "
+                    "manager (Nav2's lifecycle_manager node_names, or ros2 lifecycle set <ns>/liquid_controller "
+                    "configure, then activate); false: it configures and activates itself at start.")
+
+
+def controller(**node) -> list[Node]:
+    """controller_node with these Node arguments (namespace, parameters, remappings, ...): a plain
+    node, or with managed:=true a launch_ros LifecycleNode started with --managed."""
+    managed = LaunchConfiguration("managed")
+    common = dict(package=PACKAGE, executable="controller_node", name="liquid_controller", output="screen", **node)
+    return [Node(condition=UnlessCondition(managed), **common),
+            LifecycleNode(arguments=["--managed"], condition=IfCondition(managed), **common)]
 
 
 class LaunchTimeBag(Substitution):

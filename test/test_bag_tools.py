@@ -366,14 +366,18 @@ def test_replay_writes_what_the_controller_node_publishes(sensor_bag, tmp_path):
         overrides = [Parameter("cmd_vel_stamped", value=True), Parameter("max_angular_speed", value=0.3),
                      Parameter("max_linear_accel", value=0.5), Parameter("frame_id", value="chassis")]
         node = LiquidControllerNode(context=context, namespace="/replay_check", parameter_overrides=overrides)
-        sent = []
+        sent, fed = [], set()
         publish = node.cmd_pub.publish
-        node.cmd_pub.publish = lambda msg: (sent.append(serialize_message(msg)), publish(msg))
+        node.cmd_pub.publish = lambda msg: (sent.append(((msg.header.stamp.sec, msg.header.stamp.nanosec),
+                                                         serialize_message(msg))), publish(msg))
         for topic, _, _, data in read_serialized(sensor_bag, ["/camera/image_raw", "/imu/data"]):
-            if topic == "/camera/image_raw":
-                node._on_image(deserialize_message(data, Image))
-            else:
-                node._on_imu(deserialize_message(data, Imu))
+            msg = deserialize_message(data, Image if topic == "/camera/image_raw" else Imu)
+            fed.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+            (node._on_image if topic == "/camera/image_raw" else node._on_imu)(msg)
+        # The answers to the bag's messages carry their stamps; a zero of the node's own watchdog
+        # (its safety thread runs, and this thread can stall past sensor_timeout on a busy
+        # machine) carries the node clock's, and replay has no such thread.
+        sent = [data for stamp, data in sent if stamp in fed]
     finally:
         if node is not None:
             node.destroy_node()

@@ -98,3 +98,46 @@ def test_cli_is_on_path_in_the_prefix():
     result = _run([path, "--help"])
     assert result.returncode == 0, result.stderr
     assert "usage: liquid-control" in result.stdout
+
+
+# Every Python distribution the package needs at run time (setup.py's install_requires and
+# extras_require["full"]) -> its rosdep key (rosdistro's rosdep/python.yaml), or None where rosdep has
+# none or only the distribution's build (then the README's colcon pip line installs it). A colcon
+# workspace installs nothing from setup.py: a distribution missing here is missing there.
+ROSDEP_KEYS = {
+    "numpy": "python3-numpy", "pyyaml": "python3-yaml", "transforms3d": "python3-transforms3d",
+    "rosbags": "python3-rosbags-pip", "mujoco": "python3-mujoco-pip", "matplotlib": "python3-matplotlib",
+    "networkx": "python3-networkx", "opencv-python-headless": "python3-opencv", "tqdm": "python3-tqdm",
+    "scipy": "python3-scipy", "simplejpeg": "python3-simplejpeg-pip", "onnxruntime": "python3-onnxruntime-pip",
+    "torch": None, "numba": None, "safetensors": None, "mcap": None, "onnx": None,
+    "imageio": None, "imageio-ffmpeg": None,
+}
+
+
+def _setup_requirements() -> set[str]:
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "setup"]
+    keywords = {k.arg: k.value for k in call.keywords}
+    required = ast.literal_eval(keywords["install_requires"])
+    extras = ast.literal_eval(keywords["extras_require"])
+    return {name.split("=")[0].split("<")[0].split(">")[0] for name in [*required, *extras["full"]]}
+
+
+def test_every_runtime_dependency_is_a_rosdep_key_in_package_xml_or_on_the_colcon_pip_line():
+    needed = _setup_requirements()
+    assert needed <= set(ROSDEP_KEYS), f"decide how a colcon workspace gets {sorted(needed - set(ROSDEP_KEYS))}"
+    package = ET.parse(REPO / "package.xml").getroot()
+    exec_depends = {e.text for e in package.findall("exec_depend")}
+    comments = (REPO / "package.xml").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    colcon = readme.split("### In a colcon workspace", 1)[1].split("\n### ", 1)[0]
+    pip_lines = [line for line in colcon.splitlines() if "pip install" in line]
+    assert pip_lines, "the README's colcon section has no pip line"
+    for name in sorted(needed):
+        key = ROSDEP_KEYS[name]
+        if key is not None:
+            assert key in exec_depends, f"package.xml lacks <exec_depend>{key}</exec_depend> ({name})"
+        else:
+            assert any(f" {name}" in line for line in pip_lines), f"the README's colcon pip line lacks {name}"
+            assert f" {name}" in comments, f"package.xml's pip comment lacks {name}"
+    assert "lifecycle_msgs" in exec_depends  # controller_node --managed

@@ -14,6 +14,14 @@ is only ever held for short work (a step, a swap, a zero command): nothing that 
 (loading a model, writing one, diagnostics, saliency) holds it, so no safety decision waits behind
 it. `~/saliency` (where the camera encoder looks, runtime/saliency.py) is computed in a thread of
 its own from the latest frame, after that frame's command is out.
+
+A managed (lifecycle) node when started with `--managed` (Nav2 and ros2_control bring robots up
+that way): configure loads, checks and prepares the model and makes the subscriptions, publishers,
+services and threads (a model that fails is a failed transition); activate starts commanding;
+deactivate publishes one zero and stops commanding (the sensors are not stepped while inactive,
+and activation starts the liquid state afresh); cleanup and shutdown release everything. Without
+`--managed` the node goes through configure and activate by itself at start, has no lifecycle
+services, and runs on without a model (commanding zero) as it always has.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, Imu
@@ -60,32 +69,24 @@ WATCHDOG_PERIOD_S = 0.05  # how often the safety thread checks the sensors (and 
 STOP_THREADS_S = 2.0  # what destroy_node gives its threads to end, all together
 
 
-class LiquidControllerNode(Node):
-    def __init__(self, **kwargs) -> None:
-        super().__init__("liquid_controller", **kwargs)
+class LiquidControllerNode(LifecycleNode):
+    def __init__(self, managed: bool = False, **kwargs) -> None:
+        super().__init__("liquid_controller", enable_communication_interface=managed, **kwargs)
+        self.managed = managed
         declare_all(self)
         self._backend = self.get_parameter("backend").value
         BY_NAME["backend"].check(self._backend)  # read-only: a wrong value stops the start
+        BY_NAME["camera_transport"].check(self.get_parameter("camera_transport").value)  # read-only too
         # Held by whoever touches the controller or the command publisher, and only for short work:
         # the sensor threads for a step, the safety thread for the e-stop and the watchdog, the
-        # loader for a swap, the executor for applying parameters, teacher and services.
+        # loader for a swap, the executor for applying parameters, teacher, services and transitions.
         self._lock = threading.Lock()
         self.controller: LiquidController | None = None
-        self.model_error = ""
+        self.model_error = "not configured"
         # The last e_stop message, kept only to hand it to a controller made later (a model set
         # at runtime after a start without one): LiquidController decides what it means.
         self._e_stop_requested = False
-        path = self.get_parameter("model_path").value
         self.running_model = ""  # the model_path of the model that runs ("" none)
-        if path:
-            try:  # at start nothing moves yet: the first model is loaded here, before any command
-                self.controller = self._build(path)
-                self.running_model = path
-            except ModelFileError as exc:
-                self.model_error = str(exc)
-                self.get_logger().error(f"no model running, commanding zero: {exc}")
-        else:
-            self.model_error = "model_path is empty"
         # Models set at runtime: built in a thread of their own, swapped in by _model_ready.
         self._loader = ModelLoader(self._build, self._model_ready, name=f"{self.get_name()}_loader")
         self._reverting = False
@@ -93,51 +94,14 @@ class LiquidControllerNode(Node):
         self._revert = self.create_guard_condition(self._revert_model_path)
         self._set_threads(self.get_parameter("num_threads").value)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-
-        self.cmd_pub = None
-        self._install_cmd_publisher(*self._new_cmd_publisher(self.get_parameter("cmd_vel_stamped").value))
-        # Outputs for tools: QoS mismatches there are reported on the tool's side, so no event
-        # handlers here (each one is polled on every executor wait).
-        quiet = PublisherEventCallbacks(use_default_callbacks=False)
-        self.state_pub = self.create_publisher(Float64MultiArray, topics.LIQUID_STATE, 10, event_callbacks=quiet)
-        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
-        # ~/saliency needs the torch encoder's feature maps: none with backend onnx (said once).
+        # What configure makes and cleanup releases.
+        self._configured = False
+        self._active = False  # commands are published only while active (under the lock)
+        self.cmd_pub = self.state_pub = self.diag_pub = None
         self.saliency: SaliencyWorker | None = None
-        if self._backend == "torch":
-            self.saliency = SaliencyWorker(self.create_publisher(Image, topics.SALIENCY, 5, event_callbacks=quiet),
-                                           self.get_logger())
-        elif self.get_parameter("saliency_rate").value > 0.0:
-            self.get_logger().info(f"{topics.SALIENCY} is not available with backend {self._backend}: "
-                                   "VisualBackProp needs the feature maps of the torch camera encoder")
-        # Camera and IMU each in a wait loop of its own thread: an IMU step never waits behind a
-        # frame's conversion and encoding (those run outside the lock, too).
         self._sensors: list[SensorLoop] = []
-        transport = self.get_parameter("camera_transport").value
-        BY_NAME["camera_transport"].check(transport)  # read-only: a wrong value stops the start
-        camera = ((CompressedImage, topics.CAMERA_COMPRESSED) if transport == "compressed"
-                  else (Image, topics.CAMERA))
-        for msg_type, topic, callback in ((*camera, self._on_image), (Imu, topics.IMU, self._on_imu)):
-            if self.get_parameter("sensor_thread").value:
-                loop = SensorLoop(self, self._sensor_failure, name=topic.split("/")[0])
-                loop.subscribe(msg_type, topic, callback, qos_profile_sensor_data)
-                self._sensors.append(loop)
-            else:
-                self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data,
-                                         event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
-        teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
-        self.create_subscription(teacher_type, topics.TEACHER, self._on_teacher, 10,
-                                 event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
-        # The e-stop and the watchdog in a thread of their own: never behind a parameter callback,
-        # a service or anything else the executor runs.
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._safety = SensorLoop(self, self._sensor_failure, name="safety")
-        self._safety.subscribe(Bool, topics.E_STOP, self._on_e_stop, latched)
-        self._safety.every(WATCHDOG_PERIOD_S, self._watchdog)
-        self.create_service(Trigger, "~/reset_state", self._trigger(self._reset_state))
-        self.create_service(Trigger, "~/reset_adaptation", self._trigger(self._reset_adaptation))
-        self.create_service(Trigger, "~/save_model", self._trigger(self._save_model))
-
+        self._safety: SensorLoop | None = None
+        self._entities: list[tuple[Callable, object]] = []  # (destroy, entity): subscriptions, services, timer
         self._last_publish = -math.inf
         self._last_zero = True  # whether the last command published was zero (the robot starts at rest)
         self._last_state_publish = -math.inf
@@ -147,32 +111,171 @@ class LiquidControllerNode(Node):
         self._window = {"camera": 0, "imu": 0}
         self._window_start = time.monotonic()
         self._rejected = 0
-        self.create_timer(1.0, self._publish_diagnostics)
         self._errors = 0
-        self._safety.start()
-        for loop in self._sensors:
-            loop.start()
+        if not managed:  # configure and activate at once; what fails is the start's error
+            self._start_error: Exception | None = None
+            self.trigger_configure()
+            if self._start_error is not None:
+                raise self._start_error
+            self.trigger_activate()
 
     @property
     def e_stop(self) -> bool:
         return self.controller.e_stop if self.controller is not None else self._e_stop_requested
 
-    def destroy_node(self) -> None:
-        """Stop every thread of the node, within STOP_THREADS_S all together: one that does not end
-        in time is named in the log and left (its daemon thread ends with the process)."""
-        deadline = time.monotonic() + STOP_THREADS_S
-        self._loader.stop(timeout=0.5)  # a build in progress is dropped, never installed
-        loops = [self._safety, *self._sensors]
+    @property
+    def lifecycle_state(self) -> str:
+        """unconfigured, inactive, active or finalized (rclpy's state machine)."""
+        return self._state_machine.current_state[1]
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as exc:  # noqa: BLE001 - a failed transition, said; rclpy would swallow it
+            self._release()
+            if not self.managed:
+                self._start_error = exc
+            elif isinstance(exc, (ModelFileError, ValueError)):
+                self.get_logger().error(f"configure failed: {exc}")
+            else:
+                self.get_logger().error(f"configure failed: {''.join(traceback.format_exception(exc)).strip()}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            if self.controller is not None:
+                self.controller.reset_state()  # time starts afresh: nothing was stepped while inactive
+            self._active, self._last_zero, self._health = True, True, "waiting"
+        if self.managed:
+            self.get_logger().info("active: commanding")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_commanding("inactive")
+        self.get_logger().info("inactive: one zero command sent, commanding stopped")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_commanding("shutdown")
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_commanding("error")
+        self._release()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured: configure may be tried again
+
+    def _stop_commanding(self, reason: str) -> None:
+        with self._lock:
+            if self._active:
+                self._publish(Command(self._now(), 0.0, 0.0, reason), force=True)
+            self._active = False
+
+    def _configure(self) -> None:
+        """The model (loaded, checked and prepared here, before anything commands), then every
+        subscription, publisher, service and thread of the node."""
+        path = self.get_parameter("model_path").value
+        if path:
+            try:
+                self.controller, self.running_model, self.model_error = self._build(path), path, ""
+            except ModelFileError as exc:
+                if self.managed:
+                    raise
+                self.model_error = str(exc)
+                self.get_logger().error(f"no model running, commanding zero: {exc}")
+        elif self.managed:
+            raise ValueError("model_path is empty")
+        else:
+            self.model_error = "model_path is empty"
+        self._install_cmd_publisher(*self._new_cmd_publisher(self.get_parameter("cmd_vel_stamped").value))
+        # Outputs for tools: QoS mismatches there are reported on the tool's side, so no event
+        # handlers here (each one is polled on every executor wait).
+        quiet = PublisherEventCallbacks(use_default_callbacks=False)
+        self.state_pub = self.create_publisher(Float64MultiArray, topics.LIQUID_STATE, 10, event_callbacks=quiet)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
+        # ~/saliency needs the torch encoder's feature maps: none with backend onnx (said once).
+        if self._backend == "torch":
+            self.saliency = SaliencyWorker(self.create_publisher(Image, topics.SALIENCY, 5, event_callbacks=quiet),
+                                           self.get_logger())
+        elif self.get_parameter("saliency_rate").value > 0.0:
+            self.get_logger().info(f"{topics.SALIENCY} is not available with backend {self._backend}: "
+                                   "VisualBackProp needs the feature maps of the torch camera encoder")
+        # Camera and IMU each in a wait loop of its own thread: an IMU step never waits behind a
+        # frame's conversion and encoding (those run outside the lock, too).
+        camera = ((CompressedImage, topics.CAMERA_COMPRESSED)
+                  if self.get_parameter("camera_transport").value == "compressed" else (Image, topics.CAMERA))
+        for msg_type, topic, callback in ((*camera, self._on_image), (Imu, topics.IMU, self._on_imu)):
+            if self.get_parameter("sensor_thread").value:
+                loop = SensorLoop(self, self._sensor_failure, name=topic.split("/")[0])
+                loop.subscribe(msg_type, topic, callback, qos_profile_sensor_data)
+                self._sensors.append(loop)
+            else:
+                self._entities.append((self.destroy_subscription, self.create_subscription(
+                    msg_type, topic, callback, qos_profile_sensor_data,
+                    event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))))
+        teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
+        self._entities.append((self.destroy_subscription, self.create_subscription(
+            teacher_type, topics.TEACHER, self._on_teacher, 10,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))))
+        # The e-stop and the watchdog in a thread of their own: never behind a parameter callback,
+        # a service or anything else the executor runs.
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._safety = SensorLoop(self, self._sensor_failure, name="safety")
+        self._safety.subscribe(Bool, topics.E_STOP, self._on_e_stop, latched)
+        self._safety.every(WATCHDOG_PERIOD_S, self._watchdog)
+        for name, action in (("reset_state", self._reset_state), ("reset_adaptation", self._reset_adaptation),
+                             ("save_model", self._save_model)):
+            self._entities.append((self.destroy_service, self.create_service(Trigger, f"~/{name}", self._trigger(action))))
+        self._entities.append((self.destroy_timer, self.create_timer(1.0, self._publish_diagnostics)))
+        self._configured = True
+        self._safety.start()
+        for loop in self._sensors:
+            loop.start()
+
+    def _release(self, timeout: float = STOP_THREADS_S) -> None:
+        """Stop the node's threads (within `timeout` all together: one that does not end in time is
+        named in the log and left to end with the process) and destroy what configure made."""
+        deadline = time.monotonic() + timeout
+        self._loader.cancel()  # a build in progress is dropped, never installed
+        loops = [loop for loop in (self._safety, *self._sensors) if loop is not None]
         for loop in loops:
-            loop.stop(wait=False)  # no callback may run on a node being destroyed
+            loop.stop(wait=False)  # no callback may run on a node being released
         for loop in loops:
             loop.join(max(deadline - time.monotonic(), 0.0))
         stuck = [loop.name for loop in loops if loop.running]
         if stuck:
-            self.get_logger().warning(f"threads {', '.join(stuck)} did not stop within {STOP_THREADS_S:g} s; "
+            self.get_logger().warning(f"threads {', '.join(stuck)} did not stop within {timeout:g} s; "
                                       "leaving them to end with the process")
         if self.saliency is not None:
             self.saliency.stop(max(deadline - time.monotonic(), 0.0))
+        for loop in loops:
+            loop.destroy()
+        for destroy, entity in self._entities:
+            destroy(entity)
+        with self._lock:
+            for publisher in (self.cmd_pub, self.state_pub, self.diag_pub,
+                              self.saliency.publisher if self.saliency is not None else None):
+                if publisher is not None:
+                    self.destroy_publisher(publisher)
+            self.cmd_pub = self.state_pub = self.diag_pub = None
+            self.saliency, self._safety, self._sensors, self._entities = None, None, [], []
+            self.controller, self.running_model, self.model_error = None, "", "not configured"
+            self._active = self._configured = False
+
+    def destroy_node(self) -> None:
+        """Release everything (threads within STOP_THREADS_S) and end the loader. No zero goes out
+        here: after Ctrl-C the context is already shut down (the shutdown transition sends one)."""
+        with self._lock:
+            self._active = False
+        self._release()
+        self._loader.stop(timeout=0.5)
         super().destroy_node()
 
     # --- model and parameters --------------------------------------------------------------
@@ -233,8 +336,8 @@ class LiquidControllerNode(Node):
         """The loader's answer (in its thread): the new controller swapped in between two steps,
         or the failure said and model_path returned to the model that runs."""
         with self._lock:
-            if not self._loader.current(result.generation):
-                return  # a later model_path was set meanwhile: that one decides
+            if not self._loader.current(result.generation) or not self._configured:
+                return  # a later model_path was set meanwhile (that one decides), or cleaned up
             if result.ok:
                 fresh: LiquidController = result.value
                 if self.controller is None:
@@ -281,7 +384,7 @@ class LiquidControllerNode(Node):
             except ModelFileError as exc:
                 return SetParametersResult(successful=False, reason=f"model not loaded, the old one runs on: {exc}")
         publisher = None
-        if "cmd_vel_stamped" in changes:
+        if "cmd_vel_stamped" in changes and self._configured:
             publisher = self._new_cmd_publisher(changes["cmd_vel_stamped"])
         if "num_threads" in changes:
             self._set_threads(changes["num_threads"])
@@ -292,7 +395,7 @@ class LiquidControllerNode(Node):
             self._cache_output_params(changes)
         if old_publisher is not None:
             self.destroy_publisher(old_publisher)
-        if load is not None:
+        if load is not None and self._configured:  # unconfigured: configure loads it
             self._loader.request(load)
             self.get_logger().info(f"loading model {load} (the old one runs on meanwhile)")
         elif self._reverting:
@@ -317,6 +420,8 @@ class LiquidControllerNode(Node):
 
     # --- sensors ---------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        if not self._active:
+            return  # inactive: not stepped (activation starts the state afresh)
         received = time.monotonic()
         controller = self.controller
         frame = error = None
@@ -350,6 +455,8 @@ class LiquidControllerNode(Node):
         return image_to_array(msg, self._max_image_pixels, dtype=np.uint8)  # the size before any conversion
 
     def _on_imu(self, msg: Imu) -> None:
+        if not self._active:
+            return
         received = time.monotonic()
         try:
             values = imu_to_array(msg)
@@ -424,6 +531,8 @@ class LiquidControllerNode(Node):
     def _publish(self, command: Command, force: bool = False, header_stamp=None) -> None:
         """Publish a command (the caller holds the lock). max_publish_rate caps every message, zeros
         included, except `force` (an e-stop) and the first zero after motion: a stop goes out at once."""
+        if not self._active:
+            return  # a managed node commands only while active
         rate = self._max_publish_rate
         now = time.monotonic()
         zero = command.linear_x == 0.0 and command.angular_z == 0.0
@@ -467,6 +576,8 @@ class LiquidControllerNode(Node):
         clock (it must also fire when a simulator, and with it /clock, stalls); its zero commands
         carry the node clock's stamp."""
         with self._lock:
+            if not self._active:
+                return
             stamp = self._now()
             if self.controller is None:
                 self._publish(Command(stamp, 0.0, 0.0, "no_model"))
@@ -490,6 +601,10 @@ class LiquidControllerNode(Node):
         worked out and published outside it."""
         loading = self._loader.loading
         with self._lock:
+            if not self._configured:
+                return  # a tick already queued when cleanup destroyed the timer
+            sensors_stopped = any(not loop.running for loop in (self._safety, *self._sensors))
+            diag_pub = self.diag_pub
             now = time.monotonic()
             elapsed = max(now - self._window_start, 1e-6)
             rates = {k: v / elapsed for k, v in self._window.items()}
@@ -506,7 +621,7 @@ class LiquidControllerNode(Node):
         status = DiagnosticStatus(name="liquid_controller: control", hardware_id=self.get_fully_qualified_name())
         if controller is None:
             status.level, status.message = DiagnosticStatus.ERROR, f"no model: {error}"
-        elif any(not loop.running for loop in (self._safety, *self._sensors)):
+        elif sensors_stopped:
             status.level, status.message = DiagnosticStatus.ERROR, "sensor thread stopped: commanding zero"
         elif health.level == "error":
             status.level, status.message = DiagnosticStatus.ERROR, f"commanding zero: {health.message}"
@@ -537,7 +652,7 @@ class LiquidControllerNode(Node):
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        diag_pub.publish(array)
 
     # --- services --------------------------------------------------------------------------
     def _trigger(self, action):
@@ -655,11 +770,18 @@ class SaliencyWorker:
         return msg
 
 
+def _options(parser) -> None:
+    parser.add_argument("--managed", action="store_true",
+                        help="a lifecycle node: wait in unconfigured for configure and activate (from a "
+                             "lifecycle manager or `ros2 lifecycle set`) instead of starting at once")
+
+
 def main(args=None) -> None:
     run_node("controller_node",
              "Liquid controller: camera/image_raw + imu/data in, cmd_vel out. Parameters in "
              "config/controller.yaml; ROS arguments after --ros-args.",
-             LiquidControllerNode, args, errors=(ValueError,))
+             lambda options: LiquidControllerNode(managed=options.managed), args, errors=(ValueError,),
+             options=_options)
 
 
 if __name__ == "__main__":

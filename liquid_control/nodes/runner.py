@@ -46,17 +46,22 @@ def _on_stop_signal(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
-def run_node(prog: str, description: str, make_node: Callable[[], Node], args: list[str] | None = None,
-             errors: tuple[type[Exception], ...] = ()) -> None:
+def run_node(prog: str, description: str, make_node: Callable[..., Node], args: list[str] | None = None,
+             errors: tuple[type[Exception], ...] = (),
+             options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
     """Spin the node `make_node` builds; an exception of `errors` or START_ERRORS from building or
-    spinning it is a user error: printed as `prog: error: ...`, exit status 2."""
+    spinning it is a user error: printed as `prog: error: ...`, exit status 2. With `options` (a
+    function that adds arguments to the parser), make_node gets the parsed arguments."""
     argv = sys.argv if args is None else args
     try:
         plain = remove_ros_args(argv)[1:]
     except rclpy_implementation.RCLInvalidROSArgsError as exc:  # `--ros-args -r __ns:=bad`: rcl's parse error
         print(f"{prog}: error: {str(exc).split(', at /')[0]}", file=sys.stderr)
         sys.exit(2)
-    argparse.ArgumentParser(prog=prog, description=description).parse_args(plain)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    if options is not None:
+        options(parser)
+    parsed = parser.parse_args(plain)
     # Ctrl-C must not raise KeyboardInterrupt at whatever bytecode the main thread is on: in the
     # middle of rclpy's Task.__init__ it left a half-built Task whose __del__ printed a traceback
     # at exit (seen in test_node_process). rclpy's own handler, installed by init and chaining to
@@ -67,7 +72,7 @@ def run_node(prog: str, description: str, make_node: Callable[[], Node], args: l
     rclpy.init(args=argv)
     node = None
     try:
-        node = make_node()
+        node = make_node(parsed) if options is not None else make_node()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -97,6 +97,14 @@ class SensorLoop:
         if wait:
             self.join(timeout)
 
+    def destroy(self) -> None:
+        """Destroy the loop's subscriptions and guard condition (after stop(): a lifecycle cleanup).
+        rclpy defers the destruction of a handle the thread still holds until it lets go."""
+        for sub in self._subscriptions:
+            self._node.destroy_subscription(sub)
+        self._node.destroy_guard_condition(self._wake)
+        self._subscriptions = []
+
     def join(self, timeout: float = 5.0) -> None:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
