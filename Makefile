@@ -22,14 +22,14 @@ RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST MUJOCO_GL=egl AMENT_PREFIX_PAT
 INSTALL_INPUTS = setup.py setup.cfg pyproject.toml package.xml requirements/constraints.txt \
 	$(shell find resource launch config models -type f -not -name '.*' 2>/dev/null)
 
-.PHONY: venv $(VENV) test demo bench lint clean distclean
+.PHONY: venv $(VENV) test test-fast docs demo bench lint clean distclean
 
 venv $(VENV): $(STAMP) $(COLCON_STAMP)
 
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -e '.[full,ros,test]'
+	$(PIP_INSTALL) -e '.[full,ros,test,docs]'
 	touch $@
 
 # colcon in a venv of its own, as apt's colcon is: test/test_colcon.py builds a workspace with it.
@@ -40,6 +40,16 @@ $(COLCON_STAMP): requirements/colcon.txt
 
 test: $(STAMP) $(COLCON_STAMP)
 	$(RUN_ENV) $(VPY) -m pytest -q test
+
+# What needs neither DDS nor MuJoCo and is not slow (markers in pyproject.toml): under 2 minutes here.
+test-fast: $(STAMP)
+	$(RUN_ENV) $(VPY) -m pytest -q -m "not ros and not sim and not slow" test
+
+# docs/ with Sphinx and myst-parser (as rosdoc2 builds them); warnings, broken links inside the
+# repository included, are errors.
+docs: $(STAMP)
+	$(VPY) -m sphinx -W --keep-going -q -b html docs build/docs
+	@echo "docs: build/docs/index.html"
 
 # Each demo run writes its bag and trajectory plot to a new folder under demo_output/.
 DEMO_DIR := demo_output/$(shell date +%Y%m%d-%H%M%S)

@@ -127,6 +127,8 @@ setup(
         ],
         # pytest < 9: launch_testing 3.4.3 (Jazzy) cannot load its plugin under pytest 9
         # (ros2/launch#979), which breaks every launch test on a ROS machine.
+        # `make docs`: the docs/ pages as rosdoc2 builds them (Sphinx, Markdown through myst-parser)
+        "docs": ["sphinx", "myst-parser"],
         "test": ["pytest>=7.4,<9", "ncps==1.0.1", "ruff", "mcap-ros2-support", "hypothesis", "opencv-python-headless"],
     },
     data_files=[

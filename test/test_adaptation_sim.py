@@ -4,6 +4,8 @@ the policy never saw, a teacher that knows it, and the tracking error before, du
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.sim
+
 pytest.importorskip("mujoco")
 
 from liquid_control.paths import share_path  # noqa: E402

@@ -344,6 +344,7 @@ def test_rosbag2_file_and_message_compression_read_within_limits(tmp_path):
 
 
 # --- what is not a file ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fifos_devices_and_directories_named_like_bags_are_refused_before_they_are_opened(tmp_path, valid_bags):
     fifo = tmp_path / "pipe.mcap"
     os.mkfifo(fifo)
@@ -502,6 +503,7 @@ def test_damaged_bags_raise_only_bag_errors_never_hang_and_stay_small(valid_bags
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 2 * limits.MAX_CHUNK_BYTES // 1024
 
 
+@pytest.mark.slow
 def test_damaged_bags_on_the_command_line_are_one_line_errors(tmp_path, valid_bags):
     original = valid_bags["zstd"].read_bytes()
     _, regions = _fields(original)

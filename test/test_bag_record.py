@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+
 pytest.importorskip("rclpy")
 
 import test_bag_tools as tools  # noqa: E402

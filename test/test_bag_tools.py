@@ -38,6 +38,8 @@ from liquid_control.bags.io import (  # noqa: E402
 from liquid_control.bags.replay import replay  # noqa: E402
 from liquid_control.processes import stop  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+
 CLI = [sys.executable, "-m", "liquid_control.cli"]
 SIM_NODE = Path(sys.prefix) / "lib" / "liquid_control" / "sim_node"
 T0 = 1_700_000_000  # sec of the synthetic bags' header stamps

@@ -176,6 +176,7 @@ def test_a_frame_over_the_limit_is_skipped_from_its_header_counted_and_never_dec
     assert out["grew_kb"] < HUGE * HUGE // 2 // 1024, out  # under half of even a one-channel decode (450 MB)
 
 
+@pytest.mark.slow
 def test_train_skips_the_frame_and_says_so_in_one_line(huge_bag, tmp_path):
     model = tmp_path / "m.safetensors"
     result = _run("-m", "liquid_control.cli", "train", "--bag", huge_bag, "--output", model, "--arch", "gru-small",
@@ -189,6 +190,7 @@ def test_train_skips_the_frame_and_says_so_in_one_line(huge_bag, tmp_path):
     assert list(report["skipped_messages"][str(huge_bag)].values()) == [1] and model.is_file()
 
 
+@pytest.mark.slow
 def test_train_errors_on_such_input_are_one_line_with_exit_status_2(huge_png, tmp_path):
     all_huge = _write_bag(tmp_path / "all_huge", lambda ep, k: huge_png, steps=12)
     args = ["-m", "liquid_control.cli", "train", "--output", tmp_path / "m.safetensors", "--iterations", "1"]

@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from liquid_control import nets
 from liquid_control.paths import DEFAULT_MODEL
 from liquid_control.runtime.modelfile import OutputSpec, SensorSpec, save_model
+
+pytestmark = pytest.mark.sim
 
 
 def _cli(*args, timeout=600):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+
 REPO = Path(__file__).resolve().parents[1]
 COLCON = REPO / ".colcon-venv" / "bin" / "colcon"
 SHIPPED = "package://liquid_control/models/ncp_cfc_lane_keeping.safetensors"

@@ -19,6 +19,8 @@ mujoco = pytest.importorskip("mujoco")
 from liquid_control.sim.env import PurePursuit, SensorConfig, TrackEnv  # noqa: E402
 from liquid_control.sim.world import RobotSpec, scene_xml  # noqa: E402
 
+pytestmark = pytest.mark.sim
+
 CLASSIC = ["nominal", "dark", "bright", "winter", "camera_noise", "imu_noise_bias", "distractors", "camera_15hz",
            "heldout_track"]
 LUMA = np.array([0.299, 0.587, 0.114])

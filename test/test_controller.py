@@ -367,14 +367,17 @@ def test_adaptation_learns_a_steering_bias_and_reset_restores(model_file):
 def test_one_parameter_table_gives_settings_defaults_checks_and_the_shipped_defaults_file():
     import dataclasses
 
-    from liquid_control.runtime.parameters import BY_SETTING, DEFAULTS, read_params, render_config
+    from liquid_control.runtime.parameters import BY_SETTING, DEFAULTS, GENERATED, read_params, render_config
 
     fields = {f.name: f.default for f in dataclasses.fields(Settings)}
     assert set(fields) == set(BY_SETTING)
     assert fields == {name: p.default for name, p in BY_SETTING.items()}
     # The shipped defaults file is the table's rendering, and reads back as the table.
-    shipped = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
-    assert shipped.read_text() == render_config(), "run python -m liquid_control.runtime.parameters --write"
+    root = Path(__file__).resolve().parents[1]
+    shipped = root / "config" / "controller.yaml"
+    for rel, render in GENERATED.items():  # the defaults file and docs/parameters.md
+        assert (root / rel).read_text() == render(), f"{rel} is stale: python -m liquid_control.runtime.parameters --write"
+    assert shipped.read_text() == render_config()
     assert read_params(shipped) == DEFAULTS
     for name, p in BY_SETTING.items():
         if p.range is None:

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.sim
+
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (a matplotlib dependency)
 

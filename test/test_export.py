@@ -13,6 +13,8 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
 pytest.importorskip("mujoco")
 
 from liquid_control.bags.io import read_events  # noqa: E402

@@ -9,6 +9,8 @@ from liquid_control.files import FileRefused, read_text
 from liquid_control.runtime.parameters import read_params
 from liquid_control.sim.track import Track, TrackError
 
+pytestmark = pytest.mark.sim
+
 
 def test_a_fifo_a_device_a_directory_and_a_dangling_link_are_refused_before_opening(tmp_path):
     fifo = tmp_path / "track.yaml"

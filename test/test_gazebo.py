@@ -24,6 +24,8 @@ from liquid_control.sim.env import SensorConfig
 from liquid_control.sim.track import Track
 from liquid_control.sim.world import RobotSpec
 
+pytestmark = pytest.mark.sim
+
 ROOT = Path(__file__).resolve().parents[1]
 GAZEBO_DIR = ROOT / "models" / "gazebo"  # what launch files put on GZ_SIM_RESOURCE_PATH
 BRIDGE_FILE = ROOT / "config" / "gazebo_bridge.yaml"

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.sim
+
 pytest.importorskip("mujoco")
 
 from liquid_control.bags.io import read_events  # noqa: E402

@@ -40,6 +40,7 @@ def _series(seed: int, batch: int, steps: int, inputs: int, lo=0.002, hi=0.08):
 @SLOW
 @given(seed=st.integers(0, 10_000), steps=st.integers(1, 40), liquid=st.booleans(),
        init=st.sampled_from(["lin", "inv"]), hi=st.sampled_from([0.01, 0.1, 1.0]))
+@pytest.mark.slow
 def test_streaming_step_equals_state_sequence_on_irregular_time(seed, steps, liquid, init, hi):
     core = _core(seed, liquid=liquid, init=init)
     x, ts = _series(seed, 2, steps, 3, lo=1e-4, hi=hi)
@@ -197,6 +198,7 @@ def test_the_liquid_time_constants_move_with_the_input_only_when_liquid():
         assert np.isnan(run.tau).all()  # the readout's features have no time constant
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fused", [True, False])
 def test_gradients_are_right_gradcheck_float64(fused):
     core = _core(4, inputs=2, units=2, channels=2, modes=2)

@@ -371,6 +371,7 @@ def _shipped_bytes() -> bytes:
     return resolve_model_path(DEFAULT_MODEL).read_bytes()
 
 
+@pytest.mark.slow
 def test_fuzz_a_damaged_model_file_is_a_model_file_error_and_nothing_else(tmp_path):
     """Hundreds of damaged copies of the shipped model: loading each gives a policy or a
     ModelFileError naming the file, and preparing what loads gives a ModelFileError or ValueError
@@ -398,6 +399,7 @@ def test_fuzz_a_damaged_model_file_is_a_model_file_error_and_nothing_else(tmp_pa
     assert outcomes["refused"] > 150 and outcomes["loaded"] > 10, outcomes  # the fuzz reaches both sides
 
 
+@pytest.mark.slow
 def test_fuzz_loading_damaged_models_stays_in_bounded_memory_and_never_hangs(tmp_path):
     """The same damage in a process of its own, against its peak memory: what a file says (a
     header length of 2^64, offsets past the end, shapes of 10^12, 20,000 wired neurons in a 94 KB

@@ -106,6 +106,7 @@ class _Sequence(torch.nn.Module):
         return self.core.state_sequence(x, ts, hx, fused=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradcheck_of_the_hand_written_backward(name):
     """Finite differences of the kernel's own forward pass against its backward, in float64, for

@@ -144,6 +144,7 @@ def test_wiring_figure_titles_and_legends_the_counts(shipped):
     assert f"command\n({layers['command']})" in texts  # column headings
 
 
+@pytest.mark.slow
 def test_info_graph_from_the_command_line_on_the_shipped_model(shipped, tmp_path):
     from PIL import Image
 

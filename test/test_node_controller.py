@@ -32,6 +32,8 @@ from liquid_control.runtime.modelfile import OutputSpec, load_model, save_model 
 from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy  # noqa: E402
 from liquid_control.runtime.sensing import image_to_array, imu_to_array, stamp_to_seconds  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
 SPEC = EncoderSpec(image_width=32, image_height=24, channels=(4, 8), camera_features=4)
 _names = itertools.count()

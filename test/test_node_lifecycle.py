@@ -29,6 +29,8 @@ from test_node_process import _spinning_node  # noqa: E402
 
 from liquid_control.processes import stop  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
 _count = iter(range(10**6))
 

@@ -11,6 +11,8 @@ from rclpy.node import Node  # noqa: E402
 
 from liquid_control.runtime.parameters import NODE_NAME, read_params  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+
 FILES = {
     "wildcard_then_node": """
         /**:

@@ -26,6 +26,8 @@ from test_node_controller import make_model, wait_for  # noqa: E402
 
 from liquid_control.processes import rss_mb, stop  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
 
 

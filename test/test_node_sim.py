@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
 pytest.importorskip("mujoco")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402

@@ -122,6 +122,7 @@ def test_header_stamps_read_from_the_bytes_equal_the_deserialized_ones(bags):
     assert seen > 1000
 
 
+@pytest.mark.slow
 def test_train_on_a_folder_of_robot_bags_then_replay_the_model_on_one(bags, tmp_path):
     model = tmp_path / "robot1.safetensors"
     result = _cli("train", "--bag", bags, "--output", model, "--iterations", "60", "--window", "80",
@@ -142,6 +143,7 @@ def test_train_on_a_folder_of_robot_bags_then_replay_the_model_on_one(bags, tmp_
     assert summary["compare"]["angular.z"]["mean_abs_error"] < 0.8 * teacher_abs, summary["compare"]
 
 
+@pytest.mark.slow
 def test_wrong_topics_and_ambiguous_bags_are_named(bags, tmp_path):
     result = _cli("train", "--bag", bags / "run1", "--output", tmp_path / "m.safetensors", "--imu-topic", "/imu")
     assert result.returncode == 2

@@ -102,7 +102,7 @@ def test_cli_is_on_path_in_the_prefix():
 
 # Every Python distribution the package needs at run time (setup.py's install_requires and
 # extras_require["full"]) -> its rosdep key (rosdistro's rosdep/python.yaml), or None where rosdep has
-# none or only the distribution's build (then the README's colcon pip line installs it). A colcon
+# none or only the distribution's build (then the colcon pip line of docs/install.md installs it). A colcon
 # workspace installs nothing from setup.py: a distribution missing here is missing there.
 ROSDEP_KEYS = {
     "numpy": "python3-numpy", "pyyaml": "python3-yaml", "transforms3d": "python3-transforms3d",
@@ -129,15 +129,15 @@ def test_every_runtime_dependency_is_a_rosdep_key_in_package_xml_or_on_the_colco
     package = ET.parse(REPO / "package.xml").getroot()
     exec_depends = {e.text for e in package.findall("exec_depend")}
     comments = (REPO / "package.xml").read_text(encoding="utf-8")
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    colcon = readme.split("### In a colcon workspace", 1)[1].split("\n### ", 1)[0]
+    install = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
+    colcon = install.split("\n## In a colcon workspace", 1)[1].split("\n## ", 1)[0]
     pip_lines = [line for line in colcon.splitlines() if "pip install" in line]
-    assert pip_lines, "the README's colcon section has no pip line"
+    assert pip_lines, "docs/install.md's colcon section has no pip line"
     for name in sorted(needed):
         key = ROSDEP_KEYS[name]
         if key is not None:
             assert key in exec_depends, f"package.xml lacks <exec_depend>{key}</exec_depend> ({name})"
         else:
-            assert any(f" {name}" in line for line in pip_lines), f"the README's colcon pip line lacks {name}"
+            assert any(f" {name}" in line for line in pip_lines), f"docs/install.md's colcon pip line lacks {name}"
             assert f" {name}" in comments, f"package.xml's pip comment lacks {name}"
     assert "lifecycle_msgs" in exec_depends  # controller_node --managed

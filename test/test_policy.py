@@ -161,6 +161,7 @@ def test_model_files_without_image_norm_load_with_the_fixed_normalisation(tmp_pa
     assert loaded.spec.image_norm == "fixed"
 
 
+@pytest.mark.slow
 def test_the_encoder_graph_is_kept_so_a_second_start_skips_the_onnx_export(tmp_path):
     """Exporting the camera encoder needs the onnx package (~0.8 s to import at a node's start): the
     graph is kept in the cache, a second start loads it without onnx, and a damaged one is replaced."""

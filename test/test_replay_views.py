@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.sim
+
 pytest.importorskip("torch")
 pytest.importorskip("mujoco")
 pytest.importorskip("matplotlib")

@@ -18,6 +18,8 @@ from liquid_control.runtime.saliency import SaliencyUnavailable, VisualBackProp,
 from liquid_control.runtime.sensing import resize  # noqa: E402
 from liquid_control.runtime.specs import EncoderSpec  # noqa: E402
 
+pytestmark = pytest.mark.sim
+
 SPEC = EncoderSpec(image_width=40, image_height=30, channels=(4, 6), camera_features=4, image_norm="fixed")
 
 

@@ -132,6 +132,7 @@ def test_resize_area_average_and_upscale():
     np.testing.assert_array_equal(resize(levels, 3, 2), resize(levels * np.float32(1 / 255), 3, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(96, 64, 64, 48), (640, 480, 64, 48), (7, 5, 64, 48), (61, 47, 64, 48), (64, 48, 33, 20)])
 def test_resize_equals_the_per_axis_resampling_matrices(size):
     """The gathered-taps resize is the product of the two per-axis maps, for down, up and mixed."""

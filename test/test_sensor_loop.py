@@ -15,6 +15,8 @@ from test_node_controller import wait_for  # noqa: E402
 
 from liquid_control.nodes.sensor_loop import SensorLoop  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 
 @pytest.fixture
 def setup():

@@ -11,6 +11,8 @@ mujoco = pytest.importorskip("mujoco")
 
 from liquid_control.sim.env import PurePursuit, SensorConfig, TrackEnv  # noqa: E402
 
+pytestmark = pytest.mark.sim
+
 
 @pytest.fixture(scope="module")
 def oval():

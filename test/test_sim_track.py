@@ -7,6 +7,8 @@ import pytest
 
 from liquid_control.sim.track import Track, TrackError, track_path
 
+pytestmark = pytest.mark.sim
+
 SHIPPED = ["oval", "kidney", "serpentine"]
 
 

@@ -14,6 +14,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.sim
+
 pytest.importorskip("mujoco")
 
 from safetensors.numpy import load_file  # noqa: E402

@@ -1,7 +1,8 @@
 """The controller's parameters, defined once: the name, type, default, range and description of each,
 and which LiquidController Settings field it sets. Everything else comes from this table: the node's
 ROS declarations (nodes/params.py adds the descriptors), the Settings defaults and their checks, and
-config/controller.yaml (written from it: `python -m liquid_control.runtime.parameters --write`).
+config/controller.yaml and docs/parameters.md (both written from it:
+`python -m liquid_control.runtime.parameters --write`).
 
 ROS 2 parameters files are read here without ROS, merged as rcl merges them: every section keyed
 for the node (`liquid_controller`, `/**/liquid_controller`, `/ns/liquid_controller`, `/**`, ...)
@@ -234,15 +235,47 @@ def settings_fields(params: dict[str, Any]) -> dict[str, Any]:
             if name in BY_NAME and BY_NAME[name].setting}
 
 
+def render_reference() -> str:
+    """docs/parameters.md: the reference table of every parameter, as this table defines it."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = [
+        "# Parameters of controller_node",
+        "",
+        "<!-- Written from the parameter table in liquid_control/runtime/parameters.py by",
+        "     `python -m liquid_control.runtime.parameters --write`: edit the table, not this file. -->",
+        "",
+        f"The node is named `{NODE_NAME}`. Every parameter can be set at start (`-p name:=value`, or a",
+        f"parameters file keyed `{SECTION}`, such as `config/controller.yaml`, which holds these defaults)",
+        "and, unless read-only, at runtime with `ros2 param set`; a value outside its range or of another",
+        "type is refused with the reason. Units are SI (REP 103).",
+        "",
+        "| parameter | default | range | description |",
+        "|---|---|---|---|",
+    ]
+    for p in PARAMETERS:
+        default = "`" + (yaml.safe_dump(p.default, default_style=None).splitlines()[0] if p.default != "" else '""') + "`"
+        limits = (f"[{p.range[0]:g}, {p.range[1]:g}]" if p.range else
+                  ", ".join(f"`{c}`" for c in p.choices) if p.choices else "")
+        text = p.description + (" Read-only: set at start." if p.read_only else "")
+        lines.append(f"| `{p.name}` | {cell(default)} | {limits} | {cell(text)} |")
+    return "\n".join(lines) + "\n"
+
+
+# What --write writes, from the table, relative to the repository root.
+GENERATED = {"config/controller.yaml": render_config, "docs/parameters.md": render_reference}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    text = render_config()
     if argv == ["--write"]:
-        target = Path(__file__).resolve().parents[2] / "config" / "controller.yaml"
-        target.write_text(text)
-        print(f"wrote {target}")
+        root = Path(__file__).resolve().parents[2]
+        for rel, render in GENERATED.items():
+            (root / rel).write_text(render())
+            print(f"wrote {root / rel}")
     elif not argv:
-        sys.stdout.write(text)
+        sys.stdout.write(render_config())
     else:
         print("usage: python -m liquid_control.runtime.parameters [--write]", file=sys.stderr)
         return 2
