@@ -109,8 +109,18 @@ setup(
         "png": ["opencv-python-headless"],  # PNG camera frames (JPEG needs nothing more)
         # `liquid-control replay --video`: MP4 through the ffmpeg that imageio-ffmpeg's wheel ships
         "video": ["imageio", "imageio-ffmpeg"],
-        "full": ["torch", "onnx", "onnxruntime", "mujoco", "matplotlib", "networkx", "opencv-python-headless",
-                 "imageio", "imageio-ffmpeg", "scipy"],
+        "full": [
+            "torch",
+            "onnx",
+            "onnxruntime",
+            "mujoco",
+            "matplotlib",
+            "networkx",
+            "opencv-python-headless",
+            "imageio",
+            "imageio-ffmpeg",
+            "scipy",
+        ],
         # ROS 2 Jazzy from PyPI wheels, for a venv without a ROS distro.
         "ros": [
             "ros-jazzy-rclpy",

@@ -52,8 +52,16 @@ FAST_DISCOVERY = """<?xml version="1.0" encoding="UTF-8" ?>
 
 
 def node_command(backend: str, model: str) -> list[str]:
-    return [str(EXECUTABLE), "--ros-args", "-p", f"backend:={backend}", "-p", f"model_path:={model}",
-            "-p", "cmd_vel_stamped:=true"]
+    return [
+        str(EXECUTABLE),
+        "--ros-args",
+        "-p",
+        f"backend:={backend}",
+        "-p",
+        f"model_path:={model}",
+        "-p",
+        "cmd_vel_stamped:=true",
+    ]
 
 
 def start_and_rss(name: str, command: list[str], seconds: float = 4.0) -> tuple[float, float]:
@@ -83,8 +91,13 @@ def start_and_rss(name: str, command: list[str], seconds: float = 4.0) -> tuple[
     executor.add_node(peer)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    frame = Image(height=64, width=96, encoding="rgb8", step=96 * 3,
-                  data=np.random.default_rng(0).integers(0, 256, 96 * 64 * 3, dtype=np.uint8).tobytes())
+    frame = Image(
+        height=64,
+        width=96,
+        encoding="rgb8",
+        step=96 * 3,
+        data=np.random.default_rng(0).integers(0, 256, 96 * 64 * 3, dtype=np.uint8).tobytes(),
+    )
     msg = Imu()
     msg.linear_acceleration.z = 9.8
     k = 0
@@ -102,8 +115,9 @@ def start_and_rss(name: str, command: list[str], seconds: float = 4.0) -> tuple[
         time.sleep(0.005)
 
     spawned = time.monotonic()
-    proc = subprocess.Popen([*command, "--ros-args", "-r", f"__ns:={ns}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*command, "--ros-args", "-r", f"__ns:={ns}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = spawned + 120
         while not first and time.monotonic() < deadline:
@@ -130,8 +144,14 @@ def in_process(policy, config):
     from liquid_control.runtime.sensing import image_to_array
 
     c = LiquidController(policy, config)
-    msg = types.SimpleNamespace(encoding="rgb8", height=64, width=96, step=96 * 3, is_bigendian=0,
-                                data=np.random.default_rng(1).integers(0, 256, 64 * 96 * 3, dtype=np.uint8).tobytes())
+    msg = types.SimpleNamespace(
+        encoding="rgb8",
+        height=64,
+        width=96,
+        step=96 * 3,
+        is_bigendian=0,
+        data=np.random.default_rng(1).integers(0, 256, 64 * 96 * 3, dtype=np.uint8).tobytes(),
+    )
     imu = np.zeros(9)
     imu[5] = 9.8
     clock = [100.0]
@@ -156,13 +176,22 @@ def _du_mb(path: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="starts per target, alternating (median and fastest reported)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="starts per target, alternating (median and fastest reported)"
+    )
     parser.add_argument("--repeats", type=int, default=2000)
-    parser.add_argument("--venv", action="append", default=[], metavar="NAME=PATH",
-                        help="report the size of this venv under NAME (torch or onnx)")
-    parser.add_argument("--dds-defaults", action="store_true",
-                        help="keep Fast DDS's 3 s participant announcements (starts then round up to them)")
+    parser.add_argument(
+        "--venv",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="report the size of this venv under NAME (torch or onnx)",
+    )
+    parser.add_argument(
+        "--dds-defaults",
+        action="store_true",
+        help="keep Fast DDS's 3 s participant announcements (starts then round up to them)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -194,8 +223,12 @@ def main() -> None:
         rows = {}
         for name in commands:
             starts, rss = zip(*measured[name], strict=True)
-            rows[name] = {"start_s": float(np.median(starts)), "fastest_start_s": float(np.min(starts)),
-                          "starts_s": list(starts), "rss_mb": float(np.median(rss))}
+            rows[name] = {
+                "start_s": float(np.median(starts)),
+                "fastest_start_s": float(np.min(starts)),
+                "starts_s": list(starts),
+                "rss_mb": float(np.median(rss)),
+            }
         loops = {backend: in_process(*loaders[backend](model)) for backend, model in models.items()}
         times = {backend: ([], []) for backend in models}
         for _ in range(args.rounds):  # alternating, as the starts: the median of the rounds' p50s
@@ -203,16 +236,25 @@ def main() -> None:
                 times[backend][0].append(measure(frame, args.repeats // 4)["p50_us"])
                 times[backend][1].append(measure(step, args.repeats)["p50_us"])
         for backend, (frames, steps) in times.items():
-            rows[backend].update({"encoder": loops[backend][2], "frame_p50_us": float(np.median(frames)),
-                                  "imu_p50_us": float(np.median(steps)),
-                                  "venv_mb": _du_mb(sizes[backend]) if backend in sizes else None})
+            rows[backend].update(
+                {
+                    "encoder": loops[backend][2],
+                    "frame_p50_us": float(np.median(frames)),
+                    "imu_p50_us": float(np.median(steps)),
+                    "venv_mb": _du_mb(sizes[backend]) if backend in sizes else None,
+                }
+            )
     load = os.getloadavg()[0]
     relay, relay_fastest = rows["relay"]["start_s"], rows["relay"]["fastest_start_s"]
     print(f"Runtime backends, shipped policy, node over DDS and in-process, 1 thread, load average {load:.1f}")
-    print("start: spawn to the first answer to sensor data sent from the spawn on, median (fastest) of "
-          f"{args.rounds}; DDS profile: {'0.1 s announcements' if dds.endswith('fast_discovery.xml') else dds}")
-    print(f"{'backend':<9}{'start s':>14}{'- relay s':>14}{'RSS MB':>8}{'frame us':>10}{'IMU us':>8}{'venv MB':>9}"
-          "   encoder; starts")
+    print(
+        "start: spawn to the first answer to sensor data sent from the spawn on, median (fastest) of "
+        f"{args.rounds}; DDS profile: {'0.1 s announcements' if dds.endswith('fast_discovery.xml') else dds}"
+    )
+    print(
+        f"{'backend':<9}{'start s':>14}{'- relay s':>14}{'RSS MB':>8}{'frame us':>10}{'IMU us':>8}{'venv MB':>9}"
+        "   encoder; starts"
+    )
     for name, r in rows.items():
         start = f"{r['start_s']:.2f} ({r['fastest_start_s']:.2f})"
         beyond = f"{r['start_s'] - relay:.2f} ({r['fastest_start_s'] - relay_fastest:.2f})"
@@ -221,13 +263,17 @@ def main() -> None:
             print(f"{'relay':<9}{start:>14}{'-':>14}{r['rss_mb']:>8.0f}{'-':>10}{'-':>8}{'-':>9}   -; {starts}")
             continue
         venv = f"{r['venv_mb']:.0f}" if r["venv_mb"] is not None else "-"
-        print(f"{name:<9}{start:>14}{beyond:>14}{r['rss_mb']:>8.0f}{r['frame_p50_us']:>10.1f}{r['imu_p50_us']:>8.1f}"
-              f"{venv:>9}   {r['encoder']}; {starts}")
+        print(
+            f"{name:<9}{start:>14}{beyond:>14}{r['rss_mb']:>8.0f}{r['frame_p50_us']:>10.1f}{r['imu_p50_us']:>8.1f}"
+            f"{venv:>9}   {r['encoder']}; {starts}"
+        )
     t, o = rows["torch"], rows["onnx"]
-    print(f"onnx vs torch: start {t['start_s'] / o['start_s']:.1f}x faster, RSS {t['rss_mb'] / o['rss_mb']:.1f}x "
-          f"smaller, frame {t['frame_p50_us'] / o['frame_p50_us']:.1f}x, IMU step {t['imu_p50_us'] / o['imu_p50_us']:.1f}x "
-          f"(>1: onnx better); start beyond the bare relay's (fastest): onnx {o['fastest_start_s'] - relay_fastest:.2f} s, "
-          f"torch {t['fastest_start_s'] - relay_fastest:.2f} s")
+    print(
+        f"onnx vs torch: start {t['start_s'] / o['start_s']:.1f}x faster, RSS {t['rss_mb'] / o['rss_mb']:.1f}x "
+        f"smaller, frame {t['frame_p50_us'] / o['frame_p50_us']:.1f}x, IMU step {t['imu_p50_us'] / o['imu_p50_us']:.1f}x "
+        f"(>1: onnx better); start beyond the bare relay's (fastest): onnx {o['fastest_start_s'] - relay_fastest:.2f} s, "
+        f"torch {t['fastest_start_s'] - relay_fastest:.2f} s"
+    )
     if args.json:
         print(json.dumps(rows))
 

@@ -40,8 +40,9 @@ def _scene(width: int, height: int) -> np.ndarray:
 def _raw(rgb: np.ndarray, encoding: str) -> types.SimpleNamespace:
     h, w = rgb.shape[:2]
     pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
-    return types.SimpleNamespace(encoding=encoding, height=h, width=w, step=w * 3, is_bigendian=0,
-                                 data=np.ascontiguousarray(pixels).tobytes())
+    return types.SimpleNamespace(
+        encoding=encoding, height=h, width=w, step=w * 3, is_bigendian=0, data=np.ascontiguousarray(pixels).tobytes()
+    )
 
 
 def _float_before(msg) -> np.ndarray:
@@ -86,19 +87,33 @@ def main() -> None:
         (raw, "convert bgr8 (image_to_array uint8: a view)", measure(lambda: image_to_array(bgr8, dtype=np.uint8), n)),
         (raw, f"model_frame rgb8 -> {w}x{h} uint8", measure(lambda: model_frame(view_rgb, w, h), n)),
         (raw, f"model_frame bgr8 -> {w}x{h} uint8", measure(lambda: model_frame(view_bgr, w, h), n)),
-        (raw, "OpenCV uint8 INTER_AREA, C-ordered RGB (baseline)", measure(
-            lambda: cv2.resize(contiguous, (w, h), interpolation=cv2.INTER_AREA), n)),
+        (
+            raw,
+            "OpenCV uint8 INTER_AREA, C-ordered RGB (baseline)",
+            measure(lambda: cv2.resize(contiguous, (w, h), interpolation=cv2.INTER_AREA), n),
+        ),
         (raw, "convert rgb8 to float32 (the path before)", measure(lambda: _float_before(rgb8), n)),
         (raw, f"resize float32 -> {w}x{h} (the path before)", measure(lambda: resize(float_before, w, h), n)),
         (raw, "convert rgb8 to float32 (image_to_array now: C-ordered)", measure(lambda: image_to_array(rgb8), n)),
         (raw, f"resize float32 -> {w}x{h} (of that)", measure(lambda: resize(float_small, w, h), n)),
-        (jpg, f"decode uint8 at DCT scale ({scaled.shape[1]}x{scaled.shape[0]})", measure(
-            lambda: compressed_to_array(jpeg, w, h, dtype=np.uint8), n // 4)),
-        (jpg, f"model_frame {scaled.shape[1]}x{scaled.shape[0]} -> {w}x{h}", measure(
-            lambda: model_frame(scaled, w, h), n)),
-        (jpg, f"OpenCV full decode + INTER_AREA to {w}x{h} (baseline)", measure(
-            lambda: cv2.resize(cv2.imdecode(jpeg_bytes, cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_AREA),
-            n // 4)),
+        (
+            jpg,
+            f"decode uint8 at DCT scale ({scaled.shape[1]}x{scaled.shape[0]})",
+            measure(lambda: compressed_to_array(jpeg, w, h, dtype=np.uint8), n // 4),
+        ),
+        (
+            jpg,
+            f"model_frame {scaled.shape[1]}x{scaled.shape[0]} -> {w}x{h}",
+            measure(lambda: model_frame(scaled, w, h), n),
+        ),
+        (
+            jpg,
+            f"OpenCV full decode + INTER_AREA to {w}x{h} (baseline)",
+            measure(
+                lambda: cv2.resize(cv2.imdecode(jpeg_bytes, cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_AREA),
+                n // 4,
+            ),
+        ),
         (model, f"camera encoder ({run.encoder})", measure(lambda: run.encode_frame(frame), n)),
         (model, f"camera encoder ({frozen.encoder}, the fallback)", measure(lambda: frozen.encode_frame(frame), n)),
         (model, "liquid step + readout", measure(lambda: run.advance(state, 0.005), n)),
@@ -111,14 +126,20 @@ def main() -> None:
     p = [stats["p50_us"] for _, _, stats in rows]
     convert, resized, encode, step = p[0], p[2], p[12], p[14]
     jpeg_ours, jpeg_base = p[9] + p[10], p[11]
-    print(f"per raw 96x64 frame: convert {convert:.0f} + resize {resized:.0f} + encode {encode:.0f} + step {step:.0f} "
-          f"= {convert + resized + encode + step:.0f} us (before: convert {p[5]:.0f} + resize {p[6]:.0f} + "
-          f"{frozen.encoder} {p[13]:.0f} + step {step:.0f} = {p[5] + p[6] + p[13] + step:.0f} us)")
-    print(f"model_frame vs OpenCV's uint8 INTER_AREA: {p[4] / p[2]:.2f}x (>1: model_frame faster); "
-          f"ONNX Runtime encoder vs frozen torch: {p[13] / p[12]:.1f}x faster; the float resize of a C-ordered "
-          f"frame vs the planar one before: {p[6] / p[8]:.1f}x faster")
-    print(f"per JPEG 640x480 frame: decode + resize {jpeg_ours:.0f} us = {jpeg_base / jpeg_ours:.1f}x faster than OpenCV's "
-          f"full decode + resize ({jpeg_base:.0f} us); with encode + step {jpeg_ours + encode + step:.0f} us")
+    print(
+        f"per raw 96x64 frame: convert {convert:.0f} + resize {resized:.0f} + encode {encode:.0f} + step {step:.0f} "
+        f"= {convert + resized + encode + step:.0f} us (before: convert {p[5]:.0f} + resize {p[6]:.0f} + "
+        f"{frozen.encoder} {p[13]:.0f} + step {step:.0f} = {p[5] + p[6] + p[13] + step:.0f} us)"
+    )
+    print(
+        f"model_frame vs OpenCV's uint8 INTER_AREA: {p[4] / p[2]:.2f}x (>1: model_frame faster); "
+        f"ONNX Runtime encoder vs frozen torch: {p[13] / p[12]:.1f}x faster; the float resize of a C-ordered "
+        f"frame vs the planar one before: {p[6] / p[8]:.1f}x faster"
+    )
+    print(
+        f"per JPEG 640x480 frame: decode + resize {jpeg_ours:.0f} us = {jpeg_base / jpeg_ours:.1f}x faster than OpenCV's "
+        f"full decode + resize ({jpeg_base:.0f} us); with encode + step {jpeg_ours + encode + step:.0f} us"
+    )
     if args.json:
         print(json.dumps([{"input": a, "stage": b, **s} for a, b, s in rows]))
 

@@ -50,10 +50,14 @@ class CNNPolicy(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(3, 24, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(24, 36, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(36, 48, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(48, 32, 3, stride=1, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 24, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(24, 36, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(36, 48, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(48, 32, 3, stride=1, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 6 * 8, 32), nn.ReLU(), nn.Linear(32, 2))
 
@@ -102,11 +106,25 @@ def main() -> None:
 
     with torch.inference_mode():
         rows = [
-            ("liquid NCP policy", "camera frame (resize+encode)", encoder_macs, cpu_us(lambda: run.encode_image(rgb), args.repeats // 4)),
-            ("liquid NCP policy", "IMU step (core + readout)", core_macs, cpu_us(lambda: run.advance(state, 0.005), args.repeats)),
+            (
+                "liquid NCP policy",
+                "camera frame (resize+encode)",
+                encoder_macs,
+                cpu_us(lambda: run.encode_image(rgb), args.repeats // 4),
+            ),
+            (
+                "liquid NCP policy",
+                "IMU step (core + readout)",
+                core_macs,
+                cpu_us(lambda: run.advance(state, 0.005), args.repeats),
+            ),
             ("LSTMCell(15, 64)", "IMU step", lstm_macs, cpu_us(lambda: lstm(x, hc), args.repeats)),
-            (f"CNN policy ({cnn_params / 1000:.0f}k params)", "camera frame", cnn_macs,
-             cpu_us(lambda: cnn(frame), args.repeats // 4)),
+            (
+                f"CNN policy ({cnn_params / 1000:.0f}k params)",
+                "camera frame",
+                cnn_macs,
+                cpu_us(lambda: cnn(frame), args.repeats // 4),
+            ),
         ]
     load = os.getloadavg()[0]
     print(f"Work and energy per step, 1 thread, energy at {args.watts:g} W, load average {load:.1f}")
@@ -116,10 +134,12 @@ def main() -> None:
     ncp_frame, ncp_imu, lstm_imu, cnn_frame = (r[3] for r in rows)
     # 200 Hz IMU + 30 Hz camera: the board's compute per second of driving.
     ncp_s = 200 * ncp_imu + 30 * ncp_frame
-    print(f"per second of driving (200 Hz IMU + 30 Hz camera): liquid {ncp_s / 1000:.1f} ms CPU = "
-          f"{ncp_s * args.watts / 1000:.1f} mJ; LSTM core step is {lstm_imu / ncp_imu:.1f}x the liquid step's CPU "
-          f"({lstm_macs / core_macs:.0f}x its MACs); the CNN policy's frame is {cnn_frame / ncp_frame:.1f}x the "
-          f"liquid encoder's ({cnn_macs / encoder_macs:.1f}x its MACs)")
+    print(
+        f"per second of driving (200 Hz IMU + 30 Hz camera): liquid {ncp_s / 1000:.1f} ms CPU = "
+        f"{ncp_s * args.watts / 1000:.1f} mJ; LSTM core step is {lstm_imu / ncp_imu:.1f}x the liquid step's CPU "
+        f"({lstm_macs / core_macs:.0f}x its MACs); the CNN policy's frame is {cnn_frame / ncp_frame:.1f}x the "
+        f"liquid encoder's ({cnn_macs / encoder_macs:.1f}x its MACs)"
+    )
 
 
 if __name__ == "__main__":

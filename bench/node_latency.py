@@ -48,16 +48,25 @@ def _policy_file(directory: Path) -> Path:
     spec = EncoderSpec()  # 64x48 input, the default camera encoder
     policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, nets.AutoNCP(19, 2, seed=22222)), outputs=2).eval()
     path = directory / "bench_policy.safetensors"
-    save_model(path, policy, policy.sensor_spec(),
-               OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5))))
+    save_model(
+        path,
+        policy,
+        policy.sensor_spec(),
+        OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5))),
+    )
     return path
 
 
 def _frame(width: int = 96, height: int = 64):
     from sensor_msgs.msg import Image
 
-    return Image(height=height, width=width, encoding="rgb8", step=width * 3,
-                 data=np.random.default_rng(0).integers(0, 256, height * width * 3, dtype=np.uint8).tobytes())
+    return Image(
+        height=height,
+        width=width,
+        encoding="rgb8",
+        step=width * 3,
+        data=np.random.default_rng(0).integers(0, 256, height * width * 3, dtype=np.uint8).tobytes(),
+    )
 
 
 def stages(model: Path, repeats: int) -> dict:
@@ -85,12 +94,14 @@ def stages(model: Path, repeats: int) -> dict:
         controller.on_image(clock[0], controller.encode_image(image_to_array(msg, dtype=np.uint8)))
 
     controller.on_imu(clock[0], imu)
-    out = {"encoder": run.encoder,
-           "convert_us": measure(lambda: image_to_array(msg, dtype=np.uint8), repeats)["p50_us"],
-           "resize_us": measure(lambda: model_frame(rgb, run.image_width, run.image_height), repeats)["p50_us"],
-           "encode_us": measure(lambda: run.encode_frame(frame), repeats)["p50_us"],
-           "step_us": measure(lambda: run.advance(state, 0.005), repeats)["p50_us"],
-           "whole_us": measure(whole, repeats)["p50_us"]}
+    out = {
+        "encoder": run.encoder,
+        "convert_us": measure(lambda: image_to_array(msg, dtype=np.uint8), repeats)["p50_us"],
+        "resize_us": measure(lambda: model_frame(rgb, run.image_width, run.image_height), repeats)["p50_us"],
+        "encode_us": measure(lambda: run.encode_frame(frame), repeats)["p50_us"],
+        "step_us": measure(lambda: run.advance(state, 0.005), repeats)["p50_us"],
+        "whole_us": measure(whole, repeats)["p50_us"],
+    }
     # The same work a frame at a time as a 30 Hz camera gives it: between frames the caches go cold
     # (other processes, the idle core), and every stage pays for that.
     paced = []
@@ -120,8 +131,9 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
     from liquid_control.processes import stop
 
     ns = f"/bench_{name}_{os.getpid()}"
-    proc = subprocess.Popen([*command, "--ros-args", "-r", f"__ns:={ns}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*command, "--ros-args", "-r", f"__ns:={ns}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = rclpy.create_node(f"bench_{name}", namespace=ns, context=context)
@@ -157,8 +169,11 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
     spinner.start()
     try:
         deadline = time.monotonic() + 60
-        while (camera.get_subscription_count() == 0 or imu.get_subscription_count() == 0
-               or node.count_publishers("cmd_vel") == 0):
+        while (
+            camera.get_subscription_count() == 0
+            or imu.get_subscription_count() == 0
+            or node.count_publishers("cmd_vel") == 0
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not come up")
             time.sleep(0.05)
@@ -198,8 +213,13 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
                     time.sleep(delay)
         time.sleep(1.2)  # the last diagnostics (1 Hz) cover the whole measurement
         cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0 - 1.2)
-        return {"latencies_ms": list(np.array(latencies) * 1e3), "kinds": list(kinds), "sent": sent, "cpu": cpu,
-                "late": late[0] - late0}
+        return {
+            "latencies_ms": list(np.array(latencies) * 1e3),
+            "kinds": list(kinds),
+            "sent": sent,
+            "cpu": cpu,
+            "late": late[0] - late0,
+        }
     finally:
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
@@ -210,8 +230,9 @@ def run_target(name: str, command: list[str], seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per target and round")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="relay and node alternate this many times; samples are pooled")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="relay and node alternate this many times; samples are pooled"
+    )
     parser.add_argument("--repeats", type=int, default=2000, help="per stage, in-process")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -223,11 +244,25 @@ def main() -> None:
         model = _policy_file(Path(tmp))
         targets = {
             "relay": [sys.executable, str(HERE / "relay_node.py")],
-            "controller_node": [str(node_exe), "--ros-args", "-p", f"model_path:={model}",
-                                "-p", "cmd_vel_stamped:=true"],
+            "controller_node": [
+                str(node_exe),
+                "--ros-args",
+                "-p",
+                f"model_path:={model}",
+                "-p",
+                "cmd_vel_stamped:=true",
+            ],
             # The same node with camera and IMU on the executor like any callback (no sensor thread).
-            "node_on_executor": [str(node_exe), "--ros-args", "-p", f"model_path:={model}",
-                                 "-p", "cmd_vel_stamped:=true", "-p", "sensor_thread:=false"],
+            "node_on_executor": [
+                str(node_exe),
+                "--ros-args",
+                "-p",
+                f"model_path:={model}",
+                "-p",
+                "cmd_vel_stamped:=true",
+                "-p",
+                "sensor_thread:=false",
+            ],
         }
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         # Alternating rounds: this machine's speed drifts by tens of percent from minute to minute.
@@ -241,37 +276,66 @@ def main() -> None:
         kind = np.concatenate([r["kinds"] for r in results])
         sent = sum(r["sent"] for r in results)
         late = sum(r["late"] for r in results)
-        rows.append({"target": name, "sent": sent, "received": int(lat.size), "late_frames": late,
-                     "loss_pct": 100.0 * max(sent - lat.size - late, 0) / sent,
-                     "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-                     "p99_ms": float(np.percentile(lat, 99)),
-                     "imu_p50_ms": float(np.percentile(lat[kind == "imu"], 50)),
-                     "camera_p50_ms": float(np.percentile(lat[kind == "camera"], 50)),
-                     "cpu_pct": 100.0 * float(np.mean([r["cpu"] for r in results])),
-                     "round_p50s_ms": [float(np.percentile(r["latencies_ms"], 50)) for r in results]})
+        rows.append(
+            {
+                "target": name,
+                "sent": sent,
+                "received": int(lat.size),
+                "late_frames": late,
+                "loss_pct": 100.0 * max(sent - lat.size - late, 0) / sent,
+                "p50_ms": float(np.percentile(lat, 50)),
+                "p90_ms": float(np.percentile(lat, 90)),
+                "p99_ms": float(np.percentile(lat, 99)),
+                "imu_p50_ms": float(np.percentile(lat[kind == "imu"], 50)),
+                "camera_p50_ms": float(np.percentile(lat[kind == "camera"], 50)),
+                "cpu_pct": 100.0 * float(np.mean([r["cpu"] for r in results])),
+                "round_p50s_ms": [float(np.percentile(r["latencies_ms"], 50)) for r in results],
+            }
+        )
     relay = rows[0]["p50_ms"]
-    print(f"Sensor-to-command latency over DDS, IMU 200 Hz + camera 96x64 rgb8 ~30 Hz, "
-          f"{args.rounds} alternating rounds of {args.seconds:.0f} s per target")
-    print(f"{'target':<18}{'sent':>7}{'answered':>9}{'late':>6}{'loss %':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
-          f"{'CPU %':>7}{'p50 vs relay':>14}")
+    print(
+        f"Sensor-to-command latency over DDS, IMU 200 Hz + camera 96x64 rgb8 ~30 Hz, "
+        f"{args.rounds} alternating rounds of {args.seconds:.0f} s per target"
+    )
+    print(
+        f"{'target':<18}{'sent':>7}{'answered':>9}{'late':>6}{'loss %':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
+        f"{'CPU %':>7}{'p50 vs relay':>14}"
+    )
     for r in rows:
-        print(f"{r['target']:<18}{r['sent']:>7}{r['received']:>9}{r['late_frames']:>6}{r['loss_pct']:>8.2f}{r['p50_ms']:>8.2f}"
-              f"{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_pct']:>7.1f}{r['p50_ms'] / relay:>13.2f}x"
-              f"   rounds p50: {', '.join(f'{x:.2f}' for x in r['round_p50s_ms'])}")
-    print("p50 by input:  " + "   ".join(
-        f"{r['target']}: IMU {r['imu_p50_ms']:.2f} ms ({r['imu_p50_ms'] / rows[0]['imu_p50_ms']:.2f}x), camera "
-        f"{r['camera_p50_ms']:.2f} ms ({r['camera_p50_ms'] / rows[0]['camera_p50_ms']:.2f}x)" for r in rows))
-    print(f"controller per camera frame, in-process, p50 (encoder: {split['encoder']}): convert "
-          f"{split['convert_us']:.1f} + resize {split['resize_us']:.1f} + encode {split['encode_us']:.1f} + step "
-          f"{split['step_us']:.1f} = {split['sum_us']:.0f} us; the whole through LiquidController "
-          f"{split['whole_us']:.0f} us back to back, {split['whole_paced_us']:.0f} us a frame at a time 33 ms "
-          "apart (caches cold)")
+        print(
+            f"{r['target']:<18}{r['sent']:>7}{r['received']:>9}{r['late_frames']:>6}{r['loss_pct']:>8.2f}{r['p50_ms']:>8.2f}"
+            f"{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_pct']:>7.1f}{r['p50_ms'] / relay:>13.2f}x"
+            f"   rounds p50: {', '.join(f'{x:.2f}' for x in r['round_p50s_ms'])}"
+        )
+    print(
+        "p50 by input:  "
+        + "   ".join(
+            f"{r['target']}: IMU {r['imu_p50_ms']:.2f} ms ({r['imu_p50_ms'] / rows[0]['imu_p50_ms']:.2f}x), camera "
+            f"{r['camera_p50_ms']:.2f} ms ({r['camera_p50_ms'] / rows[0]['camera_p50_ms']:.2f}x)"
+            for r in rows
+        )
+    )
+    print(
+        f"controller per camera frame, in-process, p50 (encoder: {split['encoder']}): convert "
+        f"{split['convert_us']:.1f} + resize {split['resize_us']:.1f} + encode {split['encode_us']:.1f} + step "
+        f"{split['step_us']:.1f} = {split['sum_us']:.0f} us; the whole through LiquidController "
+        f"{split['whole_us']:.0f} us back to back, {split['whole_paced_us']:.0f} us a frame at a time 33 ms "
+        "apart (caches cold)"
+    )
     node = rows[1]
-    ratios = {"camera_vs_relay": node["camera_p50_ms"] / rows[0]["camera_p50_ms"],
-              "imu_vs_relay": node["imu_p50_ms"] / rows[0]["imu_p50_ms"], "frame_work_us": split["whole_us"]}
-    print("targets (controller_node): " + ", ".join(
-        f"{key} {value:.2f} <= {TARGETS[key]:g}: {'met' if value <= TARGETS[key] else 'NOT met'}"
-        for key, value in ratios.items()) + f"; load average {os.getloadavg()[0]:.1f}")
+    ratios = {
+        "camera_vs_relay": node["camera_p50_ms"] / rows[0]["camera_p50_ms"],
+        "imu_vs_relay": node["imu_p50_ms"] / rows[0]["imu_p50_ms"],
+        "frame_work_us": split["whole_us"],
+    }
+    print(
+        "targets (controller_node): "
+        + ", ".join(
+            f"{key} {value:.2f} <= {TARGETS[key]:g}: {'met' if value <= TARGETS[key] else 'NOT met'}"
+            for key, value in ratios.items()
+        )
+        + f"; load average {os.getloadavg()[0]:.1f}"
+    )
     if args.json:
         print(json.dumps({"rows": rows, "stages": split, "ratios": ratios}))
 

@@ -64,8 +64,9 @@ def sequence(data: bytes, msgtype: str) -> int:
     return int(TYPESTORE.deserialize_cdr(data, msgtype).header.stamp.nanosec)
 
 
-def publish(imu_count: int, width: int, height: int, prefix: str, best_effort: bool = False,
-            wait_s: float = 60.0) -> dict:
+def publish(
+    imu_count: int, width: int, height: int, prefix: str, best_effort: bool = False, wait_s: float = 60.0
+) -> dict:
     """Publish `imu_count` IMU samples at 200 Hz and the camera frames of that time at 30 Hz, until
     done or SIGINT/SIGTERM; reliable (or best effort, as sensor drivers publish). Returns what was
     sent."""
@@ -79,12 +80,13 @@ def publish(imu_count: int, width: int, height: int, prefix: str, best_effort: b
     stop = threading.Event()
     sent = {imu_topic: 0, camera_topic: 0}
     with stop_on_signals(stop), ros_node(f"recorder_loss_publisher_{os.getpid()}") as node:
+
         def qos(depth):
             reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
             return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability)
 
-        imu = node.create_publisher(Imu, imu_topic, qos(1000))          # 5 s of IMU
-        camera = node.create_publisher(Image, camera_topic, qos(200))   # 6.7 s of frames
+        imu = node.create_publisher(Imu, imu_topic, qos(1000))  # 5 s of IMU
+        camera = node.create_publisher(Image, camera_topic, qos(200))  # 6.7 s of frames
         deadline = time.monotonic() + wait_s
         while imu.get_subscription_count() == 0 or camera.get_subscription_count() == 0:
             if stop.is_set() or time.monotonic() > deadline:
@@ -132,8 +134,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(imu_count: int, width: int, height: int, workdir: Path, robot: bool = True,
-        best_effort: bool = False) -> list[dict]:
+def run(
+    imu_count: int, width: int, height: int, workdir: Path, robot: bool = True, best_effort: bool = False
+) -> list[dict]:
     """One run: controller_node and sim_node (when `robot`), the recorder, the publisher. Rows of
     (topic, sent, recorded, lost, the recorder's CPU use while the publisher ran)."""
     import rclpy
@@ -147,8 +150,7 @@ def run(imu_count: int, width: int, height: int, workdir: Path, robot: bool = Tr
     def start(name, args):
         out = open(workdir / f"{name}_{width}x{height}.log", "w")
         logs.append(out)
-        return subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     context = rclpy.context.Context()
     rclpy.init(context=context)
@@ -158,16 +160,46 @@ def run(imu_count: int, width: int, height: int, workdir: Path, robot: bool = Tr
         if robot:
             procs.append(start("sim", [LIB / "sim_node"]))
             procs.append(start("controller", [LIB / "controller_node", "--ros-args", "-p", "use_sim_time:=true"]))
-            _wait(lambda: watcher.count_publishers("/cmd_vel") > 0 and watcher.count_publishers("/imu/data") > 0,
-                  120, "sim_node and controller_node")
+            _wait(
+                lambda: watcher.count_publishers("/cmd_vel") > 0 and watcher.count_publishers("/imu/data") > 0,
+                120,
+                "sim_node and controller_node",
+            )
         robot_topics = ["/camera/image_raw", "/imu/data", "/cmd_vel", "/odom", "/clock"] if robot else []
-        recorder = start("record", [sys.executable, "-m", "liquid_control.cli", "record", "-o", bag,
-                                    imu_topic, camera_topic, *robot_topics, "--json"])
-        publisher = start("publish", [sys.executable, __file__, "publish", "--imu", imu_count,
-                                      "--size", f"{width}x{height}", *(["--best-effort"] if best_effort else [])])
+        recorder = start(
+            "record",
+            [
+                sys.executable,
+                "-m",
+                "liquid_control.cli",
+                "record",
+                "-o",
+                bag,
+                imu_topic,
+                camera_topic,
+                *robot_topics,
+                "--json",
+            ],
+        )
+        publisher = start(
+            "publish",
+            [
+                sys.executable,
+                __file__,
+                "publish",
+                "--imu",
+                imu_count,
+                "--size",
+                f"{width}x{height}",
+                *(["--best-effort"] if best_effort else []),
+            ],
+        )
         procs += [recorder, publisher]
-        _wait(lambda: watcher.count_subscribers(imu_topic) > 0 and watcher.count_subscribers(camera_topic) > 0,
-              60, "the recorder's subscriptions")
+        _wait(
+            lambda: watcher.count_subscribers(imu_topic) > 0 and watcher.count_subscribers(camera_topic) > 0,
+            60,
+            "the recorder's subscriptions",
+        )
         cpu0, wall0 = _cpu_seconds(recorder.pid), time.monotonic()
         if publisher.wait(timeout=imu_count / IMU_HZ + 120) != 0:
             raise RuntimeError(f"publisher failed: {(workdir / f'publish_{width}x{height}.log').read_text()}")
@@ -188,10 +220,16 @@ def run(imu_count: int, width: int, height: int, workdir: Path, robot: bool = Tr
     seqs: dict[str, set[int]] = {imu_topic: set(), camera_topic: set()}
     for topic, msgtype, _, data in read_serialized(bag, [imu_topic, camera_topic]):
         seqs[topic].add(sequence(data, msgtype))
-    return [{"topic": f"{topic} ({'IMU 200 Hz' if topic == imu_topic else f'camera {width}x{height} 30 Hz'})",
-             "sent": sent[topic], "recorded": len(seqs[topic]), "lost": sent[topic] - len(seqs[topic]),
-             "recorder_cpu_pct": round(100 * cpu, 1)}
-            for topic in (imu_topic, camera_topic)]
+    return [
+        {
+            "topic": f"{topic} ({'IMU 200 Hz' if topic == imu_topic else f'camera {width}x{height} 30 Hz'})",
+            "sent": sent[topic],
+            "recorded": len(seqs[topic]),
+            "lost": sent[topic] - len(seqs[topic]),
+            "recorder_cpu_pct": round(100 * cpu, 1),
+        }
+        for topic in (imu_topic, camera_topic)
+    ]
 
 
 def main() -> None:
@@ -205,8 +243,11 @@ def main() -> None:
     parser.add_argument("--imu", type=int, default=2000, help="IMU samples per run (200 Hz; 2000 = 10 s)")
     parser.add_argument("--sizes", nargs="+", default=["96x64", "640x480"], help="camera frame sizes, one run each")
     parser.add_argument("--no-robot", action="store_true", help="without sim_node and controller_node")
-    parser.add_argument("--best-effort", action="store_true",
-                        help="publish best effort, as sensor drivers do (losses are then DDS's too)")
+    parser.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="publish best effort, as sensor drivers do (losses are then DDS's too)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.command == "publish":
@@ -221,9 +262,11 @@ def main() -> None:
         for size in args.sizes:
             width, height = map(int, size.split("x"))
             rows += run(args.imu, width, height, Path(tmp), robot=not args.no_robot, best_effort=args.best_effort)
-    print(f"liquid-control record, {'best effort' if args.best_effort else 'reliable'} publisher, {args.imu} IMU "
-          "samples at 200 Hz + camera at 30 Hz per run"
-          + ("" if args.no_robot else ", sim_node and controller_node running beside"))
+    print(
+        f"liquid-control record, {'best effort' if args.best_effort else 'reliable'} publisher, {args.imu} IMU "
+        "samples at 200 Hz + camera at 30 Hz per run"
+        + ("" if args.no_robot else ", sim_node and controller_node running beside")
+    )
     print(f"{'topic':<44}{'sent':>7}{'recorded':>10}{'lost':>6}{'recorder CPU %':>16}")
     for r in rows:
         print(f"{r['topic']:<44}{r['sent']:>7}{r['recorded']:>10}{r['lost']:>6}{r['recorder_cpu_pct']:>16.1f}")

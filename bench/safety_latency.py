@@ -48,8 +48,10 @@ def _models(directory: Path) -> tuple[Path, Path]:
     outputs = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
     spec = EncoderSpec()
     paths = []
-    for name, core in (("go", nets.CfC(spec.core_inputs, nets.AutoNCP(19, 2, seed=22222))),
-                       ("slow", nets.LTC(spec.core_inputs, nets.FullyConnected(400, 2)))):
+    for name, core in (
+        ("go", nets.CfC(spec.core_inputs, nets.AutoNCP(19, 2, seed=22222))),
+        ("slow", nets.LTC(spec.core_inputs, nets.FullyConnected(400, 2))),
+    ):
         torch.manual_seed(0)
         policy = LiquidPolicy(spec, core, outputs=2).eval()
         with torch.no_grad():  # a policy that drives: every non-stop command is non-zero
@@ -77,7 +79,9 @@ class Peer:
         self.node = rclpy.create_node("safety_bench", namespace=ns, context=self.context)
         self.imu = self.node.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
         self.camera = self.node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.e_stop = self.node.create_publisher(Bool, "e_stop", latched)
         self.Bool, self.Imu, self.Image = Bool, Imu, Image
         self.commands: list[tuple[float, bool]] = []  # (arrival, moving)
@@ -99,8 +103,13 @@ class Peer:
 
     def _stream(self) -> None:
         k = 0
-        frame = self.Image(height=48, width=64, encoding="rgb8", step=192,
-                           data=np.random.default_rng(0).integers(0, 256, 48 * 64 * 3, dtype=np.uint8).tobytes())
+        frame = self.Image(
+            height=48,
+            width=64,
+            encoding="rgb8",
+            step=192,
+            data=np.random.default_rng(0).integers(0, 256, 48 * 64 * 3, dtype=np.uint8).tobytes(),
+        )
         t0 = 1000.0
         next_at = time.monotonic()
         while True:
@@ -131,6 +140,7 @@ class Peer:
         def found():
             with self.lock:
                 return next((a for a, moving in self.commands if a > t and not moving), None)
+
         self.wait(lambda: found() is not None, timeout=60.0)
         return found()
 
@@ -138,6 +148,7 @@ class Peer:
         def found():
             with self.lock:
                 return any(a > t and moving for a, moving in self.commands)
+
         self.wait(found)
 
     def set_async(self, **values) -> None:
@@ -160,9 +171,22 @@ def measure(rounds: int) -> dict:
         models = _models(Path(tmp))
         ns = f"/safety_bench_{os.getpid()}"
         exe = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
-        proc = subprocess.Popen([str(exe), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={models[0]}",
-                                 "-p", f"sensor_timeout:={TIMEOUT_S}", "-p", "max_linear_accel:=20.0"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                str(exe),
+                "--ros-args",
+                "-r",
+                f"__ns:={ns}",
+                "-p",
+                f"model_path:={models[0]}",
+                "-p",
+                f"sensor_timeout:={TIMEOUT_S}",
+                "-p",
+                "max_linear_accel:=20.0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         peer = Peer(ns)
         results: dict[str, list[float]] = {}
         try:
@@ -228,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         idle, loaded = np.array(results[f"{what}_idle"]) * 1e3, np.array(results[f"{what}_loading"]) * 1e3
         target = TARGETS.get(f"{what}_ms")
         ratio = np.median(loaded) / max(np.median(idle), 1e-3)
-        print(f"{what:22} {np.median(idle):9.2f} {idle.max():9.2f} {np.median(loaded):9.2f} {loaded.max():9.2f} "
-              f"{ratio:9.2f}  {f'<= {target:g} ms' if target else 'at the timeout (+ one 50 ms watchdog tick)'}")
+        print(
+            f"{what:22} {np.median(idle):9.2f} {idle.max():9.2f} {np.median(loaded):9.2f} {loaded.max():9.2f} "
+            f"{ratio:9.2f}  {f'<= {target:g} ms' if target else 'at the timeout (+ one 50 ms watchdog tick)'}"
+        )
     return 0
 
 

@@ -28,8 +28,11 @@ def measure(fn, steps: int, warmup: int = 300) -> dict[str, float]:
         fn()
         samples[i] = time.perf_counter_ns() - t0
     samples /= 1000.0
-    return {"p50_us": float(np.percentile(samples, 50)), "p90_us": float(np.percentile(samples, 90)),
-            "p99_us": float(np.percentile(samples, 99))}
+    return {
+        "p50_us": float(np.percentile(samples, 50)),
+        "p90_us": float(np.percentile(samples, 90)),
+        "p99_us": float(np.percentile(samples, 99)),
+    }
 
 
 def main() -> None:
@@ -56,15 +59,22 @@ def main() -> None:
         ours = getattr(nets, cell)(INPUTS, nets.AutoNCP(19, 2, seed=22222)).eval()
         fused = ours.fused()
         s1, s2 = fused.initial_state(), ours.initial_state()
-        rows.append((cell, "liquid_control fused kernel", measure(lambda f=fused, s=s1: f.step(x_np, s, dt), args.steps)))
+        rows.append(
+            (cell, "liquid_control fused kernel", measure(lambda f=fused, s=s1: f.step(x_np, s, dt), args.steps))
+        )
         rows.append((cell, "liquid_control module.step", measure(lambda m=ours, s=s2: m.step(x_np, s, dt), args.steps)))
         if ncps_torch is not None:
             ref = getattr(ncps_torch, cell)(INPUTS, ncps_wirings.AutoNCP(19, 2, seed=22222)).eval()
             h = torch.zeros(1, 19)
             with torch.no_grad():
                 # One step through ncps's sequence module, as a controller would call it.
-                rows.append((cell, "ncps 1.0.1 module", measure(
-                    lambda m=ref, h=h: m(x_t[:, None], h, timespans=ts_t), max(args.steps // 5, 500))))
+                rows.append(
+                    (
+                        cell,
+                        "ncps 1.0.1 module",
+                        measure(lambda m=ref, h=h: m(x_t[:, None], h, timespans=ts_t), max(args.steps // 5, 500)),
+                    )
+                )
     lstm = torch.nn.LSTMCell(INPUTS, 64).eval()
     hc = (torch.zeros(1, 64), torch.zeros(1, 64))
     with torch.no_grad():
@@ -72,8 +82,10 @@ def main() -> None:
 
     base = {cell: stats["p50_us"] for cell, name, stats in rows if name.startswith("ncps")}
     lstm_p50 = rows[-1][2]["p50_us"]
-    print(f"Step latency, AutoNCP(19, 2), {INPUTS} inputs, batch 1, 1 thread "
-          f"({platform.processor() or platform.machine()}, torch {torch.__version__})")
+    print(
+        f"Step latency, AutoNCP(19, 2), {INPUTS} inputs, batch 1, 1 thread "
+        f"({platform.processor() or platform.machine()}, torch {torch.__version__})"
+    )
     print(f"{'cell':<6}{'implementation':<32}{'p50 us':>9}{'p99 us':>9}{'vs ncps':>10}{'vs LSTMCell':>13}")
     for cell, name, stats in rows:
         vs_ncps = f"{base[cell] / stats['p50_us']:.1f}x" if cell in base else "-"

@@ -26,10 +26,12 @@ import numpy as np
 
 def _peak_mb(cmd: list[str], env: dict) -> tuple[float, float, subprocess.CompletedProcess]:
     """Run `cmd` as the only child in a fresh process (so RUSAGE_CHILDREN is its own peak)."""
-    probe = ("import resource, subprocess, sys, time, json; t = time.time(); "
-             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "print(json.dumps({'rc': r.returncode, 'peak_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-             "'seconds': time.time() - t, 'err': r.stderr[-2000:]}))")
+    probe = (
+        "import resource, subprocess, sys, time, json; t = time.time(); "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(json.dumps({'rc': r.returncode, 'peak_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+        "'seconds': time.time() - t, 'err': r.stderr[-2000:]}))"
+    )
     out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, env=env, check=True)
     result = json.loads(out.stdout)
     if result["rc"] != 0:
@@ -52,11 +54,40 @@ def main() -> int:
         if not args.bag:
             seconds = args.minutes * 60 / 12
             print(f"collecting {args.minutes:g} minutes of data into {bag} ...", flush=True)
-            subprocess.run([*cli, "collect", "--track", "oval", "--output", str(bag), "--episodes", "12",
-                            "--seconds", str(seconds), "--seed", "11"], env=env, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    *cli,
+                    "collect",
+                    "--track",
+                    "oval",
+                    "--output",
+                    str(bag),
+                    "--episodes",
+                    "12",
+                    "--seconds",
+                    str(seconds),
+                    "--seed",
+                    "11",
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
         floor, _, _ = _peak_mb([sys.executable, "-c", "import liquid_control.learning.train"], env)
-        train = [*cli, "train", "--bag", str(bag), "--output", str(tmp / "m.safetensors"), "--iterations",
-                 str(args.iterations), "--eval-every", str(args.iterations), "--cache-dir", str(tmp / "cache")]
+        train = [
+            *cli,
+            "train",
+            "--bag",
+            str(bag),
+            "--output",
+            str(tmp / "m.safetensors"),
+            "--iterations",
+            str(args.iterations),
+            "--eval-every",
+            str(args.iterations),
+            "--cache-dir",
+            str(tmp / "cache"),
+        ]
         cold, cold_s, _ = _peak_mb(train, env)
         warm, warm_s, _ = _peak_mb(train, env)
         (entry,) = [p for p in (tmp / "cache").iterdir() if p.is_dir()]
@@ -65,20 +96,30 @@ def main() -> int:
         float32_gb = int(np.prod(frames)) * 4 / 1e9
         result = {
             "bag_gb": sum(f.stat().st_size for f in bag.rglob("*") if f.is_file()) / 1e9,
-            "frames": frames[0], "steps": meta["steps"], "episodes": meta["episodes"],
-            "cache_gb": (entry / "frames.u8").stat().st_size / 1e9, "frames_as_float32_gb": float32_gb,
-            "import_floor_mb": floor, "peak_rss_building_cache_mb": cold, "peak_rss_cache_reused_mb": warm,
-            "seconds_building_cache_and_training": cold_s, "seconds_training_cache_reused": warm_s,
+            "frames": frames[0],
+            "steps": meta["steps"],
+            "episodes": meta["episodes"],
+            "cache_gb": (entry / "frames.u8").stat().st_size / 1e9,
+            "frames_as_float32_gb": float32_gb,
+            "import_floor_mb": floor,
+            "peak_rss_building_cache_mb": cold,
+            "peak_rss_cache_reused_mb": warm,
+            "seconds_building_cache_and_training": cold_s,
+            "seconds_training_cache_reused": warm_s,
             "iterations": args.iterations,
         }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['frames']} frames, {result['steps']} steps in {result['episodes']} episodes; bag "
-              f"{result['bag_gb']:.2f} GB, frame cache {result['cache_gb']:.2f} GB on disk (as float32 in memory: "
-              f"{float32_gb:.1f} GB)")
-        print(f"peak RSS: building the cache + {args.iterations} iterations {cold:.0f} MB ({cold_s:.0f} s), cache "
-              f"reused {warm:.0f} MB ({warm_s:.0f} s); importing the trainer alone {floor:.0f} MB")
+        print(
+            f"{result['frames']} frames, {result['steps']} steps in {result['episodes']} episodes; bag "
+            f"{result['bag_gb']:.2f} GB, frame cache {result['cache_gb']:.2f} GB on disk (as float32 in memory: "
+            f"{float32_gb:.1f} GB)"
+        )
+        print(
+            f"peak RSS: building the cache + {args.iterations} iterations {cold:.0f} MB ({cold_s:.0f} s), cache "
+            f"reused {warm:.0f} MB ({warm_s:.0f} s); importing the trainer alone {floor:.0f} MB"
+        )
         print(f"peak / import floor: {cold / floor:.2f}x building, {warm / floor:.2f}x reused")
     return 0
 

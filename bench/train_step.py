@@ -44,6 +44,7 @@ def step_fn(module, forward):
     def run():
         module.zero_grad(set_to_none=True)
         forward().square().mean().backward()
+
     return run
 
 
@@ -70,17 +71,25 @@ def main() -> None:
         for cell in ("CfC", "LTC"):
             ours = getattr(nets, cell)(INPUTS, nets.AutoNCP(19, 2, seed=22222))
             rows[threads, cell, "liquid_control fused"] = (
-                step_fn(ours, lambda m=ours: m.state_sequence(x, ts, fused=True)), 20)
+                step_fn(ours, lambda m=ours: m.state_sequence(x, ts, fused=True)),
+                20,
+            )
             rows[threads, cell, "liquid_control reference loop"] = (
-                step_fn(ours, lambda m=ours: m.state_sequence(x, ts, fused=False)), 3)
+                step_fn(ours, lambda m=ours: m.state_sequence(x, ts, fused=False)),
+                3,
+            )
             if ncps_torch is not None:
                 ref = getattr(ncps_torch, cell)(INPUTS, ncps_wirings.AutoNCP(19, 2, seed=22222))
                 rows[threads, cell, "ncps 1.0.1"] = (step_fn(ref, lambda m=ref: m(x)[0]), 3)
         s4 = LiquidS4(INPUTS, units=19, channels=16, modes=8)
         rows[threads, "Liquid-S4", "liquid_control fused"] = (
-            step_fn(s4, lambda m=s4: m.state_sequence(x, ts, fused=True)), 20)
+            step_fn(s4, lambda m=s4: m.state_sequence(x, ts, fused=True)),
+            20,
+        )
         rows[threads, "Liquid-S4", "liquid_control reference loop"] = (
-            step_fn(s4, lambda m=s4: m.state_sequence(x, ts, fused=False)), 3)
+            step_fn(s4, lambda m=s4: m.state_sequence(x, ts, fused=False)),
+            3,
+        )
         lstm = torch.nn.LSTM(INPUTS, 64, batch_first=True)
         rows[threads, "LSTM", "torch.nn.LSTM(15, 64)"] = (step_fn(lstm, lambda m=lstm: m(x)[0]), 40)
 
@@ -101,23 +110,35 @@ def main() -> None:
     stats = {}
     for key, s in samples.items():
         wall, cpu = np.array(s).T
-        stats[key] = {"p50_ms": float(np.percentile(wall, 50)), "p90_ms": float(np.percentile(wall, 90)),
-                      "cpu_p50_ms": float(np.percentile(cpu, 50)), "n": len(s)}
-    print(f"Training step (forward + backward), AutoNCP(19, 2), {INPUTS} inputs, batch {args.batch} x "
-          f"{args.steps} steps, float32 ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"{'threads':>7}  {'cell':<10}{'implementation':<31}{'p50 ms':>9}{'p90 ms':>9}{'cpu p50':>9}{'n':>5}"
-          f"{'vs ncps':>9}{'vs LSTM':>9}")
+        stats[key] = {
+            "p50_ms": float(np.percentile(wall, 50)),
+            "p90_ms": float(np.percentile(wall, 90)),
+            "cpu_p50_ms": float(np.percentile(cpu, 50)),
+            "n": len(s),
+        }
+    print(
+        f"Training step (forward + backward), AutoNCP(19, 2), {INPUTS} inputs, batch {args.batch} x "
+        f"{args.steps} steps, float32 ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+    )
+    print(
+        f"{'threads':>7}  {'cell':<10}{'implementation':<31}{'p50 ms':>9}{'p90 ms':>9}{'cpu p50':>9}{'n':>5}"
+        f"{'vs ncps':>9}{'vs LSTM':>9}"
+    )
     for (threads, cell, name), st in stats.items():
         base = stats.get((threads, cell, "ncps 1.0.1"))
         lstm_p50 = stats[threads, "LSTM", "torch.nn.LSTM(15, 64)"]["p50_ms"]
         vs_ncps = f"{base['p50_ms'] / st['p50_ms']:.1f}x" if base else "-"
         vs_lstm = f"{st['p50_ms'] / lstm_p50:.2f}"
-        print(f"{threads:>7}  {cell:<10}{name:<31}{st['p50_ms']:>9.2f}{st['p90_ms']:>9.2f}{st['cpu_p50_ms']:>9.2f}"
-              f"{st['n']:>5}{vs_ncps:>9}{vs_lstm:>9}")
-    print("(wall-clock p50 / p90; cpu p50: the process's CPU time per step, all its threads, less "
-          "sensitive to other jobs at 1 thread. vs ncps: times faster than ncps 1.0.1 at p50, >1 is "
-          "faster; vs LSTM: this row's p50 over the LSTM's at the same threads, <=3 is the target)")
+        print(
+            f"{threads:>7}  {cell:<10}{name:<31}{st['p50_ms']:>9.2f}{st['p90_ms']:>9.2f}{st['cpu_p50_ms']:>9.2f}"
+            f"{st['n']:>5}{vs_ncps:>9}{vs_lstm:>9}"
+        )
+    print(
+        "(wall-clock p50 / p90; cpu p50: the process's CPU time per step, all its threads, less "
+        "sensitive to other jobs at 1 thread. vs ncps: times faster than ncps 1.0.1 at p50, >1 is "
+        "faster; vs LSTM: this row's p50 over the LSTM's at the same threads, <=3 is the target)"
+    )
     if args.json:
         print(json.dumps([{"threads": t, "cell": c, "implementation": n, **s} for (t, c, n), s in stats.items()]))
 

@@ -8,7 +8,6 @@ with Gazebo Harmonic); there is no expert, so no online adaptation, here.
     ros2 launch liquid_control gazebo.launch.py --show-args
 """
 
-
 from launch import LaunchDescription
 from launch.actions import (
     AppendEnvironmentVariable,
@@ -34,11 +33,27 @@ def spawn_robot(context) -> list:
 
     x, y, z, yaw = gazebo.spawn_pose(LaunchConfiguration("track").perform(context))
     robot_sdf = PathJoinSubstitution([FindPackageShare(PACKAGE), "models", "gazebo", gazebo.ROBOT_NAME, "model.sdf"])
-    return [Node(
-        package="ros_gz_sim", executable="create", output="screen",
-        arguments=["-name", gazebo.ROBOT_NAME, "-file", robot_sdf,
-                   "-x", f"{x:.4f}", "-y", f"{y:.4f}", "-z", f"{z:.4f}", "-Y", f"{yaw:.4f}"],
-    )]
+    return [
+        Node(
+            package="ros_gz_sim",
+            executable="create",
+            output="screen",
+            arguments=[
+                "-name",
+                gazebo.ROBOT_NAME,
+                "-file",
+                robot_sdf,
+                "-x",
+                f"{x:.4f}",
+                "-y",
+                f"{y:.4f}",
+                "-z",
+                f"{z:.4f}",
+                "-Y",
+                f"{yaw:.4f}",
+            ],
+        )
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -48,50 +63,69 @@ def generate_launch_description() -> LaunchDescription:
     # -r: run at once; -s: server only (no window); -v2: errors and warnings.
     gz_options = IfElseSubstitution(LaunchConfiguration("gui"), if_value="-r -v2 ", else_value="-r -s -v2 ")
 
-    return LaunchDescription([
-        DeclareLaunchArgument(
-            "track", default_value="oval",
-            description="Shipped track whose Gazebo world to load and whose start to spawn the robot at "
-                        "(oval, kidney, serpentine, hairpin: models/gazebo/worlds/<track>.sdf)."),
-        launching.model_argument(),
-        launching.managed_argument(),
-        DeclareLaunchArgument(
-            "params_file", default_value=PathJoinSubstitution([share, "config", "controller.yaml"]),
-            description="ROS parameters file for the controller (node liquid_controller). Key it "
-                        "/**/liquid_controller for it to apply under a namespace."),
-        DeclareLaunchArgument(
-            "namespace", default_value="",
-            description="ROS namespace of the bridge's ROS topics and the controller (e.g. robot1); "
-                        "empty for none. /clock stays global."),
-        DeclareLaunchArgument(
-            "gui", default_value="false", choices=["true", "false"],
-            description="true: open the Gazebo window; false: run the server only (headless)."),
-        *launching.record_arguments(),
-
-        # Our worlds and robot refer to each other as model:// resources: make them findable first.
-        AppendEnvironmentVariable("GZ_SIM_RESOURCE_PATH", PathJoinSubstitution([share, "models", "gazebo"])),
-        IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch",
-                                                                "gz_sim.launch.py"])),
-            launch_arguments={"gz_args": [gz_options, *world], "on_exit_shutdown": "true"}.items(),
-        ),
-        OpaqueFunction(function=spawn_robot),
-        Node(
-            package="ros_gz_bridge", executable="parameter_bridge", namespace=namespace, output="screen",
-            parameters=[{
-                "config_file": PathJoinSubstitution([share, "config", "gazebo_bridge.yaml"]),
-                "use_sim_time": True,
-            }],
-        ),
-        *launching.controller(
-            namespace=namespace,
-            parameters=[LaunchConfiguration("params_file"), {
-                "use_sim_time": True,
-                # Gazebo's DiffDrive takes gz.msgs.Twist, bridged from geometry_msgs/Twist.
-                "cmd_vel_stamped": False,
-                "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
-            }],
-        ),
-        # The robot's topics under `namespace`.
-        launching.recorder("--namespace", namespace, condition=IfCondition(LaunchConfiguration("record"))),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "track",
+                default_value="oval",
+                description="Shipped track whose Gazebo world to load and whose start to spawn the robot at "
+                "(oval, kidney, serpentine, hairpin: models/gazebo/worlds/<track>.sdf).",
+            ),
+            launching.model_argument(),
+            launching.managed_argument(),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=PathJoinSubstitution([share, "config", "controller.yaml"]),
+                description="ROS parameters file for the controller (node liquid_controller). Key it "
+                "/**/liquid_controller for it to apply under a namespace.",
+            ),
+            DeclareLaunchArgument(
+                "namespace",
+                default_value="",
+                description="ROS namespace of the bridge's ROS topics and the controller (e.g. robot1); "
+                "empty for none. /clock stays global.",
+            ),
+            DeclareLaunchArgument(
+                "gui",
+                default_value="false",
+                choices=["true", "false"],
+                description="true: open the Gazebo window; false: run the server only (headless).",
+            ),
+            *launching.record_arguments(),
+            # Our worlds and robot refer to each other as model:// resources: make them findable first.
+            AppendEnvironmentVariable("GZ_SIM_RESOURCE_PATH", PathJoinSubstitution([share, "models", "gazebo"])),
+            IncludeLaunchDescription(
+                PythonLaunchDescriptionSource(
+                    PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch", "gz_sim.launch.py"])
+                ),
+                launch_arguments={"gz_args": [gz_options, *world], "on_exit_shutdown": "true"}.items(),
+            ),
+            OpaqueFunction(function=spawn_robot),
+            Node(
+                package="ros_gz_bridge",
+                executable="parameter_bridge",
+                namespace=namespace,
+                output="screen",
+                parameters=[
+                    {
+                        "config_file": PathJoinSubstitution([share, "config", "gazebo_bridge.yaml"]),
+                        "use_sim_time": True,
+                    }
+                ],
+            ),
+            *launching.controller(
+                namespace=namespace,
+                parameters=[
+                    LaunchConfiguration("params_file"),
+                    {
+                        "use_sim_time": True,
+                        # Gazebo's DiffDrive takes gz.msgs.Twist, bridged from geometry_msgs/Twist.
+                        "cmd_vel_stamped": False,
+                        "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
+                    },
+                ],
+            ),
+            # The robot's topics under `namespace`.
+            launching.recorder("--namespace", namespace, condition=IfCondition(LaunchConfiguration("record"))),
+        ]
+    )

@@ -9,7 +9,6 @@ config/robot.yaml.
     ros2 launch liquid_control robot.launch.py --show-args
 """
 
-
 import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -26,15 +25,24 @@ RESPAWN_DELAY_S = 2.0  # launch takes a number here, not a substitution
 
 # The controller's own topic (liquid_control.topics) -> the launch argument naming the robot's.
 REMAPPED = {
-    "camera_topic": (topics.CAMERA, "Camera the policy sees (sensor_msgs/Image), by its raw name: with "
-                                    "camera_transport:=compressed the controller takes <camera_topic>/compressed."),
+    "camera_topic": (
+        topics.CAMERA,
+        "Camera the policy sees (sensor_msgs/Image), by its raw name: with "
+        "camera_transport:=compressed the controller takes <camera_topic>/compressed.",
+    ),
     "imu_topic": (topics.IMU, "IMU (sensor_msgs/Imu)."),
-    "cmd_vel_topic": (topics.CMD_VEL, "Velocity commands to the base (TwistStamped with cmd_vel_stamped "
-                                      "in params_file, else Twist)."),
-    "teacher_topic": (topics.TEACHER, "Teacher commands for online adaptation (TwistStamped with "
-                                      "teacher_stamped in params_file, else Twist)."),
-    "e_stop_topic": (topics.E_STOP, "Emergency stop (std_msgs/Bool, reliable, transient local): true "
-                                    "holds zero commands."),
+    "cmd_vel_topic": (
+        topics.CMD_VEL,
+        "Velocity commands to the base (TwistStamped with cmd_vel_stamped in params_file, else Twist).",
+    ),
+    "teacher_topic": (
+        topics.TEACHER,
+        "Teacher commands for online adaptation (TwistStamped with teacher_stamped in params_file, else Twist).",
+    ),
+    "e_stop_topic": (
+        topics.E_STOP,
+        "Emergency stop (std_msgs/Bool, reliable, transient local): true holds zero commands.",
+    ),
 }
 
 
@@ -54,45 +62,67 @@ def generate_launch_description() -> LaunchDescription:
     # image_transport names the compressed stream <raw topic>/compressed.
     remappings.append((topics.CAMERA_COMPRESSED, [LaunchConfiguration("camera_topic"), "/compressed"]))
 
-    return LaunchDescription([
-        *(DeclareLaunchArgument(
-            arg, default_value=robot_topics[arg],
-            description=f"{text} The controller's {ours} is remapped to it; a relative name resolves "
-                        "in `namespace`. Default: config/turtlebot4_topics.yaml.")
-          for arg, (ours, text) in REMAPPED.items()),
-        launching.model_argument(),
-        launching.managed_argument(),
-        DeclareLaunchArgument(
-            "camera_transport", default_value="raw", choices=["raw", "compressed"],
-            description="raw: the camera as sensor_msgs/Image on camera_topic; compressed: "
-                        "sensor_msgs/CompressedImage (JPEG/PNG) on <camera_topic>/compressed, as "
-                        "image_transport publishes it."),
-        DeclareLaunchArgument(
-            "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "robot.yaml"]),
-            description="ROS parameters file for the controller: speed and acceleration limits, "
-                        "sensor_timeout, cmd_vel_stamped. Key it /**/liquid_controller for it to apply "
-                        "under a namespace, as config/robot.yaml does."),
-        DeclareLaunchArgument(
-            "namespace", default_value="",
-            description="ROS namespace of the controller and of relative topic names (e.g. robot1); empty for none."),
-        DeclareLaunchArgument(
-            "respawn", default_value="true", choices=["true", "false"],
-            description=f"true: restart the controller {RESPAWN_DELAY_S:g} s after it dies (it starts "
-                        "from a fresh liquid state and commands zero until sensors arrive)."),
-        DeclareLaunchArgument(
-            "use_sim_time", default_value="false", choices=["true", "false"],
-            description="true: the controller runs on /clock (a simulator, or a bag played with its clock)."),
-        *launching.record_arguments("the controller's topics, remapped as the controller's are,"),
-
-        *launching.controller(
-            namespace=namespace,
-            parameters=[LaunchConfiguration("params_file"), {
-                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-                "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
-                "camera_transport": ParameterValue(LaunchConfiguration("camera_transport"), value_type=str),
-            }],
-            remappings=remappings,
-            respawn=LaunchConfiguration("respawn"), respawn_delay=RESPAWN_DELAY_S,
-        ),
-        OpaqueFunction(function=recorder, condition=IfCondition(LaunchConfiguration("record"))),
-    ])
+    return LaunchDescription(
+        [
+            *(
+                DeclareLaunchArgument(
+                    arg,
+                    default_value=robot_topics[arg],
+                    description=f"{text} The controller's {ours} is remapped to it; a relative name resolves "
+                    "in `namespace`. Default: config/turtlebot4_topics.yaml.",
+                )
+                for arg, (ours, text) in REMAPPED.items()
+            ),
+            launching.model_argument(),
+            launching.managed_argument(),
+            DeclareLaunchArgument(
+                "camera_transport",
+                default_value="raw",
+                choices=["raw", "compressed"],
+                description="raw: the camera as sensor_msgs/Image on camera_topic; compressed: "
+                "sensor_msgs/CompressedImage (JPEG/PNG) on <camera_topic>/compressed, as "
+                "image_transport publishes it.",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "robot.yaml"]),
+                description="ROS parameters file for the controller: speed and acceleration limits, "
+                "sensor_timeout, cmd_vel_stamped. Key it /**/liquid_controller for it to apply "
+                "under a namespace, as config/robot.yaml does.",
+            ),
+            DeclareLaunchArgument(
+                "namespace",
+                default_value="",
+                description="ROS namespace of the controller and of relative topic names (e.g. robot1); empty for none.",
+            ),
+            DeclareLaunchArgument(
+                "respawn",
+                default_value="true",
+                choices=["true", "false"],
+                description=f"true: restart the controller {RESPAWN_DELAY_S:g} s after it dies (it starts "
+                "from a fresh liquid state and commands zero until sensors arrive).",
+            ),
+            DeclareLaunchArgument(
+                "use_sim_time",
+                default_value="false",
+                choices=["true", "false"],
+                description="true: the controller runs on /clock (a simulator, or a bag played with its clock).",
+            ),
+            *launching.record_arguments("the controller's topics, remapped as the controller's are,"),
+            *launching.controller(
+                namespace=namespace,
+                parameters=[
+                    LaunchConfiguration("params_file"),
+                    {
+                        "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                        "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
+                        "camera_transport": ParameterValue(LaunchConfiguration("camera_transport"), value_type=str),
+                    },
+                ],
+                remappings=remappings,
+                respawn=LaunchConfiguration("respawn"),
+                respawn_delay=RESPAWN_DELAY_S,
+            ),
+            OpaqueFunction(function=recorder, condition=IfCondition(LaunchConfiguration("record"))),
+        ]
+    )

@@ -6,7 +6,6 @@ expert's teacher/cmd_vel) and controller_node on the simulator's clock, optional
     ros2 launch liquid_control sim.launch.py --show-args
 """
 
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.conditions import IfCondition
@@ -28,45 +27,65 @@ def generate_launch_description() -> LaunchDescription:
     real_time_factor = LaunchConfiguration("real_time_factor")
     adaptation = LaunchConfiguration("adaptation")
 
-    return LaunchDescription([
-        launching.model_argument(),
-        launching.managed_argument(),
-        DeclareLaunchArgument(
-            "track", default_value="oval",
-            description="Track to drive: a shipped one (oval, kidney, serpentine, hairpin) or a track file (.yaml)."),
-        DeclareLaunchArgument(
-            "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "controller.yaml"]),
-            description="ROS parameters file for the controller (node liquid_controller). Key it "
-                        "/**/liquid_controller for it to apply under a namespace."),
-        DeclareLaunchArgument(
-            "namespace", default_value="",
-            description="ROS namespace of every node and topic (e.g. robot1); empty for none. /clock stays global."),
-        DeclareLaunchArgument(
-            "real_time_factor", default_value="1.0",
-            description="Simulated seconds per wall-clock second; 0 runs as fast as the CPU allows."),
-        DeclareLaunchArgument(
-            "adaptation", default_value="false", choices=["true", "false"],
-            description="true: the controller adapts its readout online toward the simulator's expert "
-                        "(teacher/cmd_vel); sets adaptation.enabled."),
-        *launching.record_arguments(),
-
-        Node(
-            package=PACKAGE, executable="sim_node", namespace=namespace, output="screen",
-            parameters=[{
-                "track": ParameterValue(track, value_type=str),
-                "real_time_factor": ParameterValue(real_time_factor, value_type=float),
-            }],
-            # Without the simulator there is nothing to control: end the whole launch.
-            on_exit=Shutdown(reason="sim_node exited"),
-        ),
-        *launching.controller(
-            namespace=namespace,
-            parameters=[params_file, {
-                "use_sim_time": True,
-                "model_path": ParameterValue(model, value_type=str),
-                "adaptation.enabled": ParameterValue(adaptation, value_type=bool),
-            }],
-        ),
-        # The robot's topics under `namespace`.
-        launching.recorder("--namespace", namespace, condition=IfCondition(LaunchConfiguration("record"))),
-    ])
+    return LaunchDescription(
+        [
+            launching.model_argument(),
+            launching.managed_argument(),
+            DeclareLaunchArgument(
+                "track",
+                default_value="oval",
+                description="Track to drive: a shipped one (oval, kidney, serpentine, hairpin) or a track file (.yaml).",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "controller.yaml"]),
+                description="ROS parameters file for the controller (node liquid_controller). Key it "
+                "/**/liquid_controller for it to apply under a namespace.",
+            ),
+            DeclareLaunchArgument(
+                "namespace",
+                default_value="",
+                description="ROS namespace of every node and topic (e.g. robot1); empty for none. /clock stays global.",
+            ),
+            DeclareLaunchArgument(
+                "real_time_factor",
+                default_value="1.0",
+                description="Simulated seconds per wall-clock second; 0 runs as fast as the CPU allows.",
+            ),
+            DeclareLaunchArgument(
+                "adaptation",
+                default_value="false",
+                choices=["true", "false"],
+                description="true: the controller adapts its readout online toward the simulator's expert "
+                "(teacher/cmd_vel); sets adaptation.enabled.",
+            ),
+            *launching.record_arguments(),
+            Node(
+                package=PACKAGE,
+                executable="sim_node",
+                namespace=namespace,
+                output="screen",
+                parameters=[
+                    {
+                        "track": ParameterValue(track, value_type=str),
+                        "real_time_factor": ParameterValue(real_time_factor, value_type=float),
+                    }
+                ],
+                # Without the simulator there is nothing to control: end the whole launch.
+                on_exit=Shutdown(reason="sim_node exited"),
+            ),
+            *launching.controller(
+                namespace=namespace,
+                parameters=[
+                    params_file,
+                    {
+                        "use_sim_time": True,
+                        "model_path": ParameterValue(model, value_type=str),
+                        "adaptation.enabled": ParameterValue(adaptation, value_type=bool),
+                    },
+                ],
+            ),
+            # The robot's topics under `namespace`.
+            launching.recorder("--namespace", namespace, condition=IfCondition(LaunchConfiguration("record"))),
+        ]
+    )

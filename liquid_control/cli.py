@@ -80,13 +80,15 @@ def _info(args: argparse.Namespace) -> int:
     }
     if args.graph:
         if wiring is None or not hasattr(wiring, "get_graph"):
-            print(f"error: {args.model} has no wiring to draw: its core is {wiring_summary['type']} "
-                  f"({wiring_summary['units']} units)", file=sys.stderr)
+            print(
+                f"error: {args.model} has no wiring to draw: its core is {wiring_summary['type']} "
+                f"({wiring_summary['units']} units)",
+                file=sys.stderr,
+            )
             return 2
         from .draw.wiring import write_wiring_png
 
-        write_wiring_png(args.graph, wiring, input_names=config.sensors.features,
-                         output_names=config.outputs.fields)
+        write_wiring_png(args.graph, wiring, input_names=config.sensors.features, output_names=config.outputs.fields)
         report["graph"] = str(args.graph)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -94,12 +96,16 @@ def _info(args: argparse.Namespace) -> int:
     net = config.network
     print(f"model      {args.model}")
     print(f"format     {config.format_version}")
-    print(f"network    {net.cell.upper()} {'wired' if net.wiring else 'fully connected'}, "
-          f"{net.input_size} inputs -> {core.out_features} outputs, state {core.state_size}")
+    print(
+        f"network    {net.cell.upper()} {'wired' if net.wiring else 'fully connected'}, "
+        f"{net.input_size} inputs -> {core.out_features} outputs, state {core.state_size}"
+    )
     if config.encoder:
         print(f"policy     camera encoder {json.dumps(config.encoder, sort_keys=True)}")
-        print(f"           parameters: camera encoder {counts['camera_encoder']}, liquid core "
-              f"{counts['liquid_core']} ({counts['liquid_core_effective']} live), readout {counts['readout']}")
+        print(
+            f"           parameters: camera encoder {counts['camera_encoder']}, liquid core "
+            f"{counts['liquid_core']} ({counts['liquid_core_effective']} live), readout {counts['readout']}"
+        )
     if net.wiring:
         print(f"wiring     {json.dumps(net.wiring)}")
     if net.options:
@@ -145,8 +151,15 @@ def _collect(args: argparse.Namespace) -> int:
     from .sim.track import Track, track_path
 
     tracks = [Track.load(track_path(t)) for t in args.track]
-    summary = collect(tracks, args.output, episodes=args.episodes, seconds=args.seconds, seed=args.seed,
-                      speed=args.speed, max_speed=args.max_speed)
+    summary = collect(
+        tracks,
+        args.output,
+        episodes=args.episodes,
+        seconds=args.seconds,
+        seed=args.seed,
+        speed=args.speed,
+        max_speed=args.max_speed,
+    )
     print(json.dumps({"bag": args.output, **summary}))
     return 0
 
@@ -154,15 +167,24 @@ def _collect(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from .learning.evaluate import evaluate
 
-    result = evaluate(args.model, args.track, args.condition, episodes=args.episodes, seconds=args.seconds,
-                      seed=args.seed, plot=args.plot)
+    result = evaluate(
+        args.model,
+        args.track,
+        args.condition,
+        episodes=args.episodes,
+        seconds=args.seconds,
+        seed=args.seed,
+        plot=args.plot,
+    )
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}))
     else:
-        print(f"{result['model']} on {result['track']} ({result['condition']}), {result['episodes']} x "
-              f"{result['seconds']:.0f} s: success {result['success_rate']:.0%}, mean |xte| "
-              f"{result['mean_abs_xte_m']:.3f} m, max {result['max_abs_xte_m']:.3f} m, "
-              f"speed {result['mean_speed_mps']:.2f} m/s")
+        print(
+            f"{result['model']} on {result['track']} ({result['condition']}), {result['episodes']} x "
+            f"{result['seconds']:.0f} s: success {result['success_rate']:.0%}, mean |xte| "
+            f"{result['mean_abs_xte_m']:.3f} m, max {result['max_abs_xte_m']:.3f} m, "
+            f"speed {result['mean_speed_mps']:.2f} m/s"
+        )
     return 0
 
 
@@ -184,9 +206,17 @@ def _table(args: argparse.Namespace) -> int:
             if c not in conditions:  # each suite starts with nominal: one column of it
                 conditions.append(c)
     try:
-        result = evaluation_table(models, conditions or None, episodes=args.episodes, seconds=args.seconds,
-                                  seed=args.seed, jobs=args.jobs, reference=args.reference,
-                                  cells_dir=args.cells, log=lambda line: print(line, file=sys.stderr))
+        result = evaluation_table(
+            models,
+            conditions or None,
+            episodes=args.episodes,
+            seconds=args.seconds,
+            seed=args.seed,
+            jobs=args.jobs,
+            reference=args.reference,
+            cells_dir=args.cells,
+            log=lambda line: print(line, file=sys.stderr),
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -198,9 +228,15 @@ def _table(args: argparse.Namespace) -> int:
 def _drive(args: argparse.Namespace) -> int:
     from .demos.ros_drive import drive
 
-    result = drive(model=args.model, track=args.track, seconds=args.seconds, steering_bias=args.steering_bias,
-                   plot=args.plot, bag=args.bag,
-                   adaptation=args.adaptation)
+    result = drive(
+        model=args.model,
+        track=args.track,
+        seconds=args.seconds,
+        steering_bias=args.steering_bias,
+        plot=args.plot,
+        bag=args.bag,
+        adaptation=args.adaptation,
+    )
     if args.json:
         print(json.dumps(result))
     return 0 if result["ok"] else 1
@@ -223,26 +259,54 @@ def _record(args: argparse.Namespace) -> int:
     from .bags.record import format_record_summary, record
     from .bags.ros import default_topics
 
-    return _bag_command(args, lambda: record(args.output, args.topics or default_topics(args.namespace),
-                                             duration=args.duration), format_record_summary)
+    return _bag_command(
+        args,
+        lambda: record(args.output, args.topics or default_topics(args.namespace), duration=args.duration),
+        format_record_summary,
+    )
 
 
 def _play(args: argparse.Namespace) -> int:
     from .bags.play import format_play_summary, parse_remaps, play
 
-    return _bag_command(args, lambda: play(
-        args.bag, rate=args.rate, loop=args.loop, remap=parse_remaps(args.remap), clock_hz=args.clock,
-        topics=args.topics, start_offset=args.start_offset, delay=args.delay,
-        wait_for_subscribers=args.wait_for_subscribers), format_play_summary)
+    return _bag_command(
+        args,
+        lambda: play(
+            args.bag,
+            rate=args.rate,
+            loop=args.loop,
+            remap=parse_remaps(args.remap),
+            clock_hz=args.clock,
+            topics=args.topics,
+            start_offset=args.start_offset,
+            delay=args.delay,
+            wait_for_subscribers=args.wait_for_subscribers,
+        ),
+        format_play_summary,
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:
     from .bags.replay import format_summary, replay
 
-    return _bag_command(args, lambda: replay(
-        args.bag, args.output, model=args.model, camera=args.camera_topic, imu=args.imu_topic,
-        compare_topic=args.compare_topic, csv_path=args.csv, plot_path=args.plot, frame_id=args.frame_id,
-        params_file=args.params, video_path=args.video, activity_path=args.activity), format_summary)
+    return _bag_command(
+        args,
+        lambda: replay(
+            args.bag,
+            args.output,
+            model=args.model,
+            camera=args.camera_topic,
+            imu=args.imu_topic,
+            compare_topic=args.compare_topic,
+            csv_path=args.csv,
+            plot_path=args.plot,
+            frame_id=args.frame_id,
+            params_file=args.params,
+            video_path=args.video,
+            activity_path=args.activity,
+        ),
+        format_summary,
+    )
 
 
 def _recover(args: argparse.Namespace) -> int:
@@ -260,10 +324,14 @@ def _export(args: argparse.Namespace) -> int:
     except (ModelFileError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summary) if args.json else
-          f"wrote {summary['onnx']} ({summary['bytes']} bytes, opset {summary['opset']}): inputs "
-          + ", ".join(f"{k} {v}" for k, v in summary["inputs"].items()) + "; outputs "
-          + ", ".join(f"{k} {v}" for k, v in summary["outputs"].items()))
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"wrote {summary['onnx']} ({summary['bytes']} bytes, opset {summary['opset']}): inputs "
+        + ", ".join(f"{k} {v}" for k, v in summary["inputs"].items())
+        + "; outputs "
+        + ", ".join(f"{k} {v}" for k, v in summary["outputs"].items())
+    )
     return 0
 
 
@@ -272,21 +340,26 @@ SUITES = LazyChoices("liquid_control.sim.conditions", "SUITES")
 
 
 def _add_info(sub) -> None:
-    info = sub.add_parser("info", help="a model file's config, parameter counts and wiring; or a bag's topics, "
-                          "rates, stamp gaps and which topics training would use")
-    info.add_argument("model", metavar="MODEL_OR_BAG",
-                      help="a .safetensors model file, or a bag (directory, .mcap or .db3)")
+    info = sub.add_parser(
+        "info",
+        help="a model file's config, parameter counts and wiring; or a bag's topics, "
+        "rates, stamp gaps and which topics training would use",
+    )
+    info.add_argument(
+        "model", metavar="MODEL_OR_BAG", help="a .safetensors model file, or a bag (directory, .mcap or .db3)"
+    )
     info.add_argument("--json", action="store_true", help="print one JSON object")
-    info.add_argument("--graph", metavar="PNG", help="draw the wiring to this PNG: neurons by layer, synapses "
-                      "by polarity, with their counts")
+    info.add_argument(
+        "--graph",
+        metavar="PNG",
+        help="draw the wiring to this PNG: neurons by layer, synapses by polarity, with their counts",
+    )
     add_topic_arguments(info, "for a bag: ")
     info.set_defaults(func=_info)
 
 
 def _add_demo(sub) -> None:
-    demo = sub.add_parser(
-        "demo", help="train a 19-neuron CfC on synthetic lane keeping and drive it closed loop"
-    )
+    demo = sub.add_parser("demo", help="train a 19-neuron CfC on synthetic lane keeping and drive it closed loop")
     demo.add_argument("--output", help="directory for the trained model file (default: a temp dir)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--iterations", type=int, default=150, help="training iterations")
@@ -296,7 +369,8 @@ def _add_demo(sub) -> None:
 
 def _add_drive(sub) -> None:
     drive = sub.add_parser(
-        "drive", help="sim_node and controller_node as ROS processes over DDS: the shipped policy drives a track")
+        "drive", help="sim_node and controller_node as ROS processes over DDS: the shipped policy drives a track"
+    )
     drive.add_argument("--model", help="policy file (default: the shipped lane-keeping model)")
     drive.add_argument("--track", default="oval", help="a shipped track name or a track file")
     drive.add_argument("--seconds", type=float, default=30.0, help="sim seconds to drive")
@@ -310,14 +384,19 @@ def _add_drive(sub) -> None:
 
 def _add_collect(sub) -> None:
     collect = sub.add_parser("collect", help="record expert driving with perturbations in the simulator to a bag")
-    collect.add_argument("--track", action="append", required=True,
-                         help="a shipped track name or a track file (repeat for several)")
+    collect.add_argument(
+        "--track", action="append", required=True, help="a shipped track name or a track file (repeat for several)"
+    )
     collect.add_argument("--output", required=True, help="the bag directory to create")
     collect.add_argument("--episodes", type=int, default=10, help="episodes per track")
     collect.add_argument("--seconds", type=float, default=30.0, help="sim seconds per episode")
     collect.add_argument("--speed", type=float, default=0.5, help="expert speed, m/s (with --max-speed: the least)")
-    collect.add_argument("--max-speed", type=float, help="schedule the expert's speed by the road ahead, from "
-                         "--speed up to this (m/s): it slows for the curves it sees coming")
+    collect.add_argument(
+        "--max-speed",
+        type=float,
+        help="schedule the expert's speed by the road ahead, from "
+        "--speed up to this (m/s): it slows for the curves it sees coming",
+    )
     collect.add_argument("--seed", type=int, default=0)
     collect.set_defaults(func=_collect)
 
@@ -334,8 +413,13 @@ def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="closed-loop episodes of a model in the simulator")
     ev.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
     ev.add_argument("--track", default="oval", help="a shipped track name or a track file")
-    ev.add_argument("--condition", choices=CONDITIONS, default="nominal", metavar="CONDITION",
-                    help="%(choices)s (default %(default)s)")
+    ev.add_argument(
+        "--condition",
+        choices=CONDITIONS,
+        default="nominal",
+        metavar="CONDITION",
+        help="%(choices)s (default %(default)s)",
+    )
     ev.add_argument("--episodes", type=int, default=5)
     ev.add_argument("--seconds", type=float, default=30.0)
     ev.add_argument("--seed", type=int, default=100)
@@ -346,38 +430,69 @@ def _add_eval(sub) -> None:
 
 def _add_table(sub) -> None:
     table = sub.add_parser("table", help="evaluate several models in every condition: the model card's table")
-    table.add_argument("--model", action="append", required=True, metavar="NAME=FILE",
-                       help="a row: its name and policy file (repeat; the same NAME again adds another "
-                       "training seed to that row)")
-    table.add_argument("--reference", metavar="NAME", help="the row the others are compared with (default: "
-                       "the first): each cell says whether it differs from the reference's at 95%%")
-    table.add_argument("--condition", action="append", choices=CONDITIONS, metavar="CONDITION",
-                       help="a column: %(choices)s (repeat; default: the classic suite)")
-    table.add_argument("--suite", action="append", choices=SUITES, metavar="SUITE",
-                       help="every condition of a suite as columns: %(choices)s (repeat; with --condition: both)")
-    table.add_argument("--episodes", type=int, default=6,
-                       help="episodes per cell (split between the training tracks)")
+    table.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=FILE",
+        help="a row: its name and policy file (repeat; the same NAME again adds another training seed to that row)",
+    )
+    table.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="the row the others are compared with (default: "
+        "the first): each cell says whether it differs from the reference's at 95%%",
+    )
+    table.add_argument(
+        "--condition",
+        action="append",
+        choices=CONDITIONS,
+        metavar="CONDITION",
+        help="a column: %(choices)s (repeat; default: the classic suite)",
+    )
+    table.add_argument(
+        "--suite",
+        action="append",
+        choices=SUITES,
+        metavar="SUITE",
+        help="every condition of a suite as columns: %(choices)s (repeat; with --condition: both)",
+    )
+    table.add_argument("--episodes", type=int, default=6, help="episodes per cell (split between the training tracks)")
     table.add_argument("--seconds", type=float, default=30.0)
     table.add_argument("--seed", type=int, default=100)
     table.add_argument("--jobs", type=int, default=1, help="cells evaluated at once (processes)")
-    table.add_argument("--cells", metavar="DIR",
-                       help="keep each finished cell's result in DIR and reuse those already there: an "
-                            "interrupted table resumes, a row added later runs only its own cells (keyed "
-                            "by the model file's contents, condition, track, episodes, seconds, seed)")
+    table.add_argument(
+        "--cells",
+        metavar="DIR",
+        help="keep each finished cell's result in DIR and reuse those already there: an "
+        "interrupted table resumes, a row added later runs only its own cells (keyed "
+        "by the model file's contents, condition, track, episodes, seconds, seed)",
+    )
     table.add_argument("--json", dest="json_path", help="write the full table as JSON to this file")
     table.add_argument("--markdown", help="write the markdown tables to this file")
-    table.add_argument("--by-condition", action="store_true",
-                       help="markdown with a row per condition and a column per model (for many conditions)")
+    table.add_argument(
+        "--by-condition",
+        action="store_true",
+        help="markdown with a row per condition and a column per model (for many conditions)",
+    )
     table.set_defaults(func=_table)
 
 
 def _add_record(sub) -> None:
     rec = sub.add_parser("record", help="record live topics to a rosbag2 bag (MCAP), messages as received")
-    rec.add_argument("topics", nargs="*", metavar="TOPIC",
-                     help="absolute topic names (default: the robot's topics, /clock and /diagnostics)")
+    rec.add_argument(
+        "topics",
+        nargs="*",
+        metavar="TOPIC",
+        help="absolute topic names (default: the robot's topics, /clock and /diagnostics)",
+    )
     rec.add_argument("-o", "--output", required=True, help="the bag directory to create")
-    rec.add_argument("--duration", type=float, metavar="S",
-                     help="stop after this many seconds from the start (default: at Ctrl-C / SIGTERM)")
+    rec.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="stop after this many seconds from the start (default: at Ctrl-C / SIGTERM)",
+    )
     rec.add_argument("--namespace", default="/", metavar="NS", help="the robot's namespace, for the default topics")
     rec.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     rec.set_defaults(func=_record)
@@ -388,17 +503,28 @@ def _add_play(sub) -> None:
     pl.add_argument("bag", help="a rosbag2 bag directory (or a .mcap / .db3 file)")
     pl.add_argument("--rate", type=float, default=1.0, help="speed factor (2 = twice as fast)")
     pl.add_argument("--loop", action="store_true", help="play again from the start at the end, until Ctrl-C")
-    pl.add_argument("--remap", action="append", default=[], metavar="OLD:=NEW",
-                    help="publish topic OLD as NEW (repeat for several)")
-    pl.add_argument("--clock", type=float, nargs="?", const=40.0, default=0.0, metavar="HZ",
-                    help="publish /clock from the bag's time at HZ (default 40 Hz when given without a value)")
+    pl.add_argument(
+        "--remap", action="append", default=[], metavar="OLD:=NEW", help="publish topic OLD as NEW (repeat for several)"
+    )
+    pl.add_argument(
+        "--clock",
+        type=float,
+        nargs="?",
+        const=40.0,
+        default=0.0,
+        metavar="HZ",
+        help="publish /clock from the bag's time at HZ (default 40 Hz when given without a value)",
+    )
     pl.add_argument("--topics", nargs="+", metavar="TOPIC", help="play only these topics")
-    pl.add_argument("--start-offset", type=float, default=0.0, metavar="S",
-                    help="start this many seconds into the bag")
-    pl.add_argument("--delay", type=float, default=0.0, metavar="S",
-                    help="wait this many seconds after creating the publishers")
-    pl.add_argument("--wait-for-subscribers", action="store_true",
-                    help="start once every played topic has a subscriber (at most 30 s)")
+    pl.add_argument("--start-offset", type=float, default=0.0, metavar="S", help="start this many seconds into the bag")
+    pl.add_argument(
+        "--delay", type=float, default=0.0, metavar="S", help="wait this many seconds after creating the publishers"
+    )
+    pl.add_argument(
+        "--wait-for-subscribers",
+        action="store_true",
+        help="start once every played topic has a subscriber (at most 30 s)",
+    )
     pl.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     pl.set_defaults(func=_play)
 
@@ -406,34 +532,63 @@ def _add_play(sub) -> None:
 def _add_replay(sub) -> None:
     from . import topics
 
-    rp = sub.add_parser("replay", help="offline: a bag's camera and IMU through a model; commands to a bag, "
-                        "CSV and plot, compared with the recorded ones")
+    rp = sub.add_parser(
+        "replay",
+        help="offline: a bag's camera and IMU through a model; commands to a bag, "
+        "CSV and plot, compared with the recorded ones",
+    )
     rp.add_argument("bag", help="a rosbag2 bag directory (or a .mcap / .db3 file)")
     rp.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
     rp.add_argument("--output", required=True, help="the bag directory to create (commands on /cmd_vel)")
-    rp.add_argument("--camera-topic", default=topics.absolute(topics.CAMERA), metavar="TOPIC",
-                    help="sensor_msgs/Image or CompressedImage topic (default %(default)s)")
-    rp.add_argument("--imu-topic", default=topics.absolute(topics.IMU), metavar="TOPIC",
-                    help="sensor_msgs/Imu topic (default %(default)s)")
-    rp.add_argument("--compare-topic", metavar="TOPIC", help="recorded commands to compare with, TwistStamped or Twist "
-                    "(default: /cmd_vel when the bag has it)")
+    rp.add_argument(
+        "--camera-topic",
+        default=topics.absolute(topics.CAMERA),
+        metavar="TOPIC",
+        help="sensor_msgs/Image or CompressedImage topic (default %(default)s)",
+    )
+    rp.add_argument(
+        "--imu-topic",
+        default=topics.absolute(topics.IMU),
+        metavar="TOPIC",
+        help="sensor_msgs/Imu topic (default %(default)s)",
+    )
+    rp.add_argument(
+        "--compare-topic",
+        metavar="TOPIC",
+        help="recorded commands to compare with, TwistStamped or Twist (default: /cmd_vel when the bag has it)",
+    )
     rp.add_argument("--csv", help="CSV of the commands (default: OUTPUT.csv)")
     rp.add_argument("--plot", help="PNG plot of replayed vs recorded commands (default: OUTPUT.png)")
-    rp.add_argument("--params", metavar="FILE", help="the controller node's parameters file (speed and "
-                    "acceleration limits, max_dt, tau_scale, frame_id; default: its config/controller.yaml)")
+    rp.add_argument(
+        "--params",
+        metavar="FILE",
+        help="the controller node's parameters file (speed and "
+        "acceleration limits, max_dt, tau_scale, frame_id; default: its config/controller.yaml)",
+    )
     rp.add_argument("--frame-id", help="header.frame_id of the commands (default: frame_id of the parameters)")
-    rp.add_argument("--video", metavar="MP4", help="a video, one frame per camera frame: the camera, where the "
-                    "encoder looks (VisualBackProp saliency) and the commands of the last seconds, replayed and "
-                    "recorded (needs pip install 'liquid_control[video]')")
-    rp.add_argument("--activity", metavar="CSV", help="each neuron's state and time constant (s) and the network's "
-                    "inputs after every step, and a plot of them per layer beside it (CSV with .png)")
+    rp.add_argument(
+        "--video",
+        metavar="MP4",
+        help="a video, one frame per camera frame: the camera, where the "
+        "encoder looks (VisualBackProp saliency) and the commands of the last seconds, replayed and "
+        "recorded (needs pip install 'liquid_control[video]')",
+    )
+    rp.add_argument(
+        "--activity",
+        metavar="CSV",
+        help="each neuron's state and time constant (s) and the network's "
+        "inputs after every step, and a plot of them per layer beside it (CSV with .png)",
+    )
     rp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     rp.set_defaults(func=_replay)
 
 
 def _add_recover(sub) -> None:
-    rc = sub.add_parser("recover", help="rebuild a readable bag from an MCAP bag that was never closed (a killed "
-                        "recorder): every complete message, into a new bag")
+    rc = sub.add_parser(
+        "recover",
+        help="rebuild a readable bag from an MCAP bag that was never closed (a killed "
+        "recorder): every complete message, into a new bag",
+    )
     rc.add_argument("bag", help="the bag directory (with or without metadata.yaml) or its .mcap file; only read")
     rc.add_argument("-o", "--output", help="the bag directory to create (default: BAG.recovered beside BAG)")
     rc.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -441,15 +596,30 @@ def _add_recover(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    ex = sub.add_parser("export", help="a policy's streaming step as one ONNX graph (for ONNX Runtime, TensorRT; "
-                        "controller_node backend:=onnx)")
+    ex = sub.add_parser(
+        "export",
+        help="a policy's streaming step as one ONNX graph (for ONNX Runtime, TensorRT; controller_node backend:=onnx)",
+    )
     ex.add_argument("model", help="a policy model file (.safetensors, or package://...)")
     ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write (never over a file)")
     ex.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ex.set_defaults(func=_export)
 
 
-COMMANDS = (_add_info, _add_demo, _add_drive, _add_collect, _add_train, _add_eval, _add_table, _add_record, _add_play, _add_replay, _add_recover, _add_export)
+COMMANDS = (
+    _add_info,
+    _add_demo,
+    _add_drive,
+    _add_collect,
+    _add_train,
+    _add_eval,
+    _add_table,
+    _add_record,
+    _add_play,
+    _add_replay,
+    _add_recover,
+    _add_export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

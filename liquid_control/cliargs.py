@@ -24,8 +24,15 @@ class LazyChoices:
 
 
 def add_topic_arguments(parser, prefix: str = "") -> None:
-    parser.add_argument("--camera-topic", metavar="TOPIC", help=f"{prefix}the camera (sensor_msgs/Image or "
-                        "CompressedImage); default: the bag's only one")
+    parser.add_argument(
+        "--camera-topic",
+        metavar="TOPIC",
+        help=f"{prefix}the camera (sensor_msgs/Image or CompressedImage); default: the bag's only one",
+    )
     parser.add_argument("--imu-topic", metavar="TOPIC", help=f"{prefix}the IMU; default: the bag's only one")
-    parser.add_argument("--label-topic", metavar="TOPIC", help=f"{prefix}the commands to learn (Twist, matched by "
-                        "bag time, or TwistStamped, by header stamp); default: the bag's only one")
+    parser.add_argument(
+        "--label-topic",
+        metavar="TOPIC",
+        help=f"{prefix}the commands to learn (Twist, matched by "
+        "bag time, or TwistStamped, by header stamp); default: the bag's only one",
+    )

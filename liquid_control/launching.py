@@ -21,17 +21,22 @@ PACKAGE = "liquid_control"
 
 def model_argument() -> DeclareLaunchArgument:
     return DeclareLaunchArgument(
-        "model", default_value=DEFAULT_MODEL,
+        "model",
+        default_value=DEFAULT_MODEL,
         description="Policy model file (.safetensors): a path or package://<package>/<file>. "
-                    "Passed to the controller as model_path; it wins over a model_path in params_file.")
+        "Passed to the controller as model_path; it wins over a model_path in params_file.",
+    )
 
 
 def managed_argument() -> DeclareLaunchArgument:
     return DeclareLaunchArgument(
-        "managed", default_value="false", choices=["true", "false"],
+        "managed",
+        default_value="false",
+        choices=["true", "false"],
         description="true: controller_node as a lifecycle node that waits unconfigured for a lifecycle "
-                    "manager (Nav2's lifecycle_manager node_names, or ros2 lifecycle set <ns>/liquid_controller "
-                    "configure, then activate); false: it configures and activates itself at start.")
+        "manager (Nav2's lifecycle_manager node_names, or ros2 lifecycle set <ns>/liquid_controller "
+        "configure, then activate); false: it configures and activates itself at start.",
+    )
 
 
 def controller(**node) -> list[Node]:
@@ -39,8 +44,10 @@ def controller(**node) -> list[Node]:
     node, or with managed:=true a launch_ros LifecycleNode started with --managed."""
     managed = LaunchConfiguration("managed")
     common = dict(package=PACKAGE, executable="controller_node", name="liquid_controller", output="screen", **node)
-    return [Node(condition=UnlessCondition(managed), **common),
-            LifecycleNode(arguments=["--managed"], condition=IfCondition(managed), **common)]
+    return [
+        Node(condition=UnlessCondition(managed), **common),
+        LifecycleNode(arguments=["--managed"], condition=IfCondition(managed), **common),
+    ]
 
 
 class LaunchTimeBag(Substitution):
@@ -58,12 +65,17 @@ def record_arguments(what: str = "the run") -> list[DeclareLaunchArgument]:
     """`record` (true/false) and `bag` (the directory it creates), for recorder()."""
     return [
         DeclareLaunchArgument(
-            "record", default_value="false", choices=["true", "false"],
-            description=f"true: also record {what} to the bag directory `bag` with liquid-control record."),
+            "record",
+            default_value="false",
+            choices=["true", "false"],
+            description=f"true: also record {what} to the bag directory `bag` with liquid-control record.",
+        ),
         DeclareLaunchArgument(
-            "bag", default_value=[LaunchTimeBag()],
+            "bag",
+            default_value=[LaunchTimeBag()],
             description="Bag directory that record:=true creates (it must not exist); default: a new "
-                        "timestamped directory in the current directory."),
+            "timestamped directory in the current directory.",
+        ),
     ]
 
 
@@ -71,7 +83,14 @@ def recorder(*arguments, condition=None) -> ExecuteProcess:
     """liquid-control record into `bag`, with these arguments (topics, or --namespace). It takes
     no ROS arguments, so it is a plain process, not a Node."""
     return ExecuteProcess(
-        cmd=[ExecutableInPackage("liquid-control", PACKAGE), "record", "--output", LaunchConfiguration("bag"),
-             *arguments],
-        name="record", output="screen", condition=condition,
+        cmd=[
+            ExecutableInPackage("liquid-control", PACKAGE),
+            "record",
+            "--output",
+            LaunchConfiguration("bag"),
+            *arguments,
+        ],
+        name="record",
+        output="screen",
+        condition=condition,
     )

@@ -49,7 +49,7 @@ def resolve_model_path(path: str | Path) -> Path:
     text = str(path)
     if not text.startswith(PACKAGE_SCHEME):
         return Path(text).expanduser()
-    package, _, rest = text[len(PACKAGE_SCHEME):].partition("/")
+    package, _, rest = text[len(PACKAGE_SCHEME) :].partition("/")
     if not package or not rest:
         raise FileNotFoundError(f"{text}: a package URI is package://<package>/<path>")
     if package == PACKAGE:

@@ -54,8 +54,10 @@ def test_adaptation_halves_the_tracking_error_under_an_unseen_bias_and_reset_res
         restored = drive(8.0, teacher=False)[-800:].mean()
     finally:
         env.close()
-    print(f"\nmean |xte| under the bias: {before:.3f} m without adaptation, {within_10s:.3f} m in the "
-          f"second 5 s of adaptation (10 s in), {after:.3f} m after 20 s, {restored:.3f} m after reset_adaptation")
+    print(
+        f"\nmean |xte| under the bias: {before:.3f} m without adaptation, {within_10s:.3f} m in the "
+        f"second 5 s of adaptation (10 s in), {after:.3f} m after 20 s, {restored:.3f} m after reset_adaptation"
+    )
     assert before > 0.05  # the bias pulls the shipped policy off the centreline
     assert within_10s <= before / 2 and after <= before / 2
     assert restored == pytest.approx(before, rel=0.1)  # reset: the shipped behaviour again (adapted: ~0.002 m)

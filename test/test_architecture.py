@@ -25,8 +25,19 @@ LAYERS = [
 RANK = {part: k for k, parts in enumerate(LAYERS) for part in parts}
 # The only modules that may import rclpy or ROS message packages: the adapters.
 ROS_MODULES = {"nodes", "bags.record", "bags.play", "bags.ros", "demos.ros_drive"}
-ROS_PACKAGES = {"rclpy", "rcl_interfaces", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "std_srvs",
-                "diagnostic_msgs", "rosgraph_msgs", "launch", "launch_ros"}
+ROS_PACKAGES = {
+    "rclpy",
+    "rcl_interfaces",
+    "sensor_msgs",
+    "geometry_msgs",
+    "nav_msgs",
+    "std_msgs",
+    "std_srvs",
+    "diagnostic_msgs",
+    "rosgraph_msgs",
+    "launch",
+    "launch_ros",
+}
 
 
 def _modules():
@@ -99,32 +110,54 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
 
 
 # What the ONNX backend loads must run where torch is not installed (pip install liquid_control[edge]).
-TORCH_FREE = ["liquid_control.runtime.onnx_policy", "liquid_control.runtime.controller", "liquid_control.nets.fused",
-              "liquid_control.nets.wirings", "liquid_control.nodes.controller_node"]
+TORCH_FREE = [
+    "liquid_control.runtime.onnx_policy",
+    "liquid_control.runtime.controller",
+    "liquid_control.nets.fused",
+    "liquid_control.nets.wirings",
+    "liquid_control.nodes.controller_node",
+]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_the_onnx_backend_path_loads_without_torch(module):
-    code = (f"import sys, importlib; importlib.import_module({module!r}); "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'onnx')); "
-            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    code = (
+        f"import sys, importlib; importlib.import_module({module!r}); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'onnx')); "
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{module} pulls in {result.stdout.strip()} {result.stderr[-500:]}"
 
 
-ROS_FREE = ["liquid_control.nets", "liquid_control.runtime.controller", "liquid_control.runtime.modelfile",
-            "liquid_control.runtime.parameters", "liquid_control.bags.replay", "liquid_control.learning.train",
-            "liquid_control.learning.evaluate", "liquid_control.cli"]
-MUJOCO_FREE = {"liquid_control.nets", "liquid_control.runtime.controller", "liquid_control.runtime.modelfile",
-               "liquid_control.runtime.parameters", "liquid_control.bags.replay", "liquid_control.learning.train"}
+ROS_FREE = [
+    "liquid_control.nets",
+    "liquid_control.runtime.controller",
+    "liquid_control.runtime.modelfile",
+    "liquid_control.runtime.parameters",
+    "liquid_control.bags.replay",
+    "liquid_control.learning.train",
+    "liquid_control.learning.evaluate",
+    "liquid_control.cli",
+]
+MUJOCO_FREE = {
+    "liquid_control.nets",
+    "liquid_control.runtime.controller",
+    "liquid_control.runtime.modelfile",
+    "liquid_control.runtime.parameters",
+    "liquid_control.bags.replay",
+    "liquid_control.learning.train",
+}
 
 
 @pytest.mark.parametrize("module", ROS_FREE)
 def test_module_loads_without_ros(module):
     """What really gets loaded (imports of imports included) when the module is imported."""
     forbidden = ("rclpy", "rcl_interfaces") + (("mujoco",) if module in MUJOCO_FREE else ())
-    code = (f"import sys, importlib; importlib.import_module({module!r}); "
-            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r}); "
-            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    code = (
+        f"import sys, importlib; importlib.import_module({module!r}); "
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r}); "
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{module} pulls in {result.stdout.strip()} {result.stderr[-500:]}"

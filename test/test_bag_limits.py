@@ -90,8 +90,9 @@ CHANNEL = _rec(0x04, struct.pack("<HH", 1, 1) + _str("/imu/data") + _str("cdr") 
 
 
 def _chunk(data: bytes, compression: str, declared: int, start: int = 0, end: int = 10) -> bytes:
-    return _rec(0x06, struct.pack("<QQQI", start, end, declared, 0) + _str(compression)
-                + struct.pack("<Q", len(data)) + data)
+    return _rec(
+        0x06, struct.pack("<QQQI", start, end, declared, 0) + _str(compression) + struct.pack("<Q", len(data)) + data
+    )
 
 
 def _mcap(chunks: list[tuple[bytes, str, int, int, int]], summary: bool) -> bytes:
@@ -101,31 +102,48 @@ def _mcap(chunks: list[tuple[bytes, str, int, int, int]], summary: bool) -> byte
     indexes = []
     for data, compression, declared, start, end in chunks:
         record = _chunk(data, compression, declared, start, end)
-        indexes.append(_rec(0x08, struct.pack("<QQQQ", start, end, len(body), len(record))
-                            + struct.pack("<I", 10) + struct.pack("<HQ", 1, 0) + struct.pack("<Q", 0)
-                            + _str(compression) + struct.pack("<QQ", len(data), declared)))
+        indexes.append(
+            _rec(
+                0x08,
+                struct.pack("<QQQQ", start, end, len(body), len(record))
+                + struct.pack("<I", 10)
+                + struct.pack("<HQ", 1, 0)
+                + struct.pack("<Q", 0)
+                + _str(compression)
+                + struct.pack("<QQ", len(data), declared),
+            )
+        )
         body += record
     body += _rec(0x0F, struct.pack("<I", 0))
     start = 0
     if summary:
         start = len(body)
-        statistics = _rec(0x0B, struct.pack("<QHIIIIQQ", len(chunks), 1, 1, 0, 0, len(chunks), 0, 10)
-                          + struct.pack("<I", 10) + struct.pack("<HQ", 1, len(chunks)))
+        statistics = _rec(
+            0x0B,
+            struct.pack("<QHIIIIQQ", len(chunks), 1, 1, 0, 0, len(chunks), 0, 10)
+            + struct.pack("<I", 10)
+            + struct.pack("<HQ", 1, len(chunks)),
+        )
         body += SCHEMA + CHANNEL + b"".join(indexes) + statistics
     return body + _rec(0x02, struct.pack("<QQI", start, 0, 0)) + MAGIC
 
 
-def _bomb(path: Path, summary: bool = False, declared: int = BOMB_BYTES, data: bytes | None = None,
-          compression: str = "zstd") -> Path:
+def _bomb(
+    path: Path, summary: bool = False, declared: int = BOMB_BYTES, data: bytes | None = None, compression: str = "zstd"
+) -> Path:
     """One chunk expanding to 3 GiB of zeros (declaring that, or `declared`: a lie)."""
-    path.write_bytes(_mcap([(data if data is not None else _rle_zstd(BOMB_BYTES), compression, declared, 0, 10)],
-                           summary))
+    path.write_bytes(
+        _mcap([(data if data is not None else _rle_zstd(BOMB_BYTES), compression, declared, 0, 10)], summary)
+    )
     return path
 
 
 # --- valid bags by independent writers -----------------------------------------------------------------------
-TOPICS = {"/camera/image_raw": "sensor_msgs/msg/Image", "/imu/data": "sensor_msgs/msg/Imu",
-          "/cmd_vel": "geometry_msgs/msg/TwistStamped"}
+TOPICS = {
+    "/camera/image_raw": "sensor_msgs/msg/Image",
+    "/imu/data": "sensor_msgs/msg/Imu",
+    "/cmd_vel": "geometry_msgs/msg/TwistStamped",
+}
 
 
 def _messages(steps: int = 24) -> list[tuple[str, int, bytes]]:
@@ -140,8 +158,9 @@ def _messages(steps: int = 24) -> list[tuple[str, int, bytes]]:
             out.append(("/camera/image_raw", ns, TYPESTORE.serialize_cdr(msg, TOPICS["/camera/image_raw"])))
         values = np.concatenate([rng.normal(0, 0.1, 3), [0.1, 0.0, 9.8], [0.01, -0.02, 0.3]])
         out.append(("/imu/data", ns + 1, TYPESTORE.serialize_cdr(imu_msg(stamp, values), TOPICS["/imu/data"])))
-        out.append(("/cmd_vel", ns + 2, TYPESTORE.serialize_cdr(twist_stamped_msg(stamp, 0.3, 0.1),
-                                                                 TOPICS["/cmd_vel"])))
+        out.append(
+            ("/cmd_vel", ns + 2, TYPESTORE.serialize_cdr(twist_stamped_msg(stamp, 0.3, 0.1), TOPICS["/cmd_vel"]))
+        )
     return out
 
 
@@ -181,6 +200,7 @@ class Hang(BaseException):  # noqa: N818 - not an Exception: the bag readers' ow
 def _no_hang(seconds: float):
     """Hang raised in the reading code if it has not returned after `seconds` (a wall-clock guard
     against a read that never ends, far beyond what any read here takes)."""
+
     def alarm(*_):
         raise Hang(f"no return after {seconds} s")
 
@@ -197,8 +217,13 @@ def _read_everything(path: Path, out: Path) -> list[str]:
     """What `info`, `replay`, `play` and `recover` read of a bag, in-process: the BagErrors raised
     (anything else fails the test)."""
     errors = []
-    for read in (lambda: summarize(path), lambda: list(read_serialized(path)), lambda: bag_info(path),
-                 lambda: list(read_events(path)), lambda: recover(path, out)):
+    for read in (
+        lambda: summarize(path),
+        lambda: list(read_serialized(path)),
+        lambda: bag_info(path),
+        lambda: list(read_events(path)),
+        lambda: recover(path, out),
+    ):
         try:
             with _no_hang(60):
                 read()
@@ -212,16 +237,22 @@ def _cli(*args, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
 
 
 # The child's peak resident memory: run in a process of its own, whose only child is the command.
-_PEAK = ("import json, resource, subprocess, sys\n"
-         "r = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=float(sys.argv[1]))\n"
-         "print(json.dumps({'rc': r.returncode, 'stderr': r.stderr, 'stdout': r.stdout,\n"
-         "                  'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
+_PEAK = (
+    "import json, resource, subprocess, sys\n"
+    "r = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=float(sys.argv[1]))\n"
+    "print(json.dumps({'rc': r.returncode, 'stderr': r.stderr, 'stdout': r.stdout,\n"
+    "                  'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+)
 
 
 def _cli_peak(*args, timeout: float = CLI_TIMEOUT_S) -> dict:
     """The command's exit status, output and peak RSS (KB)."""
-    result = subprocess.run([sys.executable, "-c", _PEAK, str(timeout), *CLI, *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout + 10)
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(timeout), *CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -287,8 +318,11 @@ def test_chunks_beyond_the_files_allowance_or_overlapping_beyond_the_limit_are_r
     # Many chunks, each well within the per-chunk limit, together beyond what the file's size allows.
     many = tmp_path / "many.mcap"
     many.write_bytes(_mcap([(_rle_zstd(1 << 20), "zstd", 1 << 20, k, k) for k in range(30)], summary=False))
-    with pytest.raises(BagError, match=r"its chunks declare 17\.0 MiB uncompressed \(by the chunk at byte \d+\) in "
-                       r"a file of .*: more than 16\.0 MiB and 100 times its size"):
+    with pytest.raises(
+        BagError,
+        match=r"its chunks declare 17\.0 MiB uncompressed \(by the chunk at byte \d+\) in "
+        r"a file of .*: more than 16\.0 MiB and 100 times its size",
+    ):
         summarize(many)
     # Three 100 MiB chunks of one time span, in a file large enough for them (3 MiB of data that
     # does not compress): reading them in time order would hold all three at once.
@@ -328,8 +362,11 @@ def test_rosbag2_file_and_message_compression_read_within_limits(tmp_path):
     # Per message: a message that would expand to 3 GiB stops at the per-message limit.
     bag = write(tmp_path / "message_bomb", None, data=_rle_zstd(BOMB_BYTES))
     meta = bag / "metadata.yaml"
-    meta.write_text(meta.read_text().replace("compression_mode: ''", "compression_mode: message")
-                    .replace("compression_format: ''", "compression_format: zstd"))
+    meta.write_text(
+        meta.read_text()
+        .replace("compression_mode: ''", "compression_mode: message")
+        .replace("compression_format: ''", "compression_format: zstd")
+    )
     result = _cli_peak("info", bag)
     assert result["rc"] == 2 and result["maxrss_kb"] < RSS_LIMIT_KB, result
     assert "a message compressed on its own expands to more than 128.0 MiB" in _one_line_error(result["stderr"], bag)
@@ -367,7 +404,8 @@ def test_fifos_devices_and_directories_named_like_bags_are_refused_before_they_a
     (bag / "metadata.yaml").unlink()
     (bag / "metadata.yaml").write_text(
         "rosbag2_bagfile_information:\n  version: 8\n  storage_identifier: mcap\n"
-        "  relative_file_paths:\n  - bag_0.mcap\n  - bag_1.mcap\n")
+        "  relative_file_paths:\n  - bag_0.mcap\n  - bag_1.mcap\n"
+    )
     shutil.copy(valid_bags["zstd"], bag / "bag_0.mcap")
     os.mkfifo(bag / "bag_1.mcap")
     result = _cli("info", bag, timeout=60)
@@ -396,8 +434,11 @@ def test_outputs_are_never_written_through_a_dangling_link_over_a_file_or_below_
     dangling.symlink_to(tmp_path / "nowhere")
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory\n")
-    for output, reason in ((dangling, f"is a symbolic link to {tmp_path / 'nowhere'}, which does not exist"),
-                           (a_file, "exists already"), (a_file / "below", f"{a_file} is not a directory")):
+    for output, reason in (
+        (dangling, f"is a symbolic link to {tmp_path / 'nowhere'}, which does not exist"),
+        (a_file, "exists already"),
+        (a_file / "below", f"{a_file} is not a directory"),
+    ):
         result = _cli("recover", source, "-o", output, timeout=60)
         assert result.returncode == 2, result
         assert reason in _one_line_error(result.stderr, output)
@@ -420,16 +461,26 @@ def _fields(data: bytes) -> tuple[list[tuple[int, str]], list[tuple[int, int]]]:
         body = pos + 9
         if opcode == 0x06:
             (name,) = struct.unpack_from("<I", data, body + 28)
-            fields += [(body, "<Q"), (body + 8, "<Q"), (body + 16, "<Q"), (body + 24, "<I"), (body + 28, "<I"),
-                       (body + 32 + name, "<Q")]
+            fields += [
+                (body, "<Q"),
+                (body + 8, "<Q"),
+                (body + 16, "<Q"),
+                (body + 24, "<I"),
+                (body + 28, "<I"),
+                (body + 32 + name, "<Q"),
+            ]
             (compressed,) = struct.unpack_from("<Q", data, body + 32 + name)
             regions.append((body + 40 + name, body + 40 + name + compressed))
         elif opcode == 0x08:
             (count,) = struct.unpack_from("<I", data, body + 32)
             after = body + 36 + count + 8
             (name,) = struct.unpack_from("<I", data, after)
-            fields += [(body + k, "<Q") for k in (0, 8, 16, 24)] + [(body + 32, "<I"), (after, "<I"),
-                                                                     (after + 4 + name, "<Q"), (after + 12 + name, "<Q")]
+            fields += [(body + k, "<Q") for k in (0, 8, 16, 24)] + [
+                (body + 32, "<I"),
+                (after, "<I"),
+                (after + 4 + name, "<Q"),
+                (after + 12 + name, "<Q"),
+            ]
         elif opcode in (0x03, 0x04):
             fields.append((body + (2 if opcode == 0x03 else 4), "<I"))  # the first string's length
         elif opcode == 0x02:
@@ -445,8 +496,11 @@ SPECIAL = [0, 1, 9, 40, 255, (1 << 20), (1 << 31), (1 << 32) - 1, 3 * GiB, (1 <<
 def _mutations(data: bytes):
     fields, regions = _fields(data)
     assert fields and regions
-    field = st.tuples(st.just("set"), st.sampled_from(fields),
-                      st.one_of(st.sampled_from(SPECIAL), st.integers(0, (1 << 64) - 1), st.integers(-64, 64)))
+    field = st.tuples(
+        st.just("set"),
+        st.sampled_from(fields),
+        st.one_of(st.sampled_from(SPECIAL), st.integers(0, (1 << 64) - 1), st.integers(-64, 64)),
+    )
     flip = st.tuples(st.just("flip"), st.sampled_from(regions), st.integers(0, 1 << 16), st.integers(1, 255))
     byte = st.tuples(st.just("byte"), st.integers(0, len(data) - 1), st.integers(0, 255))
     cut = st.tuples(st.just("cut"), st.integers(0, len(data) - 1))
@@ -472,7 +526,7 @@ def _mutate(data: bytes, mutations) -> bytes:
             if m[1] < len(out):
                 out[m[1]] = m[2]
         else:
-            del out[m[1]:]
+            del out[m[1] :]
     return bytes(out)
 
 
@@ -484,8 +538,9 @@ def test_damaged_bags_raise_only_bag_errors_never_hang_and_stay_small(valid_bags
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seen = {"errors": 0, "read": 0}
 
-    @settings(max_examples=100, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=100, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(_mutations(original))
     def damaged(mutations):
         with tempfile.TemporaryDirectory() as tmp:

@@ -128,8 +128,10 @@ def test_signal_bursts_while_recording_and_closing_leave_complete_bags(tmp_path,
     recorders = {name: _recorder(procs, name, tmp_path / name, prefix) for name in BURSTS}
     publisher = _publisher(procs, "publisher", prefix)
     imu, camera = bench.topics(prefix)
-    _wait_for(lambda: graph.count_subscribers(imu) >= len(BURSTS) and graph.count_subscribers(camera) >= len(BURSTS),
-              what="the recorders' subscriptions")
+    _wait_for(
+        lambda: graph.count_subscribers(imu) >= len(BURSTS) and graph.count_subscribers(camera) >= len(BURSTS),
+        what="the recorders' subscriptions",
+    )
     # Recording for real: each recorder has flushed messages to its file.
     files = {name: tmp_path / name / f"{name}.mcap" for name in BURSTS}
     _wait_for(lambda: all(_complete_messages(f) > 20 for f in files.values()), what="recorded messages")
@@ -210,8 +212,7 @@ def test_a_recording_killed_with_sigkill_is_recovered(tmp_path, procs, graph):
         assert item["count"] == counts[topic] == info.topics[topic].count
         assert info.start_ns <= item["first_ns"] <= item["last_ns"] <= info.end_ns
         assert info.topics[topic].offered_qos, "the publishers' QoS is kept"
-    text = subprocess.run([*CLI, "recover", bag, "-o", tmp_path / "again"], capture_output=True, text=True,
-                          timeout=120)
+    text = subprocess.run([*CLI, "recover", bag, "-o", tmp_path / "again"], capture_output=True, text=True, timeout=120)
     assert text.returncode == 0, text.stderr
     assert f"recovered {report['messages']} messages from {bag}" in text.stdout and imu in text.stdout
 
@@ -221,8 +222,17 @@ def _synthetic_bag(path, imu_messages=300, chunk_every=100):
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
     never = QosTime(2147483647, 4294967295)
-    qos = Qos(QosHistory.KEEP_LAST, 5, QosReliability.BEST_EFFORT, QosDurability.VOLATILE, never, never,
-              QosLiveliness.AUTOMATIC, never, False)
+    qos = Qos(
+        QosHistory.KEEP_LAST,
+        5,
+        QosReliability.BEST_EFFORT,
+        QosDurability.VOLATILE,
+        never,
+        never,
+        QosLiveliness.AUTOMATIC,
+        never,
+        False,
+    )
     with BagWriter(path) as writer:
         writer.add_topic("/imu/data", "sensor_msgs/msg/Imu", [qos])
         for seq in range(imu_messages):
@@ -239,8 +249,10 @@ def test_recover_a_healthy_bag_a_file_cut_inside_a_chunk_and_what_is_not_a_bag(t
     report = recover(healthy, tmp_path / "same")
     assert report["complete"] and report["skipped_bytes"] == 0 and report["chunks"] == 3
     assert list(read_serialized(tmp_path / "same")) == original
-    assert summarize(tmp_path / "same").topics["/imu/data"].offered_qos == summarize(healthy).topics[
-        "/imu/data"].offered_qos
+    assert (
+        summarize(tmp_path / "same").topics["/imu/data"].offered_qos
+        == summarize(healthy).topics["/imu/data"].offered_qos
+    )
 
     # Cut in the middle of the second chunk (as power loss may leave it): the first chunk, and the
     # complete messages at the start of the second.
@@ -271,10 +283,14 @@ def test_recover_a_healthy_bag_a_file_cut_inside_a_chunk_and_what_is_not_a_bag(t
     text_file.write_text("not a bag\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    for target, reason in ((text_file, "is not an MCAP file"), (tmp_path / "nothing", "no such file"),
-                           (empty, "no .mcap file")):
-        result = subprocess.run([*CLI, "recover", target, "-o", tmp_path / "out"], capture_output=True, text=True,
-                                timeout=60)
+    for target, reason in (
+        (text_file, "is not an MCAP file"),
+        (tmp_path / "nothing", "no such file"),
+        (empty, "no .mcap file"),
+    ):
+        result = subprocess.run(
+            [*CLI, "recover", target, "-o", tmp_path / "out"], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert f"error: bag {target}: " in result.stderr and reason in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
@@ -310,14 +326,21 @@ def test_recorder_loses_nothing_beside_the_controller_and_the_simulator(tmp_path
         pytest.skip(f"{SIM_NODE} not installed (pip install the package into this venv)")
     procs("sim", [SIM_NODE])
     procs("controller", [CONTROLLER_NODE, "--ros-args", "-p", "use_sim_time:=true"])
-    _wait_for(lambda: graph.count_publishers("/cmd_vel") > 0 and graph.count_publishers("/imu/data") > 0,
-              timeout=120, what="sim_node and controller_node")
+    _wait_for(
+        lambda: graph.count_publishers("/cmd_vel") > 0 and graph.count_publishers("/imu/data") > 0,
+        timeout=120,
+        what="sim_node and controller_node",
+    )
     small, large = bench.topics("/small"), bench.topics("/large")
     bag = tmp_path / "loaded"
-    recorder = procs("recorder", [*CLI, "record", "-o", bag, *small, *large, "/camera/image_raw", "/imu/data",
-                                  "/cmd_vel", "/odom", "--json"])
-    publishers = [_publisher(procs, "small", "/small", imu=400, size="96x64"),
-                  _publisher(procs, "large", "/large", imu=400, size="640x480")]
+    recorder = procs(
+        "recorder",
+        [*CLI, "record", "-o", bag, *small, *large, "/camera/image_raw", "/imu/data", "/cmd_vel", "/odom", "--json"],
+    )
+    publishers = [
+        _publisher(procs, "small", "/small", imu=400, size="96x64"),
+        _publisher(procs, "large", "/large", imu=400, size="640x480"),
+    ]
     for publisher in publishers:
         assert publisher.wait(timeout=120) == 0, publisher.log.read_text()
     # The publishers waited until all was acknowledged: it is in the recorder's reader, or lost by it.

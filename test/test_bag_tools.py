@@ -59,8 +59,9 @@ def processes(tmp_path):
 
     def start(name, args):
         out = open(tmp_path / f"{name}.out", "w")
-        proc = subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         proc.log = tmp_path / f"{name}.out"
         started.append((proc, out))
         return proc
@@ -141,8 +142,17 @@ def _write_bag(path, stream):
 def _twist_fields(data):
     msg = TYPESTORE.deserialize_cdr(data, "geometry_msgs/msg/TwistStamped")
     t = msg.twist
-    return (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id,
-            t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z)
+    return (
+        msg.header.stamp.sec,
+        msg.header.stamp.nanosec,
+        msg.header.frame_id,
+        t.linear.x,
+        t.linear.y,
+        t.linear.z,
+        t.angular.x,
+        t.angular.y,
+        t.angular.z,
+    )
 
 
 def _commands(path):
@@ -205,7 +215,10 @@ def test_record_play_record_round_trip_keeps_every_byte_and_replays(tmp_path, pr
     result = _cli("replay", played, "--output", out, "--compare-topic", "/teacher/cmd_vel", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["sensor_events"] == first["topics"]["/imu/data"]["count"] + first["topics"]["/camera/image_raw"]["count"]
+    assert (
+        summary["sensor_events"]
+        == first["topics"]["/imu/data"]["count"] + first["topics"]["/camera/image_raw"]["count"]
+    )
     # A step per recorded IMU sample, about (however many a busy machine's simulator made).
     assert summary["steps"] >= 0.8 * first["topics"]["/imu/data"]["count"] > 10
     assert summary["commands"] == len(_commands(out))
@@ -270,21 +283,34 @@ def _mcap_ros2_bag(path, seconds=1.0, imu_hz=100, camera_every=4, start_ns=1_000
     stream = _sensor_stream(seconds, imu_hz, camera_every, seed, start_ns)
     with open(path, "wb") as f:
         writer = mcap_writer.Writer(f)
-        schemas = {"/imu/data": writer.register_msgdef("sensor_msgs/msg/Imu", IMU_MSGDEF),
-                   "/camera/image_raw": writer.register_msgdef("sensor_msgs/msg/Image", IMAGE_MSGDEF)}
+        schemas = {
+            "/imu/data": writer.register_msgdef("sensor_msgs/msg/Imu", IMU_MSGDEF),
+            "/camera/image_raw": writer.register_msgdef("sensor_msgs/msg/Image", IMAGE_MSGDEF),
+        }
         for topic, msg, (sec, nanosec), log in stream:
             header = {"stamp": {"sec": sec, "nanosec": nanosec}, "frame_id": msg.header.frame_id}
             if topic == "/imu/data":
                 vec = lambda v: {"x": v.x, "y": v.y, "z": v.z}  # noqa: E731
                 o = msg.orientation
-                fields = {"header": header, "orientation": {"x": o.x, "y": o.y, "z": o.z, "w": o.w},
-                          "orientation_covariance": [0.0] * 9, "angular_velocity": vec(msg.angular_velocity),
-                          "angular_velocity_covariance": [0.0] * 9,
-                          "linear_acceleration": vec(msg.linear_acceleration),
-                          "linear_acceleration_covariance": [0.0] * 9}
+                fields = {
+                    "header": header,
+                    "orientation": {"x": o.x, "y": o.y, "z": o.z, "w": o.w},
+                    "orientation_covariance": [0.0] * 9,
+                    "angular_velocity": vec(msg.angular_velocity),
+                    "angular_velocity_covariance": [0.0] * 9,
+                    "linear_acceleration": vec(msg.linear_acceleration),
+                    "linear_acceleration_covariance": [0.0] * 9,
+                }
             elif topic == "/camera/image_raw":
-                fields = {"header": header, "height": msg.height, "width": msg.width, "encoding": msg.encoding,
-                          "is_bigendian": 0, "step": msg.step, "data": bytes(msg.data)}
+                fields = {
+                    "header": header,
+                    "height": msg.height,
+                    "width": msg.width,
+                    "encoding": msg.encoding,
+                    "is_bigendian": 0,
+                    "step": msg.step,
+                    "data": bytes(msg.data),
+                }
             else:
                 continue
             writer.write_message(topic, schemas[topic], fields, log_time=log, publish_time=log)
@@ -297,11 +323,29 @@ def test_play_remaps_filters_offsets_scales_time_and_publishes_clock(tmp_path, p
     stream = _mcap_ros2_bag(bag, seconds=2.0)
     start = stream[0][3]
     recording = tmp_path / "heard"
-    rec = processes("record", [*CLI, "record", "-o", recording, "/played/imu", "/clock", "/camera/image_raw",
-                               "--json"])
-    player = processes("play", [*CLI, "play", bag, "--topics", "/imu/data", "--remap", "/imu/data:=/played/imu",
-                                "--clock", "50", "--rate", "2", "--start-offset", "0.5", "--wait-for-subscribers",
-                                "--delay", "0.5", "--json"])
+    rec = processes("record", [*CLI, "record", "-o", recording, "/played/imu", "/clock", "/camera/image_raw", "--json"])
+    player = processes(
+        "play",
+        [
+            *CLI,
+            "play",
+            bag,
+            "--topics",
+            "/imu/data",
+            "--remap",
+            "/imu/data:=/played/imu",
+            "--clock",
+            "50",
+            "--rate",
+            "2",
+            "--start-offset",
+            "0.5",
+            "--wait-for-subscribers",
+            "--delay",
+            "0.5",
+            "--json",
+        ],
+    )
     assert player.wait(timeout=60) == 0, player.log.read_text()
     summary = _last_json(player)
     time.sleep(0.3)
@@ -310,8 +354,11 @@ def test_play_remaps_filters_offsets_scales_time_and_publishes_clock(tmp_path, p
     heard = _last_json(rec)
     assert heard["not_seen"] == ["/camera/image_raw"]  # filtered out by --topics
 
-    expected = [TYPESTORE.serialize_cdr(msg, "sensor_msgs/msg/Imu") for topic, msg, _, log in stream
-                if topic == "/imu/data" and log >= start + 500_000_000]
+    expected = [
+        TYPESTORE.serialize_cdr(msg, "sensor_msgs/msg/Imu")
+        for topic, msg, _, log in stream
+        if topic == "/imu/data" and log >= start + 500_000_000
+    ]
     got = _by_topic(recording)
     assert summary["topics"] == {"/played/imu": len(expected)}
     # Best effort, as the sensor topics are played: what arrives is the bag's bytes, in order; on a
@@ -357,21 +404,29 @@ def test_replay_writes_what_the_controller_node_publishes(sensor_bag, tmp_path):
     from liquid_control.nodes.controller_node import LiquidControllerNode
 
     params = tmp_path / "tuned.yaml"
-    params.write_text("/**/liquid_controller:\n  ros__parameters:\n    max_angular_speed: 0.3\n"
-                      "    max_linear_accel: 0.5\n    frame_id: chassis\n")
+    params.write_text(
+        "/**/liquid_controller:\n  ros__parameters:\n    max_angular_speed: 0.3\n"
+        "    max_linear_accel: 0.5\n    frame_id: chassis\n"
+    )
     out = tmp_path / "out"
     summary = replay(sensor_bag, out, params_file=params)
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = None
     try:
-        overrides = [Parameter("cmd_vel_stamped", value=True), Parameter("max_angular_speed", value=0.3),
-                     Parameter("max_linear_accel", value=0.5), Parameter("frame_id", value="chassis")]
+        overrides = [
+            Parameter("cmd_vel_stamped", value=True),
+            Parameter("max_angular_speed", value=0.3),
+            Parameter("max_linear_accel", value=0.5),
+            Parameter("frame_id", value="chassis"),
+        ]
         node = LiquidControllerNode(context=context, namespace="/replay_check", parameter_overrides=overrides)
         sent, fed = [], set()
         publish = node.cmd_pub.publish
-        node.cmd_pub.publish = lambda msg: (sent.append(((msg.header.stamp.sec, msg.header.stamp.nanosec),
-                                                         serialize_message(msg))), publish(msg))
+        node.cmd_pub.publish = lambda msg: (
+            sent.append(((msg.header.stamp.sec, msg.header.stamp.nanosec), serialize_message(msg))),
+            publish(msg),
+        )
         for topic, _, _, data in read_serialized(sensor_bag, ["/camera/image_raw", "/imu/data"]):
             msg = deserialize_message(data, Image if topic == "/camera/image_raw" else Imu)
             fed.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
@@ -420,7 +475,7 @@ def test_replay_is_deterministic_and_stamps_commands_with_the_sensor_stamps(sens
     assert compare["topic"] == "/cmd_vel" and compare["matched_by"] == "header stamp" and compare["recorded"] == 150
     error = np.array([float(r["angular_z"]) - float(r["recorded_angular_z"]) for r in rows])
     assert compare["angular.z"]["mean_abs_error"] == pytest.approx(np.abs(error).mean(), abs=1e-6)
-    assert compare["angular.z"]["rms_error"] == pytest.approx(np.sqrt((error ** 2).mean()), abs=1e-6)
+    assert compare["angular.z"]["rms_error"] == pytest.approx(np.sqrt((error**2).mean()), abs=1e-6)
     assert summary["out_of_order"] == {"camera": 0, "imu": 0}
 
 
@@ -440,7 +495,8 @@ def test_bags_from_other_writers_replay_to_the_same_commands(tmp_path):
     topics_yaml = "".join(
         f"  - message_count: {counts[t]}\n    topic_metadata:\n      name: {t}\n      type: {m}\n"
         f"      serialization_format: cdr\n      offered_qos_profiles: ''\n      type_description_hash: ''\n"
-        for t, m in (("/camera/image_raw", "sensor_msgs/msg/Image"), ("/imu/data", "sensor_msgs/msg/Imu")))
+        for t, m in (("/camera/image_raw", "sensor_msgs/msg/Image"), ("/imu/data", "sensor_msgs/msg/Imu"))
+    )
     n = counts["/camera/image_raw"] + counts["/imu/data"]
     (wrapped / "metadata.yaml").write_text(
         "rosbag2_bagfile_information:\n  version: 8\n  storage_identifier: mcap\n"
@@ -451,7 +507,8 @@ def test_bags_from_other_writers_replay_to_the_same_commands(tmp_path):
         "  files:\n  - path: wrapped_0.mcap\n"
         f"    starting_time:\n      nanoseconds_since_epoch: {min(logs)}\n"
         f"    duration:\n      nanoseconds: {max(logs) - min(logs)}\n    message_count: {n}\n"
-        "  custom_data: {}\n  ros_distro: jazzy\n")
+        "  custom_data: {}\n  ros_distro: jazzy\n"
+    )
     # 2. rosbag2's older default storage, SQLite 3, written with the rosbags Writer directly.
     sqlite = tmp_path / "sqlite"
     with Writer(sqlite, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
@@ -476,8 +533,10 @@ def test_out_of_order_stamps_are_counted_not_fatal(tmp_path):
     disorder = list(stream)
     disorder.insert(imu[30] + 1, stream[imu[30]])
     back = stream[imu[40]]
-    disorder.insert(imu[41] + 2, ("/imu/data", imu_msg((T0, back[2][1] - 20_000_000), np.zeros(9)),
-                                  (T0, back[2][1] - 20_000_000), back[3] + 1))
+    disorder.insert(
+        imu[41] + 2,
+        ("/imu/data", imu_msg((T0, back[2][1] - 20_000_000), np.zeros(9)), (T0, back[2][1] - 20_000_000), back[3] + 1),
+    )
     restart = [s for s in _sensor_stream(seconds=0.4, seed=1, start_ns=2 * 10**9, sec=T0 - 2) if s[0] != "/cmd_vel"]
     bag = _write_bag(tmp_path / "disorder", disorder + restart)
     summary = replay(bag, tmp_path / "out")
@@ -510,8 +569,11 @@ def test_bad_bags_are_clear_errors(sensor_bag, tmp_path):
     store.register(get_types_from_msg("float64 speed", "acme_msgs/msg/Throttle"))
     with Writer(unknown, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
         connection = writer.add_connection("/throttle", "acme_msgs/msg/Throttle", typestore=store)
-        writer.write(connection, 1, store.serialize_cdr(store.types["acme_msgs/msg/Throttle"](speed=1.0),
-                                                        "acme_msgs/msg/Throttle"))
+        writer.write(
+            connection,
+            1,
+            store.serialize_cdr(store.types["acme_msgs/msg/Throttle"](speed=1.0), "acme_msgs/msg/Throttle"),
+        )
     result = _cli("play", unknown)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "topic /throttle cannot be played: message type acme_msgs/msg/Throttle is not installed" in result.stderr

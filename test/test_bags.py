@@ -126,8 +126,10 @@ def test_serialized_messages_pass_through_untouched_with_exact_stamps(tmp_path):
         bag.write("/imu/data", imu_msg((1_700_000_000, 123_456_789), imus[0][1]), log_time_ns=42)
         bag.write("/camera/image_raw", image_msg((1_700_000_000, 123_456_790), np.zeros((2, 2, 3))), log_time_ns=43)
     events = list(read_events(exact, command=None))
-    assert [(e.header_stamp, e.log_time_ns) for e in events] == [((1_700_000_000, 123_456_789), 42),
-                                                                   ((1_700_000_000, 123_456_790), 43)]
+    assert [(e.header_stamp, e.log_time_ns) for e in events] == [
+        ((1_700_000_000, 123_456_789), 42),
+        ((1_700_000_000, 123_456_790), 43),
+    ]
 
 
 def test_bag_helpers_fail_with_the_bag_and_the_problem(tmp_path):

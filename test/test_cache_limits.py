@@ -43,14 +43,18 @@ def _png(width: int, height: int, value: int = 0) -> bytes:
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     block = c.compress(block_rows) + c.flush(zlib.Z_FULL_FLUSH)
     full, rest = divmod(height, rows)
-    tail = c.compress(block_rows[:rest * (width + 1)]) + c.flush()
+    tail = c.compress(block_rows[: rest * (width + 1)]) + c.flush()
     adler = 1
     for _ in range(full):
         adler = zlib.adler32(block_rows, adler)
-    adler = zlib.adler32(block_rows[:rest * (width + 1)], adler)
+    adler = zlib.adler32(block_rows[: rest * (width + 1)], adler)
     idat = b"\x78\xda" + block * full + tail + struct.pack(">I", adler)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _time(t: float):
@@ -76,18 +80,22 @@ def _write_bag(path, frame, episodes: int = 2, steps: int = 40):
                 ns = int(round(t * 1e9))
                 if k % 4 == 0:
                     msg = TS.types["sensor_msgs/msg/CompressedImage"](
-                        header=_header(t, "camera_link"), format="png",
-                        data=np.frombuffer(frame(ep, k), np.uint8))
+                        header=_header(t, "camera_link"), format="png", data=np.frombuffer(frame(ep, k), np.uint8)
+                    )
                     w.write(cam, ns, TS.serialize_cdr(msg, msg.__msgtype__))
                 msg = TS.types["sensor_msgs/msg/Imu"](
                     header=_header(t, "imu_link"),
                     orientation=TS.types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
-                    orientation_covariance=np.zeros(9), angular_velocity=v3(x=0.0, y=0.0, z=0.01 * k),
-                    angular_velocity_covariance=np.zeros(9), linear_acceleration=v3(x=0.1, y=0.0, z=9.8),
-                    linear_acceleration_covariance=np.zeros(9))
+                    orientation_covariance=np.zeros(9),
+                    angular_velocity=v3(x=0.0, y=0.0, z=0.01 * k),
+                    angular_velocity_covariance=np.zeros(9),
+                    linear_acceleration=v3(x=0.1, y=0.0, z=9.8),
+                    linear_acceleration_covariance=np.zeros(9),
+                )
                 w.write(imu, ns + 1000, TS.serialize_cdr(msg, msg.__msgtype__))
-                twist = TS.types["geometry_msgs/msg/Twist"](linear=v3(x=0.5, y=0.0, z=0.0),
-                                                             angular=v3(x=0.0, y=0.0, z=0.02 * k))
+                twist = TS.types["geometry_msgs/msg/Twist"](
+                    linear=v3(x=0.5, y=0.0, z=0.0), angular=v3(x=0.0, y=0.0, z=0.02 * k)
+                )
                 msg = TS.types["geometry_msgs/msg/TwistStamped"](header=_header(t, "base_link"), twist=twist)
                 w.write(cmd, ns + 2000, TS.serialize_cdr(msg, msg.__msgtype__))
     return path
@@ -106,8 +114,10 @@ def small_bag(tmp_path_factory):
 @pytest.fixture(scope="module")
 def huge_bag(tmp_path_factory, huge_png):
     """The small bag's frames, one of which (episode 0, the sixth frame) declares 30000x30000."""
-    return _write_bag(tmp_path_factory.mktemp("bags") / "huge",
-                      lambda ep, k: huge_png if (ep, k) == (0, 20) else _png(16, 12, 3 * k + 100 * ep))
+    return _write_bag(
+        tmp_path_factory.mktemp("bags") / "huge",
+        lambda ep, k: huge_png if (ep, k) == (0, 20) else _png(16, 12, 3 * k + 100 * ep),
+    )
 
 
 def _run(*args, timeout=300):
@@ -115,8 +125,17 @@ def _run(*args, timeout=300):
 
 
 def _episodes(bag, root, log=None):
-    return episodes_from_bag(bag, 8, 6, FIELDS, camera=CAMERA, imu=IMU, label=TEACHER, cache_dir=root,
-                             log=log if log is not None else (lambda *_: None))
+    return episodes_from_bag(
+        bag,
+        8,
+        6,
+        FIELDS,
+        camera=CAMERA,
+        imu=IMU,
+        label=TEACHER,
+        cache_dir=root,
+        log=log if log is not None else (lambda *_: None),
+    )
 
 
 def _entry(root):
@@ -126,9 +145,12 @@ def _entry(root):
 
 def _held(episodes):
     """The episodes' content copied out of the cache (a damaged frame file changes what maps it)."""
-    return [e if isinstance(e, dict) else
-            {name: np.array(getattr(e, name)) for name in ("frames", "frame_index", "imu", "dt", "target")}
-            for e in episodes]
+    return [
+        e
+        if isinstance(e, dict)
+        else {name: np.array(getattr(e, name)) for name in ("frames", "frame_index", "imu", "dt", "target")}
+        for e in episodes
+    ]
 
 
 def _same(a, b):
@@ -179,13 +201,35 @@ def test_a_frame_over_the_limit_is_skipped_from_its_header_counted_and_never_dec
 @pytest.mark.slow
 def test_train_skips_the_frame_and_says_so_in_one_line(huge_bag, tmp_path):
     model = tmp_path / "m.safetensors"
-    result = _run("-m", "liquid_control.cli", "train", "--bag", huge_bag, "--output", model, "--arch", "gru-small",
-                  "--iterations", "1", "--window", "12", "--warmup", "2", "--batch", "2", "--eval-every", "1",
-                  "--cache-dir", tmp_path / "cache")
+    result = _run(
+        "-m",
+        "liquid_control.cli",
+        "train",
+        "--bag",
+        huge_bag,
+        "--output",
+        model,
+        "--arch",
+        "gru-small",
+        "--iterations",
+        "1",
+        "--window",
+        "12",
+        "--warmup",
+        "2",
+        "--batch",
+        "2",
+        "--eval-every",
+        "1",
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stdout.splitlines() if "skipped" in line and not line.startswith("{")]
-    assert said == [f"bag {huge_bag}: skipped 1 message of {CAMERA} ({HUGE}x{HUGE} = {HUGE * HUGE} pixels is "
-                    f"over max_image_pixels {LIMIT})"]
+    assert said == [
+        f"bag {huge_bag}: skipped 1 message of {CAMERA} ({HUGE}x{HUGE} = {HUGE * HUGE} pixels is "
+        f"over max_image_pixels {LIMIT})"
+    ]
     report = json.loads(result.stdout.splitlines()[-1])
     assert list(report["skipped_messages"][str(huge_bag)].values()) == [1] and model.is_file()
 
@@ -197,7 +241,10 @@ def test_train_errors_on_such_input_are_one_line_with_exit_status_2(huge_png, tm
     result = _run(*args, "--bag", all_huge, "--cache-dir", tmp_path / "cache")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"error: bag {all_huge}: nothing to train on")
-    assert f"skipped 6 messages of {CAMERA} ({HUGE}x{HUGE}" in result.stderr and f"max_image_pixels {LIMIT}" in result.stderr
+    assert (
+        f"skipped 6 messages of {CAMERA} ({HUGE}x{HUGE}" in result.stderr
+        and f"max_image_pixels {LIMIT}" in result.stderr
+    )
     # A cache folder that is a file, or a link to nothing.
     (tmp_path / "file").write_text("")
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
@@ -269,8 +316,11 @@ def test_a_damaged_entry_is_built_again_never_trusted_nor_followed(small_bag, tm
     entry = _entry(root)
     spoil, why = DAMAGE[damage]
     spoil(entry)
-    outside = {p: p.read_bytes() for p in tmp_path.rglob("*")
-               if p.is_file() and not p.is_symlink() and p.relative_to(tmp_path).parts[0] != "cache"}
+    outside = {
+        p: p.read_bytes()
+        for p in tmp_path.rglob("*")
+        if p.is_file() and not p.is_symlink() and p.relative_to(tmp_path).parts[0] != "cache"
+    }
     lines = []
     again = _episodes(small_bag, root, lines.append)
     assert len(lines) == 1 and lines[0].startswith(f"cache: entry {entry} not used (") and why in lines[0], lines
@@ -347,8 +397,10 @@ def test_concurrent_builds_of_a_bag_build_it_once(small_bag, tmp_path):
     """)
     with open(root / "small.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         for p in procs:
             assert p.stdout.readline().strip() == "ready", p.communicate()
         fcntl.flock(lock, fcntl.LOCK_UN)

@@ -16,32 +16,44 @@ pytestmark = pytest.mark.sim
 
 
 def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "liquid_control.cli", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_info_prints_config_parameters_and_wiring(tmp_path):
     torch.manual_seed(0)
     model = nets.CfC(4, nets.AutoNCP(19, 2, seed=7))
     path = tmp_path / "policy.safetensors"
-    save_model(path, model,
-               SensorSpec(("a", "b", "c", "d"), (0.0,) * 4, (1.0,) * 4, image={"width": 96, "height": 64, "encoding": "rgb8"}),
-               OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.0, 1.0))),
-               {"trainer": "test"})
+    save_model(
+        path,
+        model,
+        SensorSpec(("a", "b", "c", "d"), (0.0,) * 4, (1.0,) * 4, image={"width": 96, "height": 64, "encoding": "rgb8"}),
+        OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.0, 1.0))),
+        {"trainer": "test"},
+    )
     result = _cli("info", str(path))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "CFC wired, 4 inputs -> 2 outputs, state 19" in out
     wiring = model.wiring
-    assert f"neurons    inter {len(wiring.get_neurons_of_layer(0))}, command {len(wiring.get_neurons_of_layer(1))}, motor 2" in out
+    assert (
+        f"neurons    inter {len(wiring.get_neurons_of_layer(0))}, command {len(wiring.get_neurons_of_layer(1))}, motor 2"
+        in out
+    )
     assert f"{wiring.sensory_synapse_count} sensory, {wiring.synapse_count} internal" in out
     assert "output     angular.z [rad/s] in [-1.0, 1.0]" in out
     assert '"trainer": "test"' in out
 
     as_json = json.loads(_cli("info", str(path), "--json").stdout)
     assert as_json["parameters"]["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert as_json["config"]["network"]["wiring"] == {"type": "AutoNCP", "units": 19, "output_size": 2,
-                                                      "sparsity_level": 0.5, "seed": 7}
+    assert as_json["config"]["network"]["wiring"] == {
+        "type": "AutoNCP",
+        "units": 19,
+        "output_size": 2,
+        "sparsity_level": 0.5,
+        "seed": 7,
+    }
     assert as_json["wiring"]["synapses"] == wiring.synapse_count
 
 
@@ -93,11 +105,35 @@ def test_demo_trains_a_liquid_driver_that_keeps_the_road(tmp_path):
 def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(tmp_path):
     out_json, out_md = tmp_path / "table.json", tmp_path / "table.md"
     result = subprocess.run(
-        [sys.executable, "-m", "liquid_control.cli", "table", "--model", f"shipped={DEFAULT_MODEL}",
-         "--model", f"shipped={DEFAULT_MODEL}", "--model", f"again={DEFAULT_MODEL}",
-         "--condition", "nominal", "--condition", "dark", "--episodes", "2", "--seconds", "3",
-         "--json", str(out_json), "--markdown", str(out_md)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "MUJOCO_GL": "egl"})
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "table",
+            "--model",
+            f"shipped={DEFAULT_MODEL}",
+            "--model",
+            f"shipped={DEFAULT_MODEL}",
+            "--model",
+            f"again={DEFAULT_MODEL}",
+            "--condition",
+            "nominal",
+            "--condition",
+            "dark",
+            "--episodes",
+            "2",
+            "--seconds",
+            "3",
+            "--json",
+            str(out_json),
+            "--markdown",
+            str(out_md),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MUJOCO_GL": "egl"},
+    )
     assert result.returncode == 0, result.stderr
     table = json.loads(out_json.read_text())
     row = table["rows"]["shipped"]
@@ -123,10 +159,16 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
     assert "| condition | shipped | again |" in lines and "| seeds | 2 | 1 |" in lines
     by_row = [line for line in lines if line.startswith("| dark |")]
     assert len(by_row) == 2 and all(line.count("|") == 4 for line in by_row), by_row  # success, then |xte|
-    assert by_row[0].split(" | ")[1] == f"{row['cells']['dark']['success_rate']:.0%} [" \
+    assert (
+        by_row[0].split(" | ")[1] == f"{row['cells']['dark']['success_rate']:.0%} ["
         f"{row['cells']['dark']['success_ci'][0]:.0%}-{row['cells']['dark']['success_ci'][1]:.0%}]"
-    bad = subprocess.run([sys.executable, "-m", "liquid_control.cli", "table", "--model", "no-equals-sign"],
-                         capture_output=True, text=True, timeout=120)
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "table", "--model", "no-equals-sign"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "NAME=FILE" in bad.stderr
 
 
@@ -136,10 +178,30 @@ def test_table_keeps_cells_and_an_interrupted_table_resumes_from_them(tmp_path):
     def table(*extra):
         out = tmp_path / "table.json"
         result = subprocess.run(
-            [sys.executable, "-m", "liquid_control.cli", "table", "--model", f"shipped={DEFAULT_MODEL}",
-             "--condition", "nominal", "--episodes", "2", "--seconds", "2", "--cells", str(cells),
-             "--json", str(out), *extra],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "MUJOCO_GL": "egl"})
+            [
+                sys.executable,
+                "-m",
+                "liquid_control.cli",
+                "table",
+                "--model",
+                f"shipped={DEFAULT_MODEL}",
+                "--condition",
+                "nominal",
+                "--episodes",
+                "2",
+                "--seconds",
+                "2",
+                "--cells",
+                str(cells),
+                "--json",
+                str(out),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "MUJOCO_GL": "egl"},
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(out.read_text()), result.stderr
 

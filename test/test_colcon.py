@@ -24,8 +24,12 @@ SHIPPED = "package://liquid_control/models/ncp_cfc_lane_keeping.safetensors"
 
 def _source_files() -> list[str]:
     """What a clone holds: tracked files and untracked ones git does not ignore."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode()
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return sorted({p for p in listed.split("\0") if p and os.path.lexists(REPO / p)})
 
 
@@ -36,15 +40,22 @@ def _snapshot(root: Path) -> dict[str, tuple]:
             path = Path(dirpath) / name
             st = path.lstat()
             entries[str(path.relative_to(root))] = (
-                st.st_mode, st.st_size, st.st_mtime_ns, os.readlink(path) if path.is_symlink() else None)
+                st.st_mode,
+                st.st_size,
+                st.st_mtime_ns,
+                os.readlink(path) if path.is_symlink() else None,
+            )
     return entries
 
 
 def _env() -> dict[str, str]:
     """A user's shell: this venv's bin first on PATH (its python3 has torch and the ROS wheels), no
     prefix of ours in AMENT_PREFIX_PATH or PYTHONPATH until the workspace's setup.sh adds its own."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("_ROS_WHEELS_BOOTSTRAP_COMPLETE", "PYTHONPATH", "AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("_ROS_WHEELS_BOOTSTRAP_COMPLETE", "PYTHONPATH", "AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH")
+    }
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
     return env
 
@@ -69,22 +80,33 @@ def workspace(request, tmp_path_factory):
     result = subprocess.run(args, cwd=ws, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     after = _snapshot(src)
-    assert after == before, f"colcon build wrote into the source: {sorted(set(after.items()) ^ set(before.items()))[:10]}"
+    assert after == before, (
+        f"colcon build wrote into the source: {sorted(set(after.items()) ^ set(before.items()))[:10]}"
+    )
     return ws
 
 
 def _in_workspace(ws: Path, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", f". install/setup.sh && {command}"], cwd=ws, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["sh", "-c", f". install/setup.sh && {command}"],
+        cwd=ws,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_the_install_space_has_the_executables_and_runs_the_cli(workspace):
     prefix = workspace / "install" / "liquid_control"
     for name in ("controller_node", "sim_node", "liquid-control"):
         assert os.access(prefix / "lib" / "liquid_control" / name, os.X_OK), name
-    result = _in_workspace(workspace, "command -v liquid-control && liquid-control --help && "
-                                      "python3 -c 'import liquid_control, ament_index_python as a; "
-                                      "print(liquid_control.__file__); print(a.get_package_prefix(\"liquid_control\"))'")
+    result = _in_workspace(
+        workspace,
+        "command -v liquid-control && liquid-control --help && "
+        "python3 -c 'import liquid_control, ament_index_python as a; "
+        'print(liquid_control.__file__); print(a.get_package_prefix("liquid_control"))\'',
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == str(prefix / "bin" / "liquid-control")
@@ -110,9 +132,18 @@ def test_the_installed_node_answers_sensor_messages(workspace):
 
     ns = f"/lc_colcon_{os.getpid()}_{workspace.name}"
     proc = subprocess.Popen(
-        ["sh", "-c", ". install/setup.sh && exec install/liquid_control/lib/liquid_control/controller_node "
-                     f"--ros-args -r __ns:={ns} -p model_path:={SHIPPED}"],
-        cwd=workspace, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            "sh",
+            "-c",
+            ". install/setup.sh && exec install/liquid_control/lib/liquid_control/controller_node "
+            f"--ros-args -r __ns:={ns} -p model_path:={SHIPPED}",
+        ],
+        cwd=workspace,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peer, close = _spinning_node("colcon_peer", ns)
     try:
         imu = peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)

@@ -21,8 +21,17 @@ from liquid_control.sim.world import RobotSpec, scene_xml  # noqa: E402
 
 pytestmark = pytest.mark.sim
 
-CLASSIC = ["nominal", "dark", "bright", "winter", "camera_noise", "imu_noise_bias", "distractors", "camera_15hz",
-           "heldout_track"]
+CLASSIC = [
+    "nominal",
+    "dark",
+    "bright",
+    "winter",
+    "camera_noise",
+    "imu_noise_bias",
+    "distractors",
+    "camera_15hz",
+    "heldout_track",
+]
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -58,7 +67,7 @@ def test_suites_keep_the_classic_table_and_list_every_condition_once():
     assert SUITES["hard"][0] == "nominal"
     listed = SUITES["classic"] + SUITES["hard"][1:]
     assert sorted(listed) == sorted(CONDITIONS) and len(set(listed)) == len(listed)
-    assert list(CONDITIONS)[:len(CLASSIC)] == CLASSIC  # the old table's column order
+    assert list(CONDITIONS)[: len(CLASSIC)] == CLASSIC  # the old table's column order
     for name, c in CONDITIONS.items():
         assert c.name == name and c.group in GROUPS and c.description
         assert (c.group == "nominal") == (name == "nominal")
@@ -84,8 +93,15 @@ def test_classic_conditions_are_the_first_tables():
     for name, changes in expected.items():
         c = CONDITIONS[name]
         assert (c.look, c.sensors, c.track, c.distractors, c.robot) == (
-            changes.get("look"), changes.get("sensors"), changes.get("track"), changes.get("distractors", 0), None)
-        assert c.robot_spec() == RobotSpec() and c.not_in_gazebo() == ([] if name != "distractors" else ["40 distractors"])
+            changes.get("look"),
+            changes.get("sensors"),
+            changes.get("track"),
+            changes.get("distractors", 0),
+            None,
+        )
+        assert c.robot_spec() == RobotSpec() and c.not_in_gazebo() == (
+            [] if name != "distractors" else ["40 distractors"]
+        )
 
 
 def test_dark_noise_is_dark_and_camera_noise_together():
@@ -98,9 +114,13 @@ def test_nominal_is_byte_identical_to_an_unmodified_world(oval):
     """The new fields at their defaults change nothing: nominal (through apply and env_kwargs), a
     plain TrackEnv, and a condition that names every new field at its default value give the same
     scene and the same camera and IMU streams, bit for bit, while the expert drives."""
-    defaults = Condition("defaults", "every new field at its default", look={
-        "fog_start": 0.0, "fog_end": 0.0, "checker": 0.0, "shadow": 0.0},
-        sensors={"exposure": 0.0}, robot={"camera_roll_deg": 0.0, "motor_gain": 1.0, "command_delay": 0.0})
+    defaults = Condition(
+        "defaults",
+        "every new field at its default",
+        look={"fog_start": 0.0, "fog_end": 0.0, "checker": 0.0, "shadow": 0.0},
+        sensors={"exposure": 0.0},
+        robot={"camera_roll_deg": 0.0, "motor_gain": 1.0, "command_delay": 0.0},
+    )
 
     def stream(env):
         out = []
@@ -177,7 +197,7 @@ def _high_frequency(image: np.ndarray) -> float:
     """Gradient energy of the lower half of the image: the ground within about 0.6 m, which sweeps
     the most rows per frame when the robot drives (at 1 m/s a 1/30 s exposure spans 3.3 cm of road,
     several rows at the bottom of the image)."""
-    L = luma(image)[image.shape[0] // 2:]
+    L = luma(image)[image.shape[0] // 2 :]
     return float(np.mean(np.diff(L, axis=0) ** 2) + np.mean(np.diff(L, axis=1) ** 2))
 
 
@@ -211,8 +231,12 @@ def test_shadows_darken_bands_across_the_road(oval):
         x, y, _ = oval.pose_at(s, offset)
         return image[int((ymax - y) * ppm), int((x - xmin) * ppm)].astype(float)
 
-    ratios = np.array([pixel(img, s, 0.25).sum() / pixel(plain_img, s, 0.25).sum()
-                       for s in np.linspace(0, oval.length, 400, endpoint=False)])
+    ratios = np.array(
+        [
+            pixel(img, s, 0.25).sum() / pixel(plain_img, s, 0.25).sum()
+            for s in np.linspace(0, oval.length, 400, endpoint=False)
+        ]
+    )
     dark = ratios < 0.75
     spec = dataclasses.replace(oval.look, **look)
     assert dark.mean() == pytest.approx(spec.shadow_width / spec.shadow_spacing, abs=0.06)
@@ -383,8 +407,10 @@ def test_eval_drives_the_conditions_robot_not_the_nominal_one():
     from liquid_control.learning.evaluate import evaluate
     from liquid_control.paths import DEFAULT_MODEL
 
-    runs = {c: evaluate(DEFAULT_MODEL, track="oval", condition=c, episodes=1, seconds=6.0, seed=3,
-                        show_progress=False) for c in ("nominal", "weak_motors")}
+    runs = {
+        c: evaluate(DEFAULT_MODEL, track="oval", condition=c, episodes=1, seconds=6.0, seed=3, show_progress=False)
+        for c in ("nominal", "weak_motors")
+    }
     ratio = runs["weak_motors"]["mean_speed_mps"] / runs["nominal"]["mean_speed_mps"]
     assert 0.7 < ratio < 0.9, runs
 

@@ -14,8 +14,13 @@ from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 from liquid_control.runtime.sensing import IMU_FIELDS
 
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
-SPEC = EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4,
-                   imu_fields=("angular_velocity.z", "linear_acceleration.x"))
+SPEC = EncoderSpec(
+    image_width=16,
+    image_height=12,
+    channels=(4,),
+    camera_features=4,
+    imu_fields=("angular_velocity.z", "linear_acceleration.x"),
+)
 
 
 def _policy(seed=0, units=10, bias=None):
@@ -217,8 +222,7 @@ def _drive(c, t0, t1, camera=True, camera_stamp=None, imu_stamp=None):
 
 
 def test_a_dead_camera_with_a_live_imu_stops_the_robot_then_resumes(model_file):
-    c = _controller(model_file, camera_timeout=0.2, sensor_timeout=1.0, max_linear_accel=20.0,
-                    max_angular_accel=50.0)
+    c = _controller(model_file, camera_timeout=0.2, sensor_timeout=1.0, max_linear_accel=20.0, max_angular_accel=50.0)
     before = _drive(c, 0.0, 1.0)
     assert before[-1].reason == "policy"
     silent = _drive(c, 1.0, 2.0, camera=False)
@@ -237,8 +241,9 @@ def test_frozen_stamps_stop_the_robot_within_the_timeout_and_say_why(model_file,
     c = _controller(model_file, sensor_timeout=0.3)
     _drive(c, 0.0, 1.0)
     stuck = 0.9
-    commands = _drive(c, 1.0, 2.0, camera_stamp=stuck if frozen == "camera" else None,
-                      imu_stamp=stuck if frozen == "imu" else None)
+    commands = _drive(
+        c, 1.0, 2.0, camera_stamp=stuck if frozen == "camera" else None, imu_stamp=stuck if frozen == "imu" else None
+    )
     # Messages keep arriving, but none is accepted: zero commands from the watchdog (the
     # robot's only commands once the IMU is frozen) and from every step (camera frozen).
     cmd = c.watchdog(2.0, stamp=2.0)
@@ -300,8 +305,13 @@ def test_hot_swap_keeps_state_when_it_fits_and_refuses_a_model_that_does_not(mod
     state = c.state.copy()
     c.swap_policy(_policy(seed=1))  # same core size
     np.testing.assert_array_equal(c.state, state)
-    bad = LiquidPolicy(EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4,
-                                   imu_fields=("magnetic_field.x",)), nets.CfC(5, 6), outputs=2)
+    bad = LiquidPolicy(
+        EncoderSpec(
+            image_width=16, image_height=12, channels=(4,), camera_features=4, imu_fields=("magnetic_field.x",)
+        ),
+        nets.CfC(5, 6),
+        outputs=2,
+    )
     with pytest.raises(ValueError, match="magnetic_field.x"):
         c.swap_policy(bad)
     assert c.on_imu(0.05, _imu()).reason == "policy"  # the old model runs on
@@ -316,8 +326,13 @@ def test_a_swap_to_another_camera_encoder_steps_at_once_on_the_held_frame_and_sa
     c.on_image(0.0, FRAME)
     for k in range(1, 5):
         c.on_imu(0.005 * k, _imu())
-    spec = EncoderSpec(image_width=24, image_height=18, channels=(3, 5), camera_features=6,
-                       imu_fields=("linear_acceleration.x", "angular_velocity.z", "angular_velocity.x"))
+    spec = EncoderSpec(
+        image_width=24,
+        image_height=18,
+        channels=(3, 5),
+        camera_features=6,
+        imu_fields=("linear_acceleration.x", "angular_velocity.z", "angular_velocity.x"),
+    )
     torch.manual_seed(4)
     other = LiquidPolicy(spec, nets.CfC(spec.core_inputs, nets.AutoNCP(10, 2, seed=4)), outputs=2).eval()
     state = c.state.copy()
@@ -333,8 +348,14 @@ def test_a_swap_to_another_camera_encoder_steps_at_once_on_the_held_frame_and_sa
 
 
 def test_adaptation_learns_a_steering_bias_and_reset_restores(model_file):
-    c = _controller(model_file, adaptation_enabled=False, max_angular_accel=50.0, max_linear_accel=20.0,
-                    max_angular_speed=10.0, max_linear_speed=5.0)
+    c = _controller(
+        model_file,
+        adaptation_enabled=False,
+        max_angular_accel=50.0,
+        max_linear_accel=20.0,
+        max_angular_speed=10.0,
+        max_linear_speed=5.0,
+    )
     rng = np.random.default_rng(0)
     c.on_image(0.0, FRAME)
     shipped = []
@@ -376,7 +397,9 @@ def test_one_parameter_table_gives_settings_defaults_checks_and_the_shipped_defa
     root = Path(__file__).resolve().parents[1]
     shipped = root / "config" / "controller.yaml"
     for rel, render in GENERATED.items():  # the defaults file and docs/parameters.md
-        assert (root / rel).read_text() == render(), f"{rel} is stale: python -m liquid_control.runtime.parameters --write"
+        assert (root / rel).read_text() == render(), (
+            f"{rel} is stale: python -m liquid_control.runtime.parameters --write"
+        )
     assert shipped.read_text() == render_config()
     assert read_params(shipped) == DEFAULTS
     for name, p in BY_SETTING.items():

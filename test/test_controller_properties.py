@@ -49,12 +49,20 @@ KINDS = ["imu"] * 6 + ["camera"] * 2 + ["teacher", "e_stop", "watchdog", "settin
 CORRUPTION = ["none"] * 8 + ["nan_stamp", "inf_stamp", "frozen_stamp", "back_stamp", "bad_values"]
 gaps = st.one_of(st.floats(0.0, 0.03), st.floats(0.0, 0.03), st.floats(0.0, 0.03), st.floats(0.3, 3.0))
 values = st.floats(allow_nan=True, allow_infinity=True)
-events = st.lists(st.tuples(
-    st.sampled_from(KINDS), gaps, st.sampled_from(CORRUPTION),
-    st.tuples(st.integers(1, 40), st.integers(1, 40)),
-    st.lists(st.floats(-50.0, 50.0), min_size=len(IMU_FIELDS), max_size=len(IMU_FIELDS)),
-    values, st.booleans(), _setting_values(),
-), min_size=1, max_size=150)
+events = st.lists(
+    st.tuples(
+        st.sampled_from(KINDS),
+        gaps,
+        st.sampled_from(CORRUPTION),
+        st.tuples(st.integers(1, 40), st.integers(1, 40)),
+        st.lists(st.floats(-50.0, 50.0), min_size=len(IMU_FIELDS), max_size=len(IMU_FIELDS)),
+        values,
+        st.booleans(),
+        _setting_values(),
+    ),
+    min_size=1,
+    max_size=150,
+)
 
 
 def _image(h, w, kind, rng):
@@ -75,8 +83,9 @@ def test_never_an_exception_never_a_command_beyond_the_limits(policy, initial, e
     t, last, policy_commands = 10.0, None, 0
     for kind, dt, corruption, (h, w), imu, value, flag, changes in events:
         t += dt
-        stamp = {"nan_stamp": float("nan"), "inf_stamp": float("inf"), "frozen_stamp": 10.0,
-                 "back_stamp": t - 0.2}.get(corruption, t)
+        stamp = {"nan_stamp": float("nan"), "inf_stamp": float("inf"), "frozen_stamp": 10.0, "back_stamp": t - 0.2}.get(
+            corruption, t
+        )
         command = None
         if kind == "camera":
             look = "nan" if corruption == "bad_values" else "rand"

@@ -47,8 +47,9 @@ def test_trajectory_has_road_start_legend_and_metre_axes_at_equal_aspect(oval, t
     start = oval.pose_at(3.0, 0.1)
     path = np.array([oval.pose_at(3.0 + s, 0.1)[:2] for s in np.linspace(0, 6, 60)])
     out = tmp_path / "traj.png"
-    fig = plot.write_trajectory_png(out, oval.samples, oval.road_width,
-                                    {"episode 0": path, "episode 1": path[::-1]}, title="two drives")
+    fig = plot.write_trajectory_png(
+        out, oval.samples, oval.road_width, {"episode 0": path, "episode 1": path[::-1]}, title="two drives"
+    )
     ax = fig.axes[0]
     assert ax.get_xlabel() == "x [m]" and ax.get_ylabel() == "y [m]"
     assert ax.get_aspect() == 1.0
@@ -72,8 +73,7 @@ def test_trajectory_has_road_start_legend_and_metre_axes_at_equal_aspect(oval, t
 def test_loss_curve_has_log_y_train_and_validation_lines_and_a_title(tmp_path):
     out = tmp_path / "loss.png"
     it = [10, 20, 30, 40]
-    fig = plot.write_loss_png(out, it, [1.0, 0.3, 0.1, 0.05], [0.8, 0.2, 0.15, 0.16], title="cfc loss",
-                              ylabel="MSE")
+    fig = plot.write_loss_png(out, it, [1.0, 0.3, 0.1, 0.05], [0.8, 0.2, 0.15, 0.16], title="cfc loss", ylabel="MSE")
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "MSE" and ax.get_title() == "cfc loss"
@@ -111,12 +111,14 @@ def test_commands_have_two_panels_with_units_and_pauses_cut_out(tmp_path):
 
 
 def test_plots_use_no_pyplot():
-    code = ("import sys, numpy as np\n"
-            "from liquid_control.draw import plot\n"
-            "plot.loss_figure([1, 2], [1.0, 0.5], [1.0, 0.6]); plot.commands_figure([0, 1], "
-            "{'linear.x': [0, 1], 'angular.z': [0, 1]})\n"
-            "assert 'matplotlib.pyplot' not in sys.modules\n"
-            "import matplotlib; assert matplotlib.get_backend().lower() != 'tkagg'\n")
+    code = (
+        "import sys, numpy as np\n"
+        "from liquid_control.draw import plot\n"
+        "plot.loss_figure([1, 2], [1.0, 0.5], [1.0, 0.6]); plot.commands_figure([0, 1], "
+        "{'linear.x': [0, 1], 'angular.z': [0, 1]})\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+        "import matplotlib; assert matplotlib.get_backend().lower() != 'tkagg'\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
 
@@ -168,4 +170,3 @@ def test_the_road_texture_writer_is_kept_byte_exact():
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(io.BytesIO(data)) as decoded:
         assert np.array_equal(np.asarray(decoded.convert("RGB")), image)
-

@@ -32,8 +32,9 @@ CLI = [sys.executable, "-m", "liquid_control.cli"]
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "shipped.onnx"
-    result = subprocess.run([*CLI, "export", DEFAULT_MODEL, "--onnx", str(path), "--json"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*CLI, "export", DEFAULT_MODEL, "--onnx", str(path), "--json"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return path, json.loads(result.stdout)
 
@@ -52,8 +53,12 @@ def test_the_graph_has_the_documented_inputs_outputs_and_the_models_config(expor
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.graph.input}
     assert shapes == {"frame": [1, 48, 64, 3], "imu": [3], "dt": [1], "state": [19]}
     types = {v.name: v.type.tensor_type.elem_type for v in graph.graph.input}
-    assert types == {"frame": onnx.TensorProto.UINT8, "imu": onnx.TensorProto.DOUBLE,
-                     "dt": onnx.TensorProto.DOUBLE, "state": onnx.TensorProto.DOUBLE}
+    assert types == {
+        "frame": onnx.TensorProto.UINT8,
+        "imu": onnx.TensorProto.DOUBLE,
+        "dt": onnx.TensorProto.DOUBLE,
+        "state": onnx.TensorProto.DOUBLE,
+    }
     assert [v.name for v in graph.graph.output] == ["command", "new_state", "camera_features"]
     _, config = load_policy(DEFAULT_MODEL)
     meta = {p.key: p.value for p in graph.metadata_props}
@@ -105,8 +110,9 @@ def test_the_backend_encodes_with_the_encoder_graph_that_is_the_graphs_own(expor
 
 def test_export_never_overwrites_and_bad_files_are_model_file_errors(exported, tmp_path):
     path, _ = exported
-    result = subprocess.run([*CLI, "export", DEFAULT_MODEL, "--onnx", str(path)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [*CLI, "export", DEFAULT_MODEL, "--onnx", str(path)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2 and "never written over" in result.stderr
     not_onnx = tmp_path / "x.onnx"
     not_onnx.write_bytes(b"\x00" * 40)
@@ -130,8 +136,10 @@ def test_export_never_overwrites_and_bad_files_are_model_file_errors(exported, t
         load_onnx_policy(old_path)
     # The core's kernel arrays: missing (an LSTM or GRU exported before they had a torch-free
     # kernel) or of a kind this version does not know.
-    for value, message in ((None, "streaming kernel is not in the file"),
-                           (json.dumps({"kind": "transformer"}), "its transformer core has no torch-free")):
+    for value, message in (
+        (None, "streaming kernel is not in the file"),
+        (json.dumps({"kind": "transformer"}), "its transformer core has no torch-free"),
+    ):
         graph = onnx.load(str(path))
         props = [(p.key, p.value) for p in graph.metadata_props]
         del graph.metadata_props[:]
@@ -168,8 +176,9 @@ def _replay_without_torch(model: Path, bag: Path, tmp_path: Path, also_import: s
         n = sum(c.on_sensor(e.kind, e.stamp, e.data) is not None for e in read_events({str(bag)!r}, command=None))
         print(n, "torch" in sys.modules)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env=_no_torch_env(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=_no_torch_env(tmp_path)
+    )
     assert result.returncode == 0, result.stderr
     commands, torch_loaded = result.stdout.split()
     return int(commands), torch_loaded == "True"
@@ -192,9 +201,14 @@ def test_controller_node_on_the_onnx_backend_drives_without_torch(exported, tmp_
         pytest.skip(f"{EXECUTABLE} not installed")
     path, _ = exported
     ns = f"/lc_onnx_{os.getpid()}"
-    proc = subprocess.Popen([str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", "backend:=onnx",
-                             "-p", f"model_path:={path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_no_torch_env(tmp_path), start_new_session=True)
+    proc = subprocess.Popen(
+        [str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", "backend:=onnx", "-p", f"model_path:={path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_no_torch_env(tmp_path),
+        start_new_session=True,
+    )
     try:
         commands, stop_peer = _streaming_peer(ns)
         try:

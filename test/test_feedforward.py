@@ -67,8 +67,7 @@ def test_dt_is_ignored_unless_time_input_then_it_is_dt_over_dt_scale_as_one_more
     torch.manual_seed(1)
     x = np.array([0.4, -1.2, 0.7])
     plain = Feedforward(3, 5, hidden=(8,))
-    assert np.array_equal(plain.step(x, plain.initial_state(), 0.005)[0],
-                          plain.step(x, plain.initial_state(), 0.5)[0])
+    assert np.array_equal(plain.step(x, plain.initial_state(), 0.005)[0], plain.step(x, plain.initial_state(), 0.5)[0])
     timed = Feedforward(3, 5, hidden=(8,), time_input=True).double()
     assert timed.layers[0].in_features == 4
     a = timed.step(x, timed.initial_state(), 0.005)[0].copy()
@@ -77,8 +76,9 @@ def test_dt_is_ignored_unless_time_input_then_it_is_dt_over_dt_scale_as_one_more
     # The same weights without the time input, fed dt / DT_SCALE as a fourth input: the same map.
     same = Feedforward(4, 5, hidden=(8,)).double()
     same.load_state_dict(timed.state_dict())
-    np.testing.assert_allclose(same.step(np.append(x, 0.033 / DT_SCALE), same.initial_state(), 1.0)[0], b,
-                               rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        same.step(np.append(x, 0.033 / DT_SCALE), same.initial_state(), 1.0)[0], b, rtol=0, atol=1e-15
+    )
 
 
 def test_the_streaming_kernel_follows_weight_changes_and_travels_as_arrays():
@@ -112,8 +112,11 @@ def test_it_learns_a_static_map_of_its_inputs():
         loss.backward()
         opt.step()
     linear = torch.linalg.lstsq(torch.cat([x, torch.ones_like(x[..., :1])], -1).reshape(-1, 3), y.reshape(-1, 1))
-    linear_mse = (torch.cat([x, torch.ones_like(x[..., :1])], -1).reshape(-1, 3) @ linear.solution
-                  - y.reshape(-1, 1)).pow(2).mean()
+    linear_mse = (
+        (torch.cat([x, torch.ones_like(x[..., :1])], -1).reshape(-1, 3) @ linear.solution - y.reshape(-1, 1))
+        .pow(2)
+        .mean()
+    )
     assert float(loss) < 0.1 * float(linear_mse)
 
 
@@ -139,15 +142,22 @@ def test_a_feedforward_policy_round_trips_and_streams_like_its_forward(time_inpu
     path = tmp_path / "mlp.safetensors"
     save_model(path, policy, policy.sensor_spec(), OUTPUTS)
     loaded, config = load_model(path)
-    assert config.network == NetworkSpec("mlp", 9, units=7, options={
-        "hidden": [10, 8], "activation": "tanh", "time_input": time_input})
+    assert config.network == NetworkSpec(
+        "mlp", 9, units=7, options={"hidden": [10, 8], "activation": "tanh", "time_input": time_input}
+    )
     assert isinstance(loaded.core, Feedforward) and NetworkSpec.of(loaded.core) == config.network
     counts = parameter_counts(loaded)
-    assert counts["liquid_core"] == counts["liquid_core_effective"] == (9 + time_input) * 10 + 10 + 10 * 8 + 8 + 8 * 7 + 7
+    assert (
+        counts["liquid_core"] == counts["liquid_core_effective"] == (9 + time_input) * 10 + 10 + 10 * 8 + 8 + 8 * 7 + 7
+    )
     assert counts["trainable"] == counts["camera_encoder"] + counts["liquid_core"] + counts["readout"]
     frames, frame_index, imu, dt = _events()
-    args = (torch.tensor(frames), torch.tensor(frame_index), torch.tensor(imu, dtype=torch.float32),
-            torch.tensor(dt, dtype=torch.float32))
+    args = (
+        torch.tensor(frames),
+        torch.tensor(frame_index),
+        torch.tensor(imu, dtype=torch.float32),
+        torch.tensor(dt, dtype=torch.float32),
+    )
     with torch.no_grad():
         ref = policy(*args)[0].numpy()
         assert np.array_equal(loaded(*args)[0].numpy(), ref)
@@ -157,8 +167,10 @@ def test_a_feedforward_policy_round_trips_and_streams_like_its_forward(time_inpu
     run = loaded.streamer()
     state = run.initial_state()
     assert state.shape == (7,)
-    out = [run.step(features[frame_index[0, t]], run.normalize_imu(imu[0, t]), state, float(dt[0, t])).copy()
-           for t in range(20)]
+    out = [
+        run.step(features[frame_index[0, t]], run.normalize_imu(imu[0, t]), state, float(dt[0, t])).copy()
+        for t in range(20)
+    ]
     np.testing.assert_allclose(np.array(out), ref, rtol=0, atol=1e-5)
     run.check()
 
@@ -185,8 +197,12 @@ def test_the_exported_onnx_graph_steps_like_the_running_policy(time_input, tmp_p
     frames, frame_index, imu, dt = _events(1)
     state = run.initial_state()
     for t in range(20):
-        feed = {"frame": frames[0, frame_index[0, t]][None], "imu": imu[0, t], "dt": np.array([dt[0, t]]),
-                "state": np.full(state.size, np.nan)}  # a state, were the graph to read it, that would show
+        feed = {
+            "frame": frames[0, frame_index[0, t]][None],
+            "imu": imu[0, t],
+            "dt": np.array([dt[0, t]]),
+            "state": np.full(state.size, np.nan),
+        }  # a state, were the graph to read it, that would show
         command, new_state, features = session.run(None, feed)
         expected = run.step(features, run.normalize_imu(imu[0, t]), state, float(dt[0, t]))
         np.testing.assert_allclose(command, expected, rtol=0, atol=1e-9)
@@ -209,8 +225,14 @@ def test_the_cnn_baseline_is_about_100k_parameters_against_the_ncps_22k():
     cnn = LiquidPolicy(spec, Feedforward(spec.core_inputs, 64, hidden=(128, 64)), outputs=2)
     ncp = LiquidPolicy(EncoderSpec(), CfC(EncoderSpec().core_inputs, AutoNCP(19, 2, seed=0)), outputs=2)
     counts, ncp_counts = parameter_counts(cnn), parameter_counts(ncp)
-    assert counts == {"trainable": 96_734, "effective": 96_734, "camera_encoder": 80_604, "liquid_core": 16_000,
-                      "liquid_core_effective": 16_000, "readout": 130}
+    assert counts == {
+        "trainable": 96_734,
+        "effective": 96_734,
+        "camera_encoder": 80_604,
+        "liquid_core": 16_000,
+        "liquid_core_effective": 16_000,
+        "readout": 130,
+    }
     assert 95_000 <= counts["trainable"] <= 110_000
     assert 4 <= counts["trainable"] / ncp_counts["trainable"] <= 5  # ~21.7k: encoder 20k, core 1.7k
 

@@ -17,8 +17,12 @@ def test_a_fifo_a_device_a_directory_and_a_dangling_link_are_refused_before_open
     os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
     link = tmp_path / "gone.yaml"
     link.symlink_to(tmp_path / "nowhere.yaml")
-    for path, why in ((fifo, "FIFO"), ("/dev/zero", "character device"), (tmp_path, "directory"),
-                      (link, "does not exist")):
+    for path, why in (
+        (fifo, "FIFO"),
+        ("/dev/zero", "character device"),
+        (tmp_path, "directory"),
+        (link, "does not exist"),
+    ):
         with pytest.raises(FileRefused, match=why):
             read_text(path)
     with pytest.raises(TrackError, match=f"track file {fifo}: is a FIFO"):

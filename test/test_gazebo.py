@@ -65,8 +65,8 @@ def png_pixels(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -92,7 +92,9 @@ def floats(text: str) -> list[float]:
 def resolve_model_uri(uri: str) -> Path:
     """model://NAME/rest as gz resolves it with GZ_SIM_RESOURCE_PATH = models/gazebo."""
     assert uri.startswith("model://"), uri
-    return GAZEBO_DIR / uri[len("model://"):]
+    return GAZEBO_DIR / uri[len("model://") :]
+
+
 # --- the real SDFormat parser (`ign sdf`, SDFormat 12) --------------------------------------------
 SDF_FILES = sorted(GAZEBO_DIR.rglob("*.sdf"))
 ROBOT_SDF = "liquid_robot/model.sdf"  # keys of `parsed`: paths relative to GAZEBO_DIR
@@ -106,22 +108,29 @@ def ign_sdf(flag: str, path: Path, cwd: Path) -> subprocess.CompletedProcess:
     """`ign sdf FLAG path` with our models findable as gz finds them (SDF_PATH, which gz-sim fills
     from GZ_SIM_RESOURCE_PATH), run away from models/gazebo so nothing resolves by accident."""
     env = dict(os.environ, SDF_PATH=str(GAZEBO_DIR))
-    return subprocess.run(["ign", "sdf", flag, str(path)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["ign", "sdf", flag, str(path)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def ign_problems(output: str) -> list[str]:
     """The lines of ign's output that report a problem; not the harmless missing-backtrace notice."""
-    return [line for line in output.splitlines() if "libignition-tools-backward" not in line
-            and ("Error" in line or "Unable to convert" in line)]
+    return [
+        line
+        for line in output.splitlines()
+        if "libignition-tools-backward" not in line and ("Error" in line or "Unable to convert" in line)
+    ]
 
 
 def ign_check(path: Path, cwd: Path) -> tuple[bool, str]:
     """`ign sdf -k`: the parser's validation, frame graphs included."""
     result = ign_sdf("-k", path, cwd)
     output = result.stdout + result.stderr
-    ok = (result.returncode == 0 and any(line.strip() == "Valid." for line in output.splitlines())
-          and not ign_problems(output))
+    ok = (
+        result.returncode == 0
+        and any(line.strip() == "Valid." for line in output.splitlines())
+        and not ign_problems(output)
+    )
     return ok, output
 
 
@@ -181,8 +190,11 @@ def test_every_track_file_has_a_world_and_a_ground_model():
 def test_command_line_writes_the_files(tmp_path, generated):
     assert gazebo.main(["--output", str(tmp_path), "--track", str(TRACK_FILES[0])]) == 0
     name = Track.load(TRACK_FILES[0]).name
-    for relative in ("models/gazebo/liquid_robot/model.sdf", f"models/gazebo/worlds/{name}.sdf",
-                     "config/gazebo_bridge.yaml"):
+    for relative in (
+        "models/gazebo/liquid_robot/model.sdf",
+        f"models/gazebo/worlds/{name}.sdf",
+        "config/gazebo_bridge.yaml",
+    ):
         assert (tmp_path / relative).read_bytes() == generated[relative]
 
 
@@ -195,8 +207,9 @@ def test_parsed_robot_drives_with_diff_drive_on_the_bridged_topics(parsed, bridg
     links = {link.get("name"): link for link in model.findall("link")}
     assert set(links) == {"base_link", "left_wheel", "right_wheel"}
     # RobotSpec's masses: chassis and caster make base_link.
-    assert float(links["base_link"].findtext("inertial/mass")) == pytest.approx(robot.mass + robot.caster_mass,
-                                                                                 rel=SDF_REL)
+    assert float(links["base_link"].findtext("inertial/mass")) == pytest.approx(
+        robot.mass + robot.caster_mass, rel=SDF_REL
+    )
     joints = {joint.get("name"): joint for joint in model.findall("joint")}
     assert set(joints) == {"left_wheel_joint", "right_wheel_joint"}
     for side in ("left", "right"):
@@ -207,8 +220,9 @@ def test_parsed_robot_drives_with_diff_drive_on_the_bridged_topics(parsed, bridg
         assert joint.find("axis/xyz").get("expressed_in") in (None, "__model__", "base_link")
         pose = wheel.find("pose")
         assert pose.get("relative_to") == "base_link"
-        assert floats(pose.text)[1] == pytest.approx(robot.wheel_separation / 2 * (1 if side == "left" else -1),
-                                                     rel=SDF_REL)
+        assert floats(pose.text)[1] == pytest.approx(
+            robot.wheel_separation / 2 * (1 if side == "left" else -1), rel=SDF_REL
+        )
         assert floats(pose.text)[3:] == [0, 0, 0]  # wheel frames keep base_link's axes: +y is the axle
         assert float(wheel.findtext("inertial/mass")) == pytest.approx(robot.wheel_mass, rel=SDF_REL)
         for part in ("collision", "visual"):
@@ -219,15 +233,21 @@ def test_parsed_robot_drives_with_diff_drive_on_the_bridged_topics(parsed, bridg
             assert abs(roll) == pytest.approx(math.pi / 2, rel=SDF_REL) and (pitch, yaw) == (0, 0)
 
     (drive,) = model.findall("plugin")
-    assert (drive.get("filename"), drive.get("name")) == gazebo.DIFF_DRIVE == (
-        "gz-sim-diff-drive-system", "gz::sim::systems::DiffDrive")
+    assert (
+        (drive.get("filename"), drive.get("name"))
+        == gazebo.DIFF_DRIVE
+        == ("gz-sim-diff-drive-system", "gz::sim::systems::DiffDrive")
+    )
     assert drive.findtext("left_joint") == "left_wheel_joint" and drive.findtext("right_joint") == "right_wheel_joint"
     assert float(drive.findtext("wheel_separation")) == pytest.approx(robot.wheel_separation, rel=SDF_REL)
     assert float(drive.findtext("wheel_radius")) == pytest.approx(robot.wheel_radius, rel=SDF_REL)
     cmd = bridged(bridge, topics.CMD_VEL)
     assert drive.findtext("topic") == cmd["gz_topic_name"]
     assert (cmd["direction"], cmd["ros_type_name"], cmd["gz_type_name"]) == (
-        "ROS_TO_GZ", "geometry_msgs/msg/Twist", "gz.msgs.Twist")
+        "ROS_TO_GZ",
+        "geometry_msgs/msg/Twist",
+        "gz.msgs.Twist",
+    )
     odom = bridged(bridge, topics.ODOM)
     assert drive.findtext("odom_topic") == odom["gz_topic_name"]
     assert (odom["direction"], odom["gz_type_name"]) == ("GZ_TO_ROS", "gz.msgs.Odometry")
@@ -251,11 +271,17 @@ def test_parsed_robot_sensors_publish_at_the_configured_rates_on_the_bridged_top
     assert image["ros_topic_name"] == topics.CAMERA
     assert camera.findtext("topic") == image["gz_topic_name"]
     assert (image["direction"], image["ros_type_name"], image["gz_type_name"]) == (
-        "GZ_TO_ROS", "sensor_msgs/msg/Image", "gz.msgs.Image")
+        "GZ_TO_ROS",
+        "sensor_msgs/msg/Image",
+        "gz.msgs.Image",
+    )
     info = bridged(bridge, topics.CAMERA_INFO)
     assert camera.findtext("camera/camera_info_topic") == info["gz_topic_name"]
     assert (info["direction"], info["ros_type_name"], info["gz_type_name"]) == (
-        "GZ_TO_ROS", "sensor_msgs/msg/CameraInfo", "gz.msgs.CameraInfo")
+        "GZ_TO_ROS",
+        "sensor_msgs/msg/CameraInfo",
+        "gz.msgs.CameraInfo",
+    )
     # The image sim_node renders (RobotSpec), so the controller sees the same frame size either way.
     assert int(camera.findtext("camera/image/width")) == robot.image_width == 96
     assert int(camera.findtext("camera/image/height")) == robot.image_height == 64
@@ -273,7 +299,10 @@ def test_parsed_robot_sensors_publish_at_the_configured_rates_on_the_bridged_top
     entry = bridged(bridge, topics.IMU)
     assert imu.findtext("topic") == entry["gz_topic_name"]
     assert (entry["direction"], entry["ros_type_name"], entry["gz_type_name"]) == (
-        "GZ_TO_ROS", "sensor_msgs/msg/Imu", "gz.msgs.IMU")
+        "GZ_TO_ROS",
+        "sensor_msgs/msg/Imu",
+        "gz.msgs.IMU",
+    )
     for group, stddev in (("angular_velocity", sensors.gyro_noise), ("linear_acceleration", sensors.accel_noise)):
         for axis in "xyz":
             noise = imu.find(f"imu/{group}/{axis}/noise")
@@ -286,8 +315,10 @@ def test_every_gz_topic_in_the_parsed_robot_is_bridged_and_back(parsed, bridge):
     in_sdf = {e.text for e in model.iter() if e.tag in ("topic", "odom_topic", "camera_info_topic")}
     robot_topics = {e["gz_topic_name"] for e in bridge if e["ros_topic_name"] != topics.CLOCK}
     assert in_sdf == robot_topics
-    assert robot_topics == {f"/model/{gazebo.ROBOT_NAME}/{name}" for name in (
-        topics.CAMERA, topics.CAMERA_INFO, topics.IMU, topics.ODOM, topics.CMD_VEL)}
+    assert robot_topics == {
+        f"/model/{gazebo.ROBOT_NAME}/{name}"
+        for name in (topics.CAMERA, topics.CAMERA_INFO, topics.IMU, topics.ODOM, topics.CMD_VEL)
+    }
 
 
 @pytest.mark.parametrize("track_file", TRACK_FILES, ids=lambda p: p.stem)
@@ -296,11 +327,13 @@ def test_parsed_world_has_the_systems_light_and_ground_and_no_robot(parsed, trac
     world = parsed[world_key(track)].find("world")
     assert world.get("name") == track.name
     plugins = {(p.get("filename"), p.get("name")): p for p in world.findall("plugin")}
-    assert set(plugins) == {("gz-sim-physics-system", "gz::sim::systems::Physics"),
-                            ("gz-sim-user-commands-system", "gz::sim::systems::UserCommands"),
-                            ("gz-sim-scene-broadcaster-system", "gz::sim::systems::SceneBroadcaster"),
-                            ("gz-sim-sensors-system", "gz::sim::systems::Sensors"),
-                            ("gz-sim-imu-system", "gz::sim::systems::Imu")}
+    assert set(plugins) == {
+        ("gz-sim-physics-system", "gz::sim::systems::Physics"),
+        ("gz-sim-user-commands-system", "gz::sim::systems::UserCommands"),
+        ("gz-sim-scene-broadcaster-system", "gz::sim::systems::SceneBroadcaster"),
+        ("gz-sim-sensors-system", "gz::sim::systems::Sensors"),
+        ("gz-sim-imu-system", "gz::sim::systems::Imu"),
+    }
     assert plugins[("gz-sim-sensors-system", "gz::sim::systems::Sensors")].findtext("render_engine") == "ogre2"
     # At least 5 physics steps per IMU sample.
     assert float(world.findtext("physics/max_step_size")) <= 1.0 / SensorConfig().imu_hz / 5
@@ -334,7 +367,9 @@ def test_road_texture_lies_where_the_track_is(track_file):
     sx, sy = floats(visual.findtext("geometry/plane/size"))
     image = png_pixels(resolve_model_uri(visual.findtext("material/pbr/metal/albedo_map")).read_bytes())
     h, w, _ = image.shape
-    assert w / sx == pytest.approx(gazebo.PIXELS_PER_M, rel=1e-5) and h / sy == pytest.approx(gazebo.PIXELS_PER_M, rel=1e-5)
+    assert w / sx == pytest.approx(gazebo.PIXELS_PER_M, rel=1e-5) and h / sy == pytest.approx(
+        gazebo.PIXELS_PER_M, rel=1e-5
+    )
 
     def colour_at(x: float, y: float) -> np.ndarray:
         u, v = (x - (cx - sx / 2)) / sx, ((cy + sy / 2) - y) / sy
@@ -359,7 +394,9 @@ def test_spawn_pose_is_the_track_start_with_the_wheels_on_the_ground(track_file)
     wheel_z = floats(wheel.findtext("pose"))[2]
     assert z + wheel_z - float(wheel.findtext("collision/geometry/cylinder/radius")) == pytest.approx(0, abs=1e-9)
     caster = model.find("link[@name='base_link']/collision[@name='caster_collision']")
-    assert z + floats(caster.findtext("pose"))[2] - float(caster.findtext("geometry/sphere/radius")) == pytest.approx(0, abs=1e-9)
+    assert z + floats(caster.findtext("pose"))[2] - float(caster.findtext("geometry/sphere/radius")) == pytest.approx(
+        0, abs=1e-9
+    )
 
 
 def test_spawn_pose_takes_a_shipped_track_name():
@@ -396,8 +433,9 @@ def test_robot_mirrors_the_mujoco_scene(view, request):
         wheel, mj_wheel = model.find(f"link[@name='{side}_wheel']"), mj.body(f"{side}_wheel")
         assert floats(wheel.findtext("pose"))[:3] == pytest.approx(mj_wheel.pos, abs=1e-6)
         assert float(wheel.findtext("inertial/mass")) == pytest.approx(mj_wheel.mass[0], rel=SDF_REL)
-        assert np.sort(floats(" ".join(wheel.findtext(f"inertial/inertia/{k}") for k in ("ixx", "iyy", "izz")))) \
-            == pytest.approx(np.sort(mj_wheel.inertia), rel=1e-4)
+        assert np.sort(
+            floats(" ".join(wheel.findtext(f"inertial/inertia/{k}") for k in ("ixx", "iyy", "izz")))
+        ) == pytest.approx(np.sort(mj_wheel.inertia), rel=1e-4)
         assert [float(wheel.findtext(f"inertial/inertia/{k}")) for k in ("ixy", "ixz", "iyz")] == [0, 0, 0]
 
     camera, mj_camera = base.find("sensor[@type='camera']"), mj.camera("front")
@@ -470,12 +508,22 @@ def test_bridge_yaml_entries(bridge):
         assert entry["direction"] in ("GZ_TO_ROS", "ROS_TO_GZ", "BIDIRECTIONAL")
         assert entry["gz_topic_name"].startswith("/")
     assert {e["ros_topic_name"] for e in bridge} == {
-        topics.CLOCK, topics.CAMERA, topics.CAMERA_INFO, topics.IMU, topics.ODOM, topics.CMD_VEL}
+        topics.CLOCK,
+        topics.CAMERA,
+        topics.CAMERA_INFO,
+        topics.IMU,
+        topics.ODOM,
+        topics.CMD_VEL,
+    }
     # Relative ROS names (they take the bridge's namespace), except the global clock.
     assert [e["ros_topic_name"] for e in bridge if e["ros_topic_name"].startswith("/")] == [topics.CLOCK]
     assert bridged(bridge, topics.CLOCK) == {
-        "ros_topic_name": "/clock", "gz_topic_name": "/clock", "ros_type_name": "rosgraph_msgs/msg/Clock",
-        "gz_type_name": "gz.msgs.Clock", "direction": "GZ_TO_ROS"}
+        "ros_topic_name": "/clock",
+        "gz_topic_name": "/clock",
+        "ros_type_name": "rosgraph_msgs/msg/Clock",
+        "gz_type_name": "gz.msgs.Clock",
+        "direction": "GZ_TO_ROS",
+    }
     assert bridge == yaml.safe_load(gazebo.bridge_yaml())
 
 
@@ -487,16 +535,24 @@ def test_gz_topic_lookup():
 
 def test_spawn_pose_needs_no_mujoco_nor_rclpy():
     """Launch files call spawn_pose() on machines with ROS and Gazebo but perhaps without MuJoCo."""
-    code = ("import sys; from liquid_control.sim import gazebo; gazebo.spawn_pose('oval'); "
-            "assert not {'mujoco', 'rclpy'} & set(sys.modules), sorted({'mujoco', 'rclpy'} & set(sys.modules))")
+    code = (
+        "import sys; from liquid_control.sim import gazebo; gazebo.spawn_pose('oval'); "
+        "assert not {'mujoco', 'rclpy'} & set(sys.modules), sorted({'mujoco', 'rclpy'} & set(sys.modules))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
 
 
 # --- (f) evaluation conditions: the same layout under a condition, what Gazebo can carry ----------
 def _rotation(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """SDF's pose rotation: R = Rz(yaw) Ry(pitch) Rx(roll)."""
-    cr, sr, cp, sp, cy, sy = (math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch),
-                              math.cos(yaw), math.sin(yaw))
+    cr, sr, cp, sp, cy, sy = (
+        math.cos(roll),
+        math.sin(roll),
+        math.cos(pitch),
+        math.sin(pitch),
+        math.cos(yaw),
+        math.sin(yaw),
+    )
     rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
     ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
     rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
@@ -513,8 +569,9 @@ def _condition_files(name: str) -> dict[str, ET.Element]:
 def test_nominal_condition_exports_the_committed_files():
     from liquid_control.sim.conditions import CONDITIONS
 
-    assert gazebo.generated_files([str(TRACK_FILES[0])], CONDITIONS["nominal"]) == \
-        gazebo.generated_files([str(TRACK_FILES[0])])
+    assert gazebo.generated_files([str(TRACK_FILES[0])], CONDITIONS["nominal"]) == gazebo.generated_files(
+        [str(TRACK_FILES[0])]
+    )
 
 
 def test_a_rolled_camera_exports_as_the_mujoco_camera():
@@ -530,7 +587,8 @@ def test_a_rolled_camera_exports_as_the_mujoco_camera():
         camera = _condition_files(name)[f"models/gazebo/{ROBOT_SDF}"].find("model/link/sensor[@type='camera']")
         roll, pitch, yaw = floats(camera.findtext("pose"))[3:]
         assert (math.degrees(roll), math.degrees(pitch), yaw) == pytest.approx(
-            (robot.camera_roll_deg, robot.camera_pitch_deg, 0), abs=1e-4)
+            (robot.camera_roll_deg, robot.camera_pitch_deg, 0), abs=1e-4
+        )
         xml, assets = scene_xml(Track.load(TRACK_FILES[0]), robot, pixels_per_m=2.0)
         mat = np.zeros(9)
         mujoco.mju_quat2Mat(mat, mujoco.MjModel.from_xml_string(xml, assets).camera("front").quat)
@@ -551,7 +609,9 @@ def test_conditions_export_friction_mass_lighting_fog_texture_and_track():
     slippery = _condition_files("low_friction")
     spec = CONDITIONS["low_friction"].robot
     for side in ("left", "right"):
-        mu = slippery[f"models/gazebo/{ROBOT_SDF}"].find(f"model/link[@name='{side}_wheel']/collision/surface/friction/ode")
+        mu = slippery[f"models/gazebo/{ROBOT_SDF}"].find(
+            f"model/link[@name='{side}_wheel']/collision/surface/friction/ode"
+        )
         assert float(mu.findtext("mu")) == float(mu.findtext("mu2")) == spec["wheel_friction"]
     ground = slippery[ground_sdf].find("model/link/collision/surface/friction/ode")
     assert float(ground.findtext("mu")) == spec["ground_friction"]
@@ -559,7 +619,8 @@ def test_conditions_export_friction_mass_lighting_fog_texture_and_track():
     heavy = _condition_files("heavy")[f"models/gazebo/{ROBOT_SDF}"].find("model")
     spec = CONDITIONS["heavy"].robot
     assert float(heavy.findtext("link[@name='base_link']/inertial/mass")) == pytest.approx(
-        spec["mass"] + spec["caster_mass"], rel=SDF_REL)
+        spec["mass"] + spec["caster_mass"], rel=SDF_REL
+    )
     assert float(heavy.findtext("link[@name='left_wheel']/inertial/mass")) == spec["wheel_mass"]
 
     dark = _condition_files("dark")[world_sdf].find("world")
@@ -589,8 +650,20 @@ def test_conditions_name_what_gazebo_cannot_reproduce():
     assert missing["command_delay"] == ["robot.command_delay"] and missing["weak_motors"] == ["robot.motor_gain"]
     assert set(missing["motion_blur"]) == {"sensors.exposure", "sensors.exposure_samples"}
     assert missing["frame_drop"] == ["sensors.camera_drop"]
-    for name in ("nominal", "shadows", "foggy", "checker_ground", "camera_tilt", "camera_roll", "dark_noise",
-                 "heavy_noise", "imu_bias", "low_friction", "heavy", "tight_turns"):
+    for name in (
+        "nominal",
+        "shadows",
+        "foggy",
+        "checker_ground",
+        "camera_tilt",
+        "camera_roll",
+        "dark_noise",
+        "heavy_noise",
+        "imu_bias",
+        "low_friction",
+        "heavy",
+        "tight_turns",
+    ):
         assert missing[name] == [], name
 
 
@@ -615,12 +688,24 @@ def test_sdformat_parser_accepts_a_condition_export(ign, name, tmp_path):
     env = dict(os.environ, SDF_PATH=str(models))
     views = {}
     for relative in (ROBOT_SDF, world_key(track)):
-        check = subprocess.run(["ign", "sdf", "-k", str(models / relative)], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=120)
+        check = subprocess.run(
+            ["ign", "sdf", "-k", str(models / relative)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         output = check.stdout + check.stderr
         assert check.returncode == 0 and "Valid." in output and not ign_problems(output), output
-        printed = subprocess.run(["ign", "sdf", "-p", str(models / relative)], cwd=tmp_path, env=env,
-                                 capture_output=True, text=True, timeout=120)
+        printed = subprocess.run(
+            ["ign", "sdf", "-p", str(models / relative)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert printed.returncode == 0, printed.stderr
         views[relative] = ET.fromstring(printed.stdout)
     if name == "foggy":

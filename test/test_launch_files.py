@@ -35,11 +35,22 @@ ROBOT_TOPICS_FILE = ROOT / "config" / "turtlebot4_topics.yaml"
 
 # What each launch file offers (the brief its users rely on): extra ones are fine, missing ones not.
 REQUIRED_ARGUMENTS = {
-    "sim.launch.py": {"model", "track", "params_file", "namespace", "record", "bag", "adaptation",
-                      "real_time_factor"},
+    "sim.launch.py": {"model", "track", "params_file", "namespace", "record", "bag", "adaptation", "real_time_factor"},
     "gazebo.launch.py": {"track", "model", "params_file", "namespace", "gui", "record", "bag"},
-    "robot.launch.py": {"camera_topic", "imu_topic", "cmd_vel_topic", "teacher_topic", "e_stop_topic",
-                        "respawn", "model", "params_file", "namespace", "record", "bag", "use_sim_time"},
+    "robot.launch.py": {
+        "camera_topic",
+        "imu_topic",
+        "cmd_vel_topic",
+        "teacher_topic",
+        "e_stop_topic",
+        "respawn",
+        "model",
+        "params_file",
+        "namespace",
+        "record",
+        "bag",
+        "use_sim_time",
+    },
 }
 TOPIC_NAME = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -50,8 +61,11 @@ def _tree(path: Path) -> ast.Module:
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)
+    ]
 
 
 def _module_dict_keys(tree: ast.Module, name: str) -> list[str]:
@@ -83,8 +97,12 @@ def declared_arguments(path: Path) -> dict[str, ast.Call]:
                     loops[target.id] = _module_dict_keys(tree, it.func.value.id)
     calls = _calls(tree, "DeclareLaunchArgument")
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and getattr(node.func.value, "id", None) == "launching" and node.func.attr in shared):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and getattr(node.func.value, "id", None) == "launching"
+            and node.func.attr in shared
+        ):
             calls += shared[node.func.attr]
     arguments = {}
     for call in calls:
@@ -184,8 +202,10 @@ SENSOR_HZ = 200.0 + 30.0  # sim_node's defaults: imu_hz + camera_hz
 
 if launch_pytest is None:
 
-    @pytest.mark.skip(reason=f"launch_pytest and launch_ros are not installed ({LAUNCH_MISSING}); "
-                             "they come with a ROS 2 Jazzy install, not from PyPI")
+    @pytest.mark.skip(
+        reason=f"launch_pytest and launch_ros are not installed ({LAUNCH_MISSING}); "
+        "they come with a ROS 2 Jazzy install, not from PyPI"
+    )
     def test_sim_launch_runs():
         pass
 
@@ -217,15 +237,18 @@ else:
     def sim_launch():
         """sim.launch.py from this checkout (the installed executables), and every process's exit code."""
         exits = []
-        description = launch.LaunchDescription([
-            RegisterEventHandler(OnProcessExit(
-                on_exit=lambda event, context: exits.append((event.action.name, event.returncode)))),
-            IncludeLaunchDescription(
-                PythonLaunchDescriptionSource(str(LAUNCH_DIR / "sim.launch.py")),
-                launch_arguments={"namespace": NAMESPACE, "track": "oval", "real_time_factor": "1.0"}.items(),
-            ),
-            launch_pytest.actions.ReadyToTest(),
-        ])
+        description = launch.LaunchDescription(
+            [
+                RegisterEventHandler(
+                    OnProcessExit(on_exit=lambda event, context: exits.append((event.action.name, event.returncode)))
+                ),
+                IncludeLaunchDescription(
+                    PythonLaunchDescriptionSource(str(LAUNCH_DIR / "sim.launch.py")),
+                    launch_arguments={"namespace": NAMESPACE, "track": "oval", "real_time_factor": "1.0"}.items(),
+                ),
+                launch_pytest.actions.ReadyToTest(),
+            ]
+        )
         return description, exits
 
     class Probe:
@@ -306,8 +329,10 @@ else:
         travelled = 0.0
         for a, b in zip(where, where[1:], strict=False):  # progress along the loop, across the start line
             travelled += (b["s"] - a["s"] + track.length / 2) % track.length - track.length / 2
-        print(f"30 s of sim time, {len(odom)} odometry messages: {travelled:.1f} m along the road, "
-              f"|xte| mean {sum(xte) / len(xte):.3f} m, max {max(xte):.3f} m")
+        print(
+            f"30 s of sim time, {len(odom)} odometry messages: {travelled:.1f} m along the road, "
+            f"|xte| mean {sum(xte) / len(xte):.3f} m, max {max(xte):.3f} m"
+        )
         assert max(xte) < track.road_width / 2 - 0.12, "the robot left its lane"  # as `liquid-control drive`
         assert travelled > 8.0, "the robot hardly moved"
 
@@ -320,8 +345,10 @@ else:
             n_cmd, n_imu, n_cam = len(probe.commands) - n_cmd, probe.imu - n_imu, probe.camera - n_cam
             sim_s = probe.odom[-1][0] - t_sim
         rate = n_cmd / sim_s
-        print(f"over {sim_s:.2f} s of sim time: {n_cmd / sim_s:.0f} commands/s, {n_imu / sim_s:.0f} IMU/s, "
-              f"{n_cam / sim_s:.0f} camera/s")
+        print(
+            f"over {sim_s:.2f} s of sim time: {n_cmd / sim_s:.0f} commands/s, {n_imu / sim_s:.0f} IMU/s, "
+            f"{n_cam / sim_s:.0f} camera/s"
+        )
         # A command per sensor message (IMU 200 Hz + camera 30 Hz), less camera frames that arrive
         # after a later IMU sample (used without a step) and what a loaded machine delays.
         assert rate > 0.8 * SENSOR_HZ

@@ -63,9 +63,29 @@ def test_train_then_replay_and_eval_from_the_command_line_beats_not_steering(bag
     angular.z follows the expert's far closer than the best constant command (the no-steering
     baseline at the mean turn rate), and closed loop it drives at the expert's speed."""
     model = tmp_path / "small.safetensors"
-    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "train", "--bag", str(bag),
-                             "--arch", "ncp-cfc", "--output", str(model), "--iterations", "150",
-                             "--window", "60", "--batch", "4"], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "train",
+            "--bag",
+            str(bag),
+            "--arch",
+            "ncp-cfc",
+            "--output",
+            str(model),
+            "--iterations",
+            "150",
+            "--window",
+            "60",
+            "--batch",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["architecture"] == "ncp-cfc" and report["iterations"] <= 150
@@ -74,9 +94,25 @@ def test_train_then_replay_and_eval_from_the_command_line_beats_not_steering(bag
     assert isinstance(policy, LiquidPolicy) and config.provenance["bags"] == [str(bag)]
     assert config.network.wiring["units"] == 19
 
-    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "replay", str(bag), "--model", str(model),
-                             "--output", str(tmp_path / "replayed"), "--compare-topic", TOPICS["teacher"], "--json"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "replay",
+            str(bag),
+            "--model",
+            str(model),
+            "--output",
+            str(tmp_path / "replayed"),
+            "--compare-topic",
+            TOPICS["teacher"],
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     replayed = json.loads(result.stdout)["compare"]
     teacher = np.array([e.data[1] for e in read_events(bag, command=TOPICS["teacher"]) if e.kind == "command"])
@@ -85,10 +121,30 @@ def test_train_then_replay_and_eval_from_the_command_line_beats_not_steering(bag
     assert replayed["angular.z"]["mean_abs_error"] < 0.6 * constant, (replayed, constant)
 
     plot = tmp_path / "traj.png"
-    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "eval", "--model", str(model),
-                             "--track", "kidney", "--condition", "camera_15hz", "--episodes", "1",
-                             "--seconds", "3", "--plot", str(plot), "--json"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "eval",
+            "--model",
+            str(model),
+            "--track",
+            "kidney",
+            "--condition",
+            "camera_15hz",
+            "--episodes",
+            "1",
+            "--seconds",
+            "3",
+            "--plot",
+            str(plot),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 1 and summary["track"] == "kidney"
@@ -121,8 +177,7 @@ def test_a_late_frame_is_held_from_the_next_step_like_the_controller(tmp_path):
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_architecture_trains_and_drives_through_the_controller(arch, bag, tmp_path):
     model = tmp_path / f"{arch}.safetensors"
-    report = train([bag], arch, model, iterations=2, window=60, warmup=10, batch=2, eval_every=1,
-                   log=lambda *_: None)
+    report = train([bag], arch, model, iterations=2, window=60, warmup=10, batch=2, eval_every=1, log=lambda *_: None)
     assert report["architecture"] == arch
     policy, config = load_model(model)
     assert isinstance(policy, LiquidPolicy)

@@ -38,8 +38,13 @@ def _series(seed: int, batch: int, steps: int, inputs: int, lo=0.002, hi=0.08):
 
 
 @SLOW
-@given(seed=st.integers(0, 10_000), steps=st.integers(1, 40), liquid=st.booleans(),
-       init=st.sampled_from(["lin", "inv"]), hi=st.sampled_from([0.01, 0.1, 1.0]))
+@given(
+    seed=st.integers(0, 10_000),
+    steps=st.integers(1, 40),
+    liquid=st.booleans(),
+    init=st.sampled_from(["lin", "inv"]),
+    hi=st.sampled_from([0.01, 0.1, 1.0]),
+)
 @pytest.mark.slow
 def test_streaming_step_equals_state_sequence_on_irregular_time(seed, steps, liquid, init, hi):
     core = _core(seed, liquid=liquid, init=init)
@@ -103,7 +108,7 @@ def test_two_steps_of_half_dt_on_a_held_input_are_one_step_of_dt(seed, dt, scale
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
     # ... and dt is not ignored: half the time is another state.
     half = run.step(x, start.copy(), dt / 2)[1]
-    assert np.abs(half[core.state_size:] - one[core.state_size:]).max() > 1e-9
+    assert np.abs(half[core.state_size :] - one[core.state_size :]).max() > 1e-9
 
 
 @settings(max_examples=200, deadline=None)
@@ -148,8 +153,10 @@ def test_the_order_two_input_correlation_is_s_dt_b_abar_bbar(liquid):
         xr, xi = core.mode_sequence(u.reshape(1, 2, 1), dt, fused=False)
         return (xr if part == "re" else xi)[0, 1, 0, 0]
 
-    h = {part: torch.autograd.functional.hessian(lambda u, part=part: mode(u, part), torch.zeros(2, dtype=torch.float64))
-         for part in ("re", "im")}
+    h = {
+        part: torch.autograd.functional.hessian(lambda u, part=part: mode(u, part), torch.zeros(2, dtype=torch.float64))
+        for part in ("re", "im")
+    }
     mixed = complex(h["re"][0, 1].item(), h["im"][0, 1].item())
     p = {k: v.detach().numpy().ravel()[0] for k, v in core.continuous_parameters().items()}
     a, b, s = complex(p["a_re"], p["a_im"]), complex(p["b_re"], p["b_im"]), p["scale"]
@@ -172,13 +179,13 @@ def test_stable_for_any_input_the_modes_contract(seed, magnitude, dt):
     n = core.state_size
     a, b = run.initial_state(), run.initial_state()
     b[n:] = rng.normal(size=b.size - n)
-    gap = np.abs(a[n:n + 6] + 1j * a[n + 6:] - b[n:n + 6] - 1j * b[n + 6:])
+    gap = np.abs(a[n : n + 6] + 1j * a[n + 6 :] - b[n : n + 6] - 1j * b[n + 6 :])
     for _ in range(20):
         x = magnitude * rng.normal(size=3)
         run.step(x, a, dt)
         tau = run.mode_tau.copy()
         run.step(x, b, dt)
-        new_gap = np.abs(a[n:n + 6] + 1j * a[n + 6:] - b[n:n + 6] - 1j * b[n + 6:])
+        new_gap = np.abs(a[n : n + 6] + 1j * a[n + 6 :] - b[n : n + 6] - 1j * b[n + 6 :])
         bound = np.exp(-dt / tau) * gap
         rounding = 1e-12 * (1.0 + np.abs(a).max() + np.abs(b).max())
         assert np.all(new_gap <= bound * (1 + 1e-9) + rounding)
@@ -211,8 +218,12 @@ def test_gradients_are_right_gradcheck_float64(fused):
         z, last = torch.func.functional_call(core, dict(zip(names, params, strict=True)), (x, hx, ts))
         return z, last
 
-    inputs = (x.requires_grad_(), ts.requires_grad_(), hx.requires_grad_(),
-              *(p.detach().clone().requires_grad_() for p in core.parameters()))
+    inputs = (
+        x.requires_grad_(),
+        ts.requires_grad_(),
+        hx.requires_grad_(),
+        *(p.detach().clone().requires_grad_() for p in core.parameters()),
+    )
     assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-6)
 
 
@@ -277,19 +288,26 @@ def _policy():
 def test_a_liquid_s4_policy_round_trips_and_streams_like_its_forward(tmp_path):
     policy = _policy()
     path = tmp_path / "s4.safetensors"
-    save_model(path, policy, policy.sensor_spec(),
-               OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 1.0), (-1.5, 1.5))))
+    save_model(
+        path,
+        policy,
+        policy.sensor_spec(),
+        OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 1.0), (-1.5, 1.5))),
+    )
     loaded, config = load_model(path)
-    assert config.network == NetworkSpec("liquid_s4", 9, units=7,
-                                         options={"channels": 5, "modes": 3, "liquid": True})
+    assert config.network == NetworkSpec("liquid_s4", 9, units=7, options={"channels": 5, "modes": 3, "liquid": True})
     assert isinstance(loaded.core, LiquidS4)
     rng = np.random.default_rng(0)
     frames = rng.random((1, 4, 24, 32, 3)).astype(np.float32)
     frame_index = np.repeat(np.arange(4), 5)[None]
     imu = rng.normal(size=(1, 20, 3)) + np.array([0.0, 0.1, 9.8])
     dt = rng.uniform(0.003, 0.04, size=(1, 20))
-    args = (torch.tensor(frames), torch.tensor(frame_index), torch.tensor(imu, dtype=torch.float32),
-            torch.tensor(dt, dtype=torch.float32))
+    args = (
+        torch.tensor(frames),
+        torch.tensor(frame_index),
+        torch.tensor(imu, dtype=torch.float32),
+        torch.tensor(dt, dtype=torch.float32),
+    )
     with torch.no_grad():
         ref = policy(*args)[0].numpy()
         assert np.array_equal(loaded(*args)[0].numpy(), ref)

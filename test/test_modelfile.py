@@ -22,18 +22,26 @@ from liquid_control.runtime.modelfile import (
     save_model,
 )
 
-SENSORS = SensorSpec(features=("a", "b", "c"), mean=(0.0, 1.0, 2.0), std=(1.0, 2.0, 0.5),
-                     imu_fields=("angular_velocity.z",))
-OUTPUTS = OutputSpec(fields=("linear.x", "angular.z"), units=("m/s", "rad/s"),
-                     limits=((0.0, 1.0), (-2.0, 2.0)))
+SENSORS = SensorSpec(
+    features=("a", "b", "c"), mean=(0.0, 1.0, 2.0), std=(1.0, 2.0, 0.5), imu_fields=("angular_velocity.z",)
+)
+OUTPUTS = OutputSpec(fields=("linear.x", "angular.z"), units=("m/s", "rad/s"), limits=((0.0, 1.0), (-2.0, 2.0)))
 
 
 def _models():
     torch.manual_seed(0)
     return [
         nets.CfC(3, nets.AutoNCP(12, 2, seed=5)),
-        nets.CfC(3, 8, proj_size=2, mixed_memory=True, mode="no_gate", backbone_layers=2,
-                 backbone_units=10, activation="silu"),
+        nets.CfC(
+            3,
+            8,
+            proj_size=2,
+            mixed_memory=True,
+            mode="no_gate",
+            backbone_layers=2,
+            backbone_units=10,
+            activation="silu",
+        ),
         nets.LTC(3, nets.AutoNCP(12, 2, seed=5), ode_unfolds=4),
         nets.LTC(3, nets.FullyConnected(6, 2), implicit_param_constraints=False),
     ]
@@ -108,6 +116,7 @@ def test_corrupt_bytes_in_the_header(tmp_path):
 
 def _rewrite_metadata(path, change):
     from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()[METADATA_KEY])
@@ -175,11 +184,9 @@ def test_invalid_config_sections(tmp_path):
 
 def test_save_checks_the_specs_against_the_network(tmp_path):
     with pytest.raises(ValueError, match="takes 3 inputs"):
-        save_model(tmp_path / "m.safetensors", _models()[0],
-                   SensorSpec(("a",), (0.0,), (1.0,)), OUTPUTS)
+        save_model(tmp_path / "m.safetensors", _models()[0], SensorSpec(("a",), (0.0,), (1.0,)), OUTPUTS)
     with pytest.raises(ValueError, match="has 2 outputs"):
-        save_model(tmp_path / "m.safetensors", _models()[0], SENSORS,
-                   OutputSpec(("x",), ("m/s",), ((0.0, 1.0),)))
+        save_model(tmp_path / "m.safetensors", _models()[0], SENSORS, OutputSpec(("x",), ("m/s",), ((0.0, 1.0),)))
 
 
 def test_parameter_counts_discount_masked_synapses():
@@ -243,14 +250,27 @@ def test_the_model_file_knows_the_same_discrete_cells_as_the_networks():
     assert RECURRENT_CELLS == CELLS
 
 
-@pytest.mark.parametrize("name, change, why", [
-    ("wide_wiring", lambda c: c["network"].update(wiring={"type": "FullyConnected", "units": 1500, "output_dim": 2,
-                                                          "erev_init_seed": 1, "self_connections": True}),
-     "synapse entries"),
-    ("many_channels", lambda c: c["encoder"].update(channels=[12, 10**7, 24]), r"encoder\.channels\[1\]"),
-    ("huge_frame", lambda c: c["encoder"].update(image_width=100_000, image_height=100_000), "pixels"),
-    ("many_unfolds", lambda c: c["network"].setdefault("options", {}).update(ode_unfolds=10**9), "ode_unfolds"),
-])
+@pytest.mark.parametrize(
+    "name, change, why",
+    [
+        (
+            "wide_wiring",
+            lambda c: c["network"].update(
+                wiring={
+                    "type": "FullyConnected",
+                    "units": 1500,
+                    "output_dim": 2,
+                    "erev_init_seed": 1,
+                    "self_connections": True,
+                }
+            ),
+            "synapse entries",
+        ),
+        ("many_channels", lambda c: c["encoder"].update(channels=[12, 10**7, 24]), r"encoder\.channels\[1\]"),
+        ("huge_frame", lambda c: c["encoder"].update(image_width=100_000, image_height=100_000), "pixels"),
+        ("many_unfolds", lambda c: c["network"].setdefault("options", {}).update(ode_unfolds=10**9), "ode_unfolds"),
+    ],
+)
 def test_sizes_a_file_cannot_describe_are_refused_from_its_header(tmp_path, name, change, why):
     from liquid_control.runtime.modelfile import check_model_file
 
@@ -307,8 +327,8 @@ def damaged_model(source: bytes, rng: np.random.Generator) -> bytes:
     import struct
 
     n = struct.unpack("<Q", source[:8])[0]
-    header = json.loads(source[8:8 + n])
-    data = source[8 + n:]
+    header = json.loads(source[8 : 8 + n])
+    data = source[8 + n :]
     kind = int(rng.integers(7))
     if kind == 0:  # the header's length
         lengths = [0, 1, n - 1, n + 1, len(source), 2**40, 2**64 - 1]
@@ -342,15 +362,19 @@ def damaged_model(source: bytes, rng: np.random.Generator) -> bytes:
         header["__metadata__"][METADATA_KEY] = json.dumps(config)
     elif kind == 6:  # a size in the config: what a build would allocate by
         config = json.loads(header["__metadata__"][METADATA_KEY])
-        sizes = [(config["network"], "input_size"), (config["encoder"], "image_width"),
-                 (config["encoder"], "image_height"), (config["encoder"], "camera_features")]
+        sizes = [
+            (config["network"], "input_size"),
+            (config["encoder"], "image_width"),
+            (config["encoder"], "image_height"),
+            (config["encoder"], "camera_features"),
+        ]
         sizes += [(config["network"]["wiring"], "units")] if config["network"].get("wiring") else []
         sizes += [(config["encoder"]["channels"], i) for i in range(len(config["encoder"]["channels"]))]
         parent, key = sizes[int(rng.integers(len(sizes)))]
         parent[key] = [3_000, 20_000, 2**31][int(rng.integers(3))]
         header["__metadata__"][METADATA_KEY] = json.dumps(config)
     elif kind == 3:  # bytes of the header
-        text = bytearray(source[8:8 + n])
+        text = bytearray(source[8 : 8 + n])
         for at in rng.integers(0, len(text), size=int(rng.integers(1, 8))):
             text[at] = int(rng.integers(32, 127))
         return source[:8] + bytes(text) + data
@@ -358,9 +382,9 @@ def damaged_model(source: bytes, rng: np.random.Generator) -> bytes:
         weights = bytearray(data)
         for at in rng.integers(0, len(weights), size=int(rng.integers(1, 64))):
             weights[at] = int(rng.integers(256))
-        return source[:8 + n] + bytes(weights)
+        return source[: 8 + n] + bytes(weights)
     else:  # cut short
-        return source[:int(rng.integers(0, len(source)))]
+        return source[: int(rng.integers(0, len(source)))]
     text = json.dumps(header).encode()
     return struct.pack("<Q", len(text)) + text + data
 
@@ -424,7 +448,11 @@ def test_fuzz_loading_damaged_models_stays_in_bounded_memory_and_never_hangs(tmp
         "    try:\n        load_policy(p)\n    except ModelFileError:\n        pass\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.strip().splitlines()[-1]) < 200, out.stdout

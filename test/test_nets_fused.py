@@ -51,8 +51,9 @@ def test_fused_step_equals_training_path(index):
     ts = rng.uniform(0.002, 0.2, size=60)  # irregular, as camera and IMU interleave
     ys, state = _stream(model, x, ts)
     with torch.no_grad():
-        y_ref, h_ref = model(torch.tensor(x, dtype=torch.float32)[None],
-                             timespans=torch.tensor(ts, dtype=torch.float32)[None])
+        y_ref, h_ref = model(
+            torch.tensor(x, dtype=torch.float32)[None], timespans=torch.tensor(ts, dtype=torch.float32)[None]
+        )
     assert np.abs(ys - y_ref[0].numpy()).max() <= TOL
     h_ref = torch.cat(h_ref, dim=1) if isinstance(h_ref, tuple) else h_ref
     assert np.abs(state - h_ref[0].numpy()).max() <= TOL

@@ -75,15 +75,19 @@ def test_wirings_are_the_same_circuits(wiring_name):
 
 @pytest.mark.parametrize("seed", [1, 22222, 12345])
 def test_autoncp_seeds_differ_and_match_ncps(seed):
-    ref, ours = ncps_wirings.AutoNCP(24, 4, sparsity_level=0.3, seed=seed), nets.AutoNCP(24, 4, sparsity_level=0.3, seed=seed)
+    ref, ours = (
+        ncps_wirings.AutoNCP(24, 4, sparsity_level=0.3, seed=seed),
+        nets.AutoNCP(24, 4, sparsity_level=0.3, seed=seed),
+    )
     ref.build(16)
     ours.build(16)
     np.testing.assert_array_equal(ref.adjacency_matrix, ours.adjacency_matrix)
     np.testing.assert_array_equal(ref.sensory_adjacency_matrix, ours.sensory_adjacency_matrix)
 
 
-@pytest.mark.parametrize("cell,wiring_name,kwargs",
-                         [("cfc", w, k) for w, k in CFC_CASES] + [("ltc", w, k) for w, k in LTC_CASES])
+@pytest.mark.parametrize(
+    "cell,wiring_name,kwargs", [("cfc", w, k) for w, k in CFC_CASES] + [("ltc", w, k) for w, k in LTC_CASES]
+)
 def test_ncps_weights_load_unchanged_and_give_the_same_outputs(cell, wiring_name, kwargs):
     ref, ours = _pair(cell, wiring_name, kwargs)
     ref_state = ref.state_dict()
@@ -113,7 +117,7 @@ def test_per_sample_timespans_at_batch_above_one_match_ncps_run_per_sample(cell)
     with torch.no_grad():
         batched, _ = ours(x, timespans=timespans)
         for b in range(3):
-            alone, _ = ref(x[b:b + 1], timespans=timespans[b:b + 1, :, 0])
+            alone, _ = ref(x[b : b + 1], timespans=timespans[b : b + 1, :, 0])
             assert (batched[b] - alone[0]).abs().max().item() <= TOL
 
 

@@ -20,8 +20,10 @@ def test_ltc_state_stays_inside_the_papers_bounds_for_extreme_inputs(implicit):
     mask, smask = cell.sparsity_mask.detach().numpy(), cell.sensory_sparsity_mask.detach().numpy()
     erev, serev = cell.erev.detach().numpy(), cell.sensory_erev.detach().numpy()
     vleak = cell.vleak.detach().numpy()
-    incoming = [np.concatenate([erev[mask[:, i] > 0, i], serev[smask[:, i] > 0, i], [vleak[i], 0.0]])
-                for i in range(model.state_size)]
+    incoming = [
+        np.concatenate([erev[mask[:, i] > 0, i], serev[smask[:, i] > 0, i], [vleak[i], 0.0]])
+        for i in range(model.state_size)
+    ]
     low = np.array([e.min() for e in incoming])
     high = np.array([e.max() for e in incoming])
     rng = np.random.default_rng(1)
@@ -62,16 +64,19 @@ def test_cfc_half_steps_stay_close_to_full_steps_for_slow_inputs(dt, median_boun
             diff.append(y_full - y_half)
             out.append(y_full)
         diff, out = np.array(diff), np.array(out)
-        ratios.append(np.sqrt(np.mean(diff ** 2)) / np.sqrt(np.mean((out - out.mean(0)) ** 2)))
+        ratios.append(np.sqrt(np.mean(diff**2)) / np.sqrt(np.mean((out - out.mean(0)) ** 2)))
     assert np.median(ratios) <= median_bound
     assert max(ratios) <= max_bound
 
 
-@pytest.mark.parametrize("make", [
-    lambda: nets.CfC(5, nets.AutoNCP(19, 2, seed=1)),
-    lambda: nets.CfC(5, 16, mixed_memory=True),
-    lambda: nets.LTC(5, nets.AutoNCP(19, 2, seed=1)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nets.CfC(5, nets.AutoNCP(19, 2, seed=1)),
+        lambda: nets.CfC(5, 16, mixed_memory=True),
+        lambda: nets.LTC(5, nets.AutoNCP(19, 2, seed=1)),
+    ],
+)
 def test_gradients_flow_through_200_steps(make):
     torch.manual_seed(0)
     model = make()

@@ -53,8 +53,12 @@ def test_a_baseline_policy_round_trips_through_a_model_file(cell, tmp_path):
     spec = EncoderSpec()
     policy = LiquidPolicy(spec, Recurrent(spec.core_inputs, 24, cell=cell), outputs=2).eval()
     path = tmp_path / f"{cell}.safetensors"
-    save_model(path, policy, policy.sensor_spec(),
-               OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 1.0), (-1.5, 1.5))))
+    save_model(
+        path,
+        policy,
+        policy.sensor_spec(),
+        OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 1.0), (-1.5, 1.5))),
+    )
     loaded, config = load_model(path)
     assert config.network == NetworkSpec(cell, spec.core_inputs, units=24, options={"time_input": True})
     frames = torch.rand(1, 2, 48, 64, 3)

@@ -57,7 +57,7 @@ def _inputs(model, batch, steps, dtype, seed, with_state=True):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, steps, model.input_size, generator=gen, dtype=dtype) * 1.5
     # irregular and different for every sample, as camera and IMU events interleave
-    ts = (torch.rand(batch, steps, generator=gen, dtype=dtype) * 0.3 + 0.005)
+    ts = torch.rand(batch, steps, generator=gen, dtype=dtype) * 0.3 + 0.005
     if not with_state:
         return x, ts, None
     h = torch.randn(batch, model.state_size, generator=gen, dtype=dtype) * 0.5
@@ -121,7 +121,7 @@ def test_gradcheck_of_the_hand_written_backward(name):
 
     def f(x, ts, *rest):
         state = tuple(rest[:2]) if model.use_mixed else rest[0]
-        weights = dict(zip(names, rest[len(hx_list):], strict=True))
+        weights = dict(zip(names, rest[len(hx_list) :], strict=True))
         y = torch.func.functional_call(wrapper, weights, (x, ts, state))
         assert _ran_fused(y)
         return y
@@ -211,11 +211,16 @@ def test_no_grad_inference_mode_and_threads_give_the_same_states(monkeypatch):
     monkeypatch.setenv(sequence.THREADS_ENV, "2")
     torch.set_num_threads(2)
     try:
-        (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64).to(y.dtype)).sum().backward()
+        (
+            y * torch.randn(y.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64).to(y.dtype)
+        ).sum().backward()
     finally:
         torch.set_num_threads(1)
-    _close({n: p.grad for n, p in model.named_parameters() if p.requires_grad},
-           {n: g for n, g in g1.items() if not n.startswith("input")}, 1e-6)
+    _close(
+        {n: p.grad for n, p in model.named_parameters() if p.requires_grad},
+        {n: g for n, g in g1.items() if not n.startswith("input")},
+        1e-6,
+    )
 
 
 def test_retained_graphs_keep_their_own_storage():
@@ -256,7 +261,9 @@ def _hooked():
 
 UNSUPPORTED = {
     "backbone dropout while training": (
-        lambda: nets.CfC(5, 6, backbone_layers=2, backbone_units=8, backbone_dropout=0.3).train(), "dropout"),
+        lambda: nets.CfC(5, 6, backbone_layers=2, backbone_units=8, backbone_dropout=0.3).train(),
+        "dropout",
+    ),
     "trainable sparsity masks": (_trainable_masks, "trainable sparsity masks"),
     "a subclass with its own cell": (lambda: _OwnCell(5, nets.AutoNCP(8, 2, seed=1)), "own _cell"),
     "a forward hook": (_hooked, "hooks"),

@@ -49,12 +49,16 @@ def test_graph_of_the_shipped_model_has_its_neurons_and_synapses(shipped):
     assert polarities.count("excitatory") == len(polarities) - negative
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: m.AutoNCP(19, 2, seed=3),
-    lambda m: m.NCP(8, 6, 3, 4, 3, 5, 4, seed=5),
-    lambda m: m.FullyConnected(6, 2),
-    lambda m: m.Random(9, 3, 0.5, 4),
-], ids=["autoncp", "ncp", "fc", "random"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.AutoNCP(19, 2, seed=3),
+        lambda m: m.NCP(8, 6, 3, 4, 3, 5, 4, seed=5),
+        lambda m: m.FullyConnected(6, 2),
+        lambda m: m.Random(9, 3, 0.5, 4),
+    ],
+    ids=["autoncp", "ncp", "fc", "random"],
+)
 def test_graph_is_ncps_graph(make):
     ref, ours = make(ncps_wirings), make(wirings)
     ref.build(5)
@@ -82,8 +86,7 @@ def test_draw_graph_draws_every_neuron_and_synapse_on_the_given_axes(layout):
     wiring.build(3)
     ax = new_figure().add_subplot()
     handles = wiring.draw_graph(layout=layout, draw_labels=True, ax=ax)
-    assert [h.get_label() for h in handles] == ["Sensory neurons", "Inter neurons", "Command neurons",
-                                                "Motor neurons"]
+    assert [h.get_label() for h in handles] == ["Sensory neurons", "Inter neurons", "Command neurons", "Motor neurons"]
     assert sum(len(c.get_offsets()) for c in ax.collections) == wiring.units + wiring.input_dim
     loops = int(np.count_nonzero(np.diag(wiring.adjacency_matrix)))
     arrows = len(ax.patches)
@@ -108,16 +111,23 @@ def test_draw_graph_takes_ncps_colour_arguments_and_rejects_unknown_layouts():
 
 
 def test_draw_graph_without_axes_uses_no_pyplot_unless_the_caller_does():
-    code = ("import sys\n"
-            "from liquid_control.nets.wirings import AutoNCP\n"
-            "w = AutoNCP(8, 2, seed=1); w.build(3)\n"
-            "handles = w.draw_graph()\n"
-            "assert 'matplotlib.pyplot' not in sys.modules and len(handles) == 4\n"
-            "import matplotlib.pyplot as plt\n"
-            "plt.figure(); w.draw_graph(layout='layers')\n"
-            "assert len(plt.gca().collections) == 4, plt.gca().collections\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "MPLBACKEND": "Agg"})
+    code = (
+        "import sys\n"
+        "from liquid_control.nets.wirings import AutoNCP\n"
+        "w = AutoNCP(8, 2, seed=1); w.build(3)\n"
+        "handles = w.draw_graph()\n"
+        "assert 'matplotlib.pyplot' not in sys.modules and len(handles) == 4\n"
+        "import matplotlib.pyplot as plt\n"
+        "plt.figure(); w.draw_graph(layout='layers')\n"
+        "assert len(plt.gca().collections) == 4, plt.gca().collections\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "MPLBACKEND": "Agg"},
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -129,11 +139,15 @@ def test_wiring_figure_titles_and_legends_the_counts(shipped):
     ax = fig.axes[0]
     title = ax.get_title()
     layers = wiring.summary()["neurons_per_layer"]
-    assert (f"{wiring.input_dim} sensory -> {layers['inter']} inter -> {layers['command']} command -> "
-            f"{layers['motor']} motor neurons") in title
+    assert (
+        f"{wiring.input_dim} sensory -> {layers['inter']} inter -> {layers['command']} command -> "
+        f"{layers['motor']} motor neurons"
+    ) in title
     total = wiring.synapse_count + wiring.sensory_synapse_count
-    assert f"{total} synapses: {wiring.sensory_synapse_count} from the sensory inputs, " \
-           f"{wiring.synapse_count} between neurons" in title
+    assert (
+        f"{total} synapses: {wiring.sensory_synapse_count} from the sensory inputs, "
+        f"{wiring.synapse_count} between neurons" in title
+    )
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     negative = int((wiring.adjacency_matrix < 0).sum() + (wiring.sensory_adjacency_matrix < 0).sum())
     assert f"Inter neurons ({layers['inter']})" in legend and f"Motor neurons ({layers['motor']})" in legend
@@ -151,8 +165,12 @@ def test_info_graph_from_the_command_line_on_the_shipped_model(shipped, tmp_path
     wiring, _ = shipped
     out = tmp_path / "wiring.png"
     model = str(resolve_model_path(DEFAULT_MODEL))
-    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "info", model, "--graph", str(out),
-                             "--json"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "info", model, "--graph", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["graph"] == str(out) and report["wiring"]["synapses"] == wiring.synapse_count
@@ -160,8 +178,12 @@ def test_info_graph_from_the_command_line_on_the_shipped_model(shipped, tmp_path
         assert image.format == "PNG" and image.size[0] == 1000 and image.size[1] >= 400
         assert len(image.convert("RGB").getcolors(1 << 16)) > 20  # drawn, not blank
 
-    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "info", DEFAULT_MODEL, "--graph",
-                             str(tmp_path / "again.png")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "info", DEFAULT_MODEL, "--graph", str(tmp_path / "again.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr  # package:// works as the node takes it
     assert f"graph      {tmp_path / 'again.png'}" in result.stdout
 
@@ -174,10 +196,19 @@ def test_info_graph_of_a_model_without_a_wiring_is_a_clear_error(tmp_path):
 
     torch.manual_seed(0)
     path = tmp_path / "dense.safetensors"
-    save_model(path, nets.CfC(2, 6, proj_size=1), SensorSpec(("a", "b"), (0.0,) * 2, (1.0,) * 2),
-               OutputSpec(("linear.x",), ("m/s",), ((0.0, 1.0),)), {})
-    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "info", str(path), "--graph",
-                             str(tmp_path / "g.png")], capture_output=True, text=True, timeout=300)
+    save_model(
+        path,
+        nets.CfC(2, 6, proj_size=1),
+        SensorSpec(("a", "b"), (0.0,) * 2, (1.0,) * 2),
+        OutputSpec(("linear.x",), ("m/s",), ((0.0, 1.0),)),
+        {},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "info", str(path), "--graph", str(tmp_path / "g.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "no wiring to draw" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "g.png").exists()
 
@@ -218,8 +249,11 @@ def test_ncps_configs_round_trip_to_the_same_matrices(seed):
         ref = make(ncps_wirings)
         ref.build(6)
         config = ref.get_config()
-        for ours in (wirings.Wiring.from_config(config), getattr(wirings, name).from_config(config),
-                     wirings.wiring_from_config({"type": name, **config})):
+        for ours in (
+            wirings.Wiring.from_config(config),
+            getattr(wirings, name).from_config(config),
+            wirings.wiring_from_config({"type": name, **config}),
+        ):
             assert type(ours).__name__ == name
             ours.build(6)
             _same(ref, ours)
@@ -242,8 +276,15 @@ def test_ncps_ncp_config_round_trips_once_its_lost_seed_is_given(seed):
         wirings.NCP.from_config(config)
     ours = wirings.Wiring.from_config({**config, "seed": seed})
     assert type(ours) is wirings.NCP and ours.get_config() == {
-        "inter_neurons": 8, "command_neurons": 6, "motor_neurons": 3, "sensory_fanout": 4, "inter_fanout": 3,
-        "recurrent_command_synapses": 5, "motor_fanin": 4, "seed": seed}
+        "inter_neurons": 8,
+        "command_neurons": 6,
+        "motor_neurons": 3,
+        "sensory_fanout": 4,
+        "inter_fanout": 3,
+        "recurrent_command_synapses": 5,
+        "motor_fanin": 4,
+        "seed": seed,
+    }
     ours.build(5)
     _same(ref, ours)
     # ncps cannot read its own NCP config, but it reads ours
@@ -267,8 +308,12 @@ def test_ncps_plain_wiring_config_keeps_the_matrices(seed):
 
 
 def test_model_file_configs_still_round_trip():
-    for wiring in (wirings.AutoNCP(19, 2, seed=4), wirings.NCP(5, 4, 2, 3, 2, 3, 2, seed=9),
-                   wirings.FullyConnected(5, 2, erev_init_seed=3), wirings.Random(6, 2, 0.5, 8)):
+    for wiring in (
+        wirings.AutoNCP(19, 2, seed=4),
+        wirings.NCP(5, 4, 2, 3, 2, 3, 2, seed=9),
+        wirings.FullyConnected(5, 2, erev_init_seed=3),
+        wirings.Random(6, 2, 0.5, 8),
+    ):
         config = wirings.wiring_to_config(wiring)
         assert config["type"] == type(wiring).__name__
         again = wirings.wiring_from_config(json.loads(json.dumps(config)))

@@ -41,8 +41,13 @@ _names = itertools.count()
 
 def make_model(path, seed=0, bias=None):
     torch.manual_seed(seed)
-    policy = LiquidPolicy(SPEC, nets.CfC(SPEC.core_inputs, nets.AutoNCP(12, 2, seed=seed)), outputs=2,
-                          imu_mean=(0.0, 0.0, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
+    policy = LiquidPolicy(
+        SPEC,
+        nets.CfC(SPEC.core_inputs, nets.AutoNCP(12, 2, seed=seed)),
+        outputs=2,
+        imu_mean=(0.0, 0.0, 9.8),
+        imu_std=(0.5, 1.0, 1.0),
+    ).eval()
     if bias is not None:
         with torch.no_grad():
             policy.readout.bias[:] = torch.tensor(bias)
@@ -68,12 +73,16 @@ class Rig:
         self.node = LiquidControllerNode(context=context, namespace=self.ns, parameter_overrides=overrides)
         self.peer = rclpy.create_node(f"peer_{next(_names)}", namespace=self.ns, context=context)
         self.compressed = params.get("camera_transport") == "compressed"
-        self.camera = (self.peer.create_publisher(CompressedImage, "camera/image_raw/compressed", qos_profile_sensor_data)
-                       if self.compressed else self.peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data))
+        self.camera = (
+            self.peer.create_publisher(CompressedImage, "camera/image_raw/compressed", qos_profile_sensor_data)
+            if self.compressed
+            else self.peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        )
         self.imu = self.peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
         self.teacher = self.peer.create_publisher(Twist, "teacher/cmd_vel", 10)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.e_stop = self.peer.create_publisher(Bool, "e_stop", latched)
         self.commands, self.states, self.diagnostics = [], [], []
         self.lock = threading.Lock()
@@ -95,6 +104,7 @@ class Rig:
         def callback(msg):
             with self.lock:
                 into.append((time.monotonic(), msg))
+
         return callback
 
     def _keep_diag(self, msg):
@@ -182,8 +192,13 @@ class Rig:
         if not result.successful:
             return False, result.reason
         node = self.node
-        wait_for(lambda: node._loader.loading is None
-                 and (node.running_model == path or node.get_parameter("model_path").value != path), timeout=60.0)
+        wait_for(
+            lambda: (
+                node._loader.loading is None
+                and (node.running_model == path or node.get_parameter("model_path").value != path)
+            ),
+            timeout=60.0,
+        )
         return (True, "") if node.running_model == path else (False, node.last_load_error)
 
     def call(self, service):
@@ -288,15 +303,16 @@ def test_state_follows_header_stamps_not_arrival_times(rig, tmp_path):
 
 
 def test_parameters_take_effect_and_invalid_ones_are_refused_with_a_reason(rig, tmp_path):
-    r = rig(model=make_model(tmp_path / "fast.safetensors", bias=(5.0, 5.0)),
-            max_linear_accel=20.0, max_angular_accel=50.0)
+    r = rig(
+        model=make_model(tmp_path / "fast.safetensors", bias=(5.0, 5.0)), max_linear_accel=20.0, max_angular_accel=50.0
+    )
     r.stream(0.5)
     results = r.set(max_linear_speed=0.1, max_angular_speed=0.2)
     assert all(x.successful for x in results)
     before = len(r.commands)
     r.stream(0.5, t0=200.0)
     wait_for(lambda: len(r.commands) > before + 50)
-    fresh = [m for _, m in r.commands[before + 5:]]
+    fresh = [m for _, m in r.commands[before + 5 :]]
     assert max(abs(m.linear.x) for m in fresh) == pytest.approx(0.1)
     assert max(abs(m.angular.z) for m in fresh) == pytest.approx(0.2)
 
@@ -339,7 +355,9 @@ def test_watchdog_zeroes_commands_and_reports_error_then_resumes(rig, tmp_path):
     after = [m for t, m in r.commands if t > stop + 0.3]
     assert after and all(m.linear.x == 0.0 and m.angular.z == 0.0 for m in after)
     status, _ = _latest_diag(r, after=stop + 0.3)
-    assert status.level == DiagnosticStatus.ERROR and "camera silent" in status.message and "imu silent" in status.message
+    assert (
+        status.level == DiagnosticStatus.ERROR and "camera silent" in status.message and "imu silent" in status.message
+    )
     resume = time.monotonic()
     r.stream(0.5, t0=100.6)
     wait_for(lambda: any(abs(m.linear.x) > 0 for t, m in r.commands if t > resume))
@@ -406,8 +424,9 @@ def test_bad_input_is_rejected_counted_and_survived(rig):
 
 
 def test_node_without_a_model_commands_zero_and_says_why(context):
-    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}",
-                                parameter_overrides=[Parameter("model_path", value="")])
+    node = LiquidControllerNode(
+        context=context, namespace=f"/lc_test_{next(_names)}", parameter_overrides=[Parameter("model_path", value="")]
+    )
     try:
         assert node.controller is None and "model_path is empty" in node.model_error
     finally:
@@ -448,8 +467,11 @@ def test_stamped_commands_carry_the_exact_sensor_stamp(rig):
     time.sleep(0.2)
     sent_stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in sent}
     # The stream's commands (the watchdog's zeros before and after it carry the node clock's stamp).
-    answered = [(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in r.commands
-                if 1_764_000_000 <= m.header.stamp.sec < 1_764_000_010]
+    answered = [
+        (m.header.stamp.sec, m.header.stamp.nanosec)
+        for _, m in r.commands
+        if 1_764_000_000 <= m.header.stamp.sec < 1_764_000_010
+    ]
     assert len(answered) > 50 and set(answered) <= sent_stamps
 
 
@@ -615,8 +637,11 @@ def test_a_model_that_cannot_build_leaves_the_node_up_without_a_model_or_is_refu
     from test_modelfile import BAD_CONFIGS, shipped_with_config
 
     bad = shipped_with_config(tmp_path, "zero_width", BAD_CONFIGS["zero_width"])
-    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}",
-                                parameter_overrides=[Parameter("model_path", value=str(bad))])
+    node = LiquidControllerNode(
+        context=context,
+        namespace=f"/lc_test_{next(_names)}",
+        parameter_overrides=[Parameter("model_path", value=str(bad))],
+    )
     try:
         assert node.controller is None and str(bad) in node.model_error
     finally:
@@ -715,10 +740,15 @@ def test_saliency_comes_at_its_capped_rate_in_camera_time_as_the_frame_at_model_
     assert 0.7 * 5.0 * span <= len(got) <= 5.0 * span + 1, (len(got), span)
     # Each is one of the camera frames, by its exact stamp, as rgb8 at the model's input size.
     assert {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in got} <= {
-        (m.header.stamp.sec, m.header.stamp.nanosec) for m in frames}
+        (m.header.stamp.sec, m.header.stamp.nanosec) for m in frames
+    }
     msg = got[-1][1]
-    assert (msg.encoding, msg.width, msg.height, msg.step) == ("rgb8", SPEC.image_width, SPEC.image_height,
-                                                               3 * SPEC.image_width)
+    assert (msg.encoding, msg.width, msg.height, msg.step) == (
+        "rgb8",
+        SPEC.image_width,
+        SPEC.image_height,
+        3 * SPEC.image_width,
+    )
     assert len(msg.data) == msg.step * msg.height
 
 
@@ -797,22 +827,34 @@ def test_the_foxglove_layout_shows_the_nodes_topics(context):
             return f"{namespace.rstrip('/')}/{NODE_NAME}/{name[2:]}"
         return f"{namespace.rstrip('/')}/{name}"
 
-    node_topics = {topics.CAMERA, topics.CAMERA_COMPRESSED, topics.IMU, topics.CMD_VEL, topics.TEACHER, topics.E_STOP,
-                   topics.DIAGNOSTICS, topics.LIQUID_STATE, topics.SALIENCY}
+    node_topics = {
+        topics.CAMERA,
+        topics.CAMERA_COMPRESSED,
+        topics.IMU,
+        topics.CMD_VEL,
+        topics.TEACHER,
+        topics.E_STOP,
+        topics.DIAGNOSTICS,
+        topics.LIQUID_STATE,
+        topics.SALIENCY,
+    }
     assert named <= {graph_name(t) for t in node_topics}, named
     # What the layout is for: the camera, where the encoder looks, the commands, the liquid state.
-    assert {graph_name(t) for t in (topics.CAMERA, topics.SALIENCY, topics.CMD_VEL, topics.LIQUID_STATE,
-                                    topics.DIAGNOSTICS)} <= named
+    assert {
+        graph_name(t) for t in (topics.CAMERA, topics.SALIENCY, topics.CMD_VEL, topics.LIQUID_STATE, topics.DIAGNOSTICS)
+    } <= named
     plotted = {p["value"] for p in config["Plot!cmd_vel"]["paths"]}
     assert plotted == {graph_name(topics.CMD_VEL) + ".linear.x", graph_name(topics.CMD_VEL) + ".angular.z"}
     # And the node really has them on the graph (in a namespace of its own here).
     ns = f"/lc_fox_{next(_names)}"
     node = LiquidControllerNode(context=context, namespace=ns)
     try:
+
         def on_graph():
             have = {n for n, _ in node.get_publisher_names_and_types_by_node(NODE_NAME, ns)}
             have |= {n for n, _ in node.get_subscriber_names_and_types_by_node(NODE_NAME, ns)}
             return have
+
         shown = [t for t in node_topics if graph_name(t) in named]
         wait_for(lambda: {graph_name(t, ns) for t in shown} <= on_graph())
     finally:
@@ -821,6 +863,7 @@ def test_the_foxglove_layout_shows_the_nodes_topics(context):
 
 # --- safety decisions never wait; what a file or a caller can cost is bounded ------------------------------
 
+
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory):
     """A real model that takes seconds to load: an LTC on a fully connected wiring of 700 neurons,
@@ -828,8 +871,13 @@ def slow_model(tmp_path_factory):
     acts within about a second of asking for it; the load takes several times that."""
     path = tmp_path_factory.mktemp("slow") / "slow.safetensors"
     torch.manual_seed(0)
-    policy = LiquidPolicy(SPEC, nets.LTC(SPEC.core_inputs, nets.FullyConnected(700, 2)), outputs=2,
-                          imu_mean=(0.0, 0.0, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
+    policy = LiquidPolicy(
+        SPEC,
+        nets.LTC(SPEC.core_inputs, nets.FullyConnected(700, 2)),
+        outputs=2,
+        imu_mean=(0.0, 0.0, 9.8),
+        imu_std=(0.5, 1.0, 1.0),
+    ).eval()
     save_model(path, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
     return path
 
@@ -871,8 +919,15 @@ def test_a_small_file_that_asks_for_a_huge_network_is_refused_at_once_and_nothin
     from test_modelfile import shipped_with_config
 
     def wide(units):
-        return lambda c: c["network"].update(wiring={"type": "FullyConnected", "units": units, "output_dim": 2,
-                                                     "erev_init_seed": 1, "self_connections": True})
+        return lambda c: c["network"].update(
+            wiring={
+                "type": "FullyConnected",
+                "units": units,
+                "output_dim": 2,
+                "erev_init_seed": 1,
+                "self_connections": True,
+            }
+        )
 
     r = rig()
     running = r.node.controller.policy
@@ -882,8 +937,11 @@ def test_a_small_file_that_asks_for_a_huge_network_is_refused_at_once_and_nothin
         assert not result.successful and "not built" in result.reason and str(bad) in result.reason
         assert r.node._loader.loading is None  # nothing was handed to the loader
     assert r.node.controller.policy is running
-    node = LiquidControllerNode(context=context, namespace=f"/lc_test_{next(_names)}",
-                                parameter_overrides=[Parameter("model_path", value=str(bad))])
+    node = LiquidControllerNode(
+        context=context,
+        namespace=f"/lc_test_{next(_names)}",
+        parameter_overrides=[Parameter("model_path", value=str(bad))],
+    )
     try:
         assert node.controller is None and "not built" in node.model_error
     finally:
@@ -894,8 +952,13 @@ def test_a_wiring_whose_cfc_cannot_stream_is_refused_not_run_past_its_buffers(ri
     """A CfC on a FullyConnected wiring outputs every neuron (as in ncps), more than the outputs it
     declares: the streaming kernel wrote past its output buffer (a crash at exit). Refused now."""
     torch.manual_seed(0)
-    policy = LiquidPolicy(SPEC, nets.CfC(SPEC.core_inputs, nets.FullyConnected(30, 2)), outputs=2,
-                          imu_mean=(0.0, 0.0, 9.8), imu_std=(0.5, 1.0, 1.0)).eval()
+    policy = LiquidPolicy(
+        SPEC,
+        nets.CfC(SPEC.core_inputs, nets.FullyConnected(30, 2)),
+        outputs=2,
+        imu_mean=(0.0, 0.0, 9.8),
+        imu_std=(0.5, 1.0, 1.0),
+    ).eval()
     path = tmp_path / "fc_cfc.safetensors"
     save_model(path, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
     r = rig()
@@ -906,8 +969,13 @@ def test_a_wiring_whose_cfc_cannot_stream_is_refused_not_run_past_its_buffers(ri
 
 def test_max_publish_rate_caps_zero_commands_too_but_a_stop_goes_out_at_once(rig, tmp_path):
     rate = 0.5  # one command per 2 s
-    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)), max_linear_accel=20.0,
-            max_publish_rate=rate, imu_timeout=0.05, camera_timeout=0.5)
+    r = rig(
+        model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)),
+        max_linear_accel=20.0,
+        max_publish_rate=rate,
+        imu_timeout=0.05,
+        camera_timeout=0.5,
+    )
     # Under e-stop: zeros, capped (before, one went out per IMU message).
     r.e_stop.publish(Bool(data=True))
     wait_for(lambda: r.node.e_stop)
@@ -931,8 +999,7 @@ def test_max_publish_rate_caps_zero_commands_too_but_a_stop_goes_out_at_once(rig
     assert first_zero - moving_at < 1.0 / rate
 
 
-def test_save_model_writes_to_ros_home_never_beside_the_model_and_at_most_max_saved_models(rig, tmp_path,
-                                                                                           monkeypatch):
+def test_save_model_writes_to_ros_home_never_beside_the_model_and_at_most_max_saved_models(rig, tmp_path, monkeypatch):
     monkeypatch.setenv("ROS_HOME", str(tmp_path / "ros_home"))
     models = tmp_path / "share" / "models"
     model = make_model(models / "shipped.safetensors")

@@ -42,8 +42,19 @@ class Managed:
         if not EXECUTABLE.exists():
             pytest.skip(f"{EXECUTABLE} not installed (pip install the package into this venv)")
         self.ns = f"/lc_life_{os.getpid()}_{next(_count)}"
-        args = [str(EXECUTABLE), "--managed", "--ros-args", "-r", f"__ns:={self.ns}",
-                "-p", f"model_path:={model_path}", "-p", "cmd_vel_stamped:=true", "-p", "max_linear_accel:=20.0"]
+        args = [
+            str(EXECUTABLE),
+            "--managed",
+            "--ros-args",
+            "-r",
+            f"__ns:={self.ns}",
+            "-p",
+            f"model_path:={model_path}",
+            "-p",
+            "cmd_vel_stamped:=true",
+            "-p",
+            "max_linear_accel:=20.0",
+        ]
         for p in params:
             args += ["-p", p]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -175,7 +186,7 @@ def test_configure_activate_deactivate_cleanup_over_the_lifecycle_services(manag
 
 def test_a_model_that_cannot_load_fails_configure_and_says_why(managed, tmp_path):
     broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}")  # a header, but no model in it
+    broken.write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{"a": 1}')  # a header, but no model in it
     node = managed(broken)
     assert not node.transition(Transition.TRANSITION_CONFIGURE)
     assert node.state() == State.PRIMARY_STATE_UNCONFIGURED
@@ -189,15 +200,22 @@ def test_without_managed_the_node_has_no_lifecycle_services_and_commands_at_once
     """The plain executable: configured and active by itself, as it always was."""
     model = make_model(tmp_path / "plain.safetensors", bias=(1.0, 0.5))
     ns = f"/lc_plain_{os.getpid()}"
-    proc = subprocess.Popen([str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={model}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={model}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peer, close = _spinning_node("plain_peer", ns)
     try:
         wait_for(lambda: peer.count_publishers(f"{ns}/cmd_vel") == 1, timeout=30)
         wait_for(lambda: f"{ns}/liquid_controller/reset_state" in dict(peer.get_service_names_and_types()))
         services = dict(peer.get_service_names_and_types())
-        assert not [name for name in services if name.startswith(f"{ns}/liquid_controller/") and
-                    ("change_state" in name or "get_state" in name)], services
+        assert not [
+            name
+            for name in services
+            if name.startswith(f"{ns}/liquid_controller/") and ("change_state" in name or "get_state" in name)
+        ], services
     finally:
         close()
         stop(proc)

@@ -38,9 +38,19 @@ def node_process(tmp_path):
     model = make_model(tmp_path / "proc.safetensors", bias=(1.0, 0.5))
     ns = f"/lc_proc_{os.getpid()}"
     proc = subprocess.Popen(
-        [str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={model}",
-         "-p", "max_linear_accel:=20.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(EXECUTABLE),
+            "--ros-args",
+            "-r",
+            f"__ns:={ns}",
+            "-p",
+            f"model_path:={model}",
+            "-p",
+            "max_linear_accel:=20.0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     yield proc, ns
     stop(proc)
@@ -65,8 +75,13 @@ def test_node_process_flood_parameters_and_clean_shutdown(node_process):
         assert params.wait_for_services(timeout_sec=10.0)
 
         rng = np.random.default_rng(0)
-        frame = Image(height=48, width=64, encoding="rgb8", step=192,
-                      data=rng.integers(0, 256, 48 * 64 * 3, dtype=np.uint8).tobytes())
+        frame = Image(
+            height=48,
+            width=64,
+            encoding="rgb8",
+            step=192,
+            data=rng.integers(0, 256, 48 * 64 * 3, dtype=np.uint8).tobytes(),
+        )
         msg = Imu()
         msg.linear_acceleration.z = 9.8
         msg.orientation_covariance[0] = -1.0
@@ -202,8 +217,9 @@ def test_two_sigints_while_streaming_exit_cleanly_before_launch_escalates(node_p
 
 
 def _interrupted_at(delay: float) -> tuple[int, str]:
-    proc = subprocess.Popen([str(EXECUTABLE)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(EXECUTABLE)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
@@ -324,8 +340,10 @@ def _busy_peer(ns: str, models: list[str], pauses: np.ndarray):
     e_stop = node.create_publisher(Bool, "e_stop", latched)
     teacher = node.create_publisher(Twist, "teacher/cmd_vel", 10)
     params = AsyncParameterClient(node, f"{ns}/liquid_controller")
-    services = [node.create_client(Trigger, f"liquid_controller/{name}")
-                for name in ("reset_state", "save_model", "reset_adaptation")]
+    services = [
+        node.create_client(Trigger, f"liquid_controller/{name}")
+        for name in ("reset_state", "save_model", "reset_adaptation")
+    ]
     busy = threading.Event()
     busy.set()
 
@@ -369,10 +387,25 @@ def test_ctrl_c_at_random_moments_of_a_busy_node_always_ends_it(tmp_path):
     for attempt in range(5):
         ns = f"/lc_ctrl_c_{os.getpid()}_{attempt}"
         proc = subprocess.Popen(
-            [str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={models[0]}",
-             "-p", "adaptation.enabled:=true", "-p", f"adapted_model_dir:={tmp_path / 'adapted'}",
-             "-p", "max_saved_models:=10000"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            [
+                str(EXECUTABLE),
+                "--ros-args",
+                "-r",
+                f"__ns:={ns}",
+                "-p",
+                f"model_path:={models[0]}",
+                "-p",
+                "adaptation.enabled:=true",
+                "-p",
+                f"adapted_model_dir:={tmp_path / 'adapted'}",
+                "-p",
+                "max_saved_models:=10000",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         commands, stop_streaming = _streaming_peer(ns)
         start_busy, stop_busy = _busy_peer(ns, models, rng.uniform(0.005, 0.05, size=10_000))
         try:
@@ -419,17 +452,21 @@ def test_a_cleanup_that_hangs_still_ends_the_process_with_every_threads_stack():
         run_node("stuck", "a node whose cleanup hangs", build, args=["stuck"])
     """)
     # Without the deadline this run would hang until its own timeout.
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=SHUTDOWN_DEADLINE_S + 60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=SHUTDOWN_DEADLINE_S + 60
+    )
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert "Timeout" in result.stderr and "in destroy_node" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("args, says", [
-    (["-p", "max_linear_speed:=-1.0"], "max_linear_speed out of range Min: 0.0, Max: 5.0, value: -1.0"),
-    (["-p", "max_linear_speed:=fast"], "'max_linear_speed' to 'fast' of type 'STRING', expecting type 'DOUBLE'"),
-    (["-r", "__ns:=/bad-ns"], "Couldn't parse remap rule: '-r __ns:=/bad-ns'"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["-p", "max_linear_speed:=-1.0"], "max_linear_speed out of range Min: 0.0, Max: 5.0, value: -1.0"),
+        (["-p", "max_linear_speed:=fast"], "'max_linear_speed' to 'fast' of type 'STRING', expecting type 'DOUBLE'"),
+        (["-r", "__ns:=/bad-ns"], "Couldn't parse remap rule: '-r __ns:=/bad-ns'"),
+    ],
+)
 def test_a_bad_start_up_argument_is_one_line_and_status_2(args, says):
     """rclpy refuses these while the node declares its parameters (or parses the ROS arguments) and
     raises: the user gets its reason in one line, as from a bad model file, not 11 frames of rclpy."""

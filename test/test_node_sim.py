@@ -34,7 +34,9 @@ def _start(name, *args):
     exe = LIB / name
     if not exe.exists():
         pytest.skip(f"{exe} not installed")
-    return subprocess.Popen([str(exe), "--ros-args", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [str(exe), "--ros-args", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _stop(proc):
@@ -56,9 +58,16 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     odom, commands, diag_stamps = [], [], []
     peer.create_subscription(Odometry, "odom", lambda m: odom.append(m), 100)
     peer.create_subscription(Twist, "cmd_vel", lambda m: commands.append((time.monotonic(), m)), 100)
-    peer.create_subscription(DiagnosticArray, "/diagnostics",
-                             lambda m: diag_stamps.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)
-                             if any(s.hardware_id.startswith(ns) for s in m.status) else None, 10)
+    peer.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: (
+            diag_stamps.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)
+            if any(s.hardware_id.startswith(ns) for s in m.status)
+            else None
+        ),
+        10,
+    )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(peer)
     thread = threading.Thread(target=executor.spin, daemon=True)
@@ -116,8 +125,12 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
 
 
 def test_drive_command_runs_both_nodes_and_reports():
-    result = subprocess.run([sys.executable, "-m", "liquid_control.cli", "drive", "--seconds", "6", "--json"],
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "drive", "--seconds", "6", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = __import__("json").loads(result.stdout.strip().splitlines()[-1])
     assert summary["stayed_on_road"] and summary["mean_abs_xte_m"] < 0.08 and summary["track"] == "oval"
@@ -135,8 +148,12 @@ def _mean_frame_brightness(*params, frames=5):
     rclpy.init(context=context)
     node = rclpy.create_node("brightness_probe", context=context)
     seen = []
-    node.create_subscription(Image, "camera/image_raw", lambda m: seen.append(np.frombuffer(bytes(m.data), np.uint8).mean()),
-                             rclpy.qos.qos_profile_sensor_data)
+    node.create_subscription(
+        Image,
+        "camera/image_raw",
+        lambda m: seen.append(np.frombuffer(bytes(m.data), np.uint8).mean()),
+        rclpy.qos.qos_profile_sensor_data,
+    )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     try:

@@ -25,15 +25,22 @@ LABEL = "/cmd_vel"
 def _header(t: float, frame: str):
     sec = int(t)
     return TS.types["std_msgs/msg/Header"](
-        stamp=TS.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=int(round((t - sec) * 1e9))), frame_id=frame)
+        stamp=TS.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=int(round((t - sec) * 1e9))), frame_id=frame
+    )
 
 
 def _v3(x=0.0, y=0.0, z=0.0):
     return TS.types["geometry_msgs/msg/Vector3"](x=x, y=y, z=z)
 
 
-def write_robot_bag(path: Path, seconds: float = 12.0, stamped_label: bool = True, corrupt_at: float | None = None,
-                    t0: float = 1_700_000_000.0, second_camera: bool = False) -> Path:
+def write_robot_bag(
+    path: Path,
+    seconds: float = 12.0,
+    stamped_label: bool = True,
+    corrupt_at: float | None = None,
+    t0: float = 1_700_000_000.0,
+    second_camera: bool = False,
+) -> Path:
     """A dark road band that drifts left and right in the camera; the driver steers toward it
     (angular.z = -1.2 x the band's offset): a mapping from pixels to commands to learn."""
     rng = np.random.default_rng(7)
@@ -42,30 +49,39 @@ def write_robot_bag(path: Path, seconds: float = 12.0, stamped_label: bool = Tru
         imu = w.add_connection(IMU, "sensor_msgs/msg/Imu", typestore=TS)
         label_type = "geometry_msgs/msg/TwistStamped" if stamped_label else "geometry_msgs/msg/Twist"
         lab = w.add_connection(LABEL, label_type, typestore=TS)
-        other = (w.add_connection("/robot1/oakd/rgb/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
-                                  typestore=TS) if second_camera else None)
+        other = (
+            w.add_connection("/robot1/oakd/rgb/image_raw/compressed", "sensor_msgs/msg/CompressedImage", typestore=TS)
+            if second_camera
+            else None
+        )
         for k in range(int(seconds * 100)):  # IMU at 100 Hz, camera at 20 Hz, teleop at 20 Hz
             t = t0 + k * 0.01
             offset = 0.6 * np.sin(2 * np.pi * (t - t0) / 6.0)
             angular = -1.2 * offset
             ns = int(round(t * 1e9))
             msg = TS.types["sensor_msgs/msg/Imu"](
-                header=_header(t, "imu_link"), orientation=TS.types["geometry_msgs/msg/Quaternion"](x=0, y=0, z=0, w=1),
-                orientation_covariance=np.array([-1.0] + [0.0] * 8), angular_velocity=_v3(z=angular + rng.normal(0, 0.02)),
-                angular_velocity_covariance=np.zeros(9), linear_acceleration=_v3(z=9.81),
-                linear_acceleration_covariance=np.zeros(9))
+                header=_header(t, "imu_link"),
+                orientation=TS.types["geometry_msgs/msg/Quaternion"](x=0, y=0, z=0, w=1),
+                orientation_covariance=np.array([-1.0] + [0.0] * 8),
+                angular_velocity=_v3(z=angular + rng.normal(0, 0.02)),
+                angular_velocity_covariance=np.zeros(9),
+                linear_acceleration=_v3(z=9.81),
+                linear_acceleration_covariance=np.zeros(9),
+            )
             w.write(imu, ns + 200_000, TS.serialize_cdr(msg, "sensor_msgs/msg/Imu"))
             if k % 5 == 0:
                 img = np.full((240, 320, 3), 170, np.uint8)
                 centre = int(160 + offset * 120)
-                img[:, max(centre - 30, 0):centre + 30] = 40
+                img[:, max(centre - 30, 0) : centre + 30] = 40
                 img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
                 data = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
                 if corrupt_at is not None and abs((t - t0) - corrupt_at) < 0.005:
                     data = data[: len(data) // 3]  # truncated: a broken frame in a good bag
                 frame = TS.types["sensor_msgs/msg/CompressedImage"](
-                    header=_header(t, "oakd_rgb_camera_optical_frame"), format="rgb8; jpeg compressed bgr8",
-                    data=np.frombuffer(data, np.uint8))
+                    header=_header(t, "oakd_rgb_camera_optical_frame"),
+                    format="rgb8; jpeg compressed bgr8",
+                    data=np.frombuffer(data, np.uint8),
+                )
                 w.write(cam, ns + 20_000_000, TS.serialize_cdr(frame, "sensor_msgs/msg/CompressedImage"))
                 if other is not None:
                     w.write(other, ns + 20_000_000, TS.serialize_cdr(frame, "sensor_msgs/msg/CompressedImage"))
@@ -125,14 +141,26 @@ def test_header_stamps_read_from_the_bytes_equal_the_deserialized_ones(bags):
 @pytest.mark.slow
 def test_train_on_a_folder_of_robot_bags_then_replay_the_model_on_one(bags, tmp_path):
     model = tmp_path / "robot1.safetensors"
-    result = _cli("train", "--bag", bags, "--output", model, "--iterations", "60", "--window", "80",
-                  "--batch", "4")
+    result = _cli("train", "--bag", bags, "--output", model, "--iterations", "60", "--window", "80", "--batch", "4")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorted(Path(b).name for b in report["bags"]) == ["run1", "run2"]
     assert report["topics"][str(bags / "run1")] == {"camera": CAMERA, "imu": IMU, "label": LABEL}
-    result = _cli("replay", bags / "run1", "--model", model, "--output", tmp_path / "replayed",
-                  "--camera-topic", CAMERA, "--imu-topic", IMU, "--compare-topic", LABEL, "--json")
+    result = _cli(
+        "replay",
+        bags / "run1",
+        "--model",
+        model,
+        "--output",
+        tmp_path / "replayed",
+        "--camera-topic",
+        CAMERA,
+        "--imu-topic",
+        IMU,
+        "--compare-topic",
+        LABEL,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["camera_frames"] == 239  # one of the 240 frames is the truncated JPEG

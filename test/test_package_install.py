@@ -46,9 +46,13 @@ def test_installed_package_xml_names_the_package_at_the_installed_version():
 
 
 def test_share_holds_every_launch_config_and_model_file():
-    sources = [p for top in SHARE_DIRS if (REPO / top).is_dir() for p in (REPO / top).rglob("*")
-               if p.is_file() and not any(part.startswith(".") or part == "__pycache__"
-                                          for part in p.relative_to(REPO).parts)]
+    sources = [
+        p
+        for top in SHARE_DIRS
+        if (REPO / top).is_dir()
+        for p in (REPO / top).rglob("*")
+        if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(REPO).parts)
+    ]
     for source in sources:
         installed = SHARE / source.relative_to(REPO)
         assert installed.is_file(), f"{source.relative_to(REPO)} is not installed at {installed}"
@@ -105,12 +109,25 @@ def test_cli_is_on_path_in_the_prefix():
 # none or only the distribution's build (then the colcon pip line of docs/install.md installs it). A colcon
 # workspace installs nothing from setup.py: a distribution missing here is missing there.
 ROSDEP_KEYS = {
-    "numpy": "python3-numpy", "pyyaml": "python3-yaml", "transforms3d": "python3-transforms3d",
-    "rosbags": "python3-rosbags-pip", "mujoco": "python3-mujoco-pip", "matplotlib": "python3-matplotlib",
-    "networkx": "python3-networkx", "opencv-python-headless": "python3-opencv", "tqdm": "python3-tqdm",
-    "scipy": "python3-scipy", "simplejpeg": "python3-simplejpeg-pip", "onnxruntime": "python3-onnxruntime-pip",
-    "torch": None, "numba": None, "safetensors": None, "mcap": None, "onnx": None,
-    "imageio": None, "imageio-ffmpeg": None,
+    "numpy": "python3-numpy",
+    "pyyaml": "python3-yaml",
+    "transforms3d": "python3-transforms3d",
+    "rosbags": "python3-rosbags-pip",
+    "mujoco": "python3-mujoco-pip",
+    "matplotlib": "python3-matplotlib",
+    "networkx": "python3-networkx",
+    "opencv-python-headless": "python3-opencv",
+    "tqdm": "python3-tqdm",
+    "scipy": "python3-scipy",
+    "simplejpeg": "python3-simplejpeg-pip",
+    "onnxruntime": "python3-onnxruntime-pip",
+    "torch": None,
+    "numba": None,
+    "safetensors": None,
+    "mcap": None,
+    "onnx": None,
+    "imageio": None,
+    "imageio-ffmpeg": None,
 }
 
 

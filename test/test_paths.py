@@ -20,12 +20,15 @@ def test_plain_paths_pass_through_with_the_home_expanded(tmp_path):
     assert resolve_model_path("~/m.safetensors") == Path.home() / "m.safetensors"
 
 
-@pytest.mark.parametrize("uri, reason", [
-    ("package://", "package://<package>/<path>"),
-    ("package://liquid_control", "package://<package>/<path>"),
-    ("package://no_such_package_here/x.safetensors", "no_such_package_here"),
-    ("package://liquid_control/models/missing.safetensors", "not found"),
-])
+@pytest.mark.parametrize(
+    "uri, reason",
+    [
+        ("package://", "package://<package>/<path>"),
+        ("package://liquid_control", "package://<package>/<path>"),
+        ("package://no_such_package_here/x.safetensors", "no_such_package_here"),
+        ("package://liquid_control/models/missing.safetensors", "not found"),
+    ],
+)
 def test_bad_package_uris_say_what_is_wrong(uri, reason):
     with pytest.raises(FileNotFoundError, match=reason.replace("<", ".").replace(">", ".")):
         resolve_model_path(uri)

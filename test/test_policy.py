@@ -25,8 +25,12 @@ def test_streaming_step_equals_sequence_forward(cell):
     imu = rng.normal(size=(1, 20, 3)) + np.array([0.0, 0.1, 9.8])
     dt = rng.uniform(0.003, 0.04, size=(1, 20))
     with torch.no_grad():
-        ref = policy(torch.tensor(frames), torch.tensor(frame_index), torch.tensor(imu, dtype=torch.float32),
-                     torch.tensor(dt, dtype=torch.float32))[0].numpy()
+        ref = policy(
+            torch.tensor(frames),
+            torch.tensor(frame_index),
+            torch.tensor(imu, dtype=torch.float32),
+            torch.tensor(dt, dtype=torch.float32),
+        )[0].numpy()
     run = policy.streamer()
     state = run.initial_state()
     out = []
@@ -73,8 +77,12 @@ def test_policy_model_file_round_trip(tmp_path):
     assert counts["trainable"] == counts["camera_encoder"] + counts["liquid_core"] + counts["readout"]
     assert counts["liquid_core_effective"] < counts["liquid_core"]
     with pytest.raises(ValueError, match="sensor_spec"):
-        save_model(tmp_path / "bad.safetensors", policy, loaded.sensor_spec().__class__(
-            features=policy.sensor_spec().features, mean=(0.0,) * 9, std=(1.0,) * 9), outputs)
+        save_model(
+            tmp_path / "bad.safetensors",
+            policy,
+            loaded.sensor_spec().__class__(features=policy.sensor_spec().features, mean=(0.0,) * 9, std=(1.0,) * 9),
+            outputs,
+        )
 
 
 def test_streaming_encoder_sees_the_model_frame_training_sees():
@@ -149,8 +157,12 @@ def test_model_files_without_image_norm_load_with_the_fixed_normalisation(tmp_pa
     spec = EncoderSpec(image_norm="fixed")
     policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, 8), outputs=2).eval()
     path = tmp_path / "new.safetensors"
-    save_model(path, policy, policy.sensor_spec(), OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"),
-                                                              ((0.0, 1.0), (-1.5, 1.5))))
+    save_model(
+        path,
+        policy,
+        policy.sensor_spec(),
+        OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 1.0), (-1.5, 1.5))),
+    )
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()[METADATA_KEY])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -173,11 +185,13 @@ def test_the_encoder_graph_is_kept_so_a_second_start_skips_the_onnx_export(tmp_p
     from liquid_control.paths import DEFAULT_MODEL
 
     pytest.importorskip("onnxruntime")
-    script = (f"import json, sys\nfrom liquid_control.runtime.modelfile import load_policy\n"
-              f"from liquid_control.runtime.policy import PolicyStep, example_frame\n"
-              f"policy, _ = load_policy({DEFAULT_MODEL!r})\nstep = PolicyStep(policy)\n"
-              f"f = step.encode_frame(example_frame(policy.spec).numpy()[0] // 2)\n"
-              f"print(json.dumps([step.encoder, 'onnx' in sys.modules, f.tolist()]))\n")
+    script = (
+        f"import json, sys\nfrom liquid_control.runtime.modelfile import load_policy\n"
+        f"from liquid_control.runtime.policy import PolicyStep, example_frame\n"
+        f"policy, _ = load_policy({DEFAULT_MODEL!r})\nstep = PolicyStep(policy)\n"
+        f"f = step.encode_frame(example_frame(policy.spec).numpy()[0] // 2)\n"
+        f"print(json.dumps([step.encoder, 'onnx' in sys.modules, f.tolist()]))\n"
+    )
     env = {**os.environ, "LIQUID_CONTROL_CACHE": str(tmp_path / "cache")}
 
     def start():

@@ -8,9 +8,13 @@ from liquid_control.processes import stop
 
 # It puts Python's handler in place itself: a process started from a background job of a
 # non-interactive shell inherits SIGINT ignored, and Python then keeps it ignored.
-HANDLES_SIGINT = ("import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\ntry:\n"
-                  "    print('ready', flush=True)\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    raise SystemExit(0)\n")
-IGNORES_SIGINT = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+HANDLES_SIGINT = (
+    "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\ntry:\n"
+    "    print('ready', flush=True)\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    raise SystemExit(0)\n"
+)
+IGNORES_SIGINT = (
+    "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+)
 
 
 def _start(code):

@@ -44,8 +44,23 @@ def replayed(bag, tmp_path_factory):
     pytest.importorskip("imageio_ffmpeg")
     out = tmp_path_factory.mktemp("replayed")
     paths = {"video": out / "drive.mp4", "activity": out / "activity.csv"}
-    result = subprocess.run([*CLI, "replay", str(bag), "--output", str(out / "commands"), "--video", str(paths["video"]),
-                             "--activity", str(paths["activity"]), "--json"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            *CLI,
+            "replay",
+            str(bag),
+            "--output",
+            str(out / "commands"),
+            "--video",
+            str(paths["video"]),
+            "--activity",
+            str(paths["activity"]),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), paths
 
@@ -93,9 +108,9 @@ def test_the_activity_has_a_row_per_step_and_a_column_per_neuron_of_the_wiring(b
     for event in read_events(bag, command=None):
         offline.on_sensor(event.kind, event.stamp, event.data)
     last = np.array(rows[-1][2:], dtype=float)
-    np.testing.assert_allclose(last[:wiring.units], offline.hidden, rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(last[wiring.units:2 * wiring.units], offline.time_constants, rtol=1e-7)
-    assert np.all(np.array([r[2 + wiring.units:2 + 2 * wiring.units] for r in rows], dtype=float) > 0)
+    np.testing.assert_allclose(last[: wiring.units], offline.hidden, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(last[wiring.units : 2 * wiring.units], offline.time_constants, rtol=1e-7)
+    assert np.all(np.array([r[2 + wiring.units : 2 + 2 * wiring.units] for r in rows], dtype=float) > 0)
 
 
 def test_the_activity_plot_is_written_beside_the_csv(replayed):
@@ -126,7 +141,10 @@ def test_the_activity_figure_has_a_row_per_layer_with_units_and_legends():
     assert all(ax.get_xlabel().startswith("time [s]") for ax in fig.axes[-2:])
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     assert [[t.get_text() for t in legend.get_texts()] for legend in legends] == [
-        ["camera_0", "angular_velocity.z"], ["neuron 2"], ["neuron 0", "neuron 1"]]
+        ["camera_0", "angular_velocity.z"],
+        ["neuron 2"],
+        ["neuron 0", "neuron 1"],
+    ]
     np.testing.assert_allclose(state_axes[0].get_lines()[0].get_ydata(), np.sin(t))
 
 
@@ -135,12 +153,16 @@ def test_without_imageio_the_video_is_refused_saying_what_to_install(bag, tmp_pa
     for name in ("imageio", "imageio_ffmpeg"):
         (blocker / name).mkdir(parents=True)
         (blocker / name / "__init__.py").write_text(
-            f"raise ModuleNotFoundError('{name} is not installed here (test blocker)', name='{name}')\n")
+            f"raise ModuleNotFoundError('{name} is not installed here (test blocker)', name='{name}')\n"
+        )
     out = tmp_path / "commands"
-    result = subprocess.run([*CLI, "replay", str(bag), "--output", str(out), "--video", str(tmp_path / "v.mp4")],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))})
+    result = subprocess.run(
+        [*CLI, "replay", str(bag), "--output", str(out), "--video", str(tmp_path / "v.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))},
+    )
     assert result.returncode == 2, result.stderr
     assert "pip install 'liquid_control[video]'" in result.stderr and "imageio" in result.stderr
     assert not out.exists() and not (tmp_path / "v.mp4").exists()  # refused before anything was written

@@ -37,7 +37,7 @@ def averaging_policy() -> LiquidPolicy:
 
 def square_frame(row: int, col: int, size: int = 4) -> np.ndarray:
     frame = np.zeros((SPEC.image_height, SPEC.image_width, 3), dtype=np.float32)
-    frame[row:row + size, col:col + size] = 1.0
+    frame[row : row + size, col : col + size] = 1.0
     return frame
 
 
@@ -51,7 +51,7 @@ def test_the_map_is_where_the_activations_are_and_follows_them():
         assert row - 1 <= peak[0] <= row + 4 and col - 1 <= peak[1] <= col + 4, peak
         # Beyond what the two layers' filters reach from the square (5 + 2 x 2 pixels), nothing.
         far = np.ones_like(sal, dtype=bool)
-        far[max(row - 10, 0):row + 14, max(col - 10, 0):col + 14] = False
+        far[max(row - 10, 0) : row + 14, max(col - 10, 0) : col + 14] = False
         assert np.all(sal[far] == 0.0)
 
 
@@ -125,15 +125,23 @@ def sim_frames():
         env = TrackEnv(track, seed=3)
         try:
             for _ in range(5):
-                env.reset(s=float(rng.uniform(0, track.length)), offset=float(rng.normal(0, 0.1)),
-                          heading_error=float(rng.normal(0, 0.15)))
+                env.reset(
+                    s=float(rng.uniform(0, track.length)),
+                    offset=float(rng.normal(0, 0.1)),
+                    heading_error=float(rng.normal(0, 0.15)),
+                )
                 rgb, dist = env.render(), ground_distance(env)
-                regions = {"road": dist <= half, "off_road": dist > half,
-                           "edges": np.abs(dist - half) <= EDGE_BAND_M,
-                           "road_inside": dist < half - EDGE_BAND_M,
-                           "ground_outside": np.isfinite(dist) & (dist > half + EDGE_BAND_M)}
-                whole = {k: resize(m.astype(np.float32)[..., None], vbp.width, vbp.height)[..., 0] > 0.999
-                         for k, m in regions.items()}
+                regions = {
+                    "road": dist <= half,
+                    "off_road": dist > half,
+                    "edges": np.abs(dist - half) <= EDGE_BAND_M,
+                    "road_inside": dist < half - EDGE_BAND_M,
+                    "ground_outside": np.isfinite(dist) & (dist > half + EDGE_BAND_M),
+                }
+                whole = {
+                    k: resize(m.astype(np.float32)[..., None], vbp.width, vbp.height)[..., 0] > 0.999
+                    for k, m in regions.items()
+                }
                 frame = vbp.frame(rgb)
                 frames.append({"frame": frame, "saliency": vbp.from_frame(frame), **whole})
         finally:
@@ -156,8 +164,11 @@ def test_the_road_mask_from_the_geometry_matches_the_rendered_colours(sim_frames
 def test_the_shipped_encoder_looks_where_the_road_ends_not_at_its_surface(sim_frames):
     _, frames = sim_frames
     means = {region: _mean(frames, region) for region in ("road", "off_road", "edges", "road_inside", "ground_outside")}
-    print("mean saliency per region:", {k: round(v, 4) for k, v in means.items()},
-          f"road / off-road {means['road'] / means['off_road']:.3f}")
+    print(
+        "mean saliency per region:",
+        {k: round(v, 4) for k, v in means.items()},
+        f"road / off-road {means['road'] / means['off_road']:.3f}",
+    )
     # Where a lane keeper can tell where the road is: its edges and the ground beside them stand out
     # from the asphalt (in every frame for the edges); the road as a whole draws less than off-road.
     # Which of the two draws more is the policy's own (the previous shipped one: edges 0.22 against

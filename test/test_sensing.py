@@ -52,11 +52,19 @@ def _rclpy_image(encoding, padding=0, bigendian=False):
 
 def _rosbags_image(encoding, padding=0, bigendian=False):
     store = get_typestore(Stores.ROS2_JAZZY)
-    Image, Header, Time = (store.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+    Image, Header, Time = (
+        store.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time")
+    )
     step, data = _encode(encoding, padding, bigendian)
-    msg = Image(header=Header(stamp=Time(sec=1, nanosec=5), frame_id="cam"), height=5, width=7,
-                encoding=encoding, is_bigendian=int(bigendian), step=step,
-                data=np.frombuffer(data, np.uint8))
+    msg = Image(
+        header=Header(stamp=Time(sec=1, nanosec=5), frame_id="cam"),
+        height=5,
+        width=7,
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=step,
+        data=np.frombuffer(data, np.uint8),
+    )
     # Through CDR and back, exactly as read from a bag.
     return store.deserialize_cdr(store.serialize_cdr(msg, "sensor_msgs/msg/Image"), "sensor_msgs/msg/Image")
 
@@ -102,12 +110,15 @@ def test_mono16_big_endian(make):
     np.testing.assert_allclose(image_to_array(make("mono16", 2, bigendian=True)), _expected("mono16"), atol=1e-6)
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(encoding="yuv422"), "unsupported image encoding"),
-    (dict(step=20), "shorter than a row"),
-    (dict(height=6), "expected step"),
-    (dict(width=0), "no pixels"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(encoding="yuv422"), "unsupported image encoding"),
+        (dict(step=20), "shorter than a row"),
+        (dict(height=6), "expected step"),
+        (dict(width=0), "no pixels"),
+    ],
+)
 def test_bad_images_are_rejected_with_the_reason(change, match):
     msg = _rclpy_image("rgb8")
     for key, value in change.items():
@@ -133,20 +144,25 @@ def test_resize_area_average_and_upscale():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", [(96, 64, 64, 48), (640, 480, 64, 48), (7, 5, 64, 48), (61, 47, 64, 48), (64, 48, 33, 20)])
+@pytest.mark.parametrize(
+    "size", [(96, 64, 64, 48), (640, 480, 64, 48), (7, 5, 64, 48), (61, 47, 64, 48), (64, 48, 33, 20)]
+)
 def test_resize_equals_the_per_axis_resampling_matrices(size):
     """The gathered-taps resize is the product of the two per-axis maps, for down, up and mixed."""
     from liquid_control.runtime.sensing import resample_matrix
 
     w, h, width, height = size
     img = np.random.default_rng(1).random((h, w, 3), dtype=np.float32)
-    expected = np.einsum("ih,hwc,jw->ijc", resample_matrix(h, height).astype(np.float64), img.astype(np.float64),
-                         resample_matrix(w, width).astype(np.float64))
+    expected = np.einsum(
+        "ih,hwc,jw->ijc",
+        resample_matrix(h, height).astype(np.float64),
+        img.astype(np.float64),
+        resample_matrix(w, width).astype(np.float64),
+    )
     out = resize(img, width, height)
     assert out.shape == (height, width, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, expected, atol=2e-6)
     assert np.allclose(resize(img[:, ::-1], width, height), resize(np.ascontiguousarray(img[:, ::-1]), width, height))
-
 
 
 # (input w, h) -> (output w, h): the package's own sizes (sim camera 96x64 and a 640x480 camera to
@@ -171,10 +187,11 @@ def _float32_tolerance(n: int, size: int, m: int, msize: int) -> float:
     terms, plus one rounding per stored weight. Along an axis an output pixel reads at most
     ceil(n / size) + 1 input pixels when shrinking (area) and 2 when enlarging (bilinear). Both
     implementations can err, in opposite directions: twice the bound."""
+
     def taps(n_in: int, n_out: int) -> int:
         return -(-n_in // n_out) + 1 if n_out < n_in else 2
 
-    u = 2.0 ** -24
+    u = 2.0**-24
     return 2 * (taps(n, size) + taps(m, msize) + 2) * u
 
 
@@ -230,7 +247,9 @@ def test_model_frame_is_the_float_resize_rounded_to_8_bits(size):
     tolerance = 0.5 + 255 * _float32_tolerance(w, width, h, height)
     exact = resize(u8.astype(np.float32) / 255, width, height).astype(np.float64) * 255
     assert np.abs(out - exact).max() <= tolerance
-    cols = cv2.resize(u8.astype(np.float32), (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
+    cols = cv2.resize(
+        u8.astype(np.float32), (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+    )
     opencv = cv2.resize(cols, (width, height), interpolation=cv2.INTER_AREA if height < h else cv2.INTER_LINEAR)
     assert np.abs(out - opencv).max() <= tolerance
     assert abs(float(np.mean(out - exact))) < 0.15
@@ -259,8 +278,9 @@ def test_model_frame_reads_every_layout_and_dtype_of_a_frame_alike():
         for name, image in layouts.items():
             np.testing.assert_array_equal(model_frame(image, width, height), reference, err_msg=name)
     mono = u8[:, :, :1]
-    np.testing.assert_array_equal(model_frame(np.broadcast_to(mono, (37, 53, 3)), 64, 48),
-                                  model_frame(np.repeat(mono, 3, axis=2), 64, 48))
+    np.testing.assert_array_equal(
+        model_frame(np.broadcast_to(mono, (37, 53, 3)), 64, 48), model_frame(np.repeat(mono, 3, axis=2), 64, 48)
+    )
 
 
 def test_model_frame_scales_float_and_16_bit_frames_to_8_bits():
@@ -268,8 +288,12 @@ def test_model_frame_scales_float_and_16_bit_frames_to_8_bits():
     np.testing.assert_array_equal(model_frame(floats, 2, 1), [[[0, 128, 255], [0, 255, 0]]])
     words = np.array([[[0, 257 * 128, 65535], [128, 129, 32767]]], np.uint16)  # round(v / 257)
     np.testing.assert_array_equal(model_frame(words, 2, 1), [[[0, 128, 255], [0, 1, 127]]])
-    for bad, width, match in ((np.zeros((4, 4), np.uint8), 2, "RGB frame"), (np.zeros((4, 4, 3), np.int32), 2, "int32"),
-                              (np.zeros((0, 4, 3), np.uint8), 2, "no pixels"), (np.zeros((4, 4, 3), np.uint8), 0, "no pixels")):
+    for bad, width, match in (
+        (np.zeros((4, 4), np.uint8), 2, "RGB frame"),
+        (np.zeros((4, 4, 3), np.int32), 2, "int32"),
+        (np.zeros((0, 4, 3), np.uint8), 2, "no pixels"),
+        (np.zeros((4, 4, 3), np.uint8), 0, "no pixels"),
+    ):
         with pytest.raises(ValueError, match=match):
             model_frame(bad, width, 2)
 
@@ -379,8 +403,12 @@ def test_corrupt_compressed_images_are_sensor_errors(damage):
 
     rgb = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     good = _compressed(rgb, ".jpg").data
-    data = {"truncated": good[: len(good) // 2], "garbage_after_header": good[:200] + bytes(500),
-            "not_an_image": b"hello world" * 10, "empty": b""}[damage]
+    data = {
+        "truncated": good[: len(good) // 2],
+        "garbage_after_header": good[:200] + bytes(500),
+        "not_an_image": b"hello world" * 10,
+        "empty": b"",
+    }[damage]
     with pytest.raises(SensorError):
         compressed_to_array(types.SimpleNamespace(format="jpeg", data=data))
 

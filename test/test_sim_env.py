@@ -171,10 +171,12 @@ def test_renders_headless_without_mujoco_gl_set():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
-    code = ("from liquid_control.sim.env import TrackEnv; from liquid_control.sim.track import Track, track_path; "
-            "env = TrackEnv(Track.load(track_path('oval'))); env.reset(s=0.0); "
-            "frame = next(e for e in env.events(0.1) if e.kind == 'camera').data; "
-            "print(frame.shape, float(frame.std()) > 0); env.close()")
+    code = (
+        "from liquid_control.sim.env import TrackEnv; from liquid_control.sim.track import Track, track_path; "
+        "env = TrackEnv(Track.load(track_path('oval'))); env.reset(s=0.0); "
+        "frame = next(e for e in env.events(0.1) if e.kind == 'camera').data; "
+        "print(frame.shape, float(frame.std()) > 0); env.close()"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[0].endswith("True")

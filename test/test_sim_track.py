@@ -77,15 +77,18 @@ def test_any_track_file_by_path(tmp_path):
     assert track.name == "square" and track.road_width == 0.8
 
 
-@pytest.mark.parametrize("text,match", [
-    (None, "no such file"),
-    ("centerline: [[0, 0], [1", "not valid YAML"),
-    ("road_width: 1.0\ncenterline: [[0, 0], [1, 0], [1, 1]]\n", "at least 4 points"),
-    ("road_width: 50\ncenterline: [[0, 0], [9, 0], [9, 9], [0, 9]]\n", "road_width must be in"),
-    ("road_width: 1.0\ncenterline: [[0, 0], [9, 0], [9, 9], [0, 9]]\nlanes: 2\n", "unknown keys"),
-    ("road_width: 1.0\ncenterline: [[0, 0], [9, 0], [9, 9], [0, 9]]\nlook: {road: [2, 0, 0]}\n", "look.road"),
-    ("road_width: 1.0\ncenterline: [[0, 0], [9, 0], [0.4, 0.3], [9, 9], [0, 9]]\n", "overlaps itself"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        (None, "no such file"),
+        ("centerline: [[0, 0], [1", "not valid YAML"),
+        ("road_width: 1.0\ncenterline: [[0, 0], [1, 0], [1, 1]]\n", "at least 4 points"),
+        ("road_width: 50\ncenterline: [[0, 0], [9, 0], [9, 9], [0, 9]]\n", "road_width must be in"),
+        ("road_width: 1.0\ncenterline: [[0, 0], [9, 0], [9, 9], [0, 9]]\nlanes: 2\n", "unknown keys"),
+        ("road_width: 1.0\ncenterline: [[0, 0], [9, 0], [9, 9], [0, 9]]\nlook: {road: [2, 0, 0]}\n", "look.road"),
+        ("road_width: 1.0\ncenterline: [[0, 0], [9, 0], [0.4, 0.3], [9, 9], [0, 9]]\n", "overlaps itself"),
+    ],
+)
 def test_bad_track_files_name_the_file_and_the_problem(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
     if text is not None:

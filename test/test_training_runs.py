@@ -79,13 +79,23 @@ def test_a_bag_recorded_again_under_the_same_name_is_read_again(tmp_path):
 
 
 def _train(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "liquid_control.cli", "train", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _start(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "liquid_control.cli", "train", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", "train", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _wait_for(path, proc, timeout=300):
@@ -122,8 +132,16 @@ def _same_run(model, reference):
 def test_training_logs_every_value_to_csv_and_the_model_records_the_best(reference):
     rows = _log(reference)
     assert [int(r["iteration"]) for r in rows] == [4, 8, 12, 16]
-    assert set(rows[0]) == {"iteration", "train_loss", "val_loss", "best_val_loss", "lr", "grad_norm", "windows",
-                            "seconds"}
+    assert set(rows[0]) == {
+        "iteration",
+        "train_loss",
+        "val_loss",
+        "best_val_loss",
+        "lr",
+        "grad_norm",
+        "windows",
+        "seconds",
+    }
     _, config = load_model(reference)
     assert config.provenance["best_val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows))
     lrs = [float(r["lr"]) for r in rows]
@@ -169,9 +187,25 @@ def test_resume_refuses_another_run_or_no_checkpoint(bag, tmp_path):
 
 def test_torchrun_with_two_processes_trains_a_model_that_loads_and_drives(bag, reference, tmp_path):
     model = tmp_path / "ddp.safetensors"
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "liquid_control.learning.train", "--bag", str(bag), "--output", str(model), *RUN],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "liquid_control.learning.train",
+            "--bag",
+            str(bag),
+            "--output",
+            str(model),
+            *RUN,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     policy, config = load_model(model)
     assert config.provenance["processes"] == 2

@@ -54,8 +54,9 @@ def _pick(path: Path, have: dict, role: str, types: tuple[str, ...], named: str 
         if named not in have:
             raise BagError(f"bag {path}: no topic {named} for the {role} (it has {sorted(have)})")
         if have[named].msgtype not in types:
-            raise BagError(f"bag {path}: topic {named} is {have[named].msgtype}; the {role} must be "
-                           f"{' or '.join(types)}")
+            raise BagError(
+                f"bag {path}: topic {named} is {have[named].msgtype}; the {role} must be {' or '.join(types)}"
+            )
         return named
     fits = sorted(t for t, info in have.items() if info.msgtype in types)
     if len(fits) == 1:
@@ -67,13 +68,16 @@ def _pick(path: Path, have: dict, role: str, types: tuple[str, ...], named: str 
         if len(teachers) == 1:
             return teachers[0]
     if not fits:
-        raise BagError(f"bag {path}: no {role} topic ({' or '.join(types)}); it has "
-                       f"{', '.join(f'{t} ({i.msgtype})' for t, i in sorted(have.items()))}")
+        raise BagError(
+            f"bag {path}: no {role} topic ({' or '.join(types)}); it has "
+            f"{', '.join(f'{t} ({i.msgtype})' for t, i in sorted(have.items()))}"
+        )
     raise BagError(f"bag {path}: {len(fits)} topics could be the {role} ({', '.join(fits)}): choose one with {flag}")
 
 
-def pick_topics(path: str | Path, camera: str | None = None, imu: str | None = None,
-                label: str | None = None) -> TopicChoice:
+def pick_topics(
+    path: str | Path, camera: str | None = None, imu: str | None = None, label: str | None = None
+) -> TopicChoice:
     """The camera, IMU and label topics of a bag: the ones named, or the only one of its type.
     BagError naming the bag, the topic and what is wrong."""
     path = Path(path)
@@ -104,13 +108,15 @@ def _stamps(path: Path, topics: list[str]) -> dict[str, np.ndarray]:
         try:
             out[topic].append(header_stamp(data, msgtype))
         except Exception as exc:  # noqa: BLE001 - rosbags' CDR reader raises whatever the bytes lead it to
-            raise BagError(f"bag {path}: a message on {topic} cannot be read as {msgtype} "
-                           f"({type(exc).__name__}: {exc})") from None
+            raise BagError(
+                f"bag {path}: a message on {topic} cannot be read as {msgtype} ({type(exc).__name__}: {exc})"
+            ) from None
     return {t: np.array(v) for t, v in out.items()}
 
 
-def bag_info(path: str | Path, camera: str | None = None, imu: str | None = None,
-             label: str | None = None, gap_s: float = 0.5) -> dict:
+def bag_info(
+    path: str | Path, camera: str | None = None, imu: str | None = None, label: str | None = None, gap_s: float = 0.5
+) -> dict:
     """Topics, types, message counts, rates, header-stamp gaps and jumps back, duration, and the
     topics a training run would pick (or why it cannot)."""
     path = Path(path)
@@ -120,25 +126,42 @@ def bag_info(path: str | Path, camera: str | None = None, imu: str | None = None
     duration = summary.duration
     topics = {}
     for name, topic in sorted(summary.topics.items()):
-        entry = {"type": topic.msgtype, "count": topic.count,
-                 "rate_hz": round(topic.count / duration, 2) if duration > 0 else None}
+        entry = {
+            "type": topic.msgtype,
+            "count": topic.count,
+            "rate_hz": round(topic.count / duration, 2) if duration > 0 else None,
+        }
         s = stamps.get(name)
         if s is not None and len(s) > 1:
             d = np.diff(s)
             publishing = float(d[(d >= 0) & (d <= gap_s)].sum())  # the span without gaps
-            entry.update(stamp_span_s=round(float(s[-1] - s[0]), 3),
-                         rate_publishing_hz=round(int(((d >= 0) & (d <= gap_s)).sum()) / publishing, 2)
-                         if publishing > 0 else None,
-                         median_dt_s=round(float(np.median(d)), 6), max_gap_s=round(float(d.max()), 3),
-                         gaps_over_s={str(gap_s): int((d > gap_s).sum())}, jumps_back=int((d < 0).sum()),
-                         repeated_stamps=int((d == 0).sum()))
+            entry.update(
+                stamp_span_s=round(float(s[-1] - s[0]), 3),
+                rate_publishing_hz=round(int(((d >= 0) & (d <= gap_s)).sum()) / publishing, 2)
+                if publishing > 0
+                else None,
+                median_dt_s=round(float(np.median(d)), 6),
+                max_gap_s=round(float(d.max()), 3),
+                gaps_over_s={str(gap_s): int((d > gap_s).sum())},
+                jumps_back=int((d < 0).sum()),
+                repeated_stamps=int((d == 0).sum()),
+            )
         topics[name] = entry
-    info = {"bag": str(path), "messages": summary.count, "duration_s": round(duration, 3),
-            "start_ns": summary.start_ns, "topics": topics}
+    info = {
+        "bag": str(path),
+        "messages": summary.count,
+        "duration_s": round(duration, 3),
+        "start_ns": summary.start_ns,
+        "topics": topics,
+    }
     try:
         choice = pick_topics(path, camera, imu, label)
-        info["training"] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label,
-                            "label_matched_by": "header stamp" if choice.label_stamped else "bag time"}
+        info["training"] = {
+            "camera": choice.camera,
+            "imu": choice.imu,
+            "label": choice.label,
+            "label_matched_by": "header stamp" if choice.label_stamped else "bag time",
+        }
     except BagError as exc:
         info["training"] = {"error": str(exc)}
     return info
@@ -151,8 +174,10 @@ def format_bag_info(info: dict) -> str:
         rate = f"{t['rate_hz']:8.2f} Hz" if t["rate_hz"] is not None else "           "
         line = f"  {name:<{width}}  {t['count']:>8}  {rate}  {t['type']}"
         if "max_gap_s" in t:
-            line += (f"  stamps: dt {t['median_dt_s'] * 1e3:.1f} ms, max gap {t['max_gap_s']:.3f} s, "
-                     f"{t['jumps_back']} back, {t['repeated_stamps']} repeated")
+            line += (
+                f"  stamps: dt {t['median_dt_s'] * 1e3:.1f} ms, max gap {t['max_gap_s']:.3f} s, "
+                f"{t['jumps_back']} back, {t['repeated_stamps']} repeated"
+            )
             gaps = next(iter(t["gaps_over_s"].items()))
             if gaps[1] and t.get("rate_publishing_hz"):
                 line += f"; {t['rate_publishing_hz']:.2f} Hz between its {gaps[1]} gaps over {gaps[0]} s"
@@ -161,6 +186,8 @@ def format_bag_info(info: dict) -> str:
     if "error" in training:
         lines.append(f"training: cannot pick the topics: {training['error']}")
     else:
-        lines.append(f"training would use: camera {training['camera']}, imu {training['imu']}, label "
-                     f"{training['label']} (matched by {training['label_matched_by']})")
+        lines.append(
+            f"training would use: camera {training['camera']}, imu {training['imu']}, label "
+            f"{training['label']} (matched by {training['label_matched_by']})"
+        )
     return "\n".join(lines)

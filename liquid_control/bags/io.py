@@ -40,8 +40,12 @@ from . import limits
 limits.install()  # rosbags' decompressors, bounded (before any bag is read)
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 IMAGE, COMPRESSED_IMAGE, IMU, TWIST_STAMPED, TWIST, ODOMETRY = (
-    "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Imu",
-    "geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Twist", "nav_msgs/msg/Odometry",
+    "sensor_msgs/msg/Image",
+    "sensor_msgs/msg/CompressedImage",
+    "sensor_msgs/msg/Imu",
+    "geometry_msgs/msg/TwistStamped",
+    "geometry_msgs/msg/Twist",
+    "nav_msgs/msg/Odometry",
 )
 
 
@@ -73,17 +77,29 @@ def image_msg(stamp: float | tuple[int, int], rgb: np.ndarray, frame_id: str = t
     if rgb.dtype != np.uint8:
         rgb = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
     h, w, _ = rgb.shape
-    return TYPESTORE.types[IMAGE](header=_header(stamp, frame_id), height=h, width=w, encoding="rgb8",
-                                  is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb).reshape(-1))
+    return TYPESTORE.types[IMAGE](
+        header=_header(stamp, frame_id),
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=w * 3,
+        data=np.ascontiguousarray(rgb).reshape(-1),
+    )
 
 
 def imu_msg(stamp: float | tuple[int, int], values: np.ndarray, frame_id: str = topics.IMU_FRAME):
     """An Imu from sensing.IMU_FIELDS values (angular velocity, linear acceleration, roll/pitch/yaw)."""
     quaternion = _quaternion(*values[6:9])
     return TYPESTORE.types[IMU](
-        header=_header(stamp, frame_id), orientation=quaternion, orientation_covariance=np.zeros(9),
-        angular_velocity=_vector3(*values[0:3]), angular_velocity_covariance=np.zeros(9),
-        linear_acceleration=_vector3(*values[3:6]), linear_acceleration_covariance=np.zeros(9))
+        header=_header(stamp, frame_id),
+        orientation=quaternion,
+        orientation_covariance=np.zeros(9),
+        angular_velocity=_vector3(*values[0:3]),
+        angular_velocity_covariance=np.zeros(9),
+        linear_acceleration=_vector3(*values[3:6]),
+        linear_acceleration_covariance=np.zeros(9),
+    )
 
 
 def twist_stamped_msg(stamp: float | tuple[int, int], linear: float, angular: float, frame_id: str = topics.BASE_FRAME):
@@ -95,12 +111,16 @@ def odometry_msg(stamp: float, x: float, y: float, yaw: float, linear: float, an
     t = TYPESTORE.types
     pose = t["geometry_msgs/msg/PoseWithCovariance"](
         pose=t["geometry_msgs/msg/Pose"](
-            position=t["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=0.0),
-            orientation=_quaternion(0.0, 0.0, yaw)),
-        covariance=np.zeros(36))
+            position=t["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=0.0), orientation=_quaternion(0.0, 0.0, yaw)
+        ),
+        covariance=np.zeros(36),
+    )
     twist = t["geometry_msgs/msg/TwistWithCovariance"](
-        twist=t[TWIST](linear=_vector3(linear, 0, 0), angular=_vector3(0, 0, angular)), covariance=np.zeros(36))
-    return t[ODOMETRY](header=_header(stamp, topics.ODOM_FRAME), child_frame_id=topics.BASE_FRAME, pose=pose, twist=twist)
+        twist=t[TWIST](linear=_vector3(linear, 0, 0), angular=_vector3(0, 0, angular)), covariance=np.zeros(36)
+    )
+    return t[ODOMETRY](
+        header=_header(stamp, topics.ODOM_FRAME), child_frame_id=topics.BASE_FRAME, pose=pose, twist=twist
+    )
 
 
 @contextmanager
@@ -114,8 +134,10 @@ def _reading(path: Path) -> Iterator[limits.CheckedReader]:
     except limits.LimitError as exc:
         raise BagError(f"bag {path}: {exc.about(path)}") from None
     if path.is_dir() and not (path / "metadata.yaml").exists():
-        raise BagError(f"bag {path}: no metadata.yaml (not a rosbag2 bag, or one whose recorder was killed "
-                       "before it closed the bag)")
+        raise BagError(
+            f"bag {path}: no metadata.yaml (not a rosbag2 bag, or one whose recorder was killed "
+            "before it closed the bag)"
+        )
     try:
         with limits.CheckedReader(path) as reader:
             yield reader
@@ -133,15 +155,20 @@ def check_new_bag(path: str | Path) -> None:
     overwritten, nor written through a symbolic link (one to nothing included), nor below a file."""
     path = Path(path)
     if os.path.islink(path) and not path.exists():
-        raise BagError(f"bag {path}: is a symbolic link to {os.readlink(path)}, which does not exist "
-                       "(a bag is never written through a link)")
+        raise BagError(
+            f"bag {path}: is a symbolic link to {os.readlink(path)}, which does not exist "
+            "(a bag is never written through a link)"
+        )
     if os.path.lexists(path):
         raise BagError(f"bag {path}: exists already (a bag is never overwritten)")
     for parent in path.absolute().parents:  # the nearest that is there must be a directory
         if os.path.lexists(parent):
             if not parent.is_dir():
-                what = (f"a symbolic link to {os.readlink(parent)}, which does not exist"
-                        if os.path.islink(parent) and not parent.exists() else "not a directory")
+                what = (
+                    f"a symbolic link to {os.readlink(parent)}, which does not exist"
+                    if os.path.islink(parent) and not parent.exists()
+                    else "not a directory"
+                )
                 raise BagError(f"bag {path}: {parent} is {what}")
             break
 
@@ -159,7 +186,7 @@ class BagSummary:
     path: Path
     topics: dict[str, BagTopic]
     start_ns: int  # earliest bag time stamp (receive time), ns
-    end_ns: int    # latest bag time stamp, ns
+    end_ns: int  # latest bag time stamp, ns
     count: int
 
     @property
@@ -177,15 +204,17 @@ def summarize(path: str | Path) -> BagSummary:
             old = topics.get(c.topic)
             if old is not None and old.msgtype != c.msgtype:
                 raise BagError(f"bag {path}: topic {c.topic} holds two types, {old.msgtype} and {c.msgtype}")
-            topics[c.topic] = BagTopic(c.topic, c.msgtype, (old.count if old else 0) + c.msgcount,
-                                       (old.offered_qos if old else ()) + qos)
+            topics[c.topic] = BagTopic(
+                c.topic, c.msgtype, (old.count if old else 0) + c.msgcount, (old.offered_qos if old else ()) + qos
+            )
         count = reader.message_count
         start, end = (reader.start_time, reader.end_time - 1) if count else (0, 0)
     return BagSummary(path, topics, start, end, count)
 
 
-def read_serialized(path: str | Path, topics: Iterable[str] | None = None,
-                    start_ns: int | None = None) -> Iterator[tuple[str, str, int, bytes]]:
+def read_serialized(
+    path: str | Path, topics: Iterable[str] | None = None, start_ns: int | None = None
+) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, msgtype, bag time ns, CDR bytes) of every message on `topics` (all if None), in
     bag-time order, from `start_ns` on. Topics the bag lacks raise BagError."""
     path = Path(path)
@@ -242,10 +271,13 @@ class BagWriter:
         elif msgdef:
             definition = {"msgdef": msgdef, "rihs01": _rihs01(self.path, topic, msgtype, msgdef)}
         else:
-            raise BagError(f"bag {self.path}: topic {topic} has type {msgtype}, which the ROS 2 Jazzy typestore "
-                           "does not know (its definition could not be stored)")
-        self._connections[topic] = self._writer.add_connection(topic, msgtype, offered_qos_profiles=list(offered_qos),
-                                                               **definition)
+            raise BagError(
+                f"bag {self.path}: topic {topic} has type {msgtype}, which the ROS 2 Jazzy typestore "
+                "does not know (its definition could not be stored)"
+            )
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, offered_qos_profiles=list(offered_qos), **definition
+        )
 
     def flush(self) -> None:
         """Close the MCAP chunk being filled and hand the file's buffer to the operating system, so
@@ -290,23 +322,30 @@ def _rihs01(path: Path, topic: str, msgtype: str, msgdef: str) -> str:
         store.register(get_types_from_msg(msgdef, msgtype))
         return store.hash_rihs01(msgtype)
     except Exception as exc:  # noqa: BLE001 - rosbags raises its own errors for bad definitions
-        raise BagError(f"bag {path}: topic {topic}: the definition of {msgtype} cannot be parsed "
-                       f"({type(exc).__name__}: {exc})") from None
+        raise BagError(
+            f"bag {path}: topic {topic}: the definition of {msgtype} cannot be parsed ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 @dataclass(frozen=True)
 class BagEvent:
-    stamp: float        # header stamp (s); bag time for an unstamped command
-    kind: str           # "camera", "imu", or "command"
-    data: np.ndarray    # camera RGB float, IMU_FIELDS values, or (linear.x, angular.z)
+    stamp: float  # header stamp (s); bag time for an unstamped command
+    kind: str  # "camera", "imu", or "command"
+    data: np.ndarray  # camera RGB float, IMU_FIELDS values, or (linear.x, angular.z)
     header_stamp: tuple[int, int] | None = field(default=None, compare=False)  # exact (sec, nanosec)
     log_time_ns: int = field(default=0, compare=False)  # the bag's time stamp (receive time)
 
 
-def read_events(path: str | Path, camera: str = topics.absolute(topics.CAMERA), imu: str = topics.absolute(topics.IMU),
-                command: str | None = topics.absolute(topics.CMD_VEL), skipped: dict[str, int] | None = None,
-                camera_size: tuple[int, int] = (0, 0), max_image_pixels: int | None = None,
-                image_dtype: type = np.float32) -> Iterator[BagEvent]:
+def read_events(
+    path: str | Path,
+    camera: str = topics.absolute(topics.CAMERA),
+    imu: str = topics.absolute(topics.IMU),
+    command: str | None = topics.absolute(topics.CMD_VEL),
+    skipped: dict[str, int] | None = None,
+    camera_size: tuple[int, int] = (0, 0),
+    max_image_pixels: int | None = None,
+    image_dtype: type = np.float32,
+) -> Iterator[BagEvent]:
     """The bag's camera, IMU (and command) messages as events, in the order they were logged.
 
     The camera topic may be sensor_msgs/Image or CompressedImage (JPEG or PNG, as image_transport

@@ -85,7 +85,16 @@ MIN_FREE_DISK_BYTES = 1 << 30
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 _RECORD = struct.Struct("<BQ")  # opcode, length
 _CHUNK_HEAD = struct.Struct("<QQQII")  # start, end, uncompressed size, CRC, length of the compression name
-HEADER, FOOTER, SCHEMA, CHANNEL, MESSAGE, CHUNK, CHUNK_INDEX, SUMMARY_OFFSET = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x08, 0x0E
+HEADER, FOOTER, SCHEMA, CHANNEL, MESSAGE, CHUNK, CHUNK_INDEX, SUMMARY_OFFSET = (
+    0x01,
+    0x02,
+    0x03,
+    0x04,
+    0x05,
+    0x06,
+    0x08,
+    0x0E,
+)
 _READ_WHOLE = (HEADER, SCHEMA, CHANNEL, MESSAGE, CHUNK)  # the data section's records rosbags reads into memory
 _FOOTER_BYTES = 37  # the footer record (opcode, length 20, three fields) and the closing magic
 _HOSTILE = "a damaged or hostile file; nothing of it was decompressed"
@@ -141,8 +150,10 @@ def check_bag(path: Path) -> None:
         return
     meta = regular_file(metadata)
     if meta.st_size > MAX_METADATA_BYTES:
-        raise LimitError(metadata, f"is {size_text(meta.st_size)}, more than the {size_text(MAX_METADATA_BYTES)} "
-                         "a bag's metadata is read to")
+        raise LimitError(
+            metadata,
+            f"is {size_text(meta.st_size)}, more than the {size_text(MAX_METADATA_BYTES)} a bag's metadata is read to",
+        )
     for name in _storage_files(metadata):
         file = path / PurePath(name).name  # as rosbags finds them: by name, in the bag directory
         if os.path.lexists(file):
@@ -188,21 +199,30 @@ def _record_at(f, pos: int, size: int) -> tuple[int, int] | None:
 
 def _check_record(path: Path, pos: int, opcode: int, length: int) -> None:
     if length > MAX_RECORD_BYTES:
-        raise LimitError(path, f"the record at byte {pos} (opcode 0x{opcode:02x}) is {size_text(length)} long, more "
-                         f"than the {size_text(MAX_RECORD_BYTES)} of one record that is read ({_HOSTILE})")
+        raise LimitError(
+            path,
+            f"the record at byte {pos} (opcode 0x{opcode:02x}) is {size_text(length)} long, more "
+            f"than the {size_text(MAX_RECORD_BYTES)} of one record that is read ({_HOSTILE})",
+        )
 
 
 def _check_chunk(path: Path, where: str, uncompressed: int, total: int, size: int) -> int:
     """The chunks' declared total with this one; LimitError beyond a limit."""
     if uncompressed > MAX_CHUNK_BYTES:
-        raise LimitError(path, f"{where} declares {size_text(uncompressed)} uncompressed, more than the "
-                         f"{size_text(MAX_CHUNK_BYTES)} of one chunk that is read ({_HOSTILE})")
+        raise LimitError(
+            path,
+            f"{where} declares {size_text(uncompressed)} uncompressed, more than the "
+            f"{size_text(MAX_CHUNK_BYTES)} of one chunk that is read ({_HOSTILE})",
+        )
     total += uncompressed
     if total > allowance(size):
-        raise LimitError(path, f"its chunks declare {size_text(total)} uncompressed (by {where}) in a file of "
-                         f"{size_text(size)}: more than {size_text(FREE_BYTES)} and {MAX_RATIO} times its size, "
-                         f"which is what is read ({_HOSTILE}; a genuine bag this compressed can be written "
-                         "uncompressed with `ros2 bag convert`)")
+        raise LimitError(
+            path,
+            f"its chunks declare {size_text(total)} uncompressed (by {where}) in a file of "
+            f"{size_text(size)}: more than {size_text(FREE_BYTES)} and {MAX_RATIO} times its size, "
+            f"which is what is read ({_HOSTILE}; a genuine bag this compressed can be written "
+            "uncompressed with `ros2 bag convert`)",
+        )
     return total
 
 
@@ -251,16 +271,22 @@ def _walk_summary(f, path: Path, size: int) -> None:
                 start, end, offset, chunk_length, compressed, uncompressed = index
                 where = f"the chunk index at byte {pos}"
                 if offset + chunk_length > size or compressed > chunk_length:
-                    raise LimitError(path, f"{where} points past the end of the file (chunk at byte {offset}, "
-                                     f"{chunk_length} bytes, {compressed} of them compressed data; "
-                                     f"the file has {size}): {_HOSTILE}")
+                    raise LimitError(
+                        path,
+                        f"{where} points past the end of the file (chunk at byte {offset}, "
+                        f"{chunk_length} bytes, {compressed} of them compressed data; "
+                        f"the file has {size}): {_HOSTILE}",
+                    )
                 total = _check_chunk(path, where, uncompressed, total, size)
                 spans.append((start, end, uncompressed))
         pos += _RECORD.size + length
     peak = _peak_open(spans)
     if peak > MAX_OPEN_BYTES:
-        raise LimitError(path, f"its chunks overlap in time so that reading it in time order holds "
-                         f"{size_text(peak)} of them at once, more than {size_text(MAX_OPEN_BYTES)} ({_HOSTILE})")
+        raise LimitError(
+            path,
+            f"its chunks overlap in time so that reading it in time order holds "
+            f"{size_text(peak)} of them at once, more than {size_text(MAX_OPEN_BYTES)} ({_HOSTILE})",
+        )
 
 
 def _chunk_index(body: bytes) -> tuple[int, int, int, int, int, int] | None:
@@ -312,14 +338,20 @@ def decompress(data: bytes, compression: str, size: int) -> bytes:
     LimitError when it declares more than MAX_CHUNK_BYTES or expands beyond `size` (expanded to
     one byte past it, no further); fewer bytes than declared are the caller's to refuse."""
     if size > MAX_CHUNK_BYTES:
-        raise LimitError(None, f"a chunk declares {size_text(size)} uncompressed, more than the "
-                         f"{size_text(MAX_CHUNK_BYTES)} of one chunk that is read ({_HOSTILE})")
+        raise LimitError(
+            None,
+            f"a chunk declares {size_text(size)} uncompressed, more than the "
+            f"{size_text(MAX_CHUNK_BYTES)} of one chunk that is read ({_HOSTILE})",
+        )
     if compression == "":
         return data
     out = expand(data, compression, size + 1)
     if len(out) > size:
-        raise LimitError(None, f"a chunk ({compression}) expands beyond the {size} bytes it declares: corrupt "
-                         "(refused without expanding it further)")
+        raise LimitError(
+            None,
+            f"a chunk ({compression}) expands beyond the {size} bytes it declares: corrupt "
+            "(refused without expanding it further)",
+        )
     return out
 
 
@@ -335,8 +367,11 @@ class _BoundedZstd:
     def decompress(data: bytes) -> bytes:
         out = expand(data, "zstd", MAX_CHUNK_BYTES + 1)
         if len(out) > MAX_CHUNK_BYTES:
-            raise LimitError(None, f"a message compressed on its own expands to more than "
-                             f"{size_text(MAX_CHUNK_BYTES)}, the most one message may ({_HOSTILE})")
+            raise LimitError(
+                None,
+                f"a message compressed on its own expands to more than "
+                f"{size_text(MAX_CHUNK_BYTES)}, the most one message may ({_HOSTILE})",
+            )
         return out
 
     @staticmethod
@@ -345,10 +380,14 @@ class _BoundedZstd:
         compressed = os.fstat(file.fileno()).st_size
         tmp = tempfile.gettempdir()
         room = shutil.disk_usage(tmp).free - MIN_FREE_DISK_BYTES
-        return _ExpandedFile(zstd.open(file, mode, **kwargs), name, min(allowance(compressed), room),
-                             f"more than {size_text(FREE_BYTES)} and {MAX_RATIO} times its {size_text(compressed)}"
-                             if allowance(compressed) <= room else
-                             f"so far that less than {size_text(MIN_FREE_DISK_BYTES)} would be left free in {tmp}")
+        return _ExpandedFile(
+            zstd.open(file, mode, **kwargs),
+            name,
+            min(allowance(compressed), room),
+            f"more than {size_text(FREE_BYTES)} and {MAX_RATIO} times its {size_text(compressed)}"
+            if allowance(compressed) <= room
+            else f"so far that less than {size_text(MIN_FREE_DISK_BYTES)} would be left free in {tmp}",
+        )
 
 
 class _ExpandedFile:
@@ -385,8 +424,10 @@ def install() -> None:
 
     table = getattr(storage_mcap, "DECOMPRESSORS", None)
     if not isinstance(table, dict) or not hasattr(reader, "zstd"):
-        raise ImportError("liquid_control.bags.limits: this rosbags has no DECOMPRESSORS table or reader.zstd "
-                          "to bound; its reading is not safe from decompression bombs")
+        raise ImportError(
+            "liquid_control.bags.limits: this rosbags has no DECOMPRESSORS table or reader.zstd "
+            "to bound; its reading is not safe from decompression bombs"
+        )
     for compression in ("", "zstd", "lz4"):
         table[compression] = lambda data, size, c=compression: decompress(data, c, size)
     reader.zstd = _BoundedZstd()

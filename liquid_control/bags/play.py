@@ -32,9 +32,17 @@ class Player:
     """Publishes a bag's messages as they were recorded: same bytes, same spacing in time
     (divided by `rate`), optionally /clock from the bag's time."""
 
-    def __init__(self, node: Node, path: str | Path, topics: Sequence[str] | None = None,
-                 remap: dict[str, str] | None = None, rate: float = 1.0, clock_hz: float = 0.0,
-                 start_offset: float = 0.0, log: Callable[[str], None] = _stderr) -> None:
+    def __init__(
+        self,
+        node: Node,
+        path: str | Path,
+        topics: Sequence[str] | None = None,
+        remap: dict[str, str] | None = None,
+        rate: float = 1.0,
+        clock_hz: float = 0.0,
+        start_offset: float = 0.0,
+        log: Callable[[str], None] = _stderr,
+    ) -> None:
         if not rate > 0:
             raise ValueError(f"--rate must be > 0, got {rate}")
         if clock_hz < 0:
@@ -61,18 +69,21 @@ class Player:
         self.names = {t: remap.get(t, t) for t in played}
         self.start_ns = summary.start_ns + int(round(start_offset * 1e9))
         if summary.count and self.start_ns > summary.end_ns:
-            raise ValueError(f"--start-offset {start_offset} s is past the end of bag {path} "
-                             f"({summary.duration:.3f} s long)")
+            raise ValueError(
+                f"--start-offset {start_offset} s is past the end of bag {path} ({summary.duration:.3f} s long)"
+            )
         self.publishers = {}
         for topic in played:
             info = summary.topics[topic]
             try:
                 cls = message_class(info.msgtype)
             except UnknownTypeError as exc:
-                raise BagError(f"bag {path}: topic {topic} cannot be played: {exc} "
-                               "(leave it out with --topics)") from None
-            self.publishers[topic] = node.create_publisher(cls, self.names[topic],
-                                                           publisher_qos(info.msgtype, info.offered_qos))
+                raise BagError(
+                    f"bag {path}: topic {topic} cannot be played: {exc} (leave it out with --topics)"
+                ) from None
+            self.publishers[topic] = node.create_publisher(
+                cls, self.names[topic], publisher_qos(info.msgtype, info.offered_qos)
+            )
         self.clock_period = 1.0 / clock_hz if clock_hz > 0 else None
         if self.clock_period:
             from rosgraph_msgs.msg import Clock
@@ -136,10 +147,19 @@ class Player:
                 publisher.wait_for_all_acked(Duration(seconds=timeout))
 
 
-def play(path: str | Path, rate: float = 1.0, loop: bool = False, remap: dict[str, str] | None = None,
-         clock_hz: float = 0.0, topics: Sequence[str] | None = None, start_offset: float = 0.0,
-         delay: float = 0.0, wait_for_subscribers: bool = False, log: Callable[[str], None] = _stderr,
-         stop: threading.Event | None = None) -> dict:
+def play(
+    path: str | Path,
+    rate: float = 1.0,
+    loop: bool = False,
+    remap: dict[str, str] | None = None,
+    clock_hz: float = 0.0,
+    topics: Sequence[str] | None = None,
+    start_offset: float = 0.0,
+    delay: float = 0.0,
+    wait_for_subscribers: bool = False,
+    log: Callable[[str], None] = _stderr,
+    stop: threading.Event | None = None,
+) -> dict:
     """Play a bag to live topics until its end (or forever with `loop`, until SIGINT/SIGTERM)."""
     summarize(path)  # a bad bag is an error before any ROS starts
     stop = stop or threading.Event()
@@ -148,8 +168,10 @@ def play(path: str | Path, rate: float = 1.0, loop: bool = False, remap: dict[st
     with _ros("liquid_bag_player", stop) as node:
         player = Player(node, path, topics, remap, rate, clock_hz, start_offset, log)
         renamed = {t: n for t, n in player.names.items() if t != n}
-        log(f"playing {len(player.topics)} topics from {path}"
-            + (f" ({', '.join(f'{a} -> {b}' for a, b in renamed.items())})" if renamed else ""))
+        log(
+            f"playing {len(player.topics)} topics from {path}"
+            + (f" ({', '.join(f'{a} -> {b}' for a, b in renamed.items())})" if renamed else "")
+        )
         if wait_for_subscribers:
             player.wait_for_subscribers(stop)
         if delay > 0:
@@ -173,9 +195,11 @@ def play(path: str | Path, rate: float = 1.0, loop: bool = False, remap: dict[st
 
 
 def format_play_summary(summary: dict) -> str:
-    lines = [f"played {summary['messages']} messages from {summary['bag']} in {summary['seconds']:.1f} s"
-             + (f" ({summary['loops']} loops)" if summary["loops"] > 1 else "")
-             + (", interrupted" if summary["interrupted"] else "")]
+    lines = [
+        f"played {summary['messages']} messages from {summary['bag']} in {summary['seconds']:.1f} s"
+        + (f" ({summary['loops']} loops)" if summary["loops"] > 1 else "")
+        + (", interrupted" if summary["interrupted"] else "")
+    ]
     width = max([len(t) for t in summary["topics"]] or [0])
     for topic, n in summary["topics"].items():
         lines.append(f"  {topic:<{width}}  {n:>7}")

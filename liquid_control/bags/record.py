@@ -40,8 +40,8 @@ from .ros import (
 )
 
 FLUSH_PERIOD_S = 0.5  # a killed recorder loses at most about this much of the end of its recording
-POLL_S = 0.05         # how often the main thread looks at the stop and the deadline
-_END = object()       # the writer's last item
+POLL_S = 0.05  # how often the main thread looks at the stop and the deadline
+_END = object()  # the writer's last item
 
 
 class Recorder:
@@ -151,8 +151,13 @@ class Recorder:
             self.error = exc
 
 
-def record(output: str | Path, topics: Sequence[str] | None = None, duration: float | None = None,
-           log: Callable[[str], None] = _stderr, stop: threading.Event | None = None) -> dict:
+def record(
+    output: str | Path,
+    topics: Sequence[str] | None = None,
+    duration: float | None = None,
+    log: Callable[[str], None] = _stderr,
+    stop: threading.Event | None = None,
+) -> dict:
     """Record `topics` (default: the robot's) to a new bag until SIGINT/SIGTERM, `stop`, or
     `duration` seconds; the bag is closed properly in every case. Returns the summary."""
     if duration is not None and not duration > 0:
@@ -189,8 +194,9 @@ def record(output: str | Path, topics: Sequence[str] | None = None, duration: fl
                     recorder.close()
         if recorder.error is not None:
             exc = recorder.error
-            raise BagError(f"bag {output}: recording failed ({type(exc).__name__}: {exc}); what was written "
-                           "before is in the bag") from exc
+            raise BagError(
+                f"bag {output}: recording failed ({type(exc).__name__}: {exc}); what was written before is in the bag"
+            ) from exc
     elapsed = time.monotonic() - started
     return {
         "bag": str(output),

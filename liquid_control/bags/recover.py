@@ -57,17 +57,17 @@ class _Scan:
 
     output: Path
     writer: BagWriter | None = None
-    schemas: dict[int, Schema] = field(default_factory=dict)        # of the file being read
-    channels: dict[int, str | None] = field(default_factory=dict)   # id -> topic, None: not recovered
+    schemas: dict[int, Schema] = field(default_factory=dict)  # of the file being read
+    channels: dict[int, str | None] = field(default_factory=dict)  # id -> topic, None: not recovered
     topics: dict[str, _Topic] = field(default_factory=dict)
     skipped_topics: dict[str, str] = field(default_factory=dict)
-    skipped_messages: int = 0        # messages of channels that were not recovered or never defined
-    chunks: int = 0                  # complete chunks read
-    partial_chunks: int = 0          # chunks cut short, their complete records read
+    skipped_messages: int = 0  # messages of channels that were not recovered or never defined
+    chunks: int = 0  # complete chunks read
+    partial_chunks: int = 0  # chunks cut short, their complete records read
     bad_chunks: list[str] = field(default_factory=list)
     files: list[dict] = field(default_factory=list)
-    file_size: int = 0               # of the file being read
-    declared: int = 0                # uncompressed bytes its chunks declared so far
+    file_size: int = 0  # of the file being read
+    declared: int = 0  # uncompressed bytes its chunks declared so far
 
 
 def _mcap_files(bag: Path) -> list[Path]:
@@ -82,8 +82,9 @@ def _mcap_files(bag: Path) -> list[Path]:
     files = sorted(bag.glob("*.mcap")) if stat.S_ISDIR(st.st_mode) else [bag]
     if not files:
         others = sorted(p.name for p in bag.glob("*.db3"))
-        what = (f"SQLite 3 storage ({', '.join(others)}): recover reads MCAP bags only" if others
-                else "no .mcap file in it")
+        what = (
+            f"SQLite 3 storage ({', '.join(others)}): recover reads MCAP bags only" if others else "no .mcap file in it"
+        )
         raise BagError(f"bag {bag}: {what}")
     for path in files:
         try:
@@ -120,14 +121,17 @@ def recover(bag: str | Path, output: str | Path | None = None) -> dict:
         if scan.writer is not None:
             scan.writer.close()
     if scan.writer is None:
-        raise BagError(f"bag {bag}: nothing to recover (no complete channel record in "
-                       f"{', '.join(str(p) for p in files)})")
+        raise BagError(
+            f"bag {bag}: nothing to recover (no complete channel record in {', '.join(str(p) for p in files)})"
+        )
     return {
         "bag": str(bag),
         "output": str(output),
         "messages": sum(t.count for t in scan.topics.values()),
-        "topics": {t.name: {"type": t.msgtype, "count": t.count, "first_ns": t.first_ns, "last_ns": t.last_ns}
-                   for t in scan.topics.values()},
+        "topics": {
+            t.name: {"type": t.msgtype, "count": t.count, "first_ns": t.first_ns, "last_ns": t.last_ns}
+            for t in scan.topics.values()
+        },
         "skipped_topics": scan.skipped_topics,
         "skipped_messages": scan.skipped_messages,
         "chunks": scan.chunks,
@@ -162,10 +166,16 @@ def _read_file(path: Path, scan: _Scan) -> dict:
                     used_to = max(used_to, end)
                 break
             used_to = offset + _HEADER.size + length
-            if length > limits.MAX_RECORD_BYTES and opcode in (Opcode.CHUNK, Opcode.SCHEMA, Opcode.CHANNEL,
-                                                               Opcode.MESSAGE):
-                scan.bad_chunks.append(f"{path.name}@{offset}: a record of {limits.size_text(length)}, more than "
-                                       f"the {limits.size_text(limits.MAX_RECORD_BYTES)} of one that is read")
+            if length > limits.MAX_RECORD_BYTES and opcode in (
+                Opcode.CHUNK,
+                Opcode.SCHEMA,
+                Opcode.CHANNEL,
+                Opcode.MESSAGE,
+            ):
+                scan.bad_chunks.append(
+                    f"{path.name}@{offset}: a record of {limits.size_text(length)}, more than "
+                    f"the {limits.size_text(limits.MAX_RECORD_BYTES)} of one that is read"
+                )
                 f.seek(used_to)
                 continue
             body = f.read(length) if opcode in (Opcode.CHUNK, Opcode.SCHEMA, Opcode.CHANNEL, Opcode.MESSAGE) else b""
@@ -183,15 +193,14 @@ def _read_file(path: Path, scan: _Scan) -> dict:
             elif opcode == Opcode.FOOTER:
                 complete = True
                 break
-    return {"path": str(path), "size": size, "complete": complete,
-            "skipped_bytes": 0 if complete else size - used_to}
+    return {"path": str(path), "size": size, "complete": complete, "skipped_bytes": 0 if complete else size - used_to}
 
 
 def _chunk_header(body: bytes) -> tuple[int, str, int, int]:
     """(uncompressed CRC, compression, records length, offset of the records) of a Chunk record
     (struct.error when even its header is cut)."""
     _, _, _, crc, clen = struct.unpack_from("<QQQII", body, 0)
-    compression = body[32:32 + clen].decode()
+    compression = body[32 : 32 + clen].decode()
     (records_length,) = struct.unpack_from("<Q", body, 32 + clen)
     return crc, compression, records_length, 40 + clen
 
@@ -203,14 +212,20 @@ def _expand(body: bytes, scan: _Scan, whole: bool) -> tuple[bytes, int, int, str
     crc, compression, records_length, start = _chunk_header(body)
     declared = struct.unpack_from("<Q", body, 16)[0]
     if declared > limits.MAX_CHUNK_BYTES:
-        raise limits.LimitError(None, f"it declares {limits.size_text(declared)} uncompressed, more than the "
-                                f"{limits.size_text(limits.MAX_CHUNK_BYTES)} of one chunk that is read")
+        raise limits.LimitError(
+            None,
+            f"it declares {limits.size_text(declared)} uncompressed, more than the "
+            f"{limits.size_text(limits.MAX_CHUNK_BYTES)} of one chunk that is read",
+        )
     if scan.declared + declared > limits.allowance(scan.file_size):
-        raise limits.LimitError(None, f"with it the file's chunks declare {limits.size_text(scan.declared + declared)}"
-                                f" uncompressed, more than {limits.size_text(limits.FREE_BYTES)} and "
-                                f"{limits.MAX_RATIO} times its size ({limits.size_text(scan.file_size)})")
+        raise limits.LimitError(
+            None,
+            f"with it the file's chunks declare {limits.size_text(scan.declared + declared)}"
+            f" uncompressed, more than {limits.size_text(limits.FREE_BYTES)} and "
+            f"{limits.MAX_RATIO} times its size ({limits.size_text(scan.file_size)})",
+        )
     scan.declared += declared
-    data = body[start:start + records_length] if whole else body[start:]
+    data = body[start : start + records_length] if whole else body[start:]
     if whole:
         records = limits.decompress(data, compression, declared)  # more than declared: refused
     else:
@@ -256,12 +271,14 @@ def _records(data: bytes, scan: _Scan, path: Path) -> int:
         if end > n:
             break
         try:
-            _record(opcode, data[pos + _HEADER.size:end], scan, path)
+            _record(opcode, data[pos + _HEADER.size : end], scan, path)
         except BagError:
             raise
         except (struct.error, UnicodeDecodeError, ValueError, KeyError, McapError) as exc:  # a malformed record
-            scan.bad_chunks.append(f"{path.name}: a malformed record ({type(exc).__name__}: {exc}); "
-                                   "the rest of its chunk (or file) left out")
+            scan.bad_chunks.append(
+                f"{path.name}: a malformed record ({type(exc).__name__}: {exc}); "
+                "the rest of its chunk (or file) left out"
+            )
             break
         pos = end
     return pos
@@ -310,8 +327,11 @@ def _add_channel(channel: Channel, scan: _Scan, path: Path) -> str | None:
             writer.__enter__()  # BagError where it cannot be created: the recovery's error, not the record's
             scan.writer = writer
         try:
-            qos = parse_qos(channel.metadata.get("offered_qos_profiles", "")) \
-                if channel.metadata.get("offered_qos_profiles") else []
+            qos = (
+                parse_qos(channel.metadata.get("offered_qos_profiles", ""))
+                if channel.metadata.get("offered_qos_profiles")
+                else []
+            )
         except Exception:  # noqa: BLE001 - QoS we cannot read is left out, the messages are not
             qos = []
         try:
@@ -330,21 +350,28 @@ def _time(ns: int | None) -> str:
 
 
 def format_recover_summary(summary: dict) -> str:
-    tail = (f"the file ended inside a record: {summary['skipped_bytes']} bytes at its end were skipped"
-            if summary["skipped_bytes"] else "the file was closed properly" if summary["complete"]
-            else "the file ended between records")
-    lines = [f"recovered {summary['messages']} messages from {summary['bag']} -> {summary['output']}",
-             f"  {summary['chunks']} complete chunks" + (f", {summary['partial_chunks']} cut short"
-                                                          if summary["partial_chunks"] else "")
-             + (f", {len(summary['bad_chunks'])} damaged (left out)" if summary["bad_chunks"] else "")
-             + f"; {tail}"]
+    tail = (
+        f"the file ended inside a record: {summary['skipped_bytes']} bytes at its end were skipped"
+        if summary["skipped_bytes"]
+        else "the file was closed properly"
+        if summary["complete"]
+        else "the file ended between records"
+    )
+    lines = [
+        f"recovered {summary['messages']} messages from {summary['bag']} -> {summary['output']}",
+        f"  {summary['chunks']} complete chunks"
+        + (f", {summary['partial_chunks']} cut short" if summary["partial_chunks"] else "")
+        + (f", {len(summary['bad_chunks'])} damaged (left out)" if summary["bad_chunks"] else "")
+        + f"; {tail}",
+    ]
     width = max([len(t) for t in [*summary["topics"], *summary["skipped_topics"]]] or [0])
     for topic, item in summary["topics"].items():
-        lines.append(f"  {topic:<{width}}  {item['count']:>7}  {item['type']}  "
-                     f"{_time(item['first_ns'])} .. {_time(item['last_ns'])}")
+        lines.append(
+            f"  {topic:<{width}}  {item['count']:>7}  {item['type']}  "
+            f"{_time(item['first_ns'])} .. {_time(item['last_ns'])}"
+        )
     for topic, reason in summary["skipped_topics"].items():
         lines.append(f"  {topic:<{width}}  {0:>7}  (not recovered: {reason})")
     if summary["skipped_messages"]:
         lines.append(f"  {summary['skipped_messages']} messages of channels not recovered")
     return "\n".join(lines)
-

@@ -101,8 +101,8 @@ class _Run:
     out: BagWriter
     frame_id: str
     stamped_compare: bool
-    rows: list = field(default_factory=list)       # (header sec, nanosec, bag time ns, reason, linear, angular)
-    recorded: list = field(default_factory=list)   # (key s, key text, linear, angular)
+    rows: list = field(default_factory=list)  # (header sec, nanosec, bag time ns, reason, linear, angular)
+    recorded: list = field(default_factory=list)  # (key s, key text, linear, angular)
     latencies: dict = field(default_factory=lambda: {"camera": [], "imu": []})  # ns per controller call
     last: dict = field(default_factory=lambda: {"camera": None, "imu": None})
     fed: dict = field(default_factory=lambda: {"camera": 0, "imu": 0})
@@ -115,8 +115,11 @@ class _Run:
         self.last_ns = event.log_time_ns
         if event.kind == "command":
             key = event.stamp if self.stamped_compare else event.log_time_ns * 1e-9
-            text = (_stamp_text(*event.header_stamp) if self.stamped_compare
-                    else _stamp_text(*divmod(event.log_time_ns, 1_000_000_000)))
+            text = (
+                _stamp_text(*event.header_stamp)
+                if self.stamped_compare
+                else _stamp_text(*divmod(event.log_time_ns, 1_000_000_000))
+            )
             self.recorded.append((key, text, float(event.data[0]), float(event.data[1])))
             return
         if self.last[event.kind] is not None and event.stamp <= self.last[event.kind]:
@@ -161,8 +164,16 @@ class _Views:
     """What a replay shows beside its commands, fed after each event: the video (saliency per camera
     frame) and the neuron activity (one row per step)."""
 
-    def __init__(self, policy, settings: Settings, stamped_compare: bool, video_path: Path | None,
-                 activity_path: Path | None, fps: float, title: str) -> None:
+    def __init__(
+        self,
+        policy,
+        settings: Settings,
+        stamped_compare: bool,
+        video_path: Path | None,
+        activity_path: Path | None,
+        fps: float,
+        title: str,
+    ) -> None:
         self.policy, self.stamped = policy, stamped_compare
         self.video = self.vbp = None
         if video_path is not None:
@@ -189,8 +200,16 @@ class _Views:
         controller = run.controller
         if self.activity_path is not None and stepped:
             sec, nanosec = event.header_stamp
-            self.steps.append((sec, nanosec, event.kind, controller.hidden.copy(), controller.time_constants.copy(),
-                               controller.run.inputs.copy()))
+            self.steps.append(
+                (
+                    sec,
+                    nanosec,
+                    event.kind,
+                    controller.hidden.copy(),
+                    controller.time_constants.copy(),
+                    controller.run.inputs.copy(),
+                )
+            )
         if self.video is not None and event.kind == "camera":
             self._frame(event, run)
 
@@ -198,10 +217,10 @@ class _Views:
         # The command panels' time axis: header stamps, or bag times when the recorded commands are
         # plain Twists (as replay matches them).
         t = event.stamp if self.stamped else event.log_time_ns * 1e-9
-        for row in run.rows[self._seen["rows"]:]:
+        for row in run.rows[self._seen["rows"] :]:
             key = row[0] + row[1] * 1e-9 if self.stamped else row[2] * 1e-9
             self._replayed.append((key, row[4], row[5]))
-        for key, _, linear, angular in run.recorded[self._seen["recorded"]:]:
+        for key, _, linear, angular in run.recorded[self._seen["recorded"] :]:
             self._recorded.append((key, linear, angular))
         self._seen = {"rows": len(run.rows), "recorded": len(run.recorded)}
         for window in (self._replayed, self._recorded):
@@ -245,11 +264,20 @@ def _check_files(model, params_file, *outputs) -> None:
                 raise ValueError(f"{exc} (an output is written only to a new or a regular file)") from None
 
 
-def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODEL,
-           camera: str = CAMERA_TOPIC, imu: str = IMU_TOPIC, compare_topic: str | None = None,
-           csv_path: str | Path | None = None, plot_path: str | Path | None = None,
-           frame_id: str | None = None, params_file: str | Path | None = None,
-           video_path: str | Path | None = None, activity_path: str | Path | None = None) -> dict:
+def replay(
+    bag: str | Path,
+    output: str | Path,
+    model: str | Path = DEFAULT_MODEL,
+    camera: str = CAMERA_TOPIC,
+    imu: str = IMU_TOPIC,
+    compare_topic: str | None = None,
+    csv_path: str | Path | None = None,
+    plot_path: str | Path | None = None,
+    frame_id: str | None = None,
+    params_file: str | Path | None = None,
+    video_path: str | Path | None = None,
+    activity_path: str | Path | None = None,
+) -> dict:
     """Replay `bag` through a controller running `model`; write the commands to bag `output` on
     /cmd_vel, a CSV and a PNG plot beside it (or at csv_path / plot_path). Returns the summary.
 
@@ -284,18 +312,31 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     skipped: dict[str, int] = {}
     views = None
     if video_path is not None or activity_path is not None:
-        views = _Views(policy, settings, stamped_compare, Path(video_path) if video_path else None,
-                       Path(activity_path) if activity_path else None,
-                       _camera_fps(bag, camera) if video_path else 30.0, f"{bag.name} through {Path(str(model)).name}")
+        views = _Views(
+            policy,
+            settings,
+            stamped_compare,
+            Path(video_path) if video_path else None,
+            Path(activity_path) if activity_path else None,
+            _camera_fps(bag, camera) if video_path else 30.0,
+            f"{bag.name} through {Path(str(model)).name}",
+        )
     started = time.perf_counter()
     try:
         with BagWriter(output) as out:
             run = _Run(LiquidController(policy, config, settings), out, frame_id or node_frame_id, stamped_compare)
             # Frames converted as the node converts them: uint8, its size limit, compressed ones
             # decoded at the smallest scale that covers the model's input.
-            events = read_events(bag, camera=camera, imu=imu, command=compare_topic, skipped=skipped,
-                                 camera_size=(policy.spec.image_width, policy.spec.image_height),
-                                 max_image_pixels=max_pixels, image_dtype=np.uint8)
+            events = read_events(
+                bag,
+                camera=camera,
+                imu=imu,
+                command=compare_topic,
+                skipped=skipped,
+                camera_size=(policy.spec.image_width, policy.spec.image_height),
+                max_image_pixels=max_pixels,
+                image_dtype=np.uint8,
+            )
             counters = run.controller.counters
             for event in events:
                 steps = counters.steps
@@ -322,9 +363,17 @@ def replay(bag: str | Path, output: str | Path, model: str | Path = DEFAULT_MODE
     plotted = _write_plot(plot_path, run.rows, compare)
     if video_path is not None:
         shown = {"video": str(video_path), **shown}
-    return {"bag": str(bag), "model": str(model), "output": str(output), "csv": str(csv_path),
-            "plot": str(plot_path) if plotted else None, **_run_summary(run, wall),
-            "skipped_messages": skipped, "compare": compare["summary"] if compare else None, **shown}
+    return {
+        "bag": str(bag),
+        "model": str(model),
+        "output": str(output),
+        "csv": str(csv_path),
+        "plot": str(plot_path) if plotted else None,
+        **_run_summary(run, wall),
+        "skipped_messages": skipped,
+        "compare": compare["summary"] if compare else None,
+        **shown,
+    }
 
 
 def _run_summary(run: _Run, wall: float) -> dict:
@@ -336,11 +385,21 @@ def _run_summary(run: _Run, wall: float) -> dict:
     sensor_events = run.fed["camera"] + run.fed["imu"]
     bag_seconds = (run.last_ns - run.first_ns) * 1e-9 if run.first_ns is not None else 0.0
     return {
-        "sensor_events": sensor_events, "camera_frames": run.fed["camera"], "imu_samples": run.fed["imu"],
-        "steps": c.steps, "commands": len(run.rows), "command_reasons": reasons,
+        "sensor_events": sensor_events,
+        "camera_frames": run.fed["camera"],
+        "imu_samples": run.fed["imu"],
+        "steps": c.steps,
+        "commands": len(run.rows),
+        "command_reasons": reasons,
         "out_of_order": run.out_of_order,
-        "controller": {"stale_dropped": c.stale_dropped, "late": c.late, "time_jumps": c.time_jumps,
-                       "gap_resets": c.gap_resets, "nan_resets": c.nan_resets, "rejected": dict(c.rejected)},
+        "controller": {
+            "stale_dropped": c.stale_dropped,
+            "late": c.late,
+            "time_jumps": c.time_jumps,
+            "gap_resets": c.gap_resets,
+            "nan_resets": c.nan_resets,
+            "rejected": dict(c.rejected),
+        },
         "latency_us": {kind: _percentiles(values) for kind, values in latency.items()},
         "wall_s": round(wall, 3),
         "events_per_s": round(sensor_events / wall, 1) if wall > 0 else 0.0,
@@ -352,8 +411,11 @@ def _run_summary(run: _Run, wall: float) -> dict:
 def _percentiles(ns: list[int]) -> dict:
     """p50/p99/max of controller call times in microseconds (the first call included: it is real)."""
     us = np.array(ns or [0], dtype=np.float64) * 1e-3
-    return {"p50": round(float(np.percentile(us, 50)), 1), "p99": round(float(np.percentile(us, 99)), 1),
-            "max": round(float(us.max()), 1)}
+    return {
+        "p50": round(float(np.percentile(us, 50)), 1),
+        "p99": round(float(np.percentile(us, 99)), 1),
+        "max": round(float(us.max()), 1),
+    }
 
 
 def _compare(rows, recorded, stamped: bool, topic: str | None) -> dict | None:
@@ -372,11 +434,18 @@ def _compare(rows, recorded, stamped: bool, topic: str | None) -> dict | None:
     replayed = np.array([[row[4], row[5]] for row in rows])
     theirs = np.array([[recorded[i][2], recorded[i][3]] for i in match])
     error = replayed - theirs
-    summary = {"topic": topic, "matched_by": "header stamp" if stamped else "bag time", "matched": len(rows),
-               "recorded": len(recorded), "median_time_gap_s": round(float(np.median(np.abs(keys[match] - queries))), 6)}
+    summary = {
+        "topic": topic,
+        "matched_by": "header stamp" if stamped else "bag time",
+        "matched": len(rows),
+        "recorded": len(recorded),
+        "median_time_gap_s": round(float(np.median(np.abs(keys[match] - queries))), 6),
+    }
     for k, name in enumerate(FIELDS):
-        summary[name] = {"mean_abs_error": round(float(np.mean(np.abs(error[:, k]))), 6),
-                         "rms_error": round(float(np.sqrt(np.mean(error[:, k] ** 2))), 6)}
+        summary[name] = {
+            "mean_abs_error": round(float(np.mean(np.abs(error[:, k]))), 6),
+            "rms_error": round(float(np.sqrt(np.mean(error[:, k] ** 2))), 6),
+        }
     return {"summary": summary, "match": [recorded[i] for i in match]}
 
 
@@ -384,8 +453,9 @@ def _write_csv(path: Path, rows, compare) -> None:
     matched = compare["match"] if compare else None
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["stamp", "reason", "linear_x", "angular_z", "recorded_time", "recorded_linear_x",
-                         "recorded_angular_z"])
+        writer.writerow(
+            ["stamp", "reason", "linear_x", "angular_z", "recorded_time", "recorded_linear_x", "recorded_angular_z"]
+        )
         for k, (sec, nanosec, _, reason, linear, angular) in enumerate(rows):
             theirs = ["", "", ""] if matched is None else [matched[k][1], repr(matched[k][2]), repr(matched[k][3])]
             writer.writerow([_stamp_text(sec, nanosec), reason, repr(linear), repr(angular), *theirs])
@@ -416,12 +486,25 @@ def _write_activity(path: Path, steps: list, policy) -> dict:
     inputs = list(policy.sensor_spec().features)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["stamp", "event", *(f"state.{layer}.{i}" for i, layer in enumerate(layers)),
-                         *(f"tau_s.{layer}.{i}" for i, layer in enumerate(layers)),
-                         *(f"input.{name}" for name in inputs)])
+        writer.writerow(
+            [
+                "stamp",
+                "event",
+                *(f"state.{layer}.{i}" for i, layer in enumerate(layers)),
+                *(f"tau_s.{layer}.{i}" for i, layer in enumerate(layers)),
+                *(f"input.{name}" for name in inputs),
+            ]
+        )
         for sec, nanosec, kind, hidden, tau, values in steps:
-            writer.writerow([_stamp_text(sec, nanosec), kind, *(f"{v:.9g}" for v in hidden),
-                             *(f"{v:.9g}" for v in tau), *(f"{v:.9g}" for v in values)])
+            writer.writerow(
+                [
+                    _stamp_text(sec, nanosec),
+                    kind,
+                    *(f"{v:.9g}" for v in hidden),
+                    *(f"{v:.9g}" for v in tau),
+                    *(f"{v:.9g}" for v in values),
+                ]
+            )
     plot = path.with_suffix(".png")
     plotted = _write_activity_plot(plot, steps, layers, inputs)
     return {"activity": str(path), "activity_steps": len(steps), "activity_plot": str(plot) if plotted else None}
@@ -433,7 +516,7 @@ def _write_activity_plot(path: Path, steps: list, layers: list[str], inputs: lis
     from ..draw.plot import write_activity_png
 
     total = len(steps)
-    steps = steps[::-(-total // PLOT_POINTS)]
+    steps = steps[:: -(-total // PLOT_POINTS)]
     t0 = steps[0][0] + steps[0][1] * 1e-9
     t = [sec + nanosec * 1e-9 - t0 for sec, nanosec, *_ in steps]
     hidden = np.array([s[3] for s in steps])
@@ -442,8 +525,13 @@ def _write_activity_plot(path: Path, steps: list, layers: list[str], inputs: lis
     for name in dict.fromkeys(layers):
         ids = [i for i, layer in enumerate(layers) if layer == name]
         panels[name] = ([f"neuron {i}" for i in ids], hidden[:, ids], tau[:, ids])
-    write_activity_png(path, t, panels, title=f"the liquid network's inputs and neurons per layer ({total} steps"
-                       + (f", {len(t)} drawn)" if len(t) < total else ")"))
+    write_activity_png(
+        path,
+        t,
+        panels,
+        title=f"the liquid network's inputs and neurons per layer ({total} steps"
+        + (f", {len(t)} drawn)" if len(t) < total else ")"),
+    )
     return True
 
 
@@ -459,17 +547,20 @@ def format_summary(s: dict) -> str:
     ]
     ooo, c = s["out_of_order"], s["controller"]
     if any(ooo.values()) or c["time_jumps"] or c["gap_resets"] or c["late"]:
-        lines.append(f"  out-of-order stamps: camera {ooo['camera']}, IMU {ooo['imu']}; controller dropped "
-                     f"{c['stale_dropped']}, held {c['late']} late, {c['time_jumps']} time jumps, "
-                     f"{c['gap_resets']} gap resets")
+        lines.append(
+            f"  out-of-order stamps: camera {ooo['camera']}, IMU {ooo['imu']}; controller dropped "
+            f"{c['stale_dropped']}, held {c['late']} late, {c['time_jumps']} time jumps, "
+            f"{c['gap_resets']} gap resets"
+        )
     if s["skipped_messages"]:
         lines.append(f"  skipped messages: {s['skipped_messages']}")
     cmp = s["compare"]
     if cmp and cmp.get("matched"):
         lines.append(f"  vs {cmp['topic']} ({cmp['recorded']} recorded, matched by {cmp['matched_by']}):")
         for name in FIELDS:
-            lines.append(f"    {name:<9} mean abs error {cmp[name]['mean_abs_error']:.4f}, "
-                         f"RMS {cmp[name]['rms_error']:.4f}")
+            lines.append(
+                f"    {name:<9} mean abs error {cmp[name]['mean_abs_error']:.4f}, RMS {cmp[name]['rms_error']:.4f}"
+            )
     elif cmp:
         lines.append(f"  vs {cmp['topic']}: no recorded commands to compare with")
     else:
@@ -478,8 +569,10 @@ def format_summary(s: dict) -> str:
     if s.get("video"):
         lines.append(f"  video {s['video']} ({s['video_frames']} frames, one per camera frame)")
     if s.get("activity"):
-        lines.append(f"  neuron activity {s['activity']} ({s['activity_steps']} steps)"
-                     + (f", plot {s['activity_plot']}" if s["activity_plot"] else ""))
+        lines.append(
+            f"  neuron activity {s['activity']} ({s['activity_steps']} steps)"
+            + (f", plot {s['activity_plot']}" if s["activity_plot"] else "")
+        )
     if "views_s" in s:
         lines.append(f"  the views took {s['views_s']:.1f} s more (not in the speed above)")
     return "\n".join(lines)

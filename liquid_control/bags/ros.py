@@ -7,6 +7,7 @@ as sensor drivers are; transient local if all are latched), and keeps their offe
 The player publishes sensor topics with the sensor-data profile, the others reliable (latched if
 they were recorded from latched publishers).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -36,14 +37,22 @@ from rclpy.signals import SignalHandlerOptions
 from .. import topics as robot_topics
 
 # Types published with the sensor-data profile (best effort): what sensor drivers publish.
-SENSOR_TYPES = frozenset({
-    "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
-    "sensor_msgs/msg/Imu", "sensor_msgs/msg/LaserScan", "sensor_msgs/msg/PointCloud2",
-    "sensor_msgs/msg/NavSatFix", "sensor_msgs/msg/MagneticField", "sensor_msgs/msg/JointState",
-})
+SENSOR_TYPES = frozenset(
+    {
+        "sensor_msgs/msg/Image",
+        "sensor_msgs/msg/CompressedImage",
+        "sensor_msgs/msg/CameraInfo",
+        "sensor_msgs/msg/Imu",
+        "sensor_msgs/msg/LaserScan",
+        "sensor_msgs/msg/PointCloud2",
+        "sensor_msgs/msg/NavSatFix",
+        "sensor_msgs/msg/MagneticField",
+        "sensor_msgs/msg/JointState",
+    }
+)
 CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
-RECORD_DEPTH = 1000       # subscription queue of the recorder: absorbs bursts while the bag writes
-PLAY_DEPTH = 100          # history of the player's reliable publishers
+RECORD_DEPTH = 1000  # subscription queue of the recorder: absorbs bursts while the bag writes
+PLAY_DEPTH = 100  # history of the player's reliable publishers
 DISCOVERY_PERIOD_S = 0.25  # how often the recorder looks for topics that have not appeared yet
 WAIT_FOR_SUBSCRIBERS_S = 30.0
 _INFINITE_NS = 2**63 - 1
@@ -51,9 +60,17 @@ _INFINITE_NS = 2**63 - 1
 
 def default_topics(namespace: str = "/") -> list[str]:
     """The robot's topics (liquid_control.topics) as they appear on the graph under `namespace`."""
-    names = (robot_topics.CAMERA, robot_topics.CAMERA_INFO, robot_topics.IMU, robot_topics.ODOM,
-             robot_topics.CMD_VEL, robot_topics.TEACHER, robot_topics.E_STOP, robot_topics.CLOCK,
-             robot_topics.DIAGNOSTICS)
+    names = (
+        robot_topics.CAMERA,
+        robot_topics.CAMERA_INFO,
+        robot_topics.IMU,
+        robot_topics.ODOM,
+        robot_topics.CMD_VEL,
+        robot_topics.TEACHER,
+        robot_topics.E_STOP,
+        robot_topics.CLOCK,
+        robot_topics.DIAGNOSTICS,
+    )
     return [robot_topics.absolute(n, namespace) for n in names]
 
 
@@ -79,8 +96,9 @@ def message_class(msgtype: str) -> type:
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
-        raise UnknownTypeError(f"message type {msgtype} is not installed (no Python module {module_name}"
-                               f" with {name})") from None
+        raise UnknownTypeError(
+            f"message type {msgtype} is not installed (no Python module {module_name} with {name})"
+        ) from None
 
 
 def _bag_qos(profile: QoSProfile):
@@ -93,10 +111,17 @@ def _bag_qos(profile: QoSProfile):
             return QosTime(2147483647, 4294967295)  # how rosbag2 writes an infinite duration
         return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
 
-    return Qos(QosHistory(int(profile.history)), int(profile.depth), QosReliability(int(profile.reliability)),
-               QosDurability(int(profile.durability)), duration(profile.deadline), duration(profile.lifespan),
-               QosLiveliness(int(profile.liveliness)), duration(profile.liveliness_lease_duration),
-               bool(profile.avoid_ros_namespace_conventions))
+    return Qos(
+        QosHistory(int(profile.history)),
+        int(profile.depth),
+        QosReliability(int(profile.reliability)),
+        QosDurability(int(profile.durability)),
+        duration(profile.deadline),
+        duration(profile.lifespan),
+        QosLiveliness(int(profile.liveliness)),
+        duration(profile.liveliness_lease_duration),
+        bool(profile.avoid_ros_namespace_conventions),
+    )
 
 
 def subscription_qos(offered: Sequence[QoSProfile]) -> QoSProfile:
@@ -104,9 +129,12 @@ def subscription_qos(offered: Sequence[QoSProfile]) -> QoSProfile:
     reliable, transient local only if all are (then it also gets what they latched)."""
     reliable = bool(offered) and all(p.reliability == ReliabilityPolicy.RELIABLE for p in offered)
     latched = bool(offered) and all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in offered)
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
-                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=RECORD_DEPTH,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
 
 
 def publisher_qos(msgtype: str, recorded: Sequence = ()) -> QoSProfile:
@@ -114,10 +142,13 @@ def publisher_qos(msgtype: str, recorded: Sequence = ()) -> QoSProfile:
     latched when every publisher it was recorded from was (recorded: rosbags Qos entries)."""
     if msgtype in SENSOR_TYPES:
         return qos_profile_sensor_data
-    latched = bool(recorded) and all(int(q.durability.value) == int(DurabilityPolicy.TRANSIENT_LOCAL)
-                                     for q in recorded)
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=PLAY_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+    latched = bool(recorded) and all(int(q.durability.value) == int(DurabilityPolicy.TRANSIENT_LOCAL) for q in recorded)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=PLAY_DEPTH,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
 
 
 # Signals that arrive within this many seconds after the work is done (the bag closed) are taken
@@ -278,8 +309,14 @@ class RawTakeLoop:
     def subscribe(self, msg_type: type, topic: str, qos: QoSProfile, key):
         """A raw subscription whose messages reach on_message with `key`."""
         sub = self._node.create_subscription(
-            msg_type, topic, _never_called, qos, callback_group=self._group, raw=True,
-            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+            msg_type,
+            topic,
+            _never_called,
+            qos,
+            callback_group=self._group,
+            raw=True,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+        )
         with self._lock:
             self._subscriptions.append((sub, key))
             self._changed = True
@@ -313,7 +350,7 @@ class RawTakeLoop:
             while True:
                 if self._changed:
                     with self._lock:
-                        new, self._changed = self._subscriptions[len(subs):], False
+                        new, self._changed = self._subscriptions[len(subs) :], False
                     for sub, _ in new:
                         handles.enter_context(sub.handle)
                     subs = subs + new
@@ -353,5 +390,3 @@ class RawTakeLoop:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-

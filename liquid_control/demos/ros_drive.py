@@ -30,13 +30,27 @@ def _start(track: str, model: str, steering_bias: float, adaptation: bool, bag: 
     """The recorder (first, so that it hears the robot from its first message), sim_node and
     controller_node, as processes of their own."""
     lib = Path(sys.prefix) / "lib" / "liquid_control"
-    recorder = (subprocess.Popen([sys.executable, "-m", "liquid_control.cli", "record", "--output", str(bag)])
-                if bag is not None else None)
+    recorder = (
+        subprocess.Popen([sys.executable, "-m", "liquid_control.cli", "record", "--output", str(bag)])
+        if bag is not None
+        else None
+    )
     nodes = [
-        subprocess.Popen([str(lib / "sim_node"), "--ros-args", "-p", f"track:={track}",
-                          "-p", f"steering_bias:={steering_bias}"]),
-        subprocess.Popen([str(lib / "controller_node"), "--ros-args", "-p", f"model_path:={model}",
-                          "-p", "use_sim_time:=true", "-p", f"adaptation.enabled:={str(adaptation).lower()}"]),
+        subprocess.Popen(
+            [str(lib / "sim_node"), "--ros-args", "-p", f"track:={track}", "-p", f"steering_bias:={steering_bias}"]
+        ),
+        subprocess.Popen(
+            [
+                str(lib / "controller_node"),
+                "--ros-args",
+                "-p",
+                f"model_path:={model}",
+                "-p",
+                "use_sim_time:=true",
+                "-p",
+                f"adaptation.enabled:={str(adaptation).lower()}",
+            ]
+        ),
     ]
     return recorder, nodes
 
@@ -70,9 +84,16 @@ class _Progress:
         return xte
 
 
-def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, steering_bias: float = 0.0,
-          adaptation: bool = False, plot: str | Path | None = None, bag: str | Path | None = None,
-          out=print) -> dict:
+def drive(
+    model: str | None = None,
+    track: str = "oval",
+    seconds: float = 30.0,
+    steering_bias: float = 0.0,
+    adaptation: bool = False,
+    plot: str | Path | None = None,
+    bag: str | Path | None = None,
+    out=print,
+) -> dict:
     import rclpy
     from geometry_msgs.msg import Twist
     from nav_msgs.msg import Odometry
@@ -118,8 +139,10 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
             rate = (commands[0] - last_cmds) / (time.monotonic() - last_wall)
             last_cmds, last_wall = commands[0], time.monotonic()
             speed = np.mean([m.twist.twist.linear.x for m in window]) if window else 0.0
-            out(f"{sim_time(odom[-1]) - t0:>6.1f}{np.mean(xte) if xte else 0:>9.3f}{max(xte, default=0):>8.3f}"
-                f"{speed:>7.2f}{rate:>7.0f}")
+            out(
+                f"{sim_time(odom[-1]) - t0:>6.1f}{np.mean(xte) if xte else 0:>9.3f}{max(xte, default=0):>8.3f}"
+                f"{speed:>7.2f}{rate:>7.0f}"
+            )
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("a node stopped")
     finally:
@@ -132,20 +155,37 @@ def drive(model: str | None = None, track: str = "oval", seconds: float = 30.0, 
 
 def _report(progress: _Progress, seconds: float, plot, bag, recorder, out) -> dict:
     track, off = progress.track, progress.off
-    result = {"track": track.name, "sim_seconds": seconds, "laps": progress.distance / track.length,
-              "distance_m": progress.distance, "mean_abs_xte_m": float(np.mean(progress.xte)),
-              "max_abs_xte_m": float(np.max(progress.xte)), "stayed_on_road": not off, "ok": not off}
+    result = {
+        "track": track.name,
+        "sim_seconds": seconds,
+        "laps": progress.distance / track.length,
+        "distance_m": progress.distance,
+        "mean_abs_xte_m": float(np.mean(progress.xte)),
+        "max_abs_xte_m": float(np.max(progress.xte)),
+        "stayed_on_road": not off,
+        "ok": not off,
+    }
     if plot is not None:
-        label = (f"robot: {'stayed on the road' if not off else 'LEFT THE ROAD'}, {result['laps']:.2f} laps, "
-                 f"mean |xte| {result['mean_abs_xte_m']:.3f} m")
-        write_trajectory_png(plot, track.samples, track.road_width, {label: np.array(progress.path)},
-                             title=f"liquid-control drive over ROS 2 on {track.name}, {seconds:g} s of sim time")
+        label = (
+            f"robot: {'stayed on the road' if not off else 'LEFT THE ROAD'}, {result['laps']:.2f} laps, "
+            f"mean |xte| {result['mean_abs_xte_m']:.3f} m"
+        )
+        write_trajectory_png(
+            plot,
+            track.samples,
+            track.road_width,
+            {label: np.array(progress.path)},
+            title=f"liquid-control drive over ROS 2 on {track.name}, {seconds:g} s of sim time",
+        )
         result["plot"] = str(plot)
     if recorder is not None:
         result["bag"] = str(bag)
         result["ok"] = result["ok"] and recorder.returncode == 0
-    out(f"{'success, stayed in the lane' if not off else 'FAILED, LEFT THE LANE'}: {result['laps']:.2f} laps "
+    out(
+        f"{'success, stayed in the lane' if not off else 'FAILED, LEFT THE LANE'}: {result['laps']:.2f} laps "
         f"({progress.distance:.1f} m), mean |xte| {result['mean_abs_xte_m']:.3f} m, max "
         f"{result['max_abs_xte_m']:.3f} m over {seconds:.0f} s of sim time"
-        + (f"; trajectory {plot}" if plot else "") + (f"; bag {bag}" if bag else ""))
+        + (f"; trajectory {plot}" if plot else "")
+        + (f"; bag {bag}" if bag else "")
+    )
     return result

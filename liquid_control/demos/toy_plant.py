@@ -73,8 +73,9 @@ def sensor_stamps(duration: float, rng: np.random.Generator) -> list[tuple[float
     return sorted(events)
 
 
-def drive(plant: Plant, duration: float, policy, rng: np.random.Generator, disturb: bool,
-          command_noise: float = 0.0) -> dict:
+def drive(
+    plant: Plant, duration: float, policy, rng: np.random.Generator, disturb: bool, command_noise: float = 0.0
+) -> dict:
     """Run the plant on sensor events; `policy(features, dt)` returns a yaw rate (None: expert).
 
     Returns the per-event features, dt, expert commands and the true offsets.
@@ -119,23 +120,28 @@ def make_dataset(episodes: int, duration: float, seed: int):
     rng = np.random.default_rng(seed)
     xs, dts, ys = [], [], []
     for _ in range(episodes):
-        plant = Plant(rng, e=rng.normal(0, 0.2), psi=rng.normal(0, 0.2), gyro_bias=rng.normal(0, 0.03),
-                      road_phase=rng.uniform(0.0, 60.0))
+        plant = Plant(
+            rng,
+            e=rng.normal(0, 0.2),
+            psi=rng.normal(0, 0.2),
+            gyro_bias=rng.normal(0, 0.03),
+            road_phase=rng.uniform(0.0, 60.0),
+        )
         log = drive(plant, duration, None, rng, disturb=True, command_noise=0.3)
         xs.append(log["x"])
         dts.append(log["dt"])
         ys.append(log["target"])
     n = min(len(x) for x in xs)
-    return (np.stack([x[:n] for x in xs]), np.stack([d[:n] for d in dts]),
-            np.stack([y[:n] for y in ys]))
+    return (np.stack([x[:n] for x in xs]), np.stack([d[:n] for d in dts]), np.stack([y[:n] for y in ys]))
 
 
 def train(seed: int, iterations: int, log_every: int = 10) -> tuple[CfC, SensorSpec, dict]:
     torch.manual_seed(seed)
     x, dt, y = make_dataset(episodes=24, duration=6.0, seed=seed)
     mean, std = x.reshape(-1, x.shape[-1]).mean(0), x.reshape(-1, x.shape[-1]).std(0) + 1e-6
-    sensors = SensorSpec(features=FEATURES, mean=tuple(map(float, mean)), std=tuple(map(float, std)),
-                         imu_fields=("angular_velocity.z",))
+    sensors = SensorSpec(
+        features=FEATURES, mean=tuple(map(float, mean)), std=tuple(map(float, std)), imu_fields=("angular_velocity.z",)
+    )
     xt = torch.tensor((x - mean) / std, dtype=torch.float32)
     dtt = torch.tensor(dt, dtype=torch.float32)
     yt = torch.tensor(y / MAX_YAW_RATE, dtype=torch.float32)
@@ -144,32 +150,41 @@ def train(seed: int, iterations: int, log_every: int = 10) -> tuple[CfC, SensorS
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations, eta_min=0.001)
     window, batch = 240, 12
     losses = []
-    print(f"training a CfC on AutoNCP(19, 1): {sum(p.numel() for p in model.parameters() if p.requires_grad)}"
-          f" parameters, {xt.shape[0]} episodes x {xt.shape[1]} sensor events")
+    print(
+        f"training a CfC on AutoNCP(19, 1): {sum(p.numel() for p in model.parameters() if p.requires_grad)}"
+        f" parameters, {xt.shape[0]} episodes x {xt.shape[1]} sensor events"
+    )
     started = time.perf_counter()
     for it in range(1, iterations + 1):
         idx = torch.randint(0, xt.shape[0], (batch,))
         start = int(torch.randint(0, xt.shape[1] - window, (1,)))
-        pred, _ = model(xt[idx, start:start + window], timespans=dtt[idx, start:start + window])
+        pred, _ = model(xt[idx, start : start + window], timespans=dtt[idx, start : start + window])
         # Skip the first events of the window: the state has to warm up from zero.
-        loss = torch.nn.functional.mse_loss(pred[:, 40:, 0], yt[idx, start + 40:start + window])
+        loss = torch.nn.functional.mse_loss(pred[:, 40:, 0], yt[idx, start + 40 : start + window])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
         if it % log_every == 0 or it == iterations:
-            print(f"  iteration {it:4d}  loss {np.mean(losses[-log_every:]):.4f}  "
-                  f"({time.perf_counter() - started:.1f} s)")
-    provenance = {"trainer": "liquid_control.demos.toy_plant", "seed": seed, "iterations": iterations,
-                  "final_loss": float(np.mean(losses[-log_every:])), "data": "synthetic lane keeping"}
+            print(
+                f"  iteration {it:4d}  loss {np.mean(losses[-log_every:]):.4f}  ({time.perf_counter() - started:.1f} s)"
+            )
+    provenance = {
+        "trainer": "liquid_control.demos.toy_plant",
+        "seed": seed,
+        "iterations": iterations,
+        "final_loss": float(np.mean(losses[-log_every:])),
+        "data": "synthetic lane keeping",
+    }
     return model.eval(), sensors, provenance
 
 
 def run(output: Path, seed: int = 0, iterations: int = 150, duration: float = 20.0) -> dict:
     model, sensors, provenance = train(seed, iterations)
-    outputs = OutputSpec(fields=("angular.z",), units=("rad/s",), limits=((-MAX_YAW_RATE, MAX_YAW_RATE),),
-                         scale=(MAX_YAW_RATE,))
+    outputs = OutputSpec(
+        fields=("angular.z",), units=("rad/s",), limits=((-MAX_YAW_RATE, MAX_YAW_RATE),), scale=(MAX_YAW_RATE,)
+    )
     path = output / "demo_cfc.safetensors"
     save_model(path, model, sensors, outputs, provenance)
     model, config = load_model(path)
@@ -197,12 +212,17 @@ def run(output: Path, seed: int = 0, iterations: int = 150, duration: float = 20
         log = drive(plant, duration, policy, rng, disturb=True)
         offsets = np.abs(log["offset"])
         on_road = bool(offsets.max() < 0.5)
-        results[name] = {"mean_abs_offset_m": float(offsets.mean()), "max_abs_offset_m": float(offsets.max()),
-                         "on_road": on_road}
+        results[name] = {
+            "mean_abs_offset_m": float(offsets.mean()),
+            "max_abs_offset_m": float(offsets.max()),
+            "on_road": on_road,
+        }
         print(f"  {name:<16}{offsets.mean():>16.3f}{offsets.max():>16.3f}{'yes' if on_road else 'no':>9}")
     lat = np.array(latencies) / 1000.0
-    print(f"\nliquid step latency over {lat.size} sensor events: p50 {np.percentile(lat, 50):.1f} us, "
-          f"p99 {np.percentile(lat, 99):.1f} us")
+    print(
+        f"\nliquid step latency over {lat.size} sensor events: p50 {np.percentile(lat, 50):.1f} us, "
+        f"p99 {np.percentile(lat, 99):.1f} us"
+    )
     results["step_latency_us_p50"] = float(np.percentile(lat, 50))
     results["model"] = str(path)
     return results

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 DPI = 100
-ROAD = "#d9d9d9"       # road surface
-EDGE = "#404040"       # road edges
-CENTRE = "#8c8c8c"     # dashed centre line
+ROAD = "#d9d9d9"  # road surface
+EDGE = "#404040"  # road edges
+CENTRE = "#8c8c8c"  # dashed centre line
 
 
 def new_figure(width: float = 8.0, height: float = 6.0):
@@ -56,8 +56,7 @@ def road_edges(centreline: np.ndarray, road_width: float) -> tuple[np.ndarray, n
     return c + half * normal, c - half * normal
 
 
-def trajectory_figure(centreline: np.ndarray, road_width: float, paths: Mapping[str, np.ndarray],
-                      title: str = ""):
+def trajectory_figure(centreline: np.ndarray, road_width: float, paths: Mapping[str, np.ndarray], title: str = ""):
     """Top-down view in metres, equal aspect: the road (surface, edges, dashed centre line) of a
     closed track given by its centreline samples (n, 2), and each path (m, 2) of `paths` with its
     start marked and its direction shown; one legend entry per path."""
@@ -93,9 +92,20 @@ def trajectory_figure(centreline: np.ndarray, road_width: float, paths: Mapping[
         ax.plot(*xy[0], "o", ms=8, mfc=colour, mec="black", mew=1.2, zorder=4)
         ahead = _point_ahead(xy, 0.5 * road_width)
         if ahead is not None:  # an arrow from the start: the driving direction
-            ax.annotate("", xy=xy[ahead], xytext=xy[0], zorder=4,
-                        arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.2,
-                                    "shrinkA": 0, "shrinkB": 0, "mutation_scale": 14})
+            ax.annotate(
+                "",
+                xy=xy[ahead],
+                xytext=xy[0],
+                zorder=4,
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "color": "black",
+                    "lw": 1.2,
+                    "shrinkA": 0,
+                    "shrinkB": 0,
+                    "mutation_scale": 14,
+                },
+            )
     handles, labels = ax.get_legend_handles_labels()
     if paths:
         handles.append(Line2D([], [], ls="none", marker="o", ms=8, mfc="white", mec="black", mew=1.2))
@@ -120,16 +130,22 @@ def _point_ahead(xy: np.ndarray, distance: float) -> int | None:
     return int(far[0]) if len(far) else None
 
 
-def write_trajectory_png(path: str | Path, centreline, road_width: float, paths: Mapping[str, np.ndarray],
-                         title: str = ""):
+def write_trajectory_png(
+    path: str | Path, centreline, road_width: float, paths: Mapping[str, np.ndarray], title: str = ""
+):
     fig = trajectory_figure(centreline, road_width, paths, title)
     save_png(fig, path)
     return fig
 
 
 # --- training ---------------------------------------------------------------------------------
-def loss_figure(iterations: Sequence[float], train: Sequence[float], validation: Sequence[float],
-                title: str = "", ylabel: str = "loss"):
+def loss_figure(
+    iterations: Sequence[float],
+    train: Sequence[float],
+    validation: Sequence[float],
+    title: str = "",
+    ylabel: str = "loss",
+):
     """Training and validation loss over iterations, log-scale y, the best validation point marked."""
     fig = new_figure(8.0, 5.0)
     ax = fig.add_subplot()
@@ -139,8 +155,16 @@ def loss_figure(iterations: Sequence[float], train: Sequence[float], validation:
     ax.plot(it, val, "-s", ms=3, lw=1.5, color="C1", label="validation")
     if np.isfinite(val).any():
         best = int(np.nanargmin(val))
-        ax.plot(it[best], val[best], "*", ms=14, color="C3", mec="black", zorder=5,
-                label=f"best validation {val[best]:.4g} (iteration {it[best]:g})")
+        ax.plot(
+            it[best],
+            val[best],
+            "*",
+            ms=14,
+            color="C3",
+            mec="black",
+            zorder=5,
+            label=f"best validation {val[best]:.4g} (iteration {it[best]:g})",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
@@ -162,9 +186,13 @@ def write_loss_png(path: str | Path, iterations, train, validation, title: str =
 COMMAND_PANELS = (("linear.x", "m/s"), ("angular.z", "rad/s"))
 
 
-def commands_figure(t: Sequence[float], replayed: Mapping[str, Sequence[float]],
-                    recorded: Mapping[str, Sequence[float]] | None = None, title: str = "",
-                    max_gap: float = 1.0):
+def commands_figure(
+    t: Sequence[float],
+    replayed: Mapping[str, Sequence[float]],
+    recorded: Mapping[str, Sequence[float]] | None = None,
+    title: str = "",
+    max_gap: float = 1.0,
+):
     """One panel per command field (linear.x in m/s, angular.z in rad/s) over time in s: the
     replayed commands, and the recorded ones when given (keys: the field names). Pauses in the
     stamps longer than `max_gap` s (between a bag's episodes) are cut out of the time axis and
@@ -182,8 +210,17 @@ def commands_figure(t: Sequence[float], replayed: Mapping[str, Sequence[float]],
         ax.grid(True, color="#e5e5e5")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     for x, length in gaps:  # above the top panel, clear of the data
-        axes[0].annotate(f"{length:.0f} s cut", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                         textcoords="offset points", ha="center", va="bottom", fontsize=8, color="#555555")
+        axes[0].annotate(
+            f"{length:.0f} s cut",
+            (x, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="#555555",
+        )
     xlabel = "time [s] from the first command"
     if gaps:
         xlabel += f" (pauses over {max_gap:g} s cut out: dotted lines)"
@@ -234,8 +271,12 @@ def _layer_colours(k: int) -> list:
     return [cmap(i % cmap.N) for i in range(k)]
 
 
-def activity_figure(t: Sequence[float], layers: Mapping[str, tuple[Sequence[str], np.ndarray, np.ndarray | None]],
-                    title: str = "", max_gap: float = 1.0):
+def activity_figure(
+    t: Sequence[float],
+    layers: Mapping[str, tuple[Sequence[str], np.ndarray, np.ndarray | None]],
+    title: str = "",
+    max_gap: float = 1.0,
+):
     """The liquid network over time (s), one row per layer in LAYERS order: left each neuron's
     state, right its effective time constant in s (log scale). A row whose `tau` is None (the
     sensory inputs) is one wide panel of the inputs. `layers`: name -> (neuron labels, state
@@ -261,9 +302,12 @@ def activity_figure(t: Sequence[float], layers: Mapping[str, tuple[Sequence[str]
         for k, label in enumerate(labels):
             state_ax.plot(shown, _broken(state[:, k], breaks), color=colours[k], lw=1.0, label=label)
         state_ax.set_ylabel("input (normalised)" if tau is None else "state (dimensionless)")
-        state_ax.set_title(f"{name}: {len(labels)} {'inputs' if tau is None else 'neurons'}"
-                           + ("" if tau is None else ": state (left), time constant (right)"), loc="left",
-                           fontsize=10)
+        state_ax.set_title(
+            f"{name}: {len(labels)} {'inputs' if tau is None else 'neurons'}"
+            + ("" if tau is None else ": state (left), time constant (right)"),
+            loc="left",
+            fontsize=10,
+        )
         if tau is not None:
             tau_ax = panels[1]
             tau = np.asarray(tau, dtype=float).reshape(len(t), len(labels))
@@ -277,8 +321,16 @@ def activity_figure(t: Sequence[float], layers: Mapping[str, tuple[Sequence[str]
             for x, _ in gaps:
                 ax.axvline(x, color="#777777", ls=":", lw=1.2)
         ncol = 1 if len(labels) <= 8 else 2
-        panels[-1].legend(*state_ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                          fontsize=7, ncol=ncol, title=name, title_fontsize=8, borderaxespad=0.0)
+        panels[-1].legend(
+            *state_ax.get_legend_handles_labels(),
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            fontsize=7,
+            ncol=ncol,
+            title=name,
+            title_fontsize=8,
+            borderaxespad=0.0,
+        )
         bottom = panels
     xlabel = "time [s] from the first step"
     if gaps:

@@ -13,8 +13,8 @@ import numpy as np
 
 from .plot import COMMAND_PANELS, new_figure
 
-WINDOW_S = 5.0               # s of commands shown before each frame
-SIZE_IN = (7.68, 4.32)       # 768 x 432 pixels at the plots' DPI: both multiples of 16, as H.264 likes
+WINDOW_S = 5.0  # s of commands shown before each frame
+SIZE_IN = (7.68, 4.32)  # 768 x 432 pixels at the plots' DPI: both multiples of 16, as H.264 likes
 INSTALL = "pip install 'liquid_control[video]' (imageio and imageio-ffmpeg)"
 
 
@@ -45,9 +45,17 @@ class ReplayVideo:
 
         self.path = Path(path)
         self.frames = 0
-        self._writer = imageio.get_writer(self.path, format="FFMPEG", mode="I", fps=float(fps), codec="libx264",
-                                          pixelformat="yuv420p", quality=7, macro_block_size=16,
-                                          ffmpeg_log_level="error")
+        self._writer = imageio.get_writer(
+            self.path,
+            format="FFMPEG",
+            mode="I",
+            fps=float(fps),
+            codec="libx264",
+            pixelformat="yuv420p",
+            quality=7,
+            macro_block_size=16,
+            ffmpeg_log_level="error",
+        )
         self._fig = fig = new_figure(*SIZE_IN)
         grid = fig.add_gridspec(2, 2, height_ratios=(3, 2))
         self._camera_ax, self._saliency_ax = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
@@ -55,8 +63,8 @@ class ReplayVideo:
         self._lines = {}
         for col, ((name, unit), limit) in enumerate(zip(COMMAND_PANELS, limits, strict=True)):
             ax = fig.add_subplot(grid[1, col])
-            recorded, = ax.plot([], [], color="C1", lw=2.4, alpha=0.75, label="recorded")
-            replayed, = ax.plot([], [], color="C0", lw=1.2, label="replayed")
+            (recorded,) = ax.plot([], [], color="C1", lw=2.4, alpha=0.75, label="recorded")
+            (replayed,) = ax.plot([], [], color="C0", lw=1.2, label="replayed")
             self._lines[name] = (replayed, recorded)
             ax.axvline(0.0, color="#777777", lw=1.0, ls=":")
             ax.set_xlim(-WINDOW_S, 0.0)
@@ -74,9 +82,15 @@ class ReplayVideo:
         self._label = self._background = None
         self._moving: list = []
 
-    def add(self, camera: np.ndarray, saliency: np.ndarray, t: float,
-            replayed: tuple[Sequence[float], Sequence[float], Sequence[float]],
-            recorded: tuple[Sequence[float], Sequence[float], Sequence[float]] | None = None, label: str = "") -> None:
+    def add(
+        self,
+        camera: np.ndarray,
+        saliency: np.ndarray,
+        t: float,
+        replayed: tuple[Sequence[float], Sequence[float], Sequence[float]],
+        recorded: tuple[Sequence[float], Sequence[float], Sequence[float]] | None = None,
+        label: str = "",
+    ) -> None:
         """One video frame: `camera` and `saliency` (h, w, 3) images (uint8, or float in [0, 1]),
         and the commands as (times in s, linear.x, angular.z), drawn against time before `t`."""
         if self._camera is None:
@@ -107,8 +121,12 @@ class ReplayVideo:
         self._label.set_animated(True)
         if self._title:
             self._fig.suptitle(self._title, fontsize=10)
-        self._moving = [self._camera, self._saliency, self._label,
-                        *(line for pair in self._lines.values() for line in pair)]
+        self._moving = [
+            self._camera,
+            self._saliency,
+            self._label,
+            *(line for pair in self._lines.values() for line in pair),
+        ]
         for line in self._moving[3:]:
             line.set_animated(True)
         canvas = self._fig.canvas

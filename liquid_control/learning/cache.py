@@ -45,9 +45,9 @@ from ..paths import cache_root
 VERSION = 2  # what an entry holds or how frames are made (2: sensing.model_frame): bump to invalidate every cache
 FRAMES, ARRAYS, META = "frames.u8", "steps.npz", "meta.json"
 MAX_META_BYTES = 16 << 20  # a meta.json larger than this is not one of ours (a bag of 10k files: ~1 MB)
-MIN_FREE_BYTES = 1 << 30   # a build stops before the cache's disk has less than this left
-_FREE_CHECK_EVERY = 256    # frames between two looks at the free space (256 frames of 64x48: 2.4 MB)
-_NAME_CHARS = 100          # of a bag's name in the cache's file names (the rest of NAME_MAX is ours)
+MIN_FREE_BYTES = 1 << 30  # a build stops before the cache's disk has less than this left
+_FREE_CHECK_EVERY = 256  # frames between two looks at the free space (256 frames of 64x48: 2.4 MB)
+_NAME_CHARS = 100  # of a bag's name in the cache's file names (the rest of NAME_MAX is ours)
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a planted FIFO never waits
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -69,8 +69,9 @@ def bag_files(bag: Path) -> list[dict]:
     out = []
     for f in files:
         st = f.stat()
-        out.append({"file": f.name if f == bag else str(f.relative_to(bag)), "size": st.st_size,
-                    "mtime_ns": st.st_mtime_ns})
+        out.append(
+            {"file": f.name if f == bag else str(f.relative_to(bag)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        )
     return out
 
 
@@ -127,15 +128,20 @@ def _read_arrays(f: BinaryIO, size: int) -> dict[str, np.ndarray]:
                     version = np.lib.format.read_magic(member)
                     if version not in ((1, 0), (2, 0)):
                         raise _Damaged(f"{ARRAYS}: {info.filename} is .npy version {version}")
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, fortran, dtype = read_header(member)
                     if dtype.hasobject or fortran:
                         raise _Damaged(f"{ARRAYS}: {info.filename} holds {dtype} (fortran order: {fortran})")
                     nbytes = math.prod(shape) * dtype.itemsize
                     if nbytes != info.file_size - member.tell():
-                        raise _Damaged(f"{ARRAYS}: {info.filename} declares {shape} {dtype}, "
-                                       f"its data is {info.file_size - member.tell()} bytes")
+                        raise _Damaged(
+                            f"{ARRAYS}: {info.filename} declares {shape} {dtype}, "
+                            f"its data is {info.file_size - member.tell()} bytes"
+                        )
                     out[info.filename[:-4]] = np.frombuffer(member.read(nbytes), dtype).reshape(shape)
             return out
     except _Damaged:
@@ -146,9 +152,12 @@ def _read_arrays(f: BinaryIO, size: int) -> dict[str, np.ndarray]:
 
 def _frame_count(meta: dict, frame_shape: tuple[int, ...] | None) -> tuple[int, ...]:
     shape = meta.get("frames_shape")
-    if (not isinstance(shape, list) or len(shape) != 4
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
-            or (frame_shape is not None and tuple(shape[1:]) != tuple(frame_shape))):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 4
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        or (frame_shape is not None and tuple(shape[1:]) != tuple(frame_shape))
+    ):
         raise _Damaged(f"{META}: frames_shape {shape!r} is not [frames, {', '.join(map(str, frame_shape or ()))}]")
     return tuple(shape)
 
@@ -189,15 +198,21 @@ def _map_frames(folder: int, path: Path, shape: tuple[int, ...]) -> np.ndarray:
     f, size = _open_file(folder, FRAMES, path)
     with f:
         if size != math.prod(shape):
-            raise _Damaged(f"{FRAMES} holds {size} bytes, its metadata declares {shape[0]} frames of "
-                           f"{'x'.join(map(str, shape[1:]))} ({math.prod(shape)} bytes)")
+            raise _Damaged(
+                f"{FRAMES} holds {size} bytes, its metadata declares {shape[0]} frames of "
+                f"{'x'.join(map(str, shape[1:]))} ({math.prod(shape)} bytes)"
+            )
         if shape[0] == 0:
             return np.zeros(shape, np.uint8)
         return np.memmap(f, dtype=np.uint8, mode="r", shape=shape)
 
 
-def _load(path: Path, key: dict, frame_shape: tuple[int, int, int],
-          check: Callable[[dict, dict[str, np.ndarray], int], str | None] | None) -> Entry:
+def _load(
+    path: Path,
+    key: dict,
+    frame_shape: tuple[int, int, int],
+    check: Callable[[dict, dict[str, np.ndarray], int], str | None] | None,
+) -> Entry:
     """The entry at `path`, every part of it checked (_Damaged naming what is wrong;
     FileNotFoundError when there is none)."""
     if not os.path.lexists(path):
@@ -215,8 +230,9 @@ def _load(path: Path, key: dict, frame_shape: tuple[int, int, int],
             raise _Damaged(f"{META} is not an entry's metadata")
         differ = sorted(k for k in key if meta.get(k) != key[k])
         if differ:
-            raise _Damaged(f"it is another bag's or other inputs' ({', '.join(differ)} "
-                           f"differ{'s' if len(differ) == 1 else ''})")
+            raise _Damaged(
+                f"it is another bag's or other inputs' ({', '.join(differ)} differ{'s' if len(differ) == 1 else ''})"
+            )
         shape = _frame_count(meta, frame_shape)
         f, size = _open_file(folder, ARRAYS, path)
         with f:
@@ -255,15 +271,22 @@ class FrameSink:
             return  # not a file on a disk (a test's buffer): nothing to fill
         free = st.f_bavail * st.f_frsize
         if free < MIN_FREE_BYTES:
-            raise CacheError(f"cache {self._path}: {free >> 20} MiB left on its disk after {self.count} frames, less "
-                             f"than the {MIN_FREE_BYTES >> 20} MiB a build leaves free (make room, or choose "
-                             "another --cache-dir)")
+            raise CacheError(
+                f"cache {self._path}: {free >> 20} MiB left on its disk after {self.count} frames, less "
+                f"than the {MIN_FREE_BYTES >> 20} MiB a build leaves free (make room, or choose "
+                "another --cache-dir)"
+            )
 
 
-def cached(bag: Path, inputs: dict, frame_shape: tuple[int, int, int],
-           build: Callable[[FrameSink], tuple[dict[str, np.ndarray], dict]],
-           root: str | Path | None = None, log: Callable[[str], None] = print,
-           check: Callable[[dict, dict[str, np.ndarray], int], str | None] | None = None) -> Entry:
+def cached(
+    bag: Path,
+    inputs: dict,
+    frame_shape: tuple[int, int, int],
+    build: Callable[[FrameSink], tuple[dict[str, np.ndarray], dict]],
+    root: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    check: Callable[[dict, dict[str, np.ndarray], int], str | None] | None = None,
+) -> Entry:
     """The bag's entry for these inputs: reused if present and sound, else built by `build(sink)`,
     which appends frames to the sink and returns the step arrays and extra metadata.
 
@@ -289,12 +312,14 @@ def cached(bag: Path, inputs: dict, frame_shape: tuple[int, int, int],
         for other in _names(root):
             # Half-built entries of this bag name (a build killed; we hold the lock, so none is
             # running) and links planted where an entry of it would be: never ours to keep.
-            if (re.fullmatch(ours.pattern + r"\.(.*\.)?partial", other)
-                    or (ours.fullmatch(other) and not _is_folder(root / other))):
+            if re.fullmatch(ours.pattern + r"\.(.*\.)?partial", other) or (
+                ours.fullmatch(other) and not _is_folder(root / other)
+            ):
                 _remove(root / other)
         entry = _build(root, final, key, frame_shape, build)
-        stale = [p for p in (root / n for n in _names(root) if ours.fullmatch(n))
-                 if p != final and _entry_of(p) == str(bag)]
+        stale = [
+            p for p in (root / n for n in _names(root) if ours.fullmatch(n)) if p != final and _entry_of(p) == str(bag)
+        ]
         for p in stale:
             _remove(p)
         if stale:
@@ -302,8 +327,13 @@ def cached(bag: Path, inputs: dict, frame_shape: tuple[int, int, int],
         return entry
 
 
-def _build(root: Path, final: Path, key: dict, frame_shape: tuple[int, int, int],
-           build: Callable[[FrameSink], tuple[dict[str, np.ndarray], dict]]) -> Entry:
+def _build(
+    root: Path,
+    final: Path,
+    key: dict,
+    frame_shape: tuple[int, int, int],
+    build: Callable[[FrameSink], tuple[dict[str, np.ndarray], dict]],
+) -> Entry:
     """Build the entry in a new folder of our own (mkdtemp: a name nothing was planted at, only we
     may write in it), each file created there (O_EXCL, O_NOFOLLOW), then rename it into place."""
     try:
@@ -361,8 +391,11 @@ def _make_root(root: Path) -> None:
     except OSError as exc:
         raise CacheError(f"cache folder {root}: cannot be created ({exc.strerror or exc})") from None
     if not root.is_dir():
-        what = (f"a symbolic link to {os.readlink(root)}, which does not exist" if os.path.islink(root)
-                and not root.exists() else "not a folder")
+        what = (
+            f"a symbolic link to {os.readlink(root)}, which does not exist"
+            if os.path.islink(root) and not root.exists()
+            else "not a folder"
+        )
         raise CacheError(f"cache folder {root}: is {what} (choose another with --cache-dir)")
 
 

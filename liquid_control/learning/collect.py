@@ -23,38 +23,59 @@ from ..sim.track import Track
 from ..topics import absolute
 
 # The robot's topics; the expert's own command goes where the controller node takes a teacher.
-TOPICS = {"camera": absolute(topics.CAMERA), "imu": absolute(topics.IMU), "applied": absolute(topics.CMD_VEL),
-          "teacher": absolute(topics.TEACHER), "odom": absolute(topics.ODOM)}
+TOPICS = {
+    "camera": absolute(topics.CAMERA),
+    "imu": absolute(topics.IMU),
+    "applied": absolute(topics.CMD_VEL),
+    "teacher": absolute(topics.TEACHER),
+    "odom": absolute(topics.ODOM),
+}
 _BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
 EPISODE_GAP = 1000.0  # s between episodes in the bag's sensor time
 
 
 @dataclass(frozen=True)
 class Perturbation:
-    command_noise: float = 0.25    # rad/s std on the executed angular command, held per camera frame
-    kick_rate: float = 0.15        # kicks per second
-    kick_angular: float = 1.0      # rad/s, the size of a kick (random sign)
-    kick_duration: float = 0.3     # s
-    start_offset: float = 0.25     # m, std of the starting lateral offset
-    start_heading: float = 0.2     # rad, std of the starting heading error
+    command_noise: float = 0.25  # rad/s std on the executed angular command, held per camera frame
+    kick_rate: float = 0.15  # kicks per second
+    kick_angular: float = 1.0  # rad/s, the size of a kick (random sign)
+    kick_duration: float = 0.3  # s
+    start_offset: float = 0.25  # m, std of the starting lateral offset
+    start_heading: float = 0.2  # rad, std of the starting heading error
 
 
-def collect(tracks: list[Track], output: str | Path, episodes: int, seconds: float, seed: int = 0,
-            speed: float = 0.5, max_speed: float | None = None, perturbation: Perturbation | None = None,
-            sensors: SensorConfig | None = None) -> dict:
+def collect(
+    tracks: list[Track],
+    output: str | Path,
+    episodes: int,
+    seconds: float,
+    seed: int = 0,
+    speed: float = 0.5,
+    max_speed: float | None = None,
+    perturbation: Perturbation | None = None,
+    sensors: SensorConfig | None = None,
+) -> dict:
     """Record `episodes` episodes per track into the bag `output`; returns a summary."""
     p = perturbation or Perturbation()
     rng = np.random.default_rng(seed)
     expert = PurePursuit(speed=speed, max_speed=max_speed)  # max_speed: slows for the curves ahead
     summary = {"episodes": 0, "camera": 0, "imu": 0, "off_road_events": 0, "seconds": 0.0}
-    with BagWriter(output) as bag, progress.bar(total=len(tracks) * episodes * seconds, desc=f"collect {Path(output).name}",
-                                                unit="sim s", bar_format=_BAR) as bar:
+    with (
+        BagWriter(output) as bag,
+        progress.bar(
+            total=len(tracks) * episodes * seconds, desc=f"collect {Path(output).name}", unit="sim s", bar_format=_BAR
+        ) as bar,
+    ):
         for track in tracks:
             env = TrackEnv(track, sensors=sensors, seed=int(rng.integers(1 << 31)))
             try:
                 for _ in range(episodes):
-                    env.reset(s=float(rng.uniform(0, track.length)), offset=float(rng.normal(0, p.start_offset)),
-                              heading_error=float(rng.normal(0, p.start_heading)), seed=int(rng.integers(1 << 31)))
+                    env.reset(
+                        s=float(rng.uniform(0, track.length)),
+                        offset=float(rng.normal(0, p.start_offset)),
+                        heading_error=float(rng.normal(0, p.start_heading)),
+                        seed=int(rng.integers(1 << 31)),
+                    )
                     base = summary["episodes"] * EPISODE_GAP
                     _episode(env, expert, p, rng, bag, base, seconds, summary, bar)
                     summary["episodes"] += 1
@@ -64,8 +85,17 @@ def collect(tracks: list[Track], output: str | Path, episodes: int, seconds: flo
     return summary
 
 
-def _episode(env: TrackEnv, expert: PurePursuit, p: Perturbation, rng, bag: BagWriter, base: float,
-             seconds: float, summary: dict, bar) -> None:
+def _episode(
+    env: TrackEnv,
+    expert: PurePursuit,
+    p: Perturbation,
+    rng,
+    bag: BagWriter,
+    base: float,
+    seconds: float,
+    summary: dict,
+    bar,
+) -> None:
     noise, kick, kick_until, shown = 0.0, 0.0, -1.0, 0.0
     for event in env.events(seconds):
         stamp = base + event.stamp

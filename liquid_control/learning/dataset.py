@@ -36,34 +36,57 @@ MAX_IMAGE_PIXELS = DEFAULTS["max_image_pixels"]  # the node's limit, as replay a
 
 @dataclass
 class Episode:
-    frames: np.ndarray       # (F, H, W, 3) uint8 at the model's input size (a view of the cache)
+    frames: np.ndarray  # (F, H, W, 3) uint8 at the model's input size (a view of the cache)
     frame_index: np.ndarray  # (T,) the frame held at each step
-    imu: np.ndarray          # (T, k) the IMU fields held at each step
-    dt: np.ndarray           # (T,) s since the previous step (the first: the median dt)
-    target: np.ndarray       # (T, 2) teacher (linear.x, angular.z) at each step
+    imu: np.ndarray  # (T, k) the IMU fields held at each step
+    dt: np.ndarray  # (T,) s since the previous step (the first: the median dt)
+    target: np.ndarray  # (T, 2) teacher (linear.x, angular.z) at each step
 
     def __len__(self) -> int:
         return len(self.dt)
 
 
-def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tuple[str, ...],
-                      camera: str = topics.absolute(topics.CAMERA), imu: str = topics.absolute(topics.IMU),
-                      label: str = topics.absolute(topics.TEACHER), max_gap: float = 0.5,
-                      cache_dir: str | Path | None = None, log=print, max_image_pixels: int = MAX_IMAGE_PIXELS,
-                      skipped: dict[str, int] | None = None) -> list[Episode]:
+def episodes_from_bag(
+    path: str | Path,
+    width: int,
+    height: int,
+    imu_fields: tuple[str, ...],
+    camera: str = topics.absolute(topics.CAMERA),
+    imu: str = topics.absolute(topics.IMU),
+    label: str = topics.absolute(topics.TEACHER),
+    max_gap: float = 0.5,
+    cache_dir: str | Path | None = None,
+    log=print,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    skipped: dict[str, int] | None = None,
+) -> list[Episode]:
     """The bag's episodes, from its cache entry (built on first use). Frames of more than
     `max_image_pixels` are skipped (never decoded); `skipped` counts what was skipped, per topic
     and reason. ValueError (one line) when nothing is left to train on."""
     path = Path(path)
-    inputs = {"width": width, "height": height, "imu_fields": list(imu_fields), "camera": camera, "imu": imu,
-              "label": label, "max_gap": max_gap, "max_image_pixels": max_image_pixels}
-    entry = cache.cached(path, inputs, (height, width, 3),
-                         lambda sink: _build(path, sink, width, height, imu_fields, camera, imu, label, max_gap,
-                                             max_image_pixels),
-                         root=cache_dir, log=log,
-                         check=lambda meta, arrays, frames: _check_entry(meta, arrays, frames, len(imu_fields)))
-    dropped = {f"{camera if why.startswith('camera:') else imu} ({why.split(': ', 1)[-1]})": n
-               for why, n in sorted(entry.meta["skipped"].items())}
+    inputs = {
+        "width": width,
+        "height": height,
+        "imu_fields": list(imu_fields),
+        "camera": camera,
+        "imu": imu,
+        "label": label,
+        "max_gap": max_gap,
+        "max_image_pixels": max_image_pixels,
+    }
+    entry = cache.cached(
+        path,
+        inputs,
+        (height, width, 3),
+        lambda sink: _build(path, sink, width, height, imu_fields, camera, imu, label, max_gap, max_image_pixels),
+        root=cache_dir,
+        log=log,
+        check=lambda meta, arrays, frames: _check_entry(meta, arrays, frames, len(imu_fields)),
+    )
+    dropped = {
+        f"{camera if why.startswith('camera:') else imu} ({why.split(': ', 1)[-1]})": n
+        for why, n in sorted(entry.meta["skipped"].items())
+    }
     if skipped is not None:
         for why, n in dropped.items():
             skipped[why] = skipped.get(why, 0) + n
@@ -75,8 +98,15 @@ def episodes_from_bag(path: str | Path, width: int, height: int, imu_fields: tup
     frames, a = entry.frames(), entry.arrays()
     out = []
     for (f0, f1), (s0, s1) in zip(a["episode_frames"], a["episode_steps"], strict=True):
-        out.append(Episode(frames=frames[f0:f1], frame_index=a["frame_index"][s0:s1], imu=a["imu"][s0:s1],
-                           dt=a["dt"][s0:s1], target=a["target"][s0:s1]))
+        out.append(
+            Episode(
+                frames=frames[f0:f1],
+                frame_index=a["frame_index"][s0:s1],
+                imu=a["imu"][s0:s1],
+                dt=a["dt"][s0:s1],
+                target=a["target"][s0:s1],
+            )
+        )
     return out
 
 
@@ -89,13 +119,19 @@ def _check_entry(meta: dict, a: dict[str, np.ndarray], frames: int, k: int) -> s
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (steps, episodes)):
         return f"steps {steps!r} and episodes {episodes!r} are not counts"
     if not isinstance(meta.get("skipped"), dict) or not all(
-            isinstance(w, str) and isinstance(n, int) for w, n in meta["skipped"].items()):
+        isinstance(w, str) and isinstance(n, int) for w, n in meta["skipped"].items()
+    ):
         return "its count of skipped messages is malformed"
     if episodes == 0 and not isinstance(meta.get("problem"), str):
         return "it has no episode and no problem said"
-    want = {"frame_index": (np.int64, (steps,)), "imu": (np.float32, (steps, k)), "dt": (np.float32, (steps,)),
-            "target": (np.float32, (steps, 2)), "episode_frames": (np.int64, (episodes, 2)),
-            "episode_steps": (np.int64, (episodes, 2))}
+    want = {
+        "frame_index": (np.int64, (steps,)),
+        "imu": (np.float32, (steps, k)),
+        "dt": (np.float32, (steps,)),
+        "target": (np.float32, (steps, 2)),
+        "episode_frames": (np.int64, (episodes, 2)),
+        "episode_steps": (np.int64, (episodes, 2)),
+    }
     if set(a) != set(want):
         return f"its arrays are {sorted(a)}, not {sorted(want)}"
     for name, (dtype, shape) in want.items():
@@ -112,8 +148,10 @@ def _check_entry(meta: dict, a: dict[str, np.ndarray], frames: int, k: int) -> s
             return f"an episode's frames {f0}..{f1} are not within the {frames} frames of the frame file"
         index = a["frame_index"][s0:s1]
         if index.min() < 0 or index.max() >= f1 - f0:
-            return (f"steps {s0}..{s1} point at frames {int(index.min())}..{int(index.max())} of an "
-                    f"episode of {f1 - f0} frames")
+            return (
+                f"steps {s0}..{s1} point at frames {int(index.min())}..{int(index.max())} of an "
+                f"episode of {f1 - f0} frames"
+            )
         end = s1
     if end != steps:
         return f"its episodes hold {end} steps, its metadata {steps}"
@@ -126,7 +164,7 @@ class _Builder:
     def __init__(self, first_frame: int) -> None:
         self.first_frame = first_frame  # the sink index of this episode's first frame
         self.frames = 0
-        self.frame_index = array("q")   # per step, into this episode's frames
+        self.frame_index = array("q")  # per step, into this episode's frames
         self.imus = array("f")
         self.stamps = array("d")
         self.imu: np.ndarray | None = None
@@ -136,8 +174,18 @@ class _Builder:
         return len(self.stamps)
 
 
-def _build(path: Path, sink: cache.FrameSink, width: int, height: int, imu_fields: tuple[str, ...],
-           camera: str, imu: str, label: str, max_gap: float, max_image_pixels: int) -> tuple[dict, dict]:
+def _build(
+    path: Path,
+    sink: cache.FrameSink,
+    width: int,
+    height: int,
+    imu_fields: tuple[str, ...],
+    camera: str,
+    imu: str,
+    label: str,
+    max_gap: float,
+    max_image_pixels: int,
+) -> tuple[dict, dict]:
     columns = [IMU_FIELDS.index(f) for f in imu_fields]
     episodes: list[_Builder] = []
     cmd_t, cmd_v = array("d"), array("f")
@@ -149,8 +197,16 @@ def _build(path: Path, sink: cache.FrameSink, width: int, height: int, imu_field
     # Frames decoded as the node decodes them: within its size limit (a frame over it refused from
     # its header, counted in `skipped`), a compressed camera at the smallest scale that covers the
     # model's input, 8-bit (no float pass before model_frame).
-    events = read_events(path, camera=camera, imu=imu, command=label, camera_size=(width, height), skipped=skipped,
-                         max_image_pixels=max_image_pixels, image_dtype=np.uint8)
+    events = read_events(
+        path,
+        camera=camera,
+        imu=imu,
+        command=label,
+        camera_size=(width, height),
+        skipped=skipped,
+        max_image_pixels=max_image_pixels,
+        image_dtype=np.uint8,
+    )
     with progress.bar(events, total=total, desc=f"caching {path.name}", unit="msg") as bar:
         for event in bar:
             if event.kind == "command":
@@ -178,12 +234,30 @@ def _build(path: Path, sink: cache.FrameSink, width: int, height: int, imu_field
     episodes.append(state)
     if not cmd_t:
         raise ValueError(f"bag {path}: no commands on the label topic {label}")
-    return _label(episodes, np.frombuffer(cmd_t, np.float64), np.frombuffer(cmd_v, np.float32).reshape(-1, 2),
-                  len(columns), path, camera, imu, label, skipped)
+    return _label(
+        episodes,
+        np.frombuffer(cmd_t, np.float64),
+        np.frombuffer(cmd_v, np.float32).reshape(-1, 2),
+        len(columns),
+        path,
+        camera,
+        imu,
+        label,
+        skipped,
+    )
 
 
-def _label(episodes: list[_Builder], cmd_t: np.ndarray, cmd_v: np.ndarray, k: int, path: Path, camera: str,
-           imu: str, label: str, skipped: dict) -> tuple[dict, dict]:
+def _label(
+    episodes: list[_Builder],
+    cmd_t: np.ndarray,
+    cmd_v: np.ndarray,
+    k: int,
+    path: Path,
+    camera: str,
+    imu: str,
+    label: str,
+    skipped: dict,
+) -> tuple[dict, dict]:
     """Each step's label (the latest command stamped at or before it), episodes without enough of
     them dropped; the step arrays of the kept episodes, concatenated."""
     order = np.argsort(cmd_t, kind="stable")
@@ -212,11 +286,17 @@ def _label(episodes: list[_Builder], cmd_t: np.ndarray, cmd_v: np.ndarray, k: in
     meta = {"episodes": len(ep_steps), "steps": n, "skipped": skipped}
     if not ep_steps:
         steps = sum(b.steps for b in episodes)
-        meta["problem"] = (f"bag {path}: nothing to train on: {steps} steps of camera {camera} and IMU {imu}, but "
-                           f"no episode of {MIN_STEPS} or more steps with a command on {label} stamped at or before "
-                           "it (no overlap between the sensors and the label, or episodes too short)")
-    empty = {"frame_index": np.zeros(0, np.int64), "imu": np.zeros((0, k), np.float32),
-             "dt": np.zeros(0, np.float32), "target": np.zeros((0, 2), np.float32)}
+        meta["problem"] = (
+            f"bag {path}: nothing to train on: {steps} steps of camera {camera} and IMU {imu}, but "
+            f"no episode of {MIN_STEPS} or more steps with a command on {label} stamped at or before "
+            "it (no overlap between the sensors and the label, or episodes too short)"
+        )
+    empty = {
+        "frame_index": np.zeros(0, np.int64),
+        "imu": np.zeros((0, k), np.float32),
+        "dt": np.zeros(0, np.float32),
+        "target": np.zeros((0, 2), np.float32),
+    }
     arrays = {name: np.concatenate(v) if v else empty[name] for name, v in parts.items()}
     arrays["episode_frames"] = np.array(ep_frames, np.int64).reshape(-1, 2)
     arrays["episode_steps"] = np.array(ep_steps, np.int64).reshape(-1, 2)

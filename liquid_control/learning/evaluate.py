@@ -21,9 +21,17 @@ from ..sim.env import SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
 
 
-def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal", episodes: int = 5,
-             seconds: float = 30.0, seed: int = 100, plot: str | Path | None = None,
-             settings: Settings | None = None, show_progress: bool = True) -> dict:
+def evaluate(
+    model: str | Path,
+    track: str = "oval",
+    condition: str = "nominal",
+    episodes: int = 5,
+    seconds: float = 30.0,
+    seed: int = 100,
+    plot: str | Path | None = None,
+    settings: Settings | None = None,
+    show_progress: bool = True,
+) -> dict:
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
@@ -34,8 +42,9 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
     env = TrackEnv(world, sensors=sensors, seed=seed, **c.env_kwargs())
     results, paths = [], []
     try:
-        for k in progress.bar(range(episodes), active=show_progress, desc=f"eval {world.name} {condition}",
-                                unit="episode"):
+        for k in progress.bar(
+            range(episodes), active=show_progress, desc=f"eval {world.name} {condition}", unit="episode"
+        ):
             env.reset(s=float(rng.uniform(0, world.length)), offset=float(rng.normal(0, 0.1)), seed=seed + k)
             controller = LiquidController(policy, config, run_settings)
             xte, speed, path, off = [], [], [], False
@@ -49,26 +58,43 @@ def evaluate(model: str | Path, track: str = "oval", condition: str = "nominal",
                     off = off or truth["off_road"]
                 if command is not None:
                     env.command(command.linear_x, command.angular_z)
-            results.append({"success": not off, "mean_abs_xte_m": float(np.mean(xte)),
-                            "max_abs_xte_m": float(np.max(xte)), "mean_speed_mps": float(np.mean(speed)),
-                            "progress_m": float(env.truth()["progress"])})
+            results.append(
+                {
+                    "success": not off,
+                    "mean_abs_xte_m": float(np.mean(xte)),
+                    "max_abs_xte_m": float(np.max(xte)),
+                    "mean_speed_mps": float(np.mean(speed)),
+                    "progress_m": float(env.truth()["progress"]),
+                }
+            )
             paths.append(np.array(path))
     finally:
         env.close()
     summary = {
-        "model": str(model), "track": world.name, "condition": condition, "episodes": episodes,
-        "seconds": seconds, "success_rate": float(np.mean([r["success"] for r in results])),
+        "model": str(model),
+        "track": world.name,
+        "condition": condition,
+        "episodes": episodes,
+        "seconds": seconds,
+        "success_rate": float(np.mean([r["success"] for r in results])),
         "mean_abs_xte_m": float(np.mean([r["mean_abs_xte_m"] for r in results])),
         "max_abs_xte_m": float(np.max([r["max_abs_xte_m"] for r in results])),
         "mean_speed_mps": float(np.mean([r["mean_speed_mps"] for r in results])),
         "per_episode": results,
     }
     if plot is not None:
-        labels = [f"episode {k}: {'stayed on the road' if r['success'] else 'LEFT THE ROAD'}, mean |xte| "
-                  f"{r['mean_abs_xte_m']:.3f} m" for k, r in enumerate(results)]
+        labels = [
+            f"episode {k}: {'stayed on the road' if r['success'] else 'LEFT THE ROAD'}, mean |xte| "
+            f"{r['mean_abs_xte_m']:.3f} m"
+            for k, r in enumerate(results)
+        ]
         write_trajectory_png(
-            plot, world.samples, world.road_width, dict(zip(labels, paths, strict=True)),
+            plot,
+            world.samples,
+            world.road_width,
+            dict(zip(labels, paths, strict=True)),
             title=f"{Path(model).name} on {world.name} ({condition}), {seconds:g} s: "
-                  f"{sum(r['success'] for r in results)}/{episodes} on the road")
+            f"{sum(r['success'] for r in results)}/{episodes} on the road",
+        )
         summary["plot"] = str(plot)
     return summary

@@ -40,8 +40,9 @@ def _cell_key(model: str) -> str:
     return key.hexdigest()
 
 
-def _cell_path(cells_dir: str, model_key: str, condition: str, track: str, episodes: int, seconds: float,
-               seed: int) -> Path:
+def _cell_path(
+    cells_dir: str, model_key: str, condition: str, track: str, episodes: int, seconds: float, seed: int
+) -> Path:
     key = hashlib.sha256(json.dumps([model_key, condition, track, episodes, seconds, seed]).encode())
     return Path(cells_dir) / f"{condition}-{track}-{key.hexdigest()[:20]}.json"
 
@@ -53,8 +54,9 @@ def _cell(job: tuple) -> dict:
         result = json.loads(stored.read_text())
         result["reused"] = True
     else:
-        result = evaluate(model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed,
-                          show_progress=False)  # the table's bar counts cells
+        result = evaluate(
+            model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed, show_progress=False
+        )  # the table's bar counts cells
         if stored is not None:  # whole or not at all: written beside, then renamed
             partial = stored.with_name(f"{stored.name}.{os.getpid()}.partial")
             partial.write_text(json.dumps(result))
@@ -63,10 +65,18 @@ def _cell(job: tuple) -> dict:
     return result
 
 
-def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], conditions: list[str] | None = None,
-                     episodes: int = 6, seconds: float = 30.0, seed: int = 100, jobs: int = 1,
-                     training_tracks: tuple[str, ...] = TRAINING_TRACKS, log=progress.write,
-                     reference: str | None = None, cells_dir: str | Path | None = None) -> dict:
+def evaluation_table(
+    models: Mapping[str, str | Path | Sequence[str | Path]],
+    conditions: list[str] | None = None,
+    episodes: int = 6,
+    seconds: float = 30.0,
+    seed: int = 100,
+    jobs: int = 1,
+    training_tracks: tuple[str, ...] = TRAINING_TRACKS,
+    log=progress.write,
+    reference: str | None = None,
+    cells_dir: str | Path | None = None,
+) -> dict:
     """Evaluate each row's models (one per training seed: every seed drives the same episodes) in
     each condition; returns {"rows": {name: {...}}, "conditions": [...], ...}, each cell with its
     95% intervals and, for rows other than `reference` (default: the first), whether it differs
@@ -91,20 +101,35 @@ def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], co
             model_key = _cell_key(model) if cells_dir else None
             for condition in conditions:
                 if CONDITIONS[condition].track:
-                    work.append((name, index, model, condition, "oval", episodes, seconds, seed, cells_dir,
-                                 model_key))
+                    work.append((name, index, model, condition, "oval", episodes, seconds, seed, cells_dir, model_key))
                     continue
                 split = np.array_split(np.arange(episodes), len(training_tracks))
                 for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
                     if len(part):
-                        work.append((name, index, model, condition, track, len(part), seconds, seed + 1000 * k,
-                                     cells_dir, model_key))
+                        work.append(
+                            (
+                                name,
+                                index,
+                                model,
+                                condition,
+                                track,
+                                len(part),
+                                seconds,
+                                seed + 1000 * k,
+                                cells_dir,
+                                model_key,
+                            )
+                        )
     rows: dict[str, dict] = {}
     for name, files in rows_models.items():
         policy, config = load_policy(files[0])
-        rows[name] = {"models": files, "seeds": len(files),
-                      "architecture": config.provenance.get("architecture", config.network.cell),
-                      "parameters": parameter_counts(policy), "cells": {}}
+        rows[name] = {
+            "models": files,
+            "seeds": len(files),
+            "architecture": config.provenance.get("architecture", config.network.cell),
+            "parameters": parameter_counts(policy),
+            "cells": {},
+        }
         if len(files) == 1:
             rows[name]["model"] = files[0]
     pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
@@ -116,9 +141,11 @@ def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], co
             cell["episodes"] += [{**e, "seed_index": result["index"]} for e in result["per_episode"]]
             if result["index"] == 0:
                 cell["tracks"].append(result["track"])
-            log(f"{result['name']:>10}  {result['condition']:<15} {result['track']:<11} seed#{result['index']} "
+            log(
+                f"{result['name']:>10}  {result['condition']:<15} {result['track']:<11} seed#{result['index']} "
                 f"success {result['success_rate']:.0%}  mean |xte| {result['mean_abs_xte_m']:.3f} m"
-                f"{'  (kept from an earlier run)' if result.get('reused') else ''}")
+                f"{'  (kept from an earlier run)' if result.get('reused') else ''}"
+            )
     finally:
         if pool:
             pool.shutdown()
@@ -134,13 +161,23 @@ def evaluation_table(models: Mapping[str, str | Path | Sequence[str | Path]], co
             for c, cell in row["cells"].items():
                 ref = rows[reference]["cells"][c]
                 cell["vs_reference"] = stats.compare(
-                    (ref["successes"], ref["episodes"]), (cell["successes"], cell["episodes"]),
-                    ref["_xte_by_seed"], cell["_xte_by_seed"])
+                    (ref["successes"], ref["episodes"]),
+                    (cell["successes"], cell["episodes"]),
+                    ref["_xte_by_seed"],
+                    cell["_xte_by_seed"],
+                )
     for row in rows.values():
         for cell in row["cells"].values():
             cell.pop("_xte_by_seed")
-    return {"conditions": conditions, "episodes": episodes, "seconds": seconds, "seed": seed,
-            "training_tracks": list(training_tracks), "reference": reference, "rows": rows}
+    return {
+        "conditions": conditions,
+        "episodes": episodes,
+        "seconds": seconds,
+        "seed": seed,
+        "training_tracks": list(training_tracks),
+        "reference": reference,
+        "rows": rows,
+    }
 
 
 def _summarise(cell: dict, seeds: int) -> None:
@@ -148,13 +185,20 @@ def _summarise(cell: dict, seeds: int) -> None:
     by_seed = [[e["mean_abs_xte_m"] for e in eps if e["seed_index"] == i] for i in range(seeds)]
     k = int(sum(e["success"] for e in eps))
     mean, low, high = stats.mean_interval(by_seed)
-    cell.update(episodes=len(eps), successes=k, success_rate=k / len(eps), success_ci=list(stats.wilson(k, len(eps))),
-                mean_abs_xte_m=mean, mean_abs_xte_ci=[low, high],
-                max_abs_xte_m=float(np.max([e["max_abs_xte_m"] for e in eps])),
-                mean_speed_mps=float(np.mean([e["mean_speed_mps"] for e in eps])),
-                success_rate_per_seed=[float(np.mean([e["success"] for e in eps if e["seed_index"] == i]))
-                                       for i in range(seeds)],
-                _xte_by_seed=by_seed)
+    cell.update(
+        episodes=len(eps),
+        successes=k,
+        success_rate=k / len(eps),
+        success_ci=list(stats.wilson(k, len(eps))),
+        mean_abs_xte_m=mean,
+        mean_abs_xte_ci=[low, high],
+        max_abs_xte_m=float(np.max([e["max_abs_xte_m"] for e in eps])),
+        mean_speed_mps=float(np.mean([e["mean_speed_mps"] for e in eps])),
+        success_rate_per_seed=[
+            float(np.mean([e["success"] for e in eps if e["seed_index"] == i])) for i in range(seeds)
+        ],
+        _xte_by_seed=by_seed,
+    )
 
 
 def markdown(table: dict, by_condition: bool = False) -> str:
@@ -174,13 +218,17 @@ def markdown(table: dict, by_condition: bool = False) -> str:
 
     def success(name: str, c: str) -> str:
         cell = rows[name]["cells"][c]
-        return (f"{cell['success_rate']:.0%} [{cell['success_ci'][0]:.0%}-{cell['success_ci'][1]:.0%}]"
-                f"{mark(name, cell, 'success_differs')}")
+        return (
+            f"{cell['success_rate']:.0%} [{cell['success_ci'][0]:.0%}-{cell['success_ci'][1]:.0%}]"
+            f"{mark(name, cell, 'success_differs')}"
+        )
 
     def xte(name: str, c: str) -> str:
         cell = rows[name]["cells"][c]
-        return (f"{1000 * cell['mean_abs_xte_m']:.0f} [{1000 * cell['mean_abs_xte_ci'][0]:.0f}-"
-                f"{1000 * cell['mean_abs_xte_ci'][1]:.0f}]{mark(name, cell, 'xte_differs')}")
+        return (
+            f"{1000 * cell['mean_abs_xte_m']:.0f} [{1000 * cell['mean_abs_xte_ci'][0]:.0f}-"
+            f"{1000 * cell['mean_abs_xte_ci'][1]:.0f}]{mark(name, cell, 'xte_differs')}"
+        )
 
     ood_success = lambda name: f"{rows[name]['ood_mean_success']:.0%}"  # noqa: E731
     ood_xte = lambda name: f"{1000 * rows[name]['ood_mean_abs_xte_m']:.0f}"  # noqa: E731
@@ -189,32 +237,51 @@ def markdown(table: dict, by_condition: bool = False) -> str:
         if by_condition:
             lines = ["| condition | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
             lines.append("| seeds | " + " | ".join(str(r.get("seeds", 1)) for r in rows.values()) + " |")
-            lines.append("| core params | " + " | ".join(f"{r['parameters']['liquid_core']:,}" for r in rows.values())
-                         + " |")
-            lines.append("| all params | " + " | ".join(f"{r['parameters']['trainable']:,}" for r in rows.values())
-                         + " |")
+            lines.append(
+                "| core params | " + " | ".join(f"{r['parameters']['liquid_core']:,}" for r in rows.values()) + " |"
+            )
+            lines.append(
+                "| all params | " + " | ".join(f"{r['parameters']['trainable']:,}" for r in rows.values()) + " |"
+            )
             lines += [f"| {c} | " + " | ".join(cell(name, c) for name in rows) + " |" for c in conds]
             if ood:
                 lines.append("| OOD mean | " + " | ".join(ood_cell(name) for name in rows) + " |")
             return lines
-        lines = ["| model | seeds | core params | all params | " + " | ".join(conds) + (" | OOD mean |" if ood else " |"),
-                 "|---|---:|---:|---:|" + "---:|" * (len(conds) + bool(ood))]
+        lines = [
+            "| model | seeds | core params | all params | " + " | ".join(conds) + (" | OOD mean |" if ood else " |"),
+            "|---|---:|---:|---:|" + "---:|" * (len(conds) + bool(ood)),
+        ]
         for name, row in rows.items():
             p = row["parameters"]
-            lines.append(f"| {name} | {row.get('seeds', 1)} | {p['liquid_core']:,} | {p['trainable']:,} | "
-                         + " | ".join(cell(name, c) for c in conds) + (f" | {ood_cell(name)} |" if ood else " |"))
+            lines.append(
+                f"| {name} | {row.get('seeds', 1)} | {p['liquid_core']:,} | {p['trainable']:,} | "
+                + " | ".join(cell(name, c) for c in conds)
+                + (f" | {ood_cell(name)} |" if ood else " |")
+            )
         return lines
 
     n = table["episodes"]
-    out = [f"Success rate, Wilson 95% interval (episodes per cell: {n} x {table['seconds']:.0f} s per seed); "
-           f"† differs from {reference} (Fisher's exact test, p < 0.05)", "", *block(success, ood_success)]
-    out += ["", f"Mean |cross-track error|, mm, 95% interval (bootstrap over seeds, then episodes); † differs from "
-            f"{reference}", "", *block(xte, ood_xte)]
+    out = [
+        f"Success rate, Wilson 95% interval (episodes per cell: {n} x {table['seconds']:.0f} s per seed); "
+        f"† differs from {reference} (Fisher's exact test, p < 0.05)",
+        "",
+        *block(success, ood_success),
+    ]
+    out += [
+        "",
+        f"Mean |cross-track error|, mm, 95% interval (bootstrap over seeds, then episodes); † differs from {reference}",
+        "",
+        *block(xte, ood_xte),
+    ]
     return "\n".join(out) + "\n"
 
 
-def write(table: dict, json_path: str | Path | None = None, markdown_path: str | Path | None = None,
-          by_condition: bool = False) -> None:
+def write(
+    table: dict,
+    json_path: str | Path | None = None,
+    markdown_path: str | Path | None = None,
+    by_condition: bool = False,
+) -> None:
     if json_path:
         Path(json_path).write_text(json.dumps(table, indent=1) + "\n")
     if markdown_path:

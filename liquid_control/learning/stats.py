@@ -42,8 +42,9 @@ def _cluster_means(groups: Sequence[Sequence[float]], rng: np.random.Generator, 
     return out
 
 
-def mean_interval(groups: Sequence[Sequence[float]], level: float = LEVEL, seed: int = 0,
-                  resamples: int = RESAMPLES) -> tuple[float, float, float]:
+def mean_interval(
+    groups: Sequence[Sequence[float]], level: float = LEVEL, seed: int = 0, resamples: int = RESAMPLES
+) -> tuple[float, float, float]:
     """(mean, low, high) of values grouped by seed."""
     pooled = np.concatenate([np.asarray(g, dtype=float) for g in groups])
     boot = _cluster_means(groups, np.random.default_rng(seed), resamples)
@@ -51,9 +52,15 @@ def mean_interval(groups: Sequence[Sequence[float]], level: float = LEVEL, seed:
     return float(pooled.mean()), float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
 
 
-def compare(success_a: tuple[int, int], success_b: tuple[int, int], xte_a: Sequence[Sequence[float]],
-            xte_b: Sequence[Sequence[float]], level: float = LEVEL, seed: int = 0,
-            resamples: int = RESAMPLES) -> dict:
+def compare(
+    success_a: tuple[int, int],
+    success_b: tuple[int, int],
+    xte_a: Sequence[Sequence[float]],
+    xte_b: Sequence[Sequence[float]],
+    level: float = LEVEL,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> dict:
     """Whether row b differs from row a in one cell: success (Fisher's exact test) and mean |xte|
     (bootstrap interval of mean b - mean a)."""
     from scipy.stats import fisher_exact
@@ -64,5 +71,9 @@ def compare(success_a: tuple[int, int], success_b: tuple[int, int], xte_a: Seque
     diff = _cluster_means(xte_b, rng, resamples) - _cluster_means(xte_a, rng, resamples)
     a = (1 - level) / 2
     low, high = float(np.quantile(diff, a)), float(np.quantile(diff, 1 - a))
-    return {"success_p": p, "success_differs": p < 1 - level, "xte_diff_m": [low, high],
-            "xte_differs": low > 0 or high < 0}
+    return {
+        "success_p": p,
+        "success_differs": p < 1 - level,
+        "xte_diff_m": [low, high],
+        "xte_differs": low > 0 or high < 0,
+    }

@@ -66,8 +66,9 @@ ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
 }
 # Architectures whose camera encoder is not the default EncoderSpec() (same 64x48 input and IMU).
 ENCODERS: dict[str, EncoderSpec] = {"cnn-mlp": EncoderSpec(channels=(24, 36, 48), camera_features=24)}
-OUTPUTS = OutputSpec(fields=("linear.x", "angular.z"), units=("m/s", "rad/s"),
-                     limits=((0.0, 1.0), (-1.5, 1.5)), scale=(0.5, 1.5))
+OUTPUTS = OutputSpec(
+    fields=("linear.x", "angular.z"), units=("m/s", "rad/s"), limits=((0.0, 1.0), (-1.5, 1.5)), scale=(0.5, 1.5)
+)
 LOG_FIELDS = ("iteration", "train_loss", "val_loss", "best_val_loss", "lr", "grad_norm", "windows", "seconds")
 
 
@@ -78,8 +79,12 @@ class Interrupted(Exception):
 def outputs_of(output: str | Path) -> dict[str, Path]:
     """The files a training run writes beside its model."""
     output = Path(output)
-    return {"model": output, "loss_curve": output.with_suffix(".loss.png"), "log": output.with_suffix(".log.csv"),
-            "checkpoint": output.with_suffix(".checkpoint.safetensors")}
+    return {
+        "model": output,
+        "loss_curve": output.with_suffix(".loss.png"),
+        "log": output.with_suffix(".log.csv"),
+        "checkpoint": output.with_suffix(".checkpoint.safetensors"),
+    }
 
 
 class _Processes:
@@ -163,7 +168,7 @@ def _batch(items, window: int):
         end = min(start + window, len(episode))
         idx = episode.frame_index[start:end]
         first, last = int(idx.min()), int(idx.max())
-        frames.append(episode.frames[first:last + 1])
+        frames.append(episode.frames[first : last + 1])
         index.append(idx - first)
         imu.append(episode.imu[start:end])
         dt.append(episode.dt[start:end])
@@ -172,7 +177,7 @@ def _batch(items, window: int):
     steps = min(len(d) for d in dt)
     pixels = np.zeros((len(frames), n_frames, *frames[0].shape[1:]), np.uint8)
     for k, f in enumerate(frames):
-        pixels[k, :len(f)] = f
+        pixels[k, : len(f)] = f
     as_t = lambda xs: torch.from_numpy(np.stack([x[:steps] for x in xs]))  # noqa: E731
     return torch.from_numpy(pixels), as_t(index).long(), as_t(imu), as_t(dt), as_t(target)
 
@@ -189,9 +194,13 @@ def _split(episodes: list[Episode], val_fraction: float, rng: np.random.Generato
 def _new_policy(arch: str, spec: EncoderSpec, train_eps: list[Episode], seed: int) -> LiquidPolicy:
     """The architecture's policy, its IMU normalisation measured on the training episodes."""
     imu_all = np.concatenate([e.imu for e in train_eps])
-    return LiquidPolicy(spec, ARCHITECTURES[arch](spec.core_inputs, seed), outputs=2,
-                        imu_mean=tuple(map(float, imu_all.mean(0))),
-                        imu_std=tuple(map(float, imu_all.std(0) + 1e-3)))
+    return LiquidPolicy(
+        spec,
+        ARCHITECTURES[arch](spec.core_inputs, seed),
+        outputs=2,
+        imu_mean=tuple(map(float, imu_all.mean(0))),
+        imu_std=tuple(map(float, imu_all.std(0) + 1e-3)),
+    )
 
 
 class _Run:
@@ -208,12 +217,20 @@ class _Run:
         self.seconds = 0.0  # spent before this process (by the runs resumed from)
 
     def state(self) -> dict:
-        return {"iteration": self.iteration, "best": self.best, "stale": self.stale, "recent": self.recent,
-                "norms": self.norms, "rows": self.rows, "seconds": self.seconds}
+        return {
+            "iteration": self.iteration,
+            "best": self.best,
+            "stale": self.stale,
+            "recent": self.recent,
+            "norms": self.norms,
+            "rows": self.rows,
+            "seconds": self.seconds,
+        }
 
 
-def _save_checkpoint(path: Path, run: _Run, key: dict, policy, optimizer, schedule, rngs: list[dict],
-                     seconds: float) -> None:
+def _save_checkpoint(
+    path: Path, run: _Run, key: dict, policy, optimizer, schedule, rngs: list[dict], seconds: float
+) -> None:
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in policy.state_dict().items()}
     if run.best_state is not None:
         tensors.update({f"best.{k}": v.contiguous() for k, v in run.best_state.items()})
@@ -221,8 +238,13 @@ def _save_checkpoint(path: Path, run: _Run, key: dict, policy, optimizer, schedu
     for i, slot in opt["state"].items():
         tensors.update({f"optim.{i}.{name}": v.contiguous() for name, v in slot.items()})
     tensors["torch_rng"] = torch.get_rng_state()
-    meta = {"run": key, "state": {**run.state(), "seconds": seconds}, "rngs": rngs,
-            "param_groups": opt["param_groups"], "schedule": schedule.state_dict()}
+    meta = {
+        "run": key,
+        "state": {**run.state(), "seconds": seconds},
+        "rngs": rngs,
+        "param_groups": opt["param_groups"],
+        "schedule": schedule.state_dict(),
+    }
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"liquid_control.checkpoint": json.dumps(meta)})
     os.replace(tmp, path)
@@ -239,8 +261,10 @@ def _load_checkpoint(path: Path, key: dict, policy, optimizer, schedule, rank: i
         raise ValueError(f"checkpoint {path} is unreadable: {exc}") from None
     differ = sorted(k for k in set(key) | set(meta["run"]) if key.get(k) != meta["run"].get(k))
     if differ:
-        raise ValueError(f"checkpoint {path} is of another run: it differs in "
-                         + ", ".join(f"{k} ({meta['run'].get(k)!r} there, {key.get(k)!r} here)" for k in differ))
+        raise ValueError(
+            f"checkpoint {path} is of another run: it differs in "
+            + ", ".join(f"{k} ({meta['run'].get(k)!r} there, {key.get(k)!r} here)" for k in differ)
+        )
     policy.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict] = {}
     for k, v in tensors.items():
@@ -268,10 +292,27 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode], rng: np.random.Generator,
-         procs: _Processes, key: dict, files: dict[str, Path], *, seed: int, iterations: int, window: int,
-         warmup: int, batch: int, lr: float, eval_every: int, patience: int, resume: bool, log,
-         started: float) -> _Run:
+def _fit(
+    policy: LiquidPolicy,
+    train_eps: list[Episode],
+    val_eps: list[Episode],
+    rng: np.random.Generator,
+    procs: _Processes,
+    key: dict,
+    files: dict[str, Path],
+    *,
+    seed: int,
+    iterations: int,
+    window: int,
+    warmup: int,
+    batch: int,
+    lr: float,
+    eval_every: int,
+    patience: int,
+    resume: bool,
+    log,
+    started: float,
+) -> _Run:
     """BPTT with Adam and a cosine schedule; validation every `eval_every` iterations, early stop
     after `patience` evaluations without improvement. Leaves the best weights in `policy` and
     returns the run (loss log, best validation loss, iterations)."""
@@ -299,12 +340,15 @@ def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode],
     def checkpoint() -> None:
         rngs = procs.gather(rng.bit_generator.state)
         if procs.main:
-            _save_checkpoint(files["checkpoint"], run, key, policy, optimizer, schedule, rngs,
-                             run.seconds + time.time() - started)
+            _save_checkpoint(
+                files["checkpoint"], run, key, policy, optimizer, schedule, rngs, run.seconds + time.time() - started
+            )
 
     share = batch // procs.world
-    with _StopFlag() as stop, progress.bar(total=iterations, initial=run.iteration, desc="training",
-                                            unit="it", active=procs.main) as bar:
+    with (
+        _StopFlag() as stop,
+        progress.bar(total=iterations, initial=run.iteration, desc="training", unit="it", active=procs.main) as bar,
+    ):
         while run.iteration < iterations:
             policy.train()
             loss = loss_on(model, list(_windows(train_eps, share, window, rng)))
@@ -323,13 +367,17 @@ def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode],
             bar.update()
             if stopping:
                 checkpoint()
-                raise Interrupted(f"interrupted at iteration {it}: checkpoint {files['checkpoint']}; "
-                                  "continue with the same command and --resume")
+                raise Interrupted(
+                    f"interrupted at iteration {it}: checkpoint {files['checkpoint']}; "
+                    "continue with the same command and --resume"
+                )
             if it % eval_every and it != iterations:
                 continue
             policy.eval()
             with torch.no_grad():
-                val = float(np.mean([loss_on(policy, val_items[k:k + 8]).item() for k in range(0, len(val_items), 8)]))
+                val = float(
+                    np.mean([loss_on(policy, val_items[k : k + 8]).item() for k in range(0, len(val_items), 8)])
+                )
             val = procs.from_main(val)  # one decision for every process
             improved = val < run.best
             if improved:
@@ -337,16 +385,26 @@ def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode],
                 run.best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
             else:
                 run.stale += 1
-            run.rows.append({"iteration": it, "train_loss": float(np.mean(run.recent)), "val_loss": val,
-                             "best_val_loss": run.best, "lr": optimizer.param_groups[0]["lr"],
-                             "grad_norm": float(np.mean(run.norms)), "windows": it * batch,
-                             "seconds": round(run.seconds + time.time() - started, 2)})
+            run.rows.append(
+                {
+                    "iteration": it,
+                    "train_loss": float(np.mean(run.recent)),
+                    "val_loss": val,
+                    "best_val_loss": run.best,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "grad_norm": float(np.mean(run.norms)),
+                    "windows": it * batch,
+                    "seconds": round(run.seconds + time.time() - started, 2),
+                }
+            )
             run.recent, run.norms = [], []
             bar.set_postfix(train=f"{run.rows[-1]['train_loss']:.4f}", val=f"{val:.4f}")
             if procs.main:
                 _write_log(files["log"], run.rows)
-                log(f"  iteration {it:5d}  train {run.rows[-1]['train_loss']:.4f}  val {val:.4f}"
-                    f"{'  *' if improved else ''}  ({run.seconds + time.time() - started:.0f} s)")
+                log(
+                    f"  iteration {it:5d}  train {run.rows[-1]['train_loss']:.4f}  val {val:.4f}"
+                    f"{'  *' if improved else ''}  ({run.seconds + time.time() - started:.0f} s)"
+                )
             if run.stale >= patience:
                 if procs.main:
                     log(f"  early stop: no validation improvement in {patience * eval_every} iterations")
@@ -356,20 +414,43 @@ def _fit(policy: LiquidPolicy, train_eps: list[Episode], val_eps: list[Episode],
     return run
 
 
-def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, iterations: int = 600,
-          window: int = 300, warmup: int = 50, batch: int = 8, lr: float = 3e-3,
-          val_fraction: float = 0.2, eval_every: int = 25, patience: int = 8,
-          spec: EncoderSpec | None = None, log=progress.write, camera: str | None = None, imu: str | None = None,
-          label: str | None = None, cache_dir: str | Path | None = None, resume: bool = False) -> dict | None:
+def train(
+    bags: list[str | Path],
+    arch: str,
+    output: str | Path,
+    seed: int = 0,
+    iterations: int = 600,
+    window: int = 300,
+    warmup: int = 50,
+    batch: int = 8,
+    lr: float = 3e-3,
+    val_fraction: float = 0.2,
+    eval_every: int = 25,
+    patience: int = 8,
+    spec: EncoderSpec | None = None,
+    log=progress.write,
+    camera: str | None = None,
+    imu: str | None = None,
+    label: str | None = None,
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+) -> dict | None:
     """Train and write the model file (on rank 0 of a torchrun job); returns its report (None on
     the other ranks)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
-    for name, value, least in (("iterations", iterations, 1), ("batch", batch, 1), ("eval_every", eval_every, 1),
-                               ("patience", patience, 1), ("window", window, warmup + 2)):
+    for name, value, least in (
+        ("iterations", iterations, 1),
+        ("batch", batch, 1),
+        ("eval_every", eval_every, 1),
+        ("patience", patience, 1),
+        ("window", window, warmup + 2),
+    ):
         if value < least:
-            raise ValueError(f"{name} must be at least {least}, not {value}"
-                             + (f" (the first warmup={warmup} steps are not scored)" if name == "window" else ""))
+            raise ValueError(
+                f"{name} must be at least {least}, not {value}"
+                + (f" (the first warmup={warmup} steps are not scored)" if name == "window" else "")
+            )
     started = time.time()
     procs = _Processes()
     say = log if procs.main else (lambda *_: None)
@@ -384,48 +465,109 @@ def train(bags: list[str | Path], arch: str, output: str | Path, seed: int = 0, 
         topics_used[str(bag)] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label}
         # Frames over the node's max_image_pixels are skipped and counted, as replay does.
         skipped[str(bag)] = {}
-        episodes += episodes_from_bag(bag, spec.image_width, spec.image_height, spec.imu_fields,
-                                      camera=choice.camera, imu=choice.imu, label=choice.label,
-                                      cache_dir=cache_dir, log=say, skipped=skipped[str(bag)])
+        episodes += episodes_from_bag(
+            bag,
+            spec.image_width,
+            spec.image_height,
+            spec.imu_fields,
+            camera=choice.camera,
+            imu=choice.imu,
+            label=choice.label,
+            cache_dir=cache_dir,
+            log=say,
+            skipped=skipped[str(bag)],
+        )
     train_eps, val_eps = _split(episodes, val_fraction, rng)
     policy = _new_policy(arch, spec, train_eps, seed)
     if procs.world > 1:
         if len(train_eps) < procs.world:
             raise ValueError(f"{len(train_eps)} training episodes cannot be shared between {procs.world} processes")
-        train_eps = train_eps[procs.rank::procs.world]
+        train_eps = train_eps[procs.rank :: procs.world]
         rng = np.random.default_rng([seed, procs.rank, procs.world])
     n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    say(f"training {arch}: {n_params} parameters; {len(episodes) - len(val_eps)} training episodes "
+    say(
+        f"training {arch}: {n_params} parameters; {len(episodes) - len(val_eps)} training episodes "
         f"({sum(map(len, episodes)) - sum(map(len, val_eps))} steps), {len(val_eps)} validation"
-        + (f"; {procs.world} processes" if procs.world > 1 else ""))
+        + (f"; {procs.world} processes" if procs.world > 1 else "")
+    )
     files = outputs_of(output)
-    key = {"architecture": arch, "seed": seed, "bags": [str(b) for b in bags], "topics": topics_used,
-           "iterations": iterations, "window": window, "warmup": warmup, "batch": batch, "lr": lr,
-           "val_fraction": val_fraction, "eval_every": eval_every, "patience": patience,
-           "spec": json.loads(json.dumps(asdict(spec))), "processes": procs.world}
-    run = _fit(policy, train_eps, val_eps, rng, procs, key, files, seed=seed, iterations=iterations, window=window,
-               warmup=warmup, batch=batch, lr=lr, eval_every=eval_every, patience=patience, resume=resume,
-               log=say, started=started)
+    key = {
+        "architecture": arch,
+        "seed": seed,
+        "bags": [str(b) for b in bags],
+        "topics": topics_used,
+        "iterations": iterations,
+        "window": window,
+        "warmup": warmup,
+        "batch": batch,
+        "lr": lr,
+        "val_fraction": val_fraction,
+        "eval_every": eval_every,
+        "patience": patience,
+        "spec": json.loads(json.dumps(asdict(spec))),
+        "processes": procs.world,
+    }
+    run = _fit(
+        policy,
+        train_eps,
+        val_eps,
+        rng,
+        procs,
+        key,
+        files,
+        seed=seed,
+        iterations=iterations,
+        window=window,
+        warmup=warmup,
+        batch=batch,
+        lr=lr,
+        eval_every=eval_every,
+        patience=patience,
+        resume=resume,
+        log=say,
+        started=started,
+    )
     if not procs.main:
         procs.barrier()
         return None
     provenance = {
-        "trainer": "liquid-control train", "architecture": arch, "seed": seed, "bags": [str(b) for b in bags],
-        "topics": topics_used, "episodes": {"train": len(episodes) - len(val_eps), "val": len(val_eps)},
-        "iterations": run.iteration, "best_val_loss": run.best, "window": window, "warmup": warmup, "batch": batch,
-        "lr": lr, "processes": procs.world, "seconds": round(run.seconds + time.time() - started, 1),
-        "torch": torch.__version__, "machine": platform.machine(),
+        "trainer": "liquid-control train",
+        "architecture": arch,
+        "seed": seed,
+        "bags": [str(b) for b in bags],
+        "topics": topics_used,
+        "episodes": {"train": len(episodes) - len(val_eps), "val": len(val_eps)},
+        "iterations": run.iteration,
+        "best_val_loss": run.best,
+        "window": window,
+        "warmup": warmup,
+        "batch": batch,
+        "lr": lr,
+        "processes": procs.world,
+        "seconds": round(run.seconds + time.time() - started, 1),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
     }
     save_model(files["model"], policy.eval(), policy.sensor_spec(), OUTPUTS, provenance)
     rows = run.rows
-    write_loss_png(files["loss_curve"], [r["iteration"] for r in rows], [r["train_loss"] for r in rows],
-                   [r["val_loss"] for r in rows],
-                   title=f"{arch} training, seed {seed}: {provenance['episodes']['train']} training, "
-                   f"{len(val_eps)} validation episodes", ylabel="loss: MSE of commands / output scale")
+    write_loss_png(
+        files["loss_curve"],
+        [r["iteration"] for r in rows],
+        [r["train_loss"] for r in rows],
+        [r["val_loss"] for r in rows],
+        title=f"{arch} training, seed {seed}: {provenance['episodes']['train']} training, "
+        f"{len(val_eps)} validation episodes",
+        ylabel="loss: MSE of commands / output scale",
+    )
     files["checkpoint"].unlink(missing_ok=True)
     procs.barrier()
-    return {"model": str(files["model"]), "loss_curve": str(files["loss_curve"]), "log": str(files["log"]),
-            **provenance, "skipped_messages": {b: n for b, n in skipped.items() if n}}
+    return {
+        "model": str(files["model"]),
+        "loss_curve": str(files["loss_curve"]),
+        "log": str(files["log"]),
+        **provenance,
+        "skipped_messages": {b: n for b, n in skipped.items() if n},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,8 +576,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .options import add_train_arguments, run_train
 
-    parser = argparse.ArgumentParser(prog="python -m liquid_control.learning.train",
-                                     description="train a policy from bags (the options of liquid-control train)")
+    parser = argparse.ArgumentParser(
+        prog="python -m liquid_control.learning.train",
+        description="train a policy from bags (the options of liquid-control train)",
+    )
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -11,10 +11,20 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "CfC": "cfc", "CfCCell": "cfc", "WiredCfCCell": "cfc", "LTC": "ltc", "LTCCell": "ltc",
-    "LiquidS4": "liquid_s4", "Feedforward": "feedforward",
-    "NCP": "wirings", "AutoNCP": "wirings", "FullyConnected": "wirings", "Random": "wirings", "Wiring": "wirings",
-    "wiring_from_config": "wirings", "wiring_to_config": "wirings",
+    "CfC": "cfc",
+    "CfCCell": "cfc",
+    "WiredCfCCell": "cfc",
+    "LTC": "ltc",
+    "LTCCell": "ltc",
+    "LiquidS4": "liquid_s4",
+    "Feedforward": "feedforward",
+    "NCP": "wirings",
+    "AutoNCP": "wirings",
+    "FullyConnected": "wirings",
+    "Random": "wirings",
+    "Wiring": "wirings",
+    "wiring_from_config": "wirings",
+    "wiring_to_config": "wirings",
 }
 
 __all__ = sorted(_WHERE)

@@ -45,8 +45,7 @@ def normalize_timespans(
         ts = ts.transpose(0, 1)
     if tuple(ts.shape) != (batch, seq):
         raise ValueError(
-            f"timespans shape {tuple(ts.shape)} does not match the input's (batch, time) = "
-            f"({batch}, {seq})"
+            f"timespans shape {tuple(ts.shape)} does not match the input's (batch, time) = ({batch}, {seq})"
         )
     return ts.transpose(0, 1).unsqueeze(-1)
 
@@ -141,9 +140,7 @@ class LiquidRNN(StreamingModule):
             if self.return_sequences:
                 outputs.append(self._readout(out))
         readout = (
-            torch.stack(outputs, dim=1 if self.batch_first else 0)
-            if self.return_sequences
-            else self._readout(out)
+            torch.stack(outputs, dim=1 if self.batch_first else 0) if self.return_sequences else self._readout(out)
         )
         if not batched:
             readout = readout.squeeze(batch_dim)
@@ -173,8 +170,9 @@ class LiquidRNN(StreamingModule):
     # train a policy through the reference loop, e.g. `policy.core.fused_sequence = False`.
     fused_sequence: bool | None = None
 
-    def state_sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: State | None = None,
-                       fused: bool | None = None) -> torch.Tensor:
+    def state_sequence(
+        self, x: torch.Tensor, timespans: torch.Tensor, hx: State | None = None, fused: bool | None = None
+    ) -> torch.Tensor:
         """The full state (all neurons, which a policy's readout reads) after each step of a
         batch-first sequence: x (B, T, input_size), timespans (B, T) seconds -> (B, T, state_size);
         hx the initial state ((h, c) with mixed memory), zeros when None.
@@ -197,8 +195,9 @@ class LiquidRNN(StreamingModule):
                     raise ValueError(f"no fused sequence kernel for this {type(self).__name__}: {reason}")
         return self.reference_state_sequence(x, timespans, hx)
 
-    def reference_state_sequence(self, x: torch.Tensor, timespans: torch.Tensor,
-                                 hx: State | None = None) -> torch.Tensor:
+    def reference_state_sequence(
+        self, x: torch.Tensor, timespans: torch.Tensor, hx: State | None = None
+    ) -> torch.Tensor:
         """`state_sequence` as a Python loop over the cells: the definition the kernel must equal."""
         if hx is None:
             h = torch.zeros(x.shape[0], self.state_size, dtype=x.dtype)

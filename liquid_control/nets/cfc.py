@@ -57,9 +57,7 @@ class CfCCell(nn.Module):
         if mode not in MODES:
             raise ValueError(f"unknown CfC mode {mode!r}, expected one of {MODES}")
         if backbone_activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {backbone_activation!r}, expected one of {sorted(ACTIVATIONS)}"
-            )
+            raise ValueError(f"unknown activation {backbone_activation!r}, expected one of {sorted(ACTIVATIONS)}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.mode = mode
@@ -69,9 +67,7 @@ class CfCCell(nn.Module):
         self.sparsity_mask = (
             None
             if sparsity_mask is None
-            else nn.Parameter(
-                torch.from_numpy(np.abs(sparsity_mask.T).astype(np.float32)), requires_grad=False
-            )
+            else nn.Parameter(torch.from_numpy(np.abs(sparsity_mask.T).astype(np.float32)), requires_grad=False)
         )
         self.backbone = None
         if backbone_layers > 0:
@@ -143,9 +139,14 @@ class WiredCfCCell(nn.Module):
             # Within a layer the recurrence is dense (as in ncps).
             mask = np.concatenate([mask, np.ones((len(neurons), len(neurons)))], axis=0)
             cell = CfCCell(
-                in_features, len(neurons), mode,
-                backbone_activation="lecun_tanh", backbone_units=0, backbone_layers=0,
-                backbone_dropout=0.0, sparsity_mask=mask,
+                in_features,
+                len(neurons),
+                mode,
+                backbone_activation="lecun_tanh",
+                backbone_units=0,
+                backbone_layers=0,
+                backbone_dropout=0.0,
+                sparsity_mask=mask,
             )
             self.register_module(f"layer_{index}", cell)
             self._layers.append(cell)
@@ -224,8 +225,13 @@ class CfC(LiquidRNN):
             self.state_size = units
             self.output_size = units
             self.rnn_cell = CfCCell(
-                input_size, units, mode, activation,
-                self.backbone_units, self.backbone_layers, self.backbone_dropout,
+                input_size,
+                units,
+                mode,
+                activation,
+                self.backbone_units,
+                self.backbone_layers,
+                self.backbone_dropout,
             )
         self._init_memory(input_size, mixed_memory)
         self.fc = nn.Identity() if proj_size is None else nn.Linear(self.output_size, proj_size)

@@ -42,6 +42,7 @@ from .fused import DT_SCALE, FF_ACTIVATIONS, FusedFeedforward, mlp_step  # noqa:
 ACTIVATIONS = FF_ACTIVATIONS  # hidden layers (ids from fused.ACT_IDS); the last layer is tanh
 _TORCH_ACT = {"relu": F.relu, "tanh": torch.tanh, "silu": F.silu}
 
+
 class Feedforward(StreamingModule):
     """A memoryless core: `hidden` layers of `activation`, then `units` tanh features (what a
     policy's readout reads). See the module docstring.
@@ -54,13 +55,20 @@ class Feedforward(StreamingModule):
     wired = False
     use_mixed = False
 
-    def __init__(self, input_size: int, units: int, hidden: Iterable[int] = (64,), activation: str = "relu",
-                 time_input: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        units: int,
+        hidden: Iterable[int] = (64,),
+        activation: str = "relu",
+        time_input: bool = False,
+    ) -> None:
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         if min((input_size, units, *hidden)) < 1:
-            raise ValueError(f"input_size, units and every hidden width must be positive, got "
-                             f"{input_size}, {units}, {hidden}")
+            raise ValueError(
+                f"input_size, units and every hidden width must be positive, got {input_size}, {units}, {hidden}"
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.input_size, self.hidden, self.activation = input_size, hidden, activation
@@ -94,7 +102,7 @@ class Feedforward(StreamingModule):
         """One step on (batch, features) inputs: (z, new state = z); the state is not read (the
         exporter's StreamingStep steps a generic core through this)."""
         b = x.shape[0]
-        dt = (ts if isinstance(ts, torch.Tensor) else torch.as_tensor(ts, dtype=x.dtype, device=x.device))
+        dt = ts if isinstance(ts, torch.Tensor) else torch.as_tensor(ts, dtype=x.dtype, device=x.device)
         z = self._features(self._inputs(x, dt.to(x.dtype).reshape(-1, 1).expand(b, 1)))
         return z, z
 

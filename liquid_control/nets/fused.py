@@ -78,7 +78,15 @@ _MAP_W, _MAP_B = range(2)
 
 
 # The cores whose arrays (to_arrays) this module can stream without torch: what the ONNX backend runs.
-STREAMED_KINDS = ("cfc", "ltc", "liquid_s4", "mlp", "lstm", "gru")  # what from_arrays rebuilds: the ONNX backend's cores
+STREAMED_KINDS = (
+    "cfc",
+    "ltc",
+    "liquid_s4",
+    "mlp",
+    "lstm",
+    "gru",
+)  # what from_arrays rebuilds: the ONNX backend's cores
+
 
 @numba.njit(cache=True, inline="always")
 def _sigmoid(x):
@@ -118,7 +126,7 @@ def _lstm_update(x, state, n_in, n, p, off, work):
 
     p[off:] holds input_map.weight (4n x n_in), input_map.bias (4n), recurrent_map.weight (4n x n).
     """
-    z = work[:4 * n]
+    z = work[: 4 * n]
     wi, bi, wr = off, off + 4 * n * n_in, off + 4 * n * n_in + 4 * n
     for r in range(4 * n):
         acc = p[bi + r]
@@ -190,7 +198,7 @@ def cfc_step(x, state, dt, p, t, out, tau, work):
     last = _HEADER_LEN + (n_layers - 1) * _ROW_LEN
     units, s_off = t[last + _ROW_UNITS], t[last + _ROW_STATE]
     if proj > 0:
-        _matvec(p, t[_H_PROJ_W], proj, units, state[s_off:s_off + units], t[_H_PROJ_B], out)
+        _matvec(p, t[_H_PROJ_W], proj, units, state[s_off : s_off + units], t[_H_PROJ_B], out)
     else:
         for j in range(min(units, out.size)):  # from_module refuses a mismatch; never past `out`
             out[j] = state[s_off + j]
@@ -245,18 +253,26 @@ class FusedStep:
     ARRAYS: tuple[str, ...] = ()  # the float64 arrays that to_arrays writes by name (shape and data)
 
     def _named_arrays(self) -> dict:
-        return {k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()}
-                for k in self.ARRAYS}
+        return {
+            k: {"shape": list(getattr(self, k).shape), "data": getattr(self, k).ravel().tolist()} for k in self.ARRAYS
+        }
 
     @classmethod
     def _arrays_of(cls, d: dict) -> dict[str, np.ndarray]:
-        return {k: np.ascontiguousarray(np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"]))
-                for k in cls.ARRAYS}
+        return {
+            k: np.ascontiguousarray(np.array(d[k]["data"], dtype=np.float64).reshape(d[k]["shape"])) for k in cls.ARRAYS
+        }
 
     @staticmethod
     def from_arrays(data: dict) -> FusedStep:
-        kinds = {"cfc": FusedCfC, "ltc": FusedLTC, "liquid_s4": FusedLiquidS4, "mlp": FusedFeedforward,
-                 "lstm": FusedRecurrent, "gru": FusedRecurrent}
+        kinds = {
+            "cfc": FusedCfC,
+            "ltc": FusedLTC,
+            "liquid_s4": FusedLiquidS4,
+            "mlp": FusedFeedforward,
+            "lstm": FusedRecurrent,
+            "gru": FusedRecurrent,
+        }
         if data.get("kind") not in kinds:
             raise ValueError(f"no fused kernel of kind {data.get('kind')!r}; known: {sorted(kinds)}")
         return kinds[data["kind"]]._from_arrays(data)
@@ -276,8 +292,16 @@ class FusedStep:
 class FusedCfC(FusedStep):
     """A CfC (any mode, wired or with backbone, mixed memory, projection) as one fused step."""
 
-    def __init__(self, params: np.ndarray, table: np.ndarray, input_size: int, state_size: int,
-                 mixed: bool, out_size: int, work_size: int) -> None:
+    def __init__(
+        self,
+        params: np.ndarray,
+        table: np.ndarray,
+        input_size: int,
+        state_size: int,
+        mixed: bool,
+        out_size: int,
+        work_size: int,
+    ) -> None:
         self.params = params
         self.table = table
         self.input_size = input_size
@@ -288,16 +312,28 @@ class FusedCfC(FusedStep):
         self.work = np.zeros(work_size, dtype=np.float64)
 
     def to_arrays(self) -> dict:
-        return {"kind": "cfc", "params": self.params.tolist(), "table": self.table.tolist(),
-                "input_size": self.input_size, "state_size": self.state_size,
-                "mixed": self.state_len != self.state_size, "out_size": int(self.out.size),
-                "work_size": int(self.work.size)}
+        return {
+            "kind": "cfc",
+            "params": self.params.tolist(),
+            "table": self.table.tolist(),
+            "input_size": self.input_size,
+            "state_size": self.state_size,
+            "mixed": self.state_len != self.state_size,
+            "out_size": int(self.out.size),
+            "work_size": int(self.work.size),
+        }
 
     @classmethod
     def _from_arrays(cls, d: dict) -> FusedCfC:
-        return cls(np.array(d["params"], dtype=np.float64), np.array(d["table"], dtype=np.int64),
-                   int(d["input_size"]), int(d["state_size"]), bool(d["mixed"]), int(d["out_size"]),
-                   int(d["work_size"]))
+        return cls(
+            np.array(d["params"], dtype=np.float64),
+            np.array(d["table"], dtype=np.int64),
+            int(d["input_size"]),
+            int(d["state_size"]),
+            bool(d["mixed"]),
+            int(d["out_size"]),
+            int(d["work_size"]),
+        )
 
     @classmethod
     def from_module(cls, cfc) -> FusedCfC:
@@ -360,8 +396,10 @@ class FusedCfC(FusedStep):
         if cfc.proj_size is None and cells[-1].hidden_size != out_size:
             # The kernel writes the last layer's neurons as the output (ncps does the same: a
             # FullyConnected wiring's CfC outputs every neuron, not output_dim of them).
-            raise ValueError(f"the CfC's last layer has {cells[-1].hidden_size} neurons but it declares "
-                             f"{out_size} outputs (a wiring without a motor layer of that size): not streamable")
+            raise ValueError(
+                f"the CfC's last layer has {cells[-1].hidden_size} neurons but it declares "
+                f"{out_size} outputs (a wiring without a motor layer of that size): not streamable"
+            )
         if cfc.proj_size is not None:
             table[_H_PROJ] = cfc.proj_size
             table[_H_PROJ_W] = packer.add(cfc.fc.weight)
@@ -370,8 +408,7 @@ class FusedCfC(FusedStep):
             table[_H_LSTM] = _pack_lstm(packer, cfc.lstm)
             max_rows = max(max_rows, 4 * cfc.state_size)
         table[_H_MAX_COLS] = max_cols
-        return cls(packer.vector(), table, cfc.input_size, cfc.state_size, cfc.use_mixed,
-                   out_size, max_cols + max_rows)
+        return cls(packer.vector(), table, cfc.input_size, cfc.state_size, cfc.use_mixed, out_size, max_cols + max_rows)
 
     def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
@@ -389,9 +426,9 @@ def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, t
     """
     n = neuron.shape[0]
     num_s = work[0:n]
-    den_s = work[n:2 * n]
-    num = work[2 * n:3 * n]
-    den = work[3 * n:4 * n]
+    den_s = work[n : 2 * n]
+    num = work[2 * n : 3 * n]
+    den = work[3 * n : 4 * n]
     for i in range(n):
         num_s[i] = 0.0
         den_s[i] = 0.0
@@ -443,8 +480,16 @@ def _synapses(w, mu, sigma, erev, mask) -> np.ndarray:
 class FusedLTC(FusedStep):
     """An LTC network (any wiring, mappings, mixed memory) as one fused step over its synapses."""
 
-    def __init__(self, cell_arrays: dict, input_size: int, state_size: int, mixed: bool,
-                 lstm_params: np.ndarray | None, unfolds: int, eps: float) -> None:
+    def __init__(
+        self,
+        cell_arrays: dict,
+        input_size: int,
+        state_size: int,
+        mixed: bool,
+        lstm_params: np.ndarray | None,
+        unfolds: int,
+        eps: float,
+    ) -> None:
         self.__dict__.update(cell_arrays)
         self.input_size = input_size
         self.state_size = state_size
@@ -461,17 +506,30 @@ class FusedLTC(FusedStep):
     ARRAYS = ("neuron", "syn_s", "syn", "io", "out_map")
 
     def to_arrays(self) -> dict:
-        return {"kind": "ltc", **self._named_arrays(),
-                "input_size": self.input_size, "state_size": self.state_size, "mixed": self.mixed,
-                "lstm_params": None if self.lstm_params is None else self.lstm_params.tolist(),
-                "unfolds": self.unfolds, "eps": self.eps}
+        return {
+            "kind": "ltc",
+            **self._named_arrays(),
+            "input_size": self.input_size,
+            "state_size": self.state_size,
+            "mixed": self.mixed,
+            "lstm_params": None if self.lstm_params is None else self.lstm_params.tolist(),
+            "unfolds": self.unfolds,
+            "eps": self.eps,
+        }
 
     @classmethod
     def _from_arrays(cls, d: dict) -> FusedLTC:
         arrays = cls._arrays_of(d)
         lstm = None if d["lstm_params"] is None else np.array(d["lstm_params"], dtype=np.float64)
-        return cls(arrays, int(d["input_size"]), int(d["state_size"]), bool(d["mixed"]), lstm,
-                   int(d["unfolds"]), float(d["eps"]))
+        return cls(
+            arrays,
+            int(d["input_size"]),
+            int(d["state_size"]),
+            bool(d["mixed"]),
+            lstm,
+            int(d["unfolds"]),
+            float(d["eps"]),
+        )
 
     @classmethod
     def from_module(cls, ltc) -> FusedLTC:
@@ -485,20 +543,28 @@ class FusedLTC(FusedStep):
 
         n, s, m = cell.state_size, cell.sensory_size, cell.motor_size
         # Stacked in the order of the _MAP_ rows and _N_ columns.
-        io = np.stack([
-            get("input_w") if hasattr(cell, "input_w") else np.ones(s),
-            get("input_b") if hasattr(cell, "input_b") else np.zeros(s),
-        ])
-        out_map = np.stack([
-            get("output_w") if hasattr(cell, "output_w") else np.ones(m),
-            get("output_b") if hasattr(cell, "output_b") else np.zeros(m),
-        ])
+        io = np.stack(
+            [
+                get("input_w") if hasattr(cell, "input_w") else np.ones(s),
+                get("input_b") if hasattr(cell, "input_b") else np.zeros(s),
+            ]
+        )
+        out_map = np.stack(
+            [
+                get("output_w") if hasattr(cell, "output_w") else np.ones(m),
+                get("output_b") if hasattr(cell, "output_b") else np.zeros(m),
+            ]
+        )
         arrays = {
             "neuron": np.stack([get("cm", True), get("gleak", True), get("vleak")], axis=1),
-            "syn_s": _synapses(get("sensory_w", True), get("sensory_mu"), get("sensory_sigma"),
-                               get("sensory_erev"), get("sensory_sparsity_mask")),
-            "syn": _synapses(get("w", True), get("mu"), get("sigma"), get("erev"),
-                             get("sparsity_mask")),
+            "syn_s": _synapses(
+                get("sensory_w", True),
+                get("sensory_mu"),
+                get("sensory_sigma"),
+                get("sensory_erev"),
+                get("sensory_sparsity_mask"),
+            ),
+            "syn": _synapses(get("w", True), get("mu"), get("sigma"), get("erev"), get("sparsity_mask")),
             "io": np.ascontiguousarray(io, dtype=np.float64),
             "out_map": np.ascontiguousarray(out_map, dtype=np.float64),
         }
@@ -518,8 +584,21 @@ class FusedLTC(FusedStep):
         self._check(x, state, dt)
         if self.mixed:
             _lstm_update(x, state, self.input_size, self.state_size, self.lstm_params, 0, self.lstm_work)
-        ltc_step(x, state, float(dt), self.unfolds, self.eps, self.neuron, self.syn_s, self.syn,
-                 self.out_map, self.io, self.out, self.tau, self.work)
+        ltc_step(
+            x,
+            state,
+            float(dt),
+            self.unfolds,
+            self.eps,
+            self.neuron,
+            self.syn_s,
+            self.syn,
+            self.out_map,
+            self.io,
+            self.out,
+            self.tau,
+            self.work,
+        )
         return self.out, state
 
 
@@ -528,8 +607,9 @@ _GELU_K = math.sqrt(2.0 / math.pi)
 
 
 @numba.njit(cache=True)
-def liquid_s4_step(x, state, dt, w_in, b_in, scale, a_re, a_im, b_re, b_im, c_re, c_im, d, w_out, b_out,
-                   liquid, out, mode_tau, work):
+def liquid_s4_step(
+    x, state, dt, w_in, b_in, scale, a_re, a_im, b_re, b_im, c_re, c_im, d, w_out, b_out, liquid, out, mode_tau, work
+):
     """One Liquid-S4 step in place on state = [z | Re xi | Im xi]; z also goes to `out`, each mode's
     time constant 1 / (s |Re lambda|) at this input to `mode_tau`."""
     n_ch, n_modes = a_re.shape
@@ -537,7 +617,7 @@ def liquid_s4_step(x, state, dt, w_in, b_in, scale, a_re, a_im, b_re, b_im, c_re
     units = out.shape[0]
     j_all = n_ch * n_modes
     y = work[:n_ch]
-    g = work[n_ch:n_ch + 2 * units]
+    g = work[n_ch : n_ch + 2 * units]
     for h in range(n_ch):
         u = b_in[h]
         for k in range(n_in):
@@ -607,10 +687,12 @@ class FusedLiquidS4(FusedStep):
 
         with torch.no_grad():
             arrays = {k: v.detach().cpu().numpy() for k, v in core.continuous_parameters(torch.float64).items()}
-        arrays.update(w_in=core.in_proj.weight.detach().cpu().double().numpy(),
-                      b_in=core.in_proj.bias.detach().cpu().double().numpy(),
-                      w_out=core.out_proj.weight.detach().cpu().double().numpy(),
-                      b_out=core.out_proj.bias.detach().cpu().double().numpy())
+        arrays.update(
+            w_in=core.in_proj.weight.detach().cpu().double().numpy(),
+            b_in=core.in_proj.bias.detach().cpu().double().numpy(),
+            w_out=core.out_proj.weight.detach().cpu().double().numpy(),
+            b_out=core.out_proj.bias.detach().cpu().double().numpy(),
+        )
         return cls(arrays, core.liquid)
 
     def to_arrays(self) -> dict:
@@ -623,9 +705,27 @@ class FusedLiquidS4(FusedStep):
     def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
         self._check(x, state, dt)
-        liquid_s4_step(x, state, float(dt), self.w_in, self.b_in, self.scale, self.a_re, self.a_im,
-                       self.b_re, self.b_im, self.c_re, self.c_im, self.d, self.w_out, self.b_out,
-                       self.liquid, self.out, self.mode_tau, self.work)
+        liquid_s4_step(
+            x,
+            state,
+            float(dt),
+            self.w_in,
+            self.b_in,
+            self.scale,
+            self.a_re,
+            self.a_im,
+            self.b_re,
+            self.b_im,
+            self.c_re,
+            self.c_im,
+            self.d,
+            self.w_out,
+            self.b_out,
+            self.liquid,
+            self.out,
+            self.mode_tau,
+            self.work,
+        )
         return self.out, state
 
 
@@ -670,8 +770,7 @@ class FusedFeedforward(FusedStep):
 
     `tau` is NaN: a memoryless map has no time constant."""
 
-    def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray], activation: str,
-                 time_input: bool) -> None:
+    def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray], activation: str, time_input: bool) -> None:
         if activation not in FF_ACTIVATIONS:
             raise ValueError(f"activation must be one of {FF_ACTIVATIONS}, got {activation!r}")
         self.weights = [np.ascontiguousarray(w, dtype=np.float64) for w in weights]
@@ -694,19 +793,28 @@ class FusedFeedforward(FusedStep):
     @classmethod
     def from_module(cls, core) -> FusedFeedforward:
         as64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
-        return cls([as64(layer.weight) for layer in core.layers], [as64(layer.bias) for layer in core.layers],
-                   core.activation, core.time_input)
+        return cls(
+            [as64(layer.weight) for layer in core.layers],
+            [as64(layer.bias) for layer in core.layers],
+            core.activation,
+            core.time_input,
+        )
 
     def to_arrays(self) -> dict:
-        return {"kind": "mlp", "activation": self.activation, "time_input": self.time_input,
-                "weights": [{"shape": list(w.shape), "data": w.ravel().tolist()} for w in self.weights],
-                "biases": [b.tolist() for b in self.biases]}
+        return {
+            "kind": "mlp",
+            "activation": self.activation,
+            "time_input": self.time_input,
+            "weights": [{"shape": list(w.shape), "data": w.ravel().tolist()} for w in self.weights],
+            "biases": [b.tolist() for b in self.biases],
+        }
 
     @classmethod
     def _from_arrays(cls, d: dict) -> FusedFeedforward:
         weights = [np.array(w["data"], dtype=np.float64).reshape(w["shape"]) for w in d["weights"]]
-        return cls(weights, [np.array(b, dtype=np.float64) for b in d["biases"]], d["activation"],
-                   bool(d["time_input"]))
+        return cls(
+            weights, [np.array(b, dtype=np.float64) for b in d["biases"]], d["activation"], bool(d["time_input"])
+        )
 
     def step(self, x: np.ndarray, state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float64)
@@ -784,8 +892,16 @@ class FusedRecurrent(FusedStep):
     def from_module(cls, core) -> FusedRecurrent:
         cell = core.rnn_cell
         as64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
-        return cls({"w_ih": as64(cell.weight_ih), "b_ih": as64(cell.bias_ih), "w_hh": as64(cell.weight_hh),
-                    "b_hh": as64(cell.bias_hh)}, core.cell, core.time_input)
+        return cls(
+            {
+                "w_ih": as64(cell.weight_ih),
+                "b_ih": as64(cell.bias_ih),
+                "w_hh": as64(cell.weight_hh),
+                "b_hh": as64(cell.bias_hh),
+            },
+            core.cell,
+            core.time_input,
+        )
 
     def to_arrays(self) -> dict:
         return {"kind": self.cell, "time_input": self.time_input, **self._named_arrays()}

@@ -97,7 +97,7 @@ RHO_MIN = 1e-3  # the slowest decay rate Re(lambda) may reach, before the time s
 # --- the training kernel -------------------------------------------------------------------------
 # exp, sin and cos in plain arithmetic (sequence.py's exp; the sine and cosine below): libm's are
 # calls the loop vectoriser cannot touch, three per mode and step, and they were most of the time.
-_PIO2_1 = 1.57079632673412561417e+00  # pi/2 in three parts (fdlibm's): k * _PIO2_1 is exact for |k| < 2^20
+_PIO2_1 = 1.57079632673412561417e00  # pi/2 in three parts (fdlibm's): k * _PIO2_1 is exact for |k| < 2^20
 _PIO2_2 = 6.07710050630396597660e-11
 _PIO2_2T = 2.02226624879595063154e-21
 _TWO_OVER_PI = 0.63661977236758134308
@@ -114,8 +114,7 @@ def _sincos(x):  # pragma: no cover - compiled
     k = math.floor(x * _TWO_OVER_PI + 0.5)
     r = ((x - k * _PIO2_1) - k * _PIO2_2) - k * _PIO2_2T
     r2 = r * r
-    sn = ((((((((_S8 * r2 + _S7) * r2 + _S6) * r2 + _S5) * r2 + _S4) * r2 + _S3) * r2 + _S2) * r2 + _S1) * r2
-          + _S0) * r
+    sn = ((((((((_S8 * r2 + _S7) * r2 + _S6) * r2 + _S5) * r2 + _S4) * r2 + _S3) * r2 + _S2) * r2 + _S1) * r2 + _S0) * r
     cs = (((((((_C8 * r2 + _C7) * r2 + _C6) * r2 + _C5) * r2 + _C4) * r2 + _C3) * r2 + _C2) * r2 + _C1) * r2 + _C0
     q = np.int64(k) & 3
     if q & 1:
@@ -128,8 +127,9 @@ def _sincos(x):  # pragma: no cover - compiled
 
 
 @numba.njit(**_JIT)
-def _sequence_forward(u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i, liquid,
-                      y, xr, xi, er_s, ei_s, qr_s, qi_s):  # pragma: no cover - compiled
+def _sequence_forward(
+    u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i, liquid, y, xr, xi, er_s, ei_s, qr_s, qi_s
+):  # pragma: no cover - compiled
     """The modes over a whole (batch, time) window from u = W_in x + b_in: y = sum Re(C xi) + D u
     (B, T, H) before the GELU, xi (B, T, H * M); E and Q = (E - 1) / lambda kept for the backward.
 
@@ -186,10 +186,43 @@ def _sequence_forward(u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i,
 
 
 @numba.njit(**_JIT)
-def _sequence_backward(u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i, liquid,
-                       xr, xi, er_s, ei_s, qr_s, qi_s, gy, gxr, gxi, has_gx,
-                       g_u, g_dt, g_s, g_are, g_aim, g_bre, g_bim, g_cre, g_cim, g_d,
-                       g_x0r, g_x0i):  # pragma: no cover - compiled
+def _sequence_backward(
+    u,
+    dt,
+    s,
+    a_re,
+    a_im,
+    b_re,
+    b_im,
+    c_re,
+    c_im,
+    d,
+    x0r,
+    x0i,
+    liquid,
+    xr,
+    xi,
+    er_s,
+    ei_s,
+    qr_s,
+    qi_s,
+    gy,
+    gxr,
+    gxi,
+    has_gx,
+    g_u,
+    g_dt,
+    g_s,
+    g_are,
+    g_aim,
+    g_bre,
+    g_bim,
+    g_cre,
+    g_cim,
+    g_d,
+    g_x0r,
+    g_x0i,
+):  # pragma: no cover - compiled
     """dL/d(every input) of `_sequence_forward` from dL/dy and (has_gx) dL/dxi; the parameter
     gradients accumulate into zeroed arrays. Complex gradients as torch has them (dL/dRe + i dL/dIm):
     for a holomorphic w = f(v), G_v = G_w conj(f'(v)); for a real r in w = c r, dL/dr = Re(G_w conj(c)).
@@ -205,7 +238,14 @@ def _sequence_backward(u, dt, s, a_re, a_im, b_re, b_im, c_re, c_im, d, x0r, x0i
     pr, pi, nr, ni = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
     er, ei, qr, qi = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
     gu_j, gphi_j, gsh_j = np.empty(n_j), np.empty(n_j), np.empty(n_j)
-    ajr, aji, glr, gli, gbur, gbui = np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j), np.empty(n_j)
+    ajr, aji, glr, gli, gbur, gbui = (
+        np.empty(n_j),
+        np.empty(n_j),
+        np.empty(n_j),
+        np.empty(n_j),
+        np.empty(n_j),
+        np.empty(n_j),
+    )
     acc_are, acc_aim, acc_bre, acc_bim = np.zeros(n_j), np.zeros(n_j), np.zeros(n_j), np.zeros(n_j)
     acc_cre, acc_cim = np.zeros(n_j), np.zeros(n_j)
     for b in range(n_b):
@@ -373,12 +413,22 @@ class LiquidS4(StreamingModule):
     # LIQUID_CONTROL_SEQUENCE=loop; False: the reference loop).
     fused_sequence: bool | None = None
 
-    def __init__(self, input_size: int, units: int = 19, channels: int = 16, modes: int = 8,
-                 liquid: bool = True, init: str = "lin", rate_range: tuple[float, float] = (1.0, 100.0)) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        units: int = 19,
+        channels: int = 16,
+        modes: int = 8,
+        liquid: bool = True,
+        init: str = "lin",
+        rate_range: tuple[float, float] = (1.0, 100.0),
+    ) -> None:
         super().__init__()
         if min(input_size, units, channels, modes) < 1:
-            raise ValueError(f"input_size, units, channels and modes must be positive, got "
-                             f"{input_size}, {units}, {channels}, {modes}")
+            raise ValueError(
+                f"input_size, units, channels and modes must be positive, got "
+                f"{input_size}, {units}, {channels}, {modes}"
+            )
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         lo, hi = (float(r) for r in rate_range)
@@ -410,12 +460,30 @@ class LiquidS4(StreamingModule):
     def continuous_parameters(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """scale s (channels,), Re/Im A, Re/Im B, Re/Im C (channels, modes), D (channels,); computed
         in `dtype` from the weights when given (the streaming kernel takes them in float64)."""
-        w = {name: (t if dtype is None else t.to(dtype)) for name, t in (
-            ("log_step", self.log_step), ("a_log", self.a_log), ("a_im", self.a_im), ("b_re", self.b_re),
-            ("b_im", self.b_im), ("c_re", self.c_re), ("c_im", self.c_im), ("d", self.d))}
+        w = {
+            name: (t if dtype is None else t.to(dtype))
+            for name, t in (
+                ("log_step", self.log_step),
+                ("a_log", self.a_log),
+                ("a_im", self.a_im),
+                ("b_re", self.b_re),
+                ("b_im", self.b_im),
+                ("c_re", self.c_re),
+                ("c_im", self.c_im),
+                ("d", self.d),
+            )
+        }
         a_re = -(RHO_MIN + torch.exp(w["a_log"]) + (w["b_re"].abs() if self.liquid else 0.0))
-        return {"scale": torch.exp(w["log_step"]), "a_re": a_re, "a_im": w["a_im"], "b_re": w["b_re"],
-                "b_im": w["b_im"], "c_re": w["c_re"], "c_im": w["c_im"], "d": w["d"]}
+        return {
+            "scale": torch.exp(w["log_step"]),
+            "a_re": a_re,
+            "a_im": w["a_im"],
+            "b_re": w["b_re"],
+            "b_im": w["b_im"],
+            "c_re": w["c_re"],
+            "c_im": w["c_im"],
+            "d": w["d"],
+        }
 
     def _transition(self, u: torch.Tensor, dt: torch.Tensor, p: dict[str, torch.Tensor]):
         """E = exp(s dt lambda(u)) and F = (E - 1) / lambda * B u, real and imaginary parts, for u
@@ -451,19 +519,22 @@ class LiquidS4(StreamingModule):
         p = self.continuous_parameters()
         j = self.channels * self.modes
         n = self.state_size
-        dt = (ts if isinstance(ts, torch.Tensor) else torch.as_tensor(ts, dtype=x.dtype, device=x.device)).reshape(-1, 1)
+        dt = (ts if isinstance(ts, torch.Tensor) else torch.as_tensor(ts, dtype=x.dtype, device=x.device)).reshape(
+            -1, 1
+        )
         u = self.in_proj(x)
         er, ei, fr, fi = self._transition(u, dt, p)
         shape = (x.shape[0], self.channels, self.modes)
-        pr, pi = state[:, n:n + j].reshape(shape), state[:, n + j:].reshape(shape)
+        pr, pi = state[:, n : n + j].reshape(shape), state[:, n + j :].reshape(shape)
         xr = er * pr - ei * pi + fr
         xi = er * pi + ei * pr + fi
         z = self._features(xr, xi, u, p)
         return z, torch.cat([z, xr.reshape(-1, j), xi.reshape(-1, j)], dim=1)
 
     # --- sequences ------------------------------------------------------------------------------
-    def _sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None,
-                  fused: bool | None, modes: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _sequence(
+        self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None, fused: bool | None, modes: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (B, T, units) and Re xi, Im xi (B, T, channels * modes) after each step (the fused
         kernel leaves the modes empty unless `modes`)."""
         if fused is None:
@@ -495,20 +566,35 @@ class LiquidS4(StreamingModule):
             raise ValueError("the fused sequence kernel runs on the CPU; pass fused=False")
         p = self.continuous_parameters(torch.float64)  # as the streaming kernel has them
         u = self.in_proj(x)
-        y, xr, xi = _Sequence.apply(self.liquid, modes, u, timespans, p["scale"], p["a_re"], p["a_im"],
-                                    p["b_re"], p["b_im"], p["c_re"], p["c_im"], p["d"],
-                                    hx[:, n:n + j], hx[:, n + j:])
+        y, xr, xi = _Sequence.apply(
+            self.liquid,
+            modes,
+            u,
+            timespans,
+            p["scale"],
+            p["a_re"],
+            p["a_im"],
+            p["b_re"],
+            p["b_im"],
+            p["c_re"],
+            p["c_im"],
+            p["d"],
+            hx[:, n : n + j],
+            hx[:, n + j :],
+        )
         return _glu(self.out_proj(_gelu(y))), xr, xi
 
-    def mode_sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None = None,
-                      fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mode_sequence(
+        self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None = None, fused: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(Re xi, Im xi) after each step, each (B, T, channels, modes)."""
         _, xr, xi = self._sequence(x, timespans, hx, fused)
         shape = (*x.shape[:2], self.channels, self.modes)
         return xr.reshape(shape), xi.reshape(shape)
 
-    def state_sequence(self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None = None,
-                       fused: bool | None = None) -> torch.Tensor:
+    def state_sequence(
+        self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None = None, fused: bool | None = None
+    ) -> torch.Tensor:
         """What a policy's readout reads after each step of a batch-first sequence: x (B, T,
         input_size), timespans (B, T) seconds -> z (B, T, units). hx: initial streaming states
         (B, state_len), zeros when None (only their modes matter). fused None: the numba kernel on

@@ -81,9 +81,7 @@ class LTCCell(nn.Module):
         self.sensory_mu = nn.Parameter(init("sensory_mu", (s, n)))
         self.sensory_w = nn.Parameter(init("sensory_w", (s, n)))
         self.sensory_erev = nn.Parameter(torch.Tensor(wiring.sensory_erev_initializer()))
-        self.sparsity_mask = nn.Parameter(
-            torch.Tensor(np.abs(wiring.adjacency_matrix)), requires_grad=False
-        )
+        self.sparsity_mask = nn.Parameter(torch.Tensor(np.abs(wiring.adjacency_matrix)), requires_grad=False)
         self.sensory_sparsity_mask = nn.Parameter(
             torch.Tensor(np.abs(wiring.sensory_adjacency_matrix)), requires_grad=False
         )

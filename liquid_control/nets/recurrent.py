@@ -69,8 +69,11 @@ class Recurrent(StreamingModule):
         liquid cores' sequence API (no initial state: sequences start from zero)."""
         if hx is not None:
             raise ValueError("Recurrent.forward starts from a zero state; pass hx=None")
-        ts = torch.ones(input.shape[:2], dtype=input.dtype) if timespans is None else torch.as_tensor(
-            timespans, dtype=input.dtype).reshape(input.shape[:2])
+        ts = (
+            torch.ones(input.shape[:2], dtype=input.dtype)
+            if timespans is None
+            else torch.as_tensor(timespans, dtype=input.dtype).reshape(input.shape[:2])
+        )
         out = self.state_sequence(input, ts)
         return out, out[:, -1]
 

@@ -97,9 +97,11 @@ def loop_forced() -> bool:
 # clamped to [-708, 709], so exp never overflows to inf nor underflows below 3e-308 (sigmoid and tanh
 # saturate long before that); NaN stays NaN.
 
+
 @intrinsic
 def _bits_as_f64(typingctx, bits):
     """The float64 whose IEEE bits are this int64 (LLVM bitcast)."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
 
@@ -212,6 +214,7 @@ def _act_grad(pre, post, act):
 # ("lanes", L of them), so that each operation of the recurrence is one vector operation across
 # the chunk's samples: the same weight, the same synapse indices, contiguous data. A vector v of
 # the cell (n values per sample) is the flat block v[i * L + l].
+
 
 @numba.njit(**_JIT)
 def _copy(dst, d0, src, s0, m):
@@ -588,8 +591,9 @@ def _cfc_fwd_serial(x, ts, h0, c0, p, tb, S, G, BB, M, store, L):
 @numba.njit(**_JIT)
 def _cfc_bwd_serial(x, ts, h0, c0, p, tb, S, G, BB, M, gS, dP, dX, dTS, dH0, dC0, L):
     for b in range(x.shape[0]):
-        _cfc_bwd_chunk(x[b], ts[b], h0[b], c0[b], p, tb, S[b], G[b], BB[b], M[b], gS[b], dP[b], dX[b], dTS[b],
-                       dH0[b], dC0[b], L)
+        _cfc_bwd_chunk(
+            x[b], ts[b], h0[b], c0[b], p, tb, S[b], G[b], BB[b], M[b], gS[b], dP[b], dX[b], dTS[b], dH0[b], dC0[b], L
+        )
 
 
 # --- LTC ---------------------------------------------------------------------------------------
@@ -604,8 +608,7 @@ _L_LEN = 11
 
 
 @numba.njit(**_JIT)
-def _ltc_fwd_chunk(xc, tsc, h0c, c0c, p, tb, eps, rsrc, rdst, ssrc, sdst, Sc, Vc, DENc, SIGRc, SIGSc, Mc,
-                   store, L):
+def _ltc_fwd_chunk(xc, tsc, h0c, c0c, p, tb, eps, rsrc, rdst, ssrc, sdst, Sc, Vc, DENc, SIGRc, SIGSc, Mc, store, L):
     n_steps = tsc.size // L
     n, n_in, n_syn, n_ssyn, unfolds = tb[_L_N], tb[_L_IN], tb[_L_SYN], tb[_L_SSYN], tb[_L_UNFOLDS]
     o_cm = tb[_L_NEURON]
@@ -721,8 +724,32 @@ def _syn_back(p, dp, q0, m, dst, src, gnum, gden, pre, sgc, so, gq_sig, L):
 
 
 @numba.njit(**_JIT)
-def _ltc_bwd_chunk(xc, tsc, h0c, c0c, p, tb, eps, rsrc, rdst, ssrc, sdst, Sc, Vc, DENc, SIGRc, SIGSc, Mc,
-                   gSc, dp, dXc, dTSc, dH0c, dC0c, L):
+def _ltc_bwd_chunk(
+    xc,
+    tsc,
+    h0c,
+    c0c,
+    p,
+    tb,
+    eps,
+    rsrc,
+    rdst,
+    ssrc,
+    sdst,
+    Sc,
+    Vc,
+    DENc,
+    SIGRc,
+    SIGSc,
+    Mc,
+    gSc,
+    dp,
+    dXc,
+    dTSc,
+    dH0c,
+    dC0c,
+    L,
+):
     n_steps = tsc.size // L
     n, n_in, n_syn, n_ssyn, unfolds = tb[_L_N], tb[_L_IN], tb[_L_SYN], tb[_L_SSYN], tb[_L_UNFOLDS]
     o_cm = tb[_L_NEURON]
@@ -784,8 +811,9 @@ def _ltc_bwd_chunk(xc, tsc, h0c, c0c, p, tb, eps, rsrc, rdst, ssrc, sdst, Sc, Vc
                     dp[(o_vl + i) * L + lane] += gn * gl
                     g_num_s[e] += gn
                     g_den_s[e] += gd
-            _syn_back(p, dp, o_syn, n_syn, rdst, rsrc, g_num, g_den, vj, SIGRc, (tt * unfolds + j) * n_syn * L,
-                      gq_sig, L)
+            _syn_back(
+                p, dp, o_syn, n_syn, rdst, rsrc, g_num, g_den, vj, SIGRc, (tt * unfolds + j) * n_syn * L, gq_sig, L
+            )
             for k in range(n_syn):
                 sr = rsrc[k] * L
                 for lane in range(L):
@@ -842,16 +870,60 @@ def _ltc_bwd_chunk(xc, tsc, h0c, c0c, p, tb, eps, rsrc, rdst, ssrc, sdst, Sc, Vc
 @numba.njit(**_JIT)
 def _ltc_fwd_serial(x, ts, h0, c0, p, tb, eps, rsrc, rdst, ssrc, sdst, S, V, DEN, SIGR, SIGS, M, store, L):
     for b in range(x.shape[0]):
-        _ltc_fwd_chunk(x[b], ts[b], h0[b], c0[b], p, tb, eps, rsrc, rdst, ssrc, sdst, S[b], V[b], DEN[b], SIGR[b],
-                       SIGS[b], M[b], store, L)
+        _ltc_fwd_chunk(
+            x[b],
+            ts[b],
+            h0[b],
+            c0[b],
+            p,
+            tb,
+            eps,
+            rsrc,
+            rdst,
+            ssrc,
+            sdst,
+            S[b],
+            V[b],
+            DEN[b],
+            SIGR[b],
+            SIGS[b],
+            M[b],
+            store,
+            L,
+        )
 
 
 @numba.njit(**_JIT)
-def _ltc_bwd_serial(x, ts, h0, c0, p, tb, eps, rsrc, rdst, ssrc, sdst, S, V, DEN, SIGR, SIGS, M,
-                    gS, dP, dX, dTS, dH0, dC0, L):
+def _ltc_bwd_serial(
+    x, ts, h0, c0, p, tb, eps, rsrc, rdst, ssrc, sdst, S, V, DEN, SIGR, SIGS, M, gS, dP, dX, dTS, dH0, dC0, L
+):
     for b in range(x.shape[0]):
-        _ltc_bwd_chunk(x[b], ts[b], h0[b], c0[b], p, tb, eps, rsrc, rdst, ssrc, sdst, S[b], V[b], DEN[b], SIGR[b],
-                       SIGS[b], M[b], gS[b], dP[b], dX[b], dTS[b], dH0[b], dC0[b], L)
+        _ltc_bwd_chunk(
+            x[b],
+            ts[b],
+            h0[b],
+            c0[b],
+            p,
+            tb,
+            eps,
+            rsrc,
+            rdst,
+            ssrc,
+            sdst,
+            S[b],
+            V[b],
+            DEN[b],
+            SIGR[b],
+            SIGS[b],
+            M[b],
+            gS[b],
+            dP[b],
+            dX[b],
+            dTS[b],
+            dH0[b],
+            dC0[b],
+            L,
+        )
 
 
 # --- torch side --------------------------------------------------------------------------------
@@ -970,8 +1042,10 @@ class _Kernel:
             fn(*args)
             return
         pool = _pool(chunks)
-        parts = [[a[c:c + 1] if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[0] == chunks else a
-                  for a in args] for c in range(chunks)]
+        parts = [
+            [a[c : c + 1] if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[0] == chunks else a for a in args]
+            for c in range(chunks)
+        ]
         for future in [pool.submit(fn, *part) for part in parts]:
             future.result()
 
@@ -989,9 +1063,20 @@ class _Kernel:
             arrays = saved.arrays
         else:
             saved, arrays = None, tuple(np.empty((chunks, 1)) for _ in self.stored)
-        self._run(self.fwd, chunks, _lanes(x, chunks, lanes, 0.0), _lanes(ts, chunks, lanes, 1.0),
-                  _lanes(h0, chunks, lanes, 0.0), _lanes(c0, chunks, lanes, 0.0), p, *self._static(), S, *arrays,
-                  store, lanes)
+        self._run(
+            self.fwd,
+            chunks,
+            _lanes(x, chunks, lanes, 0.0),
+            _lanes(ts, chunks, lanes, 1.0),
+            _lanes(h0, chunks, lanes, 0.0),
+            _lanes(c0, chunks, lanes, 0.0),
+            p,
+            *self._static(),
+            S,
+            *arrays,
+            store,
+            lanes,
+        )
         # the layout goes with the storage: the thread count may change before the backward pass
         return _unlanes(S, b, (t, self.n)), (saved, S, chunks, lanes)
 
@@ -1002,12 +1087,33 @@ class _Kernel:
         dX = np.empty((chunks, x[0].size * lanes))
         dTS = np.empty((chunks, t * lanes))
         dH0, dC0 = np.empty((chunks, self.n * lanes)), np.empty((chunks, self.n * lanes))
-        self._run(self.bwd, chunks, _lanes(x, chunks, lanes, 0.0), _lanes(ts, chunks, lanes, 1.0),
-                  _lanes(h0, chunks, lanes, 0.0), _lanes(c0, chunks, lanes, 0.0), p, *self._static(), S,
-                  *stored.arrays, _lanes(gS, chunks, lanes, 0.0), dP, dX, dTS, dH0, dC0, lanes)
+        self._run(
+            self.bwd,
+            chunks,
+            _lanes(x, chunks, lanes, 0.0),
+            _lanes(ts, chunks, lanes, 1.0),
+            _lanes(h0, chunks, lanes, 0.0),
+            _lanes(c0, chunks, lanes, 0.0),
+            p,
+            *self._static(),
+            S,
+            *stored.arrays,
+            _lanes(gS, chunks, lanes, 0.0),
+            dP,
+            dX,
+            dTS,
+            dH0,
+            dC0,
+            lanes,
+        )
         dp = dP.reshape(chunks, -1, lanes).sum(axis=(0, 2))
-        return (dp, _unlanes(dX, b, x.shape[1:]), _unlanes(dTS, b, (t,)), _unlanes(dH0, b, (self.n,)),
-                _unlanes(dC0, b, (self.n,)))
+        return (
+            dp,
+            _unlanes(dX, b, x.shape[1:]),
+            _unlanes(dTS, b, (t,)),
+            _unlanes(dH0, b, (self.n,)),
+            _unlanes(dC0, b, (self.n,)),
+        )
 
 
 class _CfCKernel(_Kernel):
@@ -1033,8 +1139,7 @@ class _LTCKernel(_Kernel):
         self.n = n
         # per step: v before each unfold, each unfold's reciprocal denominators, the synapses'
         # sigmoids per unfold, the sensory synapses' sigmoids, the LSTM's gates
-        self.stored = (unfolds * n, unfolds * n, unfolds * max(rsrc.size, 1), max(ssrc.size, 1),
-                       7 * n if mixed else 1)
+        self.stored = (unfolds * n, unfolds * n, unfolds * max(rsrc.size, 1), max(ssrc.size, 1), 7 * n if mixed else 1)
 
     def _static(self) -> tuple:
         return (self.table, self.eps, *self.idx)
@@ -1065,6 +1170,7 @@ class _Sequence(torch.autograd.Function):
 
 
 # --- packing the modules ------------------------------------------------------------------------
+
 
 def _cfc_cells(cfc) -> list:
     return list(cfc.rnn_cell._layers) if cfc.wired else [cfc.rnn_cell]
@@ -1155,11 +1261,17 @@ def _pack_ltc(ltc) -> tuple[_LTCKernel, torch.Tensor]:
     table[_L_NEURON] = pack.add(positive(_as64(cell.cm)))
     pack.add(positive(_as64(cell.gleak)))
     pack.add(_as64(cell.vleak))
-    table[_L_OSYN], rsrc, rdst = _synapse_rows(pack, positive(_as64(cell.w)), _as64(cell.sigma), _as64(cell.mu),
-                                               _as64(cell.erev), cell.sparsity_mask)
+    table[_L_OSYN], rsrc, rdst = _synapse_rows(
+        pack, positive(_as64(cell.w)), _as64(cell.sigma), _as64(cell.mu), _as64(cell.erev), cell.sparsity_mask
+    )
     table[_L_OSSYN], ssrc, sdst = _synapse_rows(
-        pack, positive(_as64(cell.sensory_w)), _as64(cell.sensory_sigma), _as64(cell.sensory_mu),
-        _as64(cell.sensory_erev), cell.sensory_sparsity_mask)
+        pack,
+        positive(_as64(cell.sensory_w)),
+        _as64(cell.sensory_sigma),
+        _as64(cell.sensory_mu),
+        _as64(cell.sensory_erev),
+        cell.sensory_sparsity_mask,
+    )
     table[_L_SYN], table[_L_SSYN] = rsrc.size, ssrc.size
     iw = _as64(cell.input_w) if hasattr(cell, "input_w") else torch.ones(s, dtype=torch.float64)
     ib = _as64(cell.input_b) if hasattr(cell, "input_b") else torch.zeros(s, dtype=torch.float64)
@@ -1176,6 +1288,7 @@ def _pack_ltc(ltc) -> tuple[_LTCKernel, torch.Tensor]:
 
 # --- what has a kernel --------------------------------------------------------------------------
 
+
 def _has_hooks(module: nn.Module) -> bool:
     from torch.nn.modules import module as module_mod
 
@@ -1184,8 +1297,7 @@ def _has_hooks(module: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
-def fused_support(module, x: torch.Tensor | None = None, timespans: torch.Tensor | None = None,
-                  hx=None) -> str | None:
+def fused_support(module, x: torch.Tensor | None = None, timespans: torch.Tensor | None = None, hx=None) -> str | None:
     """None when `module.state_sequence(x, timespans, hx)` can run the fused kernel, else why not
     (the reference loop then runs: it is the definition the kernel must equal)."""
     from .cfc import ACTIVATIONS, CfC, CfCCell, WiredCfCCell
@@ -1240,8 +1352,10 @@ def fused_support(module, x: torch.Tensor | None = None, timespans: torch.Tensor
         return "a dtype other than float32 / float64"
     if x is not None and timespans is not None:
         if x.dim() != 3 or x.shape[-1] != module.input_size or timespans.shape != x.shape[:2]:
-            return f"shapes x {tuple(x.shape)}, timespans {tuple(timespans.shape)} ({kind} wants (B, T, " \
-                   f"{module.input_size}) and (B, T))"
+            return (
+                f"shapes x {tuple(x.shape)}, timespans {tuple(timespans.shape)} ({kind} wants (B, T, "
+                f"{module.input_size}) and (B, T))"
+            )
         if x.shape[1] == 0 or x.shape[0] == 0:
             return "an empty sequence"
         want = (x.shape[0], module.state_size)

@@ -101,9 +101,7 @@ class Wiring:
 
     def summary(self) -> dict[str, Any]:
         """Neurons per layer and synapse counts, for `liquid-control info`."""
-        layers = {
-            name: len(self.get_neurons_of_layer(i)) for i, name in enumerate(self.layer_names())
-        }
+        layers = {name: len(self.get_neurons_of_layer(i)) for i, name in enumerate(self.layer_names())}
         return {
             "type": type(self).__name__,
             "units": self.units,
@@ -121,8 +119,9 @@ class Wiring:
         return {
             "units": self.units,
             "adjacency_matrix": self.adjacency_matrix.tolist(),
-            "sensory_adjacency_matrix": (None if self.sensory_adjacency_matrix is None
-                                         else self.sensory_adjacency_matrix.tolist()),
+            "sensory_adjacency_matrix": (
+                None if self.sensory_adjacency_matrix is None else self.sensory_adjacency_matrix.tolist()
+            ),
             "input_dim": self.input_dim,
             "output_dim": self.output_dim,
         }
@@ -208,9 +207,14 @@ class Wiring:
             graph.add_edge(f"neuron_{src}", f"neuron_{dest}", polarity=polarity)
         return graph
 
-    def draw_graph(self, layout: str = "shell", neuron_colors: dict[str, str] | None = None,
-                   synapse_colors: str | dict[str, str] | None = None, draw_labels: bool = False,
-                   ax=None) -> list:
+    def draw_graph(
+        self,
+        layout: str = "shell",
+        neuron_colors: dict[str, str] | None = None,
+        synapse_colors: str | dict[str, str] | None = None,
+        draw_labels: bool = False,
+        ax=None,
+    ) -> list:
         """Draw the wiring with matplotlib, as ncps's draw_graph: returns the legend handles (one
         patch per neuron type), for `ax.legend(handles=...)`.
 
@@ -220,8 +224,14 @@ class Wiring:
         ncps does), else a new Figure's (`liquid_control.draw.wiring.wiring_figure` returns one)."""
         from ..draw.wiring import draw_wiring
 
-        return draw_wiring(self, ax=ax, layout=layout, neuron_colors=neuron_colors,
-                           synapse_colors=synapse_colors, draw_labels=draw_labels)
+        return draw_wiring(
+            self,
+            ax=ax,
+            layout=layout,
+            neuron_colors=neuron_colors,
+            synapse_colors=synapse_colors,
+            draw_labels=draw_labels,
+        )
 
 
 class FullyConnected(Wiring):
@@ -340,17 +350,11 @@ class NCP(Wiring):
             if value < 1:
                 raise ValueError(f"NCP needs {name} >= 1, got {value}")
         if motor_fanin > command_neurons:
-            raise ValueError(
-                f"motor_fanin is {motor_fanin} but there are only {command_neurons} command neurons"
-            )
+            raise ValueError(f"motor_fanin is {motor_fanin} but there are only {command_neurons} command neurons")
         if sensory_fanout > inter_neurons:
-            raise ValueError(
-                f"sensory_fanout is {sensory_fanout} but there are only {inter_neurons} inter neurons"
-            )
+            raise ValueError(f"sensory_fanout is {sensory_fanout} but there are only {inter_neurons} inter neurons")
         if inter_fanout > command_neurons:
-            raise ValueError(
-                f"inter_fanout is {inter_fanout} but there are only {command_neurons} command neurons"
-            )
+            raise ValueError(f"inter_fanout is {inter_fanout} but there are only {command_neurons} command neurons")
         self.set_output_dim(motor_neurons)
         self._seed = seed
         self._rng = np.random.RandomState(seed)
@@ -392,20 +396,28 @@ class NCP(Wiring):
             return
         self._sensory_neurons = list(range(self.input_dim))
         # The order of these random draws is ncps's; changing it changes every seeded wiring.
-        self._connect_layer(self._sensory_neurons, self._inter_neurons, self._sensory_fanout,
-                            self.add_sensory_synapse, fanin_cap=len(self._sensory_neurons))
+        self._connect_layer(
+            self._sensory_neurons,
+            self._inter_neurons,
+            self._sensory_fanout,
+            self.add_sensory_synapse,
+            fanin_cap=len(self._sensory_neurons),
+        )
         # ncps caps this fan-in by the number of command (not inter) neurons; kept for equality.
-        self._connect_layer(self._inter_neurons, self._command_neurons, self._inter_fanout,
-                            self.add_synapse, fanin_cap=self._num_command_neurons)
+        self._connect_layer(
+            self._inter_neurons,
+            self._command_neurons,
+            self._inter_fanout,
+            self.add_synapse,
+            fanin_cap=self._num_command_neurons,
+        )
         for _ in range(self._recurrent_command_synapses):
             src = self._rng.choice(self._command_neurons)
             dest = self._rng.choice(self._command_neurons)
             self.add_synapse(src, dest, self._rng.choice([-1, 1]))
         self._connect_motor_layer()
 
-    def _connect_layer(
-        self, sources: list[int], targets: list[int], fanout: int, add, fanin_cap: int
-    ) -> None:
+    def _connect_layer(self, sources: list[int], targets: list[int], fanout: int, add, fanin_cap: int) -> None:
         """Each source reaches `fanout` random targets; targets left unreached get a mean fan-in."""
         unreached = list(targets)
         for src in sources:
@@ -426,10 +438,13 @@ class NCP(Wiring):
                 if src in unreached:
                     unreached.remove(src)
                 self.add_synapse(src, dest, self._rng.choice([-1, 1]))
-        fanout = int(np.clip(
-            int(self._num_motor_neurons * self._motor_fanin / self._num_command_neurons),
-            1, self._num_motor_neurons,
-        ))
+        fanout = int(
+            np.clip(
+                int(self._num_motor_neurons * self._motor_fanin / self._num_command_neurons),
+                1,
+                self._num_motor_neurons,
+            )
+        )
         for src in unreached:
             for dest in self._rng.choice(self._motor_neurons, size=fanout, replace=False):
                 self.add_synapse(src, dest, self._rng.choice([-1, 1]))
@@ -478,9 +493,7 @@ class AutoNCP(NCP):
         seed: int = 22222,
     ) -> None:
         if output_size >= units - 2:
-            raise ValueError(
-                f"output_size must be below units - 2 (got {units} units, {output_size} outputs)"
-            )
+            raise ValueError(f"output_size must be below units - 2 (got {units} units, {output_size} outputs)")
         if not 0.1 <= sparsity_level <= 1.0:
             raise ValueError(f"sparsity_level must be in [0.1, 1.0], got {sparsity_level}")
         self._output_size = output_size
@@ -516,8 +529,16 @@ _CONFIG_KEYS = {
     "Wiring": {"units", "adjacency_matrix", "sensory_adjacency_matrix", "input_dim", "output_dim"},
     "FullyConnected": {"units", "output_dim", "erev_init_seed", "self_connections"},
     "Random": {"units", "output_dim", "sparsity_level", "random_seed"},
-    "NCP": {"inter_neurons", "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
-            "recurrent_command_synapses", "motor_fanin", "seed"},
+    "NCP": {
+        "inter_neurons",
+        "command_neurons",
+        "motor_neurons",
+        "sensory_fanout",
+        "inter_fanout",
+        "recurrent_command_synapses",
+        "motor_fanin",
+        "seed",
+    },
     "AutoNCP": {"units", "output_size", "sparsity_level", "seed"},
 }
 _REQUIRED_KEYS = {

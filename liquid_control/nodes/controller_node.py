@@ -201,38 +201,68 @@ class LiquidControllerNode(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
         # ~/saliency needs the torch encoder's feature maps: none with backend onnx (said once).
         if self._backend == "torch":
-            self.saliency = SaliencyWorker(self.create_publisher(Image, topics.SALIENCY, 5, event_callbacks=quiet),
-                                           self.get_logger())
+            self.saliency = SaliencyWorker(
+                self.create_publisher(Image, topics.SALIENCY, 5, event_callbacks=quiet), self.get_logger()
+            )
         elif self.get_parameter("saliency_rate").value > 0.0:
-            self.get_logger().info(f"{topics.SALIENCY} is not available with backend {self._backend}: "
-                                   "VisualBackProp needs the feature maps of the torch camera encoder")
+            self.get_logger().info(
+                f"{topics.SALIENCY} is not available with backend {self._backend}: "
+                "VisualBackProp needs the feature maps of the torch camera encoder"
+            )
         # Camera and IMU each in a wait loop of its own thread: an IMU step never waits behind a
         # frame's conversion and encoding (those run outside the lock, too).
-        camera = ((CompressedImage, topics.CAMERA_COMPRESSED)
-                  if self.get_parameter("camera_transport").value == "compressed" else (Image, topics.CAMERA))
+        camera = (
+            (CompressedImage, topics.CAMERA_COMPRESSED)
+            if self.get_parameter("camera_transport").value == "compressed"
+            else (Image, topics.CAMERA)
+        )
         for msg_type, topic, callback in ((*camera, self._on_image), (Imu, topics.IMU, self._on_imu)):
             if self.get_parameter("sensor_thread").value:
                 loop = SensorLoop(self, self._sensor_failure, name=topic.split("/")[0])
                 loop.subscribe(msg_type, topic, callback, qos_profile_sensor_data)
                 self._sensors.append(loop)
             else:
-                self._entities.append((self.destroy_subscription, self.create_subscription(
-                    msg_type, topic, callback, qos_profile_sensor_data,
-                    event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))))
+                self._entities.append(
+                    (
+                        self.destroy_subscription,
+                        self.create_subscription(
+                            msg_type,
+                            topic,
+                            callback,
+                            qos_profile_sensor_data,
+                            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+                        ),
+                    )
+                )
         teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
-        self._entities.append((self.destroy_subscription, self.create_subscription(
-            teacher_type, topics.TEACHER, self._on_teacher, 10,
-            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))))
+        self._entities.append(
+            (
+                self.destroy_subscription,
+                self.create_subscription(
+                    teacher_type,
+                    topics.TEACHER,
+                    self._on_teacher,
+                    10,
+                    event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+                ),
+            )
+        )
         # The e-stop and the watchdog in a thread of their own: never behind a parameter callback,
         # a service or anything else the executor runs.
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self._safety = SensorLoop(self, self._sensor_failure, name="safety")
         self._safety.subscribe(Bool, topics.E_STOP, self._on_e_stop, latched)
         self._safety.every(WATCHDOG_PERIOD_S, self._watchdog)
-        for name, action in (("reset_state", self._reset_state), ("reset_adaptation", self._reset_adaptation),
-                             ("save_model", self._save_model)):
-            self._entities.append((self.destroy_service, self.create_service(Trigger, f"~/{name}", self._trigger(action))))
+        for name, action in (
+            ("reset_state", self._reset_state),
+            ("reset_adaptation", self._reset_adaptation),
+            ("save_model", self._save_model),
+        ):
+            self._entities.append(
+                (self.destroy_service, self.create_service(Trigger, f"~/{name}", self._trigger(action)))
+            )
         self._entities.append((self.destroy_timer, self.create_timer(1.0, self._publish_diagnostics)))
         self._configured = True
         self._safety.start()
@@ -251,8 +281,9 @@ class LiquidControllerNode(LifecycleNode):
             loop.join(max(deadline - time.monotonic(), 0.0))
         stuck = [loop.name for loop in loops if loop.running]
         if stuck:
-            self.get_logger().warning(f"threads {', '.join(stuck)} did not stop within {timeout:g} s; "
-                                      "leaving them to end with the process")
+            self.get_logger().warning(
+                f"threads {', '.join(stuck)} did not stop within {timeout:g} s; leaving them to end with the process"
+            )
         if self.saliency is not None:
             self.saliency.stop(max(deadline - time.monotonic(), 0.0))
         for loop in loops:
@@ -260,8 +291,12 @@ class LiquidControllerNode(LifecycleNode):
         for destroy, entity in self._entities:
             destroy(entity)
         with self._lock:
-            for publisher in (self.cmd_pub, self.state_pub, self.diag_pub,
-                              self.saliency.publisher if self.saliency is not None else None):
+            for publisher in (
+                self.cmd_pub,
+                self.state_pub,
+                self.diag_pub,
+                self.saliency.publisher if self.saliency is not None else None,
+            ):
                 if publisher is not None:
                     self.destroy_publisher(publisher)
             self.cmd_pub = self.state_pub = self.diag_pub = None
@@ -302,9 +337,12 @@ class LiquidControllerNode(LifecycleNode):
         except ModelFileError:
             raise
         except ImportError as exc:
-            raise ModelFileError(path, f"backend {self._backend} cannot run here ({exc}): install "
-                                       "liquid_control[full] for torch, or export the model and run "
-                                       "backend:=onnx with liquid_control[edge]") from None
+            raise ModelFileError(
+                path,
+                f"backend {self._backend} cannot run here ({exc}): install "
+                "liquid_control[full] for torch, or export the model and run "
+                "backend:=onnx with liquid_control[edge]",
+            ) from None
         except Exception as exc:  # noqa: BLE001 - a model file must never take the node down
             raise ModelFileError(path, f"cannot be loaded: {type(exc).__name__}: {exc}") from None
 
@@ -318,8 +356,9 @@ class LiquidControllerNode(LifecycleNode):
         try:
             return LiquidController(policy, config, settings, e_stop=e_stop)
         except Exception as exc:  # noqa: BLE001 - prepare() says why; a model must never take the node down
-            raise ModelFileError(path, str(exc) if isinstance(exc, ValueError) else
-                                 f"cannot run: {type(exc).__name__}: {exc}") from None
+            raise ModelFileError(
+                path, str(exc) if isinstance(exc, ValueError) else f"cannot run: {type(exc).__name__}: {exc}"
+            ) from None
 
     def _check_model(self, path: str) -> None:
         """What can be said of a model file at once, from its header (the parameter callback's
@@ -376,8 +415,11 @@ class LiquidControllerNode(LifecycleNode):
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         load = None
-        if ("model_path" in changes and not self._reverting
-                and changes["model_path"] != self.get_parameter("model_path").value):
+        if (
+            "model_path" in changes
+            and not self._reverting
+            and changes["model_path"] != self.get_parameter("model_path").value
+        ):
             load = changes["model_path"]
             try:
                 self._check_model(load)
@@ -404,8 +446,14 @@ class LiquidControllerNode(LifecycleNode):
 
     def _cache_output_params(self, changes: dict) -> None:
         """Parameters read on every message, kept as attributes (get_parameter costs ~10 us)."""
-        for name in ("max_publish_rate", "state_publish_rate", "frame_id", "publish_state", "max_image_pixels",
-                     "saliency_rate"):
+        for name in (
+            "max_publish_rate",
+            "state_publish_rate",
+            "frame_id",
+            "publish_state",
+            "max_image_pixels",
+            "saliency_rate",
+        ):
             setattr(self, f"_{name}", changes.get(name, self.get_parameter(name).value))
 
     def _new_cmd_publisher(self, stamped: bool):
@@ -439,8 +487,10 @@ class LiquidControllerNode(LifecycleNode):
                 if self.controller is not None:
                     self.controller.note_refused("camera", received, f"images rejected ({error})")
             elif frame is not None and self.controller is not None:
-                self._handle(msg.header.stamp,
-                             lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), frame, received))
+                self._handle(
+                    msg.header.stamp,
+                    lambda: self.controller.on_image(stamp_to_seconds(msg.header.stamp), frame, received),
+                )
         # After the command is out, and outside the lock: a frame for ~/saliency, now and then.
         if frame is not None and self.saliency is not None and self._saliency_rate > 0.0:
             self.saliency.offer(controller.policy, frame.rgb, msg.header, self._saliency_rate)
@@ -448,8 +498,9 @@ class LiquidControllerNode(LifecycleNode):
     def _to_array(self, msg, controller: LiquidController | None) -> np.ndarray:
         """A camera message as RGB; its size is checked before any conversion or decoding."""
         if isinstance(msg, CompressedImage):
-            width, height = ((controller.run.image_width, controller.run.image_height)
-                             if controller is not None else (0, 0))
+            width, height = (
+                (controller.run.image_width, controller.run.image_height) if controller is not None else (0, 0)
+            )
             # Decoded at the smallest JPEG scale that still covers the model's input.
             return compressed_to_array(msg, width, height, self._max_image_pixels, dtype=np.uint8)
         return image_to_array(msg, self._max_image_pixels, dtype=np.uint8)  # the size before any conversion
@@ -473,8 +524,9 @@ class LiquidControllerNode(LifecycleNode):
                 return
             rejected = self.controller.counters.rejected
             before = rejected.get("imu_not_finite", 0)
-            self._handle(msg.header.stamp,
-                         lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values, received))
+            self._handle(
+                msg.header.stamp, lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values, received)
+            )
             if rejected.get("imu_not_finite", 0) > before:
                 self._reject("IMU message rejected: NaN or Inf in a field the model reads")
 
@@ -487,7 +539,8 @@ class LiquidControllerNode(LifecycleNode):
             self._publish(command, force=True)
         self.get_logger().error(
             f"sensor callback failed, commanding zero: {''.join(traceback.format_exception(exc)).strip()}",
-            throttle_duration_sec=THROTTLE_S)
+            throttle_duration_sec=THROTTLE_S,
+        )
 
     def _handle(self, header_stamp, event) -> None:
         """Step the controller and publish its answer (the caller holds the lock)."""
@@ -536,8 +589,7 @@ class LiquidControllerNode(LifecycleNode):
         rate = self._max_publish_rate
         now = time.monotonic()
         zero = command.linear_x == 0.0 and command.angular_z == 0.0
-        if (rate > 0.0 and not force and not (zero and not self._last_zero)
-                and now - self._last_publish < 1.0 / rate):
+        if rate > 0.0 and not force and not (zero and not self._last_zero) and now - self._last_publish < 1.0 / rate:
             return
         self._last_publish, self._last_zero = now, zero
         # One message object, refilled each time: publish() serialises it at once, and building
@@ -557,8 +609,11 @@ class LiquidControllerNode(LifecycleNode):
         twist.angular.z = command.angular_z
         self.cmd_pub.publish(msg)
         state_rate = self._state_publish_rate
-        if (command.reason == "policy" and self._publish_state
-                and (state_rate <= 0.0 or now - self._last_state_publish >= 1.0 / state_rate)):
+        if (
+            command.reason == "policy"
+            and self._publish_state
+            and (state_rate <= 0.0 or now - self._last_state_publish >= 1.0 / state_rate)
+        ):
             self._last_state_publish = now
             if self.state_pub.get_subscription_count() == 0:
                 return  # nobody listens: do not build the message
@@ -566,8 +621,10 @@ class LiquidControllerNode(LifecycleNode):
             state = Float64MultiArray()
             hidden, tau = self.controller.hidden, self.controller.time_constants
             n = hidden.size
-            state.layout.dim = [MultiArrayDimension(label="state_then_tau_s", size=2, stride=2 * n),
-                                MultiArrayDimension(label="neuron", size=n, stride=n)]
+            state.layout.dim = [
+                MultiArrayDimension(label="state_then_tau_s", size=2, stride=2 * n),
+                MultiArrayDimension(label="neuron", size=n, stride=n),
+            ]
             state.data = hidden.tolist() + tau.tolist()
             self.state_pub.publish(state)
 
@@ -615,8 +672,11 @@ class LiquidControllerNode(LifecycleNode):
             health = controller.health(now) if controller is not None else None
             e_stop = self.e_stop
             counters = dataclasses.replace(controller.counters) if controller is not None else None
-            adaptation = ((controller.settings.adaptation_enabled, controller.adaptation.updates,
-                           controller.adaptation.drift) if controller is not None else None)
+            adaptation = (
+                (controller.settings.adaptation_enabled, controller.adaptation.updates, controller.adaptation.drift)
+                if controller is not None
+                else None
+            )
             running, error = self.running_model, self.model_error
         status = DiagnosticStatus(name="liquid_controller: control", hardware_id=self.get_fully_qualified_name())
         if controller is None:
@@ -644,11 +704,20 @@ class LiquidControllerNode(LifecycleNode):
         }
         if counters is not None:
             c = counters
-            values.update(steps=str(c.steps), stale_dropped=str(c.stale_dropped), late=str(c.late),
-                          time_jumps=str(c.time_jumps), gap_resets=str(c.gap_resets), nan_resets=str(c.nan_resets))
+            values.update(
+                steps=str(c.steps),
+                stale_dropped=str(c.stale_dropped),
+                late=str(c.late),
+                time_jumps=str(c.time_jumps),
+                gap_resets=str(c.gap_resets),
+                nan_resets=str(c.nan_resets),
+            )
             enabled, updates, drift = adaptation
-            values.update(adaptation_enabled=str(enabled).lower(), adaptation_updates=str(updates),
-                          adaptation_drift=f"{drift:.4f}")
+            values.update(
+                adaptation_enabled=str(enabled).lower(),
+                adaptation_updates=str(updates),
+                adaptation_drift=f"{drift:.4f}",
+            )
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -694,18 +763,26 @@ class LiquidControllerNode(LifecycleNode):
         limit = self.get_parameter("max_saved_models").value
 
         def write() -> str:
-            folder = (Path(folder_param).expanduser() if folder_param else
-                      Path(os.environ.get("ROS_HOME", Path.home() / ".ros")).expanduser() / "liquid_control"
-                      / "adapted_models")
+            folder = (
+                Path(folder_param).expanduser()
+                if folder_param
+                else Path(os.environ.get("ROS_HOME", Path.home() / ".ros")).expanduser()
+                / "liquid_control"
+                / "adapted_models"
+            )
             folder.mkdir(parents=True, exist_ok=True)
             if not folder.is_dir():
                 raise ValueError(f"adapted_model_dir {folder} is not a folder")
             stem = Path(name).stem if name else "model"
             saved = sorted(folder.glob("*.adapted-*.safetensors"))
             if len(saved) >= limit:
-                raise ValueError(f"{len(saved)} adapted models already in {folder} (max_saved_models {limit}): "
-                                 "remove some, or raise max_saved_models")
-            target = folder / f"{stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.safetensors"
+                raise ValueError(
+                    f"{len(saved)} adapted models already in {folder} (max_saved_models {limit}): "
+                    "remove some, or raise max_saved_models"
+                )
+            target = (
+                folder / f"{stem}.adapted-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.safetensors"
+            )
             adapted.save(target, adapted_from=str(name))
             return str(target)
 
@@ -771,17 +848,24 @@ class SaliencyWorker:
 
 
 def _options(parser) -> None:
-    parser.add_argument("--managed", action="store_true",
-                        help="a lifecycle node: wait in unconfigured for configure and activate (from a "
-                             "lifecycle manager or `ros2 lifecycle set`) instead of starting at once")
+    parser.add_argument(
+        "--managed",
+        action="store_true",
+        help="a lifecycle node: wait in unconfigured for configure and activate (from a "
+        "lifecycle manager or `ros2 lifecycle set`) instead of starting at once",
+    )
 
 
 def main(args=None) -> None:
-    run_node("controller_node",
-             "Liquid controller: camera/image_raw + imu/data in, cmd_vel out. Parameters in "
-             "config/controller.yaml; ROS arguments after --ros-args.",
-             lambda options: LiquidControllerNode(managed=options.managed), args, errors=(ValueError,),
-             options=_options)
+    run_node(
+        "controller_node",
+        "Liquid controller: camera/image_raw + imu/data in, cmd_vel out. Parameters in "
+        "config/controller.yaml; ROS arguments after --ros-args.",
+        lambda options: LiquidControllerNode(managed=options.managed),
+        args,
+        errors=(ValueError,),
+        options=_options,
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from ..runtime.parameters import DEFAULTS, PARAMETERS, Parameter
 
-ROS_TYPES = {float: ParameterType.PARAMETER_DOUBLE, int: ParameterType.PARAMETER_INTEGER,
-             bool: ParameterType.PARAMETER_BOOL, str: ParameterType.PARAMETER_STRING}
+ROS_TYPES = {
+    float: ParameterType.PARAMETER_DOUBLE,
+    int: ParameterType.PARAMETER_INTEGER,
+    bool: ParameterType.PARAMETER_BOOL,
+    str: ParameterType.PARAMETER_STRING,
+}
 
 
 def descriptor(p: Parameter) -> ParameterDescriptor:

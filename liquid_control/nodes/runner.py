@@ -46,9 +46,14 @@ def _on_stop_signal(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
-def run_node(prog: str, description: str, make_node: Callable[..., Node], args: list[str] | None = None,
-             errors: tuple[type[Exception], ...] = (),
-             options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+def run_node(
+    prog: str,
+    description: str,
+    make_node: Callable[..., Node],
+    args: list[str] | None = None,
+    errors: tuple[type[Exception], ...] = (),
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     """Spin the node `make_node` builds; an exception of `errors` or START_ERRORS from building or
     spinning it is a user error: printed as `prog: error: ...`, exit status 2. With `options` (a
     function that adds arguments to the parser), make_node gets the parsed arguments."""

@@ -67,8 +67,13 @@ class SensorLoop:
         if self._thread is not None:
             raise RuntimeError("subscribe before start()")
         sub = self._node.create_subscription(
-            msg_type, topic, callback, qos, callback_group=self._group,
-            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+            msg_type,
+            topic,
+            callback,
+            qos,
+            callback_group=self._group,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+        )
         self._subscriptions.append(sub)
         return sub
 

@@ -54,12 +54,21 @@ class SimNode(Node):
             camera_hz=param("camera_hz", 30.0, "Camera rate, Hz.", 1.0, 120.0),
             imu_hz=param("imu_hz", 200.0, "IMU rate, Hz.", 10.0, 1000.0),
         )
-        self.steering_bias = param("steering_bias", 0.0, "Added to every executed angular.z, rad/s "
-                                   "(a robot that pulls to one side).", -2.0, 2.0)
+        self.steering_bias = param(
+            "steering_bias",
+            0.0,
+            "Added to every executed angular.z, rad/s (a robot that pulls to one side).",
+            -2.0,
+            2.0,
+        )
         stamped = param("cmd_vel_stamped", False, "cmd_vel is TwistStamped instead of Twist.")
         self.expert = PurePursuit(speed=param("expert_speed", 0.5, "Teacher speed, m/s.", 0.0, 3.0))
-        name = param("condition", "nominal", "An evaluation condition applied to the world and sensors "
-                     f"(liquid-control eval --condition): one of {', '.join(CONDITIONS)}.")
+        name = param(
+            "condition",
+            "nominal",
+            "An evaluation condition applied to the world and sensors "
+            f"(liquid-control eval --condition): one of {', '.join(CONDITIONS)}.",
+        )
         if name not in CONDITIONS:
             raise ValueError(f"unknown condition {name!r}; choose from {sorted(CONDITIONS)}")
         condition = CONDITIONS[name]
@@ -121,8 +130,7 @@ class SimNode(Node):
                     self._publish_imu(event.stamp, event.data)
 
     def _publish_image(self, t: float, rgb: np.ndarray, robot) -> None:
-        msg = Image(height=robot.image_height, width=robot.image_width, encoding="rgb8",
-                    step=robot.image_width * 3)
+        msg = Image(height=robot.image_height, width=robot.image_width, encoding="rgb8", step=robot.image_width * 3)
         _stamp(msg.header.stamp, t)
         msg.header.frame_id = topics.CAMERA_FRAME
         msg.data = np.round(rgb * 255.0).astype(np.uint8).tobytes()
@@ -172,10 +180,14 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    run_node("sim_node",
-             "MuJoCo lane-keeping simulator: camera/image_raw, imu/data, odom, /clock and teacher/cmd_vel "
-             "out, cmd_vel in. Parameters (track, condition, real_time_factor, seed, noise) after --ros-args.",
-             SimNode, args, errors=(ValueError, FileNotFoundError))  # a bad track, track file or condition
+    run_node(
+        "sim_node",
+        "MuJoCo lane-keeping simulator: camera/image_raw, imu/data, odom, /clock and teacher/cmd_vel "
+        "out, cmd_vel in. Parameters (track, condition, real_time_factor, seed, noise) after --ros-args.",
+        SimNode,
+        args,
+        errors=(ValueError, FileNotFoundError),
+    )  # a bad track, track file or condition
 
 
 if __name__ == "__main__":

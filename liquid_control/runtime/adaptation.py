@@ -17,8 +17,14 @@ import numpy as np
 
 
 class ReadoutRLS:
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, forgetting: float = 0.995,
-                 max_step: float = 0.05, initial_covariance: float = 10.0) -> None:
+    def __init__(
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        forgetting: float = 0.995,
+        max_step: float = 0.05,
+        initial_covariance: float = 10.0,
+    ) -> None:
         self._w0 = np.concatenate([weight, bias[:, None]], axis=1).astype(np.float64)
         self.forgetting = forgetting
         self.max_step = max_step

@@ -112,7 +112,7 @@ class Counters:
     camera: int = 0
     imu: int = 0
     late: int = 0
-    waiting: int = 0          # accepted before every sensor had spoken (no step)
+    waiting: int = 0  # accepted before every sensor had spoken (no step)
     stale_dropped: int = 0
     time_jumps: int = 0
     gap_resets: int = 0
@@ -168,8 +168,13 @@ def _clip(value: float, bound: float) -> float:
 
 
 class LiquidController:
-    def __init__(self, policy: LiquidPolicy, config: ModelConfig | None = None,
-                 settings: Settings | None = None, e_stop: bool = False) -> None:
+    def __init__(
+        self,
+        policy: LiquidPolicy,
+        config: ModelConfig | None = None,
+        settings: Settings | None = None,
+        e_stop: bool = False,
+    ) -> None:
         self.settings = settings or Settings()
         self.settings.check()
         self.counters = Counters()
@@ -211,10 +216,15 @@ class LiquidController:
         self._fields = fields
         self._scale = np.array(config.outputs.scale if config and config.outputs.scale else [1.0] * len(fields))
         # Where linear.x and angular.z are in the policy's output (-1: not an output, always 0).
-        self._command_index = tuple(self._fields.index(f) if f in self._fields else -1
-                                    for f in ("linear.x", "angular.z"))
-        self.adaptation = ReadoutRLS(self.run.readout_w, self.run.readout_b,
-                                     self.settings.adaptation_forgetting, self.settings.adaptation_max_step)
+        self._command_index = tuple(
+            self._fields.index(f) if f in self._fields else -1 for f in ("linear.x", "angular.z")
+        )
+        self.adaptation = ReadoutRLS(
+            self.run.readout_w,
+            self.run.readout_b,
+            self.settings.adaptation_forgetting,
+            self.settings.adaptation_max_step,
+        )
 
     def swap_policy(self, policy: LiquidPolicy | PreparedPolicy, config: ModelConfig | None = None) -> None:
         """Switch models between two steps (a policy, or what prepare() made of one). The state is
@@ -396,8 +406,13 @@ class LiquidController:
         shared): a node takes it under its lock and writes the file outside it."""
         if self.config is None:
             raise ValueError("the running model has no config (sensor and output specs) to save")
-        return AdaptedModel(self.policy, self.config, self.adaptation.weight.copy(), self.adaptation.bias.copy(),
-                            self.adaptation.updates)
+        return AdaptedModel(
+            self.policy,
+            self.config,
+            self.adaptation.weight.copy(),
+            self.adaptation.bias.copy(),
+            self.adaptation.updates,
+        )
 
     def save_adapted(self, path, adapted_from: str = "") -> None:
         """Write the policy with the adapted readout to `path` (a new file, never over the original)."""
@@ -454,8 +469,12 @@ class LiquidController:
             return self._zero(stamp, "gap_reset")
         self._last_step = stamp
         adapted = self.settings.adaptation_enabled and self.adaptation.updates > 0
-        raw = self.run.advance(self.state, dt / self.settings.tau_scale,
-                               self.adaptation.weight if adapted else None, self.adaptation.bias if adapted else None)
+        raw = self.run.advance(
+            self.state,
+            dt / self.settings.tau_scale,
+            self.adaptation.weight if adapted else None,
+            self.adaptation.bias if adapted else None,
+        )
         self.counters.steps += 1
         if raw is None:
             self.counters.nan_resets += 1
@@ -466,8 +485,9 @@ class LiquidController:
         if self._timed_out(received):  # the other sensor went quiet: the state steps on, the robot stops
             return self._zero(stamp, "timeout")
         lin, ang = self._command_index
-        return self._limit(stamp, raw[lin] * self._scale[lin] if lin >= 0 else 0.0,
-                           raw[ang] * self._scale[ang] if ang >= 0 else 0.0)
+        return self._limit(
+            stamp, raw[lin] * self._scale[lin] if lin >= 0 else 0.0, raw[ang] * self._scale[ang] if ang >= 0 else 0.0
+        )
 
     def _limit(self, stamp: float, linear: float, angular: float) -> Command:
         s = self.settings

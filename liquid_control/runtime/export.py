@@ -82,10 +82,15 @@ def _keep_every_input(graph, example: tuple[torch.Tensor, ...]) -> None:
     from onnx import helper
 
     have = {i.name: i for i in graph.graph.input}
-    types = {torch.uint8: onnx.TensorProto.UINT8, torch.float64: onnx.TensorProto.DOUBLE,
-             torch.float32: onnx.TensorProto.FLOAT}
-    inputs = [have.get(name) or helper.make_tensor_value_info(name, types[x.dtype], list(x.shape))
-              for name, x in zip(INPUTS, example, strict=True)]
+    types = {
+        torch.uint8: onnx.TensorProto.UINT8,
+        torch.float64: onnx.TensorProto.DOUBLE,
+        torch.float32: onnx.TensorProto.FLOAT,
+    }
+    inputs = [
+        have.get(name) or helper.make_tensor_value_info(name, types[x.dtype], list(x.shape))
+        for name, x in zip(INPUTS, example, strict=True)
+    ]
     del graph.graph.input[:]
     graph.graph.input.extend(inputs)
 
@@ -104,19 +109,31 @@ def export_onnx(model: str | Path, output: str | Path) -> dict:
     except ValueError as exc:
         raise ModelFileError(model, str(exc)) from None
     spec = policy.spec
-    example = (example_frame(spec),
-               torch.zeros(len(spec.imu_fields), dtype=torch.float64),
-               torch.full((1,), 0.005, dtype=torch.float64),
-               torch.as_tensor(run.initial_state(), dtype=torch.float64))
+    example = (
+        example_frame(spec),
+        torch.zeros(len(spec.imu_fields), dtype=torch.float64),
+        torch.full((1,), 0.005, dtype=torch.float64),
+        torch.as_tensor(run.initial_state(), dtype=torch.float64),
+    )
     tmp = output.with_name(output.name + ".tmp")
     with torch.no_grad():
-        torch.onnx.export(step, example, str(tmp), input_names=list(INPUTS), output_names=list(OUTPUTS),
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            step,
+            example,
+            str(tmp),
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            opset_version=OPSET,
+            dynamo=False,
+        )
     graph = onnx.load(str(tmp))
     _keep_every_input(graph, example)
     readout = {"weight": run.readout_w.tolist(), "bias": run.readout_b.tolist()}
-    entries = [(METADATA_KEY, config.to_json()), (READOUT_KEY, json.dumps(readout)),
-               (ENCODER_KEY, base64.b64encode(encoder_graph(policy.camera.float(), example[0])).decode("ascii"))]
+    entries = [
+        (METADATA_KEY, config.to_json()),
+        (READOUT_KEY, json.dumps(readout)),
+        (ENCODER_KEY, base64.b64encode(encoder_graph(policy.camera.float(), example[0])).decode("ascii")),
+    ]
     try:
         entries.append((CORE_KEY, json.dumps(run.core.to_arrays())))
     except NotImplementedError:  # a core with no torch-free kernel: the graph runs anywhere, the backend says why not
@@ -128,8 +145,20 @@ def export_onnx(model: str | Path, output: str | Path) -> dict:
     onnx.checker.check_model(graph)
     onnx.save(graph, str(tmp))
     tmp.replace(output)
-    return {"model": str(model), "onnx": str(output), "opset": OPSET, "bytes": output.stat().st_size,
-            "inputs": {"frame": [1, spec.image_height, spec.image_width, 3], "imu": [len(spec.imu_fields)],
-                       "dt": [1], "state": [int(run.initial_state().size)]},
-            "outputs": {"command": [policy.outputs], "new_state": [int(run.initial_state().size)],
-                        "camera_features": [spec.camera_features]}}
+    return {
+        "model": str(model),
+        "onnx": str(output),
+        "opset": OPSET,
+        "bytes": output.stat().st_size,
+        "inputs": {
+            "frame": [1, spec.image_height, spec.image_width, 3],
+            "imu": [len(spec.imu_fields)],
+            "dt": [1],
+            "state": [int(run.initial_state().size)],
+        },
+        "outputs": {
+            "command": [policy.outputs],
+            "new_state": [int(run.initial_state().size)],
+            "camera_features": [spec.camera_features],
+        },
+    }

@@ -53,13 +53,9 @@ def save_model(
         core, encoder, n_inputs, n_outputs = model, None, model.input_size, model.out_features
     config = ModelConfig(NetworkSpec.of(core), sensors, outputs, dict(provenance or {}), encoder=encoder)
     if n_inputs != len(sensors.features):
-        raise ValueError(
-            f"the network takes {n_inputs} inputs but sensors.features names {len(sensors.features)}"
-        )
+        raise ValueError(f"the network takes {n_inputs} inputs but sensors.features names {len(sensors.features)}")
     if n_outputs != len(outputs.fields):
-        raise ValueError(
-            f"the network has {n_outputs} outputs but outputs.fields names {len(outputs.fields)}"
-        )
+        raise ValueError(f"the network has {n_outputs} outputs but outputs.fields names {len(outputs.fields)}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -129,9 +125,13 @@ def _build(config: ModelConfig) -> LiquidRNN | LiquidPolicy:
         encoder = {"image_norm": "fixed", **config.encoder}  # files from before image_norm
         spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
         n_imu = len(spec.imu_fields)
-        model = LiquidPolicy(spec, model, outputs=len(config.outputs.fields),
-                             imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),
-                             imu_std=config.sensors.std[-n_imu:] if n_imu else ())
+        model = LiquidPolicy(
+            spec,
+            model,
+            outputs=len(config.outputs.fields),
+            imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),
+            imu_std=config.sensors.std[-n_imu:] if n_imu else (),
+        )
     return model
 
 
@@ -159,23 +159,26 @@ def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]
         with torch.device("meta"):
             skeleton = _build(config)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError (and more) on impossible shapes
-        raise ModelFileError(path, f"cannot build the network its config describes: {type(exc).__name__}: "
-                                   f"{exc}") from None
+        raise ModelFileError(
+            path, f"cannot build the network its config describes: {type(exc).__name__}: {exc}"
+        ) from None
     _check_weights_fit(path, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, tensor_shapes(path))
     del skeleton
     try:
         model = _build(config)
     except Exception as exc:  # noqa: BLE001 - as above
-        raise ModelFileError(path, f"cannot build the network its config describes: {type(exc).__name__}: "
-                                   f"{exc}") from None
+        raise ModelFileError(
+            path, f"cannot build the network its config describes: {type(exc).__name__}: {exc}"
+        ) from None
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(path, f"cannot read its weights (truncated or corrupt?): {exc}") from None
     expected = model.state_dict()
-    _check_weights_fit(path, {k: tuple(v.shape) for k, v in expected.items()},
-                       {k: tuple(v.shape) for k, v in tensors.items()})
+    _check_weights_fit(
+        path, {k: tuple(v.shape) for k, v in expected.items()}, {k: tuple(v.shape) for k, v in tensors.items()}
+    )
     for key, ref in expected.items():
         got = tensors[key]
         if not torch.isfinite(got).all():
@@ -194,13 +197,20 @@ def parameter_counts(model: LiquidRNN | LiquidPolicy) -> dict[str, int]:
     zeroes never act, so a wired network is smaller than its dense tensors). For a policy, also
     the parts: camera encoder, liquid core, readout."""
     if isinstance(model, LiquidPolicy):
-        parts = {name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
-                 for name in ("camera", "core", "readout")}
+        parts = {
+            name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
+            for name in ("camera", "core", "readout")
+        }
         core = parameter_counts(model.core)
         total = sum(parts.values())
-        return {"trainable": total, "effective": total - (core["trainable"] - core["effective"]),
-                "camera_encoder": parts["camera"], "liquid_core": parts["core"],
-                "liquid_core_effective": core["effective"], "readout": parts["readout"]}
+        return {
+            "trainable": total,
+            "effective": total - (core["trainable"] - core["effective"]),
+            "camera_encoder": parts["camera"],
+            "liquid_core": parts["core"],
+            "liquid_core_effective": core["effective"],
+            "readout": parts["readout"],
+        }
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     masked_out = 0
     for name, mask in model.state_dict().items():

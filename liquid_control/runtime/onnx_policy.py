@@ -59,8 +59,7 @@ class FrameEncoder:
         self._output = np.zeros(features.shape, np.float32)
         self._binding = session.io_binding()
         self._binding.bind_cpu_input(frame.name, self._input)
-        self._binding.bind_output(features.name, "cpu", 0, np.float32, list(features.shape),
-                                  self._output.ctypes.data)
+        self._binding.bind_output(features.name, "cpu", 0, np.float32, list(features.shape), self._output.ctypes.data)
         self._lock = threading.Lock()
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
@@ -75,14 +74,24 @@ class OnnxStep(RunningStep):
     """The running form of an exported policy, with PolicyStep's interface."""
 
     def __init__(self, policy: OnnxPolicy) -> None:
-        super().__init__(policy.spec, FusedStep.from_arrays(policy.core_arrays), policy.state_size,
-                         policy.readout_w, policy.readout_b, policy.imu_mean, policy.imu_std)
+        super().__init__(
+            policy.spec,
+            FusedStep.from_arrays(policy.core_arrays),
+            policy.state_size,
+            policy.readout_w,
+            policy.readout_b,
+            policy.imu_mean,
+            policy.imu_std,
+        )
         self._encoder = FrameEncoder(policy.encoder) if policy.encoder is not None else None
         # Without an encoder-only graph: the whole graph's other inputs while it encodes a frame
         # (its core outputs are not used).
         self._session = policy.session
-        self._feed = {"imu": np.zeros(len(policy.spec.imu_fields)), "dt": np.full(1, 0.005),
-                      "state": np.zeros(self.core.state_len)}
+        self._feed = {
+            "imu": np.zeros(len(policy.spec.imu_fields)),
+            "dt": np.full(1, 0.005),
+            "state": np.zeros(self.core.state_len),
+        }
         self._wanted = ["camera_features"]
 
     def encode_frame(self, frame: np.ndarray) -> np.ndarray:
@@ -94,8 +103,9 @@ class OnnxStep(RunningStep):
 class OnnxPolicy:
     """An exported policy: its config, encoder spec, readout, IMU normalisation and fused core."""
 
-    def __init__(self, path: Path, session, config: ModelConfig, readout: dict, core: dict,
-                 encoder_session=None) -> None:
+    def __init__(
+        self, path: Path, session, config: ModelConfig, readout: dict, core: dict, encoder_session=None
+    ) -> None:
         self.path = path
         self.session = session  # one per file: ONNX Runtime sessions run concurrently, and building one costs
         self.encoder = encoder_session  # the encoder-only graph's, when the file has one
@@ -128,21 +138,29 @@ def load_onnx_policy(path: str | Path) -> tuple[OnnxPolicy, ModelConfig]:
     if METADATA_KEY not in meta or READOUT_KEY not in meta:
         raise ModelFileError(path, "no liquid_control config in its metadata: not written by liquid-control export")
     if frame_type != "tensor(uint8)":
-        raise ModelFileError(path, f"its frame input is {frame_type}, not the uint8 frame of this version's export "
-                                   "(written by an older liquid_control): export the model again")
+        raise ModelFileError(
+            path,
+            f"its frame input is {frame_type}, not the uint8 frame of this version's export "
+            "(written by an older liquid_control): export the model again",
+        )
     if CORE_KEY not in meta:
-        raise ModelFileError(path, "its core's streaming kernel is not in the file (an LSTM or GRU core exported "
-                                   "by an older liquid_control): export the model again")
+        raise ModelFileError(
+            path,
+            "its core's streaming kernel is not in the file (an LSTM or GRU core exported "
+            "by an older liquid_control): export the model again",
+        )
     kind = json.loads(meta[CORE_KEY]).get("kind")
     if kind not in STREAMED_KINDS:
-        raise ModelFileError(path, f"its {kind} core has no torch-free streaming kernel in this liquid_control "
-                                   f"(it streams {', '.join(STREAMED_KINDS)} cores): run the .safetensors model "
-                                   "with backend torch, or a newer liquid_control")
+        raise ModelFileError(
+            path,
+            f"its {kind} core has no torch-free streaming kernel in this liquid_control "
+            f"(it streams {', '.join(STREAMED_KINDS)} cores): run the .safetensors model "
+            "with backend torch, or a newer liquid_control",
+        )
     try:
         config = ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
         encoder = open_session(base64.b64decode(meta[ENCODER_KEY])) if ENCODER_KEY in meta else None
-        policy = OnnxPolicy(path, session, config, json.loads(meta[READOUT_KEY]), json.loads(meta[CORE_KEY]),
-                            encoder)
+        policy = OnnxPolicy(path, session, config, json.loads(meta[READOUT_KEY]), json.loads(meta[CORE_KEY]), encoder)
     except Exception as exc:  # noqa: BLE001 - any inconsistency of the file is the file's
         raise ModelFileError(path, f"cannot be used: {type(exc).__name__}: {exc}") from None
     return policy, config

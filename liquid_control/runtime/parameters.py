@@ -69,63 +69,170 @@ class Parameter:
 
 P = Parameter
 PARAMETERS = (
-    P("model_path", DEFAULT_MODEL,
-      "Policy model file (.safetensors): a path, or package://<package>/<file> for an installed one; empty = "
-      "none (zero commands, diagnostics ERROR). Set at runtime to hot-swap: the new model is loaded and "
-      "checked in a thread of its own (the old one runs on meanwhile, and every safety decision goes on), then "
-      "switched in between two steps; on failure the old one runs on and model_path returns to it"),
-    P("adapted_model_dir", "", "Folder that ~/save_model writes adapted models to; empty = $ROS_HOME/liquid_control/"
-      "adapted_models (~/.ros/...). Never the model's own folder: an installed model's share/ is not the user's"),
-    P("max_saved_models", 20, "Most adapted models ~/save_model keeps in adapted_model_dir; a call beyond it is "
-      "refused with the reason (remove some, or raise this)", "", (1, 10_000)),
-    P("tau_scale", 1.0, "Multiplies every liquid time constant (2.0 = twice as slow), live", "",
-      (0.05, 20.0), setting="tau_scale"),
+    P(
+        "model_path",
+        DEFAULT_MODEL,
+        "Policy model file (.safetensors): a path, or package://<package>/<file> for an installed one; empty = "
+        "none (zero commands, diagnostics ERROR). Set at runtime to hot-swap: the new model is loaded and "
+        "checked in a thread of its own (the old one runs on meanwhile, and every safety decision goes on), then "
+        "switched in between two steps; on failure the old one runs on and model_path returns to it",
+    ),
+    P(
+        "adapted_model_dir",
+        "",
+        "Folder that ~/save_model writes adapted models to; empty = $ROS_HOME/liquid_control/"
+        "adapted_models (~/.ros/...). Never the model's own folder: an installed model's share/ is not the user's",
+    ),
+    P(
+        "max_saved_models",
+        20,
+        "Most adapted models ~/save_model keeps in adapted_model_dir; a call beyond it is "
+        "refused with the reason (remove some, or raise this)",
+        "",
+        (1, 10_000),
+    ),
+    P(
+        "tau_scale",
+        1.0,
+        "Multiplies every liquid time constant (2.0 = twice as slow), live",
+        "",
+        (0.05, 20.0),
+        setting="tau_scale",
+    ),
     P("max_linear_speed", 0.5, "Largest |linear.x| commanded", "m/s", (0.0, 5.0), setting="max_linear_speed"),
-    P("max_angular_speed", 1.5, "Largest |angular.z| commanded", "rad/s", (0.0, 10.0),
-      setting="max_angular_speed"),
-    P("max_linear_accel", 1.0, "Largest change of linear.x per second", "m/s^2", (0.0, 20.0),
-      setting="max_linear_accel"),
-    P("max_angular_accel", 4.0, "Largest change of angular.z per second", "rad/s^2", (0.0, 50.0),
-      setting="max_angular_accel"),
-    P("sensor_timeout", 0.5, "Time without accepted camera or IMU data before zero commands and "
-      "diagnostics ERROR (each sensor's own timeout, when set, replaces it)",
-      "s", (0.01, 10.0), setting="sensor_timeout"),
-    P("camera_timeout", 0.0, "Time without an accepted camera frame (silent, or stamps frozen or going "
-      "back) before zero commands and diagnostics ERROR naming the camera; 0 = sensor_timeout", "s",
-      (0.0, 10.0), setting="camera_timeout"),
-    P("imu_timeout", 0.0, "Time without an accepted IMU sample before zero commands and diagnostics ERROR "
-      "naming the IMU; 0 = sensor_timeout", "s", (0.0, 10.0), setting="imu_timeout"),
-    P("max_image_pixels", 2_073_600, "Larger camera frames (width x height) are rejected before any "
-      "conversion, counted and logged (default: 1920 x 1080)", "pixels", (1, 100_000_000)),
-    P("max_dt", 0.5, "A larger gap between sensor stamps resets the liquid state", "s", (0.001, 10.0),
-      setting="max_dt"),
-    P("max_publish_rate", 0.0, "Cap on everything published on cmd_vel, zero commands included (0 publishes after "
-      "every step and every watchdog tick); the first zero after a stop, and an e-stop's, go out at once", "Hz",
-      (0.0, 1000.0)),
-    P("cmd_vel_stamped", False, "Publish geometry_msgs/TwistStamped (as Jazzy's diff_drive_controller "
-      "takes) instead of Twist"),
+    P("max_angular_speed", 1.5, "Largest |angular.z| commanded", "rad/s", (0.0, 10.0), setting="max_angular_speed"),
+    P(
+        "max_linear_accel",
+        1.0,
+        "Largest change of linear.x per second",
+        "m/s^2",
+        (0.0, 20.0),
+        setting="max_linear_accel",
+    ),
+    P(
+        "max_angular_accel",
+        4.0,
+        "Largest change of angular.z per second",
+        "rad/s^2",
+        (0.0, 50.0),
+        setting="max_angular_accel",
+    ),
+    P(
+        "sensor_timeout",
+        0.5,
+        "Time without accepted camera or IMU data before zero commands and "
+        "diagnostics ERROR (each sensor's own timeout, when set, replaces it)",
+        "s",
+        (0.01, 10.0),
+        setting="sensor_timeout",
+    ),
+    P(
+        "camera_timeout",
+        0.0,
+        "Time without an accepted camera frame (silent, or stamps frozen or going "
+        "back) before zero commands and diagnostics ERROR naming the camera; 0 = sensor_timeout",
+        "s",
+        (0.0, 10.0),
+        setting="camera_timeout",
+    ),
+    P(
+        "imu_timeout",
+        0.0,
+        "Time without an accepted IMU sample before zero commands and diagnostics ERROR "
+        "naming the IMU; 0 = sensor_timeout",
+        "s",
+        (0.0, 10.0),
+        setting="imu_timeout",
+    ),
+    P(
+        "max_image_pixels",
+        2_073_600,
+        "Larger camera frames (width x height) are rejected before any "
+        "conversion, counted and logged (default: 1920 x 1080)",
+        "pixels",
+        (1, 100_000_000),
+    ),
+    P(
+        "max_dt",
+        0.5,
+        "A larger gap between sensor stamps resets the liquid state",
+        "s",
+        (0.001, 10.0),
+        setting="max_dt",
+    ),
+    P(
+        "max_publish_rate",
+        0.0,
+        "Cap on everything published on cmd_vel, zero commands included (0 publishes after "
+        "every step and every watchdog tick); the first zero after a stop, and an e-stop's, go out at once",
+        "Hz",
+        (0.0, 1000.0),
+    ),
+    P(
+        "cmd_vel_stamped",
+        False,
+        "Publish geometry_msgs/TwistStamped (as Jazzy's diff_drive_controller takes) instead of Twist",
+    ),
     P("teacher_stamped", False, "teacher/cmd_vel is TwistStamped instead of Twist", read_only=True),
     P("frame_id", "base_link", "header.frame_id of stamped commands"),
-    P("backend", "torch", "What runs the network: torch (a .safetensors model file) or onnx (a file written by "
-      "liquid-control export, run by ONNX Runtime without torch: smaller install, faster start)",
-      read_only=True, choices=("torch", "onnx")),
-    P("camera_transport", "raw", "How the camera arrives, as image_transport names it: raw subscribes "
-      "camera/image_raw (sensor_msgs/Image), compressed subscribes camera/image_raw/compressed "
-      "(sensor_msgs/CompressedImage, JPEG or PNG)", read_only=True, choices=("raw", "compressed")),
-    P("sensor_thread", True, "Serve camera and IMU in a wait loop of their own thread (lower latency than "
-      "the executor); false: on the executor that spins the node", read_only=True),
+    P(
+        "backend",
+        "torch",
+        "What runs the network: torch (a .safetensors model file) or onnx (a file written by "
+        "liquid-control export, run by ONNX Runtime without torch: smaller install, faster start)",
+        read_only=True,
+        choices=("torch", "onnx"),
+    ),
+    P(
+        "camera_transport",
+        "raw",
+        "How the camera arrives, as image_transport names it: raw subscribes "
+        "camera/image_raw (sensor_msgs/Image), compressed subscribes camera/image_raw/compressed "
+        "(sensor_msgs/CompressedImage, JPEG or PNG)",
+        read_only=True,
+        choices=("raw", "compressed"),
+    ),
+    P(
+        "sensor_thread",
+        True,
+        "Serve camera and IMU in a wait loop of their own thread (lower latency than "
+        "the executor); false: on the executor that spins the node",
+        read_only=True,
+    ),
     P("num_threads", 1, "Torch threads for the camera encoder", "", (1, 64)),
     P("publish_state", True, "Publish the hidden state and time constants on ~/liquid_state"),
     P("state_publish_rate", 30.0, "Cap on ~/liquid_state (0 publishes after every step)", "Hz", (0.0, 1000.0)),
-    P("saliency_rate", 5.0, "~/saliency: the camera frame at the model's input size with the encoder's "
-      "VisualBackProp saliency over it (rgb8), computed off the command path, only while someone subscribes, "
-      "backend torch only. Cap on it per second of camera stamps (0 = off)", "Hz", (0.0, 100.0)),
-    P("adaptation.enabled", False, "Adapt the command readout toward teacher/cmd_vel by recursive least "
-      "squares", setting="adaptation_enabled"),
-    P("adaptation.forgetting", 0.995, "RLS forgetting factor (1 = never forget)", "", (0.5, 1.0),
-      setting="adaptation_forgetting"),
-    P("adaptation.max_step", 0.05, "Largest change of one readout weight per update", "", (1e-6, 10.0),
-      setting="adaptation_max_step"),
+    P(
+        "saliency_rate",
+        5.0,
+        "~/saliency: the camera frame at the model's input size with the encoder's "
+        "VisualBackProp saliency over it (rgb8), computed off the command path, only while someone subscribes, "
+        "backend torch only. Cap on it per second of camera stamps (0 = off)",
+        "Hz",
+        (0.0, 100.0),
+    ),
+    P(
+        "adaptation.enabled",
+        False,
+        "Adapt the command readout toward teacher/cmd_vel by recursive least squares",
+        setting="adaptation_enabled",
+    ),
+    P(
+        "adaptation.forgetting",
+        0.995,
+        "RLS forgetting factor (1 = never forget)",
+        "",
+        (0.5, 1.0),
+        setting="adaptation_forgetting",
+    ),
+    P(
+        "adaptation.max_step",
+        0.05,
+        "Largest change of one readout weight per update",
+        "",
+        (1e-6, 10.0),
+        setting="adaptation_max_step",
+    ),
 )
 
 BY_NAME = {p.name: p for p in PARAMETERS}
@@ -161,9 +268,12 @@ def render_config() -> str:
         if head and head != group:
             lines.append(f"    {head}:")
         group = head or None
-        comment = p.description + (f" Range [{p.range[0]:g}, {p.range[1]:g}]." if p.range else "") \
-            + (f" One of: {', '.join(p.choices)}." if p.choices else "") \
+        comment = (
+            p.description
+            + (f" Range [{p.range[0]:g}, {p.range[1]:g}]." if p.range else "")
+            + (f" One of: {', '.join(p.choices)}." if p.choices else "")
             + (" Read-only." if p.read_only else "")
+        )
         lines += [f"{indent}# {line}" for line in textwrap.wrap(comment, 100 - len(indent) - 2)]
         lines.append(f"{indent}{leaf}: {yaml.safe_dump(p.default, default_style=None).splitlines()[0]}")
     return "\n".join(lines) + "\n"
@@ -231,12 +341,12 @@ def read_params(path: str | Path, namespace: str | None = None) -> dict[str, Any
 
 def settings_fields(params: dict[str, Any]) -> dict[str, Any]:
     """The Settings fields (as keyword arguments) among flattened parameters."""
-    return {BY_NAME[name].setting: value for name, value in params.items()
-            if name in BY_NAME and BY_NAME[name].setting}
+    return {BY_NAME[name].setting: value for name, value in params.items() if name in BY_NAME and BY_NAME[name].setting}
 
 
 def render_reference() -> str:
     """docs/parameters.md: the reference table of every parameter, as this table defines it."""
+
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
@@ -255,9 +365,16 @@ def render_reference() -> str:
         "|---|---|---|---|",
     ]
     for p in PARAMETERS:
-        default = "`" + (yaml.safe_dump(p.default, default_style=None).splitlines()[0] if p.default != "" else '""') + "`"
-        limits = (f"[{p.range[0]:g}, {p.range[1]:g}]" if p.range else
-                  ", ".join(f"`{c}`" for c in p.choices) if p.choices else "")
+        default = (
+            "`" + (yaml.safe_dump(p.default, default_style=None).splitlines()[0] if p.default != "" else '""') + "`"
+        )
+        limits = (
+            f"[{p.range[0]:g}, {p.range[1]:g}]"
+            if p.range
+            else ", ".join(f"`{c}`" for c in p.choices)
+            if p.choices
+            else ""
+        )
         text = p.description + (" Read-only: set at start." if p.read_only else "")
         lines.append(f"| `{p.name}` | {cell(default)} | {limits} | {cell(text)} |")
     return "\n".join(lines) + "\n"

@@ -38,8 +38,10 @@ class CameraEncoder(nn.Module):
         layers: list[nn.Module] = []
         in_ch = 3
         for i, out_ch in enumerate(spec.channels):
-            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=5 if i == 0 else 3, stride=2,
-                                 padding=2 if i == 0 else 1), nn.ReLU()]
+            layers += [
+                nn.Conv2d(in_ch, out_ch, kernel_size=5 if i == 0 else 3, stride=2, padding=2 if i == 0 else 1),
+                nn.ReLU(),
+            ]
             in_ch = out_ch
         self.convs = nn.Sequential(*layers)
         with torch.no_grad():
@@ -65,8 +67,14 @@ class CameraEncoder(nn.Module):
 
 
 class LiquidPolicy(nn.Module):
-    def __init__(self, spec: EncoderSpec, core: LiquidRNN | Recurrent, outputs: int,
-                 imu_mean: tuple[float, ...] | None = None, imu_std: tuple[float, ...] | None = None) -> None:
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        core: LiquidRNN | Recurrent,
+        outputs: int,
+        imu_mean: tuple[float, ...] | None = None,
+        imu_std: tuple[float, ...] | None = None,
+    ) -> None:
         super().__init__()
         if core.input_size != spec.core_inputs:
             raise ValueError(
@@ -90,8 +98,9 @@ class LiquidPolicy(nn.Module):
     def outputs(self) -> int:
         return self.readout.out_features
 
-    def forward(self, frames: torch.Tensor, frame_index: torch.Tensor, imu: torch.Tensor,
-                timespans: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, frames: torch.Tensor, frame_index: torch.Tensor, imu: torch.Tensor, timespans: torch.Tensor
+    ) -> torch.Tensor:
         """Commands for every sensor event of a batch of sequences.
 
         frames (B, F, H, W, 3): the camera frames of each sequence (uint8 from sensing.model_frame,
@@ -113,8 +122,7 @@ class LiquidPolicy(nn.Module):
             features=tuple(f"camera_{i}" for i in range(n_cam)) + self.spec.imu_fields,
             mean=(0.0,) * n_cam + tuple(float(v) for v in self.imu_mean),
             std=(1.0,) * n_cam + tuple(float(v) for v in self.imu_std),
-            image={"width": self.spec.image_width, "height": self.spec.image_height,
-                   "encoding": image_encoding},
+            image={"width": self.spec.image_width, "height": self.spec.image_height, "encoding": image_encoding},
             imu_fields=self.spec.imu_fields,
         )
 
@@ -151,8 +159,15 @@ def encoder_graph(camera: CameraEncoder, example: torch.Tensor) -> bytes:
     graph = io.BytesIO()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(camera.eval(), (example,), graph, input_names=["frame"], output_names=["features"],
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            camera.eval(),
+            (example,),
+            graph,
+            input_names=["frame"],
+            output_names=["features"],
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return graph.getvalue()
 
 
@@ -167,8 +182,9 @@ def _encoder_bytes(camera: CameraEncoder, example: torch.Tensor, refresh: bool =
 
     from ..paths import cache_root
 
-    key = hashlib.sha256(repr((OPSET, tuple(example.shape), torch.__version__, version("liquid_control"),
-                               camera)).encode())  # the module's repr: its layers and their shapes
+    key = hashlib.sha256(
+        repr((OPSET, tuple(example.shape), torch.__version__, version("liquid_control"), camera)).encode()
+    )  # the module's repr: its layers and their shapes
     for name, tensor in sorted(camera.state_dict().items()):
         key.update(name.encode())
         key.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -230,13 +246,22 @@ class PolicyStep(RunningStep):
                     raise
         if self._encoder is None:
             self._camera = _frozen(policy.camera, example)
-        self.encoder = ("onnxruntime" if self._encoder is not None else
-                        "torch (eager)" if self._camera is policy.camera else "torch (frozen)")
+        self.encoder = (
+            "onnxruntime"
+            if self._encoder is not None
+            else "torch (eager)"
+            if self._camera is policy.camera
+            else "torch (frozen)"
+        )
         super().__init__(
-            policy.spec, policy.core.fused(refresh=True), policy.core.state_size,
+            policy.spec,
+            policy.core.fused(refresh=True),
+            policy.core.state_size,
             policy.readout.weight.detach().double().numpy().copy(),
             policy.readout.bias.detach().double().numpy().copy(),
-            policy.imu_mean.double().numpy(), policy.imu_std.double().numpy())
+            policy.imu_mean.double().numpy(),
+            policy.imu_std.double().numpy(),
+        )
 
     def encode_frame(self, frame: np.ndarray) -> np.ndarray:
         if self._encoder is not None:

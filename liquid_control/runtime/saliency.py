@@ -43,7 +43,8 @@ def _camera(policy) -> nn.Module:
     camera = getattr(policy, "camera", None)
     if not isinstance(getattr(camera, "convs", None), nn.Sequential):
         raise SaliencyUnavailable(
-            f"saliency needs the torch camera encoder (backend torch); {type(policy).__name__} has none")
+            f"saliency needs the torch camera encoder (backend torch); {type(policy).__name__} has none"
+        )
     return camera
 
 
@@ -54,7 +55,7 @@ def _layers(camera: nn.Module) -> list[_Layer]:
         if not isinstance(module, nn.Conv2d):
             continue
         output = module
-        for after in modules[i + 1:]:  # the activation(s) up to the next convolution
+        for after in modules[i + 1 :]:  # the activation(s) up to the next convolution
             if isinstance(after, nn.Conv2d):
                 break
             output = after
@@ -90,8 +91,10 @@ class VisualBackProp:
         maps: list[torch.Tensor] = [None] * len(self.layers)  # type: ignore[list-item]
         hooks = []
         for k, layer in enumerate(self.layers):
+
             def keep(_module, _inputs, output, k=k):
                 maps[k] = output[0].mean(dim=0)
+
             hooks.append(layer.output.register_forward_hook(keep))
         try:
             with torch.no_grad():
@@ -128,8 +131,9 @@ class VisualBackProp:
         h, w = mask.shape
         extra = (size[0] - ((h - 1) * sh - 2 * ph + kh), size[1] - ((w - 1) * sw - 2 * pw + kw))
         ones = torch.ones(1, 1, kh, kw, dtype=mask.dtype)
-        up = functional.conv_transpose2d(mask[None, None], ones, stride=(sh, sw), padding=(ph, pw),
-                                         output_padding=extra)
+        up = functional.conv_transpose2d(
+            mask[None, None], ones, stride=(sh, sw), padding=(ph, pw), output_padding=extra
+        )
         return up[0, 0]
 
 

@@ -24,9 +24,15 @@ ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
 }
 
 IMU_FIELDS = (
-    "angular_velocity.x", "angular_velocity.y", "angular_velocity.z",
-    "linear_acceleration.x", "linear_acceleration.y", "linear_acceleration.z",
-    "orientation.roll", "orientation.pitch", "orientation.yaw",
+    "angular_velocity.x",
+    "angular_velocity.y",
+    "angular_velocity.z",
+    "linear_acceleration.x",
+    "linear_acceleration.y",
+    "linear_acceleration.z",
+    "orientation.roll",
+    "orientation.pitch",
+    "orientation.yaw",
 )
 
 
@@ -128,8 +134,9 @@ def _compressed_size(data: np.ndarray, fmt: Any) -> tuple[str, int, int]:
     raise SensorError(f"compressed image: neither JPEG nor PNG data (format {str(fmt)!r})")
 
 
-def compressed_to_array(msg: Any, min_width: int = 0, min_height: int = 0,
-                        max_pixels: int | None = None, *, dtype: Any = np.float32) -> np.ndarray:
+def compressed_to_array(
+    msg: Any, min_width: int = 0, min_height: int = 0, max_pixels: int | None = None, *, dtype: Any = np.float32
+) -> np.ndarray:
     """A sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's compressed plugin writes
     it) as an (h, w, 3) RGB array, float32 in [0, 1] or (dtype=np.uint8) the decoded 8-bit values.
     A JPEG is decoded by libjpeg-turbo (simplejpeg) at the smallest DCT scale (1/2, 1/4, 1/8) that
@@ -146,8 +153,9 @@ def compressed_to_array(msg: Any, min_width: int = 0, min_height: int = 0,
         import simplejpeg
 
         try:
-            rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width,
-                                         min_height=min_height, strict=True)
+            rgb = simplejpeg.decode_jpeg(
+                data, colorspace="RGB", min_width=min_width, min_height=min_height, strict=True
+            )
         except ValueError as exc:
             raise SensorError(f"compressed image: corrupt or truncated JPEG ({exc})") from None
     else:
@@ -202,11 +210,13 @@ def model_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:
     first = 2 if s2 < 0 else 0
     offsets = [(c - first) * s2 for c in range(3)]
     row_length = (w - 1) * s1 + max(offsets) + 1
-    buf = np.lib.stride_tricks.as_strided(image[0, 0, first:], shape=((h - 1) * s0 + row_length,),
-                                          strides=(1,), writeable=False)
+    buf = np.lib.stride_tricks.as_strided(
+        image[0, 0, first:], shape=((h - 1) * s0 + row_length,), strides=(1,), writeable=False
+    )
     out = np.empty((height, width, 3), dtype=np.uint8)
-    _resample_levels(buf, s0, s1, row_length, offsets[0], offsets[1], offsets[2], *_taps(h, height), *_taps(w, width),
-                     out)
+    _resample_levels(
+        buf, s0, s1, row_length, offsets[0], offsets[1], offsets[2], *_taps(h, height), *_taps(w, width), out
+    )
     return out
 
 
@@ -237,8 +247,9 @@ def _float_levels(image, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _resample_levels(buf, row_stride, pixel_stride, row_length, o0, o1, o2, row_index, row_weight, col_index,
-                     col_weight, out):  # pragma: no cover - compiled
+def _resample_levels(
+    buf, row_stride, pixel_stride, row_length, o0, o1, o2, row_index, row_weight, col_index, col_weight, out
+):  # pragma: no cover - compiled
     """resize's gathered taps on 8-bit data read in place: rows first over the frame's contiguous
     bytes (all its channels, in any order: vectorised), then columns picking R, G, B through a
     gather table; float32 sums, rounded to the nearest level (the weights are >= 0 and sum to 1:
@@ -258,12 +269,12 @@ def _resample_levels(buf, row_stride, pixel_stride, row_length, o0, o1, o2, row_
     n = np.uintp(row_length)
     for i in range(height):
         start, wr = row_index[i, 0] * row_stride, row_weight[i, 0]
-        src = buf[start:start + row_length]
+        src = buf[start : start + row_length]
         for x in range(n):
             row[x] = wr * np.float32(src[x])
         for a in range(1, row_index.shape[1]):
             start, wr = row_index[i, a] * row_stride, row_weight[i, a]
-            src = buf[start:start + row_length]
+            src = buf[start : start + row_length]
             for x in range(n):
                 row[x] += wr * np.float32(src[x])
         for q in range(width * 3):

@@ -23,10 +23,23 @@ FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
 CELLS = ("cfc", "ltc", "lstm", "gru", "liquid_s4", "mlp")
 RECURRENT_CELLS = ("lstm", "gru")  # the discrete baselines (nets.recurrent.CELLS; a test keeps them equal)
-CFC_OPTIONS = {"proj_size", "mixed_memory", "mode", "activation", "backbone_units",
-               "backbone_layers", "backbone_dropout"}
-LTC_OPTIONS = {"mixed_memory", "input_mapping", "output_mapping", "ode_unfolds", "epsilon",
-               "implicit_param_constraints"}
+CFC_OPTIONS = {
+    "proj_size",
+    "mixed_memory",
+    "mode",
+    "activation",
+    "backbone_units",
+    "backbone_layers",
+    "backbone_dropout",
+}
+LTC_OPTIONS = {
+    "mixed_memory",
+    "input_mapping",
+    "output_mapping",
+    "ode_unfolds",
+    "epsilon",
+    "implicit_param_constraints",
+}
 RECURRENT_OPTIONS = {"time_input"}
 # nets.liquid_s4.LiquidS4: units are its output features; init and rate_range only initialise.
 LIQUID_S4_OPTIONS = {"channels", "modes", "liquid"}
@@ -36,9 +49,9 @@ FEEDFORWARD_OPTIONS = {"hidden", "activation", "time_input"}
 
 # What a model's config may ask for, checked before anything is built (check_sizes): sizes that
 # cost memory are bounded by the weights the file holds, the rest by these constants.
-MAX_MODEL_IMAGE_PIXELS = 1920 * 1080   # the encoder's input frame (its activations per frame)
-MAX_ODE_UNFOLDS = 64                   # LTC solver steps per network step (time per step)
-MAX_LAYERS = 64                        # backbone layers, hidden layers, encoder convolutions
+MAX_MODEL_IMAGE_PIXELS = 1920 * 1080  # the encoder's input frame (its activations per frame)
+MAX_ODE_UNFOLDS = 64  # LTC solver steps per network step (time per step)
+MAX_LAYERS = 64  # backbone layers, hidden layers, encoder convolutions
 # A wiring is built synapse by synapse (numpy matrices of units x (units + inputs)); every wired
 # cell keeps masks or weights of about that size, so a real file holds at least a quarter of it.
 WIRING_ENTRIES_PER_WEIGHT = 4
@@ -47,7 +60,9 @@ WIRING_ENTRIES_PER_WEIGHT = 4
 def _wiring_units(wiring: dict[str, Any]) -> Any:
     if "units" in wiring:
         return wiring["units"]
-    return sum(_count(wiring.get(k, 0), f"wiring {k}", 0) for k in ("inter_neurons", "command_neurons", "motor_neurons"))
+    return sum(
+        _count(wiring.get(k, 0), f"wiring {k}", 0) for k in ("inter_neurons", "command_neurons", "motor_neurons")
+    )
 
 
 def _count(value: Any, what: str, low: int = 1, high: float = math.inf) -> int:
@@ -86,8 +101,10 @@ def check_sizes(config: ModelConfig, weights: int) -> None:
             raise ValueError("network.wiring must be a mapping")
         units = _count(_wiring_units(net.wiring), "the wiring's units")
         if units * (units + inputs) > WIRING_ENTRIES_PER_WEIGHT * weights:
-            raise ValueError(f"its wiring of {units} units and {inputs} inputs needs {units * (units + inputs)} "
-                             f"synapse entries, far more than its weights describe {held}: not built")
+            raise ValueError(
+                f"its wiring of {units} units and {inputs} inputs needs {units * (units + inputs)} "
+                f"synapse entries, far more than its weights describe {held}: not built"
+            )
     encoder = config.encoder
     if encoder is not None:
         if not isinstance(encoder, dict):
@@ -95,8 +112,9 @@ def check_sizes(config: ModelConfig, weights: int) -> None:
         width = _count(encoder.get("image_width", 1), "encoder.image_width")
         height = _count(encoder.get("image_height", 1), "encoder.image_height")
         if width * height > MAX_MODEL_IMAGE_PIXELS:
-            raise ValueError(f"its camera encoder takes {width}x{height} frames, more than "
-                             f"{MAX_MODEL_IMAGE_PIXELS} pixels")
+            raise ValueError(
+                f"its camera encoder takes {width}x{height} frames, more than {MAX_MODEL_IMAGE_PIXELS} pixels"
+            )
         channels = encoder.get("channels", ())
         if not isinstance(channels, (list, tuple)) or len(channels) > MAX_LAYERS:
             raise ValueError(f"encoder.channels must be a list of at most {MAX_LAYERS} sizes")
@@ -151,8 +169,12 @@ class NetworkSpec:
             raise ValueError(f"network.cell must be one of {CELLS}, got {self.cell!r}")
         if (self.units is None) == (self.wiring is None):
             raise ValueError("network needs exactly one of units (fully connected) or wiring")
-        allowed = {"cfc": CFC_OPTIONS, "ltc": LTC_OPTIONS, "liquid_s4": LIQUID_S4_OPTIONS,
-                   "mlp": FEEDFORWARD_OPTIONS}.get(self.cell, RECURRENT_OPTIONS)
+        allowed = {
+            "cfc": CFC_OPTIONS,
+            "ltc": LTC_OPTIONS,
+            "liquid_s4": LIQUID_S4_OPTIONS,
+            "mlp": FEEDFORWARD_OPTIONS,
+        }.get(self.cell, RECURRENT_OPTIONS)
         if (self.cell in RECURRENT_CELLS or self.cell in ("liquid_s4", "mlp")) and self.wiring is not None:
             raise ValueError(f"a {self.cell} core is fully connected: give units, not a wiring")
         unknown = set(self.options) - allowed
@@ -186,30 +208,43 @@ class NetworkSpec:
         from ..nets.recurrent import Recurrent
 
         if isinstance(model, Feedforward):  # hidden as a list: what the config's JSON reads back
-            return cls("mlp", model.input_size, units=model.state_size,
-                       options={"hidden": list(model.hidden), "activation": model.activation,
-                                "time_input": model.time_input})
+            return cls(
+                "mlp",
+                model.input_size,
+                units=model.state_size,
+                options={"hidden": list(model.hidden), "activation": model.activation, "time_input": model.time_input},
+            )
         if isinstance(model, LiquidS4):
-            return cls("liquid_s4", model.input_size, units=model.state_size,
-                       options={"channels": model.channels, "modes": model.modes, "liquid": model.liquid})
+            return cls(
+                "liquid_s4",
+                model.input_size,
+                units=model.state_size,
+                options={"channels": model.channels, "modes": model.modes, "liquid": model.liquid},
+            )
         if isinstance(model, Recurrent):
-            return cls(model.cell, model.input_size, units=model.state_size,
-                       options={"time_input": model.time_input})
+            return cls(model.cell, model.input_size, units=model.state_size, options={"time_input": model.time_input})
         cell = "cfc" if isinstance(model, CfC) else "ltc"
         if cell == "cfc":
             options = {"mode": model.mode, "mixed_memory": model.use_mixed}
             if model.proj_size is not None:
                 options["proj_size"] = model.proj_size
             if not model.wired:
-                options.update(activation=model.activation, backbone_units=model.backbone_units,
-                               backbone_layers=model.backbone_layers,
-                               backbone_dropout=model.backbone_dropout)
+                options.update(
+                    activation=model.activation,
+                    backbone_units=model.backbone_units,
+                    backbone_layers=model.backbone_layers,
+                    backbone_dropout=model.backbone_dropout,
+                )
         else:
             c = model.rnn_cell
-            options = {"mixed_memory": model.use_mixed, "input_mapping": c._input_mapping,
-                       "output_mapping": c._output_mapping, "ode_unfolds": c._ode_unfolds,
-                       "epsilon": c._epsilon,
-                       "implicit_param_constraints": c._implicit_param_constraints}
+            options = {
+                "mixed_memory": model.use_mixed,
+                "input_mapping": c._input_mapping,
+                "output_mapping": c._output_mapping,
+                "ode_unfolds": c._ode_unfolds,
+                "epsilon": c._epsilon,
+                "implicit_param_constraints": c._implicit_param_constraints,
+            }
         if model.wired:
             return cls(cell, model.input_size, wiring=wiring_to_config(model.wiring), options=options)
         return cls(cell, model.input_size, units=model.state_size, options=options)
@@ -222,7 +257,8 @@ def _strings(values: Any, what: str) -> None:
 
 def _numbers(values: Any, what: str) -> None:
     if not isinstance(values, (list, tuple)) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
         raise ValueError(f"{what} must be a list of numbers, got {values!r}")
 
 
@@ -300,8 +336,10 @@ class ModelConfig:
                 network=NetworkSpec(**net),
                 sensors=SensorSpec(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in sen.items()}),
                 outputs=OutputSpec(
-                    fields=tuple(out["fields"]), units=tuple(out["units"]),
-                    limits=tuple(tuple(x) for x in out["limits"]), scale=tuple(out.get("scale", ())),
+                    fields=tuple(out["fields"]),
+                    units=tuple(out["units"]),
+                    limits=tuple(tuple(x) for x in out["limits"]),
+                    scale=tuple(out.get("scale", ())),
                 ),
                 provenance=dict(data.get("provenance", {})),
                 format_version=int(data["format_version"]),

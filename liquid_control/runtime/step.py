@@ -50,8 +50,16 @@ class RunningStep:
     normalisation as arrays, the inputs held in place. Subclasses give `encode_frame` (ONNX Runtime
     or torch's frozen encoder in policy.PolicyStep, ONNX Runtime in onnx_policy.OnnxStep)."""
 
-    def __init__(self, spec: EncoderSpec, core: FusedStep, state_size: int, readout_w: np.ndarray,
-                 readout_b: np.ndarray, imu_mean: np.ndarray, imu_std: np.ndarray) -> None:
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        core: FusedStep,
+        state_size: int,
+        readout_w: np.ndarray,
+        readout_b: np.ndarray,
+        imu_mean: np.ndarray,
+        imu_std: np.ndarray,
+    ) -> None:
         self.image_width, self.image_height = spec.image_width, spec.image_height
         self.core = core
         self.readout_w = np.ascontiguousarray(readout_w, dtype=np.float64)
@@ -88,12 +96,13 @@ class RunningStep:
         grey = np.full((self.image_height + 1, self.image_width + 1, 3), 128, dtype=np.uint8)
         features = self.encode_image(grey)
         if features.shape != (self.camera_features,):
-            raise ValueError(f"the camera encoder gives {features.shape[0]} features, the core takes "
-                             f"{self.camera_features}")
+            raise ValueError(
+                f"the camera encoder gives {features.shape[0]} features, the core takes {self.camera_features}"
+            )
         held, command = self.inputs.copy(), self.command.copy()
         try:
             self.hold_camera(features)
-            self.inputs[self.camera_features:] = 0.0
+            self.inputs[self.camera_features :] = 0.0
             state = self.initial_state()
             self.advance(state, 0.01)
         finally:
@@ -111,10 +120,11 @@ class RunningStep:
 
     def hold_staged_imu(self) -> None:
         """Hold the staged IMU sample as the core's IMU inputs until the next one."""
-        self.inputs[self.camera_features:] = self._imu_staged
+        self.inputs[self.camera_features :] = self._imu_staged
 
-    def advance(self, state: np.ndarray, dt: float, readout_w: np.ndarray | None = None,
-                readout_b: np.ndarray | None = None) -> np.ndarray | None:
+    def advance(
+        self, state: np.ndarray, dt: float, readout_w: np.ndarray | None = None, readout_b: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """Step the state by dt on the held inputs; the raw command (before limits), or None when
         the state or the command is not finite. An adapted readout may replace the trained one."""
         self.core.step(self.inputs, state, dt)
@@ -125,12 +135,19 @@ class RunningStep:
     def normalize_imu(self, values: np.ndarray) -> np.ndarray:
         return (values - self.imu_mean) / self.imu_std
 
-    def step(self, camera: np.ndarray, imu: np.ndarray, state: np.ndarray, dt: float,
-             readout_w: np.ndarray | None = None, readout_b: np.ndarray | None = None) -> np.ndarray:
+    def step(
+        self,
+        camera: np.ndarray,
+        imu: np.ndarray,
+        state: np.ndarray,
+        dt: float,
+        readout_w: np.ndarray | None = None,
+        readout_b: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Hold these camera features and normalised IMU values, advance the state by dt and
         return the raw command (before limits), finite or not. An adapted readout may be passed
         in place of the trained one."""
         self.hold_camera(camera)
-        self.inputs[self.camera_features:] = imu
+        self.inputs[self.camera_features :] = imu
         self.advance(state, dt, readout_w, readout_b)
         return self.command

@@ -36,14 +36,14 @@ NOT_IN_GAZEBO = {
 class Condition:
     name: str
     description: str
-    look: dict | None = None          # changes to the track's Look (sim.track.Look)
-    sensors: dict | None = None       # changes to SensorConfig (sim.env.SensorConfig)
-    track: str | None = None          # another track
-    distractors: int = 0              # objects by the road (sim.world.distractors_along)
-    group: str = "nominal"            # one of GROUPS
-    robot: dict | None = None         # changes to RobotSpec (sim.world.RobotSpec): camera pose, friction,
+    look: dict | None = None  # changes to the track's Look (sim.track.Look)
+    sensors: dict | None = None  # changes to SensorConfig (sim.env.SensorConfig)
+    track: str | None = None  # another track
+    distractors: int = 0  # objects by the road (sim.world.distractors_along)
+    group: str = "nominal"  # one of GROUPS
+    robot: dict | None = None  # changes to RobotSpec (sim.world.RobotSpec): camera pose, friction,
     #                                   masses, motor gain, command delay
-    settings: dict | None = None      # changes to the controller's Settings where it runs in-process
+    settings: dict | None = None  # changes to the controller's Settings where it runs in-process
     #                                   (eval, table): the speed limit a policy may drive up to
 
     def apply(self, track, sensors):
@@ -81,13 +81,19 @@ CLASSIC = (
     Condition("nominal", "the training look and sensors"),
     Condition("dark", "lighting at 35%", look=_DARK, group="visual"),
     Condition("bright", "lighting at 160%", look={"light_diffuse": 1.0, "light_ambient": 0.6}, group="visual"),
-    Condition("winter", "snow-white ground, pale road, grey markings",
-              look={"ground": (0.92, 0.93, 0.95), "road": (0.55, 0.55, 0.58), "edge": (0.75, 0.75, 0.75)},
-              group="visual"),
+    Condition(
+        "winter",
+        "snow-white ground, pale road, grey markings",
+        look={"ground": (0.92, 0.93, 0.95), "road": (0.55, 0.55, 0.58), "edge": (0.75, 0.75, 0.75)},
+        group="visual",
+    ),
     Condition("camera_noise", "pixel noise, std 0.08", sensors={"image_noise": 0.08}, group="sensing"),
-    Condition("imu_noise_bias", "gyro noise x6 and bias 0.05 rad/s, accelerometer noise x4 and bias",
-              sensors={"gyro_noise": 0.03, "gyro_bias": 0.05, "accel_noise": 0.2, "accel_bias": 0.3},
-              group="sensing"),
+    Condition(
+        "imu_noise_bias",
+        "gyro noise x6 and bias 0.05 rad/s, accelerometer noise x4 and bias",
+        sensors={"gyro_noise": 0.03, "gyro_bias": 0.05, "accel_noise": 0.2, "accel_bias": 0.3},
+        group="sensing",
+    ),
     Condition("distractors", "40 coloured boxes and cylinders beside the road", distractors=40, group="visual"),
     Condition("camera_15hz", "camera at 15 Hz instead of 30", sensors={"camera_hz": 15.0}, group="sensing"),
     Condition("heldout_track", "the held-out track, never used for training", track=HELD_OUT_TRACK, group="track"),
@@ -95,44 +101,92 @@ CLASSIC = (
 
 HARD = (
     # visual
-    Condition("shadows", "slanted shadow bands across the road every 2 m, 0.7 m long, 60% darker",
-              look={"shadow": 0.6}, group="visual"),
-    Condition("foggy", "linear fog from 0.3 m, hiding everything from 3 m on; a fog-grey sky",
-              look={"fog_start": 0.3, "fog_end": 3.0}, group="visual"),
-    Condition("checker_ground", "a checkerboard of 0.5 m squares, grass and pale sand, beside the road",
-              look={"checker": 0.5}, group="visual"),
-    Condition("camera_tilt", "camera pitched 5 degrees up (20 instead of 25 down)",
-              robot={"camera_pitch_deg": 20.0}, group="visual"),
-    Condition("camera_roll", "camera rolled 5 degrees about its optical axis", robot={"camera_roll_deg": 5.0},
-              group="visual"),
-    Condition("motion_blur", "shutter open the whole frame (1/30 s): the mean of 8 renders over it",
-              sensors={"exposure": 1.0 / 30.0, "exposure_samples": 8}, group="visual"),
-    Condition("dark_noise", "lighting at 35% and pixel noise std 0.08 together", look=_DARK,
-              sensors={"image_noise": 0.08}, group="visual"),
+    Condition(
+        "shadows",
+        "slanted shadow bands across the road every 2 m, 0.7 m long, 60% darker",
+        look={"shadow": 0.6},
+        group="visual",
+    ),
+    Condition(
+        "foggy",
+        "linear fog from 0.3 m, hiding everything from 3 m on; a fog-grey sky",
+        look={"fog_start": 0.3, "fog_end": 3.0},
+        group="visual",
+    ),
+    Condition(
+        "checker_ground",
+        "a checkerboard of 0.5 m squares, grass and pale sand, beside the road",
+        look={"checker": 0.5},
+        group="visual",
+    ),
+    Condition(
+        "camera_tilt",
+        "camera pitched 5 degrees up (20 instead of 25 down)",
+        robot={"camera_pitch_deg": 20.0},
+        group="visual",
+    ),
+    Condition(
+        "camera_roll", "camera rolled 5 degrees about its optical axis", robot={"camera_roll_deg": 5.0}, group="visual"
+    ),
+    Condition(
+        "motion_blur",
+        "shutter open the whole frame (1/30 s): the mean of 8 renders over it",
+        sensors={"exposure": 1.0 / 30.0, "exposure_samples": 8},
+        group="visual",
+    ),
+    Condition(
+        "dark_noise",
+        "lighting at 35% and pixel noise std 0.08 together",
+        look=_DARK,
+        sensors={"image_noise": 0.08},
+        group="visual",
+    ),
     # sensing
     Condition("heavy_noise", "pixel noise, std 0.3", sensors={"image_noise": 0.3}, group="sensing"),
-    Condition("imu_bias", "gyro bias 0.2 rad/s on z, accelerometer bias 0.5 m/s^2 on x and y",
-              sensors={"gyro_bias": 0.2, "accel_bias": 0.5}, group="sensing"),
+    Condition(
+        "imu_bias",
+        "gyro bias 0.2 rad/s on z, accelerometer bias 0.5 m/s^2 on x and y",
+        sensors={"gyro_bias": 0.2, "accel_bias": 0.5},
+        group="sensing",
+    ),
     Condition("frame_drop", "30% of camera frames lost at random", sensors={"camera_drop": 0.3}, group="sensing"),
     # dynamics
-    Condition("low_friction", "wheel and ground friction 0.1 instead of 1.5 and 1.0: the wheels slip",
-              robot={"wheel_friction": 0.1, "ground_friction": 0.1}, group="dynamics"),
-    Condition("heavy", "every mass 1.5x (chassis 3 kg, wheels 0.15 kg, caster 0.075 kg)",
-              robot={"mass": 3.0, "wheel_mass": 0.15, "caster_mass": 0.075}, group="dynamics"),
-    Condition("command_delay", "velocity commands reach the wheels 50 ms late", robot={"command_delay": 0.05},
-              group="dynamics"),
-    Condition("weak_motors", "the wheels turn at 80% of the commanded speed", robot={"motor_gain": 0.8},
-              group="dynamics"),
+    Condition(
+        "low_friction",
+        "wheel and ground friction 0.1 instead of 1.5 and 1.0: the wheels slip",
+        robot={"wheel_friction": 0.1, "ground_friction": 0.1},
+        group="dynamics",
+    ),
+    Condition(
+        "heavy",
+        "every mass 1.5x (chassis 3 kg, wheels 0.15 kg, caster 0.075 kg)",
+        robot={"mass": 3.0, "wheel_mass": 0.15, "caster_mass": 0.075},
+        group="dynamics",
+    ),
+    Condition(
+        "command_delay",
+        "velocity commands reach the wheels 50 ms late",
+        robot={"command_delay": 0.05},
+        group="dynamics",
+    ),
+    Condition(
+        "weak_motors", "the wheels turn at 80% of the commanded speed", robot={"motor_gain": 0.8}, group="dynamics"
+    ),
     # speed: the policy sets its own speed; this track asks more of it than the training tracks do
-    Condition("tight_turns", "the hairpin track: 1.3 m radius turns, for 1.0 m/s", track=TIGHT_TRACK,
-              group="speed"),
+    Condition("tight_turns", "the hairpin track: 1.3 m radius turns, for 1.0 m/s", track=TIGHT_TRACK, group="speed"),
     # The controller's speed limit raised from 0.5 to 1.0 m/s: a policy trained on the scheduled
     # expert (collect --max-speed 1.0) drives as fast as it learned; one trained at 0.5 m/s is
     # asked nothing new (it commands 0.5).
-    Condition("fast", "speed limit 1.0 m/s (the node's default is 0.5)", settings={"max_linear_speed": 1.0},
-              group="speed"),
-    Condition("fast_tight_turns", "the hairpin track with the speed limit at 1.0 m/s", track=TIGHT_TRACK,
-              settings={"max_linear_speed": 1.0}, group="speed"),
+    Condition(
+        "fast", "speed limit 1.0 m/s (the node's default is 0.5)", settings={"max_linear_speed": 1.0}, group="speed"
+    ),
+    Condition(
+        "fast_tight_turns",
+        "the hairpin track with the speed limit at 1.0 m/s",
+        track=TIGHT_TRACK,
+        settings={"max_linear_speed": 1.0},
+        group="speed",
+    ),
 )
 
 CONDITIONS = {c.name: c for c in (*CLASSIC, *HARD)}

@@ -32,27 +32,34 @@ from .world import RobotSpec, distractors_along, scene_xml
 class SensorConfig:
     camera_hz: float = 30.0
     imu_hz: float = 200.0
-    camera_jitter: float = 0.002   # s: each frame's stamp moves by up to this, uniformly
-    camera_drop: float = 0.0       # probability that a frame is lost
-    gyro_noise: float = 0.005      # rad/s, white, per sample
-    accel_noise: float = 0.05      # m/s^2, white, per sample
-    gyro_bias: float = 0.0         # rad/s, on z
-    accel_bias: float = 0.0        # m/s^2, on x and y
-    image_noise: float = 0.0       # std of per-pixel noise, in [0, 1] units
-    exposure: float = 0.0          # s the shutter is open before each frame's stamp (0: instantaneous)
-    exposure_samples: int = 8      # renders averaged over the exposure (motion blur), when exposure > 0
+    camera_jitter: float = 0.002  # s: each frame's stamp moves by up to this, uniformly
+    camera_drop: float = 0.0  # probability that a frame is lost
+    gyro_noise: float = 0.005  # rad/s, white, per sample
+    accel_noise: float = 0.05  # m/s^2, white, per sample
+    gyro_bias: float = 0.0  # rad/s, on z
+    accel_bias: float = 0.0  # m/s^2, on x and y
+    image_noise: float = 0.0  # std of per-pixel noise, in [0, 1] units
+    exposure: float = 0.0  # s the shutter is open before each frame's stamp (0: instantaneous)
+    exposure_samples: int = 8  # renders averaged over the exposure (motion blur), when exposure > 0
 
 
 @dataclass(frozen=True)
 class SensorEvent:
     stamp: float
-    kind: str            # "camera" or "imu"
-    data: np.ndarray     # camera: (h, w, 3) float32 RGB in [0, 1]; imu: sensing.IMU_FIELDS values
+    kind: str  # "camera" or "imu"
+    data: np.ndarray  # camera: (h, w, 3) float32 RGB in [0, 1]; imu: sensing.IMU_FIELDS values
 
 
 class TrackEnv:
-    def __init__(self, track: Track, robot: RobotSpec | None = None, sensors: SensorConfig | None = None,
-                 seed: int = 0, timestep: float = 0.001, distractors: int = 0) -> None:
+    def __init__(
+        self,
+        track: Track,
+        robot: RobotSpec | None = None,
+        sensors: SensorConfig | None = None,
+        seed: int = 0,
+        timestep: float = 0.001,
+        distractors: int = 0,
+    ) -> None:
         robot, sensors = robot or RobotSpec(), sensors or SensorConfig()
         self.track, self.robot, self.sensors = track, robot, sensors
         self.distractors = distractors_along(track, distractors, seed)
@@ -76,8 +83,7 @@ class TrackEnv:
         self.reset()
 
     # --- episode ---------------------------------------------------------------------------
-    def reset(self, s: float = 0.0, offset: float = 0.0, heading_error: float = 0.0,
-              seed: int | None = None) -> None:
+    def reset(self, s: float = 0.0, offset: float = 0.0, heading_error: float = 0.0, seed: int | None = None) -> None:
         """Place the robot at progress s, `offset` m left of the centreline, turned by
         heading_error from the road direction; time starts at 0."""
         self.rng = np.random.default_rng(self._seed if seed is None else seed)
@@ -194,11 +200,11 @@ class TrackEnv:
     def imu(self) -> np.ndarray:
         """angular velocity (rad/s), linear acceleration incl. gravity (m/s^2), roll/pitch/yaw."""
         s, d, cfg = self._sensor, self.data.sensordata, self.sensors
-        gyro = d[s["gyro"]:s["gyro"] + 3] + self.rng.normal(0.0, cfg.gyro_noise, 3)
+        gyro = d[s["gyro"] : s["gyro"] + 3] + self.rng.normal(0.0, cfg.gyro_noise, 3)
         gyro[2] += cfg.gyro_bias
-        accel = d[s["accel"]:s["accel"] + 3] + self.rng.normal(0.0, cfg.accel_noise, 3)
+        accel = d[s["accel"] : s["accel"] + 3] + self.rng.normal(0.0, cfg.accel_noise, 3)
         accel[:2] += cfg.accel_bias
-        euler = quat2euler(d[s["orientation"]:s["orientation"] + 4], axes="sxyz")
+        euler = quat2euler(d[s["orientation"] : s["orientation"] + 4], axes="sxyz")
         return np.concatenate([gyro, accel, euler])
 
     # --- ground truth ----------------------------------------------------------------------
@@ -223,9 +229,15 @@ class TrackEnv:
         p = self.track.project(x, y)
         speed = float(np.hypot(*self.data.qvel[0:2]))
         return {
-            "x": x, "y": y, "yaw": yaw, "xte": p["xte"], "s": p["s"],
+            "x": x,
+            "y": y,
+            "yaw": yaw,
+            "xte": p["xte"],
+            "s": p["s"],
             "heading_error": math.remainder(yaw - p["heading"], 2 * math.pi),
-            "curvature": p["curvature"], "progress": self._laps_s, "speed": speed,
+            "curvature": p["curvature"],
+            "progress": self._laps_s,
+            "speed": speed,
             "off_road": self.track.off_road(x, y, yaw, self.robot.wheel_separation),
         }
 
@@ -239,12 +251,12 @@ class PurePursuit:
     / |curvature|), kept within [speed, max_speed], so the expert slows for the curves it sees
     coming and a policy trained on it has to learn its speed from the camera, not a constant."""
 
-    speed: float = 0.5          # m/s (the least, with max_speed)
-    lookahead: float = 0.6      # m
-    max_angular: float = 1.5    # rad/s
+    speed: float = 0.5  # m/s (the least, with max_speed)
+    lookahead: float = 0.6  # m
+    max_angular: float = 1.5  # rad/s
     max_speed: float | None = None  # m/s: schedule the speed between `speed` and this
-    lateral_accel: float = 0.3      # m/s^2 allowed in a curve (0.82-1.0 m/s on oval and kidney, 0.61 in the hairpin)
-    preview: float = 1.5            # m of road ahead the schedule reads
+    lateral_accel: float = 0.3  # m/s^2 allowed in a curve (0.82-1.0 m/s on oval and kidney, 0.61 in the hairpin)
+    preview: float = 1.5  # m of road ahead the schedule reads
 
     def target_speed(self, track: Track, s: float) -> float:
         if self.max_speed is None:

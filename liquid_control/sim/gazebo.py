@@ -54,8 +54,12 @@ TEXTURE_PATH = "materials/textures/road.png"  # inside a track's model directory
 GRAVITY = 9.81  # m/s^2, MuJoCo's default
 
 # Frame ids in the messages, the same names sim_node stamps (the sensors are named after theirs).
-BASE_FRAME, ODOM_FRAME, CAMERA_FRAME, IMU_FRAME = (topics.BASE_FRAME, topics.ODOM_FRAME, topics.CAMERA_FRAME,
-                                                   topics.IMU_FRAME)
+BASE_FRAME, ODOM_FRAME, CAMERA_FRAME, IMU_FRAME = (
+    topics.BASE_FRAME,
+    topics.ODOM_FRAME,
+    topics.CAMERA_FRAME,
+    topics.IMU_FRAME,
+)
 
 # Systems a world needs, or sensors stay silent and spawning fails (filename, name, configuration).
 WORLD_SYSTEMS = (
@@ -81,8 +85,13 @@ class BridgedTopic:
     direction: str  # "GZ_TO_ROS" or "ROS_TO_GZ"
 
     def bridge_entry(self) -> dict[str, str]:
-        return {"ros_topic_name": self.ros_topic, "gz_topic_name": self.gz_topic,
-                "ros_type_name": self.ros_type, "gz_type_name": self.gz_type, "direction": self.direction}
+        return {
+            "ros_topic_name": self.ros_topic,
+            "gz_topic_name": self.gz_topic,
+            "ros_type_name": self.ros_type,
+            "gz_type_name": self.gz_type,
+            "direction": self.direction,
+        }
 
 
 def _robot_gz_topic(ros_topic: str) -> str:
@@ -94,15 +103,19 @@ def _robot_gz_topic(ros_topic: str) -> str:
 # connects them to these ROS topics. gz-sim publishes the world clock on /clock itself.
 BRIDGE = (
     BridgedTopic(topics.CLOCK, "/clock", "rosgraph_msgs/msg/Clock", "gz.msgs.Clock", "GZ_TO_ROS"),
-    BridgedTopic(topics.CAMERA, _robot_gz_topic(topics.CAMERA), "sensor_msgs/msg/Image", "gz.msgs.Image",
-                 "GZ_TO_ROS"),
-    BridgedTopic(topics.CAMERA_INFO, _robot_gz_topic(topics.CAMERA_INFO), "sensor_msgs/msg/CameraInfo",
-                 "gz.msgs.CameraInfo", "GZ_TO_ROS"),
+    BridgedTopic(topics.CAMERA, _robot_gz_topic(topics.CAMERA), "sensor_msgs/msg/Image", "gz.msgs.Image", "GZ_TO_ROS"),
+    BridgedTopic(
+        topics.CAMERA_INFO,
+        _robot_gz_topic(topics.CAMERA_INFO),
+        "sensor_msgs/msg/CameraInfo",
+        "gz.msgs.CameraInfo",
+        "GZ_TO_ROS",
+    ),
     BridgedTopic(topics.IMU, _robot_gz_topic(topics.IMU), "sensor_msgs/msg/Imu", "gz.msgs.IMU", "GZ_TO_ROS"),
-    BridgedTopic(topics.ODOM, _robot_gz_topic(topics.ODOM), "nav_msgs/msg/Odometry", "gz.msgs.Odometry",
-                 "GZ_TO_ROS"),
-    BridgedTopic(topics.CMD_VEL, _robot_gz_topic(topics.CMD_VEL), "geometry_msgs/msg/Twist", "gz.msgs.Twist",
-                 "ROS_TO_GZ"),
+    BridgedTopic(topics.ODOM, _robot_gz_topic(topics.ODOM), "nav_msgs/msg/Odometry", "gz.msgs.Odometry", "GZ_TO_ROS"),
+    BridgedTopic(
+        topics.CMD_VEL, _robot_gz_topic(topics.CMD_VEL), "geometry_msgs/msg/Twist", "gz.msgs.Twist", "ROS_TO_GZ"
+    ),
 )
 
 
@@ -116,9 +129,11 @@ def gz_topic(ros_topic: str) -> str:
 
 def bridge_yaml() -> str:
     """config/gazebo_bridge.yaml: ros_gz_bridge's parameter_bridge `config_file`."""
-    header = ("# ros_gz_bridge topics for the Gazebo simulation (parameter_bridge config_file).\n"
-              "# Generated from liquid_control.sim.gazebo.BRIDGE: do not edit; regenerate with\n"
-              "#   python -m liquid_control.sim.gazebo --output .\n")
+    header = (
+        "# ros_gz_bridge topics for the Gazebo simulation (parameter_bridge config_file).\n"
+        "# Generated from liquid_control.sim.gazebo.BRIDGE: do not edit; regenerate with\n"
+        "#   python -m liquid_control.sim.gazebo --output .\n"
+    )
     return header + yaml.safe_dump([e.bridge_entry() for e in BRIDGE], sort_keys=False, default_flow_style=False)
 
 
@@ -175,8 +190,11 @@ def base_inertial(robot: RobotSpec | None = None) -> tuple[float, np.ndarray, np
     h = base_height(r)
     parts = [  # (mass, centre, inertia about the centre)
         (r.mass, np.array([0.0, 0.0, lz / 2]), _box_inertia(r.mass, r.chassis)),
-        (r.caster_mass, np.array([-lx / 2 + r.caster_inset, 0.0, -h / 2]),
-         0.4 * r.caster_mass * (h / 2) ** 2 * np.eye(3)),
+        (
+            r.caster_mass,
+            np.array([-lx / 2 + r.caster_inset, 0.0, -h / 2]),
+            0.4 * r.caster_mass * (h / 2) ** 2 * np.eye(3),
+        ),
     ]
     mass = sum(m for m, _, _ in parts)
     com = sum(m * c for m, c, _ in parts) / mass
@@ -190,8 +208,8 @@ def _wheel(side: str, y: float, r: RobotSpec) -> str:
     # wheels forward, as DiffDrive expects); only the cylinder is turned onto its side.
     cylinder = f"""<pose>0 0 0 {_num(math.pi / 2)} 0 0</pose>
         <geometry><cylinder><radius>{_num(r.wheel_radius)}</radius><length>{_num(r.wheel_width)}</length></cylinder></geometry>"""
-    axial = 0.5 * r.wheel_mass * r.wheel_radius ** 2
-    radial = r.wheel_mass * (3 * r.wheel_radius ** 2 + r.wheel_width ** 2) / 12
+    axial = 0.5 * r.wheel_mass * r.wheel_radius**2
+    radial = r.wheel_mass * (3 * r.wheel_radius**2 + r.wheel_width**2) / 12
     return f"""
     <link name="{side}_wheel">
       <pose relative_to="{BASE_FRAME}">{_vec(0, y, z, 0, 0, 0)}</pose>
@@ -217,8 +235,10 @@ def _wheel(side: str, y: float, r: RobotSpec) -> str:
 
 def _noise(stddev: float, bias: float = 0.0) -> str:
     """An IMU axis' noise (the camera's <noise> is another element: type is a child there)."""
-    return (f'<noise type="gaussian"><mean>0</mean><stddev>{_num(stddev)}</stddev>'
-            f"<bias_mean>{_num(bias)}</bias_mean></noise>")
+    return (
+        f'<noise type="gaussian"><mean>0</mean><stddev>{_num(stddev)}</stddev>'
+        f"<bias_mean>{_num(bias)}</bias_mean></noise>"
+    )
 
 
 def horizontal_fov(robot: RobotSpec | None = None) -> float:
@@ -241,10 +261,12 @@ def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = Non
     mass, com, tensor = base_inertial(r)
     caster_radius = h / 2
     # SensorConfig's biases: gyro on z, accelerometer on x and y.
-    gyro_axes = "".join(f"\n            <{a}>{_noise(s.gyro_noise, s.gyro_bias if a == 'z' else 0.0)}</{a}>"
-                        for a in "xyz")
-    accel_axes = "".join(f"\n            <{a}>{_noise(s.accel_noise, s.accel_bias if a != 'z' else 0.0)}</{a}>"
-                         for a in "xyz")
+    gyro_axes = "".join(
+        f"\n            <{a}>{_noise(s.gyro_noise, s.gyro_bias if a == 'z' else 0.0)}</{a}>" for a in "xyz"
+    )
+    accel_axes = "".join(
+        f"\n            <{a}>{_noise(s.accel_noise, s.accel_bias if a != 'z' else 0.0)}</{a}>" for a in "xyz"
+    )
     return f"""<?xml version="1.0"?>
 <!-- Generated by liquid_control.sim.gazebo from RobotSpec and SensorConfig: do not edit. -->
 <sdf version="{SDF_VERSION}">
@@ -345,7 +367,9 @@ def track_model_name(track: Track) -> str:
     return f"liquid_track_{track.name}"
 
 
-def road_texture(track: Track, pixels_per_m: float = PIXELS_PER_M) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+def road_texture(
+    track: Track, pixels_per_m: float = PIXELS_PER_M
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The road image and the ground rectangle (xmin, ymin, xmax, ymax) its pixels cover exactly
     (Track.texture rounds the pixel count up, so this is up to a pixel beyond Track.bounds)."""
     image, (xmin, _, _, ymax) = track.texture(pixels_per_m)
@@ -361,8 +385,7 @@ def track_sdf(track: Track, pixels_per_m: float = PIXELS_PER_M, robot: RobotSpec
     ground_friction = (robot or RobotSpec()).ground_friction
     _, (xmin, ymin, xmax, ymax) = road_texture(track, pixels_per_m)
     name = track_model_name(track)
-    plane = (f"<geometry><plane><normal>0 0 1</normal><size>{_vec(xmax - xmin, ymax - ymin)}</size></plane>"
-             "</geometry>")
+    plane = f"<geometry><plane><normal>0 0 1</normal><size>{_vec(xmax - xmin, ymax - ymin)}</size></plane></geometry>"
     return f"""<?xml version="1.0"?>
 <!-- Generated by liquid_control.sim.gazebo from track {track.name!r}: do not edit. -->
 <sdf version="{SDF_VERSION}">
@@ -416,7 +439,8 @@ def world_sdf(track: Track, timestep: float = 0.001) -> str:
     launch files spawn it at spawn_pose(track)."""
     look = track.look
     systems = "\n".join(
-        f'    <plugin filename="{filename}" name="{name}">{config}</plugin>' for filename, name, config in WORLD_SYSTEMS)
+        f'    <plugin filename="{filename}" name="{name}">{config}</plugin>' for filename, name, config in WORLD_SYSTEMS
+    )
     ambient, diffuse = (look.light_ambient,) * 3, (look.light_diffuse,) * 3
     background = _rgba(look.fog_color) if look.fog_end else "0 0 0 1"  # in fog, the fog's colour
     return f"""<?xml version="1.0"?>
@@ -469,8 +493,9 @@ def shipped_tracks() -> list[str]:
     return sorted(p.stem for p in share_path("config", "tracks").glob("*.yaml"))
 
 
-def generated_files(tracks: Iterable[Track | str] | None = None,
-                    condition: Condition | None = None) -> dict[str, bytes]:
+def generated_files(
+    tracks: Iterable[Track | str] | None = None, condition: Condition | None = None
+) -> dict[str, bytes]:
     """Every generated file, by path relative to the package root (models/gazebo/..., config/...),
     for the nominal world or under `condition` (its robot, sensors and look; its track instead of
     `tracks` when it names one). What the condition changes that Gazebo cannot reproduce is
@@ -479,8 +504,10 @@ def generated_files(tracks: Iterable[Track | str] | None = None,
 
     if condition is not None and condition.track:
         tracks = [condition.track]
-    loaded = [item if isinstance(item, Track) else Track.load(track_path(item))
-              for item in (shipped_tracks() if tracks is None else tracks)]
+    loaded = [
+        item if isinstance(item, Track) else Track.load(track_path(item))
+        for item in (shipped_tracks() if tracks is None else tracks)
+    ]
     robot, sensors = RobotSpec(), SensorConfig()
     if condition is not None:
         robot = condition.robot_spec(robot)
@@ -490,7 +517,8 @@ def generated_files(tracks: Iterable[Track | str] | None = None,
     files = {
         f"{root}/{ROBOT_NAME}/model.sdf": robot_sdf(robot, sensors),
         f"{root}/{ROBOT_NAME}/model.config": _model_config(
-            ROBOT_NAME, "liquid_control's differential-drive robot with a forward camera and an IMU."),
+            ROBOT_NAME, "liquid_control's differential-drive robot with a forward camera and an IMU."
+        ),
         "config/gazebo_bridge.yaml": bridge_yaml(),
     }
     for track in loaded:
@@ -503,8 +531,9 @@ def generated_files(tracks: Iterable[Track | str] | None = None,
     return {path: data.encode() if isinstance(data, str) else data for path, data in sorted(files.items())}
 
 
-def export(directory: str | Path, tracks: Iterable[Track | str] | None = None,
-           condition: Condition | None = None) -> list[Path]:
+def export(
+    directory: str | Path, tracks: Iterable[Track | str] | None = None, condition: Condition | None = None
+) -> list[Path]:
     """Write every generated file under `directory` (the package root for the shipped copies; a
     directory of its own for a condition's)."""
     directory = Path(directory)
@@ -521,11 +550,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m liquid_control.sim.gazebo",
         description="Write the Gazebo robot, track worlds and ros_gz_bridge YAML under OUTPUT "
-                    "(models/gazebo/..., config/gazebo_bridge.yaml).")
-    parser.add_argument("--output", required=True, help="directory to write into; the package root for the shipped copies")
-    parser.add_argument("--track", action="append", help="track name or file (repeatable); default: every shipped track")
-    parser.add_argument("--condition", help="an evaluation condition to export instead of the nominal world "
-                                            "(liquid-control eval --condition); write it to a directory of its own")
+        "(models/gazebo/..., config/gazebo_bridge.yaml).",
+    )
+    parser.add_argument(
+        "--output", required=True, help="directory to write into; the package root for the shipped copies"
+    )
+    parser.add_argument(
+        "--track", action="append", help="track name or file (repeatable); default: every shipped track"
+    )
+    parser.add_argument(
+        "--condition",
+        help="an evaluation condition to export instead of the nominal world "
+        "(liquid-control eval --condition); write it to a directory of its own",
+    )
     args = parser.parse_args(argv)
     condition = None
     if args.condition:

@@ -26,10 +26,10 @@ class TrackError(ValueError):
 
 @dataclass(frozen=True)
 class Markings:
-    edge_width: float = 0.05     # m, solid lines at both road edges
-    center_width: float = 0.04   # m, dashed centre line (0: none)
-    dash_length: float = 0.5     # m
-    gap_length: float = 0.5      # m
+    edge_width: float = 0.05  # m, solid lines at both road edges
+    center_width: float = 0.04  # m, dashed centre line (0: none)
+    dash_length: float = 0.5  # m
+    gap_length: float = 0.5  # m
 
 
 @dataclass(frozen=True)
@@ -41,25 +41,25 @@ class Look:
     light_diffuse: float = 0.8
     light_ambient: float = 0.3
     # Weather and ground patterns beyond the colours; the defaults leave the plain look unchanged.
-    fog_start: float = 0.0       # m from the camera where fog begins
-    fog_end: float = 0.0         # m from the camera where it hides everything (0: no fog)
+    fog_start: float = 0.0  # m from the camera where fog begins
+    fog_end: float = 0.0  # m from the camera where it hides everything (0: no fog)
     fog_color: tuple[float, float, float] = (0.75, 0.75, 0.78)
-    checker: float = 0.0         # m, side of a checkerboard's squares on the ground beside the road (0: plain)
+    checker: float = 0.0  # m, side of a checkerboard's squares on the ground beside the road (0: plain)
     checker_color: tuple[float, float, float] = (0.75, 0.70, 0.50)  # the board's other squares
-    shadow: float = 0.0          # fraction of the light taken by shadows cast across the road (0: none)
+    shadow: float = 0.0  # fraction of the light taken by shadows cast across the road (0: none)
     shadow_spacing: float = 2.0  # m along the road from one shadow to the next
-    shadow_width: float = 0.7    # m along the road that each shadow covers
-    shadow_slant: float = 0.6    # shift along the road per metre across it (tan of the shadows' angle)
+    shadow_width: float = 0.7  # m along the road that each shadow covers
+    shadow_slant: float = 0.6  # shift along the road per metre across it (tan of the shadows' angle)
 
 
 @dataclass(frozen=True, eq=False)
 class Track:
     name: str
-    control_points: np.ndarray            # (k, 2) m, counter-clockwise or clockwise, closed
+    control_points: np.ndarray  # (k, 2) m, counter-clockwise or clockwise, closed
     road_width: float
     markings: Markings = field(default_factory=Markings)
     look: Look = field(default_factory=Look)
-    spacing: float = 0.05                 # m between centreline samples
+    spacing: float = 0.05  # m between centreline samples
 
     # --- loading ---------------------------------------------------------------------------
     @classmethod
@@ -161,15 +161,22 @@ class Track:
         heading = math.atan2(seg[1], seg[0])
         cross = seg[0] * (y - pa[1]) - seg[1] * (x - pa[0])
         s = (self.arclength[a % len(pts)] + t * np.linalg.norm(seg)) % self.length
-        return {"xte": math.copysign(dist, cross), "s": float(s), "heading": heading,
-                "curvature": float(self.curvature()[a % len(pts)])}
+        return {
+            "xte": math.copysign(dist, cross),
+            "s": float(s),
+            "heading": heading,
+            "curvature": float(self.curvature()[a % len(pts)]),
+        }
 
     def off_road(self, x: float, y: float, yaw: float, wheel_separation: float) -> bool:
         """Whether a wheel of a differential-drive robot at pose (x, y, yaw) is off the road: the
         one definition of leaving the road for the simulator, the evaluation and the demos."""
         half = wheel_separation / 2
-        return any(abs(self.project(x - math.sin(yaw) * side * half, y + math.cos(yaw) * side * half)["xte"])
-                   > self.road_width / 2 for side in (1.0, -1.0))
+        return any(
+            abs(self.project(x - math.sin(yaw) * side * half, y + math.cos(yaw) * side * half)["xte"])
+            > self.road_width / 2
+            for side in (1.0, -1.0)
+        )
 
     def curvature(self) -> np.ndarray:
         """Signed curvature at each sample (1/m, positive turning left)."""
@@ -192,8 +199,12 @@ class Track:
         """(xmin, ymin, xmax, ymax) of the road with a margin of one road width."""
         pts = self.samples
         m = 1.5 * self.road_width
-        return (float(pts[:, 0].min() - m), float(pts[:, 1].min() - m),
-                float(pts[:, 0].max() + m), float(pts[:, 1].max() + m))
+        return (
+            float(pts[:, 0].min() - m),
+            float(pts[:, 1].min() - m),
+            float(pts[:, 0].max() + m),
+            float(pts[:, 1].max() + m),
+        )
 
     # --- appearance ------------------------------------------------------------------------
     def texture(self, pixels_per_m: float = 50.0) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -286,12 +297,12 @@ def _distance_field(track: Track, x: np.ndarray, y: np.ndarray, chunk: int = 200
     prog = np.empty(x.size)
     nearest = np.empty(x.size, dtype=np.int64)
     for start in range(0, x.size, chunk):
-        qx, qy = x[start:start + chunk, None], y[start:start + chunk, None]
+        qx, qy = x[start : start + chunk, None], y[start : start + chunk, None]
         d2 = (qx - pts[None, :, 0]) ** 2 + (qy - pts[None, :, 1]) ** 2
         i = np.argmin(d2, axis=1)
-        dist[start:start + chunk] = np.sqrt(d2[np.arange(len(i)), i])
-        prog[start:start + chunk] = s[i]
-        nearest[start:start + chunk] = i
+        dist[start : start + chunk] = np.sqrt(d2[np.arange(len(i)), i])
+        prog[start : start + chunk] = s[i]
+        nearest[start : start + chunk] = i
     return dist, prog, nearest
 
 

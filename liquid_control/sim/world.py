@@ -16,27 +16,27 @@ TEXTURE_FILE = "road.png"
 
 @dataclass(frozen=True)
 class RobotSpec:
-    wheel_radius: float = 0.05      # m
+    wheel_radius: float = 0.05  # m
     wheel_separation: float = 0.24  # m, between wheel centres
     chassis: tuple[float, float, float] = (0.28, 0.20, 0.08)  # m, full size
-    mass: float = 2.0               # kg
-    camera_height: float = 0.22     # m above ground
+    mass: float = 2.0  # kg
+    camera_height: float = 0.22  # m above ground
     camera_pitch_deg: float = 25.0  # down from horizontal
     camera_fovy_deg: float = 70.0
     image_width: int = 96
     image_height: int = 64
-    wheel_kv: float = 2.0           # velocity servo gain (N m s / rad)
-    wheel_width: float = 0.03       # m
-    wheel_mass: float = 0.1         # kg each
-    wheel_damping: float = 0.001    # N m s / rad
+    wheel_kv: float = 2.0  # velocity servo gain (N m s / rad)
+    wheel_width: float = 0.03  # m
+    wheel_mass: float = 0.1  # kg each
+    wheel_damping: float = 0.001  # N m s / rad
     wheel_friction: float = 1.5
-    caster_mass: float = 0.05       # kg
-    caster_inset: float = 0.03      # m from the chassis' rear face to the caster centre
-    base_clearance: float = 0.01    # m from the wheel centres up to base_link
+    caster_mass: float = 0.05  # kg
+    caster_inset: float = 0.03  # m from the chassis' rear face to the caster centre
+    base_clearance: float = 0.01  # m from the wheel centres up to base_link
     ground_friction: float = 1.0
-    camera_roll_deg: float = 0.0    # about the optical axis, right-handed about forward: + lifts the camera's left
-    motor_gain: float = 1.0         # wheel speed the servos are given per wheel speed commanded
-    command_delay: float = 0.0      # s from a velocity command to the wheel servos
+    camera_roll_deg: float = 0.0  # about the optical axis, right-handed about forward: + lifts the camera's left
+    motor_gain: float = 1.0  # wheel speed the servos are given per wheel speed commanded
+    command_delay: float = 0.0  # s from a velocity command to the wheel servos
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class Distractor:
 
     x: float
     y: float
-    shape: str                              # "box" or "cylinder"
-    size: float                             # m, half width (box) or radius (cylinder)
-    height: float                           # m
+    shape: str  # "box" or "cylinder"
+    size: float  # m, half width (box) or radius (cylinder)
+    height: float  # m
     rgba: tuple[float, float, float, float]
 
 
@@ -61,9 +61,16 @@ def distractors_along(track: Track, count: int, seed: int = 0) -> list[Distracto
         size = float(rng.uniform(0.05, 0.12))
         clearance = track.road_width / 2 + size + float(rng.uniform(0.15, 0.6))
         x, y, _ = track.pose_at(float(rng.uniform(0, track.length)), side * clearance)
-        objects.append(Distractor(float(x), float(y), str(rng.choice(("box", "cylinder"))), size,
-                                  float(rng.uniform(0.1, 0.4)),
-                                  (*map(float, rng.uniform(0.0, 1.0, 3)), 1.0)))
+        objects.append(
+            Distractor(
+                float(x),
+                float(y),
+                str(rng.choice(("box", "cylinder"))),
+                size,
+                float(rng.uniform(0.1, 0.4)),
+                (*map(float, rng.uniform(0.0, 1.0, 3)), 1.0),
+            )
+        )
     return objects
 
 
@@ -71,9 +78,11 @@ def _distractor_geoms(objects: list[Distractor]) -> str:
     lines = []
     for k, o in enumerate(objects):
         size = f"{o.size} {o.size} {o.height / 2}" if o.shape == "box" else f"{o.size} {o.height / 2}"
-        lines.append(f'    <geom name="distractor_{k}" type="{o.shape}" size="{size}" '
-                     f'pos="{o.x:.4f} {o.y:.4f} {o.height / 2:.4f}" contype="0" conaffinity="0" '
-                     f'rgba="{" ".join(f"{c:.3f}" for c in o.rgba)}"/>')
+        lines.append(
+            f'    <geom name="distractor_{k}" type="{o.shape}" size="{size}" '
+            f'pos="{o.x:.4f} {o.y:.4f} {o.height / 2:.4f}" contype="0" conaffinity="0" '
+            f'rgba="{" ".join(f"{c:.3f}" for c in o.rgba)}"/>'
+        )
     return "\n".join(lines)
 
 
@@ -98,12 +107,19 @@ def _fog_elements(look) -> tuple[str, str]:
     if not look.fog_end:
         return "", ""
     rgb = " ".join(f"{c:.3f}" for c in look.fog_color)
-    return (f'\n    <rgba fog="{rgb} 1" haze="{rgb} 1"/>',
-            f'\n    <texture name="fog_sky" type="skybox" builtin="flat" rgb1="{rgb}" rgb2="{rgb}" width="16" height="16"/>')
+    return (
+        f'\n    <rgba fog="{rgb} 1" haze="{rgb} 1"/>',
+        f'\n    <texture name="fog_sky" type="skybox" builtin="flat" rgb1="{rgb}" rgb2="{rgb}" width="16" height="16"/>',
+    )
 
 
-def scene_xml(track: Track, robot: RobotSpec | None = None, pixels_per_m: float = 40.0,
-              timestep: float = 0.001, distractors: list[Distractor] = ()) -> tuple[str, dict[str, bytes]]:
+def scene_xml(
+    track: Track,
+    robot: RobotSpec | None = None,
+    pixels_per_m: float = 40.0,
+    timestep: float = 0.001,
+    distractors: list[Distractor] = (),
+) -> tuple[str, dict[str, bytes]]:
     """MJCF text and its assets for `track` with `robot` (default RobotSpec()) on it, and any
     distractor objects."""
     robot = robot or RobotSpec()
