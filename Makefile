@@ -70,8 +70,11 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/energy.py
 	$(RUN_ENV) $(VPY) bench/train_memory.py --minutes $(BENCH_MINUTES)
 
+LINTED = liquid_control test bench launch setup.py docs/conf.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check liquid_control test bench launch setup.py
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 clean:
 	rm -rf build install log dist *.egg-info .pytest_cache .ruff_cache

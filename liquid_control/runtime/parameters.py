@@ -391,10 +391,16 @@ def main(argv: list[str] | None = None) -> int:
         for rel, render in GENERATED.items():
             (root / rel).write_text(render())
             print(f"wrote {root / rel}")
+    elif argv == ["--check"]:
+        root = Path(__file__).resolve().parents[2]
+        stale = [rel for rel, render in GENERATED.items() if (root / rel).read_text() != render()]
+        for rel in stale:
+            print(f"{rel} differs from the parameter table: python -m liquid_control.runtime.parameters --write")
+        return 1 if stale else 0
     elif not argv:
         sys.stdout.write(render_config())
     else:
-        print("usage: python -m liquid_control.runtime.parameters [--write]", file=sys.stderr)
+        print("usage: python -m liquid_control.runtime.parameters [--write | --check]", file=sys.stderr)
         return 2
     return 0
 
