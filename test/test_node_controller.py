@@ -250,7 +250,6 @@ def test_commands_flow_at_sensor_rate(rig):
     r = rig()
     sent = r.stream(2.0)
     wait_for(lambda: len(r.commands) >= 0.9 * len(sent), timeout=5.0)
-    time.sleep(0.2)
     # A command per IMU sample at least (a frame stamped before an IMU sample already stepped
     # is held for the next step, not stepped: it arrives later than that sample).
     assert len(r.commands) >= 0.9 * sum(kind == "imu" for kind, _ in sent)
@@ -351,7 +350,9 @@ def test_watchdog_zeroes_commands_and_reports_error_then_resumes(rig, tmp_path):
     r.stream(0.5)
     wait_for(lambda: any(abs(m.linear.x) > 0 for _, m in r.commands))
     stop = time.monotonic()
-    time.sleep(0.6)
+    # The watchdog's zeros, every 50 ms once both sensors are silent past 0.2 s (none before: the
+    # robot would have been stopped late).
+    wait_for(lambda: sum(1 for t, _ in r.commands if t > stop + 0.3) >= 4)
     after = [m for t, m in r.commands if t > stop + 0.3]
     assert after and all(m.linear.x == 0.0 and m.angular.z == 0.0 for m in after)
     status, _ = _latest_diag(r, after=stop + 0.3)
@@ -367,9 +368,12 @@ def test_e_stop_latches_until_released(rig, tmp_path):
     r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)))
     r.stream(0.3)
     r.e_stop.publish(Bool(data=True))
+    engaged = time.monotonic()
     wait_for(lambda: r.node.e_stop)
-    time.sleep(0.2)  # commands already in flight before the e-stop arrive first
-    mark = time.monotonic()
+    # The e-stop's own zero: every command published before it arrives before it (one writer, in order).
+    wait_for(lambda: any(m.linear.x == 0.0 and m.angular.z == 0.0 for t, m in r.commands if t > engaged))
+    with r.lock:
+        mark = next(t for t, m in r.commands if t > engaged and m.linear.x == 0.0 and m.angular.z == 0.0)
     r.stream(0.5, t0=101.0)
     wait_for(lambda: sum(1 for t, _ in r.commands if t > mark) > 50)
     assert all(m.linear.x == 0.0 and m.angular.z == 0.0 for t, m in r.commands if t > mark)
@@ -464,7 +468,6 @@ def test_stamped_commands_carry_the_exact_sensor_stamp(rig):
     r = rig(cmd_vel_stamped=True)
     sent = r.stream(0.5, t0=1_764_000_000.0)  # epoch-sized stamps, where float seconds round
     wait_for(lambda: len(r.commands) > 50)
-    time.sleep(0.2)
     sent_stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in sent}
     # The stream's commands (the watchdog's zeros before and after it carry the node clock's stamp).
     answered = [
@@ -508,7 +511,7 @@ def test_model_swaps_settings_and_services_while_streaming_never_break_a_step(ri
     models = [make_model(tmp_path / f"s{i}.safetensors", seed=10 + i) for i in range(2)]
     streamer = threading.Thread(target=r.stream, args=(3.0,))
     streamer.start()
-    time.sleep(0.3)
+    wait_for(lambda: len(r.commands) > 0)  # the stream is flowing
     changes = 0
     try:
         while streamer.is_alive() and changes < 8:
@@ -730,7 +733,7 @@ def test_saliency_comes_at_its_capped_rate_in_camera_time_as_the_frame_at_model_
     frames = [m for kind, m in sent if kind == "camera"]
     wait_for(lambda: r.node.saliency.published >= 1 and len(got) == r.node.saliency.published)
     wait_for(lambda: r.node.controller.counters.camera >= 0.7 * len(frames))
-    time.sleep(0.3)  # the last frames' maps
+    wait_for(lambda: not r.node.saliency.busy and len(got) == r.node.saliency.published)  # the last frames' maps
     assert len(got) == r.node.saliency.published
     stamps = _stamps(got)
     span = stamp_to_seconds(frames[-1].header.stamp) - stamp_to_seconds(frames[0].header.stamp)

@@ -817,6 +817,11 @@ class SaliencyWorker:
         self._last = stamp
         self._worker.request((policy, rgb, (header.stamp.sec, header.stamp.nanosec), header.frame_id))
 
+    @property
+    def busy(self) -> bool:
+        """Whether a frame is waiting for its map or being worked on (False once it is published)."""
+        return self._worker.pending is not None
+
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
             self._stopped = True
