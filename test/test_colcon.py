@@ -126,7 +126,7 @@ def test_the_installed_node_answers_sensor_messages(workspace):
     from geometry_msgs.msg import Twist
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, Imu
-    from test_node_process import _spinning_node
+    from support import spinning_node
 
     from liquid_control.processes import stop
 
@@ -144,7 +144,7 @@ def test_the_installed_node_answers_sensor_messages(workspace):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    peer, close = _spinning_node("colcon_peer", ns)
+    peer, close = spinning_node("colcon_peer", ns)
     try:
         imu = peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
         camera = peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)

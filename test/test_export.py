@@ -192,8 +192,7 @@ def test_the_onnx_backend_runs_without_torch(exported, bag, tmp_path):
 
 def test_controller_node_on_the_onnx_backend_drives_without_torch(exported, tmp_path):
     pytest.importorskip("rclpy")
-    from test_node_controller import wait_for
-    from test_node_process import EXECUTABLE, _streaming_peer
+    from support import EXECUTABLE, streaming_peer, wait_for
 
     from liquid_control.processes import stop
 
@@ -210,7 +209,7 @@ def test_controller_node_on_the_onnx_backend_drives_without_torch(exported, tmp_
         start_new_session=True,
     )
     try:
-        commands, stop_peer = _streaming_peer(ns)
+        commands, stop_peer = streaming_peer(ns)
         try:
             wait_for(lambda: sum(1 for m in commands if m.linear.x > 0) > 20, timeout=90)
         finally:

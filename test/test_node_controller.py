@@ -23,36 +23,19 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CompressedImage, Image, Imu  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
+from support import OUTPUTS, SPEC, make_model, wait_for  # noqa: E402
 
 from liquid_control import nets  # noqa: E402
 from liquid_control.nodes.controller_node import LiquidControllerNode  # noqa: E402
 from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
 from liquid_control.runtime.controller import LiquidController, Settings  # noqa: E402
-from liquid_control.runtime.modelfile import OutputSpec, load_model, save_model  # noqa: E402
-from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy  # noqa: E402
+from liquid_control.runtime.modelfile import load_model, save_model  # noqa: E402
+from liquid_control.runtime.policy import LiquidPolicy  # noqa: E402
 from liquid_control.runtime.sensing import image_to_array, imu_to_array, stamp_to_seconds  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
-SPEC = EncoderSpec(image_width=32, image_height=24, channels=(4, 8), camera_features=4)
 _names = itertools.count()
-
-
-def make_model(path, seed=0, bias=None):
-    torch.manual_seed(seed)
-    policy = LiquidPolicy(
-        SPEC,
-        nets.CfC(SPEC.core_inputs, nets.AutoNCP(12, 2, seed=seed)),
-        outputs=2,
-        imu_mean=(0.0, 0.0, 9.8),
-        imu_std=(0.5, 1.0, 1.0),
-    ).eval()
-    if bias is not None:
-        with torch.no_grad():
-            policy.readout.bias[:] = torch.tensor(bias)
-    save_model(path, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -213,15 +196,6 @@ class Rig:
         self.thread.join(timeout=5.0)
         self.node.destroy_node()
         self.peer.destroy_node()
-
-
-def wait_for(condition, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ stamps which messages were stepped, and wait for a later phase's commands instea
 
 import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,14 +22,12 @@ from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
-from test_node_controller import make_model, wait_for  # noqa: E402
-from test_node_process import _spinning_node  # noqa: E402
+from support import EXECUTABLE, make_model, spinning_node, wait_for  # noqa: E402
 
 from liquid_control.processes import stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
 _count = iter(range(10**6))
 
 
@@ -58,7 +54,7 @@ class Managed:
         for p in params:
             args += ["-p", p]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.peer, self._close = _spinning_node("life_peer", self.ns)
+        self.peer, self._close = spinning_node("life_peer", self.ns)
         self.imu = self.peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
         self.camera = self.peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
         self.commands: list[tuple[float, float]] = []  # (stamp of the answered message, linear.x)
@@ -206,7 +202,7 @@ def test_without_managed_the_node_has_no_lifecycle_services_and_commands_at_once
         stderr=subprocess.STDOUT,
         text=True,
     )
-    peer, close = _spinning_node("plain_peer", ns)
+    peer, close = spinning_node("plain_peer", ns)
     try:
         wait_for(lambda: peer.count_publishers(f"{ns}/cmd_vel") == 1, timeout=30)
         wait_for(lambda: f"{ns}/liquid_controller/reset_state" in dict(peer.get_service_names_and_types()))

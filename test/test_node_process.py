@@ -9,7 +9,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,13 +21,11 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
-from test_node_controller import make_model, wait_for  # noqa: E402
+from support import EXECUTABLE, make_model, spinning_node, streaming_peer, wait_for  # noqa: E402
 
 from liquid_control.processes import rss_mb, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
-EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
 
 
 @pytest.fixture
@@ -135,62 +132,6 @@ def test_node_process_flood_parameters_and_clean_shutdown(node_process):
     assert "Traceback" not in out, out
 
 
-def _spinning_node(name: str, ns: str):
-    """A node in a context of its own, spun by an executor thread; returns it and what ends it all."""
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node(name, namespace=ns, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-
-    def close():
-        executor.shutdown(timeout_sec=2.0)
-        spinner.join(timeout=5.0)
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-
-    return node, close
-
-
-def _streaming_peer(ns):
-    """A peer in its own context publishing camera and IMU into `ns` from a thread; stop() ends it."""
-    peer, close = _spinning_node("exit_peer", ns)
-    context = peer.context
-    imu = peer.create_publisher(Imu, "imu/data", qos_profile_sensor_data)
-    camera = peer.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-    commands = []
-    peer.create_subscription(Twist, "cmd_vel", commands.append, 100)
-    running = threading.Event()
-    running.set()
-
-    def publish():
-        k = 0
-        while running.is_set() and context.ok():
-            t = 100.0 + k * 0.005
-            msg = Imu()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
-            msg.linear_acceleration.z = 9.8
-            imu.publish(msg)
-            if k % 7 == 0:
-                frame = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=bytes(64 * 48 * 3))
-                frame.header = msg.header
-                camera.publish(frame)
-            k += 1
-            time.sleep(0.005)
-
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
-
-    def stop_peer():
-        running.clear()
-        publisher.join(timeout=5.0)
-        close()
-
-    return commands, stop_peer
-
-
 # ros2 launch escalates to SIGTERM when a process has not exited 5 s after SIGINT (sigterm_timeout).
 LAUNCH_SIGTERM_TIMEOUT_S = 5.0
 
@@ -200,7 +141,7 @@ def test_two_sigints_while_streaming_exit_cleanly_before_launch_escalates(node_p
     """A terminal Ctrl-C under ros2 launch: SIGINT to the process group and launch's own, tens of
     milliseconds apart, while sensor data flows."""
     proc, ns = node_process
-    commands, stop_peer = _streaming_peer(ns)
+    commands, stop_peer = streaming_peer(ns)
     try:
         wait_for(lambda: len(commands) > 100, timeout=60)
         proc.send_signal(signal.SIGINT)
@@ -335,7 +276,7 @@ def _busy_peer(ns: str, models: list[str], pauses: np.ndarray):
     from std_msgs.msg import Bool
     from std_srvs.srv import Trigger
 
-    node, close = _spinning_node("busy_peer", ns)
+    node, close = spinning_node("busy_peer", ns)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     e_stop = node.create_publisher(Bool, "e_stop", latched)
     teacher = node.create_publisher(Twist, "teacher/cmd_vel", 10)
@@ -406,7 +347,7 @@ def test_ctrl_c_at_random_moments_of_a_busy_node_always_ends_it(tmp_path):
             text=True,
             start_new_session=True,
         )
-        commands, stop_streaming = _streaming_peer(ns)
+        commands, stop_streaming = streaming_peer(ns)
         start_busy, stop_busy = _busy_peer(ns, models, rng.uniform(0.005, 0.05, size=10_000))
         try:
             wait_for(lambda: len(commands) > 20, timeout=60)  # noqa: B023 - called here, in this iteration

@@ -11,7 +11,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Imu  # noqa: E402
-from test_node_controller import wait_for  # noqa: E402
+from support import wait_for  # noqa: E402
 
 from liquid_control.nodes.sensor_loop import SensorLoop  # noqa: E402
 
