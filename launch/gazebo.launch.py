@@ -65,6 +65,12 @@ def generate_launch_description() -> LaunchDescription:
 
     return LaunchDescription(
         [
+            # Gazebo is optional for the package (a robot does not need it): say what to install.
+            launching.require_packages(
+                "gazebo.launch.py",
+                ("ros_gz_sim", "ros_gz_bridge"),
+                "sudo apt-get install -y ros-jazzy-ros-gz-sim ros-jazzy-ros-gz-bridge",
+            ),
             DeclareLaunchArgument(
                 "track",
                 default_value="oval",

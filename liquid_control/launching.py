@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.conditions import IfCondition, UnlessCondition
 from launch.launch_context import LaunchContext
 from launch.substitution import Substitution
@@ -26,6 +26,26 @@ def model_argument() -> DeclareLaunchArgument:
         description="Policy model file (.safetensors): a path or package://<package>/<file>. "
         "Passed to the controller as model_path; it wins over a model_path in params_file.",
     )
+
+
+def require_packages(what: str, packages: tuple[str, ...], install: str) -> OpaqueFunction:
+    """A first action that ends the launch with one line naming what is missing and the command that
+    installs it, before anything starts (instead of launch_ros's lookup error half way through)."""
+
+    def check(context) -> list:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        missing = []
+        for package in packages:
+            try:
+                get_package_share_directory(package)
+            except PackageNotFoundError:
+                missing.append(package)
+        if missing:
+            raise RuntimeError(f"{what} needs {', '.join(missing)}, not installed: {install}")
+        return []
+
+    return OpaqueFunction(function=check)
 
 
 def managed_argument() -> DeclareLaunchArgument:
