@@ -22,7 +22,7 @@ RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST MUJOCO_GL=egl AMENT_PREFIX_PAT
 INSTALL_INPUTS = setup.py setup.cfg pyproject.toml package.xml requirements/constraints.txt \
 	$(shell find resource launch config models -type f -not -name '.*' 2>/dev/null)
 
-.PHONY: venv $(VENV) test test-fast docs demo bench lint clean distclean
+.PHONY: venv $(VENV) test test-fast docs demo bench arm64-check lint clean distclean
 
 venv $(VENV): $(STAMP) $(COLCON_STAMP)
 
@@ -69,6 +69,11 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/backends.py
 	$(RUN_ENV) $(VPY) bench/energy.py
 	$(RUN_ENV) $(VPY) bench/train_memory.py --minutes $(BENCH_MINUTES)
+
+# The small-board path on arm64 under emulation (root, qemu-user-static, debootstrap; minutes):
+# .[edge] from aarch64 wheels replays a bag to x86's commands. It says why when it cannot run.
+arm64-check: $(STAMP)
+	$(RUN_ENV) bash bench/arm64_check.sh
 
 LINTED = liquid_control test bench launch setup.py docs/conf.py
 
