@@ -88,3 +88,21 @@ def run_train(args: argparse.Namespace) -> int:
     if result is not None:  # None: a torchrun process other than rank 0
         print(json.dumps(result))
     return 0
+
+
+def torchrun_main(argv: list[str] | None = None) -> int:
+    """`python -m liquid_control.learning.train` (how torchrun starts each process): the train
+    command's options; the process group is closed however training ends."""
+    import torch.distributed
+
+    parser = argparse.ArgumentParser(
+        prog="python -m liquid_control.learning.train",
+        description="train a policy from bags (the options of liquid-control train)",
+    )
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -570,24 +570,7 @@ def train(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m liquid_control.learning.train`: the train command's options, for torchrun."""
-    import argparse
+if __name__ == "__main__":  # torchrun -m liquid_control.learning.train: liquid-control train's options
+    from .options import torchrun_main
 
-    from .options import add_train_arguments, run_train
-
-    parser = argparse.ArgumentParser(
-        prog="python -m liquid_control.learning.train",
-        description="train a policy from bags (the options of liquid-control train)",
-    )
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_train(args)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(torchrun_main())
