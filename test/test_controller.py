@@ -142,12 +142,20 @@ def test_nan_in_the_state_resets_and_commands_zero(model_file):
     assert c.on_imu(0.020, _imu()).reason == "policy"
 
 
+@pytest.mark.parametrize("mode", ["curvature", "independent"])
 @pytest.mark.parametrize("bias", [(50.0, -50.0), (-50.0, 50.0)])
-def test_commands_respect_speed_and_acceleration_limits(tmp_path, bias):
+def test_commands_respect_speed_and_acceleration_limits(tmp_path, bias, mode):
     policy = _policy(bias=bias)
     path = tmp_path / "wild.safetensors"
     save_model(path, policy, policy.sensor_spec(), OUTPUTS)
-    c = _controller(path, max_linear_speed=0.3, max_angular_speed=1.0, max_linear_accel=0.5, max_angular_accel=2.0)
+    c = _controller(
+        path,
+        max_linear_speed=0.3,
+        max_angular_speed=1.0,
+        max_linear_accel=0.5,
+        max_angular_accel=2.0,
+        speed_limit_mode=mode,
+    )
     c.on_image(0.0, FRAME)
     last = None
     for k in range(1, 400):
@@ -160,7 +168,48 @@ def test_commands_respect_speed_and_acceleration_limits(tmp_path, bias):
             assert abs(cmd.linear_x - last.linear_x) <= 0.5 * dt + 1e-12
             assert abs(cmd.angular_z - last.angular_z) <= 2.0 * dt + 1e-12
         last = cmd
-    assert abs(last.linear_x) == pytest.approx(0.3) and abs(last.angular_z) == pytest.approx(1.0)
+    if mode == "independent":
+        assert abs(last.linear_x) == pytest.approx(0.3) and abs(last.angular_z) == pytest.approx(1.0)
+    else:  # one of the two reached, the other below it
+        assert abs(last.linear_x) == pytest.approx(0.3) or abs(last.angular_z) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("linear_accel", [20.0, 0.5])
+def test_curvature_mode_keeps_the_policys_path_under_the_speed_and_acceleration_limits(tmp_path, linear_accel):
+    """The same events through an unlimited controller (what the policy asks) and limited ones:
+    curvature mode commands angular.z / linear.x as asked, at the speed the limits allow (while the
+    linear acceleration limit ramps it up, too); independent mode keeps angular.z as asked at a lower
+    speed, a tighter turn."""
+    policy = _policy(bias=(1.6, 0.6))
+    path = tmp_path / "turning.safetensors"
+    save_model(path, policy, policy.sensor_spec(), OUTPUTS)
+    free = dict(max_linear_speed=5.0, max_angular_speed=10.0, max_linear_accel=20.0, max_angular_accel=50.0)
+    tight = dict(max_linear_speed=0.3, max_angular_speed=1.5, max_linear_accel=linear_accel, max_angular_accel=50.0)
+    asked = _controller(path, **free)
+    curved = _controller(path, **tight)
+    independent = _controller(path, **tight, speed_limit_mode="independent")
+    compared = 0
+    for k in range(1, 200):
+        stamp = 0.005 * k
+        commands = []
+        for c in (asked, curved, independent):
+            if k % 7 == 1:
+                c.on_image(stamp - 0.001, FRAME)
+            commands.append(c.on_imu(stamp, _imu()))
+        a, b, i = commands
+        if a is None or a.reason != "policy" or k < 30:  # after the unlimited one's own ramp
+            continue
+        assert a.linear_x > 0.3 and 0.0 < a.angular_z < 1.5  # the policy asks for more speed than allowed
+        assert 0.0 < b.linear_x <= 0.3 + 1e-12
+        assert b.angular_z / b.linear_x == pytest.approx(a.angular_z / a.linear_x, rel=1e-9)
+        # Independent: the same speed, the turn as asked (tighter than the policy's path).
+        assert i.linear_x == pytest.approx(b.linear_x, rel=1e-12) and i.angular_z == pytest.approx(
+            a.angular_z, rel=1e-9
+        )
+        assert i.angular_z > b.angular_z
+        compared += 1
+    assert compared > 100
+    assert b.linear_x == pytest.approx(0.3)  # at the limit by the end, on the policy's path
 
 
 def test_e_stop_latches_zero_until_released_and_stops_adaptation(model_file):
@@ -355,6 +404,7 @@ def test_adaptation_learns_a_steering_bias_and_reset_restores(model_file):
         max_linear_accel=20.0,
         max_angular_speed=10.0,
         max_linear_speed=5.0,
+        speed_limit_mode="independent",  # angular.z as the readout gives it, from the first step on
     )
     rng = np.random.default_rng(0)
     c.on_image(0.0, FRAME)

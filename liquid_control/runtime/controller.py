@@ -52,6 +52,7 @@ class Settings:
     max_angular_speed: float = setting_default("max_angular_speed")
     max_linear_accel: float = setting_default("max_linear_accel")
     max_angular_accel: float = setting_default("max_angular_accel")
+    speed_limit_mode: str = setting_default("speed_limit_mode")
     sensor_timeout: float = setting_default("sensor_timeout")
     camera_timeout: float = setting_default("camera_timeout")
     imu_timeout: float = setting_default("imu_timeout")
@@ -490,13 +491,33 @@ class LiquidController:
         )
 
     def _limit(self, stamp: float, linear: float, angular: float) -> Command:
+        """The policy's command within the speed and acceleration limits. speed_limit_mode
+        "curvature": the speed limits scale both fields by one factor (the smallest that brings each
+        within its limit), and when the linear acceleration limit holds linear.x below what was
+        asked, angular.z is scaled by the same fraction: angular.z / linear.x, the path's curvature,
+        stays the policy's. Never scaled up: where braking is limited, linear.x stays above what
+        was asked and angular.z is left as asked, so the robot never turns harder than the policy
+        said. The angular acceleration limit then applies as it is (a physical bound).
+        "independent": each field clipped on its own."""
         s = self.settings
-        linear = _clip(float(linear), s.max_linear_speed)
-        angular = _clip(float(angular), s.max_angular_speed)
+        linear, angular = float(linear), float(angular)
+        curvature = s.speed_limit_mode == "curvature"
+        if curvature:
+            factor = 1.0
+            if abs(linear) > s.max_linear_speed:
+                factor = s.max_linear_speed / abs(linear)
+            if abs(angular) * factor > s.max_angular_speed:
+                factor = s.max_angular_speed / abs(angular)
+            linear, angular = linear * factor, angular * factor
+        linear = _clip(linear, s.max_linear_speed)  # exact bounds (a factor's rounding) in both modes
+        angular = _clip(angular, s.max_angular_speed)
         last = self._last_command
         if last is not None:
             elapsed = max(stamp - last.stamp, 0.0)
-            linear = last.linear_x + _clip(linear - last.linear_x, s.max_linear_accel * elapsed)
+            limited = last.linear_x + _clip(linear - last.linear_x, s.max_linear_accel * elapsed)
+            if curvature and linear != 0.0 and abs(limited) < abs(linear):
+                angular *= max(limited / linear, 0.0)  # the same fraction; 0 while reversing through 0
+            linear = limited
             angular = last.angular_z + _clip(angular - last.angular_z, s.max_angular_accel * elapsed)
         else:
             linear = angular = 0.0  # the first command starts from rest

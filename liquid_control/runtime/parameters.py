@@ -118,6 +118,16 @@ PARAMETERS = (
         setting="max_angular_accel",
     ),
     P(
+        "speed_limit_mode",
+        "curvature",
+        "How the speed and acceleration limits shape a command: curvature scales angular.z by the factor "
+        "that max_linear_speed or max_linear_accel applies to linear.x (and both by the factor "
+        "max_angular_speed needs), so the robot drives the path the policy chose, slower; independent "
+        "clips each field on its own (slowing down then turns tighter)",
+        setting="speed_limit_mode",
+        choices=("curvature", "independent"),
+    ),
+    P(
         "sensor_timeout",
         0.5,
         "Time without accepted camera or IMU data before zero commands and "
