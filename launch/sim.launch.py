@@ -7,7 +7,7 @@ expert's teacher/cmd_vel) and controller_node on the simulator's clock, optional
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, Shutdown
+from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -72,7 +72,7 @@ def generate_launch_description() -> LaunchDescription:
                     }
                 ],
                 # Without the simulator there is nothing to control: end the whole launch.
-                on_exit=Shutdown(reason="sim_node exited"),
+                on_exit=launching.shutdown_unless_ending("sim_node exited"),
             ),
             *launching.controller(
                 namespace=namespace,

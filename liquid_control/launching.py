@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition, UnlessCondition
 from launch.launch_context import LaunchContext
 from launch.substitution import Substitution
@@ -26,6 +26,13 @@ def model_argument() -> DeclareLaunchArgument:
         description="Policy model file (.safetensors): a path or package://<package>/<file>. "
         "Passed to the controller as model_path; it wins over a model_path in params_file.",
     )
+
+
+def shutdown_unless_ending(reason: str) -> OpaqueFunction:
+    """Shutdown(reason) as a process's on_exit, unless the launch is already ending: a second
+    shutdown makes launch_ros's ROS adapter (which a LifecycleNode starts) raise "Cannot shutdown a
+    ROS adapter that is not running", and launch exit 1 after a clean Ctrl-C with managed:=true."""
+    return OpaqueFunction(function=lambda context: [] if context.is_shutdown else [Shutdown(reason=reason)])
 
 
 def require_packages(what: str, packages: tuple[str, ...], install: str) -> OpaqueFunction:

@@ -56,6 +56,20 @@ def spinning_node(name: str, ns: str):
     return node, close
 
 
+def publish_sensors(imu, camera, t: float, frame: bool, width: int = 64, height: int = 48) -> None:
+    """One IMU message at rest stamped `t` and, with `frame`, a black rgb8 camera frame of the same stamp."""
+    from sensor_msgs.msg import Image, Imu
+
+    msg = Imu()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+    msg.linear_acceleration.z = 9.8
+    imu.publish(msg)
+    if frame:
+        image = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=bytes(width * height * 3))
+        image.header = msg.header
+        camera.publish(image)
+
+
 def streaming_peer(ns):
     """A peer in its own context publishing camera and IMU into `ns` from a thread; stop() ends it."""
     from geometry_msgs.msg import Twist
@@ -74,15 +88,7 @@ def streaming_peer(ns):
     def publish():
         k = 0
         while running.is_set() and context.ok():
-            t = 100.0 + k * 0.005
-            msg = Imu()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
-            msg.linear_acceleration.z = 9.8
-            imu.publish(msg)
-            if k % 7 == 0:
-                frame = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=bytes(64 * 48 * 3))
-                frame.header = msg.header
-                camera.publish(frame)
+            publish_sensors(imu, camera, 100.0 + k * 0.005, frame=k % 7 == 0)
             k += 1
             time.sleep(0.005)
 

@@ -126,7 +126,7 @@ def test_the_installed_node_answers_sensor_messages(workspace):
     from geometry_msgs.msg import Twist
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, Imu
-    from support import spinning_node
+    from support import publish_sensors, spinning_node
 
     from liquid_control.processes import stop
 
@@ -159,15 +159,7 @@ def test_the_installed_node_answers_sensor_messages(workspace):
         while not commands:
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "the installed node never answered"
-            t = 100.0 + 0.01 * k
-            msg = Imu()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
-            msg.linear_acceleration.z = 9.8
-            imu.publish(msg)
-            if k % 3 == 0:
-                frame = Image(height=64, width=96, encoding="rgb8", step=96 * 3, data=bytes(96 * 64 * 3))
-                frame.header = msg.header
-                camera.publish(frame)
+            publish_sensors(imu, camera, 100.0 + 0.01 * k, frame=k % 3 == 0, width=96, height=64)
             k += 1
             time.sleep(0.01)
         assert rclpy.ok(context=peer.context)

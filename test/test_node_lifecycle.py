@@ -22,7 +22,7 @@ from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
-from support import EXECUTABLE, make_model, spinning_node, wait_for  # noqa: E402
+from support import EXECUTABLE, make_model, publish_sensors, spinning_node, wait_for  # noqa: E402
 
 from liquid_control.processes import stop  # noqa: E402
 
@@ -62,7 +62,7 @@ class Managed:
         self.peer.create_subscription(TwistStamped, "cmd_vel", self._keep, 100)
         self.change = self.peer.create_client(ChangeState, "liquid_controller/change_state")
         self.get = self.peer.create_client(GetState, "liquid_controller/get_state")
-        assert self.change.wait_for_service(timeout_sec=30.0), "no lifecycle services: not a managed node"
+        assert self.change.wait_for_service(timeout_sec=90.0), "no lifecycle services: not a managed node"
         assert self.get.wait_for_service(timeout_sec=10.0)
 
     def _keep(self, msg):
@@ -88,18 +88,10 @@ class Managed:
     def stream(self, t0: float, seconds: float) -> None:
         """IMU at 200 Hz and camera at ~30 Hz of header stamps from t0 (published as fast as DDS takes them)."""
         for k in range(int(seconds * 200)):
-            t = t0 + k * 0.005
-            msg = Imu()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
-            msg.linear_acceleration.z = 9.8
-            self.imu.publish(msg)
-            if k % 7 == 0:
-                frame = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=bytes(64 * 48 * 3))
-                frame.header = msg.header
-                self.camera.publish(frame)
+            publish_sensors(self.imu, self.camera, t0 + k * 0.005, frame=k % 7 == 0)
             time.sleep(0.002)
 
-    def stream_until(self, t0: float, condition, timeout: float = 30.0) -> None:
+    def stream_until(self, t0: float, condition, timeout: float = 60.0) -> None:
         """Stream one second of stamps after another from t0 until `condition()` holds."""
         end = time.monotonic() + timeout
         t = t0
@@ -153,7 +145,7 @@ def test_configure_activate_deactivate_cleanup_over_the_lifecycle_services(manag
 
     assert node.transition(Transition.TRANSITION_DEACTIVATE)
     assert node.state() == State.PRIMARY_STATE_INACTIVE
-    wait_for(lambda: node.taken()[-1][1] == 0.0)  # the one zero that deactivation sends
+    wait_for(lambda: node.taken()[-1][1] == 0.0, timeout=30)  # the one zero that deactivation sends
     stopped_at = len(node.taken())
     node.stream(300.0, 1.0)  # inactive again: no answer
 
@@ -165,8 +157,8 @@ def test_configure_activate_deactivate_cleanup_over_the_lifecycle_services(manag
     assert node.transition(Transition.TRANSITION_DEACTIVATE)
     assert node.transition(Transition.TRANSITION_CLEANUP)
     assert node.state() == State.PRIMARY_STATE_UNCONFIGURED
-    wait_for(lambda: node.imu.get_subscription_count() == 0 and node.camera.get_subscription_count() == 0)
-    wait_for(lambda: peer.count_publishers(f"{node.ns}/cmd_vel") == 0)
+    wait_for(lambda: node.imu.get_subscription_count() == 0 and node.camera.get_subscription_count() == 0, timeout=30)
+    wait_for(lambda: peer.count_publishers(f"{node.ns}/cmd_vel") == 0, timeout=30)
 
     # And round again: configure and activate after a cleanup give a working node.
     assert node.transition(Transition.TRANSITION_CONFIGURE)
@@ -175,7 +167,7 @@ def test_configure_activate_deactivate_cleanup_over_the_lifecycle_services(manag
 
     assert node.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert node.state() == State.PRIMARY_STATE_FINALIZED
-    wait_for(lambda: node.taken()[-1][1] == 0.0)  # shutting down from active sends the zero too
+    wait_for(lambda: node.taken()[-1][1] == 0.0, timeout=30)  # shutting down from active sends the zero too
     node.proc.send_signal(2)
     assert node.proc.wait(timeout=30) == 0
 
@@ -204,8 +196,9 @@ def test_without_managed_the_node_has_no_lifecycle_services_and_commands_at_once
     )
     peer, close = spinning_node("plain_peer", ns)
     try:
-        wait_for(lambda: peer.count_publishers(f"{ns}/cmd_vel") == 1, timeout=30)
-        wait_for(lambda: f"{ns}/liquid_controller/reset_state" in dict(peer.get_service_names_and_types()))
+        # Generous: on a loaded machine the node's start (torch, the model) and discovery take a while.
+        wait_for(lambda: peer.count_publishers(f"{ns}/cmd_vel") == 1, timeout=90)
+        wait_for(lambda: f"{ns}/liquid_controller/reset_state" in dict(peer.get_service_names_and_types()), timeout=60)
         services = dict(peer.get_service_names_and_types())
         assert not [
             name

@@ -235,6 +235,33 @@ def test_a_ctrl_c_that_lands_while_the_node_is_being_built_ends_quietly():
     _assert_script_ends_quietly(code)
 
 
+def test_a_ctrl_c_during_a_slow_build_ends_it_at_once_without_the_deadlines_dump():
+    """A node whose making takes long (on a loaded machine: importing torch, a track's distance
+    field; here 20 s of Python work): nothing spins to notice rclpy's shutdown, so the handler ends
+    the making. Before, the 4 s deadline ended it with every thread's stack and status 1 (seen
+    under `ros2 launch` with the machine loaded)."""
+    code = textwrap.dedent("""
+        import os, signal, threading, time
+        from rclpy.node import Node
+        from liquid_control.nodes.runner import run_node
+
+        def build():
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            end = time.monotonic() + 20.0
+            while time.monotonic() < end:  # busy Python work, as a slow constructor is
+                sum(range(1000))
+            return Node("slow_build")
+
+        started = time.monotonic()
+        run_node("slow_build", "a node whose making takes 20 s", build, args=["slow_build"])
+        print("ended quietly after", round(time.monotonic() - started, 1), "s")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr and "Timeout" not in result.stderr, result.stderr
+    assert "ended quietly" in result.stdout, result.stdout
+    assert float(result.stdout.split()[-2]) < 20.0  # the build was cut short, not run out
+
+
 def test_a_ctrl_c_while_spinning_never_lands_inside_python_code_as_keyboardinterrupt():
     """A SIGINT used to raise KeyboardInterrupt wherever the main thread was: inside a callback, or
     inside rclpy's Task.__init__, whose half-built Task then printed "Exception ignored in:

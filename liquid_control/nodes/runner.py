@@ -28,6 +28,7 @@ START_ERRORS = (InvalidParameterValueException, InvalidParameterTypeException, N
 # Under ros2 launch's 5 s sigterm_timeout, with room for a normal shutdown (about 1 s here).
 SHUTDOWN_DEADLINE_S = 4.0
 _deadline_armed = False
+_building = False  # the node is being made (seconds on a loaded machine: torch, a track's fields)
 
 
 def _arm_shutdown_deadline() -> None:
@@ -39,10 +40,13 @@ def _arm_shutdown_deadline() -> None:
 
 def _on_stop_signal(signum, frame) -> None:
     # rclpy's handler (installed by init, chaining to this one) shuts the context down and spin
-    # ends; this one only starts the deadline, and raises where rclpy installed no handler. No
+    # ends; this one only starts the deadline, and raises while the node is being made or where
+    # rclpy installed no handler. No
     # rclpy call that takes a lock here: the interrupted frame may hold it (Context.ok does).
     _arm_shutdown_deadline()
-    if rclpy.signals.get_current_signal_handlers_options() == rclpy.signals.SignalHandlerOptions.NO:
+    # While the node is being made nothing spins to notice the shutdown: end the making at once
+    # (else the deadline would end a slow start with a stack dump and status 1).
+    if _building or rclpy.signals.get_current_signal_handlers_options() == rclpy.signals.SignalHandlerOptions.NO:
         raise KeyboardInterrupt
 
 
@@ -77,7 +81,12 @@ def run_node(
     rclpy.init(args=argv)
     node = None
     try:
-        node = make_node(parsed) if options is not None else make_node()
+        global _building
+        _building = True
+        try:
+            node = make_node(parsed) if options is not None else make_node()
+        finally:
+            _building = False
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
