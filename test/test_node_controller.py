@@ -286,8 +286,20 @@ def test_parameters_take_effect_and_invalid_ones_are_refused_with_a_reason(rig, 
     r.stream(0.5, t0=200.0)
     wait_for(lambda: len(r.commands) > before + 50)
     fresh = [m for _, m in r.commands[before + 5 :]]
-    assert max(abs(m.linear.x) for m in fresh) == pytest.approx(0.1)
+    # speed_limit_mode curvature (the default): one factor brings both within their limits, so the
+    # tighter one is reached and the other is not exceeded.
+    assert max(abs(m.linear.x) for m in fresh) <= 0.1 + 1e-9 and max(abs(m.angular.z) for m in fresh) <= 0.2 + 1e-9
+    assert max(max(abs(m.linear.x) / 0.1, abs(m.angular.z) / 0.2) for m in fresh) == pytest.approx(1.0)
+    (ok,) = r.set(speed_limit_mode="independent")
+    assert ok.successful
+    before = len(r.commands)
+    r.stream(0.5, t0=300.0)
+    wait_for(lambda: len(r.commands) > before + 50)
+    fresh = [m for _, m in r.commands[before + 5 :]]
+    assert max(abs(m.linear.x) for m in fresh) == pytest.approx(0.1)  # each field clipped on its own
     assert max(abs(m.angular.z) for m in fresh) == pytest.approx(0.2)
+    (bad,) = r.set(speed_limit_mode="diagonal")
+    assert not bad.successful and "speed_limit_mode" in bad.reason
 
     (bad,) = r.set(max_linear_speed=-1.0)
     assert not bad.successful and "max_linear_speed" in bad.reason

@@ -124,13 +124,16 @@ def drive(
     out(f"{'sim s':>6}{'|xte| m':>9}{'max m':>8}{'speed':>7}{'cmd/s':>7}")
     progress = _Progress(the_track)
     try:
+        # The drive's seconds count from the controller's first command: the simulator's clock runs
+        # while the controller still loads its model (seconds here, longer on a busy machine).
         deadline = time.monotonic() + 90
-        while not odom:
+        while not (odom and commands[0]):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError("the simulator or the controller did not come up")
             time.sleep(0.1)
-        t0 = sim_time(odom[0])
-        seen, last_cmds, last_wall = 0, commands[0], time.monotonic()
+        seen = len(odom) - 1
+        t0 = sim_time(odom[seen])
+        last_cmds, last_wall = commands[0], time.monotonic()
         while sim_time(odom[-1]) - t0 < seconds:
             time.sleep(5.0 if seconds >= 10 else 1.0)
             window = odom[seen:]
