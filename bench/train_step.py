@@ -1,6 +1,6 @@
 """One BPTT training step (forward + backward) of the liquid cores on a training batch: our fused
 sequence kernel, our reference Python loop, ncps 1.0.1 and torch.nn.LSTM, all measured side by side
-in this run, at one thread (and two with --threads 1 2), beside Liquid-S4 (nets/liquid_s4.py, sized as
+in this run, at one thread (and two with --threads 1 2), beside Liquid-S4 (nets/liquid_s4/, sized as
 the CfC: 16 channels x 8 complex modes, 19 output features, 1702 parameters against the CfC's 1692).
 Prints a table; `--json` adds one JSON line.
 
@@ -27,7 +27,7 @@ import torch
 
 from liquid_control import nets
 from liquid_control.nets import sequence
-from liquid_control.nets.liquid_s4 import LiquidS4
+from liquid_control.nets.liquid_s4.module import LiquidS4
 
 INPUTS = 15
 

@@ -1,4 +1,4 @@
-"""The memoryless Feedforward core (nets/feedforward.py), the ~100k-parameter CNN policy's MLP: its
+"""The memoryless Feedforward core (nets/feedforward/), the ~100k-parameter CNN policy's MLP: its
 streaming step is its training path, it has no memory and no time unless given dt, it learns, and
 it travels in model files, policies and the ONNX export like the other cores."""
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from liquid_control.nets.feedforward import ACTIVATIONS, Feedforward, FusedFeedforward
-from liquid_control.nets.recurrent import DT_SCALE
+from liquid_control.nets.feedforward.module import ACTIVATIONS, Feedforward
+from liquid_control.nets.feedforward.stream import FusedFeedforward
+from liquid_control.nets.kernels import DT_SCALE
 from liquid_control.runtime.modelfile import NetworkSpec, OutputSpec, load_model, parameter_counts, save_model
 from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 

@@ -1,4 +1,4 @@
-"""Liquid-S4 (nets/liquid_s4.py): its streaming step is its training path, its time is real time
+"""Liquid-S4 (nets/liquid_s4/): its streaming step is its training path, its time is real time
 (exact ZOH, so dt splits exactly), its liquid term is the documented one, it is stable for any
 input, its gradients are right, it learns, and it travels in model files and policies."""
 
@@ -10,7 +10,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liquid_control.nets.liquid_s4 import RHO_MIN, FusedLiquidS4, LiquidS4
+from liquid_control.nets.liquid_s4.module import RHO_MIN, LiquidS4
+from liquid_control.nets.liquid_s4.stream import FusedLiquidS4
 from liquid_control.runtime.modelfile import NetworkSpec, OutputSpec, load_model, save_model
 from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 
@@ -114,7 +115,7 @@ def test_two_steps_of_half_dt_on_a_held_input_are_one_step_of_dt(seed, dt, scale
 @settings(max_examples=200, deadline=None)
 @given(x=st.floats(-1e5, 1e5))
 def test_the_training_kernels_sine_and_cosine_are_libms_to_a_few_ulp(x):
-    from liquid_control.nets.liquid_s4 import _sincos
+    from liquid_control.nets.liquid_s4.train import _sincos
 
     s, c = _sincos(x)
     assert abs(s - math.sin(x)) <= 4e-16 and abs(c - math.cos(x)) <= 4e-16

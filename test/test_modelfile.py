@@ -243,11 +243,32 @@ def test_a_config_that_cannot_build_or_run_is_a_model_file_error(tmp_path, name)
         LiquidController(policy, config)
 
 
-def test_the_model_file_knows_the_same_discrete_cells_as_the_networks():
-    from liquid_control.nets.recurrent import CELLS
-    from liquid_control.runtime.specs import RECURRENT_CELLS
+@pytest.mark.parametrize("cell", ["cfc", "ltc", "lstm", "gru", "liquid_s4", "mlp"])
+def test_every_registered_network_type_rebuilds_from_its_spec_and_streams_from_its_arrays(cell):
+    """nets/registry.py is the one list of network types: each builds from a model file's spec, says
+    the spec that rebuilds it (options it declares, nothing else), and its streaming step comes back
+    from an export's arrays (JSON) computing the same step."""
+    from liquid_control.nets.registry import CELLS, TYPES, stream_class
+    from liquid_control.nets.stream import FusedStep
+    from liquid_control.runtime.specs import NetworkSpec
 
-    assert RECURRENT_CELLS == CELLS
+    assert cell in CELLS
+    torch.manual_seed(0)
+    model = NetworkSpec(cell, 5, units=6).build()
+    spec = NetworkSpec.of(model)
+    assert spec.cell == cell and set(spec.options) <= TYPES[cell].options
+    assert NetworkSpec.of(spec.build()) == spec
+    fused = model.fused()
+    arrays = json.loads(json.dumps(fused.to_arrays()))
+    again = FusedStep.from_arrays(arrays)
+    assert arrays["kind"] == cell and type(again) is stream_class(cell)
+    x = np.linspace(-1.0, 1.0, 5)
+    s1, s2 = fused.initial_state(), again.initial_state()
+    for dt in (0.01, 0.05, 0.02):
+        y1, _ = fused.step(x, s1, dt)
+        y2, _ = again.step(x, s2, dt)
+        np.testing.assert_array_equal(y1, y2)
+    assert np.any(s1 != 0.0)
 
 
 @pytest.mark.parametrize(

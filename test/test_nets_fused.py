@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from liquid_control import nets
-from liquid_control.nets.recurrent import Recurrent
+from liquid_control.nets.recurrent.module import Recurrent
 
 TOL = 1e-5
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from liquid_control.nets.recurrent import Recurrent
+from liquid_control.nets.recurrent.module import Recurrent
 from liquid_control.runtime.modelfile import NetworkSpec, OutputSpec, load_model, save_model
 from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 

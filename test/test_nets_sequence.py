@@ -1,4 +1,4 @@
-"""The fused sequence kernels (nets/sequence.py) against the reference loop they replace in training:
+"""The fused sequence kernels (nets/sequence.py running nets/cfc/train.py and nets/ltc/train.py) against the reference loop they replace in training:
 gradcheck of the hand-written backward, equality of the forward pass and of every gradient with
 the loop's autograd (float64 and float32), the fallback for configurations without a kernel, and
 LiquidPolicy training through it."""
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from liquid_control import nets
-from liquid_control.nets import sequence
+from liquid_control.nets import kernels, sequence
 from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 
 # Configurations with a kernel: the shipped one first (wired AutoNCP, mode "default"), then every
@@ -349,14 +349,14 @@ def test_policy_training_through_the_kernel_matches_the_reference(cell):
 def test_the_arithmetic_exp_sigmoid_and_tanh_match_numpy():
     import numba
 
-    jit = dict(sequence._JIT, cache=False)
+    jit = dict(kernels._JIT, cache=False)
 
     @numba.njit(**jit)
     def apply(x, out):
         for i in range(x.size):
-            out[0, i] = sequence._exp(x[i])
-            out[1, i] = sequence._sig(x[i])
-            out[2, i] = sequence._tanh(x[i])
+            out[0, i] = kernels._exp(x[i])
+            out[1, i] = kernels._sig(x[i])
+            out[2, i] = kernels._tanh(x[i])
 
     x = np.concatenate([np.linspace(-700.0, 700.0, 100001), np.random.default_rng(0).normal(size=20000) * 4.0])
     out = np.empty((3, x.size))

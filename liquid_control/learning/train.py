@@ -38,8 +38,8 @@ from .. import progress
 from ..bags.info import pick_topics
 from ..draw.plot import write_loss_png
 from ..nets import LTC, AutoNCP, CfC, LiquidS4
-from ..nets.feedforward import Feedforward
-from ..nets.recurrent import Recurrent
+from ..nets.feedforward.module import Feedforward
+from ..nets.recurrent.module import Recurrent
 from ..runtime.modelfile import OutputSpec, save_model
 from ..runtime.policy import EncoderSpec, LiquidPolicy
 from .dataset import Episode, episodes_from_bag
@@ -56,7 +56,7 @@ ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
     # GRU 16 cells: 1,632; the CfC core: 1,692), the same head and inputs.
     "lstm-small": lambda n_in, seed: Recurrent(n_in, 14, cell="lstm"),
     "gru-small": lambda n_in, seed: Recurrent(n_in, 16, cell="gru"),
-    # Liquid-S4 (nets/liquid_s4.py): 16 channels x 8 complex modes, 19 output features: 1,702
+    # Liquid-S4 (nets/liquid_s4/): 16 channels x 8 complex modes, 19 output features: 1,702
     # parameters, the NCP CfC core's size.
     "liquid-s4": lambda n_in, seed: LiquidS4(n_in, units=19, channels=16, modes=8),
     # The memoryless CNN policy the 19-neuron NCP is compared with (Lechner et al. 2020: a CNN of

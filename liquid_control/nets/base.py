@@ -13,8 +13,8 @@ from torch import nn
 
 from .lstm import LSTMCell
 
-if TYPE_CHECKING:  # fused.py pulls in numba, which the training path does not need
-    from .fused import FusedStep
+if TYPE_CHECKING:  # stream.py pulls in numba, which the training path does not need
+    from .stream import FusedStep
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -90,6 +90,33 @@ class StreamingModule(nn.Module):
         the output array is reused by the next call (copy it to keep it)."""
         return self.fused().step(x, state, dt)
 
+    # --- what a model file says about it (registry.py names the types) ---------------------------
+    def config(self) -> dict[str, Any]:
+        """What rebuilds this core (without its weights): cell, units or wiring (a dict), options;
+        `from_config(input_size, **config)` builds it again."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(
+        cls,
+        input_size: int,
+        cell: str,
+        units: int | None = None,
+        wiring: dict | None = None,
+        options: dict | None = None,
+    ) -> StreamingModule:
+        return cls(input_size, units, **(options or {}))
+
+    def masked_weights(self) -> int:
+        """Weights a sparsity mask zeroes: they never act (none unless wired)."""
+        return 0
+
+    def export_step(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """One step of batch-1 `x` (1, inputs) from the flat `state` (state_len,) to the new flat state,
+        in traceable torch (what an ONNX export records; the sequence API may run a fused kernel)."""
+        _, h = self._cell(x, state[None], dt.reshape(1, 1))
+        return h[0]
+
 
 class LiquidRNN(StreamingModule):
     """Base of CfC and LTC: sequence forward as in ncps, plus a fused streaming step."""
@@ -99,6 +126,34 @@ class LiquidRNN(StreamingModule):
     use_mixed: bool
     batch_first: bool
     return_sequences: bool
+
+    @classmethod
+    def from_config(
+        cls,
+        input_size: int,
+        cell: str,
+        units: int | None = None,
+        wiring: dict | None = None,
+        options: dict | None = None,
+    ) -> LiquidRNN:
+        from .wirings import wiring_from_config
+
+        return cls(input_size, wiring_from_config(wiring) if wiring is not None else units, **(options or {}))
+
+    def _config(self, cell: str, options: dict[str, Any]) -> dict[str, Any]:
+        from .wirings import wiring_to_config
+
+        if self.wired:
+            return {"cell": cell, "wiring": wiring_to_config(self.wiring), "options": options}
+        return {"cell": cell, "units": self.state_size, "options": options}
+
+    # Weights per zero of a sparsity mask: CfC masks its value heads (ff1, and ff2 unless pure);
+    # LTC masks w, mu, sigma and erev.
+    _masked_per_synapse = 4
+
+    def masked_weights(self) -> int:
+        zeros = sum(int((m == 0).sum()) for k, m in self.state_dict().items() if k.endswith("sparsity_mask"))
+        return zeros * self._masked_per_synapse
 
     def _init_memory(self, input_size: int, mixed_memory: bool) -> None:
         self.use_mixed = mixed_memory

@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..nets.recurrent import Recurrent
 from .modelfile import load_policy
 from .onnx_policy import CORE_KEY, ENCODER_KEY, READOUT_KEY
 from .policy import OPSET, LiquidPolicy, encoder_graph, example_frame
@@ -57,19 +56,7 @@ class StreamingStep(nn.Module):
         features = self.camera(frame)[0].double()
         x = torch.cat([features, (imu - self.imu_mean) / self.imu_std])[None]
         core = self.core
-        if isinstance(core, Recurrent):
-            z = core._inputs(x, dt.reshape(1, 1))
-            n = core.state_size
-            if core.cell == "lstm":
-                h, c = core.rnn_cell(z, (state[None, :n], state[None, n:]))
-                new_state = torch.cat([h, c], dim=-1)[0]
-            else:
-                h = core.rnn_cell(z, state[None])
-                new_state = h[0]
-        else:
-            # One step of the cell itself (traceable; the sequence API may run a fused kernel).
-            _, h = core._cell(x, state[None], dt.reshape(1, 1))
-            new_state = h[0]
+        new_state = core.export_step(x, state, dt)
         command = self.readout(new_state[: core.state_size])
         return command, new_state, features
 

@@ -15,8 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..nets import CfC
-from ..nets.base import LiquidRNN
+from ..nets.base import StreamingModule
 from .policy import LiquidPolicy
 from .specs import (
     FORMAT_VERSION,
@@ -34,7 +33,7 @@ from .specs import (
 
 def save_model(
     path: str | Path,
-    model: LiquidRNN | LiquidPolicy,
+    model: StreamingModule | LiquidPolicy,
     sensors: SensorSpec,
     outputs: OutputSpec,
     provenance: dict[str, Any] | None = None,
@@ -119,7 +118,7 @@ def check_model_file(model: str | Path) -> ModelConfig:
     return config
 
 
-def _build(config: ModelConfig) -> LiquidRNN | LiquidPolicy:
+def _build(config: ModelConfig) -> StreamingModule | LiquidPolicy:
     model = config.network.build()
     if config.encoder is not None:
         encoder = {"image_norm": "fixed", **config.encoder}  # files from before image_norm
@@ -147,7 +146,7 @@ def _check_weights_fit(path: Path, expected: dict[str, tuple[int, ...]], shapes:
             raise ModelFileError(path, f"weight {key} has shape {shapes[key]}, the config's network needs {ref}")
 
 
-def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]:
+def load_model(path: str | Path) -> tuple[StreamingModule | LiquidPolicy, ModelConfig]:
     """Build what the config describes (a LiquidPolicy when it has an encoder, else a bare liquid
     core) and load its weights; eval mode. What it costs follows the file's size, never a number
     written in it: the sizes are checked against the header first (check_model_file), then the
@@ -192,7 +191,7 @@ def load_model(path: str | Path) -> tuple[LiquidRNN | LiquidPolicy, ModelConfig]
     return model.eval(), config
 
 
-def parameter_counts(model: LiquidRNN | LiquidPolicy) -> dict[str, int]:
+def parameter_counts(model: StreamingModule | LiquidPolicy) -> dict[str, int]:
     """Trainable parameters, and how many of them are live synapses (weights a sparsity mask
     zeroes never act, so a wired network is smaller than its dense tensors). For a policy, also
     the parts: camera encoder, liquid core, readout."""
@@ -212,16 +211,7 @@ def parameter_counts(model: LiquidRNN | LiquidPolicy) -> dict[str, int]:
             "readout": parts["readout"],
         }
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    masked_out = 0
-    for name, mask in model.state_dict().items():
-        if not name.endswith("sparsity_mask"):
-            continue
-        zeros = int((mask == 0).sum())
-        # CfC masks its value heads (ff1, and ff2 unless pure); LTC masks w, mu, sigma and erev.
-        if isinstance(model, CfC):
-            masked_out += zeros * (1 if model.mode == "pure" else 2)
-        else:
-            masked_out += zeros * 4
+    masked_out = model.masked_weights()
     return {"trainable": trainable, "effective": trainable - masked_out}
 
 

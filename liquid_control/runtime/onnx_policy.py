@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nets.fused import STREAMED_KINDS, FusedStep
+from ..nets.stream import STREAMED_KINDS, FusedStep
 from .specs import METADATA_KEY, EncoderSpec, ModelConfig, ModelFileError, model_file
 from .step import RunningStep
 

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nets.base import LiquidRNN
-from ..nets.recurrent import Recurrent
+from ..nets.base import StreamingModule
 from .specs import EncoderSpec, SensorSpec
 from .step import RunningStep
 
@@ -70,7 +69,7 @@ class LiquidPolicy(nn.Module):
     def __init__(
         self,
         spec: EncoderSpec,
-        core: LiquidRNN | Recurrent,
+        core: StreamingModule,
         outputs: int,
         imu_mean: tuple[float, ...] | None = None,
         imu_std: tuple[float, ...] | None = None,

@@ -13,39 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..nets.registry import CELLS, net_type  # noqa: F401 - CELLS: the network types, each declared there
+
 if TYPE_CHECKING:  # the networks (torch) only when one is built: the ONNX backend reads configs without torch
-    from ..nets.base import LiquidRNN
-    from ..nets.feedforward import Feedforward
-    from ..nets.liquid_s4 import LiquidS4
-    from ..nets.recurrent import Recurrent
+    from ..nets.base import StreamingModule
 
 FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
-CELLS = ("cfc", "ltc", "lstm", "gru", "liquid_s4", "mlp")
-RECURRENT_CELLS = ("lstm", "gru")  # the discrete baselines (nets.recurrent.CELLS; a test keeps them equal)
-CFC_OPTIONS = {
-    "proj_size",
-    "mixed_memory",
-    "mode",
-    "activation",
-    "backbone_units",
-    "backbone_layers",
-    "backbone_dropout",
-}
-LTC_OPTIONS = {
-    "mixed_memory",
-    "input_mapping",
-    "output_mapping",
-    "ode_unfolds",
-    "epsilon",
-    "implicit_param_constraints",
-}
-RECURRENT_OPTIONS = {"time_input"}
-# nets.liquid_s4.LiquidS4: units are its output features; init and rate_range only initialise.
-LIQUID_S4_OPTIONS = {"channels", "modes", "liquid"}
-# nets.feedforward.Feedforward (cell "mlp"), the memoryless baseline: units are its output features.
-FEEDFORWARD_OPTIONS = {"hidden", "activation", "time_input"}
-
 
 # What a model's config may ask for, checked before anything is built (check_sizes): sizes that
 # cost memory are bounded by the weights the file holds, the rest by these constants.
@@ -169,85 +143,25 @@ class NetworkSpec:
             raise ValueError(f"network.cell must be one of {CELLS}, got {self.cell!r}")
         if (self.units is None) == (self.wiring is None):
             raise ValueError("network needs exactly one of units (fully connected) or wiring")
-        allowed = {
-            "cfc": CFC_OPTIONS,
-            "ltc": LTC_OPTIONS,
-            "liquid_s4": LIQUID_S4_OPTIONS,
-            "mlp": FEEDFORWARD_OPTIONS,
-        }.get(self.cell, RECURRENT_OPTIONS)
-        if (self.cell in RECURRENT_CELLS or self.cell in ("liquid_s4", "mlp")) and self.wiring is not None:
+        kind = net_type(self.cell)
+        allowed = kind.options
+        if not kind.wired and self.wiring is not None:
             raise ValueError(f"a {self.cell} core is fully connected: give units, not a wiring")
         unknown = set(self.options) - allowed
         if unknown:
             raise ValueError(f"unknown {self.cell} options {sorted(unknown)}; allowed: {sorted(allowed)}")
 
-    def build(self) -> LiquidRNN | Recurrent | LiquidS4 | Feedforward:
-        from ..nets import LTC, CfC, wiring_from_config
-        from ..nets.recurrent import Recurrent
+    def build(self) -> StreamingModule:
+        from ..nets.registry import module_class
 
-        if self.cell == "mlp":
-            from ..nets.feedforward import Feedforward
-
-            return Feedforward(self.input_size, self.units, **self.options)
-        if self.cell == "liquid_s4":
-            from ..nets.liquid_s4 import LiquidS4
-
-            return LiquidS4(self.input_size, self.units, **self.options)
-        if self.cell in RECURRENT_CELLS:
-            return Recurrent(self.input_size, self.units, cell=self.cell, **self.options)
-        units = wiring_from_config(self.wiring) if self.wiring is not None else self.units
-        cls = CfC if self.cell == "cfc" else LTC
-        return cls(self.input_size, units, **self.options)
+        return module_class(self.cell).from_config(
+            self.input_size, self.cell, units=self.units, wiring=self.wiring, options=dict(self.options)
+        )
 
     @classmethod
-    def of(cls, model: LiquidRNN | Recurrent | LiquidS4 | Feedforward) -> NetworkSpec:
+    def of(cls, model: StreamingModule) -> NetworkSpec:
         """The spec that rebuilds `model` (its wiring from constructor args and seed)."""
-        from ..nets import CfC, wiring_to_config
-        from ..nets.feedforward import Feedforward
-        from ..nets.liquid_s4 import LiquidS4
-        from ..nets.recurrent import Recurrent
-
-        if isinstance(model, Feedforward):  # hidden as a list: what the config's JSON reads back
-            return cls(
-                "mlp",
-                model.input_size,
-                units=model.state_size,
-                options={"hidden": list(model.hidden), "activation": model.activation, "time_input": model.time_input},
-            )
-        if isinstance(model, LiquidS4):
-            return cls(
-                "liquid_s4",
-                model.input_size,
-                units=model.state_size,
-                options={"channels": model.channels, "modes": model.modes, "liquid": model.liquid},
-            )
-        if isinstance(model, Recurrent):
-            return cls(model.cell, model.input_size, units=model.state_size, options={"time_input": model.time_input})
-        cell = "cfc" if isinstance(model, CfC) else "ltc"
-        if cell == "cfc":
-            options = {"mode": model.mode, "mixed_memory": model.use_mixed}
-            if model.proj_size is not None:
-                options["proj_size"] = model.proj_size
-            if not model.wired:
-                options.update(
-                    activation=model.activation,
-                    backbone_units=model.backbone_units,
-                    backbone_layers=model.backbone_layers,
-                    backbone_dropout=model.backbone_dropout,
-                )
-        else:
-            c = model.rnn_cell
-            options = {
-                "mixed_memory": model.use_mixed,
-                "input_mapping": c._input_mapping,
-                "output_mapping": c._output_mapping,
-                "ode_unfolds": c._ode_unfolds,
-                "epsilon": c._epsilon,
-                "implicit_param_constraints": c._implicit_param_constraints,
-            }
-        if model.wired:
-            return cls(cell, model.input_size, wiring=wiring_to_config(model.wiring), options=options)
-        return cls(cell, model.input_size, units=model.state_size, options=options)
+        return cls(input_size=model.input_size, **model.config())
 
 
 def _strings(values: Any, what: str) -> None:

@@ -15,7 +15,7 @@ from .sensing import IMU_FIELDS, model_frame
 from .specs import EncoderSpec
 
 if TYPE_CHECKING:
-    from ..nets.fused import FusedStep
+    from ..nets.stream import FusedStep
 
 
 @numba.njit(cache=True)

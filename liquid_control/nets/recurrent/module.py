@@ -7,7 +7,7 @@ with `time_input=True` (the default) the elapsed time, divided by `DT_SCALE`, is
 so the baseline sees what the liquid cores see. Weights and gate order are PyTorch's
 (`nn.LSTMCell`: i, f, g, o; `nn.GRUCell`: r, z, n), and training runs on those cells.
 
-The streaming step (`FusedRecurrent`, `lstm_step`, `gru_step` in nets/fused.py: numpy and numba only,
+The streaming step (`FusedRecurrent`, `lstm_step`, `gru_step` in `stream.py`: numpy and numba only,
 so the ONNX backend streams these cores without torch) shares its input check (`FusedStep`), its
 sigmoid and the `fused()` cache (`StreamingModule`) with the liquid cores, so all cores take and
 refuse the same input.
@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import StreamingModule
-from .fused import DT_SCALE, FusedRecurrent, gru_step, lstm_step  # noqa: F401 - re-exported
+from ..base import StreamingModule
+from ..kernels import DT_SCALE  # noqa: F401 - re-exported
+from .stream import FusedRecurrent
 
 CELLS = ("lstm", "gru")
 
@@ -76,6 +77,28 @@ class Recurrent(StreamingModule):
         )
         out = self.state_sequence(input, ts)
         return out, out[:, -1]
+
+    def config(self) -> dict[str, Any]:
+        return {"cell": self.cell, "units": self.state_size, "options": {"time_input": self.time_input}}
+
+    @classmethod
+    def from_config(
+        cls,
+        input_size: int,
+        cell: str,
+        units: int | None = None,
+        wiring: dict | None = None,
+        options: dict | None = None,
+    ) -> Recurrent:
+        return cls(input_size, units, cell=cell, **(options or {}))
+
+    def export_step(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        z = self._inputs(x, dt.reshape(1, 1))
+        n = self.state_size
+        if self.cell == "lstm":
+            h, c = self.rnn_cell(z, (state[None, :n], state[None, n:]))
+            return torch.cat([h, c], dim=-1)[0]
+        return self.rnn_cell(z, state[None])[0]
 
     def _build_fused(self) -> FusedRecurrent:
         return FusedRecurrent.from_module(self)

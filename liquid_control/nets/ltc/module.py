@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import LiquidRNN
-from .wirings import FullyConnected, Wiring
+from ..base import LiquidRNN
+from ..wirings import FullyConnected, Wiring
 
 INIT_RANGES = {
     "gleak": (0.001, 1.0),
@@ -204,6 +204,38 @@ class LTC(LiquidRNN):
         self.rnn_cell.apply_weight_constraints()
 
     def _build_fused(self):
-        from .fused import FusedLTC
+        from .stream import FusedLTC
 
         return FusedLTC.from_module(self)
+
+    def config(self) -> dict[str, Any]:
+        c = self.rnn_cell
+        options = {
+            "mixed_memory": self.use_mixed,
+            "input_mapping": c._input_mapping,
+            "output_mapping": c._output_mapping,
+            "ode_unfolds": c._ode_unfolds,
+            "epsilon": c._epsilon,
+            "implicit_param_constraints": c._implicit_param_constraints,
+        }
+        return self._config("ltc", options)
+
+    def _kernel_support(self) -> str | None:
+        """None when the training kernel (`train.py`) computes this LTC's `_cell` loop, else why not."""
+        from ..lstm import LSTMCell
+
+        if type(self)._cell is not LTC._cell:
+            return "a subclass with its own _cell"
+        cell = self.rnn_cell
+        if type(cell) is not LTCCell:
+            return "a replaced cell module"
+        if cell.sparsity_mask.requires_grad or cell.sensory_sparsity_mask.requires_grad:
+            return "trainable sparsity masks (the kernel visits only the synapses the mask keeps)"
+        if self.use_mixed and type(self.lstm) is not LSTMCell:
+            return "a replaced memory cell"
+        return None
+
+    def _sequence_kernel(self):
+        from .train import kernel
+
+        return kernel(self)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LiquidRNN
-from .wirings import Wiring
+from ..base import LiquidRNN
+from ..wirings import Wiring
 
 MODES = ("default", "pure", "no_gate")
 
@@ -248,6 +248,57 @@ class CfC(LiquidRNN):
         return self.fc(out)
 
     def _build_fused(self):
-        from .fused import FusedCfC
+        from .stream import FusedCfC
 
         return FusedCfC.from_module(self)
+
+    @property
+    def _masked_per_synapse(self) -> int:
+        return 1 if self.mode == "pure" else 2
+
+    def config(self) -> dict[str, Any]:
+        options = {"mode": self.mode, "mixed_memory": self.use_mixed}
+        if self.proj_size is not None:
+            options["proj_size"] = self.proj_size
+        if not self.wired:
+            options.update(
+                activation=self.activation,
+                backbone_units=self.backbone_units,
+                backbone_layers=self.backbone_layers,
+                backbone_dropout=self.backbone_dropout,
+            )
+        return self._config("cfc", options)
+
+    def _kernel_support(self) -> str | None:
+        """None when the training kernel (`train.py`) computes this CfC's `_cell` loop, else why not."""
+        from ..kernels import MODE_IDS
+        from ..lstm import LSTMCell
+
+        if type(self)._cell is not CfC._cell:
+            return "a subclass with its own _cell"
+        cell = self.rnn_cell
+        if self.wired:
+            if type(cell) is not WiredCfCCell or any(type(c) is not CfCCell for c in cell._layers):
+                return "a replaced cell module"
+        else:
+            if type(cell) is not CfCCell:
+                return "a replaced cell module"
+            if cell.backbone is not None:
+                for m in cell.backbone:
+                    if isinstance(m, nn.Dropout):
+                        if m.p > 0.0 and m.training:
+                            return "backbone dropout in training mode (random masks)"
+                    elif type(m) is not nn.Linear and type(m) is not ACTIVATIONS[cell.backbone_activation]:
+                        return f"an unexpected backbone layer {type(m).__name__}"
+                    elif isinstance(m, nn.GELU) and m.approximate != "none":
+                        return "tanh-approximated GELU"
+        if self.mode not in MODE_IDS:
+            return f"mode {self.mode!r}"
+        if self.use_mixed and type(self.lstm) is not LSTMCell:
+            return "a replaced memory cell"
+        return None
+
+    def _sequence_kernel(self):
+        from .train import kernel
+
+        return kernel(self)

@@ -16,7 +16,7 @@ back: a step's output depends on that step's inputs alone, whatever the state ho
 Time: dt is ignored by default (time_input=False), as in the CNN of the comparison: a memoryless
 map cannot integrate anything over time, and what the elapsed time would tell it is at most which
 sensor fired last. time_input=True gives it dt / DT_SCALE as one more input, as the LSTM/GRU
-baselines have it (nets/recurrent.py). Either way a step checks dt as every core does (finite and
+baselines have it (nets/recurrent/). Either way a step checks dt as every core does (finite and
 positive), so all cores take and refuse the same input.
 
 In a model file it is the network cell "mlp" (runtime/specs.py), options hidden, activation and
@@ -24,7 +24,7 @@ time_input; the policy's parameter table counts it as the core.
 
 Training (`state_sequence`): the layers applied to the whole (batch, time) window at once, no loop
 over time. Streaming (`fused()`): `mlp_step`, one numba call per step in float64 over the weights
-packed into one vector, in nets/fused.py (numpy and numba only: the ONNX backend streams this core
+packed into one vector, in `stream.py` (numpy and numba only: the ONNX backend streams this core
 without torch).
 """
 
@@ -36,10 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import StreamingModule
-from .fused import DT_SCALE, FF_ACTIVATIONS, FusedFeedforward, mlp_step  # noqa: F401 - re-exported
+from ..base import StreamingModule
+from ..kernels import DT_SCALE  # noqa: F401 - re-exported
+from .stream import FF_ACTIVATIONS, FusedFeedforward
 
-ACTIVATIONS = FF_ACTIVATIONS  # hidden layers (ids from fused.ACT_IDS); the last layer is tanh
+ACTIVATIONS = FF_ACTIVATIONS  # hidden layers (ids from kernels.ACT_IDS); the last layer is tanh
 _TORCH_ACT = {"relu": F.relu, "tanh": torch.tanh, "silu": F.silu}
 
 
@@ -114,6 +115,11 @@ class Feedforward(StreamingModule):
         ts = torch.ones(input.shape[:2], dtype=input.dtype) if timespans is None else timespans
         out = self.state_sequence(input, ts)
         return out, out[:, -1]
+
+    def config(self) -> dict:
+        # hidden as a list: what the config's JSON reads back
+        options = {"hidden": list(self.hidden), "activation": self.activation, "time_input": self.time_input}
+        return {"cell": "mlp", "units": self.state_size, "options": options}
 
     def _build_fused(self) -> FusedFeedforward:
         return FusedFeedforward.from_module(self)
