@@ -198,8 +198,8 @@ def main() -> None:
     os.environ["ROS_DOMAIN_ID"] = os.environ.get("LIQUID_CONTROL_BENCH_DOMAIN_ID", str(120 + os.getpid() % 50))
     import torch
 
-    from liquid_control.runtime.export import export_onnx
-    from liquid_control.runtime.modelfile import load_policy
+    from liquid_control.model.export import export_onnx
+    from liquid_control.model.modelfile import load_policy
     from liquid_control.runtime.onnx_policy import load_onnx_policy
 
     torch.set_num_threads(1)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from step_latency import measure
 
+from liquid_control.model.modelfile import load_policy
 from liquid_control.paths import DEFAULT_MODEL
-from liquid_control.runtime.modelfile import load_policy
 from liquid_control.runtime.sensing import compressed_to_array, image_to_array, model_frame, resize
 
 

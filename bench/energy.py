@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from liquid_control.model.modelfile import load_policy, parameter_counts
 from liquid_control.paths import DEFAULT_MODEL
-from liquid_control.runtime.modelfile import load_policy, parameter_counts
 
 
 def conv_macs(module: nn.Module, example: torch.Tensor) -> int:

@@ -41,8 +41,8 @@ def _policy_file(directory: Path) -> Path:
     import torch
 
     from liquid_control import nets
-    from liquid_control.runtime.modelfile import OutputSpec, save_model
-    from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
+    from liquid_control.model.modelfile import OutputSpec, save_model
+    from liquid_control.model.policy import EncoderSpec, LiquidPolicy
 
     torch.manual_seed(0)
     spec = EncoderSpec()  # 64x48 input, the default camera encoder
@@ -74,8 +74,8 @@ def stages(model: Path, repeats: int) -> dict:
     import torch
     from step_latency import measure
 
+    from liquid_control.model.modelfile import load_policy
     from liquid_control.runtime.controller import LiquidController
-    from liquid_control.runtime.modelfile import load_policy
     from liquid_control.runtime.sensing import image_to_array, model_frame
 
     torch.set_num_threads(1)  # the node's num_threads default

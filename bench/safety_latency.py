@@ -42,8 +42,8 @@ def _models(directory: Path) -> tuple[Path, Path]:
     import torch
 
     from liquid_control import nets
-    from liquid_control.runtime.modelfile import OutputSpec, save_model
-    from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
+    from liquid_control.model.modelfile import OutputSpec, save_model
+    from liquid_control.model.policy import EncoderSpec, LiquidPolicy
 
     outputs = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
     spec = EncoderSpec()

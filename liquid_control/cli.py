@@ -20,7 +20,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .bags.io import BagError
     from .bags.limits import LimitError
     from .learning.cache import CacheError
-    from .runtime.specs import ModelFileError
+    from .model.specs import ModelFileError
     from .sim.track import TrackError
 
     return BagError, LimitError, CacheError, ModelFileError, TrackError
@@ -55,7 +55,7 @@ def _info(args: argparse.Namespace) -> int:
 
     if is_bag(Path(args.model)):
         return _bag_info(args)
-    from .runtime.modelfile import ModelFileError, load_model, parameter_counts
+    from .model.modelfile import ModelFileError, load_model, parameter_counts
 
     try:  # a file, or package://<package>/<file> as the node takes it
         model, config = load_model(resolve_model_path(args.model))
@@ -316,8 +316,8 @@ def _recover(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .runtime.export import export_onnx
-    from .runtime.specs import ModelFileError
+    from .model.export import export_onnx
+    from .model.specs import ModelFileError
 
     try:
         summary = export_onnx(args.model, args.onnx)

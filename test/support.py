@@ -15,11 +15,11 @@ def __getattr__(name: str):
     """SPEC (the small model's camera encoder) and OUTPUTS (its outputs), made when first asked for:
     they import the torch policy, which a module that only waits need not."""
     if name == "SPEC":
-        from liquid_control.runtime.policy import EncoderSpec
+        from liquid_control.model.policy import EncoderSpec
 
         return EncoderSpec(image_width=32, image_height=24, channels=(4, 8), camera_features=4)
     if name == "OUTPUTS":
-        from liquid_control.runtime.modelfile import OutputSpec
+        from liquid_control.model.modelfile import OutputSpec
 
         return OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))
     raise AttributeError(name)
@@ -108,8 +108,8 @@ def make_model(path, seed=0, bias=None):
     import torch
 
     from liquid_control import nets
-    from liquid_control.runtime.modelfile import save_model
-    from liquid_control.runtime.policy import LiquidPolicy
+    from liquid_control.model.modelfile import save_model
+    from liquid_control.model.policy import LiquidPolicy
 
     spec, outputs = __getattr__("SPEC"), __getattr__("OUTPUTS")
     torch.manual_seed(seed)

@@ -8,9 +8,9 @@ pytestmark = pytest.mark.sim
 
 pytest.importorskip("mujoco")
 
+from liquid_control.model.modelfile import load_model  # noqa: E402
 from liquid_control.paths import share_path  # noqa: E402
 from liquid_control.runtime.controller import LiquidController, Settings  # noqa: E402
-from liquid_control.runtime.modelfile import load_model  # noqa: E402
 from liquid_control.sim.env import PurePursuit, TrackEnv  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "liquid_control"
 # Bottom to top; a module may import from its own layer and the ones before it, never after.
 LAYERS = [
     {"nets", "paths", "files", "topics", "processes", "draw", "progress", "cliargs"},
-    {"runtime"},
+    {"model", "runtime"},  # the model (spec, file, torch policy, export) and the controller that runs it
     {"sim"},
     {"bags"},
     {"learning"},
@@ -192,7 +192,7 @@ TORCH_FREE = [
     "liquid_control.nets.feedforward.stream",
     "liquid_control.nets.recurrent.stream",
     "liquid_control.nets.registry",
-    "liquid_control.runtime.specs",
+    "liquid_control.model.specs",
     "liquid_control.nets.wirings",
     "liquid_control.nodes.controller_node",
 ]
@@ -212,7 +212,7 @@ def test_the_onnx_backend_path_loads_without_torch(module):
 ROS_FREE = [
     "liquid_control.nets",
     "liquid_control.runtime.controller",
-    "liquid_control.runtime.modelfile",
+    "liquid_control.model.modelfile",
     "liquid_control.runtime.parameters",
     "liquid_control.bags.replay",
     "liquid_control.learning.train",
@@ -222,7 +222,7 @@ ROS_FREE = [
 MUJOCO_FREE = {
     "liquid_control.nets",
     "liquid_control.runtime.controller",
-    "liquid_control.runtime.modelfile",
+    "liquid_control.model.modelfile",
     "liquid_control.runtime.parameters",
     "liquid_control.bags.replay",
     "liquid_control.learning.train",

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from liquid_control import nets
+from liquid_control.model.modelfile import OutputSpec, SensorSpec, save_model
 from liquid_control.paths import DEFAULT_MODEL
-from liquid_control.runtime.modelfile import OutputSpec, SensorSpec, save_model
 
 pytestmark = pytest.mark.sim
 

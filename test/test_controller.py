@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from liquid_control import nets
+from liquid_control.model.modelfile import OutputSpec, load_model, save_model
+from liquid_control.model.policy import EncoderSpec, LiquidPolicy
 from liquid_control.runtime.controller import LiquidController, Settings
-from liquid_control.runtime.modelfile import OutputSpec, load_model, save_model
-from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 from liquid_control.runtime.sensing import IMU_FIELDS
 
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)), scale=(0.5, 1.5))

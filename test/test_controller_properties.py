@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from liquid_control import nets  # noqa: E402
+from liquid_control.model.policy import EncoderSpec, LiquidPolicy  # noqa: E402
 from liquid_control.runtime.controller import LiquidController, Settings  # noqa: E402
 from liquid_control.runtime.parameters import BY_SETTING  # noqa: E402
-from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy  # noqa: E402
 from liquid_control.runtime.sensing import IMU_FIELDS  # noqa: E402
 
 SPEC = EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=3)

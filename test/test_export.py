@@ -19,11 +19,11 @@ pytest.importorskip("mujoco")
 
 from liquid_control.bags.io import read_events  # noqa: E402
 from liquid_control.learning.collect import collect  # noqa: E402
+from liquid_control.model.modelfile import load_policy  # noqa: E402
+from liquid_control.model.specs import ModelFileError  # noqa: E402
 from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
 from liquid_control.runtime.controller import LiquidController  # noqa: E402
-from liquid_control.runtime.modelfile import load_policy  # noqa: E402
 from liquid_control.runtime.onnx_policy import load_onnx_policy  # noqa: E402
-from liquid_control.runtime.specs import ModelFileError  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 CLI = [sys.executable, "-m", "liquid_control.cli"]
@@ -226,10 +226,10 @@ def test_the_onnx_backend_streams_the_benchmarks_other_cores_without_torch(arch,
     """The feedforward, Liquid-S4, LSTM and GRU cores have torch-free kernels too: exported, their
     commands over the bag equal the torch runtime's, and the backend runs them with torch blocked."""
     from liquid_control.learning.train import ARCHITECTURES, ENCODERS, OUTPUTS
-    from liquid_control.runtime.export import export_onnx
-    from liquid_control.runtime.modelfile import save_model
-    from liquid_control.runtime.policy import LiquidPolicy
-    from liquid_control.runtime.specs import EncoderSpec
+    from liquid_control.model.export import export_onnx
+    from liquid_control.model.modelfile import save_model
+    from liquid_control.model.policy import LiquidPolicy
+    from liquid_control.model.specs import EncoderSpec
 
     spec = ENCODERS.get(arch) or EncoderSpec()
     policy = LiquidPolicy(spec, ARCHITECTURES[arch](spec.core_inputs, 0), 2).eval()

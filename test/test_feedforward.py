@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from liquid_control.model.modelfile import NetworkSpec, OutputSpec, load_model, parameter_counts, save_model
+from liquid_control.model.policy import EncoderSpec, LiquidPolicy
 from liquid_control.nets.feedforward.module import ACTIVATIONS, Feedforward
 from liquid_control.nets.feedforward.stream import FusedFeedforward
 from liquid_control.nets.kernels import DT_SCALE
-from liquid_control.runtime.modelfile import NetworkSpec, OutputSpec, load_model, parameter_counts, save_model
-from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 
 OUTPUTS = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 1.0), (-1.5, 1.5)))
 
@@ -179,7 +179,7 @@ def test_a_feedforward_policy_round_trips_and_streams_like_its_forward(time_inpu
 def _exported(tmp_path, time_input):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from liquid_control.runtime.export import export_onnx
+    from liquid_control.model.export import export_onnx
 
     policy = _policy(time_input)
     model = tmp_path / "mlp.safetensors"

@@ -17,8 +17,8 @@ from liquid_control.learning.collect import TOPICS, collect  # noqa: E402
 from liquid_control.learning.dataset import episodes_from_bag  # noqa: E402
 from liquid_control.learning.evaluate import evaluate  # noqa: E402
 from liquid_control.learning.train import ARCHITECTURES, train  # noqa: E402
-from liquid_control.runtime.modelfile import load_model  # noqa: E402
-from liquid_control.runtime.policy import LiquidPolicy  # noqa: E402
+from liquid_control.model.modelfile import load_model  # noqa: E402
+from liquid_control.model.policy import LiquidPolicy  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 FIELDS = ("angular_velocity.z", "linear_acceleration.x", "linear_acceleration.y")
@@ -189,8 +189,8 @@ def test_every_architecture_trains_and_drives_through_the_controller(arch, bag, 
 def test_the_small_baselines_have_about_the_liquid_cores_parameter_count():
     """The fair comparison of the benchmark: LSTM and GRU cores within 10% of the 19-neuron NCP
     CfC core's trainable parameters, on the same inputs."""
-    from liquid_control.runtime.modelfile import parameter_counts
-    from liquid_control.runtime.specs import EncoderSpec
+    from liquid_control.model.modelfile import parameter_counts
+    from liquid_control.model.specs import EncoderSpec
 
     spec = EncoderSpec()
     core = lambda arch: parameter_counts(LiquidPolicy(spec, ARCHITECTURES[arch](spec.core_inputs, 0), 2))  # noqa: E731

@@ -10,10 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from liquid_control.model.modelfile import NetworkSpec, OutputSpec, load_model, save_model
+from liquid_control.model.policy import EncoderSpec, LiquidPolicy
 from liquid_control.nets.liquid_s4.module import RHO_MIN, LiquidS4
 from liquid_control.nets.liquid_s4.stream import FusedLiquidS4
-from liquid_control.runtime.modelfile import NetworkSpec, OutputSpec, load_model, save_model
-from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 
 SLOW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

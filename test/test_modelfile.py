@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from liquid_control import nets
-from liquid_control.runtime.modelfile import (
+from liquid_control.model.modelfile import (
     FORMAT_VERSION,
     METADATA_KEY,
     ModelFileError,
@@ -230,8 +230,8 @@ BAD_CONFIGS = {
 def test_a_config_that_cannot_build_or_run_is_a_model_file_error(tmp_path, name):
     """Whatever torch raises (RuntimeError for impossible shapes, among others), loading or
     preparing says which file and why; never another exception."""
+    from liquid_control.model.modelfile import load_policy
     from liquid_control.runtime.controller import LiquidController
-    from liquid_control.runtime.modelfile import load_policy
 
     path = shipped_with_config(tmp_path, name, BAD_CONFIGS[name])
     try:
@@ -248,9 +248,9 @@ def test_every_registered_network_type_rebuilds_from_its_spec_and_streams_from_i
     """nets/registry.py is the one list of network types: each builds from a model file's spec, says
     the spec that rebuilds it (options it declares, nothing else), and its streaming step comes back
     from an export's arrays (JSON) computing the same step."""
+    from liquid_control.model.specs import NetworkSpec
     from liquid_control.nets.registry import CELLS, TYPES, stream_class
     from liquid_control.nets.stream import FusedStep
-    from liquid_control.runtime.specs import NetworkSpec
 
     assert cell in CELLS
     torch.manual_seed(0)
@@ -293,7 +293,7 @@ def test_every_registered_network_type_rebuilds_from_its_spec_and_streams_from_i
     ],
 )
 def test_sizes_a_file_cannot_describe_are_refused_from_its_header(tmp_path, name, change, why):
-    from liquid_control.runtime.modelfile import check_model_file
+    from liquid_control.model.modelfile import check_model_file
 
     path = shipped_with_config(tmp_path, name, change)
     with pytest.raises(ModelFileError, match=why) as caught:
@@ -323,7 +323,7 @@ def test_a_network_that_fits_the_sizes_but_not_the_weights_is_never_built(tmp_pa
     save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(config)})
     script = (
         "import resource, sys, torch\n"
-        "from liquid_control.runtime.modelfile import load_model, ModelFileError\n"
+        "from liquid_control.model.modelfile import load_model, ModelFileError\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n    load_model(sys.argv[1])\nexcept ModelFileError as exc:\n    print('refused:', exc)\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
@@ -421,8 +421,8 @@ def test_fuzz_a_damaged_model_file_is_a_model_file_error_and_nothing_else(tmp_pa
     """Hundreds of damaged copies of the shipped model: loading each gives a policy or a
     ModelFileError naming the file, and preparing what loads gives a ModelFileError or ValueError
     saying it cannot run; never another exception."""
+    from liquid_control.model.modelfile import load_policy
     from liquid_control.runtime.controller import LiquidController
-    from liquid_control.runtime.modelfile import load_policy
 
     source = _shipped_bytes()
     rng = np.random.default_rng(2026)
@@ -457,7 +457,7 @@ def test_fuzz_loading_damaged_models_stays_in_bounded_memory_and_never_hangs(tmp
         "import resource, sys, numpy as np\n"
         "sys.path.insert(0, sys.argv[2])\n"
         "from test_modelfile import damaged_model, _shipped_bytes\n"
-        "from liquid_control.runtime.modelfile import ModelFileError, load_policy\n"
+        "from liquid_control.model.modelfile import ModelFileError, load_policy\n"
         "source = _shipped_bytes()\n"
         "rng = np.random.default_rng(7)\n"
         "import pathlib; good = pathlib.Path(sys.argv[1]) / 'good.safetensors'; good.write_bytes(source)\n"

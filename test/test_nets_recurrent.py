@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from liquid_control.model.modelfile import NetworkSpec, OutputSpec, load_model, save_model
+from liquid_control.model.policy import EncoderSpec, LiquidPolicy
 from liquid_control.nets.recurrent.module import Recurrent
-from liquid_control.runtime.modelfile import NetworkSpec, OutputSpec, load_model, save_model
-from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

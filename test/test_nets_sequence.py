@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from liquid_control import nets
+from liquid_control.model.policy import EncoderSpec, LiquidPolicy
 from liquid_control.nets import kernels, sequence
-from liquid_control.runtime.policy import EncoderSpec, LiquidPolicy
 
 # Configurations with a kernel: the shipped one first (wired AutoNCP, mode "default"), then every
 # other mode, the fully connected CfC with a backbone (train.py's "cfc"), mixed memory, LTC.

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from liquid_control.model.modelfile import load_model
 from liquid_control.nets import wirings
 from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
-from liquid_control.runtime.modelfile import load_model
 
 ncps_wirings = pytest.importorskip("ncps.wirings")
 pytest.importorskip("networkx")
@@ -192,7 +192,7 @@ def test_info_graph_of_a_model_without_a_wiring_is_a_clear_error(tmp_path):
     import torch
 
     from liquid_control import nets
-    from liquid_control.runtime.modelfile import OutputSpec, SensorSpec, save_model
+    from liquid_control.model.modelfile import OutputSpec, SensorSpec, save_model
 
     torch.manual_seed(0)
     path = tmp_path / "dense.safetensors"

@@ -26,11 +26,11 @@ from std_srvs.srv import Trigger  # noqa: E402
 from support import OUTPUTS, SPEC, make_model, wait_for  # noqa: E402
 
 from liquid_control import nets  # noqa: E402
+from liquid_control.model.modelfile import load_model, save_model  # noqa: E402
+from liquid_control.model.policy import LiquidPolicy  # noqa: E402
 from liquid_control.nodes.controller_node import LiquidControllerNode  # noqa: E402
 from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
 from liquid_control.runtime.controller import LiquidController, Settings  # noqa: E402
-from liquid_control.runtime.modelfile import load_model, save_model  # noqa: E402
-from liquid_control.runtime.policy import LiquidPolicy  # noqa: E402
 from liquid_control.runtime.sensing import image_to_array, imu_to_array, stamp_to_seconds  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -704,7 +704,7 @@ def test_a_png_frame_gives_the_state_its_raw_frame_gives(rig, tmp_path):
 def _saliency_subscription(r):
     got = []
     r.peer.create_subscription(Image, "liquid_controller/saliency", r._keep(got), 100)
-    wait_for(lambda: r.node.saliency.publisher.get_subscription_count() > 0)
+    wait_for(lambda: r.node.saliency_pub.get_subscription_count() > 0)
     return got
 
 
@@ -761,7 +761,7 @@ def test_with_the_onnx_backend_saliency_is_said_to_be_unavailable_once(rig, tmp_
     pytest.importorskip("onnxruntime")
     from rcl_interfaces.msg import Log
 
-    from liquid_control.runtime.export import export_onnx
+    from liquid_control.model.export import export_onnx
 
     onnx_path = tmp_path / "m.onnx"
     export_onnx(make_model(tmp_path / "m.safetensors"), onnx_path)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from liquid_control.model.modelfile import load_model
 from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
-from liquid_control.runtime.modelfile import load_model
 
 
 def test_the_default_model_uri_resolves_to_the_shipped_policy_file():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from liquid_control import nets
-from liquid_control.runtime.policy import CameraEncoder, EncoderSpec, LiquidPolicy
+from liquid_control.model.policy import CameraEncoder, EncoderSpec, LiquidPolicy
 
 
 def _policy(cell="cfc"):
@@ -59,7 +59,7 @@ def test_policy_trains_end_to_end():
 
 
 def test_policy_model_file_round_trip(tmp_path):
-    from liquid_control.runtime.modelfile import OutputSpec, load_model, parameter_counts, save_model
+    from liquid_control.model.modelfile import OutputSpec, load_model, parameter_counts, save_model
 
     policy = _policy()
     outputs = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.0, 1.0)))
@@ -113,7 +113,7 @@ def test_onnx_runtime_and_torch_encoders_give_the_same_features(norm):
     """With onnxruntime installed the torch backend runs its encoder in ONNX Runtime (an in-memory
     export); without, the frozen torch encoder: the same features within 1e-5 either way."""
     pytest.importorskip("onnxruntime")
-    from liquid_control.runtime.policy import PolicyStep
+    from liquid_control.model.policy import PolicyStep
 
     torch.manual_seed(1)
     spec = EncoderSpec(image_norm=norm)
@@ -152,7 +152,7 @@ def test_model_files_without_image_norm_load_with_the_fixed_normalisation(tmp_pa
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from liquid_control.runtime.modelfile import METADATA_KEY, OutputSpec, load_model, save_model
+    from liquid_control.model.modelfile import METADATA_KEY, OutputSpec, load_model, save_model
 
     spec = EncoderSpec(image_norm="fixed")
     policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, 8), outputs=2).eval()
@@ -186,8 +186,8 @@ def test_the_encoder_graph_is_kept_so_a_second_start_skips_the_onnx_export(tmp_p
 
     pytest.importorskip("onnxruntime")
     script = (
-        f"import json, sys\nfrom liquid_control.runtime.modelfile import load_policy\n"
-        f"from liquid_control.runtime.policy import PolicyStep, example_frame\n"
+        f"import json, sys\nfrom liquid_control.model.modelfile import load_policy\n"
+        f"from liquid_control.model.policy import PolicyStep, example_frame\n"
         f"policy, _ = load_policy({DEFAULT_MODEL!r})\nstep = PolicyStep(policy)\n"
         f"f = step.encode_frame(example_frame(policy.spec).numpy()[0] // 2)\n"
         f"print(json.dumps([step.encoder, 'onnx' in sys.modules, f.tolist()]))\n"

@@ -22,9 +22,9 @@ from PIL import Image  # noqa: E402  (a matplotlib dependency)
 from liquid_control.bags.io import read_events, summarize  # noqa: E402
 from liquid_control.draw import plot  # noqa: E402
 from liquid_control.learning.collect import collect  # noqa: E402
+from liquid_control.model.modelfile import load_policy  # noqa: E402
 from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
 from liquid_control.runtime.controller import LiquidController  # noqa: E402
-from liquid_control.runtime.modelfile import load_policy  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 CLI = [sys.executable, "-m", "liquid_control.cli"]

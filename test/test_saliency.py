@@ -11,12 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from liquid_control import nets  # noqa: E402
+from liquid_control.model.modelfile import load_policy  # noqa: E402
+from liquid_control.model.policy import LiquidPolicy  # noqa: E402
+from liquid_control.model.specs import EncoderSpec  # noqa: E402
 from liquid_control.paths import DEFAULT_MODEL  # noqa: E402
-from liquid_control.runtime.modelfile import load_policy  # noqa: E402
-from liquid_control.runtime.policy import LiquidPolicy  # noqa: E402
 from liquid_control.runtime.saliency import SaliencyUnavailable, VisualBackProp, overlay  # noqa: E402
 from liquid_control.runtime.sensing import resize  # noqa: E402
-from liquid_control.runtime.specs import EncoderSpec  # noqa: E402
 
 pytestmark = pytest.mark.sim
 

@@ -25,7 +25,7 @@ from liquid_control.learning import cache  # noqa: E402
 from liquid_control.learning.collect import collect  # noqa: E402
 from liquid_control.learning.dataset import episodes_from_bag  # noqa: E402
 from liquid_control.learning.evaluate import evaluate  # noqa: E402
-from liquid_control.runtime.modelfile import load_model  # noqa: E402
+from liquid_control.model.modelfile import load_model  # noqa: E402
 from liquid_control.runtime.sensing import model_frame  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 

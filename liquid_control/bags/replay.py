@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import topics
+from ..model.modelfile import load_policy
 from ..paths import DEFAULT_MODEL
 from ..runtime.controller import LiquidController, Settings
-from ..runtime.modelfile import load_policy
 from ..runtime.parameters import DEFAULTS, read_params, settings_fields
 from .io import (
     COMPRESSED_IMAGE,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..model.modelfile import OutputSpec, SensorSpec, load_model, save_model
 from ..nets import AutoNCP, CfC
-from ..runtime.modelfile import OutputSpec, SensorSpec, load_model, save_model
 
 SPEED = 0.5  # m/s
 CAMERA_HZ, IMU_HZ = 30.0, 200.0

@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import progress
 from ..draw.plot import write_trajectory_png
+from ..model.modelfile import load_policy
 from ..runtime.controller import LiquidController, Settings
-from ..runtime.modelfile import load_policy
 from ..sim.conditions import CONDITIONS
 from ..sim.env import SensorConfig, TrackEnv
 from ..sim.track import Track, track_path

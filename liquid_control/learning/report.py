@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import progress
+from ..model.modelfile import load_policy, parameter_counts
 from ..paths import resolve_model_path
-from ..runtime.modelfile import load_policy, parameter_counts
 from ..sim.conditions import CONDITIONS, SUITES
 from . import stats
 from .evaluate import evaluate

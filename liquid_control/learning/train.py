@@ -37,11 +37,11 @@ from safetensors.torch import save_file
 from .. import progress
 from ..bags.info import pick_topics
 from ..draw.plot import write_loss_png
+from ..model.modelfile import OutputSpec, save_model
+from ..model.policy import EncoderSpec, LiquidPolicy
 from ..nets import LTC, AutoNCP, CfC, LiquidS4
 from ..nets.feedforward.module import Feedforward
 from ..nets.recurrent.module import Recurrent
-from ..runtime.modelfile import OutputSpec, save_model
-from ..runtime.policy import EncoderSpec, LiquidPolicy
 from .dataset import Episode, episodes_from_bag
 
 ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {

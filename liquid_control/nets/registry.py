@@ -1,6 +1,6 @@
 """Every network type the package knows, declared once (torch-free): the name a model file's config
 gives it (`network.cell`), the options that config may carry, whether it takes a wiring, and where its
-torch module and its streaming step live. The model file's spec (runtime/specs.py), the fused
+torch module and its streaming step live. The model file's spec (model/specs.py), the fused
 streaming step's `from_arrays` (the ONNX backend) and the export read this table instead of testing
 classes one by one; a new network type is one entry here and a folder beside the others.
 

@@ -48,8 +48,9 @@ from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
 from .. import topics
+from ..model.specs import ModelFileError, model_file
 from ..runtime.controller import Command, LiquidController, Settings
-from ..runtime.loading import LatestWorker, LoadResult, ModelLoader, Result
+from ..runtime.loading import LoadResult, ModelLoader, SaliencyWorker
 from ..runtime.parameters import BY_NAME, BY_SETTING, settings_fields
 from ..runtime.sensing import (
     SensorError,
@@ -59,7 +60,6 @@ from ..runtime.sensing import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
-from ..runtime.specs import ModelFileError, model_file
 from .params import declare_all
 from .runner import run_node
 from .sensor_loop import SensorLoop
@@ -99,6 +99,7 @@ class LiquidControllerNode(LifecycleNode):
         self._active = False  # commands are published only while active (under the lock)
         self.cmd_pub = self.state_pub = self.diag_pub = None
         self.saliency: SaliencyWorker | None = None
+        self.saliency_pub = None
         self._sensors: list[SensorLoop] = []
         self._safety: SensorLoop | None = None
         self._entities: list[tuple[Callable, object]] = []  # (destroy, entity): subscriptions, services, timer
@@ -201,9 +202,8 @@ class LiquidControllerNode(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10, event_callbacks=quiet)
         # ~/saliency needs the torch encoder's feature maps: none with backend onnx (said once).
         if self._backend == "torch":
-            self.saliency = SaliencyWorker(
-                self.create_publisher(Image, topics.SALIENCY, 5, event_callbacks=quiet), self.get_logger()
-            )
+            self.saliency_pub = self.create_publisher(Image, topics.SALIENCY, 5, event_callbacks=quiet)
+            self.saliency = SaliencyWorker(self._saliency_watched, self._publish_saliency, self._saliency_failed)
         elif self.get_parameter("saliency_rate").value > 0.0:
             self.get_logger().info(
                 f"{topics.SALIENCY} is not available with backend {self._backend}: "
@@ -295,11 +295,11 @@ class LiquidControllerNode(LifecycleNode):
                 self.cmd_pub,
                 self.state_pub,
                 self.diag_pub,
-                self.saliency.publisher if self.saliency is not None else None,
+                self.saliency_pub,
             ):
                 if publisher is not None:
                     self.destroy_publisher(publisher)
-            self.cmd_pub = self.state_pub = self.diag_pub = None
+            self.cmd_pub = self.state_pub = self.diag_pub = self.saliency_pub = None
             self.saliency, self._safety, self._sensors, self._entities = None, None, [], []
             self.controller, self.running_model, self.model_error = None, "", "not configured"
             self._active = self._configured = False
@@ -331,7 +331,7 @@ class LiquidControllerNode(LifecycleNode):
                 from ..runtime.onnx_policy import load_onnx_policy
 
                 return load_onnx_policy(path)
-            from ..runtime.modelfile import load_policy
+            from ..model.modelfile import load_policy
 
             return load_policy(path)
         except ModelFileError:
@@ -367,7 +367,7 @@ class LiquidControllerNode(LifecycleNode):
         if self._backend == "onnx":
             model_file(path)
             return
-        from ..runtime.modelfile import check_model_file
+        from ..model.modelfile import check_model_file
 
         check_model_file(path)
 
@@ -493,7 +493,27 @@ class LiquidControllerNode(LifecycleNode):
                 )
         # After the command is out, and outside the lock: a frame for ~/saliency, now and then.
         if frame is not None and self.saliency is not None and self._saliency_rate > 0.0:
-            self.saliency.offer(controller.policy, frame.rgb, msg.header, self._saliency_rate)
+            stamp = msg.header.stamp
+            self.saliency.offer(
+                controller.policy, frame.rgb, (stamp.sec, stamp.nanosec), msg.header.frame_id, self._saliency_rate
+            )
+
+    def _saliency_watched(self) -> bool:
+        publisher = self.saliency_pub
+        return publisher is not None and publisher.get_subscription_count() > 0
+
+    def _publish_saliency(self, picture: np.ndarray, stamp: tuple[int, int], frame_id: str) -> None:
+        """A map from the saliency thread (runtime/loading.SaliencyWorker) as an rgb8 Image."""
+        h, w = picture.shape[:2]
+        msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w, data=picture.tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        msg.header.frame_id = frame_id
+        publisher = self.saliency_pub
+        if publisher is not None:
+            publisher.publish(msg)
+
+    def _saliency_failed(self, error: str) -> None:  # a picture for tools must never take the node down
+        self.get_logger().error(f"{topics.SALIENCY} failed: {error}", throttle_duration_sec=THROTTLE_S)
 
     def _to_array(self, msg, controller: LiquidController | None) -> np.ndarray:
         """A camera message as RGB; its size is checked before any conversion or decoding."""
@@ -787,69 +807,6 @@ class LiquidControllerNode(LifecycleNode):
             return str(target)
 
         return write
-
-
-class SaliencyWorker:
-    """~/saliency: a thread of its own (runtime/loading.LatestWorker) computes the VisualBackProp map
-    of the latest frame offered (runtime/saliency.py) and publishes the frame at the model's input
-    size with the map over it (sensor_msgs/Image rgb8, the camera frame's header). The camera thread
-    only offers: at most `rate` frames per second of header stamps, none while nobody subscribes; a
-    frame offered while the thread is busy replaces the one waiting. torch is imported when the
-    first map is made."""
-
-    def __init__(self, publisher, logger) -> None:
-        self.publisher, self._logger = publisher, logger
-        self.published = self.computed = 0
-        self._last: float | None = None  # the stamp of the last frame taken, s
-        self._vbp = None
-        self._lock = threading.Lock()  # no publish once stop() has begun
-        self._stopped = False
-        self._worker = LatestWorker(self._image, self._publish, name="saliency")
-
-    def offer(self, policy, rgb: np.ndarray, header, rate: float) -> None:
-        """From the camera callback: cheap, never waits on a map being made."""
-        stamp = stamp_to_seconds(header.stamp)
-        last = self._last
-        if last is not None and last <= stamp < last + 1.0 / rate:
-            return  # within the cap (a stamp going back restarts it)
-        if self.publisher.get_subscription_count() == 0:
-            return  # nobody looks: nothing is computed
-        self._last = stamp
-        self._worker.request((policy, rgb, (header.stamp.sec, header.stamp.nanosec), header.frame_id))
-
-    @property
-    def busy(self) -> bool:
-        """Whether a frame is waiting for its map or being worked on (False once it is published)."""
-        return self._worker.pending is not None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        with self._lock:
-            self._stopped = True
-        self._worker.stop(timeout)
-
-    def _publish(self, result: Result) -> None:
-        if not result.ok:  # a picture for tools must never take the node down
-            self._logger.error(f"{topics.SALIENCY} failed: {result.error}", throttle_duration_sec=THROTTLE_S)
-            return
-        with self._lock:
-            if not self._stopped:
-                self.publisher.publish(result.value)
-                self.published += 1
-
-    def _image(self, job) -> Image:
-        from ..runtime.saliency import VisualBackProp, overlay
-
-        policy, rgb, stamp, frame_id = job
-        if self._vbp is None or self._vbp.policy is not policy:  # a swapped model: its own encoder
-            self._vbp = VisualBackProp(policy)
-        frame = self._vbp.frame(rgb)
-        picture = overlay(frame, self._vbp.from_frame(frame))
-        self.computed += 1
-        h, w = picture.shape[:2]
-        msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w, data=picture.tobytes())
-        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-        msg.header.frame_id = frame_id
-        return msg
 
 
 def _options(parser) -> None:

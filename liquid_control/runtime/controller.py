@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..model.specs import ModelConfig
 from .adaptation import ReadoutRLS
 from .parameters import check_settings, setting_default
 from .sensing import IMU_FIELDS
-from .specs import ModelConfig
 
 if TYPE_CHECKING:  # a policy is any object with this interface: the torch one, or the ONNX backend's
-    from .policy import LiquidPolicy, PolicyStep
+    from ..model.policy import LiquidPolicy, PolicyStep
 
 COMMAND_FIELDS = ("linear.x", "angular.z")
 
@@ -150,7 +150,7 @@ class AdaptedModel:
 
         import torch
 
-        from .modelfile import save_model
+        from ..model.modelfile import save_model
 
         path = Path(path)
         if path.exists() or path.is_symlink():

@@ -119,3 +119,69 @@ class ModelLoader(LatestWorker):
 
 
 LoadResult = Result
+
+
+class SaliencyWorker:
+    """The controller node's ~/saliency: a thread of its own (a LatestWorker) computes the
+    VisualBackProp map of the latest frame offered (saliency.py) and hands the frame at the model's
+    input size with the map over it (rgb8) to `publish(picture, stamp, frame_id)`. The camera thread
+    only offers: at most `rate` frames per second of header stamps, none while `subscribed()` says
+    nobody looks; a frame offered while the thread is busy replaces the one waiting. A failure goes
+    to `failed(reason)`. torch is imported when the first map is made. No ROS here: the node says
+    how to publish."""
+
+    def __init__(
+        self,
+        subscribed: Callable[[], bool],
+        publish: Callable[[Any, tuple[int, int], str], None],
+        failed: Callable[[str], None],
+    ) -> None:
+        self._subscribed, self._publish_picture, self._failed = subscribed, publish, failed
+        self.published = self.computed = 0
+        self._last: float | None = None  # the stamp of the last frame taken, s
+        self._vbp = None
+        self._lock = threading.Lock()  # no publish once stop() has begun
+        self._stopped = False
+        self._worker = LatestWorker(self._image, self._publish, name="saliency")
+
+    def offer(self, policy, rgb, stamp: tuple[int, int], frame_id: str, rate: float) -> None:
+        """From the camera callback: cheap, never waits on a map being made."""
+        seconds = stamp[0] + stamp[1] * 1e-9
+        last = self._last
+        if last is not None and last <= seconds < last + 1.0 / rate:
+            return  # within the cap (a stamp going back restarts it)
+        if not self._subscribed():
+            return  # nobody looks: nothing is computed
+        self._last = seconds
+        self._worker.request((policy, rgb, stamp, frame_id))
+
+    @property
+    def busy(self) -> bool:
+        """Whether a frame is waiting for its map or being worked on (False once it is published)."""
+        return self._worker.pending is not None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._stopped = True
+        self._worker.stop(timeout)
+
+    def _publish(self, result: Result) -> None:
+        if not result.ok:
+            self._failed(result.error)
+            return
+        picture, stamp, frame_id = result.value
+        with self._lock:
+            if not self._stopped:
+                self._publish_picture(picture, stamp, frame_id)
+                self.published += 1
+
+    def _image(self, job):
+        from .saliency import VisualBackProp, overlay
+
+        policy, rgb, stamp, frame_id = job
+        if self._vbp is None or self._vbp.policy is not policy:  # a swapped model: its own encoder
+            self._vbp = VisualBackProp(policy)
+        frame = self._vbp.frame(rgb)
+        picture = overlay(frame, self._vbp.from_frame(frame))
+        self.computed += 1
+        return picture, stamp, frame_id

@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend: a policy exported by `liquid-control export` (runtime/export.py) run
+"""The ONNX Runtime backend: a policy exported by `liquid-control export` (model/export.py) run
 without torch (numpy, numba and onnxruntime only). `load_onnx_policy(path)` gives an object that
 LiquidController takes in place of a LiquidPolicy, so the controller's time rules, limits, watchdog,
 e-stop and adaptation are the same code for both backends, and so is the running step around the
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.specs import METADATA_KEY, EncoderSpec, ModelConfig, ModelFileError, model_file
+from ..model.step import RunningStep
 from ..nets.stream import STREAMED_KINDS, FusedStep
-from .specs import METADATA_KEY, EncoderSpec, ModelConfig, ModelFileError, model_file
-from .step import RunningStep
 
 READOUT_KEY = f"{METADATA_KEY}.readout"
 CORE_KEY = f"{METADATA_KEY}.core"

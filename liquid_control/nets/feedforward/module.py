@@ -19,7 +19,7 @@ sensor fired last. time_input=True gives it dt / DT_SCALE as one more input, as 
 baselines have it (nets/recurrent/). Either way a step checks dt as every core does (finite and
 positive), so all cores take and refuse the same input.
 
-In a model file it is the network cell "mlp" (runtime/specs.py), options hidden, activation and
+In a model file it is the network cell "mlp" (model/specs.py), options hidden, activation and
 time_input; the policy's parameter table counts it as the core.
 
 Training (`state_sequence`): the layers applied to the whole (batch, time) window at once, no loop

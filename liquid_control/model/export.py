@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..runtime.onnx_policy import CORE_KEY, ENCODER_KEY, READOUT_KEY
 from .modelfile import load_policy
-from .onnx_policy import CORE_KEY, ENCODER_KEY, READOUT_KEY
 from .policy import OPSET, LiquidPolicy, encoder_graph, example_frame
 from .specs import METADATA_KEY, ModelFileError
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from .sensing import IMU_FIELDS, model_frame
+from ..runtime.sensing import IMU_FIELDS, model_frame
 from .specs import EncoderSpec
 
 if TYPE_CHECKING:

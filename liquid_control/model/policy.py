@@ -208,7 +208,7 @@ def _onnx_encoder(camera: CameraEncoder, example: torch.Tensor):
     """The encoder as an ONNX graph in an ONNX Runtime session (about a fifth of the frozen torch
     encoder's time per frame), checked against the eager module on `example`; a kept graph that
     does not load or does not match (a damaged file) is exported again."""
-    from .onnx_policy import FrameEncoder, open_session
+    from ..runtime.onnx_policy import FrameEncoder, open_session
 
     with torch.no_grad():
         expected = camera(example).numpy()[0]
