@@ -10,8 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cliargs import LazyChoices, add_topic_arguments
-from .paths import DEFAULT_MODEL
+from .cliargs import LazyChoices, add_options, add_topic_arguments, from_args
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -165,17 +164,10 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from .learning.configs import EvalConfig
     from .learning.evaluate import evaluate
 
-    result = evaluate(
-        args.model,
-        args.track,
-        args.condition,
-        episodes=args.episodes,
-        seconds=args.seconds,
-        seed=args.seed,
-        plot=args.plot,
-    )
+    result = evaluate(from_args(EvalConfig, args))
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}))
     else:
@@ -189,39 +181,17 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
+    from .learning.configs import TableConfig
     from .learning.report import evaluation_table, markdown, write
 
-    models: dict[str, list[str]] = {}
-    for item in args.model:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            print(f"error: --model takes NAME=FILE, got {item!r}", file=sys.stderr)
-            return 2
-        models.setdefault(name, []).append(path)  # the same NAME again: another training seed of that row
-    conditions = list(args.condition or [])
-    if args.suite:
-        from .sim.conditions import SUITES as suites
-
-        for c in (c for suite in args.suite for c in suites[suite]):
-            if c not in conditions:  # each suite starts with nominal: one column of it
-                conditions.append(c)
+    config = from_args(TableConfig, args)
     try:
-        result = evaluation_table(
-            models,
-            conditions or None,
-            episodes=args.episodes,
-            seconds=args.seconds,
-            seed=args.seed,
-            jobs=args.jobs,
-            reference=args.reference,
-            cells_dir=args.cells,
-            log=lambda line: print(line, file=sys.stderr),
-        )
+        result = evaluation_table(config, log=lambda line: print(line, file=sys.stderr))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write(result, args.json_path, args.markdown, args.by_condition)
-    print(markdown(result, args.by_condition))
+    write(result, config.json_path, config.markdown, config.by_condition)
+    print(markdown(result, config.by_condition))
     return 0
 
 
@@ -287,26 +257,10 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from .bags.configs import ReplayConfig
     from .bags.replay import format_summary, replay
 
-    return _bag_command(
-        args,
-        lambda: replay(
-            args.bag,
-            args.output,
-            model=args.model,
-            camera=args.camera_topic,
-            imu=args.imu_topic,
-            compare_topic=args.compare_topic,
-            csv_path=args.csv,
-            plot_path=args.plot,
-            frame_id=args.frame_id,
-            params_file=args.params,
-            video_path=args.video,
-            activity_path=args.activity,
-        ),
-        format_summary,
-    )
+    return _bag_command(args, lambda: replay(from_args(ReplayConfig, args)), format_summary)
 
 
 def _recover(args: argparse.Namespace) -> int:
@@ -410,71 +364,19 @@ def _add_train(sub) -> None:
 
 
 def _add_eval(sub) -> None:
+    from .learning.configs import EvalConfig
+
     ev = sub.add_parser("eval", help="closed-loop episodes of a model in the simulator")
-    ev.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
-    ev.add_argument("--track", default="oval", help="a shipped track name or a track file")
-    ev.add_argument(
-        "--condition",
-        choices=CONDITIONS,
-        default="nominal",
-        metavar="CONDITION",
-        help="%(choices)s (default %(default)s)",
-    )
-    ev.add_argument("--episodes", type=int, default=5)
-    ev.add_argument("--seconds", type=float, default=30.0)
-    ev.add_argument("--seed", type=int, default=100)
-    ev.add_argument("--plot", help="write the trajectories to this PNG")
+    add_options(ev, EvalConfig)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_eval)
 
 
 def _add_table(sub) -> None:
+    from .learning.configs import TableConfig
+
     table = sub.add_parser("table", help="evaluate several models in every condition: the model card's table")
-    table.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        metavar="NAME=FILE",
-        help="a row: its name and policy file (repeat; the same NAME again adds another training seed to that row)",
-    )
-    table.add_argument(
-        "--reference",
-        metavar="NAME",
-        help="the row the others are compared with (default: "
-        "the first): each cell says whether it differs from the reference's at 95%%",
-    )
-    table.add_argument(
-        "--condition",
-        action="append",
-        choices=CONDITIONS,
-        metavar="CONDITION",
-        help="a column: %(choices)s (repeat; default: the classic suite)",
-    )
-    table.add_argument(
-        "--suite",
-        action="append",
-        choices=SUITES,
-        metavar="SUITE",
-        help="every condition of a suite as columns: %(choices)s (repeat; with --condition: both)",
-    )
-    table.add_argument("--episodes", type=int, default=6, help="episodes per cell (split between the training tracks)")
-    table.add_argument("--seconds", type=float, default=30.0)
-    table.add_argument("--seed", type=int, default=100)
-    table.add_argument("--jobs", type=int, default=1, help="cells evaluated at once (processes)")
-    table.add_argument(
-        "--cells",
-        metavar="DIR",
-        help="keep each finished cell's result in DIR and reuse those already there: an "
-        "interrupted table resumes, a row added later runs only its own cells (keyed "
-        "by the model file's contents, condition, track, episodes, seconds, seed)",
-    )
-    table.add_argument("--json", dest="json_path", help="write the full table as JSON to this file")
-    table.add_argument("--markdown", help="write the markdown tables to this file")
-    table.add_argument(
-        "--by-condition",
-        action="store_true",
-        help="markdown with a row per condition and a column per model (for many conditions)",
-    )
+    add_options(table, TableConfig)
     table.set_defaults(func=_table)
 
 
@@ -530,55 +432,14 @@ def _add_play(sub) -> None:
 
 
 def _add_replay(sub) -> None:
-    from . import topics
+    from .bags.configs import ReplayConfig
 
     rp = sub.add_parser(
         "replay",
         help="offline: a bag's camera and IMU through a model; commands to a bag, "
         "CSV and plot, compared with the recorded ones",
     )
-    rp.add_argument("bag", help="a rosbag2 bag directory (or a .mcap / .db3 file)")
-    rp.add_argument("--model", default=DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
-    rp.add_argument("--output", required=True, help="the bag directory to create (commands on /cmd_vel)")
-    rp.add_argument(
-        "--camera-topic",
-        default=topics.absolute(topics.CAMERA),
-        metavar="TOPIC",
-        help="sensor_msgs/Image or CompressedImage topic (default %(default)s)",
-    )
-    rp.add_argument(
-        "--imu-topic",
-        default=topics.absolute(topics.IMU),
-        metavar="TOPIC",
-        help="sensor_msgs/Imu topic (default %(default)s)",
-    )
-    rp.add_argument(
-        "--compare-topic",
-        metavar="TOPIC",
-        help="recorded commands to compare with, TwistStamped or Twist (default: /cmd_vel when the bag has it)",
-    )
-    rp.add_argument("--csv", help="CSV of the commands (default: OUTPUT.csv)")
-    rp.add_argument("--plot", help="PNG plot of replayed vs recorded commands (default: OUTPUT.png)")
-    rp.add_argument(
-        "--params",
-        metavar="FILE",
-        help="the controller node's parameters file (speed and "
-        "acceleration limits, max_dt, tau_scale, frame_id; default: its config/controller.yaml)",
-    )
-    rp.add_argument("--frame-id", help="header.frame_id of the commands (default: frame_id of the parameters)")
-    rp.add_argument(
-        "--video",
-        metavar="MP4",
-        help="a video, one frame per camera frame: the camera, where the "
-        "encoder looks (VisualBackProp saliency) and the commands of the last seconds, replayed and "
-        "recorded (needs pip install 'liquid_control[video]')",
-    )
-    rp.add_argument(
-        "--activity",
-        metavar="CSV",
-        help="each neuron's state and time constant (s) and the network's "
-        "inputs after every step, and a plot of them per layer beside it (CSV with .png)",
-    )
+    add_options(rp, ReplayConfig)
     rp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     rp.set_defaults(func=_replay)
 

@@ -418,13 +418,14 @@ def test_fifos_devices_and_directories_named_like_bags_are_refused_before_they_a
 
 
 def test_replay_refuses_a_fifo_for_its_model_parameters_or_outputs(tmp_path, valid_bags):
+    from liquid_control.bags.configs import ReplayConfig
     from liquid_control.bags.replay import replay
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    for option in ("model", "params_file", "csv_path", "activity_path"):
+    for option in ("model", "params", "csv", "activity"):
         with _no_hang(60), pytest.raises(ValueError, match=f"{fifo}: is a FIFO"):
-            replay(valid_bags["none"], tmp_path / "out", **{option: fifo})
+            replay(ReplayConfig(str(valid_bags["none"]), str(tmp_path / "out"), **{option: str(fifo)}))
     assert not (tmp_path / "out").exists()
 
 

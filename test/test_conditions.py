@@ -404,11 +404,14 @@ def test_tight_track_turns_tighter_than_the_training_tracks_both_ways():
 def test_eval_drives_the_conditions_robot_not_the_nominal_one():
     """`eval` and `table` take a condition's robot (here wheels at 80% of the command): the shipped
     policy's mean speed over the same episode drops to about 0.8 of nominal."""
+    from liquid_control.learning.configs import EvalConfig
     from liquid_control.learning.evaluate import evaluate
     from liquid_control.paths import DEFAULT_MODEL
 
     runs = {
-        c: evaluate(DEFAULT_MODEL, track="oval", condition=c, episodes=1, seconds=6.0, seed=3, show_progress=False)
+        c: evaluate(
+            EvalConfig(DEFAULT_MODEL, track="oval", condition=c, episodes=1, seconds=6.0, seed=3), show_progress=False
+        )
         for c in ("nominal", "weak_motors")
     }
     ratio = runs["weak_motors"]["mean_speed_mps"] / runs["nominal"]["mean_speed_mps"]

@@ -149,11 +149,12 @@ def test_drive_report_call_site_draws_the_trajectory(oval, tmp_path):
 
 def test_eval_call_site_draws_the_episode_on_the_road(tmp_path):
     pytest.importorskip("mujoco")
+    from liquid_control.learning.configs import EvalConfig
     from liquid_control.learning.evaluate import evaluate
     from liquid_control.paths import DEFAULT_MODEL
 
     out = tmp_path / "eval.png"
-    summary = evaluate(DEFAULT_MODEL, episodes=1, seconds=1.0, plot=out)
+    summary = evaluate(EvalConfig(DEFAULT_MODEL, episodes=1, seconds=1.0, plot=str(out)))
     assert summary["plot"] == str(out)
     with Image.open(out) as image:
         pixels = np.asarray(image.convert("RGB"))

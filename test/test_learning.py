@@ -14,6 +14,7 @@ pytest.importorskip("mujoco")
 
 from liquid_control.bags.io import read_events  # noqa: E402
 from liquid_control.learning.collect import TOPICS, collect  # noqa: E402
+from liquid_control.learning.configs import EvalConfig, TrainConfig  # noqa: E402
 from liquid_control.learning.dataset import episodes_from_bag  # noqa: E402
 from liquid_control.learning.evaluate import evaluate  # noqa: E402
 from liquid_control.learning.train import ARCHITECTURES, train  # noqa: E402
@@ -177,11 +178,12 @@ def test_a_late_frame_is_held_from_the_next_step_like_the_controller(tmp_path):
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_architecture_trains_and_drives_through_the_controller(arch, bag, tmp_path):
     model = tmp_path / f"{arch}.safetensors"
-    report = train([bag], arch, model, iterations=2, window=60, warmup=10, batch=2, eval_every=1, log=lambda *_: None)
+    config = TrainConfig((str(bag),), str(model), arch, iterations=2, window=60, warmup=10, batch=2, eval_every=1)
+    report = train(config, log=lambda *_: None)
     assert report["architecture"] == arch
     policy, config = load_model(model)
     assert isinstance(policy, LiquidPolicy)
-    summary = evaluate(model, track="oval", episodes=1, seconds=1.0)
+    summary = evaluate(EvalConfig(str(model), track="oval", episodes=1, seconds=1.0))
     assert summary["episodes"] == 1 and np.isfinite(summary["mean_abs_xte_m"])
     assert summary["mean_speed_mps"] > 0.0  # commands came out and moved the robot
 

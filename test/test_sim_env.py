@@ -155,10 +155,11 @@ def test_expert_completes_a_lap_of_every_shipped_track(name):
 
 
 def test_the_shipped_policy_completes_a_short_nominal_episode():
+    from liquid_control.learning.configs import EvalConfig
     from liquid_control.learning.evaluate import evaluate
     from liquid_control.paths import DEFAULT_MODEL
 
-    summary = evaluate(DEFAULT_MODEL, track="oval", condition="nominal", episodes=1, seconds=10.0, seed=7)
+    summary = evaluate(EvalConfig(DEFAULT_MODEL, track="oval", condition="nominal", episodes=1, seconds=10.0, seed=7))
     assert summary["success_rate"] == 1.0 and summary["mean_abs_xte_m"] < 0.05
     assert summary["mean_speed_mps"] > 0.4
 

@@ -23,6 +23,7 @@ from safetensors.numpy import load_file  # noqa: E402
 from liquid_control.bags.io import read_events  # noqa: E402
 from liquid_control.learning import cache  # noqa: E402
 from liquid_control.learning.collect import collect  # noqa: E402
+from liquid_control.learning.configs import EvalConfig  # noqa: E402
 from liquid_control.learning.dataset import episodes_from_bag  # noqa: E402
 from liquid_control.learning.evaluate import evaluate  # noqa: E402
 from liquid_control.model.modelfile import load_model  # noqa: E402
@@ -216,7 +217,7 @@ def test_torchrun_with_two_processes_trains_a_model_that_loads_and_drives(bag, r
         assert min(float(r["val_loss"]) for r in log[1:]) < float(log[0]["val_loss"])
     best, best_ref = (min(float(r["val_loss"]) for r in log) for log in (rows, ref))
     assert best < 2 * best_ref, (best, best_ref)
-    summary = evaluate(model, track="oval", episodes=1, seconds=1.0, show_progress=False)
+    summary = evaluate(EvalConfig(str(model), track="oval", episodes=1, seconds=1.0), show_progress=False)
     assert summary["mean_speed_mps"] > 0.0
 
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from .. import topics
 from ..model.modelfile import load_policy
-from ..paths import DEFAULT_MODEL
 from ..runtime.controller import LiquidController, Settings
 from ..runtime.parameters import DEFAULTS, read_params, settings_fields
+from .configs import ReplayConfig
 from .io import (
     COMPRESSED_IMAGE,
     IMAGE,
@@ -264,34 +264,26 @@ def _check_files(model, params_file, *outputs) -> None:
                 raise ValueError(f"{exc} (an output is written only to a new or a regular file)") from None
 
 
-def replay(
-    bag: str | Path,
-    output: str | Path,
-    model: str | Path = DEFAULT_MODEL,
-    camera: str = CAMERA_TOPIC,
-    imu: str = IMU_TOPIC,
-    compare_topic: str | None = None,
-    csv_path: str | Path | None = None,
-    plot_path: str | Path | None = None,
-    frame_id: str | None = None,
-    params_file: str | Path | None = None,
-    video_path: str | Path | None = None,
-    activity_path: str | Path | None = None,
-) -> dict:
-    """Replay `bag` through a controller running `model`; write the commands to bag `output` on
-    /cmd_vel, a CSV and a PNG plot beside it (or at csv_path / plot_path). Returns the summary.
+def replay(config: ReplayConfig) -> dict:
+    """Replay `config.bag` through a controller running `config.model`; write the commands to bag
+    `config.output` on /cmd_vel, a CSV and a PNG plot beside it (or at `csv` / `plot`). Returns the
+    summary. The fields below are `config`'s.
 
     `compare_topic`: recorded commands (TwistStamped matched by header stamp, Twist by bag time)
     to compare with; None means /cmd_vel if the bag has it. The controller's settings and the
-    commands' frame_id are the node's, from `params_file` (default: the node's defaults);
-    `frame_id` overrides. `video_path`: an MP4 of camera, saliency and commands (one frame per
-    camera frame; needs imageio and imageio-ffmpeg); `activity_path`: a CSV of the neurons' states
+    commands' frame_id are the node's, from `params` (default: the node's defaults);
+    `frame_id` overrides. `video`: an MP4 of camera, saliency and commands (one frame per
+    camera frame; needs imageio and imageio-ffmpeg); `activity`: a CSV of the neurons' states
     and time constants per step, and its plot beside it (the same name, .png). Raises BagError for a
     bag that cannot be replayed (nothing is left behind then), ValueError for a bad model or
     parameters file, or a missing video writer (before anything is written)."""
     import torch
 
-    bag, output = Path(bag), Path(output)
+    c = config
+    bag, output, model, camera, imu = Path(c.bag), Path(c.output), c.model, c.camera_topic, c.imu_topic
+    compare_topic, frame_id, params_file = c.compare_topic, c.frame_id, c.params
+    csv_path, plot_path, video_path, activity_path = c.csv, c.plot, c.video, c.activity
+
     csv_path = Path(csv_path) if csv_path else output.with_name(output.name + ".csv")
     plot_path = Path(plot_path) if plot_path else output.with_name(output.name + ".png")
     check_new_bag(output)

@@ -19,19 +19,14 @@ from ..runtime.controller import LiquidController, Settings
 from ..sim.conditions import CONDITIONS
 from ..sim.env import SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
+from .configs import EvalConfig
 
 
-def evaluate(
-    model: str | Path,
-    track: str = "oval",
-    condition: str = "nominal",
-    episodes: int = 5,
-    seconds: float = 30.0,
-    seed: int = 100,
-    plot: str | Path | None = None,
-    settings: Settings | None = None,
-    show_progress: bool = True,
-) -> dict:
+def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress: bool = True) -> dict:
+    """`config.episodes` closed-loop episodes of `config.model` on its track and condition: each
+    episode's success, |xte| and speed, and their summary (with `config.plot`, the trajectories)."""
+    model, track, condition, seed = config.model, config.track, config.condition, config.seed
+    episodes, seconds, plot = config.episodes, config.seconds, config.plot
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]

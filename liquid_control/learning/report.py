@@ -14,17 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .. import progress
+from ..cliargs import provenance, run_key
 from ..model.modelfile import load_policy, parameter_counts
 from ..paths import resolve_model_path
-from ..sim.conditions import CONDITIONS, SUITES
+from ..sim.conditions import CONDITIONS
 from . import stats
+from .configs import EvalConfig, TableConfig
 from .evaluate import evaluate
 
 TRAINING_TRACKS = ("oval", "kidney")
@@ -40,50 +41,39 @@ def _cell_key(model: str) -> str:
     return key.hexdigest()
 
 
-def _cell_path(
-    cells_dir: str, model_key: str, condition: str, track: str, episodes: int, seconds: float, seed: int
-) -> Path:
-    key = hashlib.sha256(json.dumps([model_key, condition, track, episodes, seconds, seed]).encode())
-    return Path(cells_dir) / f"{condition}-{track}-{key.hexdigest()[:20]}.json"
+def _cell_path(cells_dir: str, model_key: str, config: EvalConfig) -> Path:
+    key = hashlib.sha256(json.dumps([model_key, run_key(config)], sort_keys=True).encode())
+    return Path(cells_dir) / f"{config.condition}-{config.track}-{key.hexdigest()[:20]}.json"
 
 
 def _cell(job: tuple) -> dict:
-    name, index, model, condition, track, episodes, seconds, seed, cells_dir, model_key = job
-    stored = _cell_path(cells_dir, model_key, condition, track, episodes, seconds, seed) if cells_dir else None
+    name, index, config, cells_dir, model_key = job
+    stored = _cell_path(cells_dir, model_key, config) if cells_dir else None
     if stored is not None and stored.exists():
         result = json.loads(stored.read_text())
         result["reused"] = True
     else:
-        result = evaluate(
-            model, track=track, condition=condition, episodes=episodes, seconds=seconds, seed=seed, show_progress=False
-        )  # the table's bar counts cells
+        result = evaluate(config, show_progress=False)  # the table's bar counts cells
         if stored is not None:  # whole or not at all: written beside, then renamed
             partial = stored.with_name(f"{stored.name}.{os.getpid()}.partial")
             partial.write_text(json.dumps(result))
             partial.replace(stored)
-    result.update(name=name, index=index, model=model)
+    result.update(name=name, index=index, model=config.model)
     return result
 
 
 def evaluation_table(
-    models: Mapping[str, str | Path | Sequence[str | Path]],
-    conditions: list[str] | None = None,
-    episodes: int = 6,
-    seconds: float = 30.0,
-    seed: int = 100,
-    jobs: int = 1,
-    training_tracks: tuple[str, ...] = TRAINING_TRACKS,
-    log=progress.write,
-    reference: str | None = None,
-    cells_dir: str | Path | None = None,
+    config: TableConfig, training_tracks: tuple[str, ...] = TRAINING_TRACKS, log=progress.write
 ) -> dict:
     """Evaluate each row's models (one per training seed: every seed drives the same episodes) in
     each condition; returns {"rows": {name: {...}}, "conditions": [...], ...}, each cell with its
-    95% intervals and, for rows other than `reference` (default: the first), whether it differs
-    from the reference row (learning/stats.py). `cells_dir`: where finished cells are kept and
-    reused (see the module's docstring)."""
-    rows_models = {name: [str(m)] if isinstance(m, (str, Path)) else [str(x) for x in m] for name, m in models.items()}
-    conditions = list(conditions or SUITES["classic"])  # the first table's columns, as before the hard suite
+    95% intervals and, for rows other than `config.reference` (default: the first), whether it
+    differs from the reference row (learning/stats.py). `config.cells`: where finished cells are kept
+    and reused (see the module's docstring)."""
+    rows_models = config.rows()
+    conditions = config.columns()
+    episodes, seconds, seed, jobs = config.episodes, config.seconds, config.seed, config.jobs
+    reference, cells_dir = config.reference, config.cells
     unknown = [c for c in conditions if c not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; choose from {sorted(CONDITIONS)}")
@@ -101,32 +91,21 @@ def evaluation_table(
             model_key = _cell_key(model) if cells_dir else None
             for condition in conditions:
                 if CONDITIONS[condition].track:
-                    work.append((name, index, model, condition, "oval", episodes, seconds, seed, cells_dir, model_key))
+                    cell = EvalConfig(model, "oval", condition, episodes, seconds, seed)
+                    work.append((name, index, cell, cells_dir, model_key))
                     continue
                 split = np.array_split(np.arange(episodes), len(training_tracks))
                 for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
                     if len(part):
-                        work.append(
-                            (
-                                name,
-                                index,
-                                model,
-                                condition,
-                                track,
-                                len(part),
-                                seconds,
-                                seed + 1000 * k,
-                                cells_dir,
-                                model_key,
-                            )
-                        )
+                        cell = EvalConfig(model, track, condition, len(part), seconds, seed + 1000 * k)
+                        work.append((name, index, cell, cells_dir, model_key))
     rows: dict[str, dict] = {}
     for name, files in rows_models.items():
-        policy, config = load_policy(files[0])
+        policy, model_config = load_policy(files[0])
         rows[name] = {
             "models": files,
             "seeds": len(files),
-            "architecture": config.provenance.get("architecture", config.network.cell),
+            "architecture": model_config.provenance.get("architecture", model_config.network.cell),
             "parameters": parameter_counts(policy),
             "cells": {},
         }
@@ -171,9 +150,7 @@ def evaluation_table(
             cell.pop("_xte_by_seed")
     return {
         "conditions": conditions,
-        "episodes": episodes,
-        "seconds": seconds,
-        "seed": seed,
+        **provenance(config),
         "training_tracks": list(training_tracks),
         "reference": reference,
         "rows": rows,

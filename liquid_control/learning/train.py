@@ -35,13 +35,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import progress
-from ..bags.info import pick_topics
+from ..bags.info import find_bags, pick_topics
+from ..cliargs import provenance as cli_provenance
+from ..cliargs import run_key
 from ..draw.plot import write_loss_png
 from ..model.modelfile import OutputSpec, save_model
 from ..model.policy import EncoderSpec, LiquidPolicy
 from ..nets import LTC, AutoNCP, CfC, LiquidS4
 from ..nets.feedforward.module import Feedforward
 from ..nets.recurrent.module import Recurrent
+from .configs import TrainConfig
 from .dataset import Episode, episodes_from_bag
 
 ARCHITECTURES: dict[str, Callable[[int, int], torch.nn.Module]] = {
@@ -414,29 +417,13 @@ def _fit(
     return run
 
 
-def train(
-    bags: list[str | Path],
-    arch: str,
-    output: str | Path,
-    seed: int = 0,
-    iterations: int = 600,
-    window: int = 300,
-    warmup: int = 50,
-    batch: int = 8,
-    lr: float = 3e-3,
-    val_fraction: float = 0.2,
-    eval_every: int = 25,
-    patience: int = 8,
-    spec: EncoderSpec | None = None,
-    log=progress.write,
-    camera: str | None = None,
-    imu: str | None = None,
-    label: str | None = None,
-    cache_dir: str | Path | None = None,
-    resume: bool = False,
-) -> dict | None:
-    """Train and write the model file (on rank 0 of a torchrun job); returns its report (None on
-    the other ranks)."""
+def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.write) -> dict | None:
+    """Train as `config` says and write the model file (on rank 0 of a torchrun job); returns its
+    report (None on the other ranks). `spec`: the camera encoder (default: the architecture's)."""
+    arch, output, seed, iterations = config.arch, config.output, config.seed, config.iterations
+    window, warmup, batch, lr = config.window, config.warmup, config.batch, config.lr
+    eval_every, patience = config.eval_every, config.patience
+    bags = [b for item in config.bags for b in find_bags(item)]
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
     for name, value, least in (
@@ -461,7 +448,7 @@ def train(
     rng = np.random.default_rng(seed)
     episodes, topics_used, skipped = [], {}, {}
     for bag in bags:
-        choice = pick_topics(bag, camera, imu, label)
+        choice = pick_topics(bag, config.camera_topic, config.imu_topic, config.label_topic)
         topics_used[str(bag)] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label}
         # Frames over the node's max_image_pixels are skipped and counted, as replay does.
         skipped[str(bag)] = {}
@@ -473,11 +460,11 @@ def train(
             camera=choice.camera,
             imu=choice.imu,
             label=choice.label,
-            cache_dir=cache_dir,
+            cache_dir=config.cache_dir,
             log=say,
             skipped=skipped[str(bag)],
         )
-    train_eps, val_eps = _split(episodes, val_fraction, rng)
+    train_eps, val_eps = _split(episodes, config.val_fraction, rng)
     policy = _new_policy(arch, spec, train_eps, seed)
     if procs.world > 1:
         if len(train_eps) < procs.world:
@@ -492,18 +479,9 @@ def train(
     )
     files = outputs_of(output)
     key = {
-        "architecture": arch,
-        "seed": seed,
+        **run_key(config),
         "bags": [str(b) for b in bags],
         "topics": topics_used,
-        "iterations": iterations,
-        "window": window,
-        "warmup": warmup,
-        "batch": batch,
-        "lr": lr,
-        "val_fraction": val_fraction,
-        "eval_every": eval_every,
-        "patience": patience,
         "spec": json.loads(json.dumps(asdict(spec))),
         "processes": procs.world,
     }
@@ -523,7 +501,7 @@ def train(
         lr=lr,
         eval_every=eval_every,
         patience=patience,
-        resume=resume,
+        resume=config.resume,
         log=say,
         started=started,
     )
@@ -532,17 +510,12 @@ def train(
         return None
     provenance = {
         "trainer": "liquid-control train",
-        "architecture": arch,
-        "seed": seed,
+        **cli_provenance(config),
         "bags": [str(b) for b in bags],
         "topics": topics_used,
         "episodes": {"train": len(episodes) - len(val_eps), "val": len(val_eps)},
         "iterations": run.iteration,
         "best_val_loss": run.best,
-        "window": window,
-        "warmup": warmup,
-        "batch": batch,
-        "lr": lr,
         "processes": procs.world,
         "seconds": round(run.seconds + time.time() - started, 1),
         "torch": torch.__version__,

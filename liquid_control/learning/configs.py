@@ -1,0 +1,158 @@
+"""What `liquid-control train`, `eval` and `table` take, one dataclass each: its fields are the
+command's options (cliargs.add_options), the keywords of the function that runs it, the run key a
+resumed or cached run must match and the provenance its result records. Torch-free: the command
+line builds its parser without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..cliargs import LazyChoices, option
+from ..paths import DEFAULT_MODEL
+
+ARCHITECTURES = LazyChoices("liquid_control.learning.train", "ARCHITECTURES")
+_TOPIC_HELP = "default: the bag's only one"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`liquid-control train`: its options, what `learning.train.train` takes, the run key a resumed
+    run must match (key) and what the model file records (provenance)."""
+
+    bags: tuple[str, ...] = option(
+        flag="--bag",
+        metavar="BAG",
+        help="a bag, or a folder of bags (repeat for several): from collect or from a robot",
+    )
+    output: str = option(help="the .safetensors model file to write")
+    arch: str = option(
+        "ncp-cfc",
+        choices=ARCHITECTURES,
+        metavar="ARCH",
+        help="policy architecture: %(choices)s (default %(default)s)",
+        key=True,
+        provenance=True,
+        record_as="architecture",
+    )
+    iterations: int = option(600, help="optimizer steps at most (default %(default)s)", key=True)
+    window: int = option(300, help="sensor events per training window", key=True, provenance=True)
+    batch: int = option(
+        8, help="windows per iteration, over all processes (torchrun: split between them)", key=True, provenance=True
+    )
+    seed: int = option(0, key=True, provenance=True)
+    lr: float = option(3e-3, help="Adam's learning rate (cosine schedule to lr/20)", key=True, provenance=True)
+    warmup: int = option(50, help="first steps of a window not scored", key=True, provenance=True)
+    val_fraction: float = option(
+        0.2, help="share of the episodes held out for validation (default %(default)s)", key=True, provenance=True
+    )
+    eval_every: int = option(25, help="iterations between validations (and checkpoints)", key=True, provenance=True)
+    patience: int = option(8, help="validations without improvement before stopping", key=True, provenance=True)
+    cache_dir: str | None = option(
+        None,
+        metavar="DIR",
+        help="where decoded frames are cached (default: $LIQUID_CONTROL_CACHE, else ~/.cache/liquid_control)",
+    )
+    resume: bool = option(
+        False,
+        help="continue from OUTPUT's checkpoint (written at every validation and on Ctrl-C); "
+        "the result equals an uninterrupted run",
+    )
+    camera_topic: str | None = option(
+        None, metavar="TOPIC", help=f"the camera (sensor_msgs/Image or CompressedImage); {_TOPIC_HELP}"
+    )
+    imu_topic: str | None = option(None, metavar="TOPIC", help=f"the IMU; {_TOPIC_HELP}")
+    label_topic: str | None = option(
+        None,
+        metavar="TOPIC",
+        help=f"the commands to learn (Twist, matched by bag time, or TwistStamped, by header stamp); {_TOPIC_HELP}",
+    )
+
+
+CONDITIONS = LazyChoices("liquid_control.sim.conditions", "CONDITIONS")
+SUITES = LazyChoices("liquid_control.sim.conditions", "SUITES")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """`liquid-control eval`: closed-loop episodes of a model in the simulator (learning.evaluate).
+    The key fields are what a kept cell of the evaluation table depends on besides the model file."""
+
+    model: str = option(DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
+    track: str = option("oval", help="a shipped track name or a track file", key=True)
+    condition: str = option(
+        "nominal", choices=CONDITIONS, metavar="CONDITION", help="%(choices)s (default %(default)s)", key=True
+    )
+    episodes: int = option(5, key=True)
+    seconds: float = option(30.0, key=True)
+    seed: int = option(100, key=True)
+    plot: str | None = option(None, help="write the trajectories to this PNG")
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """`liquid-control table`: several models in every condition, the model card's table
+    (learning.report.evaluation_table)."""
+
+    models: tuple[str, ...] = option(
+        flag="--model",
+        metavar="NAME=FILE",
+        help="a row: its name and policy file (repeat; the same NAME again adds another training seed to that row)",
+    )
+    reference: str | None = option(
+        None,
+        metavar="NAME",
+        help="the row the others are compared with (default: the first): each cell says whether it "
+        "differs from the reference's at 95%%",
+    )
+    conditions: tuple[str, ...] = option(
+        (),
+        flag="--condition",
+        choices=CONDITIONS,
+        metavar="CONDITION",
+        help="a column: %(choices)s (repeat; default: the classic suite)",
+    )
+    suites: tuple[str, ...] = option(
+        (),
+        flag="--suite",
+        choices=SUITES,
+        metavar="SUITE",
+        help="every condition of a suite as columns: %(choices)s (repeat; with --condition: both)",
+    )
+    episodes: int = option(6, help="episodes per cell (split between the training tracks)", provenance=True)
+    seconds: float = option(30.0, provenance=True)
+    seed: int = option(100, provenance=True)
+    jobs: int = option(1, help="cells evaluated at once (processes)")
+    cells: str | None = option(
+        None,
+        metavar="DIR",
+        help="keep each finished cell's result in DIR and reuse those already there: an interrupted table "
+        "resumes, a row added later runs only its own cells (keyed by the model file's contents, condition, "
+        "track, episodes, seconds, seed)",
+    )
+    json_path: str | None = option(
+        None, flag="--json", metavar="FILE", help="write the full table as JSON to this file"
+    )
+    markdown: str | None = option(None, help="write the markdown tables to this file")
+    by_condition: bool = option(
+        False, help="markdown with a row per condition and a column per model (for many conditions)"
+    )
+
+    def rows(self) -> dict[str, list[str]]:
+        """{row name: its model files}, from NAME=FILE (the same NAME again: another training seed)."""
+        rows: dict[str, list[str]] = {}
+        for item in self.models:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--model takes NAME=FILE, got {item!r}")
+            rows.setdefault(name, []).append(path)
+        return rows
+
+    def columns(self) -> list[str]:
+        """The conditions, given ones first, then each suite's (each once); the classic suite when none."""
+        from ..sim.conditions import SUITES as suites
+
+        columns = list(self.conditions)
+        for c in (c for suite in self.suites for c in suites[suite]):
+            if c not in columns:  # each suite starts with nominal: one column of it
+                columns.append(c)
+        return columns or list(suites["classic"])
