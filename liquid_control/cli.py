@@ -50,83 +50,18 @@ def _bag_info(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from .bags.info import is_bag
-    from .paths import resolve_model_path
 
     if is_bag(Path(args.model)):
         return _bag_info(args)
-    from .model.modelfile import ModelFileError, load_model, parameter_counts
+    from .model.info import format_model_info, model_info
+    from .model.modelfile import ModelFileError
 
     try:  # a file, or package://<package>/<file> as the node takes it
-        model, config = load_model(resolve_model_path(args.model))
-    except FileNotFoundError as exc:
+        report = model_info(args.model, args.graph)
+    except (FileNotFoundError, ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ModelFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    counts = parameter_counts(model)
-    core = getattr(model, "core", model)  # a LiquidPolicy wraps its liquid core
-    wiring = core.wiring
-    if wiring is not None and hasattr(wiring, "summary"):
-        wiring_summary = wiring.summary()
-    else:
-        wiring_summary = {"type": "dense", "units": core.state_size}
-    report = {
-        "file": str(args.model),
-        "config": json.loads(config.to_json()),
-        "parameters": counts,
-        "wiring": wiring_summary,
-    }
-    if args.graph:
-        if wiring is None or not hasattr(wiring, "get_graph"):
-            print(
-                f"error: {args.model} has no wiring to draw: its core is {wiring_summary['type']} "
-                f"({wiring_summary['units']} units)",
-                file=sys.stderr,
-            )
-            return 2
-        from .draw.wiring import write_wiring_png
-
-        write_wiring_png(args.graph, wiring, input_names=config.sensors.features, output_names=config.outputs.fields)
-        report["graph"] = str(args.graph)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    net = config.network
-    print(f"model      {args.model}")
-    print(f"format     {config.format_version}")
-    print(
-        f"network    {net.cell.upper()} {'wired' if net.wiring else 'fully connected'}, "
-        f"{net.input_size} inputs -> {core.out_features} outputs, state {core.state_size}"
-    )
-    if config.encoder:
-        print(f"policy     camera encoder {json.dumps(config.encoder, sort_keys=True)}")
-        print(
-            f"           parameters: camera encoder {counts['camera_encoder']}, liquid core "
-            f"{counts['liquid_core']} ({counts['liquid_core_effective']} live), readout {counts['readout']}"
-        )
-    if net.wiring:
-        print(f"wiring     {json.dumps(net.wiring)}")
-    if net.options:
-        print(f"options    {json.dumps(net.options, sort_keys=True)}")
-    print(f"parameters {counts['trainable']} trainable, {counts['effective']} on live synapses")
-    if wiring_summary.get("neurons_per_layer"):
-        layers = ", ".join(f"{k} {v}" for k, v in wiring_summary["neurons_per_layer"].items())
-        print(f"neurons    {layers}")
-        print(f"synapses   {wiring_summary['sensory_synapses']} sensory, {wiring_summary['synapses']} internal")
-    s = config.sensors
-    print(f"sensors    {', '.join(s.features)}")
-    if s.image:
-        print(f"image      {json.dumps(s.image)}")
-    if s.imu_fields:
-        print(f"imu        {', '.join(s.imu_fields)}")
-    o = config.outputs
-    for name, unit, (lo, hi) in zip(o.fields, o.units, o.limits, strict=True):
-        print(f"output     {name} [{unit}] in [{lo}, {hi}]")
-    if config.provenance:
-        print(f"provenance {json.dumps(config.provenance, sort_keys=True)}")
-    if args.graph:
-        print(f"graph      {args.graph}")
+    print(json.dumps(report, indent=2) if args.json else format_model_info(report))
     return 0
 
 
