@@ -32,7 +32,7 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PIP_INSTALL) -e '.[full,ros,test,docs]'
 	touch $@
 
-# colcon in a venv of its own, as apt's colcon is: test/test_colcon.py builds a workspace with it.
+# colcon in a venv of its own, as apt's colcon is: test/project/test_colcon.py builds a workspace with it.
 $(COLCON_STAMP): requirements/colcon.txt
 	test -x $(COLCON_VENV)/bin/python || $(PYTHON) -m venv $(COLCON_VENV)
 	$(COLCON_VENV)/bin/python -m pip install -r requirements/colcon.txt

@@ -1,12 +1,16 @@
-"""What the tests that run nodes share: waiting for a condition (never for a fixed time), a peer node
-in a DDS context of its own, a small model file, and the installed controller_node executable.
+"""What tests in several folders share: waiting for a condition (never for a fixed time), a peer
+node in a DDS context of its own, a small model file, the shipped policy with its config changed or
+its bytes damaged, the installed executables and the command line.
 Imported by the test modules that need it (`from support import ...`); ROS and torch are imported
 lazily, so that a module without them can still import wait_for."""
 
+import json
 import sys
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 EXECUTABLE = Path(sys.prefix) / "lib" / "liquid_control" / "controller_node"
 
@@ -25,13 +29,24 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def wait_for(condition, timeout=10.0):
+def wait_for(condition, timeout=10.0, what=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if condition():
             return True
         time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+
+
+CLI = [sys.executable, "-m", "liquid_control.cli"]
+SIM_NODE = Path(sys.prefix) / "lib" / "liquid_control" / "sim_node"
+
+
+def stop_process(proc, timeout=10.0):
+    """SIGINT, then SIGTERM, then SIGKILL (processes.stop); the exit status."""
+    from liquid_control.processes import stop
+
+    return stop(proc, timeout=timeout)[0]
 
 
 def spinning_node(name: str, ns: str):
@@ -125,3 +140,110 @@ def make_model(path, seed=0, bias=None):
             policy.readout.bias[:] = torch.tensor(bias)
     save_model(path, policy, policy.sensor_spec(), outputs, {"trainer": "test"})
     return path
+
+
+# --- model files: the shipped policy, changed or damaged ------------------------------------------
+def shipped_with_config(tmp_path, name, change):
+    """A copy of the shipped policy whose metadata config is changed by `change(config_dict)`."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
+
+    source = resolve_model_path(DEFAULT_MODEL)
+    with safe_open(str(source), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        config = json.loads(f.metadata()["liquid_control"])
+    change(config)
+    path = tmp_path / f"{name}.safetensors"
+    save_file(tensors, str(path), metadata={"liquid_control": json.dumps(config)})
+    return path
+
+
+BAD_CONFIGS = {
+    "zero_width": lambda c: c["encoder"].update(image_width=0),
+    "negative_channels": lambda c: c["encoder"].update(channels=[-1, 16, 24]),
+    "huge_kernel_input": lambda c: c["encoder"].update(image_width=2, image_height=2),
+    "wiring_units_zero": lambda c: c["network"]["wiring"].update(units=0),
+    "string_channels": lambda c: c["encoder"].update(channels="abc"),
+}
+
+
+_ODD_VALUES = [0, -1, 1, 3_000, 20_000, 2**31, 2**62, 10**12, 1e308, float("nan"), "x", "", [], [1] * 3, {}, None, True]
+
+
+def damaged_model(source: bytes, rng: np.random.Generator) -> bytes:
+    """A model file damaged in one of the ways files get damaged or made: the header's length, a
+    tensor's offsets, shape or dtype, a value anywhere in the config, a size in it (what a build
+    allocates by), bytes of the header or the weights, or the file cut short."""
+    import struct
+
+    from liquid_control.model.specs import METADATA_KEY
+
+    n = struct.unpack("<Q", source[:8])[0]
+    header = json.loads(source[8 : 8 + n])
+    data = source[8 + n :]
+    kind = int(rng.integers(7))
+    if kind == 0:  # the header's length
+        lengths = [0, 1, n - 1, n + 1, len(source), 2**40, 2**64 - 1]
+        length = lengths[int(rng.integers(len(lengths)))]
+        return struct.pack("<Q", length) + source[8:]
+    if kind == 1:  # a tensor's offsets, shape or dtype
+        name = str(rng.choice([k for k in header if k != "__metadata__"]))
+        entry = header[name]
+        field = str(rng.choice(["data_offsets", "shape", "dtype"]))
+        if field == "dtype":
+            entry["dtype"] = str(rng.choice(["F64", "I64", "BOOL", "F8_E4M3", "Q4", ""]))
+        else:
+            sizes = [0, 1, 7, 10**6, 2**40, 2**60]
+            entry[field] = [sizes[int(i)] for i in rng.integers(len(sizes), size=len(entry[field]) or 1)]
+    elif kind == 2:  # any value of the config
+        config = json.loads(header["__metadata__"][METADATA_KEY])
+        paths = []
+
+        def walk(node, path):
+            paths.append(path)
+            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            for key, child in items:
+                walk(child, (*path, key))
+
+        walk(config, ())
+        path = paths[int(rng.integers(1, len(paths)))]
+        parent = config
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = _ODD_VALUES[int(rng.integers(len(_ODD_VALUES)))]
+        header["__metadata__"][METADATA_KEY] = json.dumps(config)
+    elif kind == 6:  # a size in the config: what a build would allocate by
+        config = json.loads(header["__metadata__"][METADATA_KEY])
+        sizes = [
+            (config["network"], "input_size"),
+            (config["encoder"], "image_width"),
+            (config["encoder"], "image_height"),
+            (config["encoder"], "camera_features"),
+        ]
+        sizes += [(config["network"]["wiring"], "units")] if config["network"].get("wiring") else []
+        sizes += [(config["encoder"]["channels"], i) for i in range(len(config["encoder"]["channels"]))]
+        parent, key = sizes[int(rng.integers(len(sizes)))]
+        parent[key] = [3_000, 20_000, 2**31][int(rng.integers(3))]
+        header["__metadata__"][METADATA_KEY] = json.dumps(config)
+    elif kind == 3:  # bytes of the header
+        text = bytearray(source[8 : 8 + n])
+        for at in rng.integers(0, len(text), size=int(rng.integers(1, 8))):
+            text[at] = int(rng.integers(32, 127))
+        return source[:8] + bytes(text) + data
+    elif kind == 4:  # bytes of the weights (NaN, Inf, anything)
+        weights = bytearray(data)
+        for at in rng.integers(0, len(weights), size=int(rng.integers(1, 64))):
+            weights[at] = int(rng.integers(256))
+        return source[: 8 + n] + bytes(weights)
+    else:  # cut short
+        return source[: int(rng.integers(0, len(source)))]
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def shipped_bytes() -> bytes:
+    from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
+
+    return resolve_model_path(DEFAULT_MODEL).read_bytes()

@@ -26,7 +26,7 @@ from liquid_control.runtime.parameters import flatten
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_DIR = ROOT / "launch"
 LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))
 LAUNCHING = ROOT / "liquid_control" / "launching.py"  # arguments and actions the launch files share

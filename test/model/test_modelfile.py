@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from support import BAD_CONFIGS, damaged_model, shipped_bytes, shipped_with_config
 
 from liquid_control import nets
 from liquid_control.model.modelfile import (
@@ -201,31 +202,6 @@ def test_parameter_counts_discount_masked_synapses():
     assert np.isfinite(counts["effective"])
 
 
-def shipped_with_config(tmp_path, name, change):
-    """A copy of the shipped policy whose metadata config is changed by `change(config_dict)`."""
-    from safetensors import safe_open
-
-    from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
-
-    source = resolve_model_path(DEFAULT_MODEL)
-    with safe_open(str(source), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        config = json.loads(f.metadata()["liquid_control"])
-    change(config)
-    path = tmp_path / f"{name}.safetensors"
-    save_file(tensors, str(path), metadata={"liquid_control": json.dumps(config)})
-    return path
-
-
-BAD_CONFIGS = {
-    "zero_width": lambda c: c["encoder"].update(image_width=0),
-    "negative_channels": lambda c: c["encoder"].update(channels=[-1, 16, 24]),
-    "huge_kernel_input": lambda c: c["encoder"].update(image_width=2, image_height=2),
-    "wiring_units_zero": lambda c: c["network"]["wiring"].update(units=0),
-    "string_channels": lambda c: c["encoder"].update(channels="abc"),
-}
-
-
 @pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
 def test_a_config_that_cannot_build_or_run_is_a_model_file_error(tmp_path, name):
     """Whatever torch raises (RuntimeError for impossible shapes, among others), loading or
@@ -338,83 +314,6 @@ def test_a_network_that_fits_the_sizes_but_not_the_weights_is_never_built(tmp_pa
 # --- a fuzz of the loader: damaged files give a ModelFileError, never another exception, a hang or
 # memory that follows a number in the file -----------------------------------------------------------
 
-_ODD_VALUES = [0, -1, 1, 3_000, 20_000, 2**31, 2**62, 10**12, 1e308, float("nan"), "x", "", [], [1] * 3, {}, None, True]
-
-
-def damaged_model(source: bytes, rng: np.random.Generator) -> bytes:
-    """A model file damaged in one of the ways files get damaged or made: the header's length, a
-    tensor's offsets, shape or dtype, a value anywhere in the config, a size in it (what a build
-    allocates by), bytes of the header or the weights, or the file cut short."""
-    import struct
-
-    n = struct.unpack("<Q", source[:8])[0]
-    header = json.loads(source[8 : 8 + n])
-    data = source[8 + n :]
-    kind = int(rng.integers(7))
-    if kind == 0:  # the header's length
-        lengths = [0, 1, n - 1, n + 1, len(source), 2**40, 2**64 - 1]
-        length = lengths[int(rng.integers(len(lengths)))]
-        return struct.pack("<Q", length) + source[8:]
-    if kind == 1:  # a tensor's offsets, shape or dtype
-        name = str(rng.choice([k for k in header if k != "__metadata__"]))
-        entry = header[name]
-        field = str(rng.choice(["data_offsets", "shape", "dtype"]))
-        if field == "dtype":
-            entry["dtype"] = str(rng.choice(["F64", "I64", "BOOL", "F8_E4M3", "Q4", ""]))
-        else:
-            sizes = [0, 1, 7, 10**6, 2**40, 2**60]
-            entry[field] = [sizes[int(i)] for i in rng.integers(len(sizes), size=len(entry[field]) or 1)]
-    elif kind == 2:  # any value of the config
-        config = json.loads(header["__metadata__"][METADATA_KEY])
-        paths = []
-
-        def walk(node, path):
-            paths.append(path)
-            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-            for key, child in items:
-                walk(child, (*path, key))
-
-        walk(config, ())
-        path = paths[int(rng.integers(1, len(paths)))]
-        parent = config
-        for key in path[:-1]:
-            parent = parent[key]
-        parent[path[-1]] = _ODD_VALUES[int(rng.integers(len(_ODD_VALUES)))]
-        header["__metadata__"][METADATA_KEY] = json.dumps(config)
-    elif kind == 6:  # a size in the config: what a build would allocate by
-        config = json.loads(header["__metadata__"][METADATA_KEY])
-        sizes = [
-            (config["network"], "input_size"),
-            (config["encoder"], "image_width"),
-            (config["encoder"], "image_height"),
-            (config["encoder"], "camera_features"),
-        ]
-        sizes += [(config["network"]["wiring"], "units")] if config["network"].get("wiring") else []
-        sizes += [(config["encoder"]["channels"], i) for i in range(len(config["encoder"]["channels"]))]
-        parent, key = sizes[int(rng.integers(len(sizes)))]
-        parent[key] = [3_000, 20_000, 2**31][int(rng.integers(3))]
-        header["__metadata__"][METADATA_KEY] = json.dumps(config)
-    elif kind == 3:  # bytes of the header
-        text = bytearray(source[8 : 8 + n])
-        for at in rng.integers(0, len(text), size=int(rng.integers(1, 8))):
-            text[at] = int(rng.integers(32, 127))
-        return source[:8] + bytes(text) + data
-    elif kind == 4:  # bytes of the weights (NaN, Inf, anything)
-        weights = bytearray(data)
-        for at in rng.integers(0, len(weights), size=int(rng.integers(1, 64))):
-            weights[at] = int(rng.integers(256))
-        return source[: 8 + n] + bytes(weights)
-    else:  # cut short
-        return source[: int(rng.integers(0, len(source)))]
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
-
-
-def _shipped_bytes() -> bytes:
-    from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
-
-    return resolve_model_path(DEFAULT_MODEL).read_bytes()
-
 
 @pytest.mark.slow
 def test_fuzz_a_damaged_model_file_is_a_model_file_error_and_nothing_else(tmp_path):
@@ -424,7 +323,7 @@ def test_fuzz_a_damaged_model_file_is_a_model_file_error_and_nothing_else(tmp_pa
     from liquid_control.model.modelfile import load_policy
     from liquid_control.runtime.controller import LiquidController
 
-    source = _shipped_bytes()
+    source = shipped_bytes()
     rng = np.random.default_rng(2026)
     outcomes = {"refused": 0, "loaded": 0}
     for k in range(300):
@@ -456,9 +355,9 @@ def test_fuzz_loading_damaged_models_stays_in_bounded_memory_and_never_hangs(tmp
     script = (
         "import resource, sys, numpy as np\n"
         "sys.path.insert(0, sys.argv[2])\n"
-        "from test_modelfile import damaged_model, _shipped_bytes\n"
+        "from support import damaged_model, shipped_bytes\n"
         "from liquid_control.model.modelfile import ModelFileError, load_policy\n"
-        "source = _shipped_bytes()\n"
+        "source = shipped_bytes()\n"
         "rng = np.random.default_rng(7)\n"
         "import pathlib; good = pathlib.Path(sys.argv[1]) / 'good.safetensors'; good.write_bytes(source)\n"
         "load_policy(good)\n"
@@ -470,7 +369,7 @@ def test_fuzz_loading_damaged_models_stays_in_bounded_memory_and_never_hangs(tmp
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
+        [sys.executable, "-c", script, str(tmp_path), str(Path(__file__).resolve().parents[1])],
         capture_output=True,
         text=True,
         timeout=600,

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COLCON = REPO / ".colcon-venv" / "bin" / "colcon"
 SHIPPED = "package://liquid_control/models/ncp_cfc_lane_keeping.safetensors"
 

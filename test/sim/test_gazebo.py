@@ -26,7 +26,7 @@ from liquid_control.sim.world import RobotSpec
 
 pytestmark = pytest.mark.sim
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GAZEBO_DIR = ROOT / "models" / "gazebo"  # what launch files put on GZ_SIM_RESOURCE_PATH
 BRIDGE_FILE = ROOT / "config" / "gazebo_bridge.yaml"
 TRACK_FILES = sorted((ROOT / "config" / "tracks").glob("*.yaml"))

@@ -14,7 +14,7 @@ import pytest
 
 from liquid_control.start import EXECUTABLES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFIX = Path(sys.prefix)
 SHARE = PREFIX / "share" / "liquid_control"
 

@@ -7,10 +7,8 @@ import csv
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +21,8 @@ from rosbags.interfaces import QosReliability  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
+from support import CLI, SIM_NODE, wait_for  # noqa: E402
+from support import stop_process as _stop  # noqa: E402
 
 from liquid_control.bags.configs import ReplayConfig  # noqa: E402
 from liquid_control.bags.io import (  # noqa: E402
@@ -37,44 +37,13 @@ from liquid_control.bags.io import (  # noqa: E402
     twist_stamped_msg,
 )
 from liquid_control.bags.replay import replay  # noqa: E402
-from liquid_control.processes import stop  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
-CLI = [sys.executable, "-m", "liquid_control.cli"]
-SIM_NODE = Path(sys.prefix) / "lib" / "liquid_control" / "sim_node"
 T0 = 1_700_000_000  # sec of the synthetic bags' header stamps
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-def _stop(proc, timeout=10.0):
-    return stop(proc, timeout=timeout)[0]
-
-
-@pytest.fixture
-def processes(tmp_path):
-    """start(name, args) runs a process in a session of its own (the signals it gets are the
-    test's only, never a Ctrl-C meant for pytest) with its output in tmp_path/name.out; all are
-    stopped at the end."""
-    started = []
-
-    def start(name, args):
-        out = open(tmp_path / f"{name}.out", "w")
-        proc = subprocess.Popen(
-            [str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
-        proc.log = tmp_path / f"{name}.out"
-        started.append((proc, out))
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc, out in started:
-            _stop(proc)
-            out.close()
-
-
 def _last_json(proc):
     lines = [line for line in proc.log.read_text().splitlines() if line.startswith("{")]
     assert lines, proc.log.read_text()
@@ -90,28 +59,6 @@ def _by_topic(path):
     for topic, msgtype, log_time, data in read_serialized(path):
         messages[topic].append((log_time, msgtype, data))
     return messages
-
-
-@pytest.fixture(scope="module")
-def graph():
-    """A plain rclpy node of the test's own, to watch the graph."""
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("bag_tools_test", context=context)
-    try:
-        yield node
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-
-
-def _wait_for(condition, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _sensor_stream(seconds=1.0, imu_hz=100, camera_every=4, seed=0, start_ns=0, sec=T0):
@@ -166,7 +113,7 @@ def test_record_play_record_round_trip_keeps_every_byte_and_replays(tmp_path, pr
         pytest.skip(f"{SIM_NODE} not installed (pip install the package into this venv)")
     live, played = tmp_path / "live", tmp_path / "played"
     sim = processes("sim", [SIM_NODE, "--ros-args", "-p", "imu_hz:=100.0", "-p", "seed:=3"])
-    _wait_for(lambda: graph.count_publishers("/camera/image_raw") > 0, what="sim_node")
+    wait_for(lambda: graph.count_publishers("/camera/image_raw") > 0, what="sim_node")
     rec1 = processes("record1", [*CLI, "record", "-o", live, "--duration", "4", "--json"])
     assert rec1.wait(timeout=60) == 0, rec1.log.read_text()
     assert _stop(sim) == 0

@@ -21,18 +21,16 @@ pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
 pytest.importorskip("rclpy")
 
-import test_bag_tools as tools  # noqa: E402
 from mcap.reader import make_reader  # noqa: E402
 from mcap.records import Chunk, Message  # noqa: E402
 from mcap.stream_reader import StreamReader  # noqa: E402
+from support import CLI, SIM_NODE, wait_for  # noqa: E402
+from support import stop_process as _stop  # noqa: E402
 
 from liquid_control.bags.io import BagError, BagWriter, read_serialized, summarize  # noqa: E402
 from liquid_control.bags.recover import recover  # noqa: E402
 
-CLI, SIM_NODE, _stop, _wait_for = tools.CLI, tools.SIM_NODE, tools._stop, tools._wait_for
-graph = tools.graph  # the fixture: a node of the test's own that watches the graph
-procs = tools.processes  # the fixture: processes in sessions of their own, stopped at the end
-BENCH_PATH = Path(__file__).resolve().parents[1] / "bench" / "recorder_loss.py"
+BENCH_PATH = Path(__file__).resolve().parents[2] / "bench" / "recorder_loss.py"
 _spec = importlib.util.spec_from_file_location("recorder_loss", BENCH_PATH)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
@@ -123,18 +121,18 @@ BURSTS = {
 }
 
 
-def test_signal_bursts_while_recording_and_closing_leave_complete_bags(tmp_path, procs, graph):
+def test_signal_bursts_while_recording_and_closing_leave_complete_bags(tmp_path, processes, graph):
     prefix = "/burst"
-    recorders = {name: _recorder(procs, name, tmp_path / name, prefix) for name in BURSTS}
-    publisher = _publisher(procs, "publisher", prefix)
+    recorders = {name: _recorder(processes, name, tmp_path / name, prefix) for name in BURSTS}
+    publisher = _publisher(processes, "publisher", prefix)
     imu, camera = bench.topics(prefix)
-    _wait_for(
+    wait_for(
         lambda: graph.count_subscribers(imu) >= len(BURSTS) and graph.count_subscribers(camera) >= len(BURSTS),
         what="the recorders' subscriptions",
     )
     # Recording for real: each recorder has flushed messages to its file.
     files = {name: tmp_path / name / f"{name}.mcap" for name in BURSTS}
-    _wait_for(lambda: all(_complete_messages(f) > 20 for f in files.values()), what="recorded messages")
+    wait_for(lambda: all(_complete_messages(f) > 20 for f in files.values()), what="recorded messages")
     assert publisher.poll() is None, publisher.log.read_text()
 
     exit_s = {}
@@ -170,14 +168,14 @@ def _digest(directory):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
-def test_a_recording_killed_with_sigkill_is_recovered(tmp_path, procs, graph):
+def test_a_recording_killed_with_sigkill_is_recovered(tmp_path, processes, graph):
     prefix = "/killed"
     bag = tmp_path / "killed"
-    recorder = _recorder(procs, "recorder", bag, prefix)
-    publisher = _publisher(procs, "publisher", prefix)
+    recorder = _recorder(processes, "recorder", bag, prefix)
+    publisher = _publisher(processes, "publisher", prefix)
     imu, camera = bench.topics(prefix)
     mcap_file = bag / "killed.mcap"
-    _wait_for(lambda: mcap_file.exists() and _complete_messages(mcap_file) > 300, what="two flushes' worth of messages")
+    wait_for(lambda: mcap_file.exists() and _complete_messages(mcap_file) > 300, what="two flushes' worth of messages")
     recorder.send_signal(signal.SIGKILL)
     assert recorder.wait(timeout=10) == -signal.SIGKILL
     assert publisher.poll() is None, publisher.log.read_text()
@@ -318,28 +316,28 @@ def test_recover_keeps_a_type_the_jazzy_typestore_does_not_know(tmp_path):
 
 
 # --- 8: no loss under load ------------------------------------------------------------------------------
-def test_recorder_loses_nothing_beside_the_controller_and_the_simulator(tmp_path, procs, graph):
+def test_recorder_loses_nothing_beside_the_controller_and_the_simulator(tmp_path, processes, graph):
     """200 Hz IMU + 30 Hz camera, 96x64 and 640x480 frames at once, reliable (a loss is the
     recorder's, not DDS's), with sim_node driving controller_node beside and their topics recorded
     too. Counted over sequence numbers: every message sent is in the bag, byte for byte."""
     if not SIM_NODE.exists():
         pytest.skip(f"{SIM_NODE} not installed (pip install the package into this venv)")
-    procs("sim", [SIM_NODE])
-    procs("controller", [CONTROLLER_NODE, "--ros-args", "-p", "use_sim_time:=true"])
-    _wait_for(
+    processes("sim", [SIM_NODE])
+    processes("controller", [CONTROLLER_NODE, "--ros-args", "-p", "use_sim_time:=true"])
+    wait_for(
         lambda: graph.count_publishers("/cmd_vel") > 0 and graph.count_publishers("/imu/data") > 0,
         timeout=120,
         what="sim_node and controller_node",
     )
     small, large = bench.topics("/small"), bench.topics("/large")
     bag = tmp_path / "loaded"
-    recorder = procs(
+    recorder = processes(
         "recorder",
         [*CLI, "record", "-o", bag, *small, *large, "/camera/image_raw", "/imu/data", "/cmd_vel", "/odom", "--json"],
     )
     publishers = [
-        _publisher(procs, "small", "/small", imu=400, size="96x64"),
-        _publisher(procs, "large", "/large", imu=400, size="640x480"),
+        _publisher(processes, "small", "/small", imu=400, size="96x64"),
+        _publisher(processes, "large", "/large", imu=400, size="640x480"),
     ]
     for publisher in publishers:
         assert publisher.wait(timeout=120) == 0, publisher.log.read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "liquid_control"
+PACKAGE = Path(__file__).resolve().parents[2] / "liquid_control"
 
 # Bottom to top; a module may import from its own layer and the ones before it, never after.
 LAYERS = [

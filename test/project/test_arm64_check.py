@@ -16,7 +16,7 @@ from liquid_control.sim.track import Track, track_path
 
 pytestmark = pytest.mark.sim
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "bench" / "arm64_check.sh"
 REPLAY = ROOT / "bench" / "arm64_replay.py"
 

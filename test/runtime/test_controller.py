@@ -444,7 +444,7 @@ def test_one_parameter_table_gives_settings_defaults_checks_and_the_shipped_defa
     assert set(fields) == set(BY_SETTING)
     assert fields == {name: p.default for name, p in BY_SETTING.items()}
     # The shipped defaults file is the table's rendering, and reads back as the table.
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     shipped = root / "config" / "controller.yaml"
     for rel, render in GENERATED.items():  # the defaults file and docs/parameters.md
         assert (root / rel).read_text() == render(), (

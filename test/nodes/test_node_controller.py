@@ -623,7 +623,7 @@ def test_e_stop_holds_through_adaptation_and_a_model_set_later(rig, tmp_path, co
 
 
 def test_a_model_that_cannot_build_leaves_the_node_up_without_a_model_or_is_refused_live(rig, context, tmp_path):
-    from test_modelfile import BAD_CONFIGS, shipped_with_config
+    from support import BAD_CONFIGS, shipped_with_config
 
     bad = shipped_with_config(tmp_path, "zero_width", BAD_CONFIGS["zero_width"])
     node = LiquidControllerNode(
@@ -779,7 +779,7 @@ def test_with_the_onnx_backend_saliency_is_said_to_be_unavailable_once(rig, tmp_
 
 
 # --- the Foxglove layout ----------------------------------------------------------------------------
-FOXGLOVE_LAYOUT = Path(__file__).resolve().parents[1] / "config" / "foxglove_layout.json"
+FOXGLOVE_LAYOUT = Path(__file__).resolve().parents[2] / "config" / "foxglove_layout.json"
 
 
 def _layout_topics(config: dict) -> set[str]:
@@ -905,7 +905,7 @@ def test_e_stop_and_watchdog_act_while_a_slow_model_loads(rig, tmp_path, slow_mo
 def test_a_small_file_that_asks_for_a_huge_network_is_refused_at_once_and_nothing_is_built(rig, tmp_path, context):
     """94 KB of weights asking for 1,500 fully connected neurons used to keep the executor 14 s
     building them; 10^6 neurons took 2.9 GB. Now the header says it cannot be, before any build."""
-    from test_modelfile import shipped_with_config
+    from support import shipped_with_config
 
     def wide(units):
         return lambda c: c["network"].update(
