@@ -3,10 +3,12 @@ and `FusedCfC`, which a CfC module builds with `fused()` and an export carries a
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
-from ..kernels import _activate, _exp, _lstm_update, _matvec, _sig, _tanh
+from ..kernels import _activate, _lstm_update, _matvec, _sigmoid
 from ..stream import FusedStep, Packer
 from .layout import (
     _BACKBONE_LEN,
@@ -79,14 +81,14 @@ def cfc_step(x, state, dt, p, t, out, tau, work):
                 ff1 = g[j]
                 a = p[a_off + j]
                 rate = abs(p[tau_off + j]) + abs(ff1)
-                state[s_off + j] = -a * _exp(-dt * rate) * ff1 + a
+                state[s_off + j] = -a * math.exp(-dt * rate) * ff1 + a
                 tau[s_off + j] = 1.0 / max(rate, 1e-6)
         else:
             _matvec(p, w_off, 4 * units, cols, z, b_off, g)
             for j in range(units):
-                ff1 = _tanh(g[j])
-                ff2 = _tanh(g[units + j])
-                ti = _sig(g[2 * units + j] * dt + g[3 * units + j])
+                ff1 = math.tanh(g[j])
+                ff2 = math.tanh(g[units + j])
+                ti = _sigmoid(g[2 * units + j] * dt + g[3 * units + j])
                 tau[s_off + j] = 1.0 / max(abs(g[2 * units + j]), 1e-6)
                 if mode == 2:
                     state[s_off + j] = ff1 + ti * ff2

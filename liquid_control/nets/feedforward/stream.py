@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
-from ..kernels import ACT_IDS, DT_SCALE, _activate, _tanh
+from ..kernels import ACT_IDS, DT_SCALE, _activate
 from ..stream import FusedStep
 
 FF_ACTIVATIONS = ("relu", "tanh", "silu")  # hidden layers (ids from ACT_IDS); the last layer is tanh
@@ -37,7 +39,7 @@ def mlp_step(x, dt, time_input, p, table, act, work, state, out):
             for k in range(cols):
                 acc += p[base + k] * work[src, k]
             if last:
-                out[r] = _tanh(acc)
+                out[r] = math.tanh(acc)
             else:
                 work[dst, r] = _activate(acc, act)
     for j in range(out.shape[0]):

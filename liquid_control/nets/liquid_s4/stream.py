@@ -7,7 +7,7 @@ import math
 import numba
 import numpy as np
 
-from ..kernels import _exp, _sig, _tanh
+from ..kernels import _sigmoid
 from ..stream import FusedStep
 
 _GELU_K = math.sqrt(2.0 / math.pi)
@@ -29,7 +29,7 @@ def liquid_s4_step(
         u = b_in[h]
         for k in range(n_in):
             u += w_in[h, k] * x[k]
-        phi = _tanh(u) if liquid else 0.0
+        phi = math.tanh(u) if liquid else 0.0
         s = scale[h]
         acc = d[h] * u
         for m in range(n_modes):
@@ -37,7 +37,7 @@ def liquid_s4_step(
             li = a_im[h, m] + b_im[h, m] * phi
             zr = s * lr * dt
             zi = s * li * dt
-            ea = _exp(zr)
+            ea = math.exp(zr)
             cz, sz = math.cos(zi), math.sin(zi)
             er, ei = ea * cz, ea * sz
             half = math.sin(0.5 * zi)
@@ -55,14 +55,14 @@ def liquid_s4_step(
             state[j + j_all] = ni
             acc += c_re[h, m] * nr - c_im[h, m] * ni
             mode_tau[h * n_modes + m] = 1.0 / (s * -lr)
-        y[h] = 0.5 * acc * (1.0 + _tanh(_GELU_K * (acc + 0.044715 * acc * acc * acc)))  # GELU (tanh form)
+        y[h] = 0.5 * acc * (1.0 + math.tanh(_GELU_K * (acc + 0.044715 * acc * acc * acc)))  # GELU (tanh form)
     for o in range(2 * units):
         acc = b_out[o]
         for h in range(n_ch):
             acc += w_out[o, h] * y[h]
         g[o] = acc
     for f in range(units):
-        v = g[f] * _sig(g[units + f])  # GLU
+        v = g[f] * _sigmoid(g[units + f])  # GLU
         state[f] = v
         out[f] = v
 

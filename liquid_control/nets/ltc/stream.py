@@ -6,7 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..kernels import _lstm_update, _sig
+from ..kernels import _lstm_update, _sigmoid
 from ..stream import FusedStep, Packer, pack_lstm
 from .layout import (
     _MAP_B,
@@ -43,7 +43,7 @@ def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, t
         src = int(syn_s[k, _SYN_SRC])
         dest = int(syn_s[k, _SYN_DEST])
         xin = x[src] * io[_MAP_W, src] + io[_MAP_B, src]
-        a = syn_s[k, _SYN_W] * _sig(syn_s[k, _SYN_SIGMA] * (xin - syn_s[k, _SYN_MU]))
+        a = syn_s[k, _SYN_W] * _sigmoid(syn_s[k, _SYN_SIGMA] * (xin - syn_s[k, _SYN_MU]))
         num_s[dest] += a * syn_s[k, _SYN_EREV]
         den_s[dest] += a
     h = dt / unfolds
@@ -55,7 +55,7 @@ def ltc_step(x, state, dt, unfolds, eps, neuron, syn_s, syn, out_map, io, out, t
         for k in range(syn.shape[0]):
             src = int(syn[k, _SYN_SRC])
             dest = int(syn[k, _SYN_DEST])
-            a = syn[k, _SYN_W] * _sig(syn[k, _SYN_SIGMA] * (v[src] - syn[k, _SYN_MU]))
+            a = syn[k, _SYN_W] * _sigmoid(syn[k, _SYN_SIGMA] * (v[src] - syn[k, _SYN_MU]))
             num[dest] += a * syn[k, _SYN_EREV]
             den[dest] += a
         # All neurons update from the same previous v (the sums above are done first).

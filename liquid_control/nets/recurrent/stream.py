@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
-from ..kernels import DT_SCALE, _sig, _tanh
+from ..kernels import DT_SCALE, _sigmoid
 from ..stream import FusedStep
 
 
@@ -31,13 +33,13 @@ def lstm_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
     n = w_hh.shape[1]
     _gates(w_ih, b_ih, w_hh, b_hh, z, state[:n], gx, gh)
     for j in range(n):
-        i = _sig(gx[j] + gh[j])
-        f = _sig(gx[n + j] + gh[n + j])
-        g = _tanh(gx[2 * n + j] + gh[2 * n + j])
-        o = _sig(gx[3 * n + j] + gh[3 * n + j])
+        i = _sigmoid(gx[j] + gh[j])
+        f = _sigmoid(gx[n + j] + gh[n + j])
+        g = math.tanh(gx[2 * n + j] + gh[2 * n + j])
+        o = _sigmoid(gx[3 * n + j] + gh[3 * n + j])
         c = f * state[n + j] + i * g
         state[n + j] = c
-        state[j] = o * _tanh(c)
+        state[j] = o * math.tanh(c)
 
 
 @numba.njit(cache=True)
@@ -46,9 +48,9 @@ def gru_step(z, state, w_ih, b_ih, w_hh, b_hh, gx, gh):
     n = w_hh.shape[1]
     _gates(w_ih, b_ih, w_hh, b_hh, z, state, gx, gh)
     for j in range(n):
-        r = _sig(gx[j] + gh[j])
-        u = _sig(gx[n + j] + gh[n + j])
-        cand = _tanh(gx[2 * n + j] + r * gh[2 * n + j])
+        r = _sigmoid(gx[j] + gh[j])
+        u = _sigmoid(gx[n + j] + gh[n + j])
+        cand = math.tanh(gx[2 * n + j] + r * gh[2 * n + j])
         state[j] = (1.0 - u) * cand + u * state[j]
 
 
