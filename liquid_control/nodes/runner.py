@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import rclpy
@@ -48,6 +50,19 @@ def _on_stop_signal(signum, frame) -> None:
     # (else the deadline would end a slow start with a stack dump and status 1).
     if _building or rclpy.signals.get_current_signal_handlers_options() == rclpy.signals.SignalHandlerOptions.NO:
         raise KeyboardInterrupt
+
+
+def _end_if_workers_linger() -> None:
+    """The node is down (its last zero sent, its entities destroyed), but a worker thread may still
+    be busy: a model being built in the loader thread, in torch code that cannot be interrupted.
+    The interpreter's exit would then wait for it in C, for as long as the build takes (a Ctrl-C
+    during a 10 s load ended with the deadline's stack dump and status 1, or with death by SIGINT),
+    so the process ends here, its output flushed, status 0."""
+    if any(t.is_alive() for t in threading.enumerate() if t is not threading.current_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        faulthandler.cancel_dump_traceback_later()
+        os._exit(0)
 
 
 def run_node(
@@ -108,3 +123,4 @@ def run_node(
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    _end_if_workers_linger()

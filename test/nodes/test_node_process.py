@@ -395,6 +395,61 @@ def test_ctrl_c_at_random_moments_of_a_busy_node_always_ends_it(tmp_path):
         assert took < LAUNCH_SIGTERM_TIMEOUT_S, f"attempt {attempt}: exit took {took:.1f} s after SIGINT"
 
 
+def test_a_ctrl_c_while_a_slow_model_loads_ends_the_node_at_once_and_quietly(tmp_path):
+    """A model being built in the loader thread (torch's work, which nothing can interrupt) does not
+    hold the exit: the node is down once its cleanup is done, status 0, no stack dump. Before, the
+    interpreter's exit waited in C for the build: the shutdown deadline ended it with a dump and
+    status 1 four seconds later, or it died by SIGINT. (The node before the loader thread built
+    models in the parameter callback and sat through SIGINT and SIGTERM for the whole build.)"""
+    import torch
+    from support import OUTPUTS, SPEC
+
+    from liquid_control import nets
+    from liquid_control.model.modelfile import save_model
+    from liquid_control.model.policy import LiquidPolicy
+
+    if not EXECUTABLE.exists():
+        pytest.skip(f"{EXECUTABLE} not installed")
+    slow = tmp_path / "slow.safetensors"  # a wiring of 1,500 neurons built synapse by synapse: ~10 s to load
+    torch.manual_seed(0)
+    policy = LiquidPolicy(
+        SPEC, nets.CfC(SPEC.core_inputs, nets.AutoNCP(1500, 2, seed=0)), outputs=2, imu_mean=(0.0, 0.0, 9.8)
+    ).eval()
+    save_model(slow, policy, policy.sensor_spec(), OUTPUTS, {"trainer": "test"})
+    fast = make_model(tmp_path / "fast.safetensors")
+    # Moments of the load. Without the early exit about one Ctrl-C in five of these hung past the
+    # deadline (an rcl publish from a worker after the context was shut down, then the exit waited).
+    for attempt, into_the_load in enumerate((0.0, 0.5, 1.5, 3.0)):
+        ns = f"/lc_slow_load_{os.getpid()}_{attempt}"
+        proc = subprocess.Popen(
+            [str(EXECUTABLE), "--ros-args", "-r", f"__ns:={ns}", "-p", f"model_path:={fast}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        commands, stop_streaming = streaming_peer(ns)
+        node, close = spinning_node("slow_load_peer", ns)
+        try:
+            wait_for(lambda: len(commands) > 20, timeout=60)  # noqa: B023 - called here, in this iteration
+            params = AsyncParameterClient(node, f"{ns}/liquid_controller")
+            future = params.set_parameters([Parameter("model_path", value=str(slow))])
+            wait_for(future.done, timeout=30)  # answered: the load has begun, in the loader thread
+            assert future.result().results[0].successful
+            time.sleep(into_the_load)
+            os.killpg(proc.pid, signal.SIGINT)
+            sent = time.monotonic()
+            out, _ = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+        finally:
+            close()
+            stop_streaming()
+            stop(proc)
+        assert "loading model" in out and "Timeout" not in out and "Traceback" not in out, (attempt, out[-3000:])
+        assert proc.returncode == 0, (attempt, proc.returncode, out[-3000:])
+        assert took < LAUNCH_SIGTERM_TIMEOUT_S, f"attempt {attempt}: exit took {took:.1f} s after SIGINT"
+
+
 def test_a_cleanup_that_hangs_still_ends_the_process_with_every_threads_stack():
     """The backstop: a node whose cleanup never returns (here it waits on a lock nobody releases)
     is ended by the shutdown deadline, before ros2 launch would escalate, status 1, with the stack
