@@ -39,7 +39,7 @@ $(COLCON_STAMP): requirements/colcon.txt
 	touch $(COLCON_VENV)/COLCON_IGNORE $@
 
 test: $(STAMP) $(COLCON_STAMP)
-	$(RUN_ENV) $(VPY) -m pytest -q test
+	$(RUN_ENV) $(VPY) -m pytest -q --durations=25 test
 
 # What needs neither DDS nor MuJoCo and is not slow (markers in pyproject.toml): under 2 minutes here.
 test-fast: $(STAMP)
