@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cliargs import LazyChoices, add_options, add_topic_arguments, from_args
+from .cliargs import add_options, add_topic_arguments, from_args
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -222,10 +222,6 @@ def _export(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v}" for k, v in summary["outputs"].items())
     )
     return 0
-
-
-CONDITIONS = LazyChoices("liquid_control.sim.conditions", "CONDITIONS")
-SUITES = LazyChoices("liquid_control.sim.conditions", "SUITES")
 
 
 def _add_info(sub) -> None:

@@ -143,16 +143,15 @@ class LazyChoices:
         return iter(self._names())
 
 
+# The topics a bag's sensors and labels are found on (info and train pick them the same way).
+TOPIC_HELP = {
+    "camera_topic": "the camera (sensor_msgs/Image or CompressedImage); default: the bag's only one",
+    "imu_topic": "the IMU; default: the bag's only one",
+    "label_topic": "the commands to learn (Twist, matched by bag time, or TwistStamped, by header stamp); "
+    "default: the bag's only one",
+}
+
+
 def add_topic_arguments(parser, prefix: str = "") -> None:
-    parser.add_argument(
-        "--camera-topic",
-        metavar="TOPIC",
-        help=f"{prefix}the camera (sensor_msgs/Image or CompressedImage); default: the bag's only one",
-    )
-    parser.add_argument("--imu-topic", metavar="TOPIC", help=f"{prefix}the IMU; default: the bag's only one")
-    parser.add_argument(
-        "--label-topic",
-        metavar="TOPIC",
-        help=f"{prefix}the commands to learn (Twist, matched by "
-        "bag time, or TwistStamped, by header stamp); default: the bag's only one",
-    )
+    for name, text in TOPIC_HELP.items():
+        parser.add_argument("--" + name.replace("_", "-"), metavar="TOPIC", help=prefix + text)

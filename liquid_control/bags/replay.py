@@ -297,7 +297,7 @@ def replay(config: ReplayConfig) -> dict:
     stamped_compare = bool(compare_topic) and have[compare_topic].msgtype == TWIST_STAMPED
     settings, params = node_settings(params_file)
     node_frame_id, max_pixels = str(params["frame_id"]), int(params["max_image_pixels"])
-    policy, config = load_policy(model)
+    policy, model_config = load_policy(model)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the node runs (num_threads: 1), and bitwise repeatable
@@ -316,7 +316,9 @@ def replay(config: ReplayConfig) -> dict:
     started = time.perf_counter()
     try:
         with BagWriter(output) as out:
-            run = _Run(LiquidController(policy, config, settings), out, frame_id or node_frame_id, stamped_compare)
+            run = _Run(
+                LiquidController(policy, model_config, settings), out, frame_id or node_frame_id, stamped_compare
+            )
             # Frames converted as the node converts them: uint8, its size limit, compressed ones
             # decoded at the smallest scale that covers the model's input.
             events = read_events(

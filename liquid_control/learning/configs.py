@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cliargs import LazyChoices, option
+from ..cliargs import TOPIC_HELP, LazyChoices, option
 from ..paths import DEFAULT_MODEL
 
 ARCHITECTURES = LazyChoices("liquid_control.learning.train", "ARCHITECTURES")
-_TOPIC_HELP = "default: the bag's only one"
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,9 @@ class TrainConfig:
         help="continue from OUTPUT's checkpoint (written at every validation and on Ctrl-C); "
         "the result equals an uninterrupted run",
     )
-    camera_topic: str | None = option(
-        None, metavar="TOPIC", help=f"the camera (sensor_msgs/Image or CompressedImage); {_TOPIC_HELP}"
-    )
-    imu_topic: str | None = option(None, metavar="TOPIC", help=f"the IMU; {_TOPIC_HELP}")
-    label_topic: str | None = option(
-        None,
-        metavar="TOPIC",
-        help=f"the commands to learn (Twist, matched by bag time, or TwistStamped, by header stamp); {_TOPIC_HELP}",
-    )
+    camera_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["camera_topic"])
+    imu_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["imu_topic"])
+    label_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["label_topic"])
 
 
 CONDITIONS = LazyChoices("liquid_control.sim.conditions", "CONDITIONS")

@@ -21,7 +21,6 @@ class NetType:
     stream: str  # "folder.stream:Class", the streaming step (to_arrays' "kind" is `cell`)
     options: frozenset[str]  # what network.options may hold
     wired: bool  # takes a wiring (else units only)
-    doc: str
 
 
 _CFC_OPTIONS = {
@@ -45,17 +44,14 @@ _LTC_OPTIONS = {
 TYPES: dict[str, NetType] = {
     t.cell: t
     for t in (
-        NetType(
-            "cfc", "cfc.module:CfC", "cfc.stream:FusedCfC", frozenset(_CFC_OPTIONS), True, "closed-form continuous-time"
-        ),
-        NetType("ltc", "ltc.module:LTC", "ltc.stream:FusedLTC", frozenset(_LTC_OPTIONS), True, "liquid time-constant"),
+        NetType("cfc", "cfc.module:CfC", "cfc.stream:FusedCfC", frozenset(_CFC_OPTIONS), True),
+        NetType("ltc", "ltc.module:LTC", "ltc.stream:FusedLTC", frozenset(_LTC_OPTIONS), True),
         NetType(
             "lstm",
             "recurrent.module:Recurrent",
             "recurrent.stream:FusedRecurrent",
             frozenset({"time_input"}),
             False,
-            "LSTM baseline",
         ),
         NetType(
             "gru",
@@ -63,7 +59,6 @@ TYPES: dict[str, NetType] = {
             "recurrent.stream:FusedRecurrent",
             frozenset({"time_input"}),
             False,
-            "GRU baseline",
         ),
         # units are its output features; init and rate_range only initialise.
         NetType(
@@ -72,7 +67,6 @@ TYPES: dict[str, NetType] = {
             "liquid_s4.stream:FusedLiquidS4",
             frozenset({"channels", "modes", "liquid"}),
             False,
-            "Liquid-S4",
         ),
         # the memoryless baseline: units are its output features.
         NetType(
@@ -81,7 +75,6 @@ TYPES: dict[str, NetType] = {
             "feedforward.stream:FusedFeedforward",
             frozenset({"hidden", "activation", "time_input"}),
             False,
-            "feedforward baseline",
         ),
     )
 }
