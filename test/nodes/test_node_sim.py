@@ -25,6 +25,7 @@ from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 
 from liquid_control.paths import share_path  # noqa: E402
 from liquid_control.processes import stop  # noqa: E402
+from liquid_control.runtime.parameters import read_params  # noqa: E402
 from liquid_control.sim.track import Track, track_path  # noqa: E402
 
 LIB = Path(sys.prefix) / "lib" / "liquid_control"
@@ -49,6 +50,10 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     rate, a parameter change through the parameter service takes effect, 30 s of sim time on the road
     with the shipped model, and a clean shutdown."""
     ns = f"/lc_sim_{os.getpid()}"
+
+    def sim_time(m):
+        return m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+
     params = share_path("config", "controller.yaml")
     sim = _start("sim_node", "-r", f"__ns:={ns}", "-p", "track:=oval", "-p", "seed:=2")
     ctl = _start("controller_node", "-r", f"__ns:={ns}", "--params-file", str(params), "-p", "use_sim_time:=true")
@@ -57,7 +62,11 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     peer = rclpy.create_node("sim_peer", namespace=ns, context=context)
     odom, commands, diag_stamps = [], [], []
     peer.create_subscription(Odometry, "odom", lambda m: odom.append(m), 100)
-    peer.create_subscription(Twist, "cmd_vel", lambda m: commands.append((time.monotonic(), m)), 100)
+    # Each command with the sim time of the odometry the peer had last seen (its callbacks run in
+    # arrival order): what sim time it belongs to, however slowly the simulation runs here.
+    peer.create_subscription(
+        Twist, "cmd_vel", lambda m: commands.append((time.monotonic(), sim_time(odom[-1]) if odom else 0.0, m)), 100
+    )
     peer.create_subscription(
         DiagnosticArray,
         "/diagnostics",
@@ -73,9 +82,6 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     client = AsyncParameterClient(peer, f"{ns}/liquid_controller")
-
-    def sim_time(m):
-        return m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
 
     try:
         deadline = time.monotonic() + 60
@@ -96,7 +102,7 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
             assert time.monotonic() < deadline, "no answer from the parameter service"
             time.sleep(0.05)
         assert result.result().results[0].successful
-        changed = time.monotonic()
+        changed, changed_sim = time.monotonic(), sim_time(odom[-1])
         while sim_time(odom[-1]) - sim_time(odom[start]) < 30.0:
             assert time.monotonic() - changed < 90, "the simulation stalled"
             assert sim.poll() is None and ctl.poll() is None, "a node died"
@@ -112,9 +118,13 @@ def test_sim_and_controller_processes_drive_the_oval_on_sim_time():
     xte = np.array([abs(track.project(m.pose.pose.position.x, m.pose.pose.position.y)["xte"]) for m in driven])
     assert sim_time(driven[-1]) - sim_time(driven[0]) >= 30.0
     assert per_odom > 0.8 * 230 / 200, f"{per_odom:.2f} commands per odometry message; expected ~1.15"
-    after = [m.linear.x for t, m in commands if t > changed + 0.2]
-    assert after and max(after) <= 0.3 + 1e-9  # the new limit holds from the next step on
-    assert max(m.linear.x for t, m in commands if t < changed) > 0.45  # and it was not so before
+    # The new limit holds once the acceleration limit has let the robot slow down to it (the
+    # controller brakes at max_linear_accel, from at most the old limit), in sim time.
+    shipped = read_params(params)
+    braking = (shipped["max_linear_speed"] - 0.3) / shipped["max_linear_accel"]
+    after = [m.linear.x for _, s, m in commands if s > changed_sim + braking + 0.05]
+    assert after and max(after) <= 0.3 + 1e-9
+    assert max(m.linear.x for t, _, m in commands if t < changed) > 0.45  # and it was not so before
     assert xte.max() < track.road_width / 2 - 0.12, f"left the lane: max |xte| {xte.max():.3f} m"
     assert xte.mean() < 0.08
     # The controller's clock is the simulator's: diagnostics carry sim time, not wall time.
