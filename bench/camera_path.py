@@ -4,7 +4,8 @@ controller uses), model_frame (the uint8 resize to the model's input), the camer
 Runtime, as the torch backend runs it when onnxruntime is installed, and the frozen torch encoder),
 and the liquid step. Baselines measured in the same run: the float path this replaced
 (image_to_array float32 + resize), OpenCV's uint8 INTER_AREA resize of the same frame, and OpenCV's
-full JPEG decode + INTER_AREA.
+full JPEG decode + INTER_AREA. Beside the 640x480 JPEG, the frames other robots send: 160x120 (a
+hobby car's camera, DonkeyCar's default) and 1280x720 (a USB or CSI camera at 720p).
 
     .venv/bin/python bench/camera_path.py [--repeats 2000] [--json]
 """
@@ -118,6 +119,9 @@ def main() -> None:
         (model, f"camera encoder ({frozen.encoder}, the fallback)", measure(lambda: frozen.encode_frame(frame), n)),
         (model, "liquid step + readout", measure(lambda: run.advance(state, 0.005), n)),
     ]
+    other_sizes = ((160, 120), (1280, 720))
+    for size in other_sizes:
+        rows += _jpeg_rows(_scene(*size), w, h, n)
     load = os.getloadavg()[0]
     print(f"Camera path, shipped policy ({w}x{h} input), 1 thread, load average {load:.1f}")
     print(f"{'input':<14}{'stage':<56}{'p50 us':>9}{'p99 us':>9}")
@@ -140,8 +144,43 @@ def main() -> None:
         f"per JPEG 640x480 frame: decode + resize {jpeg_ours:.0f} us = {jpeg_base / jpeg_ours:.1f}x faster than OpenCV's "
         f"full decode + resize ({jpeg_base:.0f} us); with encode + step {jpeg_ours + encode + step:.0f} us"
     )
+    for k, (sw, sh) in enumerate(other_sizes):
+        ours, base = p[15 + 3 * k] + p[16 + 3 * k], p[17 + 3 * k]
+        print(
+            f"per JPEG {sw}x{sh} frame: decode + resize {ours:.0f} us = {base / ours:.1f}x faster than OpenCV's "
+            f"full decode + resize ({base:.0f} us); with encode + step {ours + encode + step:.0f} us"
+        )
     if args.json:
         print(json.dumps([{"input": a, "stage": b, **s} for a, b, s in rows]))
+
+
+def _jpeg_rows(rgb: np.ndarray, w: int, h: int, n: int) -> list:
+    """A JPEG (quality 80) of `rgb`: our decode at the DCT scale that covers w x h and model_frame,
+    and OpenCV's full decode + INTER_AREA, as three rows."""
+    data = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1]
+    msg = types.SimpleNamespace(format="rgb8; jpeg compressed bgr8", data=data.tobytes())
+    scaled = compressed_to_array(msg, w, h, dtype=np.uint8)
+    what = f"JPEG {rgb.shape[1]}x{rgb.shape[0]}"
+    repeats = max(n // 4 if rgb.shape[1] <= 640 else n // 20, 20)
+    return [
+        (
+            what,
+            f"decode uint8 at DCT scale ({scaled.shape[1]}x{scaled.shape[0]})",
+            measure(lambda: compressed_to_array(msg, w, h, dtype=np.uint8), repeats),
+        ),
+        (
+            what,
+            f"model_frame {scaled.shape[1]}x{scaled.shape[0]} -> {w}x{h}",
+            measure(lambda: model_frame(scaled, w, h), n),
+        ),
+        (
+            what,
+            f"OpenCV full decode + INTER_AREA to {w}x{h} (baseline)",
+            measure(
+                lambda: cv2.resize(cv2.imdecode(data, cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_AREA), repeats
+            ),
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ REMAPPED = {
         "Camera the policy sees (sensor_msgs/Image), by its raw name: with "
         "camera_transport:=compressed the controller takes <camera_topic>/compressed.",
     ),
-    "imu_topic": (topics.IMU, "IMU (sensor_msgs/Imu)."),
+    "imu_topic": (topics.IMU, "IMU (sensor_msgs/Imu), subscribed when the model reads an IMU."),
+    "odom_topic": (topics.ODOM, "Wheel odometry (nav_msgs/Odometry), subscribed when the model reads odometry."),
     "cmd_vel_topic": (
         topics.CMD_VEL,
         "Velocity commands to the base (TwistStamped with cmd_vel_stamped in params_file, else Twist).",

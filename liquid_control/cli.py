@@ -41,7 +41,7 @@ def _bag_info(args: argparse.Namespace) -> int:
     from .bags.io import BagError
 
     try:
-        info = bag_info(args.model, args.camera_topic, args.imu_topic, args.label_topic)
+        info = bag_info(args.model, args.camera_topic, args.imu_topic, args.label_topic, odom=args.odom_topic)
     except (BagError, OSError) as exc:
         return _bag_error(exc)
     print(json.dumps(info, indent=2) if args.json else format_bag_info(info))
@@ -196,6 +196,17 @@ def _replay(args: argparse.Namespace) -> int:
     from .bags.replay import format_summary, replay
 
     return _bag_command(args, lambda: replay(from_args(ReplayConfig, args)), format_summary)
+
+
+def _import_tub(args: argparse.Namespace) -> int:
+    from .bags.configs import TubConfig
+    from .bags.tub import format_import_summary, import_tub
+
+    def run():
+        config = from_args(TubConfig, args)
+        return import_tub(config.tub, config.output, config.labels(), all_modes=config.all_modes)
+
+    return _bag_command(args, run, format_import_summary)
 
 
 def _recover(args: argparse.Namespace) -> int:
@@ -375,6 +386,19 @@ def _add_replay(sub) -> None:
     rp.set_defaults(func=_replay)
 
 
+def _add_import_tub(sub) -> None:
+    from .bags.configs import TubConfig
+
+    it = sub.add_parser(
+        "import-tub",
+        help="a DonkeyCar tub (its camera frames and the driver's steering and throttle) as a bag "
+        "that info, train and replay take",
+    )
+    add_options(it, TubConfig)
+    it.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    it.set_defaults(func=_import_tub)
+
+
 def _add_recover(sub) -> None:
     rc = sub.add_parser(
         "recover",
@@ -409,6 +433,7 @@ COMMANDS = (
     _add_record,
     _add_play,
     _add_replay,
+    _add_import_tub,
     _add_recover,
     _add_export,
 )

@@ -146,7 +146,9 @@ class LazyChoices:
 # The topics a bag's sensors and labels are found on (info and train pick them the same way).
 TOPIC_HELP = {
     "camera_topic": "the camera (sensor_msgs/Image or CompressedImage); default: the bag's only one",
-    "imu_topic": "the IMU; default: the bag's only one",
+    "imu_topic": "the IMU (sensor_msgs/Imu); default: the bag's only one, none if it has none; 'none': not read",
+    "odom_topic": "wheel odometry (nav_msgs/Odometry) to read beside the camera; 'auto': the bag's only one; "
+    "default: none",
     "label_topic": "the commands to learn (Twist, matched by bag time, or TwistStamped, by header stamp); "
     "default: the bag's only one",
 }

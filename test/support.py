@@ -118,22 +118,26 @@ def streaming_peer(ns):
     return commands, stop_peer
 
 
-def make_model(path, seed=0, bias=None):
-    """A small CfC policy (12 NCP neurons, a 32x24 camera) saved at `path`; `bias` sets its readout's."""
+def make_model(path, seed=0, bias=None, **fields):
+    """A small CfC policy (12 NCP neurons, a 32x24 camera) saved at `path`; `bias` sets its readout's.
+    `fields` (imu_fields, odom_fields) replace SPEC's sensors: imu_fields=() is a camera-only model."""
+    import dataclasses
+
     import torch
 
     from liquid_control import nets
     from liquid_control.model.modelfile import save_model
     from liquid_control.model.policy import LiquidPolicy
 
-    spec, outputs = __getattr__("SPEC"), __getattr__("OUTPUTS")
+    spec, outputs = dataclasses.replace(__getattr__("SPEC"), **fields), __getattr__("OUTPUTS")
+    n = len(spec.held_fields)
     torch.manual_seed(seed)
     policy = LiquidPolicy(
         spec,
         nets.CfC(spec.core_inputs, nets.AutoNCP(12, 2, seed=seed)),
         outputs=2,
-        imu_mean=(0.0, 0.0, 9.8),
-        imu_std=(0.5, 1.0, 1.0),
+        imu_mean=(0.0, 0.0, 9.8) if not fields else (0.0,) * n,
+        imu_std=(0.5, 1.0, 1.0) if not fields else (1.0,) * n,
     ).eval()
     if bias is not None:
         with torch.no_grad():

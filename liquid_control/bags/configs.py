@@ -6,26 +6,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import topics
 from ..cliargs import option
 from ..paths import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """A bag's camera and IMU through a model, offline: commands to a bag, a CSV and a plot,
-    compared with the recorded ones."""
+    """A bag's sensors through a model, offline (the ones the model reads: camera, and IMU and
+    odometry where it reads them; each topic named, or the bag's only one, as train finds them):
+    commands to a bag, a CSV and a plot, compared with the recorded ones."""
 
     bag: str = option(positional=True, help="a rosbag2 bag directory (or a .mcap / .db3 file)")
     output: str = option(help="the bag directory to create (commands on /cmd_vel)")
     model: str = option(DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
-    camera_topic: str = option(
-        topics.absolute(topics.CAMERA),
-        metavar="TOPIC",
-        help="sensor_msgs/Image or CompressedImage topic (default %(default)s)",
+    camera_topic: str | None = option(
+        None, metavar="TOPIC", help="sensor_msgs/Image or CompressedImage topic (default: the bag's only one)"
     )
-    imu_topic: str = option(
-        topics.absolute(topics.IMU), metavar="TOPIC", help="sensor_msgs/Imu topic (default %(default)s)"
+    imu_topic: str | None = option(
+        None, metavar="TOPIC", help="sensor_msgs/Imu topic, if the model reads an IMU (default: the bag's only one)"
+    )
+    odom_topic: str | None = option(
+        None,
+        metavar="TOPIC",
+        help="nav_msgs/Odometry topic, if the model reads odometry (default: the bag's only one)",
     )
     compare_topic: str | None = option(
         None,
@@ -53,3 +56,32 @@ class ReplayConfig:
         help="each neuron's state and time constant (s) and the network's inputs after every step, and a plot of "
         "them per layer beside it (CSV with .png)",
     )
+
+
+@dataclass(frozen=True)
+class TubConfig:
+    """`liquid-control import-tub`: a DonkeyCar tub to a bag (bags.tub.import_tub), the car's
+    declared top speed and steering (positive magnitudes)."""
+
+    tub: str = option(positional=True, help="a DonkeyCar tub folder (manifest.json, catalogs, images/)")
+    output: str = option(help="the bag directory to create")
+    top_speed: float = option(help="the car's speed (m/s) at full throttle (user/throttle 1)", metavar="M_S")
+    max_yaw_rate: float = option(0.0, metavar="RAD_S", help="the yaw rate (rad/s) at full steering (user/angle 1)")
+    full_lock: float = option(
+        0.0,
+        metavar="RAD",
+        help="instead of --max-yaw-rate: the steering angle (rad) at full steering, with --wheelbase",
+    )
+    wheelbase: float = option(0.0, metavar="M", help="front to rear axle (m), for --full-lock")
+    all_modes: bool = option(False, help="also the records an autopilot drove (user/mode local, local_angle)")
+
+    def labels(self):
+        from ..model.labels import LabelMapping
+
+        return LabelMapping(
+            kind="normalised",
+            wheelbase=self.wheelbase,
+            top_speed=self.top_speed,
+            full_lock=self.full_lock,
+            max_yaw_rate=self.max_yaw_rate,
+        )

@@ -1,7 +1,12 @@
 """What is in a bag from anywhere, and which of its topics training would use: `liquid-control info
-BAG`, and the topic choice of `train --bag` (camera, IMU and label topics named, or found from the
-bag's types when exactly one topic fits). Any robot's bags: its own topic names, namespaces,
-compressed cameras (image_transport's `.../compressed`), teleop commands as Twist or TwistStamped.
+BAG`, and the topic choice of `train --bag` and `replay` (camera, IMU, odometry and label topics
+named, or found from the bag's types when exactly one topic fits). Any robot's bags: its own topic
+names, namespaces, compressed cameras (image_transport's `.../compressed`), no IMU (a camera-only
+car), wheel odometry, teleop commands as Twist or TwistStamped.
+
+The camera and the label are always needed. The IMU is read when the bag has one (`--imu-topic
+none`: not read); odometry when asked (`--odom-topic TOPIC`, or `auto` for the bag's only one), so
+that a bag that holds odometry besides trains the same model as before unless the user says so.
 """
 
 from __future__ import annotations
@@ -14,11 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from .. import topics
-from .io import COMPRESSED_IMAGE, IMAGE, IMU, TWIST, TWIST_STAMPED, TYPESTORE, BagError, read_serialized, summarize
+from ..model.labels import COMMAND_TYPES
+from ..model.labels import STAMPED as STAMPED_COMMANDS
+from .io import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    IMU,
+    ODOMETRY,
+    TYPESTORE,
+    BagError,
+    read_serialized,
+    summarize,
+)
 
 CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)
-LABEL_TYPES = (TWIST_STAMPED, TWIST)
-STAMPED_TYPES = (IMAGE, COMPRESSED_IMAGE, IMU, TWIST_STAMPED)
+LABEL_TYPES = COMMAND_TYPES  # Twist, TwistStamped, AckermannDrive, AckermannDriveStamped
+STAMPED_TYPES = (IMAGE, COMPRESSED_IMAGE, IMU, ODOMETRY, *STAMPED_COMMANDS)
+NONE, AUTO = "none", "auto"  # an optional sensor's topic: not read, or the bag's only one
 
 
 def find_bags(path: str | Path) -> list[Path]:
@@ -44,9 +61,16 @@ def is_bag(path: Path) -> bool:
 @dataclass(frozen=True)
 class TopicChoice:
     camera: str
-    imu: str
+    imu: str | None  # None: no IMU is read
     label: str
-    label_stamped: bool  # TwistStamped: matched by header stamp; Twist: by bag time
+    label_stamped: bool  # TwistStamped, AckermannDriveStamped: matched by header stamp; else by bag time
+    odom: str | None = None  # None: no odometry is read
+    label_type: str = ""
+
+    @property
+    def sensors(self) -> dict[str, str]:
+        """The topic of each sensor read beside the camera ("imu", "odom")."""
+        return {kind: topic for kind, topic in (("imu", self.imu), ("odom", self.odom)) if topic}
 
 
 def _pick(path: Path, have: dict, role: str, types: tuple[str, ...], named: str | None, flag: str) -> str:
@@ -75,17 +99,57 @@ def _pick(path: Path, have: dict, role: str, types: tuple[str, ...], named: str 
     raise BagError(f"bag {path}: {len(fits)} topics could be the {role} ({', '.join(fits)}): choose one with {flag}")
 
 
+def _pick_optional(path: Path, have: dict, role: str, types: tuple[str, ...], named: str, flag: str) -> str | None:
+    """An optional sensor's topic: None for "none"; for "auto" the bag's only one (None when it
+    has none, BagError when it has several); else the topic named, checked."""
+    if named == NONE:
+        return None
+    if named == AUTO:
+        fits = sorted(t for t, info in have.items() if info.msgtype in types)
+        if len(fits) > 1:
+            raise BagError(
+                f"bag {path}: {len(fits)} topics could be the {role} ({', '.join(fits)}): choose one "
+                f"with {flag}, or {flag} none"
+            )
+        return fits[0] if fits else None
+    return _pick(path, have, role, types, named, flag)
+
+
 def pick_topics(
-    path: str | Path, camera: str | None = None, imu: str | None = None, label: str | None = None
+    path: str | Path,
+    camera: str | None = None,
+    imu: str | None = None,
+    label: str | None = None,
+    odom: str | None = None,
 ) -> TopicChoice:
-    """The camera, IMU and label topics of a bag: the ones named, or the only one of its type.
-    BagError naming the bag, the topic and what is wrong."""
+    """The camera, IMU, odometry and label topics of a bag: the ones named, or the only one of its
+    type. The IMU (default "auto") and the odometry (default "none") are optional: "none" leaves
+    one out, "auto" takes the bag's only one, if any. BagError naming the bag, the topic and what
+    is wrong."""
     path = Path(path)
     have = summarize(path).topics
     cam = _pick(path, have, "camera", CAMERA_TYPES, camera, "--camera-topic")
-    imu_topic = _pick(path, have, "IMU", (IMU,), imu, "--imu-topic")
+    imu_topic = _pick_optional(path, have, "IMU", (IMU,), imu or AUTO, "--imu-topic")
+    odom_topic = _pick_optional(path, have, "odometry", (ODOMETRY,), odom or NONE, "--odom-topic")
     lab = _pick(path, have, "label", LABEL_TYPES, label, "--label-topic")
-    return TopicChoice(cam, imu_topic, lab, have[lab].msgtype == TWIST_STAMPED)
+    label_type = have[lab].msgtype
+    return TopicChoice(cam, imu_topic, lab, label_type in STAMPED_COMMANDS, odom_topic, label_type)
+
+
+def sensor_topics(
+    path: str | Path,
+    sensors: tuple[str, ...],
+    camera: str | None = None,
+    imu: str | None = None,
+    odom: str | None = None,
+) -> dict[str, str]:
+    """The topic of each sensor a model reads (`sensors`: "camera", "imu", "odom"), named or the
+    bag's only one of its type, as training finds them; BagError when the bag lacks one."""
+    path = Path(path)
+    have = summarize(path).topics
+    named = {"camera": camera, "imu": imu, "odom": None if odom == AUTO else odom}
+    roles = {"camera": ("camera", CAMERA_TYPES), "imu": ("IMU", (IMU,)), "odom": ("odometry", (ODOMETRY,))}
+    return {kind: _pick(path, have, roles[kind][0], roles[kind][1], named[kind], f"--{kind}-topic") for kind in sensors}
 
 
 def header_stamp(data: bytes, msgtype: str) -> float:
@@ -115,7 +179,12 @@ def _stamps(path: Path, topics: list[str]) -> dict[str, np.ndarray]:
 
 
 def bag_info(
-    path: str | Path, camera: str | None = None, imu: str | None = None, label: str | None = None, gap_s: float = 0.5
+    path: str | Path,
+    camera: str | None = None,
+    imu: str | None = None,
+    label: str | None = None,
+    gap_s: float = 0.5,
+    odom: str | None = None,
 ) -> dict:
     """Topics, types, message counts, rates, header-stamp gaps and jumps back, duration, and the
     topics a training run would pick (or why it cannot)."""
@@ -155,13 +224,18 @@ def bag_info(
         "topics": topics,
     }
     try:
-        choice = pick_topics(path, camera, imu, label)
+        choice = pick_topics(path, camera, imu, label, odom)
         info["training"] = {
             "camera": choice.camera,
             "imu": choice.imu,
+            "odom": choice.odom,
             "label": choice.label,
+            "label_type": choice.label_type,
             "label_matched_by": "header stamp" if choice.label_stamped else "bag time",
         }
+        unread = sorted(t for t, i in summary.topics.items() if i.msgtype == ODOMETRY and t != choice.odom)
+        if unread:
+            info["training"]["odometry_not_read"] = unread
     except BagError as exc:
         info["training"] = {"error": str(exc)}
     return info
@@ -186,8 +260,15 @@ def format_bag_info(info: dict) -> str:
     if "error" in training:
         lines.append(f"training: cannot pick the topics: {training['error']}")
     else:
+        sensors = [f"camera {training['camera']}"]
+        sensors.append(f"imu {training['imu']}" if training["imu"] else "no IMU")
+        if training["odom"]:
+            sensors.append(f"odometry {training['odom']}")
         lines.append(
-            f"training would use: camera {training['camera']}, imu {training['imu']}, label "
-            f"{training['label']} (matched by {training['label_matched_by']})"
+            f"training would use: {', '.join(sensors)}, label {training['label']} "
+            f"({training['label_type'].rsplit('/', 1)[-1]}, matched by {training['label_matched_by']})"
+            + ("; a camera-only model" if not training["imu"] and not training["odom"] else "")
         )
+        for topic in training.get("odometry_not_read", []):
+            lines.append(f"  odometry {topic} is not read: --odom-topic {topic} trains on it")
     return "\n".join(lines)

@@ -20,18 +20,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from transforms3d.euler import euler2quat
 
 from .. import topics
+from ..model.labels import COMMAND_TYPES, command_values
 from ..runtime.sensing import (
     SensorError,
     compressed_to_array,
     image_to_array,
     imu_to_array,
+    odometry_to_array,
     seconds_to_stamp,
     stamp_to_seconds,
 )
@@ -85,6 +88,13 @@ def image_msg(stamp: float | tuple[int, int], rgb: np.ndarray, frame_id: str = t
         is_bigendian=0,
         step=w * 3,
         data=np.ascontiguousarray(rgb).reshape(-1),
+    )
+
+
+def compressed_image_msg(stamp: float | tuple[int, int], data: bytes, frame_id: str = topics.CAMERA_FRAME):
+    """A CompressedImage of JPEG bytes, as image_transport's compressed plugin publishes one."""
+    return TYPESTORE.types[COMPRESSED_IMAGE](
+        header=_header(stamp, frame_id), format="rgb8; jpeg compressed bgr8", data=np.frombuffer(data, np.uint8)
     )
 
 
@@ -315,7 +325,6 @@ class BagWriter:
 
 def _rihs01(path: Path, topic: str, msgtype: str, msgdef: str) -> str:
     """The RIHS01 type hash of a type known only from its definition text."""
-    from rosbags.typesys import get_types_from_msg
 
     try:
         store = get_typestore(Stores.EMPTY)
@@ -327,26 +336,53 @@ def _rihs01(path: Path, topic: str, msgtype: str, msgdef: str) -> str:
         ) from None
 
 
+def _typestore(path: Path, connections) -> Any:
+    """The Jazzy type store, with the types of these connections that it lacks (ackermann_msgs, for
+    one) registered from the definitions the bag carries (an MCAP bag keeps each topic's schema)."""
+    missing = [c for c in connections if c.msgtype not in TYPESTORE.types]
+    if not missing:
+        return TYPESTORE
+    store = get_typestore(Stores.ROS2_JAZZY)
+    for c in missing:
+        definition = getattr(getattr(c, "msgdef", None), "data", "") or ""
+        if not definition:
+            raise BagError(
+                f"bag {path}: topic {c.topic} is {c.msgtype}, whose definition the bag does not carry "
+                "(an MCAP bag does; a .db3 bag written without it does not)"
+            )
+        try:
+            store.register(get_types_from_msg(definition, c.msgtype))
+        except Exception as exc:  # noqa: BLE001 - rosbags raises its own errors for bad definitions
+            raise BagError(
+                f"bag {path}: topic {c.topic}: the definition of {c.msgtype} cannot be parsed ({type(exc).__name__}: {exc})"
+            ) from None
+    return store
+
+
 @dataclass(frozen=True)
 class BagEvent:
     stamp: float  # header stamp (s); bag time for an unstamped command
-    kind: str  # "camera", "imu", or "command"
-    data: np.ndarray  # camera RGB float, IMU_FIELDS values, or (linear.x, angular.z)
+    kind: str  # "camera", "imu", "odom", or "command"
+    data: np.ndarray  # camera RGB, IMU_FIELDS values, ODOM_FIELDS values, or a command's two values
+    # (labels.command_values: (linear.x, angular.z) of a Twist, (speed, steering_angle) of an AckermannDrive)
     header_stamp: tuple[int, int] | None = field(default=None, compare=False)  # exact (sec, nanosec)
     log_time_ns: int = field(default=0, compare=False)  # the bag's time stamp (receive time)
+    msgtype: str = field(default="", compare=False)  # a command's type (model.labels maps its values)
 
 
 def read_events(
     path: str | Path,
     camera: str = topics.absolute(topics.CAMERA),
-    imu: str = topics.absolute(topics.IMU),
+    imu: str | None = topics.absolute(topics.IMU),
     command: str | None = topics.absolute(topics.CMD_VEL),
     skipped: dict[str, int] | None = None,
     camera_size: tuple[int, int] = (0, 0),
     max_image_pixels: int | None = None,
     image_dtype: type = np.float32,
+    odom: str | None = None,
 ) -> Iterator[BagEvent]:
-    """The bag's camera, IMU (and command) messages as events, in the order they were logged.
+    """The bag's camera, IMU, odometry (and command) messages as events, in the order they were
+    logged. `imu`, `odom` and `command` None: not read (a camera-only robot has no IMU).
 
     The camera topic may be sensor_msgs/Image or CompressedImage (JPEG or PNG, as image_transport
     records `.../compressed`); a JPEG is decoded at the smallest DCT scale that still covers
@@ -359,9 +395,13 @@ def read_events(
     reason.
     """
     path = Path(path)
-    wanted = {camera: ("camera", (IMAGE, COMPRESSED_IMAGE)), imu: ("imu", (IMU,))}
+    wanted = {camera: ("camera", (IMAGE, COMPRESSED_IMAGE))}
+    if imu:
+        wanted[imu] = ("imu", (IMU,))
+    if odom:
+        wanted[odom] = ("odom", (ODOMETRY,))
     if command:
-        wanted[command] = ("command", (TWIST_STAMPED, TWIST))
+        wanted[command] = ("command", COMMAND_TYPES)
     with _reading(path) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         for topic, (_, types) in wanted.items():
@@ -370,18 +410,21 @@ def read_events(
             if topics[topic] not in types:
                 raise BagError(f"bag {path}: topic {topic} is {topics[topic]}, expected {' or '.join(types)}")
         connections = [c for c in reader.connections if c.topic in wanted]
+        store = _typestore(path, connections)
         for connection, log_time, raw in reader.messages(connections=connections):
             kind = wanted[connection.topic][0]
-            msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+            msg = store.deserialize_cdr(raw, connection.msgtype)
             header = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)) if hasattr(msg, "header") else None
             if kind == "command":
-                twist = msg.twist if header else msg
                 stamp = stamp_to_seconds(msg.header.stamp) if header else log_time * 1e-9
-                yield BagEvent(stamp, kind, np.array([twist.linear.x, twist.angular.z]), header, log_time)
+                values = command_values(msg, connection.msgtype)
+                yield BagEvent(stamp, kind, values, header, log_time, connection.msgtype)
                 continue
             try:
                 if kind == "imu":
                     data = imu_to_array(msg)
+                elif kind == "odom":
+                    data = odometry_to_array(msg)
                 elif connection.msgtype == COMPRESSED_IMAGE:
                     data = compressed_to_array(msg, *camera_size, max_pixels=max_image_pixels, dtype=image_dtype)
                 else:

@@ -1,4 +1,5 @@
-"""`liquid-control replay`: a bag's camera and IMU messages through LiquidController, offline and as
+"""`liquid-control replay`: a bag's sensor messages (those the model reads: camera, and IMU and
+odometry where it reads them, found as train finds them) through LiquidController, offline and as
 fast as the CPU allows, to see what a model would have commanded. No ROS here.
 
 The events take the node's path exactly (same conversion, same controller, same time rules), and
@@ -26,16 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import topics
+from ..model.labels import COMMAND_TYPES, LabelMapping
+from ..model.labels import STAMPED as STAMPED_COMMANDS
 from ..model.modelfile import load_policy
-from ..runtime.controller import LiquidController, Settings
+from ..runtime.controller import SENSORS, LiquidController, Settings
 from ..runtime.parameters import DEFAULTS, read_params, settings_fields
 from .configs import ReplayConfig
+from .info import sensor_topics
 from .io import (
-    COMPRESSED_IMAGE,
-    IMAGE,
-    IMU,
-    TWIST,
-    TWIST_STAMPED,
     BagError,
     BagWriter,
     check_new_bag,
@@ -45,8 +44,6 @@ from .io import (
 )
 from .limits import LimitError, regular_file
 
-CAMERA_TOPIC = topics.absolute(topics.CAMERA)
-IMU_TOPIC = topics.absolute(topics.IMU)
 COMMAND_TOPIC = topics.absolute(topics.CMD_VEL)
 FIELDS = ("linear.x", "angular.z")
 PLOT_POINTS = 1500
@@ -82,14 +79,20 @@ def _nearest(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.where(np.abs(keys[left] - queries) <= np.abs(keys[right] - queries), left, right)
 
 
-def _compare_topic(bag: Path, have: dict, camera: str, imu: str, compare_topic: str | None) -> str | None:
-    """Check the bag's sensor topics; the recorded-command topic to compare with (None: none)."""
-    _check_topic(bag, have, camera, (IMAGE, COMPRESSED_IMAGE))
-    _check_topic(bag, have, imu, (IMU,))
+def _compare_topic(bag: Path, have: dict, compare_topic: str | None, labels: LabelMapping) -> str | None:
+    """The recorded-command topic to compare with (None: none), checked: its commands are mapped
+    to physical units by the labels mapping the model was trained with."""
     if compare_topic is None and COMMAND_TOPIC in have:
         compare_topic = COMMAND_TOPIC
     if compare_topic:
-        _check_topic(bag, have, compare_topic, (TWIST_STAMPED, TWIST))
+        _check_topic(bag, have, compare_topic, COMMAND_TYPES)
+        try:
+            labels.check(have[compare_topic].msgtype)
+        except ValueError as exc:
+            raise BagError(
+                f"bag {bag}: {compare_topic} cannot be compared with the model's commands: {exc} "
+                "(the model was trained on other labels)"
+            ) from None
     return compare_topic
 
 
@@ -101,12 +104,13 @@ class _Run:
     out: BagWriter
     frame_id: str
     stamped_compare: bool
+    labels: LabelMapping = field(default_factory=LabelMapping)  # the recorded commands to physical units
     rows: list = field(default_factory=list)  # (header sec, nanosec, bag time ns, reason, linear, angular)
     recorded: list = field(default_factory=list)  # (key s, key text, linear, angular)
-    latencies: dict = field(default_factory=lambda: {"camera": [], "imu": []})  # ns per controller call
-    last: dict = field(default_factory=lambda: {"camera": None, "imu": None})
-    fed: dict = field(default_factory=lambda: {"camera": 0, "imu": 0})
-    out_of_order: dict = field(default_factory=lambda: {"camera": 0, "imu": 0})
+    latencies: dict = field(default_factory=lambda: {kind: [] for kind in SENSORS})  # ns per controller call
+    last: dict = field(default_factory=lambda: dict.fromkeys(SENSORS))
+    fed: dict = field(default_factory=lambda: dict.fromkeys(SENSORS, 0))
+    out_of_order: dict = field(default_factory=lambda: dict.fromkeys(SENSORS, 0))
     first_ns: int | None = None
     last_ns: int | None = None
 
@@ -120,7 +124,8 @@ class _Run:
                 if self.stamped_compare
                 else _stamp_text(*divmod(event.log_time_ns, 1_000_000_000))
             )
-            self.recorded.append((key, text, float(event.data[0]), float(event.data[1])))
+            linear, angular = self.labels.physical(event.msgtype, event.data)
+            self.recorded.append((key, text, float(linear), float(angular)))
             return
         if self.last[event.kind] is not None and event.stamp <= self.last[event.kind]:
             self.out_of_order[event.kind] += 1
@@ -280,7 +285,7 @@ def replay(config: ReplayConfig) -> dict:
     import torch
 
     c = config
-    bag, output, model, camera, imu = Path(c.bag), Path(c.output), c.model, c.camera_topic, c.imu_topic
+    bag, output, model = Path(c.bag), Path(c.output), c.model
     compare_topic, frame_id, params_file = c.compare_topic, c.frame_id, c.params
     csv_path, plot_path, video_path, activity_path = c.csv, c.plot, c.video, c.activity
 
@@ -293,11 +298,15 @@ def replay(config: ReplayConfig) -> dict:
 
         check_writer()  # before anything is written: it says what to install
     have = summarize(bag).topics
-    compare_topic = _compare_topic(bag, have, camera, imu, compare_topic)
-    stamped_compare = bool(compare_topic) and have[compare_topic].msgtype == TWIST_STAMPED
     settings, params = node_settings(params_file)
     node_frame_id, max_pixels = str(params["frame_id"]), int(params["max_image_pixels"])
     policy, model_config = load_policy(model)
+    # The sensors the model reads, found as train finds them.
+    read = sensor_topics(bag, policy.spec.sensors, c.camera_topic, c.imu_topic, c.odom_topic)
+    camera = read["camera"]
+    labels = LabelMapping.recorded(model_config.provenance.get("labels"))
+    compare_topic = _compare_topic(bag, have, compare_topic, labels)
+    stamped_compare = bool(compare_topic) and have[compare_topic].msgtype in STAMPED_COMMANDS
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the node runs (num_threads: 1), and bitwise repeatable
@@ -317,14 +326,19 @@ def replay(config: ReplayConfig) -> dict:
     try:
         with BagWriter(output) as out:
             run = _Run(
-                LiquidController(policy, model_config, settings), out, frame_id or node_frame_id, stamped_compare
+                LiquidController(policy, model_config, settings),
+                out,
+                frame_id or node_frame_id,
+                stamped_compare,
+                labels,
             )
             # Frames converted as the node converts them: uint8, its size limit, compressed ones
             # decoded at the smallest scale that covers the model's input.
             events = read_events(
                 bag,
                 camera=camera,
-                imu=imu,
+                imu=read.get("imu"),
+                odom=read.get("odom"),
                 command=compare_topic,
                 skipped=skipped,
                 camera_size=(policy.spec.image_width, policy.spec.image_height),
@@ -372,16 +386,17 @@ def replay(config: ReplayConfig) -> dict:
 
 def _run_summary(run: _Run, wall: float) -> dict:
     c = run.controller.counters
-    latency = {"all": run.latencies["camera"] + run.latencies["imu"], **run.latencies}
+    latency = {"all": [ns for values in run.latencies.values() for ns in values], **run.latencies}
     reasons: dict[str, int] = {}
     for row in run.rows:
         reasons[row[3]] = reasons.get(row[3], 0) + 1
-    sensor_events = run.fed["camera"] + run.fed["imu"]
+    sensor_events = sum(run.fed.values())
     bag_seconds = (run.last_ns - run.first_ns) * 1e-9 if run.first_ns is not None else 0.0
     return {
         "sensor_events": sensor_events,
         "camera_frames": run.fed["camera"],
         "imu_samples": run.fed["imu"],
+        "odom_messages": run.fed["odom"],
         "steps": c.steps,
         "commands": len(run.rows),
         "command_reasons": reasons,
@@ -533,16 +548,22 @@ def format_summary(s: dict) -> str:
     lat = s["latency_us"]
     lines = [
         f"replayed {s['bag']} through {s['model']}",
-        f"  {s['sensor_events']} sensor events ({s['camera_frames']} camera, {s['imu_samples']} IMU), "
-        f"{s['steps']} steps, {s['commands']} commands -> {s['output']}",
+        f"  {s['sensor_events']} sensor events ({s['camera_frames']} camera, {s['imu_samples']} IMU"
+        + (f", {s['odom_messages']} odometry" if s["odom_messages"] else "")
+        + f"), {s['steps']} steps, {s['commands']} commands -> {s['output']}",
         f"  step latency p50 {lat['all']['p50']:.0f} us, p99 {lat['all']['p99']:.0f} us (camera p50 "
-        f"{lat['camera']['p50']:.0f} us, IMU p50 {lat['imu']['p50']:.0f} us); "
-        f"{s['events_per_s']:.0f} events/s, {s['realtime_factor']:.1f}x real time",
+        f"{lat['camera']['p50']:.0f} us"
+        + "".join(
+            f", {name} p50 {lat[kind]['p50']:.0f} us"
+            for kind, name in (("imu", "IMU"), ("odom", "odometry"))
+            if s[{"imu": "imu_samples", "odom": "odom_messages"}[kind]]
+        )
+        + f"); {s['events_per_s']:.0f} events/s, {s['realtime_factor']:.1f}x real time",
     ]
     ooo, c = s["out_of_order"], s["controller"]
     if any(ooo.values()) or c["time_jumps"] or c["gap_resets"] or c["late"]:
         lines.append(
-            f"  out-of-order stamps: camera {ooo['camera']}, IMU {ooo['imu']}; controller dropped "
+            f"  out-of-order stamps: camera {ooo['camera']}, IMU {ooo['imu']}, odometry {ooo['odom']}; controller dropped "
             f"{c['stale_dropped']}, held {c['late']} late, {c['time_jumps']} time jumps, "
             f"{c['gap_resets']} gap resets"
         )

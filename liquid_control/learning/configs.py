@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cliargs import TOPIC_HELP, LazyChoices, option
+from ..model.specs import IMU_FIELDS
 from ..paths import DEFAULT_MODEL
 
 ARCHITECTURES = LazyChoices("liquid_control.learning.train", "ARCHITECTURES")
@@ -58,7 +59,56 @@ class TrainConfig:
     )
     camera_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["camera_topic"])
     imu_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["imu_topic"])
+    odom_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["odom_topic"])
+    imu_fields: tuple[str, ...] = option(
+        (),
+        flag="--imu-field",
+        metavar="FIELD",
+        choices=IMU_FIELDS,
+        help="an IMU field the model reads (repeat for several; default: the architecture's, "
+        "angular_velocity.z, linear_acceleration.x and .y): %(choices)s",
+    )
     label_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["label_topic"])
+    # What the labels mean (model/labels.py); recorded in the model file.
+    normalised_labels: bool = option(
+        False,
+        help="the label Twist holds normalised throttle (linear.x) and steering (angular.z) in [-1, 1]: "
+        "give --top-speed and --max-yaw-rate, or --full-lock with --wheelbase",
+        key=True,
+    )
+    wheelbase: float = option(
+        0.0,
+        metavar="M",
+        help="front to rear axle (m): AckermannDrive labels' yaw rate is speed * tan(steering_angle) / wheelbase",
+        key=True,
+    )
+    top_speed: float = option(0.0, metavar="M_S", help="normalised labels: the speed (m/s) at throttle 1", key=True)
+    full_lock: float = option(
+        0.0,
+        metavar="RAD",
+        help="normalised labels of a car: the steering angle (rad) at steering 1; negative when positive steering "
+        "turns right (DonkeyCar)",
+        key=True,
+    )
+    max_yaw_rate: float = option(
+        0.0,
+        metavar="RAD_S",
+        help="normalised labels: the yaw rate (rad/s) at steering 1, instead of --full-lock; negative when "
+        "positive steering turns right",
+        key=True,
+    )
+
+    def labels(self):
+        """The LabelMapping these options declare (ValueError when they cannot work)."""
+        from ..model.labels import LabelMapping
+
+        return LabelMapping(
+            kind="normalised" if self.normalised_labels else "twist",
+            wheelbase=self.wheelbase,
+            top_speed=self.top_speed,
+            full_lock=self.full_lock,
+            max_yaw_rate=self.max_yaw_rate,
+        )
 
 
 CONDITIONS = LazyChoices("liquid_control.sim.conditions", "CONDITIONS")

@@ -1,6 +1,6 @@
-"""Bags to training sequences, exactly as the controller sees them at run time: every camera or
-IMU message is a step, `dt` is the difference of header stamps, the latest frame and IMU sample
-are held between messages, and the label of a step is the latest teacher command stamped at or
+"""Bags to training sequences, exactly as the controller sees them at run time: every message of
+a sensor the model reads (camera, and IMU and odometry where it reads them) is a step, `dt` is the
+difference of header stamps, the latest frame and samples are held between messages, and the label of a step is the latest teacher command stamped at or
 before it. A gap above `max_gap` (or a stamp going back) starts a new episode, as it resets the
 controller's state.
 
@@ -26,8 +26,9 @@ import numpy as np
 
 from .. import progress, topics
 from ..bags.io import read_events, summarize
+from ..model.labels import LabelMapping
 from ..runtime.parameters import DEFAULTS
-from ..runtime.sensing import IMU_FIELDS, model_frame
+from ..runtime.sensing import FIELDS, model_frame
 from . import cache
 
 MIN_STEPS = 10  # an episode shorter than this (with a label) is not trained on
@@ -38,7 +39,7 @@ MAX_IMAGE_PIXELS = DEFAULTS["max_image_pixels"]  # the node's limit, as replay a
 class Episode:
     frames: np.ndarray  # (F, H, W, 3) uint8 at the model's input size (a view of the cache)
     frame_index: np.ndarray  # (T,) the frame held at each step
-    imu: np.ndarray  # (T, k) the IMU fields held at each step
+    fields: np.ndarray  # (T, k) the IMU fields, then the odometry fields, held at each step
     dt: np.ndarray  # (T,) s since the previous step (the first: the median dt)
     target: np.ndarray  # (T, 2) teacher (linear.x, angular.z) at each step
 
@@ -52,39 +53,57 @@ def episodes_from_bag(
     height: int,
     imu_fields: tuple[str, ...],
     camera: str = topics.absolute(topics.CAMERA),
-    imu: str = topics.absolute(topics.IMU),
+    imu: str | None = topics.absolute(topics.IMU),
     label: str = topics.absolute(topics.TEACHER),
     max_gap: float = 0.5,
     cache_dir: str | Path | None = None,
     log=print,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     skipped: dict[str, int] | None = None,
+    odom_fields: tuple[str, ...] = (),
+    odom: str | None = None,
+    labels: LabelMapping | None = None,
 ) -> list[Episode]:
-    """The bag's episodes, from its cache entry (built on first use). Frames of more than
-    `max_image_pixels` are skipped (never decoded); `skipped` counts what was skipped, per topic
-    and reason. ValueError (one line) when nothing is left to train on."""
+    """The bag's episodes, from its cache entry (built on first use). The IMU's fields are read
+    from `imu`, the odometry's from `odom`; a sensor whose fields are empty is not read (its topic
+    may be None: a camera-only robot). Frames of more than `max_image_pixels` are skipped (never
+    decoded); `skipped` counts what was skipped, per topic and reason. The label topic's commands
+    become (linear.x, angular.z) by `labels` (model/labels.py: Twist as it is, AckermannDrive by the
+    bicycle model, normalised steering and throttle by their declared scale). ValueError (one line)
+    when nothing is left to train on."""
     path = Path(path)
+    labels = labels or LabelMapping()
+    fields = {"imu": tuple(imu_fields), "odom": tuple(odom_fields)}
+    sensors = {kind: topic for kind, topic in (("imu", imu), ("odom", odom)) if fields[kind]}
+    for kind, topic in sensors.items():
+        if topic is None:
+            raise ValueError(f"the model reads {kind} fields {list(fields[kind])} but no {kind} topic was given")
+    fields = {kind: fields[kind] for kind in sensors}
     inputs = {
         "width": width,
         "height": height,
-        "imu_fields": list(imu_fields),
         "camera": camera,
-        "imu": imu,
         "label": label,
         "max_gap": max_gap,
         "max_image_pixels": max_image_pixels,
+        "labels": labels.record(),
+        "sensors": {kind: [topic, list(fields[kind])] for kind, topic in sensors.items()},
     }
+    k = sum(map(len, fields.values()))
     entry = cache.cached(
         path,
         inputs,
         (height, width, 3),
-        lambda sink: _build(path, sink, width, height, imu_fields, camera, imu, label, max_gap, max_image_pixels),
+        lambda sink: _build(
+            path, sink, width, height, fields, camera, sensors, label, max_gap, max_image_pixels, labels
+        ),
         root=cache_dir,
         log=log,
-        check=lambda meta, arrays, frames: _check_entry(meta, arrays, frames, len(imu_fields)),
+        check=lambda meta, arrays, frames: _check_entry(meta, arrays, frames, k),
     )
+    names = {"camera": camera, **sensors}
     dropped = {
-        f"{camera if why.startswith('camera:') else imu} ({why.split(': ', 1)[-1]})": n
+        f"{names.get(why.split(':', 1)[0], why.split(':', 1)[0])} ({why.split(': ', 1)[-1]})": n
         for why, n in sorted(entry.meta["skipped"].items())
     }
     if skipped is not None:
@@ -102,7 +121,7 @@ def episodes_from_bag(
             Episode(
                 frames=frames[f0:f1],
                 frame_index=a["frame_index"][s0:s1],
-                imu=a["imu"][s0:s1],
+                fields=a["fields"][s0:s1],
                 dt=a["dt"][s0:s1],
                 target=a["target"][s0:s1],
             )
@@ -126,7 +145,7 @@ def _check_entry(meta: dict, a: dict[str, np.ndarray], frames: int, k: int) -> s
         return "it has no episode and no problem said"
     want = {
         "frame_index": (np.int64, (steps,)),
-        "imu": (np.float32, (steps, k)),
+        "fields": (np.float32, (steps, k)),
         "dt": (np.float32, (steps,)),
         "target": (np.float32, (steps, 2)),
         "episode_frames": (np.int64, (episodes, 2)),
@@ -137,7 +156,7 @@ def _check_entry(meta: dict, a: dict[str, np.ndarray], frames: int, k: int) -> s
     for name, (dtype, shape) in want.items():
         if a[name].dtype != dtype or a[name].shape != shape:
             return f"{name} is {a[name].shape} {a[name].dtype}, not {shape} {np.dtype(dtype)}"
-    for name in ("imu", "dt", "target"):
+    for name in ("fields", "dt", "target"):
         if not np.isfinite(a[name]).all():
             return f"{name} holds values that are not finite"
     end = 0
@@ -165,9 +184,9 @@ class _Builder:
         self.first_frame = first_frame  # the sink index of this episode's first frame
         self.frames = 0
         self.frame_index = array("q")  # per step, into this episode's frames
-        self.imus = array("f")
+        self.values = array("f")  # per step, the held fields
         self.stamps = array("d")
-        self.imu: np.ndarray | None = None
+        self.held: dict[str, np.ndarray] = {}  # the latest sample of each sensor beside the camera
 
     @property
     def steps(self) -> int:
@@ -179,20 +198,21 @@ def _build(
     sink: cache.FrameSink,
     width: int,
     height: int,
-    imu_fields: tuple[str, ...],
+    fields: dict[str, tuple[str, ...]],
     camera: str,
-    imu: str,
+    sensors: dict[str, str],
     label: str,
     max_gap: float,
     max_image_pixels: int,
+    labels: LabelMapping,
 ) -> tuple[dict, dict]:
-    columns = [IMU_FIELDS.index(f) for f in imu_fields]
+    columns = {kind: [FIELDS[kind].index(f) for f in fields[kind]] for kind in sensors}
     episodes: list[_Builder] = []
     cmd_t, cmd_v = array("d"), array("f")
     state = _Builder(0)
     last_stamp = None
     counts = summarize(path).topics
-    total = sum(counts[t].count for t in (camera, imu, label) if t in counts)
+    total = sum(counts[t].count for t in (camera, *sensors.values(), label) if t in counts)
     skipped: dict[str, int] = {}
     # Frames decoded as the node decodes them: within its size limit (a frame over it refused from
     # its header, counted in `skipped`), a compressed camera at the smallest scale that covers the
@@ -200,7 +220,8 @@ def _build(
     events = read_events(
         path,
         camera=camera,
-        imu=imu,
+        imu=sensors.get("imu"),
+        odom=sensors.get("odom"),
         command=label,
         camera_size=(width, height),
         skipped=skipped,
@@ -211,7 +232,7 @@ def _build(
         for event in bar:
             if event.kind == "command":
                 cmd_t.append(event.stamp)
-                cmd_v.extend(event.data)
+                cmd_v.extend(labels.physical(event.msgtype, event.data))
                 continue
             if last_stamp is not None and (event.stamp - last_stamp > max_gap or last_stamp - event.stamp > max_gap):
                 episodes.append(state)
@@ -221,16 +242,17 @@ def _build(
                 sink.append(model_frame(event.data, width, height))
                 state.frames += 1
             else:
-                state.imu = event.data[columns]
-            if not state.frames or state.imu is None:
-                continue  # steps start once both sensors have spoken
+                state.held[event.kind] = event.data[columns[event.kind]]
+            if not state.frames or len(state.held) < len(sensors):
+                continue  # steps start once every sensor read has spoken
             if state.steps and event.stamp <= state.stamps[-1]:
                 # A frame stamped before the last step: held from the next step on, no step of its
                 # own (as the controller); the steps already taken keep the frame they saw.
                 continue
             state.stamps.append(event.stamp)
             state.frame_index.append(state.frames - 1)
-            state.imus.extend(state.imu)
+            for kind in sensors:  # in input order: the IMU's fields, then the odometry's
+                state.values.extend(state.held[kind])
     episodes.append(state)
     if not cmd_t:
         raise ValueError(f"bag {path}: no commands on the label topic {label}")
@@ -238,10 +260,10 @@ def _build(
         episodes,
         np.frombuffer(cmd_t, np.float64),
         np.frombuffer(cmd_v, np.float32).reshape(-1, 2),
-        len(columns),
+        sum(map(len, columns.values())),
         path,
         camera,
-        imu,
+        sensors,
         label,
         skipped,
     )
@@ -254,7 +276,7 @@ def _label(
     k: int,
     path: Path,
     camera: str,
-    imu: str,
+    sensors: dict[str, str],
     label: str,
     skipped: dict,
 ) -> tuple[dict, dict]:
@@ -262,7 +284,7 @@ def _label(
     them dropped; the step arrays of the kept episodes, concatenated."""
     order = np.argsort(cmd_t, kind="stable")
     cmd_t, cmd_v = cmd_t[order], cmd_v[order]
-    parts: dict[str, list] = {"frame_index": [], "imu": [], "dt": [], "target": []}
+    parts: dict[str, list] = {"frame_index": [], "fields": [], "dt": [], "target": []}
     ep_frames, ep_steps, n = [], [], 0
     for b in episodes:
         if b.steps < MIN_STEPS:
@@ -280,20 +302,22 @@ def _label(
         ep_steps.append((n, n + int(keep.sum())))
         n += int(keep.sum())
         parts["frame_index"].append(index - first)
-        parts["imu"].append(np.frombuffer(b.imus, np.float32).reshape(-1, k)[keep])
+        parts["fields"].append(np.frombuffer(b.values, np.float32).reshape(b.steps, k)[keep])
         parts["dt"].append(dt[keep].astype(np.float32))
         parts["target"].append(cmd_v[which[keep]])
     meta = {"episodes": len(ep_steps), "steps": n, "skipped": skipped}
     if not ep_steps:
         steps = sum(b.steps for b in episodes)
         meta["problem"] = (
-            f"bag {path}: nothing to train on: {steps} steps of camera {camera} and IMU {imu}, but "
+            f"bag {path}: nothing to train on: {steps} steps of camera {camera}"
+            + "".join(f" and {kind} {topic}" for kind, topic in sensors.items())
+            + ", but "
             f"no episode of {MIN_STEPS} or more steps with a command on {label} stamped at or before "
             "it (no overlap between the sensors and the label, or episodes too short)"
         )
     empty = {
         "frame_index": np.zeros(0, np.int64),
-        "imu": np.zeros((0, k), np.float32),
+        "fields": np.zeros((0, k), np.float32),
         "dt": np.zeros(0, np.float32),
         "target": np.zeros((0, 2), np.float32),
     }

@@ -31,6 +31,11 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
     policy, config = load_policy(model)
+    if "odom" in policy.spec.sensors:  # else it would wait for odometry and command zero all along
+        raise ValueError(
+            f"{model} reads wheel odometry, which the simulator's closed loop does not give yet "
+            "(it gives the camera and the IMU): evaluate it on a robot's bag with replay"
+        )
     world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
     run_settings = dataclasses.replace(settings or Settings(), **(c.settings or {}))
     rng = np.random.default_rng(seed)

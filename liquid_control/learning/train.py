@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,11 @@ from safetensors.torch import save_file
 
 from .. import progress
 from ..bags.info import find_bags, pick_topics
+from ..bags.io import BagError
 from ..cliargs import provenance as cli_provenance
 from ..cliargs import run_key
 from ..draw.plot import write_loss_png
+from ..model.labels import family
 from ..model.modelfile import OutputSpec, save_model
 from ..model.policy import EncoderSpec, LiquidPolicy
 from ..nets import LTC, AutoNCP, CfC, LiquidS4
@@ -173,7 +175,7 @@ def _batch(items, window: int):
         first, last = int(idx.min()), int(idx.max())
         frames.append(episode.frames[first : last + 1])
         index.append(idx - first)
-        imu.append(episode.imu[start:end])
+        imu.append(episode.fields[start:end])
         dt.append(episode.dt[start:end])
         target.append(episode.target[start:end])
     n_frames = max(len(f) for f in frames)
@@ -195,8 +197,9 @@ def _split(episodes: list[Episode], val_fraction: float, rng: np.random.Generato
 
 
 def _new_policy(arch: str, spec: EncoderSpec, train_eps: list[Episode], seed: int) -> LiquidPolicy:
-    """The architecture's policy, its IMU normalisation measured on the training episodes."""
-    imu_all = np.concatenate([e.imu for e in train_eps])
+    """The architecture's policy, the normalisation of its IMU and odometry fields measured on the
+    training episodes."""
+    imu_all = np.concatenate([e.fields for e in train_eps])
     return LiquidPolicy(
         spec,
         ARCHITECTURES[arch](spec.core_inputs, seed),
@@ -417,6 +420,32 @@ def _fit(
     return run
 
 
+# What a model trained on odometry reads of it: the forward speed and the yaw rate (a base's lateral
+# speed is zero but for slip, and a field that never varies only adds its noise).
+ODOM_TRAINED = ("twist.linear.x", "twist.angular.z")
+
+
+def _reads(spec: EncoderSpec, choices: dict, imu_fields: tuple[str, ...] = ()) -> EncoderSpec:
+    """The spec reading the sensors the bags give: without an IMU topic no IMU fields (a
+    camera-only model), else `imu_fields` (default the spec's); with an odometry topic ODOM_TRAINED.
+    Every bag must give the same sensors."""
+    kinds = {bag: tuple(choice.sensors) for bag, choice in choices.items()}
+    if len(set(kinds.values())) > 1:
+        said = "; ".join(f"{bag}: camera{''.join(' + ' + k for k in ks)}" for bag, ks in kinds.items())
+        raise BagError(
+            f"the bags give different sensors ({said}): one model reads the same sensors from every "
+            "bag; name them (--imu-topic none leaves the IMU out of all)"
+        )
+    sensors = next(iter(kinds.values()), ())
+    if imu_fields and "imu" not in sensors:
+        raise BagError(f"--imu-field {' '.join(imu_fields)} was asked for, but the bags give no IMU topic")
+    return replace(
+        spec,
+        imu_fields=(tuple(imu_fields) or spec.imu_fields) if "imu" in sensors else (),
+        odom_fields=(spec.odom_fields or ODOM_TRAINED) if "odom" in sensors else (),
+    )
+
+
 def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.write) -> dict | None:
     """Train as `config` says and write the model file (on rank 0 of a torchrun job); returns its
     report (None on the other ranks). `spec`: the camera encoder (default: the architecture's)."""
@@ -446,10 +475,23 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
     spec = spec or ENCODERS.get(arch) or EncoderSpec()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    choices = {
+        bag: pick_topics(bag, config.camera_topic, config.imu_topic, config.label_topic, config.odom_topic)
+        for bag in bags
+    }
+    spec = _reads(spec, choices, config.imu_fields)
+    labels = config.labels()
+    label_types = {choice.label_type for choice in choices.values()}
+    if len({family(t) for t in label_types}) > 1:
+        raise BagError(
+            f"the bags' label topics are of different kinds ({', '.join(sorted(label_types))}): one model "
+            "learns one kind of command"
+        )
+    for label_type in label_types:
+        labels.check(label_type)
     episodes, topics_used, skipped = [], {}, {}
-    for bag in bags:
-        choice = pick_topics(bag, config.camera_topic, config.imu_topic, config.label_topic)
-        topics_used[str(bag)] = {"camera": choice.camera, "imu": choice.imu, "label": choice.label}
+    for bag, choice in choices.items():
+        topics_used[str(bag)] = {"camera": choice.camera, **choice.sensors, "label": choice.label}
         # Frames over the node's max_image_pixels are skipped and counted, as replay does.
         skipped[str(bag)] = {}
         episodes += episodes_from_bag(
@@ -463,6 +505,9 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
             cache_dir=config.cache_dir,
             log=say,
             skipped=skipped[str(bag)],
+            odom_fields=spec.odom_fields,
+            odom=choice.odom,
+            labels=labels,
         )
     train_eps, val_eps = _split(episodes, config.val_fraction, rng)
     policy = _new_policy(arch, spec, train_eps, seed)
@@ -513,6 +558,7 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
         **cli_provenance(config),
         "bags": [str(b) for b in bags],
         "topics": topics_used,
+        "labels": labels.record(label_types),
         "episodes": {"train": len(episodes) - len(val_eps), "val": len(val_eps)},
         "iterations": run.iteration,
         "best_val_loss": run.best,

@@ -3,7 +3,9 @@ for ONNX Runtime (and TensorRT from ONNX) on boards where torch is a burden.
 
 The graph (opset 17):
     inputs   frame  uint8   (1, H, W, 3)  RGB at the model's input size, as sensing.model_frame makes it
-             imu    float64 (k,)          the model's raw IMU fields (config sensors.imu_fields)
+             imu    float64 (k,)          the model's raw IMU fields, then its odometry fields
+                                          (config sensors.imu_fields, odom_fields; k = 0 for a
+                                          camera-only model; named for the IMU, the only one once)
              dt     float64 (1,)          seconds the network steps (the controller passes dt / tau_scale)
              state  float64 (n,)          the liquid state (zeros to start)
     outputs  command          float64 (outputs,)  the raw command, before output scale and limits
@@ -98,7 +100,7 @@ def export_onnx(model: str | Path, output: str | Path) -> dict:
     spec = policy.spec
     example = (
         example_frame(spec),
-        torch.zeros(len(spec.imu_fields), dtype=torch.float64),
+        torch.zeros(len(spec.held_fields), dtype=torch.float64),
         torch.full((1,), 0.005, dtype=torch.float64),
         torch.as_tensor(run.initial_state(), dtype=torch.float64),
     )
@@ -139,7 +141,7 @@ def export_onnx(model: str | Path, output: str | Path) -> dict:
         "bytes": output.stat().st_size,
         "inputs": {
             "frame": [1, spec.image_height, spec.image_width, 3],
-            "imu": [len(spec.imu_fields)],
+            "imu": [len(spec.held_fields)],
             "dt": [1],
             "state": [int(run.initial_state().size)],
         },

@@ -69,8 +69,21 @@ def format_model_info(report: dict) -> str:
     lines.append(f"sensors    {', '.join(sensors['features'])}")
     if sensors.get("image"):
         lines.append(f"image      {json.dumps(sensors['image'])}")
+    if config.get("encoder") is not None:  # a policy: which sensors it reads (the node subscribes to these)
+        reads = ["camera"] + [kind for kind in ("imu", "odom") if sensors.get(f"{kind}_fields")]
+        lines.append(f"reads      {', '.join(reads)}" + ("  (camera only)" if reads == ["camera"] else ""))
     if sensors.get("imu_fields"):
         lines.append(f"imu        {', '.join(sensors['imu_fields'])}")
+    if sensors.get("odom_fields"):
+        lines.append(f"odometry   {', '.join(sensors['odom_fields'])}")
+    labels = config.get("provenance", {}).get("labels")
+    if labels and (labels.get("kind") != "twist" or labels.get("wheelbase")):
+        declared = ", ".join(
+            f"{k} {labels[k]:g}" for k in ("wheelbase", "top_speed", "full_lock", "max_yaw_rate") if labels.get(k)
+        )
+        lines.append(
+            f"labels     {labels['kind']} {' '.join(labels.get('types', []))}" + (f" ({declared})" if declared else "")
+        )
     for name, unit, (lo, hi) in zip(outputs["fields"], outputs["units"], outputs["limits"], strict=True):
         lines.append(f"output     {name} [{unit}] in [{lo}, {hi}]")
     if config.get("provenance"):

@@ -121,16 +121,8 @@ def check_model_file(model: str | Path) -> ModelConfig:
 def _build(config: ModelConfig) -> StreamingModule | LiquidPolicy:
     model = config.network.build()
     if config.encoder is not None:
-        encoder = {"image_norm": "fixed", **config.encoder}  # files from before image_norm
-        spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
-        n_imu = len(spec.imu_fields)
-        model = LiquidPolicy(
-            spec,
-            model,
-            outputs=len(config.outputs.fields),
-            imu_mean=config.sensors.mean[-n_imu:] if n_imu else (),
-            imu_std=config.sensors.std[-n_imu:] if n_imu else (),
-        )
+        spec, mean, std = EncoderSpec.from_config(config)
+        model = LiquidPolicy(spec, model, outputs=len(config.outputs.fields), imu_mean=mean, imu_std=std)
     return model
 
 

@@ -78,17 +78,20 @@ class LiquidPolicy(nn.Module):
         if core.input_size != spec.core_inputs:
             raise ValueError(
                 f"the core takes {core.input_size} inputs but the encoders give {spec.core_inputs} "
-                f"({spec.camera_features} camera features + {len(spec.imu_fields)} IMU fields)"
+                f"({spec.camera_features} camera features + {len(spec.imu_fields)} IMU fields + "
+                f"{len(spec.odom_fields)} odometry fields)"
             )
         self.spec = spec
         self.camera = CameraEncoder(spec)
         self.core = core
         self.readout = nn.Linear(core.state_size, outputs)
-        k = len(spec.imu_fields)
+        # The normalisation of every field beside the camera (IMU, then odometry: spec.held_fields),
+        # named imu_* since model files began with the IMU alone.
+        k = len(spec.held_fields)
         imu_mean = (0.0,) * k if imu_mean is None else tuple(imu_mean)
         imu_std = (1.0,) * k if imu_std is None else tuple(imu_std)
         if len(imu_mean) != k or len(imu_std) != k or min(imu_std, default=1.0) <= 0:
-            raise ValueError(f"imu_mean and imu_std need {k} entries (std > 0), one per IMU field")
+            raise ValueError(f"imu_mean and imu_std need {k} entries (std > 0), one per IMU and odometry field")
         # Buffers: the normalisation is saved with the weights, so it can never be lost.
         self.register_buffer("imu_mean", torch.tensor(imu_mean, dtype=torch.float32))
         self.register_buffer("imu_std", torch.tensor(imu_std, dtype=torch.float32))
@@ -104,7 +107,7 @@ class LiquidPolicy(nn.Module):
 
         frames (B, F, H, W, 3): the camera frames of each sequence (uint8 from sensing.model_frame,
         or float in [0, 1]); frame_index (B, T) long: the frame held at each event; imu (B, T, k)
-        raw IMU fields held at each event; timespans (B, T) seconds since the previous event.
+        the raw IMU and odometry fields (spec.held_fields) held at each event; timespans (B, T) seconds since the previous event.
         Returns (B, T, outputs).
         """
         b, f = frames.shape[:2]
@@ -118,11 +121,12 @@ class LiquidPolicy(nn.Module):
         """The SensorSpec of this policy's inputs (for its model file)."""
         n_cam = self.spec.camera_features
         return SensorSpec(
-            features=tuple(f"camera_{i}" for i in range(n_cam)) + self.spec.imu_fields,
+            features=tuple(f"camera_{i}" for i in range(n_cam)) + self.spec.held_fields,
             mean=(0.0,) * n_cam + tuple(float(v) for v in self.imu_mean),
             std=(1.0,) * n_cam + tuple(float(v) for v in self.imu_std),
             image={"width": self.spec.image_width, "height": self.spec.image_height, "encoding": image_encoding},
             imu_fields=self.spec.imu_fields,
+            odom_fields=self.spec.odom_fields,
         )
 
     def streamer(self, encoder: str = "auto") -> PolicyStep:

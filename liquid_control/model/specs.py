@@ -18,6 +18,27 @@ from ..nets.registry import CELLS, net_type  # noqa: F401 - CELLS: the network t
 if TYPE_CHECKING:  # the networks (torch) only when one is built: the ONNX backend reads configs without torch
     from ..nets.base import StreamingModule
 
+# The values a model may read of each sensor beside its camera, in the order of the arrays
+# sensing.imu_to_array and odometry_to_array make of a message.
+IMU_FIELDS = (
+    "angular_velocity.x",
+    "angular_velocity.y",
+    "angular_velocity.z",
+    "linear_acceleration.x",
+    "linear_acceleration.y",
+    "linear_acceleration.z",
+    "orientation.roll",
+    "orientation.pitch",
+    "orientation.yaw",
+)
+
+# nav_msgs/Odometry's twist: the measured velocity of the base in its own frame (child_frame_id,
+# REP 105), what every ROS base's odometry publishes (m/s, rad/s).
+ODOM_FIELDS = ("twist.linear.x", "twist.linear.y", "twist.angular.z")
+
+# The model's inputs take them in this order of sensors.
+FIELDS = {"imu": IMU_FIELDS, "odom": ODOM_FIELDS}
+
 FORMAT_VERSION = 1
 METADATA_KEY = "liquid_control"
 
@@ -189,10 +210,12 @@ class SensorSpec:
     std: tuple[float, ...]
     image: dict[str, Any] | None = None
     imu_fields: tuple[str, ...] = ()
+    odom_fields: tuple[str, ...] = ()  # files from before odometry inputs have none
 
     def __post_init__(self) -> None:
         _strings(self.features, "sensors.features")
         _strings(self.imu_fields, "sensors.imu_fields")
+        _strings(self.odom_fields, "sensors.odom_fields")
         _numbers(self.mean, "sensors.mean")
         _numbers(self.std, "sensors.std")
         n = len(self.features)
@@ -267,7 +290,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Camera encoder shape and which IMU fields feed the core (names from sensing.IMU_FIELDS)."""
+    """Camera encoder shape, and which other sensors' fields feed the core: IMU fields (names from
+    sensing.IMU_FIELDS) and odometry fields (sensing.ODOM_FIELDS). The camera is always read; a
+    model with neither is camera-only. The core's inputs are the camera features, then the IMU
+    fields, then the odometry fields."""
 
     image_width: int = 64
     image_height: int = 48
@@ -280,11 +306,43 @@ class EncoderSpec:
     # contrast, as under other lighting); "fixed": by image_mean/image_std (the only form before
     # image_norm existed; model files without the key load as "fixed").
     image_norm: str = "frame"
+    odom_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_norm not in ("fixed", "frame"):
             raise ValueError(f"image_norm must be 'fixed' or 'frame', got {self.image_norm!r}")
+        for kind, fields in self.fields.items():
+            unknown = [f for f in fields if f not in FIELDS[kind]]
+            if unknown or len(set(fields)) != len(fields):
+                raise ValueError(
+                    f"{kind}_fields {list(fields)}: each once, from {list(FIELDS[kind])}"
+                    + (f" ({unknown} unknown)" if unknown else "")
+                )
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> tuple[EncoderSpec, tuple[float, ...], tuple[float, ...]]:
+        """The spec a model file's config holds (config.encoder; files from before image_norm are
+        "fixed"), and the mean and std of its held fields (the last of config.sensors')."""
+        data = {"image_norm": "fixed", **(config.encoder or {})}
+        spec = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        n = len(spec.held_fields)
+        return spec, tuple(config.sensors.mean[-n:]) if n else (), tuple(config.sensors.std[-n:]) if n else ()
+
+    @property
+    def fields(self) -> dict[str, tuple[str, ...]]:
+        """The fields read of each sensor beside the camera, in input order ("imu", "odom")."""
+        return {"imu": tuple(self.imu_fields), "odom": tuple(self.odom_fields)}
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        """The sensors this model reads: "camera", then "imu" and "odom" where it reads fields of them."""
+        return ("camera",) + tuple(kind for kind, fields in self.fields.items() if fields)
+
+    @property
+    def held_fields(self) -> tuple[str, ...]:
+        """Every field beside the camera's features, in the core's input order."""
+        return tuple(self.imu_fields) + tuple(self.odom_fields)
 
     @property
     def core_inputs(self) -> int:
-        return self.camera_features + len(self.imu_fields)
+        return self.camera_features + len(self.held_fields)

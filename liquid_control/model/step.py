@@ -1,6 +1,6 @@
 """A policy's running form without torch: held inputs, the fused core, the readout, and the
-compiled pieces around them (staging an IMU sample into the network's normalised inputs, the linear
-readout with its finite check). The torch policy (policy.PolicyStep) and the ONNX Runtime backend
+compiled pieces around them (staging an IMU or odometry sample into the network's normalised
+inputs, the linear readout with its finite check). The torch policy (policy.PolicyStep) and the ONNX Runtime backend
 (onnx_policy.OnnxStep) differ only in their camera encoder (`encode_frame`); both take the frame as
 sensing.model_frame makes it, the conversion training uses too."""
 
@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from ..runtime.sensing import IMU_FIELDS, model_frame
-from .specs import EncoderSpec
+from ..runtime.sensing import model_frame
+from .specs import FIELDS, EncoderSpec
 
 if TYPE_CHECKING:
     from ..nets.stream import FusedStep
 
 
 @numba.njit(cache=True)
-def _stage_imu(values, index, mean, std, out):  # pragma: no cover - compiled
+def _stage(values, index, mean, std, out):  # pragma: no cover - compiled
     for k in range(index.size):
         if not np.isfinite(values[index[k]]):
             return False
@@ -46,8 +46,8 @@ def _readout(w, b, state, n, out):  # pragma: no cover - compiled
 
 
 class RunningStep:
-    """A policy in its running form, batch 1: the core as a fused kernel, the readout and the IMU
-    normalisation as arrays, the inputs held in place. Subclasses give `encode_frame` (ONNX Runtime
+    """A policy in its running form, batch 1: the core as a fused kernel, the readout and the
+    normalisation of the IMU's and the odometry's fields as arrays, the inputs held in place. Subclasses give `encode_frame` (ONNX Runtime
     or torch's frozen encoder in policy.PolicyStep, ONNX Runtime in onnx_policy.OnnxStep)."""
 
     def __init__(
@@ -70,8 +70,19 @@ class RunningStep:
         self.inputs = np.zeros(spec.core_inputs, dtype=np.float64)
         self.state_size = state_size
         self.command = np.zeros(self.readout_b.size, dtype=np.float64)
-        self._imu_index = np.array([IMU_FIELDS.index(f) for f in spec.imu_fields], dtype=np.intp)
-        self._imu_staged = np.zeros(len(spec.imu_fields), dtype=np.float64)
+        self.sensors = spec.sensors
+        # Per sensor beside the camera: which values of its array it reads, where they go in the
+        # inputs, their normalisation and a staging buffer.
+        self._staging: dict[str, tuple[np.ndarray, slice, np.ndarray, np.ndarray, np.ndarray]] = {}
+        start = self.camera_features
+        for kind, fields in spec.fields.items():
+            at = slice(start, start + len(fields))
+            n = start - self.camera_features
+            index = np.array([FIELDS[kind].index(f) for f in fields], dtype=np.intp)
+            mean = np.ascontiguousarray(self.imu_mean[n : n + len(fields)])
+            std = np.ascontiguousarray(self.imu_std[n : n + len(fields)])
+            self._staging[kind] = (index, at, mean, std, np.zeros(len(fields), dtype=np.float64))
+            start = at.stop
 
     def encode_image(self, rgb: np.ndarray) -> np.ndarray:
         """Camera features (float64) of one decoded (h, w, 3) RGB frame of any size: uint8 (the
@@ -113,14 +124,17 @@ class RunningStep:
         """Hold camera features (encode_image's) as the core's camera inputs until the next frame."""
         self.inputs[: self.camera_features] = features
 
-    def stage_imu(self, values: np.ndarray) -> bool:
-        """Normalise the model's fields of one IMU sample (the 9 float64 values of
-        sensing.IMU_FIELDS) into a staging buffer; False, and nothing staged, if any is NaN or Inf."""
-        return _stage_imu(values, self._imu_index, self.imu_mean, self.imu_std, self._imu_staged)
+    def stage(self, sensor: str, values: np.ndarray) -> bool:
+        """Normalise the model's fields of one sample of `sensor` ("imu": the 9 float64 values of
+        sensing.IMU_FIELDS; "odom": the 3 of ODOM_FIELDS) into a staging buffer; False, and nothing
+        staged, if any is NaN or Inf."""
+        index, _, mean, std, staged = self._staging[sensor]
+        return _stage(values, index, mean, std, staged)
 
-    def hold_staged_imu(self) -> None:
-        """Hold the staged IMU sample as the core's IMU inputs until the next one."""
-        self.inputs[self.camera_features :] = self._imu_staged
+    def hold_staged(self, sensor: str) -> None:
+        """Hold the staged sample of `sensor` as the core's inputs of it until the next one."""
+        _, at, _, _, staged = self._staging[sensor]
+        self.inputs[at] = staged
 
     def advance(
         self, state: np.ndarray, dt: float, readout_w: np.ndarray | None = None, readout_b: np.ndarray | None = None
@@ -133,6 +147,7 @@ class RunningStep:
         return self.command if _readout(w, b, state, self.state_size, self.command) else None
 
     def normalize_imu(self, values: np.ndarray) -> np.ndarray:
+        """The held fields (IMU, then odometry: spec.held_fields), raw to the core's inputs."""
         return (values - self.imu_mean) / self.imu_std
 
     def step(
@@ -144,7 +159,7 @@ class RunningStep:
         readout_w: np.ndarray | None = None,
         readout_b: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Hold these camera features and normalised IMU values, advance the state by dt and
+        """Hold these camera features and normalised IMU and odometry values, advance the state by dt and
         return the raw command (before limits), finite or not. An adapted readout may be passed
         in place of the trained one."""
         self.hold_camera(camera)

@@ -1,12 +1,14 @@
 """controller_node: the ROS 2 face of LiquidController.
 
-Camera and IMU in (sensor data QoS), the liquid state stepped on every message by its header stamp,
-velocity commands out; tuned live through parameters, adapted online from teacher commands. All
+The sensors the running model reads in (sensor data QoS): the camera, and the IMU and wheel
+odometry where the model reads them; a camera-only model's node subscribes to the camera alone, and
+the subscriptions follow a model swapped in at runtime. The liquid state stepped on every message
+by its header stamp, velocity commands out; tuned live through parameters, adapted online from teacher commands. All
 decisions live in LiquidController; this node declares the interface, converts messages and
 publishes.
 
 Threads, and why: the safety decisions (the e-stop and the per-sensor watchdog) have a wait loop of
-their own thread (sensor_loop.py), as do camera and IMU (parameter `sensor_thread`); the rest
+their own thread (sensor_loop.py), as does each sensor (parameter `sensor_thread`); the rest
 (parameters, services, teacher, diagnostics) runs on the executor the user spins. A new model is
 read, built and prepared in a loader thread (runtime/loading.py) and swapped in between two steps.
 One lock keeps the controller and the command publisher consistent between these threads, and it
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -49,7 +52,7 @@ from std_srvs.srv import Trigger
 
 from .. import topics
 from ..model.specs import ModelFileError, model_file
-from ..runtime.controller import Command, LiquidController, Settings
+from ..runtime.controller import SENSORS, Command, LiquidController, Settings
 from ..runtime.loading import LoadResult, ModelLoader, SaliencyWorker
 from ..runtime.parameters import BY_NAME, BY_SETTING, settings_fields
 from ..runtime.sensing import (
@@ -57,6 +60,7 @@ from ..runtime.sensing import (
     compressed_to_array,
     image_to_array,
     imu_to_array,
+    odometry_to_array,
     seconds_to_stamp,
     stamp_to_seconds,
 )
@@ -67,6 +71,8 @@ from .sensor_loop import SensorLoop
 THROTTLE_S = 5.0
 WATCHDOG_PERIOD_S = 0.05  # how often the safety thread checks the sensors (and republishes zeros)
 STOP_THREADS_S = 2.0  # what destroy_node gives its threads to end, all together
+UNLOADED_INPUTS = ("camera", "imu")  # subscribed while no model runs (what the shipped model reads)
+SAMPLE_NAMES = {"imu": "IMU message", "odom": "odometry message"}
 
 
 class LiquidControllerNode(LifecycleNode):
@@ -92,6 +98,9 @@ class LiquidControllerNode(LifecycleNode):
         self._reverting = False
         self.last_load_error = ""  # why the last model set at runtime was not loaded
         self._revert = self.create_guard_condition(self._revert_model_path)
+        # After a swap, on the executor: the subscriptions made to follow the new model's sensors.
+        self._resubscribe = self.create_guard_condition(self._sync_inputs)
+        self._inputs_lock = threading.Lock()  # held while the sensor subscriptions change
         self._set_threads(self.get_parameter("num_threads").value)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # What configure makes and cleanup releases.
@@ -100,7 +109,8 @@ class LiquidControllerNode(LifecycleNode):
         self.cmd_pub = self.state_pub = self.diag_pub = None
         self.saliency: SaliencyWorker | None = None
         self.saliency_pub = None
-        self._sensors: list[SensorLoop] = []
+        self._sensors: dict[str, SensorLoop] = {}  # per sensor read, with sensor_thread
+        self._input_subs: dict[str, object] = {}  # per sensor read, on the executor (sensor_thread false)
         self._safety: SensorLoop | None = None
         self._entities: list[tuple[Callable, object]] = []  # (destroy, entity): subscriptions, services, timer
         self._last_publish = -math.inf
@@ -109,7 +119,7 @@ class LiquidControllerNode(LifecycleNode):
         self._cache_output_params({})
         self._health = "waiting"
         self._latencies: list[float] = []
-        self._window = {"camera": 0, "imu": 0}
+        self._window = dict.fromkeys(SENSORS, 0)
         self._window_start = time.monotonic()
         self._rejected = 0
         self._errors = 0
@@ -209,31 +219,6 @@ class LiquidControllerNode(LifecycleNode):
                 f"{topics.SALIENCY} is not available with backend {self._backend}: "
                 "VisualBackProp needs the feature maps of the torch camera encoder"
             )
-        # Camera and IMU each in a wait loop of its own thread: an IMU step never waits behind a
-        # frame's conversion and encoding (those run outside the lock, too).
-        camera = (
-            (CompressedImage, topics.CAMERA_COMPRESSED)
-            if self.get_parameter("camera_transport").value == "compressed"
-            else (Image, topics.CAMERA)
-        )
-        for msg_type, topic, callback in ((*camera, self._on_image), (Imu, topics.IMU, self._on_imu)):
-            if self.get_parameter("sensor_thread").value:
-                loop = SensorLoop(self, self._sensor_failure, name=topic.split("/")[0])
-                loop.subscribe(msg_type, topic, callback, qos_profile_sensor_data)
-                self._sensors.append(loop)
-            else:
-                self._entities.append(
-                    (
-                        self.destroy_subscription,
-                        self.create_subscription(
-                            msg_type,
-                            topic,
-                            callback,
-                            qos_profile_sensor_data,
-                            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
-                        ),
-                    )
-                )
         teacher_type = TwistStamped if self.get_parameter("teacher_stamped").value else Twist
         self._entities.append(
             (
@@ -266,15 +251,62 @@ class LiquidControllerNode(LifecycleNode):
         self._entities.append((self.destroy_timer, self.create_timer(1.0, self._publish_diagnostics)))
         self._configured = True
         self._safety.start()
-        for loop in self._sensors:
-            loop.start()
+        self._sync_inputs()
+
+    def _input(self, kind: str) -> tuple[type, str, Callable]:
+        """The message type, topic and callback of a sensor."""
+        if kind == "camera":
+            if self.get_parameter("camera_transport").value == "compressed":
+                return CompressedImage, topics.CAMERA_COMPRESSED, self._on_image
+            return Image, topics.CAMERA, self._on_image
+        if kind == "imu":
+            return Imu, topics.IMU, self._on_imu
+        return Odometry, topics.ODOM, self._on_odom
+
+    def _sync_inputs(self) -> None:
+        """Subscribe to the sensors the running model reads, and to no other (the camera and IMU
+        while no model runs): at configure, and on the executor after a swap. With sensor_thread,
+        each sensor in a wait loop of its own thread: an IMU step never waits behind a frame's
+        conversion and encoding (those run outside the lock, too)."""
+        with self._inputs_lock:
+            with self._lock:
+                if not self._configured:
+                    return
+                wanted = self.controller.sensors if self.controller is not None else UNLOADED_INPUTS
+            for kind in [k for k in (*self._sensors, *self._input_subs) if k not in wanted]:
+                if kind in self._sensors:
+                    loop = self._sensors.pop(kind)
+                    loop.stop(timeout=STOP_THREADS_S)  # a callback in progress ends first
+                    loop.destroy()
+                else:
+                    self.destroy_subscription(self._input_subs.pop(kind))
+            for kind in wanted:
+                if kind in self._sensors or kind in self._input_subs:
+                    continue
+                msg_type, topic, callback = self._input(kind)
+                if self.get_parameter("sensor_thread").value:
+                    loop = SensorLoop(self, self._sensor_failure, name=topic.split("/")[0])
+                    loop.subscribe(msg_type, topic, callback, qos_profile_sensor_data)
+                    self._sensors[kind] = loop
+                    loop.start()
+                else:
+                    self._input_subs[kind] = self.create_subscription(
+                        msg_type,
+                        topic,
+                        callback,
+                        qos_profile_sensor_data,
+                        event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+                    )
 
     def _release(self, timeout: float = STOP_THREADS_S) -> None:
         """Stop the node's threads (within `timeout` all together: one that does not end in time is
         named in the log and left to end with the process) and destroy what configure made."""
         deadline = time.monotonic() + timeout
         self._loader.cancel()  # a build in progress is dropped, never installed
-        loops = [loop for loop in (self._safety, *self._sensors) if loop is not None]
+        with self._inputs_lock:
+            sensors, self._sensors = list(self._sensors.values()), {}
+            subscriptions, self._input_subs = list(self._input_subs.values()), {}
+        loops = [loop for loop in (self._safety, *sensors) if loop is not None]
         for loop in loops:
             loop.stop(wait=False)  # no callback may run on a node being released
         for loop in loops:
@@ -288,6 +320,8 @@ class LiquidControllerNode(LifecycleNode):
             self.saliency.stop(max(deadline - time.monotonic(), 0.0))
         for loop in loops:
             loop.destroy()
+        for subscription in subscriptions:
+            self.destroy_subscription(subscription)
         for destroy, entity in self._entities:
             destroy(entity)
         with self._lock:
@@ -300,7 +334,7 @@ class LiquidControllerNode(LifecycleNode):
                 if publisher is not None:
                     self.destroy_publisher(publisher)
             self.cmd_pub = self.state_pub = self.diag_pub = self.saliency_pub = None
-            self.saliency, self._safety, self._sensors, self._entities = None, None, [], []
+            self.saliency, self._safety, self._entities = None, None, []
             self.controller, self.running_model, self.model_error = None, "", "not configured"
             self._active = self._configured = False
 
@@ -388,6 +422,7 @@ class LiquidControllerNode(LifecycleNode):
                 self.running_model, self.model_error = result.path, ""
         if result.ok:
             self.get_logger().info(f"model {result.path} running")
+            self._resubscribe.trigger()  # to the sensors it reads, on the executor
         else:
             self.last_load_error = f"model not loaded, the old one runs on: {result.error}"
             self.get_logger().error(self.last_load_error)
@@ -526,29 +561,38 @@ class LiquidControllerNode(LifecycleNode):
         return image_to_array(msg, self._max_image_pixels, dtype=np.uint8)  # the size before any conversion
 
     def _on_imu(self, msg: Imu) -> None:
+        self._on_sample("imu", msg, imu_to_array)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        self._on_sample("odom", msg, odometry_to_array)
+
+    def _on_sample(self, kind: str, msg, to_array: Callable) -> None:
+        """An IMU or odometry message: its values to the controller, which steps on them."""
         if not self._active:
             return
         received = time.monotonic()
+        name = SAMPLE_NAMES[kind]
         try:
-            values = imu_to_array(msg)
+            values = to_array(msg)
         except SensorError as exc:
             with self._lock:
-                self._window["imu"] += 1
-                self._reject(f"IMU message rejected: {exc}")
+                self._window[kind] += 1
+                self._reject(f"{name} rejected: {exc}")
                 if self.controller is not None:
-                    self.controller.note_refused("imu", received, f"messages rejected ({exc})")
+                    self.controller.note_refused(kind, received, f"messages rejected ({exc})")
             return
         with self._lock:
-            self._window["imu"] += 1
+            self._window[kind] += 1
             if self.controller is None:
                 return
             rejected = self.controller.counters.rejected
-            before = rejected.get("imu_not_finite", 0)
+            before = rejected.get(f"{kind}_not_finite", 0)
             self._handle(
-                msg.header.stamp, lambda: self.controller.on_imu(stamp_to_seconds(msg.header.stamp), values, received)
+                msg.header.stamp,
+                lambda: self.controller.on_sensor(kind, stamp_to_seconds(msg.header.stamp), values, received),
             )
-            if rejected.get("imu_not_finite", 0) > before:
-                self._reject("IMU message rejected: NaN or Inf in a field the model reads")
+            if rejected.get(f"{kind}_not_finite", 0) > before:
+                self._reject(f"{name} rejected: NaN or Inf in a field the model reads")
 
     def _sensor_failure(self, exc: BaseException) -> None:
         """A sensor or safety callback raised (a defect, not bad input): command zero, log it, go on."""
@@ -680,12 +724,12 @@ class LiquidControllerNode(LifecycleNode):
         with self._lock:
             if not self._configured:
                 return  # a tick already queued when cleanup destroyed the timer
-            sensors_stopped = any(not loop.running for loop in (self._safety, *self._sensors))
+            sensors_stopped = any(not loop.running for loop in (self._safety, *tuple(self._sensors.values())))
             diag_pub = self.diag_pub
             now = time.monotonic()
             elapsed = max(now - self._window_start, 1e-6)
             rates = {k: v / elapsed for k, v in self._window.items()}
-            self._window = {"camera": 0, "imu": 0}
+            self._window = dict.fromkeys(SENSORS, 0)
             self._window_start = now
             controller = self.controller
             latencies = np.array(self._latencies) * 1e6 if self._latencies else np.zeros(1)
@@ -714,6 +758,8 @@ class LiquidControllerNode(LifecycleNode):
         values = {
             "camera_rate_hz": f"{rates['camera']:.1f}",
             "imu_rate_hz": f"{rates['imu']:.1f}",
+            "odom_rate_hz": f"{rates['odom']:.1f}",
+            "inputs": ", ".join(controller.sensors) if controller is not None else "",
             "step_latency_p50_us": f"{np.percentile(latencies, 50):.1f}",
             "step_latency_p99_us": f"{np.percentile(latencies, 99):.1f}",
             "rejected_messages": str(self._rejected),

@@ -12,13 +12,18 @@ Time rules, per event of sensor S with stamp t:
   exposure that arrives after later IMU samples): the hold is updated, no step.
 - t - last step > max_dt: the state is reset (a gap the network cannot bridge), zero command.
 
+The sensors are the ones the running model reads (its spec's `sensors`): always the camera, and the
+IMU and wheel odometry where the model takes fields of them. Events of a sensor the model does not
+read are ignored (counted as `unread`), and the watchdog does not wait for it.
+
 Safety rules (all decided here; the node forwards events and publishes what comes back):
-- Watchdog per sensor: a sensor whose last *accepted* message was received more than its timeout
-  ago (`camera_timeout`, `imu_timeout`, each `sensor_timeout` when 0) stops the robot: every
-  command is zero ("timeout") until it speaks again, also while the other sensor flows. Messages
-  that arrive but are not accepted (frozen or backward stamps, NaN) do not count as alive.
-  "Received" is the caller's clock (the node's steady clock; the stamp itself in replay and sim).
-- Before every sensor has spoken, commands are zero ("waiting").
+- Watchdog per sensor the model reads: one whose last *accepted* message was received more than
+  its timeout ago (`camera_timeout`, `imu_timeout`, `odom_timeout`, each `sensor_timeout` when 0)
+  stops the robot: every command is zero ("timeout") until it speaks again, also while the others
+  flow. Messages that arrive but are not accepted (frozen or backward stamps, NaN) do not count as
+  alive. "Received" is the caller's clock (the node's steady clock; the stamp itself in replay and
+  sim).
+- Before every sensor the model reads has spoken, commands are zero ("waiting").
 - E-stop: zero commands while engaged, and no adaptation from teacher commands.
 """
 
@@ -35,7 +40,7 @@ import numpy as np
 from ..model.specs import ModelConfig
 from .adaptation import ReadoutRLS
 from .parameters import check_settings, setting_default
-from .sensing import IMU_FIELDS
+from .sensing import FIELDS
 
 if TYPE_CHECKING:  # a policy is any object with this interface: the torch one, or the ONNX backend's
     from ..model.policy import LiquidPolicy, PolicyStep
@@ -56,6 +61,7 @@ class Settings:
     sensor_timeout: float = setting_default("sensor_timeout")
     camera_timeout: float = setting_default("camera_timeout")
     imu_timeout: float = setting_default("imu_timeout")
+    odom_timeout: float = setting_default("odom_timeout")
     max_dt: float = setting_default("max_dt")
     tau_scale: float = setting_default("tau_scale")
     adaptation_enabled: bool = setting_default("adaptation_enabled")
@@ -67,8 +73,8 @@ class Settings:
         check_settings(dataclasses.asdict(self))
 
     def timeout(self, sensor: str) -> float:
-        """Seconds without an accepted message of `sensor` ("camera", "imu") before a safe stop."""
-        own = self.camera_timeout if sensor == "camera" else self.imu_timeout
+        """Seconds without an accepted message of `sensor` (SENSORS) before a safe stop."""
+        own = {"camera": self.camera_timeout, "imu": self.imu_timeout, "odom": self.odom_timeout}[sensor]
         return own if own > 0.0 else self.sensor_timeout
 
 
@@ -80,13 +86,13 @@ class Command:
     reason: str  # "policy", or why the command is zero: waiting, timeout, e_stop, gap_reset, nan_reset, error
 
 
-SENSORS = ("camera", "imu")
+SENSORS = ("camera", "imu", "odom")  # a model reads the camera and any of the others (spec.sensors)
 
 
 @dataclass(frozen=True)
 class Health:
     """What the controller can say about its inputs at a moment: `level` "ok", "waiting" (not
-    every sensor has spoken yet) or "error" (a sensor timed out), and a message naming the sensor
+    every sensor the model reads has spoken yet) or "error" (a sensor timed out), and a message naming the sensor
     and why."""
 
     level: str
@@ -112,6 +118,8 @@ class Counters:
     steps: int = 0
     camera: int = 0
     imu: int = 0
+    odom: int = 0
+    unread: int = 0  # events of a sensor the running model does not read (ignored)
     late: int = 0
     waiting: int = 0  # accepted before every sensor had spoken (no step)
     stale_dropped: int = 0
@@ -199,9 +207,10 @@ class LiquidController:
         unknown = set(fields) - set(COMMAND_FIELDS)
         if unknown:
             raise ValueError(f"the model commands {sorted(unknown)}; this controller drives {COMMAND_FIELDS}")
-        missing = set(policy.spec.imu_fields) - set(IMU_FIELDS)
-        if missing:
-            raise ValueError(f"the model reads IMU fields {sorted(missing)} that an Imu message does not have")
+        for kind, names in policy.spec.fields.items():
+            missing = set(names) - set(FIELDS[kind])
+            if missing:
+                raise ValueError(f"the model reads {kind} fields {sorted(missing)} that its message does not have")
         try:
             run = policy.streamer()
             run.check()
@@ -214,6 +223,7 @@ class LiquidController:
         self.policy = policy
         self.config = config
         self.run: PolicyStep = prepared.run
+        self.sensors: tuple[str, ...] = prepared.run.sensors  # what this model reads
         self._fields = fields
         self._scale = np.array(config.outputs.scale if config and config.outputs.scale else [1.0] * len(fields))
         # Where linear.x and angular.z are in the policy's output (-1: not an output, always 0).
@@ -240,8 +250,9 @@ class LiquidController:
             # may differ in size and weights).
             if self._frame is not None:
                 self.run.hold_camera(self.run.encode_image(self._frame))
-            if self._imu is not None and self.run.stage_imu(self._imu):
-                self.run.hold_staged_imu()
+            for kind, values in self._held.items():
+                if kind in self.sensors and self.run.stage(kind, values):
+                    self.run.hold_staged(kind)
         else:
             self.reset_state()
 
@@ -265,11 +276,11 @@ class LiquidController:
     def reset_state(self) -> None:
         """Forget the liquid state and the held sensor values; time starts afresh."""
         self.state = self.run.initial_state()
-        # The last frame and IMU sample the network took (PolicyStep holds their inputs); kept to
-        # hold them again through a swapped model's encoders.
+        # The last frame and IMU and odometry samples the network took (PolicyStep holds their
+        # inputs); kept to hold them again through a swapped model's encoders.
         self._frame: np.ndarray | None = None
-        self._imu: np.ndarray | None = None
-        self._last_stamp = {"camera": None, "imu": None}
+        self._held: dict[str, np.ndarray] = {}
+        self._last_stamp = dict.fromkeys(SENSORS)
         self._last_step: float | None = None
 
     def reset_adaptation(self) -> None:
@@ -313,32 +324,44 @@ class LiquidController:
 
     def on_imu(self, stamp: float, values: np.ndarray, received: float | None = None) -> Command | None:
         """An IMU sample as the 9 values of sensing.IMU_FIELDS (`received` as for on_image)."""
-        received = stamp if received is None else received
-        values = np.asarray(values, dtype=np.float64)
-        if not self.run.stage_imu(values):
-            self.counters.reject("imu_not_finite")
-            self.note_refused("imu", received, "NaN or Inf in a field the model reads")
-            return None
-        if not self._accept("imu", stamp, received):
-            return None
-        self.run.hold_staged_imu()
-        self._imu = values.copy()
-        self.counters.imu += 1
-        return self._advance(stamp, received)
+        return self._on_fields("imu", stamp, values, received)
+
+    def on_odom(self, stamp: float, values: np.ndarray, received: float | None = None) -> Command | None:
+        """An odometry message as the 3 values of sensing.ODOM_FIELDS (`received` as for on_image)."""
+        return self._on_fields("odom", stamp, values, received)
 
     def on_sensor(self, kind: str, stamp: float, data: np.ndarray, received: float | None = None) -> Command | None:
-        """One sensor event by kind, "camera" (on_image) or "imu" (on_imu): how bag replay and
-        the simulator feed the controller their event streams."""
+        """One sensor event by kind, "camera" (on_image), "imu" (on_imu) or "odom" (on_odom): how
+        bag replay and the simulator feed the controller their event streams."""
         if kind == "camera":
             return self.on_image(stamp, data, received)
-        if kind == "imu":
-            return self.on_imu(stamp, data, received)
-        raise ValueError(f"unknown sensor event kind {kind!r}; expected 'camera' or 'imu'")
+        if kind in ("imu", "odom"):
+            return self._on_fields(kind, stamp, data, received)
+        raise ValueError(f"unknown sensor event kind {kind!r}; expected one of {SENSORS}")
+
+    def _on_fields(self, kind: str, stamp: float, values: np.ndarray, received: float | None) -> Command | None:
+        if kind not in self.sensors:
+            self.counters.unread += 1
+            return None
+        received = stamp if received is None else received
+        values = np.asarray(values, dtype=np.float64)
+        if not self.run.stage(kind, values):
+            self.counters.reject(f"{kind}_not_finite")
+            self.note_refused(kind, received, "NaN or Inf in a field the model reads")
+            return None
+        if not self._accept(kind, stamp, received):
+            return None
+        self.run.hold_staged(kind)
+        self._held[kind] = values.copy()
+        setattr(self.counters, kind, getattr(self.counters, kind) + 1)
+        return self._advance(stamp, received)
 
     def note_refused(self, sensor: str, received: float, why: str) -> None:
         """A message of `sensor` arrived but could not be used (refused before it reached the
         controller, e.g. a malformed or oversized image): it does not keep the sensor alive, and
-        the watchdog says why."""
+        the watchdog says why. Nothing, for a sensor the model does not read."""
+        if sensor not in self.sensors:
+            return
         self._saw(sensor, received)
         self._refusal[sensor] = why
 
@@ -359,7 +382,7 @@ class LiquidController:
         if self._first_seen is None:
             return Health("waiting", "waiting for sensors: none has spoken yet")
         problems, waiting = [], []
-        for sensor in SENSORS:
+        for sensor in self.sensors:
             timeout = self.settings.timeout(sensor)
             alive, seen = self._alive[sensor], self._seen[sensor]
             if alive is not None and now - alive <= timeout:
@@ -445,16 +468,16 @@ class LiquidController:
         return True
 
     def _timed_out(self, now: float) -> bool:
-        for sensor in SENSORS:
+        for sensor in self.sensors:
             alive = self._alive[sensor]
             if alive is not None and now - alive > self.settings.timeout(sensor):
                 return True
         return False
 
     def _advance(self, stamp: float, received: float) -> Command | None:
-        if self._frame is None or self._imu is None:
+        if self._frame is None or any(kind not in self._held for kind in self.sensors[1:]):
             self.counters.waiting += 1
-            return self._zero(stamp, "waiting")  # not every sensor has spoken yet
+            return self._zero(stamp, "waiting")  # not every sensor the model reads has spoken yet
         if self._last_step is None:
             self.counters.waiting += 1
             self._last_step = stamp

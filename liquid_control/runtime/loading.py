@@ -137,7 +137,9 @@ class SaliencyWorker:
         failed: Callable[[str], None],
     ) -> None:
         self._subscribed, self._publish_picture, self._failed = subscribed, publish, failed
-        self.published = self.computed = 0
+        # Frames taken under the cap; maps computed and published (fewer when maps take longer than
+        # the cap's period: a frame taken while the thread is busy replaces the one waiting).
+        self.offered = self.published = self.computed = 0
         self._last: float | None = None  # the stamp of the last frame taken, s
         self._vbp = None
         self._lock = threading.Lock()  # no publish once stop() has begun
@@ -153,6 +155,7 @@ class SaliencyWorker:
         if not self._subscribed():
             return  # nobody looks: nothing is computed
         self._last = seconds
+        self.offered += 1
         self._worker.request((policy, rgb, stamp, frame_id))
 
     @property

@@ -88,7 +88,7 @@ class OnnxStep(RunningStep):
         # (its core outputs are not used).
         self._session = policy.session
         self._feed = {
-            "imu": np.zeros(len(policy.spec.imu_fields)),
+            "imu": np.zeros(len(policy.spec.held_fields)),
             "dt": np.full(1, 0.005),
             "state": np.zeros(self.core.state_len),
         }
@@ -101,7 +101,7 @@ class OnnxStep(RunningStep):
 
 
 class OnnxPolicy:
-    """An exported policy: its config, encoder spec, readout, IMU normalisation and fused core."""
+    """An exported policy: its config, encoder spec, readout, sensor normalisation and fused core."""
 
     def __init__(
         self, path: Path, session, config: ModelConfig, readout: dict, core: dict, encoder_session=None
@@ -110,11 +110,9 @@ class OnnxPolicy:
         self.session = session  # one per file: ONNX Runtime sessions run concurrently, and building one costs
         self.encoder = encoder_session  # the encoder-only graph's, when the file has one
         self.config = config
-        encoder = {"image_norm": "fixed", **(config.encoder or {})}
-        self.spec = EncoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in encoder.items()})
-        n_imu = len(self.spec.imu_fields)
-        self.imu_mean = np.array(config.sensors.mean[-n_imu:] if n_imu else [], dtype=np.float64)
-        self.imu_std = np.array(config.sensors.std[-n_imu:] if n_imu else [], dtype=np.float64)
+        self.spec, mean, std = EncoderSpec.from_config(config)
+        self.imu_mean = np.array(mean, dtype=np.float64)  # of the IMU's and the odometry's fields
+        self.imu_std = np.array(std, dtype=np.float64)
         self.readout_w = np.array(readout["weight"], dtype=np.float64)
         self.readout_b = np.array(readout["bias"], dtype=np.float64)
         self.outputs = self.readout_b.size

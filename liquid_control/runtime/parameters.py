@@ -130,8 +130,8 @@ PARAMETERS = (
     P(
         "sensor_timeout",
         0.5,
-        "Time without accepted camera or IMU data before zero commands and "
-        "diagnostics ERROR (each sensor's own timeout, when set, replaces it)",
+        "Time without accepted data of a sensor the model reads (camera, IMU, odometry) before zero "
+        "commands and diagnostics ERROR (each sensor's own timeout, when set, replaces it)",
         "s",
         (0.01, 10.0),
         setting="sensor_timeout",
@@ -153,6 +153,15 @@ PARAMETERS = (
         "s",
         (0.0, 10.0),
         setting="imu_timeout",
+    ),
+    P(
+        "odom_timeout",
+        0.0,
+        "Time without an accepted odometry message (for a model that reads odometry) before zero "
+        "commands and diagnostics ERROR naming the odometry; 0 = sensor_timeout",
+        "s",
+        (0.0, 10.0),
+        setting="odom_timeout",
     ),
     P(
         "max_image_pixels",

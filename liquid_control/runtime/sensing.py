@@ -1,5 +1,5 @@
-"""Sensor messages to arrays: camera images (any common encoding, row padding, byte order) and IMU
-samples. Works on any object with the message's fields, so rclpy messages and messages read from a
+"""Sensor messages to arrays: camera images (any common encoding, row padding, byte order), IMU
+samples and wheel odometry. Works on any object with the message's fields, so rclpy messages and messages read from a
 bag (where `data` is a numpy array) take the same path. No ROS import here.
 """
 
@@ -13,6 +13,8 @@ import numba
 import numpy as np
 from transforms3d.euler import quat2euler
 
+from ..model.specs import FIELDS, IMU_FIELDS, ODOM_FIELDS  # noqa: F401 - the arrays below give these values
+
 # encoding -> (channels, bytes per channel, channel order for RGB output)
 ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
     "rgb8": (3, 1, (0, 1, 2)),
@@ -22,18 +24,6 @@ ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
     "mono8": (1, 1, None),
     "mono16": (1, 2, None),
 }
-
-IMU_FIELDS = (
-    "angular_velocity.x",
-    "angular_velocity.y",
-    "angular_velocity.z",
-    "linear_acceleration.x",
-    "linear_acceleration.y",
-    "linear_acceleration.z",
-    "orientation.roll",
-    "orientation.pitch",
-    "orientation.yaw",
-)
 
 
 class SensorError(ValueError):
@@ -404,3 +394,12 @@ def imu_to_array(msg: Any) -> np.ndarray:
             raise SensorError(f"IMU orientation is not a unit quaternion (norm {norm:.3f})")
         euler = list(quat2euler([v / norm for v in quat], axes="sxyz"))
     return np.array(values + euler, dtype=np.float64)
+
+
+def odometry_to_array(msg: Any) -> np.ndarray:
+    """A nav_msgs/Odometry as the 3 values of ODOM_FIELDS (its twist: m/s, m/s, rad/s)."""
+    twist = msg.twist.twist
+    values = [twist.linear.x, twist.linear.y, twist.angular.z]
+    if not all(math.isfinite(v) for v in values):
+        raise SensorError(f"odometry message holds NaN or Inf: twist = {values}")
+    return np.array(values, dtype=np.float64)

@@ -427,7 +427,7 @@ def test_replay_is_deterministic_and_stamps_commands_with_the_sensor_stamps(sens
     error = np.array([float(r["angular_z"]) - float(r["recorded_angular_z"]) for r in rows])
     assert compare["angular.z"]["mean_abs_error"] == pytest.approx(np.abs(error).mean(), abs=1e-6)
     assert compare["angular.z"]["rms_error"] == pytest.approx(np.sqrt((error**2).mean()), abs=1e-6)
-    assert summary["out_of_order"] == {"camera": 0, "imu": 0}
+    assert summary["out_of_order"] == {"camera": 0, "imu": 0, "odom": 0}
 
 
 def test_bags_from_other_writers_replay_to_the_same_commands(tmp_path):

@@ -148,7 +148,7 @@ def _held(episodes):
     return [
         e
         if isinstance(e, dict)
-        else {name: np.array(getattr(e, name)) for name in ("frames", "frame_index", "imu", "dt", "target")}
+        else {name: np.array(getattr(e, name)) for name in ("frames", "frame_index", "fields", "dt", "target")}
         for e in episodes
     ]
 
@@ -274,7 +274,7 @@ def _compressed(entry):
 def _not_finite(entry):
     with np.load(entry / cache.ARRAYS) as data:
         arrays = {k: data[k] for k in data.files}
-    arrays["imu"][3, 0] = np.nan
+    arrays["fields"][3, 0] = np.nan
     (entry / cache.ARRAYS).unlink()
     np.savez(entry / cache.ARRAYS, **arrays)
 
@@ -303,7 +303,7 @@ DAMAGE = {
     "metadata not JSON": (lambda e: (e / cache.META).write_text("{"), "meta.json is not JSON"),
     "steps not an npz": (lambda e: (e / cache.ARRAYS).write_bytes(b"PK\x03\x04junk"), "steps.npz cannot be read"),
     "steps compressed": (_compressed, "compressed members"),
-    "a value not finite": (_not_finite, "imu holds values that are not finite"),
+    "a value not finite": (_not_finite, "fields holds values that are not finite"),
     "frame file a link": (_frames_linked, "frames.u8 is a symbolic link"),
     "entry a link": (_entry_linked, "is a symbolic link"),
 }

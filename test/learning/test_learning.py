@@ -55,7 +55,7 @@ def test_sequences_follow_the_stamps_and_split_at_episode_gaps(bag):
         assert np.all(e.dt > 0) and np.all(e.dt < 0.01)
         assert e.dt.sum() == pytest.approx(SECONDS, abs=0.05)
         assert np.all(np.diff(e.frame_index) >= 0) and e.frame_index.max() == len(e.frames) - 1
-        assert e.imu.shape == (len(e), 3) and e.target.shape == (len(e), 2)
+        assert e.fields.shape == (len(e), 3) and e.target.shape == (len(e), 2)
         assert np.allclose(e.target[:, 0], 0.5)
 
 

@@ -251,3 +251,50 @@ def test_the_onnx_backend_streams_the_benchmarks_other_cores_without_torch(arch,
     assert np.ptp(turns) > 1e-3  # the commands move with the input: a constant would pass the equality
     commands, torch_loaded = _replay_without_torch(out, bag, tmp_path)
     assert commands == len(diffs) and not torch_loaded
+
+
+@pytest.mark.parametrize("fields", [{"imu_fields": ()}, {"odom_fields": ("twist.linear.x", "twist.angular.z")}])
+def test_camera_only_and_odometry_models_export_and_the_onnx_backend_follows_their_inputs(fields, tmp_path):
+    """The graph's `imu` input holds the model's IMU fields then its odometry fields (none for a
+    camera-only model), and the ONNX backend's controller reads the sensors the model declares,
+    to the torch runtime's commands."""
+    import torch
+
+    from liquid_control import nets
+    from liquid_control.model.modelfile import save_model
+    from liquid_control.model.policy import EncoderSpec, LiquidPolicy
+    from liquid_control.model.specs import OutputSpec
+
+    spec = EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4, **fields)
+    torch.manual_seed(1)
+    policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, nets.AutoNCP(10, 2, seed=1)), 2).eval()
+    outputs = OutputSpec(("linear.x", "angular.z"), ("m/s", "rad/s"), ((0.0, 0.5), (-1.5, 1.5)))
+    save_model(tmp_path / "m.safetensors", policy, policy.sensor_spec(), outputs)
+    onnx_path = tmp_path / "m.onnx"
+    result = subprocess.run(
+        [*CLI, "export", tmp_path / "m.safetensors", "--onnx", onnx_path, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["inputs"]["imu"] == [len(spec.held_fields)]
+    a = LiquidController(*load_policy(tmp_path / "m.safetensors"), settings=None)
+    b = LiquidController(*load_onnx_policy(onnx_path))
+    assert a.sensors == b.sensors == spec.sensors
+    rng = np.random.default_rng(2)
+    compared = 0
+    for k in range(200):
+        t = 0.01 * k
+        kind = "camera" if k % 5 == 0 else ("imu", "odom")[k % 2]
+        data = (
+            rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            if kind == "camera"
+            else rng.normal(0, 1, 9 if kind == "imu" else 3)
+        )
+        x, y = a.on_sensor(kind, t, data), b.on_sensor(kind, t, data)
+        assert (x is None) == (y is None) and (x is None) == (kind not in spec.sensors)
+        if x is not None and x.reason == "policy":
+            compared += 1
+            assert abs(x.linear_x - y.linear_x) <= 1e-5 and abs(x.angular_z - y.angular_z) <= 1e-5
+    assert compared > (35 if fields.get("imu_fields") == () else 120)

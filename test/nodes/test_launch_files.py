@@ -181,7 +181,7 @@ def test_robot_launch_remaps_the_controller_topics_to_the_default_robot_topics()
     for arg, name in defaults.items():
         assert isinstance(name, str) and TOPIC_NAME.match(name), f"{arg}: {name!r} is not a topic name"
     used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == "topics"}
-    assert {"CAMERA", "IMU", "CMD_VEL", "TEACHER", "E_STOP"} <= used
+    assert {"CAMERA", "IMU", "ODOM", "CMD_VEL", "TEACHER", "E_STOP"} <= used
 
 
 # --- the real thing: sim.launch.py under launch_pytest -----------------------------------------------

@@ -354,15 +354,12 @@ def test_hot_swap_keeps_state_when_it_fits_and_refuses_a_model_that_does_not(mod
     state = c.state.copy()
     c.swap_policy(_policy(seed=1))  # same core size
     np.testing.assert_array_equal(c.state, state)
-    bad = LiquidPolicy(
-        EncoderSpec(
-            image_width=16, image_height=12, channels=(4,), camera_features=4, imu_fields=("magnetic_field.x",)
-        ),
-        nets.CfC(5, 6),
-        outputs=2,
-    )
-    with pytest.raises(ValueError, match="magnetic_field.x"):
-        c.swap_policy(bad)
+    with pytest.raises(ValueError, match="magnetic_field.x"):  # no such spec: an Imu has no magnetometer
+        EncoderSpec(image_width=16, image_height=12, channels=(4,), camera_features=4, imu_fields=("magnetic_field.x",))
+    _, config = load_model(model_file)
+    steering = OutputSpec(("steering_angle",), ("rad",), ((-0.4, 0.4),))
+    with pytest.raises(ValueError, match="steering_angle"):  # a command this controller cannot send
+        c.swap_policy(_policy(seed=1), type(config)(config.network, config.sensors, steering, encoder=config.encoder))
     assert c.on_imu(0.05, _imu()).reason == "policy"  # the old model runs on
     c.swap_policy(_policy(seed=2, units=14))
     assert c.state.shape == (14,) and np.all(c.state == 0)
@@ -461,3 +458,71 @@ def test_one_parameter_table_gives_settings_defaults_checks_and_the_shipped_defa
         for bad in (lo - 1e-3 * max(1.0, abs(lo)), hi + 1e-3 * max(1.0, abs(hi)), float("nan")):
             with pytest.raises(ValueError, match=p.name):
                 Settings(**{name: bad}).check()
+
+
+def _sensor_model(tmp_path, name, **fields):
+    """A model file of SPEC's camera with these IMU and odometry fields (camera-only with none)."""
+    spec = EncoderSpec(**{**SPEC.__dict__, "imu_fields": (), **fields})
+    torch.manual_seed(3)
+    policy = LiquidPolicy(spec, nets.CfC(spec.core_inputs, nets.AutoNCP(10, 2, seed=3)), outputs=2).eval()
+    with torch.no_grad():
+        policy.imu_mean[:] = torch.linspace(0.1, 0.3, len(spec.held_fields))
+        policy.imu_std[:] = torch.linspace(0.5, 2.0, len(spec.held_fields))
+    save_model(tmp_path / name, policy, policy.sensor_spec(), OUTPUTS)
+    return tmp_path / name
+
+
+def test_a_camera_only_model_steps_on_frames_ignores_the_imu_and_watches_the_camera_alone(tmp_path):
+    c = _controller(_sensor_model(tmp_path, "camera.safetensors"), sensor_timeout=0.3)
+    assert c.sensors == ("camera",) and c.policy.spec.core_inputs == SPEC.camera_features
+    assert c.on_imu(1.0, _imu()) is None and c.counters.unread == 1  # not read: no step, no command
+    assert c.health(1.1).level == "waiting"  # an IMU sample is nobody's first word here
+    assert c.on_image(1.00, FRAME).reason == "waiting"
+    assert c.health(1.01).ok  # the camera alone is every sensor it reads
+    run = c.policy.streamer()
+    state = run.initial_state()
+    frames = [np.random.default_rng(k).random((48, 64, 3)).astype(np.float32) for k in range(3)]
+    for k, (frame, dt) in enumerate(zip(frames, (0.05, 0.05, 0.07), strict=True)):
+        assert c.on_imu(1.0 + 0.01 * (k + 1), _imu()) is None
+        assert c.on_image(1.0 + sum((0.05, 0.05, 0.07)[: k + 1]), frame).reason == "policy"
+        run.step(run.encode_image(frame), np.zeros(0), state, dt)
+    np.testing.assert_allclose(c.state, state, atol=1e-12)
+    assert c.counters.steps == 3 and c.counters.imu == 0
+    # The camera goes quiet while IMU samples go on: zero at the camera's timeout, naming it alone.
+    for k in range(100):
+        c.on_imu(1.2 + 0.005 * k, _imu())
+    health = c.health(1.6)
+    assert health.level == "error" and health.message.startswith("camera silent") and "imu" not in health.message
+    assert c.watchdog(1.6).reason == "timeout"
+
+
+def _odom(vx=0.4, vy=0.01, wz=-0.2):
+    return np.array([vx, vy, wz])
+
+
+def test_a_model_that_reads_odometry_waits_for_it_steps_on_it_and_stops_when_it_goes_quiet(tmp_path):
+    path = _sensor_model(
+        tmp_path,
+        "odom.safetensors",
+        imu_fields=("angular_velocity.z",),
+        odom_fields=("twist.angular.z", "twist.linear.x"),
+    )
+    c = _controller(path, sensor_timeout=1.0, odom_timeout=0.2)
+    assert c.sensors == ("camera", "imu", "odom")
+    assert c.on_image(0.0, FRAME).reason == "waiting" and c.on_imu(0.005, _imu()).reason == "waiting"
+    assert "waiting for odom" in c.health(0.01).message
+    assert c.on_odom(0.01, _odom()).reason == "waiting"  # every sensor has spoken: the first step point
+    # Reference by hand: inputs are the camera's features, the IMU fields, then the odometry
+    # fields, in the order the model declares them, each normalised by its own mean and std.
+    run = c.policy.streamer()
+    state = run.initial_state()
+    held = run.normalize_imu(np.array([_imu()[IMU_FIELDS.index("angular_velocity.z")], -0.2, 0.4]))
+    assert c.on_odom(0.03, _odom()).reason == "policy" and c.on_imu(0.035, _imu()).reason == "policy"
+    for dt in (0.02, 0.005):
+        run.step(run.encode_image(FRAME), held, state, dt)
+    np.testing.assert_allclose(c.state, state, atol=1e-12)
+    assert c.on_odom(0.04, _odom(wz=math.nan)) is None and c.counters.rejected == {"odom_not_finite": 1}
+    # The odometry stops while camera and IMU go on: zero after odom_timeout, naming the odometry.
+    commands = [c.on_imu(0.04 + 0.005 * k, _imu()) for k in range(1, 60)]
+    assert commands[-1].reason == "timeout" and commands[10].reason == "policy"
+    assert c.health(0.35).message.startswith("odom") and "camera" not in c.health(0.35).message
