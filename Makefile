@@ -38,12 +38,15 @@ $(COLCON_STAMP): requirements/colcon.txt
 	$(COLCON_VENV)/bin/python -m pip install -r requirements/colcon.txt
 	touch $(COLCON_VENV)/COLCON_IGNORE $@
 
+# Two workers (pytest-xdist), a test file each at a time: most tests wait on processes, DDS or the
+# simulator as much as they compute, so two share this 2-core machine's cores.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(COLCON_STAMP)
-	$(RUN_ENV) $(VPY) -m pytest -q --durations=25 test
+	$(RUN_ENV) $(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 test
 
 # What needs neither DDS nor MuJoCo and is not slow (markers in pyproject.toml): under 2 minutes here.
 test-fast: $(STAMP)
-	$(RUN_ENV) $(VPY) -m pytest -q -m "not ros and not sim and not slow" test
+	$(RUN_ENV) $(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not ros and not sim and not slow" test
 
 # docs/ with Sphinx and myst-parser (as rosdoc2 builds them); warnings, broken links inside the
 # repository included, are errors.

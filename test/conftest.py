@@ -1,6 +1,7 @@
 """Test-session environment: a DDS domain of its own, localhost discovery, headless MuJoCo, and the
 installed package visible to ament_index_python and to subprocesses."""
 
+import hashlib
 import os
 import shutil
 import sys
@@ -11,8 +12,17 @@ _CACHE = None
 
 def pytest_configure(config):
     # A fresh domain per session (1..101; 0 is everyone's default), so that parallel runs and stray
-    # nodes on this machine never see each other. LIQUID_CONTROL_TEST_DOMAIN_ID pins it.
-    domain = os.environ.get("LIQUID_CONTROL_TEST_DOMAIN_ID") or str(1 + os.getpid() % 101)
+    # nodes on this machine never see each other. LIQUID_CONTROL_TEST_DOMAIN_ID pins it. Under
+    # pytest-xdist (make test runs two workers) each worker is a session of its own: the workers of
+    # one run take neighbouring domains, never the same one (their test namespaces repeat).
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        run = int(hashlib.sha256(os.environ.get("PYTEST_XDIST_TESTRUNUID", "").encode()).hexdigest(), 16)
+        count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+        domain = str(1 + (run % (101 // count) * count + int(worker[2:])) % 101)
+    else:
+        domain = str(1 + os.getpid() % 101)
+    domain = os.environ.get("LIQUID_CONTROL_TEST_DOMAIN_ID") or domain
     os.environ["ROS_DOMAIN_ID"] = domain
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("MUJOCO_GL", "egl")
