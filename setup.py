@@ -139,7 +139,15 @@ setup(
         # (ros2/launch#979), which breaks every launch test on a ROS machine.
         # `make docs`: the docs/ pages as rosdoc2 builds them (Sphinx, Markdown through myst-parser)
         "docs": ["sphinx", "myst-parser"],
-        "test": ["pytest>=7.4,<9", "pytest-xdist", "ncps==1.0.1", "ruff", "mcap-ros2-support", "hypothesis", "opencv-python-headless"],
+        "test": [
+            "pytest>=7.4,<9",
+            "pytest-xdist",
+            "ncps==1.0.1",
+            "ruff",
+            "mcap-ros2-support",
+            "hypothesis",
+            "opencv-python-headless",
+        ],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -5,6 +5,7 @@ with Gazebo Harmonic); there is no expert, so no online adaptation, here.
 
     ros2 launch liquid_control gazebo.launch.py
     ros2 launch liquid_control gazebo.launch.py track:=kidney gui:=true
+    ros2 launch liquid_control gazebo.launch.py robot:=car model:=$PWD/car.safetensors
     ros2 launch liquid_control gazebo.launch.py --show-args
 """
 
@@ -23,16 +24,22 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from liquid_control import launching
+from liquid_control.sim.world import DEFAULT_ROBOT, ROBOTS
 
 PACKAGE = launching.PACKAGE
 
 
 def spawn_robot(context) -> list:
-    """ros_gz_sim's create at the start pose of the chosen track (known only once `track` is)."""
+    """ros_gz_sim's create of the chosen robot at the start pose of the chosen track (known only once
+    `robot` and `track` are)."""
     from liquid_control.sim import gazebo
+    from liquid_control.sim.world import robot_spec
 
-    x, y, z, yaw = gazebo.spawn_pose(LaunchConfiguration("track").perform(context))
-    robot_sdf = PathJoinSubstitution([FindPackageShare(PACKAGE), "models", "gazebo", gazebo.ROBOT_NAME, "model.sdf"])
+    robot = LaunchConfiguration("robot").perform(context)
+    x, y, z, yaw = gazebo.spawn_pose(LaunchConfiguration("track").perform(context), robot_spec(robot))
+    robot_sdf = PathJoinSubstitution(
+        [FindPackageShare(PACKAGE), "models", "gazebo", gazebo.ROBOT_DIRS[robot], "model.sdf"]
+    )
     return [
         Node(
             package="ros_gz_sim",
@@ -76,6 +83,13 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="oval",
                 description="Shipped track whose Gazebo world to load and whose start to spawn the robot at "
                 "(oval, kidney, serpentine, hairpin: models/gazebo/worlds/<track>.sdf).",
+            ),
+            DeclareLaunchArgument(
+                "robot",
+                default_value=DEFAULT_ROBOT,
+                choices=list(ROBOTS),
+                description="The robot to spawn: diff_drive (gz-sim DiffDrive) or car (gz-sim AckermannSteering: "
+                "it steers to the curvature angular.z / linear.x). Give a model trained on it.",
             ),
             launching.model_argument(),
             launching.managed_argument(),
@@ -125,7 +139,7 @@ def generate_launch_description() -> LaunchDescription:
                     LaunchConfiguration("params_file"),
                     {
                         "use_sim_time": True,
-                        # Gazebo's DiffDrive takes gz.msgs.Twist, bridged from geometry_msgs/Twist.
+                        # DiffDrive and AckermannSteering take gz.msgs.Twist, bridged from geometry_msgs/Twist.
                         "cmd_vel_stamped": False,
                         "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
                     },

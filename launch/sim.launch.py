@@ -3,6 +3,7 @@ expert's teacher/cmd_vel) and controller_node on the simulator's clock, optional
 
     ros2 launch liquid_control sim.launch.py
     ros2 launch liquid_control sim.launch.py track:=kidney adaptation:=true record:=true
+    ros2 launch liquid_control sim.launch.py robot:=car model:=$PWD/car.safetensors
     ros2 launch liquid_control sim.launch.py --show-args
 """
 
@@ -15,6 +16,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from liquid_control import launching
+from liquid_control.sim.world import DEFAULT_ROBOT, ROBOTS
 
 PACKAGE = launching.PACKAGE
 
@@ -22,6 +24,7 @@ PACKAGE = launching.PACKAGE
 def generate_launch_description() -> LaunchDescription:
     model = LaunchConfiguration("model")
     track = LaunchConfiguration("track")
+    robot = LaunchConfiguration("robot")
     params_file = LaunchConfiguration("params_file")
     namespace = LaunchConfiguration("namespace")
     real_time_factor = LaunchConfiguration("real_time_factor")
@@ -35,6 +38,13 @@ def generate_launch_description() -> LaunchDescription:
                 "track",
                 default_value="oval",
                 description="Track to drive: a shipped one (oval, kidney, serpentine, hairpin) or a track file (.yaml).",
+            ),
+            DeclareLaunchArgument(
+                "robot",
+                default_value=DEFAULT_ROBOT,
+                choices=list(ROBOTS),
+                description="The simulated robot: diff_drive (turns on the spot) or car (Ackermann steering: it "
+                "drives the curvature angular.z / linear.x within its steering lock). Give a model trained on it.",
             ),
             DeclareLaunchArgument(
                 "params_file",
@@ -68,6 +78,7 @@ def generate_launch_description() -> LaunchDescription:
                 parameters=[
                     {
                         "track": ParameterValue(track, value_type=str),
+                        "robot": ParameterValue(robot, value_type=str),
                         "real_time_factor": ParameterValue(real_time_factor, value_type=float),
                     }
                 ],

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 from .cliargs import add_options, add_topic_arguments, from_args
+from .learning.configs import ROBOT_HELP, ROBOTS
+from .sim.world import DEFAULT_ROBOT
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -93,6 +95,7 @@ def _collect(args: argparse.Namespace) -> int:
         seed=args.seed,
         speed=args.speed,
         max_speed=args.max_speed,
+        robot=args.robot,
     )
     print(json.dumps({"bag": args.output, **summary}))
     return 0
@@ -294,6 +297,13 @@ def _add_collect(sub) -> None:
         "--speed up to this (m/s): it slows for the curves it sees coming",
     )
     collect.add_argument("--seed", type=int, default=0)
+    collect.add_argument(
+        "--robot",
+        default=DEFAULT_ROBOT,
+        choices=ROBOTS,
+        metavar="ROBOT",
+        help=ROBOT_HELP,
+    )
     collect.set_defaults(func=_collect)
 
 

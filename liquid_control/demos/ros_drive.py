@@ -65,7 +65,7 @@ class _Progress:
         self.distance = 0.0
         self.off = False
         self._last_s: float | None = None
-        self._wheels = RobotSpec().wheel_separation
+        self._wheels = RobotSpec().wheel_contacts
 
     def add(self, window: list) -> list[float]:
         """Take these odometry messages; their |xte|."""

@@ -20,6 +20,7 @@ from .. import progress, topics
 from ..bags.io import BagWriter, image_msg, imu_msg, odometry_msg, twist_stamped_msg
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track
+from ..sim.world import DEFAULT_ROBOT, robot_spec
 from ..topics import absolute
 
 # The robot's topics; the expert's own command goes where the controller node takes a teacher.
@@ -54,12 +55,15 @@ def collect(
     max_speed: float | None = None,
     perturbation: Perturbation | None = None,
     sensors: SensorConfig | None = None,
+    robot: str = DEFAULT_ROBOT,
 ) -> dict:
-    """Record `episodes` episodes per track into the bag `output`; returns a summary."""
+    """Record `episodes` episodes per track into the bag `output`, driven by `robot` (a name in
+    sim.world.ROBOTS); returns a summary."""
+    spec = robot_spec(robot)
     p = perturbation or Perturbation()
     rng = np.random.default_rng(seed)
     expert = PurePursuit(speed=speed, max_speed=max_speed)  # max_speed: slows for the curves ahead
-    summary = {"episodes": 0, "camera": 0, "imu": 0, "off_road_events": 0, "seconds": 0.0}
+    summary = {"robot": robot, "episodes": 0, "camera": 0, "imu": 0, "off_road_events": 0, "seconds": 0.0}
     with (
         BagWriter(output) as bag,
         progress.bar(
@@ -67,7 +71,7 @@ def collect(
         ) as bar,
     ):
         for track in tracks:
-            env = TrackEnv(track, sensors=sensors, seed=int(rng.integers(1 << 31)))
+            env = TrackEnv(track, robot=spec, sensors=sensors, seed=int(rng.integers(1 << 31)))
             try:
                 for _ in range(episodes):
                     env.reset(

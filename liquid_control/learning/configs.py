@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from ..cliargs import TOPIC_HELP, LazyChoices, option
 from ..model.specs import IMU_FIELDS
 from ..paths import DEFAULT_MODEL
+from ..sim.world import DEFAULT_ROBOT
+
+ROBOTS = LazyChoices("liquid_control.sim.world", "ROBOTS")
+ROBOT_HELP = "the robot that drives: %(choices)s (default %(default)s; car: Ackermann steering)"
 
 ARCHITECTURES = LazyChoices("liquid_control.learning.train", "ARCHITECTURES")
 
@@ -129,6 +133,7 @@ class EvalConfig:
     seconds: float = option(30.0, key=True)
     seed: int = option(100, key=True)
     plot: str | None = option(None, help="write the trajectories to this PNG")
+    robot: str = option(DEFAULT_ROBOT, choices=ROBOTS, metavar="ROBOT", help=ROBOT_HELP, key=True)
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ class TableConfig:
     episodes: int = option(6, help="episodes per cell (split between the training tracks)", provenance=True)
     seconds: float = option(30.0, provenance=True)
     seed: int = option(100, provenance=True)
+    robot: str = option(DEFAULT_ROBOT, choices=ROBOTS, metavar="ROBOT", help=ROBOT_HELP, provenance=True)
     jobs: int = option(1, help="cells evaluated at once (processes)")
     cells: str | None = option(
         None,

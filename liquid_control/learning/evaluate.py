@@ -19,6 +19,7 @@ from ..runtime.controller import LiquidController, Settings
 from ..sim.conditions import CONDITIONS
 from ..sim.env import SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
+from ..sim.world import robot_spec
 from .configs import EvalConfig
 
 
@@ -30,6 +31,7 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
+    robot = config.robot
     policy, config = load_policy(model)
     if "odom" in policy.spec.sensors:  # else it would wait for odometry and command zero all along
         raise ValueError(
@@ -39,7 +41,7 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
     world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
     run_settings = dataclasses.replace(settings or Settings(), **(c.settings or {}))
     rng = np.random.default_rng(seed)
-    env = TrackEnv(world, sensors=sensors, seed=seed, **c.env_kwargs())
+    env = TrackEnv(world, sensors=sensors, seed=seed, **c.env_kwargs(robot_spec(robot)))
     results, paths = [], []
     try:
         for k in progress.bar(
@@ -74,6 +76,7 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
         "model": str(model),
         "track": world.name,
         "condition": condition,
+        "robot": robot,
         "episodes": episodes,
         "seconds": seconds,
         "success_rate": float(np.mean([r["success"] for r in results])),
@@ -93,7 +96,7 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
             world.samples,
             world.road_width,
             dict(zip(labels, paths, strict=True)),
-            title=f"{Path(model).name} on {world.name} ({condition}), {seconds:g} s: "
+            title=f"{Path(model).name} ({robot}) on {world.name} ({condition}), {seconds:g} s: "
             f"{sum(r['success'] for r in results)}/{episodes} on the road",
         )
         summary["plot"] = str(plot)

@@ -91,13 +91,15 @@ def evaluation_table(
             model_key = _cell_key(model) if cells_dir else None
             for condition in conditions:
                 if CONDITIONS[condition].track:
-                    cell = EvalConfig(model, "oval", condition, episodes, seconds, seed)
+                    cell = EvalConfig(model, "oval", condition, episodes, seconds, seed, robot=config.robot)
                     work.append((name, index, cell, cells_dir, model_key))
                     continue
                 split = np.array_split(np.arange(episodes), len(training_tracks))
                 for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
                     if len(part):
-                        cell = EvalConfig(model, track, condition, len(part), seconds, seed + 1000 * k)
+                        cell = EvalConfig(
+                            model, track, condition, len(part), seconds, seed + 1000 * k, robot=config.robot
+                        )
                         work.append((name, index, cell, cells_dir, model_key))
     rows: dict[str, dict] = {}
     for name, files in rows_models.items():

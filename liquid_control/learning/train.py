@@ -452,6 +452,8 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
     arch, output, seed, iterations = config.arch, config.output, config.seed, config.iterations
     window, warmup, batch, lr = config.window, config.warmup, config.batch, config.lr
     eval_every, patience = config.eval_every, config.patience
+    if not Path(output).parent.is_dir():  # found now, not after the frames are decoded
+        raise ValueError(f"--output {output}: the folder {Path(output).parent} does not exist")
     bags = [b for item in config.bags for b in find_bags(item)]
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")

@@ -27,6 +27,7 @@ from ..runtime.sensing import seconds_to_stamp
 from ..sim.conditions import CONDITIONS
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
+from ..sim.world import DEFAULT_ROBOT, ROBOTS, robot_spec
 from .runner import run_node
 
 
@@ -45,6 +46,11 @@ class SimNode(Node):
             return self.declare_parameter(name, value, d).value
 
         track = param("track", "oval", "A shipped track name (oval, kidney, serpentine) or a track file.")
+        robot = param(
+            "robot",
+            DEFAULT_ROBOT,
+            f"The robot that drives: one of {', '.join(ROBOTS)} (car: Ackermann steering, cmd_vel's curvature).",
+        )
         self.rtf = param("real_time_factor", 1.0, "Sim seconds per wall second; 0 = as fast as possible.", 0.0, 100.0)
         seed = param("seed", 0, "Random seed of the sensor noise and the start.")
         sensors = SensorConfig(
@@ -73,7 +79,7 @@ class SimNode(Node):
             raise ValueError(f"unknown condition {name!r}; choose from {sorted(CONDITIONS)}")
         condition = CONDITIONS[name]
         self.track, sensors = condition.apply(Track.load(track_path(condition.track or track)), sensors)
-        self._env_args = (sensors, seed, condition.env_kwargs())
+        self._env_args = (sensors, seed, condition.env_kwargs(robot_spec(robot)))
         self.env: TrackEnv | None = None
 
         self.camera_pub = self.create_publisher(Image, topics.CAMERA, qos_profile_sensor_data)
@@ -88,7 +94,7 @@ class SimNode(Node):
         self._running = True
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
-        self.get_logger().info(f"simulating track {self.track.name} at real-time factor {self.rtf}")
+        self.get_logger().info(f"simulating the {robot} on track {self.track.name} at real-time factor {self.rtf}")
 
     def _on_cmd_vel(self, msg) -> None:
         twist = msg.twist if isinstance(msg, TwistStamped) else msg

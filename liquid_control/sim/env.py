@@ -75,7 +75,7 @@ class TrackEnv:
         self._renderer = mujoco.Renderer(self.model, robot.image_height, robot.image_width)
         if look.fog_end:
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_FOG] = 1
-        self._pending: deque[tuple[float, float, float]] = deque()  # delayed wheel commands (due, left, right)
+        self._pending: deque[tuple[float, tuple[float, ...]]] = deque()  # delayed commands (due, actuator values)
         self._exposure: list[float] = []  # the next frame's sub-frame times not yet rendered
         self._exposed = np.zeros((robot.image_height, robot.image_width, 3))
         self._sensor = {name: self.model.sensor(name).adr[0] for name in ("accel", "gyro", "orientation")}
@@ -108,15 +108,28 @@ class TrackEnv:
 
     # --- control ---------------------------------------------------------------------------
     def command(self, linear: float, angular: float) -> None:
-        """A body-frame velocity command (m/s, rad/s) for the wheels' velocity servos: scaled by the
-        robot's motor_gain, and reaching them command_delay s of sim time later."""
+        """A body-frame velocity command (m/s, rad/s) for the actuators, reaching them command_delay
+        s of sim time later. A differential drive's two wheel servos take (linear -+ angular * b / 2)
+        / r, scaled by motor_gain. A car steers to the curvature angular / linear within full lock
+        (CarSpec.steering; each front wheel at its Ackermann angle) and drives each rear wheel at
+        its speed on that circle, scaled by motor_gain: a yaw rate beyond what the steering allows
+        at that speed is not reached, as on a real car."""
         robot = self.robot
         r, b, gain = robot.wheel_radius, robot.wheel_separation, robot.motor_gain
-        left, right = gain * (linear - angular * b / 2) / r, gain * (linear + angular * b / 2) / r
-        if robot.command_delay > 0:
-            self._pending.append((self.time + robot.command_delay, left, right))
+        if robot.drive == "ackermann":
+            delta = robot.steering(linear, angular)
+            kappa = math.tan(delta) / robot.wheelbase
+            ctrl = (
+                gain * linear * (1.0 - kappa * b / 2) / r,
+                gain * linear * (1.0 + kappa * b / 2) / r,
+                *robot.wheel_angles(delta),
+            )
         else:
-            self.data.ctrl[0], self.data.ctrl[1] = left, right
+            ctrl = (gain * (linear - angular * b / 2) / r, gain * (linear + angular * b / 2) / r)
+        if robot.command_delay > 0:
+            self._pending.append((self.time + robot.command_delay, ctrl))
+        else:
+            self.data.ctrl[: len(ctrl)] = ctrl
 
     # --- sensing ---------------------------------------------------------------------------
     @property
@@ -155,7 +168,8 @@ class TrackEnv:
         while self.data.time + dt / 2 < t:
             self._expose(dt)
             while self._pending and self._pending[0][0] <= self.data.time + dt / 2:
-                _, self.data.ctrl[0], self.data.ctrl[1] = self._pending.popleft()
+                ctrl = self._pending.popleft()[1]
+                self.data.ctrl[: len(ctrl)] = ctrl
             mujoco.mj_step(self.model, self.data)
             self._track_progress()
         self._expose(dt)
@@ -238,13 +252,13 @@ class TrackEnv:
             "curvature": p["curvature"],
             "progress": self._laps_s,
             "speed": speed,
-            "off_road": self.track.off_road(x, y, yaw, self.robot.wheel_separation),
+            "off_road": self.track.off_road(x, y, yaw, self.robot.wheel_contacts),
         }
 
 
 @dataclass(frozen=True)
 class PurePursuit:
-    """The expert: pure pursuit of the centreline on ground truth.
+    """The expert: pure pursuit of the centreline on ground truth, for either robot.
 
     At a constant `speed`, or, with `max_speed`, at a speed scheduled by the road ahead: the
     largest |curvature| within `preview` m (averaged over 0.5 m of road) sets v = sqrt(lateral_accel
@@ -269,6 +283,9 @@ class PurePursuit:
         return min(self.max_speed, max(self.speed, v))
 
     def __call__(self, env: TrackEnv) -> tuple[float, float]:
+        """(linear, angular): the arc from the robot's base_link (a car's rear axle: pure pursuit on
+        the bicycle model) through the point `lookahead` m ahead on the centreline, no tighter
+        than the robot can drive (its max_curvature)."""
         t = env.truth()
         speed = self.target_speed(env.track, t["s"])
         gx, gy, _ = env.track.pose_at(t["s"] + self.lookahead)
@@ -276,7 +293,8 @@ class PurePursuit:
         # The goal in the robot frame; curvature of the arc through it.
         ly = -math.sin(t["yaw"]) * dx + math.cos(t["yaw"]) * dy
         dist2 = dx * dx + dy * dy
-        curvature = 2.0 * ly / max(dist2, 1e-6)
+        bound = env.robot.max_curvature
+        curvature = max(-bound, min(bound, 2.0 * ly / max(dist2, 1e-6)))
         angular = max(-self.max_angular, min(self.max_angular, speed * curvature))
         return speed, angular
 

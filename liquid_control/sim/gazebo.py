@@ -7,7 +7,9 @@ and the ros_gz_bridge configuration. Nothing here is written by hand; regenerate
 Layout under models/gazebo/ (the directory launch files put on GZ_SIM_RESOURCE_PATH, so that every
 directory in it with a model.config is a `model://NAME`):
 
-    liquid_robot/{model.config, model.sdf}        spawned by the launch file (`create -file`)
+    liquid_robot/{model.config, model.sdf}        the differential-drive robot (robot:=diff_drive), and
+    liquid_car/{model.config, model.sdf}          the car (robot:=car), spawned by the launch file
+                                                  (`create -file`) under one model name, liquid_robot
     liquid_track_<track>/{model.config, model.sdf, materials/textures/road.png}
     worlds/<track>.sdf                            includes model://liquid_track_<track>
 
@@ -40,7 +42,7 @@ from .. import topics
 from ..draw.png import png_bytes
 from ..paths import share_path
 from .track import Track, track_path
-from .world import RobotSpec
+from .world import ROBOTS, RobotSpec
 
 if TYPE_CHECKING:  # .env imports MuJoCo, which a launch file calling spawn_pose() need not have
     from .conditions import Condition
@@ -70,6 +72,10 @@ WORLD_SYSTEMS = (
     ("gz-sim-imu-system", "gz::sim::systems::Imu", ""),
 )
 DIFF_DRIVE = ("gz-sim-diff-drive-system", "gz::sim::systems::DiffDrive")
+ACKERMANN_STEERING = ("gz-sim-ackermann-steering-system", "gz::sim::systems::AckermannSteering")
+# Each robot's model directory under models/gazebo (sim.world.ROBOTS' names); every one is spawned as
+# the model ROBOT_NAME, so the gz topics and the bridge are the same for all.
+ROBOT_DIRS = {"diff_drive": ROBOT_NAME, "car": "liquid_car"}
 
 
 # --- topics ---------------------------------------------------------------------------------------
@@ -182,27 +188,36 @@ def base_height(robot: RobotSpec | None = None) -> float:
     return robot.wheel_radius + robot.base_clearance
 
 
+def chassis_x(robot: RobotSpec) -> float:
+    """Where the chassis' centre is ahead of base_link: 0 for the differential drive, half the
+    wheelbase for the car (whose base_link is its rear axle)."""
+    return robot.wheelbase / 2 if robot.drive == "ackermann" else 0.0
+
+
 def base_inertial(robot: RobotSpec | None = None) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mass, centre of mass and inertia about it (base_link axes) of chassis plus caster, the two
-    geoms of MuJoCo's base_link body (solid box and sphere)."""
+    """Mass, centre of mass and inertia about it (base_link axes) of the geoms of MuJoCo's base_link
+    body: the chassis (a solid box) and, on the differential drive, the caster (a sphere)."""
     r = robot or RobotSpec()
     lx, ly, lz = r.chassis
     h = base_height(r)
-    parts = [  # (mass, centre, inertia about the centre)
-        (r.mass, np.array([0.0, 0.0, lz / 2]), _box_inertia(r.mass, r.chassis)),
-        (
-            r.caster_mass,
-            np.array([-lx / 2 + r.caster_inset, 0.0, -h / 2]),
-            0.4 * r.caster_mass * (h / 2) ** 2 * np.eye(3),
-        ),
-    ]
+    parts = [(r.mass, np.array([chassis_x(r), 0.0, lz / 2]), _box_inertia(r.mass, r.chassis))]
+    if r.drive == "diff":  # (mass, centre, inertia about the centre)
+        parts.append(
+            (
+                r.caster_mass,
+                np.array([-lx / 2 + r.caster_inset, 0.0, -h / 2]),
+                0.4 * r.caster_mass * (h / 2) ** 2 * np.eye(3),
+            )
+        )
     mass = sum(m for m, _, _ in parts)
     com = sum(m * c for m, c, _ in parts) / mass
     tensor = sum(_moved(m, i, c - com) for m, c, i in parts)
     return mass, com, tensor
 
 
-def _wheel(side: str, y: float, r: RobotSpec) -> str:
+def _wheel(side: str, y: float, r: RobotSpec, x: float = 0.0, parent: str = BASE_FRAME) -> str:
+    """The link `{side}_wheel` at (x, y) of base_link, rolling about +y on `{side}_wheel_joint`
+    from `parent`."""
     z = r.wheel_radius - base_height(r)
     # Wheel links keep base_link's axes (the joint turns about +y, so a positive speed drives both
     # wheels forward, as DiffDrive expects); only the cylinder is turned onto its side.
@@ -212,7 +227,7 @@ def _wheel(side: str, y: float, r: RobotSpec) -> str:
     radial = r.wheel_mass * (3 * r.wheel_radius**2 + r.wheel_width**2) / 12
     return f"""
     <link name="{side}_wheel">
-      <pose relative_to="{BASE_FRAME}">{_vec(0, y, z, 0, 0, 0)}</pose>
+      <pose relative_to="{BASE_FRAME}">{_vec(x, y, z, 0, 0, 0)}</pose>
       {_inertia(r.wheel_mass, (0, 0, 0), np.diag([radial, axial, radial]))}
       <collision name="collision">
         {cylinder}
@@ -224,7 +239,7 @@ def _wheel(side: str, y: float, r: RobotSpec) -> str:
       </visual>
     </link>
     <joint name="{side}_wheel_joint" type="revolute">
-      <parent>{BASE_FRAME}</parent>
+      <parent>{parent}</parent>
       <child>{side}_wheel</child>
       <axis>
         <xyz>0 1 0</xyz>
@@ -248,18 +263,22 @@ def horizontal_fov(robot: RobotSpec | None = None) -> float:
 
 
 def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = None) -> str:
-    """The robot as an SDF model: MuJoCo's base_link (chassis and frictionless caster), two wheels on
-    revolute joints driven by gz-sim's DiffDrive, a forward camera and an IMU, all at the rates and
-    noise of SensorConfig and on the gz topics of BRIDGE. Not reproduced: camera jitter, drops and
-    exposure, and the MuJoCo wheels' velocity servo with its gain and delay (DiffDrive sets wheel
-    speeds directly). gz-sensors gives a nonzero IMU bias_mean a random sign at start-up."""
+    """The robot as an SDF model, MuJoCo's scene of it (world.scene_xml): base_link with the chassis,
+    a forward camera and an IMU at the rates and noise of SensorConfig, on the gz topics of BRIDGE.
+    The differential drive (RobotSpec): a frictionless caster and two wheels on revolute joints
+    driven by gz-sim's DiffDrive. The car (CarSpec): base_link at the rear axle, two driven rear
+    wheels and two front wheels on kingpin joints, steered by gz-sim's AckermannSteering, which
+    takes the same Twist and steers to its curvature. Not reproduced: camera jitter, drops and
+    exposure, and the MuJoCo actuators' servo gains and delay (the gz systems set wheel speeds and
+    steering angles by their own controllers). gz-sensors gives a nonzero IMU bias_mean a random
+    sign at start-up."""
     from .env import SensorConfig
 
     r, s = robot or RobotSpec(), sensors or SensorConfig()
     lx, ly, lz = r.chassis
     h = base_height(r)
+    mid = chassis_x(r)
     mass, com, tensor = base_inertial(r)
-    caster_radius = h / 2
     # SensorConfig's biases: gyro on z, accelerometer on x and y.
     gyro_axes = "".join(
         f"\n            <{a}>{_noise(s.gyro_noise, s.gyro_bias if a == 'z' else 0.0)}</{a}>" for a in "xyz"
@@ -267,38 +286,31 @@ def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = Non
     accel_axes = "".join(
         f"\n            <{a}>{_noise(s.accel_noise, s.accel_bias if a != 'z' else 0.0)}</{a}>" for a in "xyz"
     )
+    car = r.drive == "ackermann"
+    colour = "0.8 0.3 0.2 1" if car else "0.2 0.3 0.8 1"
+    frame_note = "the rear axle's centre: the point the bicycle model steers" if car else "between the driven wheels"
     return f"""<?xml version="1.0"?>
-<!-- Generated by liquid_control.sim.gazebo from RobotSpec and SensorConfig: do not edit. -->
+<!-- Generated by liquid_control.sim.gazebo from {type(r).__name__} and SensorConfig: do not edit. -->
 <sdf version="{SDF_VERSION}">
   <model name="{ROBOT_NAME}">
-    <!-- The model frame is base_link (REP 103: x forward, y left, z up), {_num(h)} m above the
-         ground when the wheels touch it: spawn it at that height. -->
+    <!-- The model frame is base_link (REP 103: x forward, y left, z up; {frame_note}), {_num(h)} m
+         above the ground when the wheels touch it: spawn it at that height. -->
     <link name="{BASE_FRAME}">
       {_inertia(mass, com, tensor)}
       <collision name="chassis_collision">
-        <pose>{_vec(0, 0, lz / 2, 0, 0, 0)}</pose>
+        <pose>{_vec(mid, 0, lz / 2, 0, 0, 0)}</pose>
         <geometry><box><size>{_vec(lx, ly, lz)}</size></box></geometry>
       </collision>
       <visual name="chassis_visual">
-        <pose>{_vec(0, 0, lz / 2, 0, 0, 0)}</pose>
+        <pose>{_vec(mid, 0, lz / 2, 0, 0, 0)}</pose>
         <geometry><box><size>{_vec(lx, ly, lz)}</size></box></geometry>
-        <material><ambient>0.2 0.3 0.8 1</ambient><diffuse>0.2 0.3 0.8 1</diffuse></material>
-      </visual>
-      <collision name="caster_collision">
-        <pose>{_vec(-lx / 2 + r.caster_inset, 0, -h / 2, 0, 0, 0)}</pose>
-        <geometry><sphere><radius>{_num(caster_radius)}</radius></sphere></geometry>
-        <surface><friction><ode><mu>0</mu><mu2>0</mu2></ode></friction></surface>
-      </collision>
-      <visual name="caster_visual">
-        <pose>{_vec(-lx / 2 + r.caster_inset, 0, -h / 2, 0, 0, 0)}</pose>
-        <geometry><sphere><radius>{_num(caster_radius)}</radius></sphere></geometry>
-        <material><ambient>0.3 0.3 0.3 1</ambient><diffuse>0.3 0.3 0.3 1</diffuse></material>
-      </visual>
+        <material><ambient>{colour}</ambient><diffuse>{colour}</diffuse></material>
+      </visual>{"" if car else _caster(r)}
       <!-- gz-sensors stamps a sensor's messages with its name (its gz_frame_id element is not
            in the SDF spec, and Harmonic's parser warns about it), so sensors are named by frame. -->
       <sensor name="{CAMERA_FRAME}" type="camera">
         <!-- Looks along its +x, pitched down by camera_pitch_deg. -->
-        <pose>{_vec(lx / 2, 0, r.camera_height - h, math.radians(r.camera_roll_deg), math.radians(r.camera_pitch_deg), 0)}</pose>
+        <pose>{_vec(mid + lx / 2, 0, r.camera_height - h, math.radians(r.camera_roll_deg), math.radians(r.camera_pitch_deg), 0)}</pose>
         <always_on>1</always_on>
         <update_rate>{_num(s.camera_hz)}</update_rate>
         <topic>{gz_topic(topics.CAMERA)}</topic>
@@ -315,7 +327,7 @@ def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = Non
         </camera>
       </sensor>
       <sensor name="{IMU_FRAME}" type="imu">
-        <pose>{_vec(0, 0, lz / 2, 0, 0, 0)}</pose>
+        <pose>{_vec(mid, 0, lz / 2, 0, 0, 0)}</pose>
         <always_on>1</always_on>
         <update_rate>{_num(s.imu_hz)}</update_rate>
         <topic>{gz_topic(topics.IMU)}</topic>
@@ -327,7 +339,40 @@ def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = Non
         </imu>
       </sensor>
     </link>
-{_wheel("left", r.wheel_separation / 2, r)}
+{_car_running_gear(r, s) if car else _diff_running_gear(r, s)}
+  </model>
+</sdf>
+"""
+
+
+def _caster(r: RobotSpec) -> str:
+    """The differential drive's frictionless caster under the chassis' rear."""
+    h = base_height(r)
+    pose = _vec(-r.chassis[0] / 2 + r.caster_inset, 0, -h / 2, 0, 0, 0)
+    sphere = f"<geometry><sphere><radius>{_num(h / 2)}</radius></sphere></geometry>"
+    return f"""
+      <collision name="caster_collision">
+        <pose>{pose}</pose>
+        {sphere}
+        <surface><friction><ode><mu>0</mu><mu2>0</mu2></ode></friction></surface>
+      </collision>
+      <visual name="caster_visual">
+        <pose>{pose}</pose>
+        {sphere}
+        <material><ambient>0.3 0.3 0.3 1</ambient><diffuse>0.3 0.3 0.3 1</diffuse></material>
+      </visual>"""
+
+
+def _odometry(s: SensorConfig) -> str:
+    return f"""<odom_topic>{gz_topic(topics.ODOM)}</odom_topic>
+      <!-- With every IMU sample, as sim_node publishes odometry. -->
+      <odom_publish_frequency>{_num(s.imu_hz)}</odom_publish_frequency>
+      <frame_id>{ODOM_FRAME}</frame_id>
+      <child_frame_id>{BASE_FRAME}</child_frame_id>"""
+
+
+def _diff_running_gear(r: RobotSpec, s: SensorConfig) -> str:
+    return f"""{_wheel("left", r.wheel_separation / 2, r)}
 {_wheel("right", -r.wheel_separation / 2, r)}
 
     <plugin filename="{DIFF_DRIVE[0]}" name="{DIFF_DRIVE[1]}">
@@ -336,15 +381,52 @@ def robot_sdf(robot: RobotSpec | None = None, sensors: SensorConfig | None = Non
       <wheel_separation>{_num(r.wheel_separation)}</wheel_separation>
       <wheel_radius>{_num(r.wheel_radius)}</wheel_radius>
       <topic>{gz_topic(topics.CMD_VEL)}</topic>
-      <odom_topic>{gz_topic(topics.ODOM)}</odom_topic>
-      <!-- With every IMU sample, as sim_node publishes odometry. -->
-      <odom_publish_frequency>{_num(s.imu_hz)}</odom_publish_frequency>
-      <frame_id>{ODOM_FRAME}</frame_id>
-      <child_frame_id>{BASE_FRAME}</child_frame_id>
-    </plugin>
-  </model>
-</sdf>
-"""
+      {_odometry(s)}
+    </plugin>"""
+
+
+def _car_running_gear(r, s: SensorConfig) -> str:
+    """The car's rear wheels (driven), kingpins and front wheels, and AckermannSteering: the same
+    geometry as MuJoCo's (world.CarSpec), the kingpins at the front wheels' centres."""
+    z = r.wheel_radius - base_height(r)
+    k = r.steering_mass
+    parts = []
+    for side, y in (("left", r.wheel_separation / 2), ("right", -r.wheel_separation / 2)):
+        parts.append(_wheel(f"rear_{side}", y, r))
+        parts.append(f"""
+    <link name="front_{side}_steer">
+      <pose relative_to="{BASE_FRAME}">{_vec(r.wheelbase, y, z, 0, 0, 0)}</pose>
+      {_inertia(k, (0, 0, 0), k * 1e-3 * np.eye(3))}
+    </link>
+    <joint name="front_{side}_steer_joint" type="revolute">
+      <parent>{BASE_FRAME}</parent>
+      <child>front_{side}_steer</child>
+      <axis>
+        <xyz>0 0 1</xyz>
+        <limit><lower>{_num(-1.5 * r.max_steering)}</lower><upper>{_num(1.5 * r.max_steering)}</upper></limit>
+        <dynamics><damping>{_num(r.steering_damping)}</damping></dynamics>
+      </axis>
+    </joint>""")
+        parts.append(_wheel(f"front_{side}", y, r, x=r.wheelbase, parent=f"front_{side}_steer"))
+    return (
+        "".join(parts)
+        + f"""
+
+    <plugin filename="{ACKERMANN_STEERING[0]}" name="{ACKERMANN_STEERING[1]}">
+      <left_joint>rear_left_wheel_joint</left_joint>
+      <right_joint>rear_right_wheel_joint</right_joint>
+      <left_steering_joint>front_left_steer_joint</left_steering_joint>
+      <right_steering_joint>front_right_steer_joint</right_steering_joint>
+      <!-- The kingpins are at the front wheels' centres: kingpin width is the track. -->
+      <kingpin_width>{_num(r.wheel_separation)}</kingpin_width>
+      <wheel_separation>{_num(r.wheel_separation)}</wheel_separation>
+      <wheel_base>{_num(r.wheelbase)}</wheel_base>
+      <wheel_radius>{_num(r.wheel_radius)}</wheel_radius>
+      <steering_limit>{_num(r.max_steering)}</steering_limit>
+      <topic>{gz_topic(topics.CMD_VEL)}</topic>
+      {_odometry(s)}
+    </plugin>"""
+    )
 
 
 def _model_config(name: str, description: str) -> str:
@@ -508,19 +590,20 @@ def generated_files(
         item if isinstance(item, Track) else Track.load(track_path(item))
         for item in (shipped_tracks() if tracks is None else tracks)
     ]
-    robot, sensors = RobotSpec(), SensorConfig()
+    robots, sensors = dict(ROBOTS), SensorConfig()
     if condition is not None:
-        robot = condition.robot_spec(robot)
+        robots = {name: condition.robot_spec(spec) for name, spec in robots.items()}
         _, sensors = condition.apply(None, sensors)
         loaded = [condition.apply(track, sensors)[0] for track in loaded]
+    robot = robots["diff_drive"]  # the ground's friction is the same for both
     root = "models/gazebo"
-    files = {
-        f"{root}/{ROBOT_NAME}/model.sdf": robot_sdf(robot, sensors),
-        f"{root}/{ROBOT_NAME}/model.config": _model_config(
-            ROBOT_NAME, "liquid_control's differential-drive robot with a forward camera and an IMU."
-        ),
-        "config/gazebo_bridge.yaml": bridge_yaml(),
-    }
+    files = {"config/gazebo_bridge.yaml": bridge_yaml()}
+    for name, spec in robots.items():
+        what = "car with Ackermann steering" if spec.drive == "ackermann" else "differential-drive robot"
+        files[f"{root}/{ROBOT_DIRS[name]}/model.sdf"] = robot_sdf(spec, sensors)
+        files[f"{root}/{ROBOT_DIRS[name]}/model.config"] = _model_config(
+            ROBOT_DIRS[name], f"liquid_control's {what} with a forward camera and an IMU."
+        )
     for track in loaded:
         name = track_model_name(track)
         image, _ = road_texture(track)

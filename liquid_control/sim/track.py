@@ -168,14 +168,14 @@ class Track:
             "curvature": float(self.curvature()[a % len(pts)]),
         }
 
-    def off_road(self, x: float, y: float, yaw: float, wheel_separation: float) -> bool:
-        """Whether a wheel of a differential-drive robot at pose (x, y, yaw) is off the road: the
-        one definition of leaving the road for the simulator, the evaluation and the demos."""
-        half = wheel_separation / 2
+    def off_road(self, x: float, y: float, yaw: float, wheels) -> bool:
+        """Whether a wheel of a robot at pose (x, y, yaw) is off the road, its wheels touching the
+        ground at `wheels`, (forward, left) points in its frame (RobotSpec.wheel_contacts): the one
+        definition of leaving the road for the simulator, the evaluation and the demos."""
+        c, s = math.cos(yaw), math.sin(yaw)
         return any(
-            abs(self.project(x - math.sin(yaw) * side * half, y + math.cos(yaw) * side * half)["xte"])
-            > self.road_width / 2
-            for side in (1.0, -1.0)
+            abs(self.project(x + c * fwd - s * left, y + s * fwd + c * left)["xte"]) > self.road_width / 2
+            for fwd, left in wheels
         )
 
     def curvature(self) -> np.ndarray:

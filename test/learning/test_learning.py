@@ -206,3 +206,11 @@ def test_the_small_baselines_have_about_the_liquid_cores_parameter_count():
     cnn = ENCODERS["cnn-mlp"]
     total = parameter_counts(LiquidPolicy(cnn, ARCHITECTURES["cnn-mlp"](cnn.core_inputs, 0), 2))["trainable"]
     assert 90_000 <= total <= 110_000 and total > 4 * core("ncp-cfc")["trainable"]
+
+
+def test_train_into_a_missing_folder_says_so_before_it_reads_the_bag(tmp_path):
+    missing = tmp_path / "no_such_folder" / "model.safetensors"
+    config = TrainConfig((str(tmp_path / "no_bag_either"),), str(missing), iterations=2)
+    with pytest.raises(ValueError, match=r"the folder .*no_such_folder does not exist"):
+        train(config, log=lambda *_: None)
+    assert not missing.parent.exists()

@@ -35,8 +35,18 @@ ROBOT_TOPICS_FILE = ROOT / "config" / "turtlebot4_topics.yaml"
 
 # What each launch file offers (the brief its users rely on): extra ones are fine, missing ones not.
 REQUIRED_ARGUMENTS = {
-    "sim.launch.py": {"model", "track", "params_file", "namespace", "record", "bag", "adaptation", "real_time_factor"},
-    "gazebo.launch.py": {"track", "model", "params_file", "namespace", "gui", "record", "bag"},
+    "sim.launch.py": {
+        "model",
+        "track",
+        "robot",
+        "params_file",
+        "namespace",
+        "record",
+        "bag",
+        "adaptation",
+        "real_time_factor",
+    },
+    "gazebo.launch.py": {"track", "robot", "model", "params_file", "namespace", "gui", "record", "bag"},
     "robot.launch.py": {
         "camera_topic",
         "imu_topic",

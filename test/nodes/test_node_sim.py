@@ -189,3 +189,53 @@ def test_sim_node_applies_an_evaluation_condition_and_refuses_an_unknown_one():
     bad = _start("sim_node", "-p", "condition:=fog")
     assert bad.wait(timeout=60) == 2
     assert "unknown condition 'fog'" in _stop(bad)
+
+
+def _steady_yaw_rate(robot: str, linear: float, angular: float) -> float | None:
+    """sim_node with `robot`, commanded (linear, angular) over DDS: the yaw rate its odometry reports
+    (the gyro) over the second second of sim time after the command first arrived."""
+    sim = _start("sim_node", "-p", f"robot:={robot}", "-p", "gyro_noise:=0.0")
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("car_probe", context=context)
+    pub = node.create_publisher(Twist, "cmd_vel", 10)
+    rates: list[tuple[float, float]] = []
+    node.create_subscription(
+        Odometry,
+        "odom",
+        lambda m: rates.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, m.twist.twist.angular.z)),
+        10,
+    )
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    command = Twist()
+    command.linear.x, command.angular.z = linear, angular
+    try:
+        deadline, started = time.monotonic() + 90, None
+        while time.monotonic() < deadline and sim.poll() is None:
+            pub.publish(command)
+            executor.spin_once(timeout_sec=0.05)
+            moving = [t for t, w in rates if abs(w) > 0.05]
+            started = started if started is not None else (moving[0] if moving else None)
+            if started is not None and rates[-1][0] > started + 2.0:
+                return float(np.mean([w for t, w in rates if started + 1.0 < t <= started + 2.0]))
+        return None
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        _stop(sim)
+
+
+def test_sim_node_drives_the_car_which_turns_no_tighter_than_its_steering_lock():
+    from liquid_control.sim.world import ROBOTS
+
+    car = ROBOTS["car"]
+    # 3 rad/s at 0.5 m/s: a 0.17 m circle, which the differential drive turns and the car cannot.
+    diff, limited = _steady_yaw_rate("diff_drive", 0.5, 3.0), _steady_yaw_rate("car", 0.5, 3.0)
+    assert diff is not None and limited is not None
+    assert diff == pytest.approx(3.0, rel=0.1)
+    assert limited == pytest.approx(0.5 * car.max_curvature, rel=0.1)
+    bad = _start("sim_node", "-p", "robot:=tank")
+    assert bad.wait(timeout=60) == 2
+    assert "unknown robot 'tank'" in _stop(bad)

@@ -716,3 +716,77 @@ def test_sdformat_parser_accepts_a_condition_export(ign, name, tmp_path):
     if name == "low_friction":
         ground = views[world_key(track)].find("world/model/link/collision/surface/friction/ode")
         assert float(ground.findtext("mu")) == CONDITIONS[name].robot["ground_friction"]
+
+
+# --- the car -------------------------------------------------------------------------------------
+CAR_SDF = "liquid_car/model.sdf"
+
+
+@pytest.mark.parametrize("view", ["committed", "parsed"])
+def test_car_mirrors_the_mujoco_car_and_steers_with_ackermann_steering(view, request, bridge):
+    """The car's SDF: the links, joints and masses of world.scene_xml's compiled car, its camera and
+    IMU where MuJoCo has them, and gz-sim's AckermannSteering given CarSpec's wheelbase, track,
+    wheel radius and steering lock, on the bridged cmd_vel and odometry topics (the same as the
+    differential drive's: both are spawned as the model liquid_robot)."""
+    mujoco = pytest.importorskip("mujoco")
+    from liquid_control.sim.world import ROBOTS, scene_xml
+
+    car = ROBOTS["car"]
+    root = request.getfixturevalue("parsed")[CAR_SDF] if view == "parsed" else sdf_root(GAZEBO_DIR / CAR_SDF)
+    model = root.find("model")
+    assert model.get("name") == gazebo.ROBOT_NAME
+    xml, assets = scene_xml(Track.load(TRACK_FILES[0]), car, pixels_per_m=2.0)
+    mj = mujoco.MjModel.from_xml_string(xml, assets)
+    links = {link.get("name"): link for link in model.findall("link")}
+    joints = {joint.get("name"): joint for joint in model.findall("joint")}
+    assert set(links) == {"base_link"} | {
+        f"{part}_{side}_{kind}"
+        for side in ("left", "right")
+        for part, kind in (("rear", "wheel"), ("front", "steer"), ("front", "wheel"))
+    }
+    base = links["base_link"]
+    assert float(base.findtext("inertial/mass")) == pytest.approx(mj.body("base_link").mass[0], rel=SDF_REL)
+    assert floats(base.findtext("inertial/pose"))[:3] == pytest.approx(mj.body("base_link").ipos, abs=1e-6)
+    assert gazebo.spawn_pose(TRACK_FILES[0], car)[2] == pytest.approx(mj.body("base_link").pos[2])
+    for side in ("left", "right"):
+        rear, knuckle = mj.body(f"rear_{side}_wheel"), mj.body(f"front_{side}_steer")
+        assert floats(links[f"rear_{side}_wheel"].findtext("pose"))[:3] == pytest.approx(rear.pos, abs=1e-6)
+        assert floats(links[f"front_{side}_steer"].findtext("pose"))[:3] == pytest.approx(knuckle.pos, abs=1e-6)
+        assert floats(links[f"front_{side}_wheel"].findtext("pose"))[:3] == pytest.approx(knuckle.pos, abs=1e-6)
+        assert float(links[f"rear_{side}_wheel"].findtext("inertial/mass")) == pytest.approx(rear.mass[0], rel=SDF_REL)
+        steer = joints[f"front_{side}_steer_joint"]
+        assert floats(steer.findtext("axis/xyz")) == [0, 0, 1]
+        assert (steer.findtext("parent"), steer.findtext("child")) == ("base_link", f"front_{side}_steer")
+        wheel = joints[f"front_{side}_wheel_joint"]
+        assert (wheel.findtext("parent"), floats(wheel.findtext("axis/xyz"))) == (f"front_{side}_steer", [0, 1, 0])
+        assert joints[f"rear_{side}_wheel_joint"].findtext("parent") == "base_link"
+    camera = base.find("sensor[@type='camera']")
+    assert floats(camera.findtext("pose"))[:3] == pytest.approx(mj.camera("front").pos, abs=1e-6)
+    assert floats(base.find("sensor[@type='imu']").findtext("pose"))[:3] == pytest.approx(mj.site("imu").pos, abs=1e-6)
+
+    (steering,) = model.findall("plugin")
+    assert (steering.get("filename"), steering.get("name")) == gazebo.ACKERMANN_STEERING
+    number = {
+        k: float(steering.findtext(k))
+        for k in ("wheel_base", "wheel_separation", "kingpin_width", "wheel_radius", "steering_limit")
+    }
+    assert number == pytest.approx(
+        {
+            "wheel_base": car.wheelbase,
+            "wheel_separation": car.wheel_separation,
+            "kingpin_width": car.wheel_separation,
+            "wheel_radius": car.wheel_radius,
+            "steering_limit": car.max_steering,
+        },
+        rel=SDF_REL,
+    )
+    assert (steering.findtext("left_joint"), steering.findtext("right_joint")) == (
+        "rear_left_wheel_joint",
+        "rear_right_wheel_joint",
+    )
+    assert (steering.findtext("left_steering_joint"), steering.findtext("right_steering_joint")) == (
+        "front_left_steer_joint",
+        "front_right_steer_joint",
+    )
+    assert steering.findtext("topic") == bridged(bridge, topics.CMD_VEL)["gz_topic_name"]
+    assert steering.findtext("odom_topic") == bridged(bridge, topics.ODOM)["gz_topic_name"]
