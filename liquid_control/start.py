@@ -21,7 +21,11 @@ EXECUTABLES = {
 }
 
 
+_STOPPED: list[int] = []  # the signal that ended the start, once one has
+
+
 def _stop_while_starting(signum, frame) -> None:
+    _STOPPED.append(signum)
     raise SystemExit(0)
 
 
@@ -39,7 +43,15 @@ def main() -> int:
     # pending): one that came in the meantime is delivered here, to the handler above.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     sys.argv[0] = name  # argparse's usage line and rclpy's logs name the executable
-    module = importlib.import_module(EXECUTABLES[name])
+    try:
+        module = importlib.import_module(EXECUTABLES[name])
+    except BaseException:
+        # The SystemExit above, or what an import made of it: a C extension that was importing
+        # reports its failure as an ImportError of its own (numpy's "PyCapsule_Import could not
+        # import module datetime"). Either way the start was stopped, quietly.
+        if _STOPPED:
+            return 0
+        raise
     for sig, handler in previous.items():  # the module's main() installs what it needs
         signal.signal(sig, handler)
     return module.main()
