@@ -1,5 +1,5 @@
-"""The liquid controller on a real robot: controller_node alone, its camera, IMU, command, teacher and
-e-stop topics remapped to the robot's, restarted if it dies. Topic defaults are a TurtleBot 4's on
+"""The liquid controller on a real robot: controller_node alone, its camera, IMU, command, teacher,
+e-stop and teleop topics remapped to the robot's, restarted if it dies. Topic defaults are a TurtleBot 4's on
 Jazzy (config/turtlebot4_topics.yaml); safety limits and TwistStamped commands are in
 config/robot.yaml.
 
@@ -19,6 +19,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from liquid_control import launching, topics
 from liquid_control.paths import share_path
+from liquid_control.runtime.parameters import NODE_NAME
 
 PACKAGE = launching.PACKAGE
 RESPAWN_DELAY_S = 2.0  # launch takes a number here, not a substitution
@@ -44,6 +45,15 @@ REMAPPED = {
         topics.E_STOP,
         "Emergency stop (std_msgs/Bool, reliable, transient local): true holds zero commands.",
     ),
+    "teleop_topic": (
+        topics.TELEOP,
+        "A person's joystick (Twist; TwistStamped with teleop.stamped in params_file): while its commands "
+        "keep coming the person drives, through the same limits, and the policy only proposes.",
+    ),
+    "teleop_enable_topic": (
+        topics.TELEOP_ENABLE,
+        "The joystick's deadman (std_msgs/Bool), needed for a takeover with teleop.require_enable.",
+    ),
 }
 
 
@@ -53,7 +63,9 @@ def recorder(context) -> list:
     names = [topics.absolute(LaunchConfiguration(arg).perform(context), namespace) for arg in REMAPPED]
     if LaunchConfiguration("camera_transport").perform(context) == "compressed":
         names[0] += "/compressed"  # the camera as it arrives: record keeps it byte for byte
-    return [launching.recorder(*names, topics.DIAGNOSTICS)]
+    # The controller's own: the policy's proposals and the takeover marks (train weights takeovers).
+    own = [topics.absolute(name, namespace, node=NODE_NAME) for name in (topics.PROPOSED, topics.INTERVENTION)]
+    return [launching.recorder(*names, *own, topics.DIAGNOSTICS)]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -43,7 +43,14 @@ def _bag_info(args: argparse.Namespace) -> int:
     from .bags.io import BagError
 
     try:
-        info = bag_info(args.model, args.camera_topic, args.imu_topic, args.label_topic, odom=args.odom_topic)
+        info = bag_info(
+            args.model,
+            args.camera_topic,
+            args.imu_topic,
+            args.label_topic,
+            odom=args.odom_topic,
+            intervention=args.intervention_topic,
+        )
     except (BagError, OSError) as exc:
         return _bag_error(exc)
     print(json.dumps(info, indent=2) if args.json else format_bag_info(info))

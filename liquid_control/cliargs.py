@@ -151,6 +151,8 @@ TOPIC_HELP = {
     "default: none",
     "label_topic": "the commands to learn (Twist, matched by bag time, or TwistStamped, by header stamp); "
     "default: the bag's only one",
+    "intervention_topic": "the controller node's takeover marks (std_msgs/Bool); default: the bag's only "
+    ".../intervention topic, if any; 'none': not read",
 }
 
 

@@ -8,11 +8,15 @@ CAMERA_INFO = "camera/camera_info"
 IMU = "imu/data"
 CMD_VEL = "cmd_vel"
 TEACHER = "teacher/cmd_vel"
+TELEOP = "teleop/cmd_vel"  # a person's joystick: a takeover while its commands keep coming
+TELEOP_ENABLE = "teleop/enable"  # its deadman button (std_msgs/Bool), where teleop.require_enable
 ODOM = "odom"
 E_STOP = "e_stop"
 CLOCK = "/clock"
 DIAGNOSTICS = "/diagnostics"
 LIQUID_STATE = "~/liquid_state"
+PROPOSED = "~/proposed_cmd_vel"  # the policy's command on every step, whoever drives
+INTERVENTION = "~/intervention"  # std_msgs/Bool: true while a person commands (a takeover)
 SALIENCY = "~/saliency"  # the camera frame with the encoder's VisualBackProp saliency over it
 
 # Frames (REP 105 names; REP 103 axes: x forward, y left, z up).
@@ -22,11 +26,14 @@ CAMERA_FRAME = "camera_link"
 IMU_FRAME = "imu_link"
 
 
-def absolute(name: str, namespace: str = "/") -> str:
-    """`name` as it appears in a bag or on the graph under `namespace` (no private names)."""
+def absolute(name: str, namespace: str = "/", node: str | None = None) -> str:
+    """`name` as it appears in a bag or on the graph under `namespace`; a private name (~/...) of
+    the node named `node`."""
     if name.startswith("/"):
         return name
     if name.startswith("~"):
-        raise ValueError(f"{name} is private to a node; it has no namespace-only form")
+        if node is None:
+            raise ValueError(f"{name} is private to a node; name the node")
+        name = f"{node}/{name[2:]}"
     ns = "/" + namespace.strip("/")
     return f"{ns.rstrip('/')}/{name}"

@@ -35,6 +35,13 @@ class ReplayConfig:
         metavar="TOPIC",
         help="recorded commands to compare with, TwistStamped or Twist (default: /cmd_vel when the bag has it)",
     )
+    proposal_topic: str | None = option(
+        None,
+        metavar="TOPIC",
+        help="the controller node's recorded proposals (~/proposed_cmd_vel, TwistStamped; shadow mode records "
+        "them beside the driver's commands), compared with the driver's and with the replay's (default: the "
+        "bag's only .../proposed_cmd_vel topic, if any; 'none': not read)",
+    )
     csv: str | None = option(None, help="CSV of the commands (default: OUTPUT.csv)")
     plot: str | None = option(None, help="PNG plot of replayed vs recorded commands (default: OUTPUT.png)")
     params: str | None = option(

@@ -4,6 +4,10 @@ named, or found from the bag's types when exactly one topic fits). Any robot's b
 names, namespaces, compressed cameras (image_transport's `.../compressed`), no IMU (a camera-only
 car), wheel odometry, teleop commands as Twist or TwistStamped.
 
+A bag recorded beside the controller node also holds its takeover marks (~/intervention, std_msgs/Bool):
+`info` counts the takeovers, and training reads the marks (`--intervention-topic`, default the
+bag's only `.../intervention` Bool topic) to weight them.
+
 The camera and the label are always needed. The IMU is read when the bag has one (`--imu-topic
 none`: not read); odometry when asked (`--odom-topic TOPIC`, or `auto` for the bag's only one), so
 that a bag that holds odometry besides trains the same model as before unless the user says so.
@@ -22,6 +26,7 @@ from .. import topics
 from ..model.labels import COMMAND_TYPES
 from ..model.labels import STAMPED as STAMPED_COMMANDS
 from .io import (
+    BOOL,
     COMPRESSED_IMAGE,
     IMAGE,
     IMU,
@@ -66,6 +71,7 @@ class TopicChoice:
     label_stamped: bool  # TwistStamped, AckermannDriveStamped: matched by header stamp; else by bag time
     odom: str | None = None  # None: no odometry is read
     label_type: str = ""
+    intervention: str | None = None  # the controller node's takeover marks (None: none read)
 
     @property
     def sensors(self) -> dict[str, str]:
@@ -83,6 +89,8 @@ def _pick(path: Path, have: dict, role: str, types: tuple[str, ...], named: str 
             )
         return named
     fits = sorted(t for t, info in have.items() if info.msgtype in types)
+    if role == "label":  # the controller node's proposals are the policy's commands, never a label
+        fits = [t for t in fits if t.rsplit("/", 1)[-1] != topics.PROPOSED.removeprefix("~/")]
     if len(fits) == 1:
         return fits[0]
     if role == "label":
@@ -115,12 +123,52 @@ def _pick_optional(path: Path, have: dict, role: str, types: tuple[str, ...], na
     return _pick(path, have, role, types, named, flag)
 
 
+def _pick_intervention(path: Path, have: dict, named: str | None) -> str | None:
+    """The takeover marks: "none" none; "auto" (default) the bag's only Bool topic named
+    .../intervention, if any; else the topic named, checked."""
+    if named == NONE:
+        return None
+    if named in (None, AUTO):
+        fits = sorted(t for t, i in have.items() if i.msgtype == BOOL and t.rsplit("/", 1)[-1] == "intervention")
+        if len(fits) > 1:
+            raise BagError(
+                f"bag {path}: {len(fits)} topics could be the takeover marks ({', '.join(fits)}): choose one "
+                "with --intervention-topic, or --intervention-topic none"
+            )
+        return fits[0] if fits else None
+    return _pick(path, have, "takeover marks", (BOOL,), named, "--intervention-topic")
+
+
+def takeovers(path: str | Path, topic: str) -> list[tuple[int, int]]:
+    """The takeovers marked on `topic` (std_msgs/Bool, true while a person commands): (start, end)
+    in bag time (ns), each from the first true mark to the next false one (or the topic's last
+    message, for one still going when the recording ended)."""
+    out, start, last = [], None, None
+    for _, _, log_time, data in read_serialized(Path(path), [topic]):
+        try:
+            value = TYPESTORE.deserialize_cdr(data, BOOL).data
+        except Exception as exc:  # noqa: BLE001 - rosbags' CDR reader raises whatever the bytes lead it to
+            raise BagError(
+                f"bag {path}: a message on {topic} cannot be read as {BOOL} ({type(exc).__name__}: {exc})"
+            ) from None
+        last = log_time
+        if value and start is None:
+            start = log_time
+        elif not value and start is not None:
+            out.append((start, log_time))
+            start = None
+    if start is not None:
+        out.append((start, last))
+    return out
+
+
 def pick_topics(
     path: str | Path,
     camera: str | None = None,
     imu: str | None = None,
     label: str | None = None,
     odom: str | None = None,
+    intervention: str | None = None,
 ) -> TopicChoice:
     """The camera, IMU, odometry and label topics of a bag: the ones named, or the only one of its
     type. The IMU (default "auto") and the odometry (default "none") are optional: "none" leaves
@@ -133,7 +181,8 @@ def pick_topics(
     odom_topic = _pick_optional(path, have, "odometry", (ODOMETRY,), odom or NONE, "--odom-topic")
     lab = _pick(path, have, "label", LABEL_TYPES, label, "--label-topic")
     label_type = have[lab].msgtype
-    return TopicChoice(cam, imu_topic, lab, label_type in STAMPED_COMMANDS, odom_topic, label_type)
+    marks = _pick_intervention(path, have, intervention)
+    return TopicChoice(cam, imu_topic, lab, label_type in STAMPED_COMMANDS, odom_topic, label_type, marks)
 
 
 def sensor_topics(
@@ -185,6 +234,7 @@ def bag_info(
     label: str | None = None,
     gap_s: float = 0.5,
     odom: str | None = None,
+    intervention: str | None = None,
 ) -> dict:
     """Topics, types, message counts, rates, header-stamp gaps and jumps back, duration, and the
     topics a training run would pick (or why it cannot)."""
@@ -224,7 +274,19 @@ def bag_info(
         "topics": topics,
     }
     try:
-        choice = pick_topics(path, camera, imu, label, odom)
+        choice = pick_topics(path, camera, imu, label, odom, intervention)
+        if choice.intervention:
+            spans = takeovers(path, choice.intervention)
+            lengths = [(b - a) * 1e-9 for a, b in spans]
+            info["takeovers"] = {
+                "topic": choice.intervention,
+                "count": len(spans),
+                "seconds": round(sum(lengths), 3),
+                "longest_s": round(max(lengths), 3) if lengths else 0.0,
+                "spans_s": [
+                    [round((a - summary.start_ns) * 1e-9, 3), round((b - summary.start_ns) * 1e-9, 3)] for a, b in spans
+                ],
+            }
         info["training"] = {
             "camera": choice.camera,
             "imu": choice.imu,
@@ -232,6 +294,7 @@ def bag_info(
             "label": choice.label,
             "label_type": choice.label_type,
             "label_matched_by": "header stamp" if choice.label_stamped else "bag time",
+            "intervention": choice.intervention,
         }
         unread = sorted(t for t, i in summary.topics.items() if i.msgtype == ODOMETRY and t != choice.odom)
         if unread:
@@ -271,4 +334,16 @@ def format_bag_info(info: dict) -> str:
         )
         for topic in training.get("odometry_not_read", []):
             lines.append(f"  odometry {topic} is not read: --odom-topic {topic} trains on it")
+    marks = info.get("takeovers")
+    if marks:
+        share = f" of {info['duration_s']:.1f} s" if info["duration_s"] > 0 else ""
+        lines.append(
+            f"takeovers: {marks['count']} on {marks['topic']}, {marks['seconds']:.1f} s{share} "
+            f"(the longest {marks['longest_s']:.1f} s)"
+            + ("; train --takeover-weight weights them" if marks["count"] else "")
+        )
+        for a, b in marks["spans_s"][:10]:
+            lines.append(f"  a person commanded from {a:.2f} s to {b:.2f} s")
+        if len(marks["spans_s"]) > 10:
+            lines.append(f"  ... and {len(marks['spans_s']) - 10} more")
     return "\n".join(lines)

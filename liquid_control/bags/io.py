@@ -50,6 +50,7 @@ IMAGE, COMPRESSED_IMAGE, IMU, TWIST_STAMPED, TWIST, ODOMETRY = (
     "geometry_msgs/msg/Twist",
     "nav_msgs/msg/Odometry",
 )
+BOOL = "std_msgs/msg/Bool"  # the controller node's ~/intervention (a takeover's marks)
 
 
 class BagError(ValueError):
@@ -362,8 +363,9 @@ def _typestore(path: Path, connections) -> Any:
 @dataclass(frozen=True)
 class BagEvent:
     stamp: float  # header stamp (s); bag time for an unstamped command
-    kind: str  # "camera", "imu", "odom", or "command"
-    data: np.ndarray  # camera RGB, IMU_FIELDS values, ODOM_FIELDS values, or a command's two values
+    kind: str  # "camera", "imu", "odom", "command", "intervention", or "proposal"
+    data: np.ndarray  # camera RGB, IMU_FIELDS values, ODOM_FIELDS values, a command's two values, or
+    # an intervention's one (1.0 while a person commands)
     # (labels.command_values: (linear.x, angular.z) of a Twist, (speed, steering_angle) of an AckermannDrive)
     header_stamp: tuple[int, int] | None = field(default=None, compare=False)  # exact (sec, nanosec)
     log_time_ns: int = field(default=0, compare=False)  # the bag's time stamp (receive time)
@@ -380,9 +382,14 @@ def read_events(
     max_image_pixels: int | None = None,
     image_dtype: type = np.float32,
     odom: str | None = None,
+    intervention: str | None = None,
+    proposal: str | None = None,
 ) -> Iterator[BagEvent]:
-    """The bag's camera, IMU, odometry (and command) messages as events, in the order they were
-    logged. `imu`, `odom` and `command` None: not read (a camera-only robot has no IMU).
+    """The bag's camera, IMU, odometry (and command, and intervention) messages as events, in the
+    order they were logged. `imu`, `odom`, `command` and `intervention` None: not read (a
+    camera-only robot has no IMU). An intervention (std_msgs/Bool, unstamped) is stamped with its
+    bag time; a `proposal` (the controller node's ~/proposed_cmd_vel, TwistStamped) comes as a
+    command does.
 
     The camera topic may be sensor_msgs/Image or CompressedImage (JPEG or PNG, as image_transport
     records `.../compressed`); a JPEG is decoded at the smallest DCT scale that still covers
@@ -402,6 +409,10 @@ def read_events(
         wanted[odom] = ("odom", (ODOMETRY,))
     if command:
         wanted[command] = ("command", COMMAND_TYPES)
+    if intervention:
+        wanted[intervention] = ("intervention", (BOOL,))
+    if proposal:
+        wanted[proposal] = ("proposal", (TWIST_STAMPED,))
     with _reading(path) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         for topic, (_, types) in wanted.items():
@@ -415,7 +426,10 @@ def read_events(
             kind = wanted[connection.topic][0]
             msg = store.deserialize_cdr(raw, connection.msgtype)
             header = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)) if hasattr(msg, "header") else None
-            if kind == "command":
+            if kind == "intervention":
+                yield BagEvent(log_time * 1e-9, kind, np.array([float(bool(msg.data))]), None, log_time)
+                continue
+            if kind in ("command", "proposal"):
                 stamp = stamp_to_seconds(msg.header.stamp) if header else log_time * 1e-9
                 values = command_values(msg, connection.msgtype)
                 yield BagEvent(stamp, kind, values, header, log_time, connection.msgtype)

@@ -35,6 +35,7 @@ from ..runtime.parameters import DEFAULTS, read_params, settings_fields
 from .configs import ReplayConfig
 from .info import sensor_topics
 from .io import (
+    TWIST_STAMPED,
     BagError,
     BagWriter,
     check_new_bag,
@@ -79,6 +80,25 @@ def _nearest(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.where(np.abs(keys[left] - queries) <= np.abs(keys[right] - queries), left, right)
 
 
+def _proposal_topic(bag: Path, have: dict, named: str | None, compare_topic: str | None) -> str | None:
+    """The controller node's recorded proposals: "none" none; default the bag's only TwistStamped
+    topic named .../proposed_cmd_vel (never the compared one); else the topic named, checked."""
+    if named == "none":
+        return None
+    if named:
+        _check_topic(bag, have, named, (TWIST_STAMPED,))
+        return named
+    name = topics.PROPOSED.removeprefix("~/")
+    fits = sorted(
+        t for t, i in have.items() if i.msgtype == TWIST_STAMPED and t.rsplit("/", 1)[-1] == name and t != compare_topic
+    )
+    if len(fits) > 1:
+        raise BagError(
+            f"bag {bag}: {len(fits)} topics could be the proposals ({', '.join(fits)}): choose one with --proposal-topic"
+        )
+    return fits[0] if fits else None
+
+
 def _compare_topic(bag: Path, have: dict, compare_topic: str | None, labels: LabelMapping) -> str | None:
     """The recorded-command topic to compare with (None: none), checked: its commands are mapped
     to physical units by the labels mapping the model was trained with."""
@@ -107,6 +127,7 @@ class _Run:
     labels: LabelMapping = field(default_factory=LabelMapping)  # the recorded commands to physical units
     rows: list = field(default_factory=list)  # (header sec, nanosec, bag time ns, reason, linear, angular)
     recorded: list = field(default_factory=list)  # (key s, key text, linear, angular)
+    proposals: list = field(default_factory=list)  # the node's, recorded: as rows
     latencies: dict = field(default_factory=lambda: {kind: [] for kind in SENSORS})  # ns per controller call
     last: dict = field(default_factory=lambda: dict.fromkeys(SENSORS))
     fed: dict = field(default_factory=lambda: dict.fromkeys(SENSORS, 0))
@@ -117,6 +138,10 @@ class _Run:
     def feed(self, event) -> None:
         self.first_ns = event.log_time_ns if self.first_ns is None else self.first_ns
         self.last_ns = event.log_time_ns
+        if event.kind == "proposal":  # the controller node's, live: SI units as it commands
+            linear, angular = (float(v) for v in event.data)
+            self.proposals.append((*event.header_stamp, event.log_time_ns, "proposal", linear, angular))
+            return
         if event.kind == "command":
             key = event.stamp if self.stamped_compare else event.log_time_ns * 1e-9
             text = (
@@ -307,6 +332,7 @@ def replay(config: ReplayConfig) -> dict:
     labels = LabelMapping.recorded(model_config.provenance.get("labels"))
     compare_topic = _compare_topic(bag, have, compare_topic, labels)
     stamped_compare = bool(compare_topic) and have[compare_topic].msgtype in STAMPED_COMMANDS
+    proposal_topic = _proposal_topic(bag, have, c.proposal_topic, compare_topic)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the node runs (num_threads: 1), and bitwise repeatable
@@ -340,6 +366,7 @@ def replay(config: ReplayConfig) -> dict:
                 imu=read.get("imu"),
                 odom=read.get("odom"),
                 command=compare_topic,
+                proposal=proposal_topic,
                 skipped=skipped,
                 camera_size=(policy.spec.image_width, policy.spec.image_height),
                 max_image_pixels=max_pixels,
@@ -367,6 +394,7 @@ def replay(config: ReplayConfig) -> dict:
         shown["views_s"] = round(views.seconds + time.perf_counter() - started, 3)
 
     compare = _compare(run.rows, run.recorded, stamped_compare, compare_topic)
+    proposals = _proposals(run, proposal_topic, stamped_compare, compare_topic)
     _write_csv(csv_path, run.rows, compare)
     plotted = _write_plot(plot_path, run.rows, compare)
     if video_path is not None:
@@ -380,8 +408,30 @@ def replay(config: ReplayConfig) -> dict:
         **_run_summary(run, wall),
         "skipped_messages": skipped,
         "compare": compare["summary"] if compare else None,
+        "proposals": proposals,
         **shown,
     }
+
+
+def _proposals(run: _Run, topic: str | None, stamped_compare: bool, compare_topic: str | None) -> dict | None:
+    """The node's recorded proposals against the driver's commands (shadow mode: how the policy
+    would have driven beside the person) and against the replay's (how exactly the replay gives
+    what ran live)."""
+    if topic is None:
+        return None
+    out: dict = {"topic": topic, "count": len(run.proposals)}
+    if not run.proposals:
+        return out
+    driver = _compare(run.proposals, run.recorded, stamped_compare, compare_topic)
+    if driver and driver["summary"].get("matched"):
+        out["vs_driver"] = driver["summary"]
+    keyed = sorted(
+        (sec + nanosec * 1e-9, _stamp_text(sec, nanosec), lin, ang) for sec, nanosec, _, _, lin, ang in run.proposals
+    )
+    replayed = _compare(run.rows, keyed, True, topic)
+    if replayed and replayed["summary"].get("matched"):
+        out["vs_replay"] = replayed["summary"]
+    return out
 
 
 def _run_summary(run: _Run, wall: float) -> dict:
@@ -580,6 +630,16 @@ def format_summary(s: dict) -> str:
         lines.append(f"  vs {cmp['topic']}: no recorded commands to compare with")
     else:
         lines.append("  no recorded commands to compare with (no /cmd_vel; see --compare-topic)")
+    proposals = s.get("proposals")
+    if proposals:
+        lines.append(f"  the node's proposals on {proposals['topic']}: {proposals['count']}")
+        for key, what in (("vs_driver", "vs the driver's"), ("vs_replay", "vs this replay's")):
+            if key in proposals:
+                p = proposals[key]
+                lines.append(
+                    f"    {what} {p['topic'] if key == 'vs_driver' else 'commands'}: "
+                    + ", ".join(f"{name} mean abs error {p[name]['mean_abs_error']:.4f}" for name in FIELDS)
+                )
     lines.append(f"  CSV {s['csv']}" + (f", plot {s['plot']}" if s["plot"] else ""))
     if s.get("video"):
         lines.append(f"  video {s['video']} ({s['video_frames']} frames, one per camera frame)")

@@ -35,6 +35,7 @@ from rclpy.qos import (
 from rclpy.signals import SignalHandlerOptions
 
 from .. import topics as robot_topics
+from ..runtime.parameters import NODE_NAME
 
 # Types published with the sensor-data profile (best effort): what sensor drivers publish.
 SENSOR_TYPES = frozenset(
@@ -59,7 +60,8 @@ _INFINITE_NS = 2**63 - 1
 
 
 def default_topics(namespace: str = "/") -> list[str]:
-    """The robot's topics (liquid_control.topics) as they appear on the graph under `namespace`."""
+    """The robot's topics (liquid_control.topics) as they appear on the graph under `namespace`,
+    the controller node's proposals and takeover marks included."""
     names = (
         robot_topics.CAMERA,
         robot_topics.CAMERA_INFO,
@@ -67,11 +69,15 @@ def default_topics(namespace: str = "/") -> list[str]:
         robot_topics.ODOM,
         robot_topics.CMD_VEL,
         robot_topics.TEACHER,
+        robot_topics.TELEOP,
+        robot_topics.TELEOP_ENABLE,
+        robot_topics.PROPOSED,
+        robot_topics.INTERVENTION,
         robot_topics.E_STOP,
         robot_topics.CLOCK,
         robot_topics.DIAGNOSTICS,
     )
-    return [robot_topics.absolute(n, namespace) for n in names]
+    return [robot_topics.absolute(n, namespace, node=NODE_NAME) for n in names]
 
 
 class UnknownTypeError(LookupError):

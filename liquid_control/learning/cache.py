@@ -42,7 +42,9 @@ import numpy as np
 
 from ..paths import cache_root
 
-VERSION = 2  # what an entry holds or how frames are made (2: sensing.model_frame): bump to invalidate every cache
+# What an entry holds or how frames are made (2: sensing.model_frame; 3: each step's takeover
+# flag): bump to invalidate every cache.
+VERSION = 3
 FRAMES, ARRAYS, META = "frames.u8", "steps.npz", "meta.json"
 MAX_META_BYTES = 16 << 20  # a meta.json larger than this is not one of ours (a bag of 10k files: ~1 MB)
 MIN_FREE_BYTES = 1 << 30  # a build stops before the cache's disk has less than this left

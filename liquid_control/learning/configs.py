@@ -73,6 +73,31 @@ class TrainConfig:
         "angular_velocity.z, linear_acceleration.x and .y): %(choices)s",
     )
     label_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["label_topic"])
+    intervention_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["intervention_topic"])
+    # Takeovers (HG-DAgger): how much the steps a person commanded, and those just before, count.
+    takeover_weight: float = option(
+        1.0,
+        metavar="W",
+        help="loss weight of the steps a person commanded (a takeover, marked in the bag; default %(default)s)",
+        key=True,
+        provenance=True,
+    )
+    takeover_lead: float = option(
+        0.0,
+        metavar="S",
+        help="the seconds before each takeover weighted as the takeover (where the labels are a teacher's "
+        "for every step, as in the simulator; default %(default)s)",
+        key=True,
+        provenance=True,
+    )
+    autonomous_weight: float = option(
+        1.0,
+        metavar="W",
+        help="loss weight of the other steps of a bag with takeover marks, where the policy drove (0: learn "
+        "only from the person, as HG-DAgger does; default %(default)s)",
+        key=True,
+        provenance=True,
+    )
     # What the labels mean (model/labels.py); recorded in the model file.
     normalised_labels: bool = option(
         False,
@@ -124,7 +149,10 @@ class EvalConfig:
     """`liquid-control eval`: closed-loop episodes of a model in the simulator (learning.evaluate).
     The key fields are what a kept cell of the evaluation table depends on besides the model file."""
 
-    model: str = option(DEFAULT_MODEL, help="a policy model file (default: the shipped one)")
+    model: str = option(
+        DEFAULT_MODEL,
+        help="a policy model file (default: the shipped one); 'expert': the demonstrator, pure pursuit on ground truth",
+    )
     track: str = option("oval", help="a shipped track name or a track file", key=True)
     condition: str = option(
         "nominal", choices=CONDITIONS, metavar="CONDITION", help="%(choices)s (default %(default)s)", key=True
@@ -144,7 +172,8 @@ class TableConfig:
     models: tuple[str, ...] = option(
         flag="--model",
         metavar="NAME=FILE",
-        help="a row: its name and policy file (repeat; the same NAME again adds another training seed to that row)",
+        help="a row: its name and policy file (repeat; the same NAME again adds another training seed to that row); "
+        "FILE 'expert': the demonstrator, pure pursuit on ground truth, to show where it cannot keep the road",
     )
     reference: str | None = option(
         None,

@@ -2,7 +2,9 @@
 a sensor the model reads (camera, and IMU and odometry where it reads them) is a step, `dt` is the
 difference of header stamps, the latest frame and samples are held between messages, and the label of a step is the latest teacher command stamped at or
 before it. A gap above `max_gap` (or a stamp going back) starts a new episode, as it resets the
-controller's state.
+controller's state. Where the bag holds the controller node's ~/intervention marks, each step
+also says whether a person commanded when it was logged (the last mark logged before it: a
+takeover), which training can weight.
 
 A bag is read once per input spec: its frames go, decoded and resized to the model's input as
 uint8, into a memory-mapped file of the cache (`learning/cache.py`), and an Episode's frames are a
@@ -42,6 +44,8 @@ class Episode:
     fields: np.ndarray  # (T, k) the IMU fields, then the odometry fields, held at each step
     dt: np.ndarray  # (T,) s since the previous step (the first: the median dt)
     target: np.ndarray  # (T, 2) teacher (linear.x, angular.z) at each step
+    takeover: np.ndarray | None = None  # (T,) uint8: 1 where a person commanded (a takeover)
+    weight: np.ndarray | None = None  # (T,) float32 loss weight of each step (None: all 1), set by train
 
     def __len__(self) -> int:
         return len(self.dt)
@@ -63,14 +67,16 @@ def episodes_from_bag(
     odom_fields: tuple[str, ...] = (),
     odom: str | None = None,
     labels: LabelMapping | None = None,
+    intervention: str | None = None,
 ) -> list[Episode]:
     """The bag's episodes, from its cache entry (built on first use). The IMU's fields are read
     from `imu`, the odometry's from `odom`; a sensor whose fields are empty is not read (its topic
     may be None: a camera-only robot). Frames of more than `max_image_pixels` are skipped (never
     decoded); `skipped` counts what was skipped, per topic and reason. The label topic's commands
     become (linear.x, angular.z) by `labels` (model/labels.py: Twist as it is, AckermannDrive by the
-    bicycle model, normalised steering and throttle by their declared scale). ValueError (one line)
-    when nothing is left to train on."""
+    bicycle model, normalised steering and throttle by their declared scale). `intervention`: the
+    topic of the node's takeover marks (std_msgs/Bool), or None. ValueError (one line) when nothing
+    is left to train on."""
     path = Path(path)
     labels = labels or LabelMapping()
     fields = {"imu": tuple(imu_fields), "odom": tuple(odom_fields)}
@@ -88,6 +94,7 @@ def episodes_from_bag(
         "max_image_pixels": max_image_pixels,
         "labels": labels.record(),
         "sensors": {kind: [topic, list(fields[kind])] for kind, topic in sensors.items()},
+        "intervention": intervention,
     }
     k = sum(map(len, fields.values()))
     entry = cache.cached(
@@ -95,7 +102,7 @@ def episodes_from_bag(
         inputs,
         (height, width, 3),
         lambda sink: _build(
-            path, sink, width, height, fields, camera, sensors, label, max_gap, max_image_pixels, labels
+            path, sink, width, height, fields, camera, sensors, label, max_gap, max_image_pixels, labels, intervention
         ),
         root=cache_dir,
         log=log,
@@ -124,6 +131,7 @@ def episodes_from_bag(
                 fields=a["fields"][s0:s1],
                 dt=a["dt"][s0:s1],
                 target=a["target"][s0:s1],
+                takeover=a["takeover"][s0:s1],
             )
         )
     return out
@@ -148,6 +156,7 @@ def _check_entry(meta: dict, a: dict[str, np.ndarray], frames: int, k: int) -> s
         "fields": (np.float32, (steps, k)),
         "dt": (np.float32, (steps,)),
         "target": (np.float32, (steps, 2)),
+        "takeover": (np.uint8, (steps,)),
         "episode_frames": (np.int64, (episodes, 2)),
         "episode_steps": (np.int64, (episodes, 2)),
     }
@@ -186,6 +195,7 @@ class _Builder:
         self.frame_index = array("q")  # per step, into this episode's frames
         self.values = array("f")  # per step, the held fields
         self.stamps = array("d")
+        self.takeover = array("B")  # per step: whether a person commanded (the last mark before it)
         self.held: dict[str, np.ndarray] = {}  # the latest sample of each sensor beside the camera
 
     @property
@@ -205,6 +215,7 @@ def _build(
     max_gap: float,
     max_image_pixels: int,
     labels: LabelMapping,
+    intervention: str | None = None,
 ) -> tuple[dict, dict]:
     columns = {kind: [FIELDS[kind].index(f) for f in fields[kind]] for kind in sensors}
     episodes: list[_Builder] = []
@@ -212,7 +223,8 @@ def _build(
     state = _Builder(0)
     last_stamp = None
     counts = summarize(path).topics
-    total = sum(counts[t].count for t in (camera, *sensors.values(), label) if t in counts)
+    total = sum(counts[t].count for t in (camera, *sensors.values(), label, intervention) if t in counts)
+    person = 0  # the last intervention mark logged
     skipped: dict[str, int] = {}
     # Frames decoded as the node decodes them: within its size limit (a frame over it refused from
     # its header, counted in `skipped`), a compressed camera at the smallest scale that covers the
@@ -227,9 +239,13 @@ def _build(
         skipped=skipped,
         max_image_pixels=max_image_pixels,
         image_dtype=np.uint8,
+        intervention=intervention,
     )
     with progress.bar(events, total=total, desc=f"caching {path.name}", unit="msg") as bar:
         for event in bar:
+            if event.kind == "intervention":
+                person = int(event.data[0] > 0.5)
+                continue
             if event.kind == "command":
                 cmd_t.append(event.stamp)
                 cmd_v.extend(labels.physical(event.msgtype, event.data))
@@ -250,6 +266,7 @@ def _build(
                 # own (as the controller); the steps already taken keep the frame they saw.
                 continue
             state.stamps.append(event.stamp)
+            state.takeover.append(person)
             state.frame_index.append(state.frames - 1)
             for kind in sensors:  # in input order: the IMU's fields, then the odometry's
                 state.values.extend(state.held[kind])
@@ -284,7 +301,7 @@ def _label(
     them dropped; the step arrays of the kept episodes, concatenated."""
     order = np.argsort(cmd_t, kind="stable")
     cmd_t, cmd_v = cmd_t[order], cmd_v[order]
-    parts: dict[str, list] = {"frame_index": [], "fields": [], "dt": [], "target": []}
+    parts: dict[str, list] = {"frame_index": [], "fields": [], "dt": [], "target": [], "takeover": []}
     ep_frames, ep_steps, n = [], [], 0
     for b in episodes:
         if b.steps < MIN_STEPS:
@@ -305,6 +322,7 @@ def _label(
         parts["fields"].append(np.frombuffer(b.values, np.float32).reshape(b.steps, k)[keep])
         parts["dt"].append(dt[keep].astype(np.float32))
         parts["target"].append(cmd_v[which[keep]])
+        parts["takeover"].append(np.frombuffer(b.takeover, np.uint8)[keep])
     meta = {"episodes": len(ep_steps), "steps": n, "skipped": skipped}
     if not ep_steps:
         steps = sum(b.steps for b in episodes)
@@ -320,6 +338,7 @@ def _label(
         "fields": np.zeros((0, k), np.float32),
         "dt": np.zeros(0, np.float32),
         "target": np.zeros((0, 2), np.float32),
+        "takeover": np.zeros(0, np.uint8),
     }
     arrays = {name: np.concatenate(v) if v else empty[name] for name, v in parts.items()}
     arrays["episode_frames"] = np.array(ep_frames, np.int64).reshape(-1, 2)

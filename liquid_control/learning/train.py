@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import signal
@@ -165,10 +166,25 @@ def _windows(episodes: list[Episode], count: int, window: int, rng: np.random.Ge
         yield episodes[i], start
 
 
+def step_weights(episode: Episode, weight: float, lead: float, autonomous: float) -> np.ndarray:
+    """Each step's loss weight in an episode of a bag with takeover marks: `weight` where a person
+    commanded and in the `lead` seconds (of sensor time) before each takeover began, `autonomous`
+    elsewhere."""
+    person = episode.takeover.astype(bool)
+    w = np.where(person, weight, autonomous).astype(np.float32)
+    if lead > 0.0 and person.any():
+        t = np.cumsum(episode.dt, dtype=np.float64)
+        starts = np.flatnonzero(person & ~np.concatenate([[False], person[:-1]]))
+        for k in starts:
+            w[(t >= t[k] - lead) & (t < t[k])] = weight
+    return w
+
+
 def _batch(items, window: int):
     """Windows as tensors; frames read from the cache and given to the policy as they are there,
-    uint8 (the encoder scales them to [0, 1], as it does when running)."""
-    frames, index, imu, dt, target = [], [], [], [], []
+    uint8 (the encoder scales them to [0, 1], as it does when running). The last: each step's loss
+    weight (None when no episode has weights)."""
+    frames, index, imu, dt, target, weight = [], [], [], [], [], []
     for episode, start in items:
         end = min(start + window, len(episode))
         idx = episode.frame_index[start:end]
@@ -178,13 +194,23 @@ def _batch(items, window: int):
         imu.append(episode.fields[start:end])
         dt.append(episode.dt[start:end])
         target.append(episode.target[start:end])
+        w = episode.weight
+        weight.append(w[start:end] if w is not None else np.ones(end - start, np.float32))
     n_frames = max(len(f) for f in frames)
     steps = min(len(d) for d in dt)
     pixels = np.zeros((len(frames), n_frames, *frames[0].shape[1:]), np.uint8)
     for k, f in enumerate(frames):
         pixels[k, : len(f)] = f
     as_t = lambda xs: torch.from_numpy(np.stack([x[:steps] for x in xs]))  # noqa: E731
-    return torch.from_numpy(pixels), as_t(index).long(), as_t(imu), as_t(dt), as_t(target)
+    weighted = any(episode.weight is not None for episode, _ in items)
+    return (
+        torch.from_numpy(pixels),
+        as_t(index).long(),
+        as_t(imu),
+        as_t(dt),
+        as_t(target),
+        as_t(weight) if weighted else None,
+    )
 
 
 def _split(episodes: list[Episode], val_fraction: float, rng: np.random.Generator):
@@ -339,9 +365,13 @@ def _fit(
         log(f"  starting afresh: the earlier run's checkpoint {files['checkpoint']} will be replaced")
 
     def loss_on(net, items) -> torch.Tensor:
-        frames, index, imu, dt, target = _batch(items, window)
+        frames, index, imu, dt, target, weight = _batch(items, window)
         pred = net(frames, index, imu, dt)
-        return torch.nn.functional.mse_loss(pred[:, warmup:], (target / scale)[:, warmup:])
+        if weight is None:
+            return torch.nn.functional.mse_loss(pred[:, warmup:], (target / scale)[:, warmup:])
+        error = (pred[:, warmup:] - (target / scale)[:, warmup:]) ** 2
+        w = weight[:, warmup:, None]
+        return (error * w).sum() / (w.sum() * error.shape[-1]).clamp_min(1e-12)
 
     def checkpoint() -> None:
         rngs = procs.gather(rng.bit_generator.state)
@@ -469,6 +499,13 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
                 f"{name} must be at least {least}, not {value}"
                 + (f" (the first warmup={warmup} steps are not scored)" if name == "window" else "")
             )
+    for name, value in (
+        ("--takeover-weight", config.takeover_weight),
+        ("--takeover-lead", config.takeover_lead),
+        ("--autonomous-weight", config.autonomous_weight),
+    ):
+        if not (math.isfinite(value) and 0.0 <= value <= 1000.0):
+            raise ValueError(f"{name} must be in [0, 1000], not {value}")
     started = time.time()
     procs = _Processes()
     say = log if procs.main else (lambda *_: None)
@@ -478,7 +515,14 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     choices = {
-        bag: pick_topics(bag, config.camera_topic, config.imu_topic, config.label_topic, config.odom_topic)
+        bag: pick_topics(
+            bag,
+            config.camera_topic,
+            config.imu_topic,
+            config.label_topic,
+            config.odom_topic,
+            config.intervention_topic,
+        )
         for bag in bags
     }
     spec = _reads(spec, choices, config.imu_fields)
@@ -494,9 +538,11 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
     episodes, topics_used, skipped = [], {}, {}
     for bag, choice in choices.items():
         topics_used[str(bag)] = {"camera": choice.camera, **choice.sensors, "label": choice.label}
+        if choice.intervention:
+            topics_used[str(bag)]["intervention"] = choice.intervention
         # Frames over the node's max_image_pixels are skipped and counted, as replay does.
         skipped[str(bag)] = {}
-        episodes += episodes_from_bag(
+        found = episodes_from_bag(
             bag,
             spec.image_width,
             spec.image_height,
@@ -510,7 +556,21 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
             odom_fields=spec.odom_fields,
             odom=choice.odom,
             labels=labels,
+            intervention=choice.intervention,
         )
+        if choice.intervention:
+            person = sum(int(e.takeover.sum()) for e in found)
+            steps = sum(map(len, found))
+            say(
+                f"bag {bag}: a person commanded {person} of its {steps} steps (takeovers on {choice.intervention}): "
+                f"weight {config.takeover_weight:g} (and {config.takeover_lead:g} s before each), "
+                f"{config.autonomous_weight:g} elsewhere"
+            )
+            for e in found:
+                e.weight = step_weights(e, config.takeover_weight, config.takeover_lead, config.autonomous_weight)
+            if not any(e.weight.any() for e in found):
+                say(f"bag {bag}: every step weighs 0: it adds nothing (no takeover, and --autonomous-weight 0)")
+        episodes += found
     train_eps, val_eps = _split(episodes, config.val_fraction, rng)
     policy = _new_policy(arch, spec, train_eps, seed)
     if procs.world > 1:

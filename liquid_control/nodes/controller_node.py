@@ -17,6 +17,14 @@ is only ever held for short work (a step, a swap, a zero command): nothing that 
 it. `~/saliency` (where the camera encoder looks, runtime/saliency.py) is computed in a thread of
 its own from the latest frame, after that frame's command is out.
 
+Takeovers and shadow mode: a person's joystick on teleop/cmd_vel takes over while its commands keep
+coming (and teleop/enable says true, where teleop.require_enable): their commands go out on cmd_vel
+through the same limits, in the safety thread like the e-stop, while the policy steps on. Every step's
+command, whoever drives, goes out on ~/proposed_cmd_vel (TwistStamped with the stamp of the sensor
+message it answers), and ~/intervention (std_msgs/Bool) says on every step, and at once when it
+changes, whether a person commands: `record` keeps both, `train` weights takeovers, `info` counts
+them. With publish_cmd_vel false nothing goes out on cmd_vel (shadow mode), only the proposals.
+
 A managed (lifecycle) node when started with `--managed` (Nav2 and ros2_control bring robots up
 that way): configure loads, checks and prepares the model and makes the subscriptions, publishers,
 services and threads (a model that fails is a failed transition); activate starts commanding;
@@ -72,6 +80,7 @@ THROTTLE_S = 5.0
 WATCHDOG_PERIOD_S = 0.05  # how often the safety thread checks the sensors (and republishes zeros)
 STOP_THREADS_S = 2.0  # what destroy_node gives its threads to end, all together
 UNLOADED_INPUTS = ("camera", "imu")  # subscribed while no model runs (what the shipped model reads)
+INTERVENTION_PERIOD_S = 0.1  # ~/intervention repeated this often while the policy steps
 SAMPLE_NAMES = {"imu": "IMU message", "odom": "odometry message"}
 
 
@@ -106,7 +115,10 @@ class LiquidControllerNode(LifecycleNode):
         # What configure makes and cleanup releases.
         self._configured = False
         self._active = False  # commands are published only while active (under the lock)
-        self.cmd_pub = self.state_pub = self.diag_pub = None
+        self.cmd_pub = self.state_pub = self.diag_pub = self.proposed_pub = self.intervention_pub = None
+        self._proposed_msg = TwistStamped()
+        self._intervening = False  # what ~/intervention last said, and when
+        self._intervention_said = -math.inf
         self.saliency: SaliencyWorker | None = None
         self.saliency_pub = None
         self._sensors: dict[str, SensorLoop] = {}  # per sensor read, with sensor_thread
@@ -205,6 +217,8 @@ class LiquidControllerNode(LifecycleNode):
         else:
             self.model_error = "model_path is empty"
         self._install_cmd_publisher(*self._new_cmd_publisher(self.get_parameter("cmd_vel_stamped").value))
+        self.proposed_pub = self.create_publisher(TwistStamped, topics.PROPOSED, 10)
+        self.intervention_pub = self.create_publisher(Bool, topics.INTERVENTION, 10)
         # Outputs for tools: QoS mismatches there are reported on the tool's side, so no event
         # handlers here (each one is polled on every executor wait).
         quiet = PublisherEventCallbacks(use_default_callbacks=False)
@@ -239,6 +253,10 @@ class LiquidControllerNode(LifecycleNode):
         )
         self._safety = SensorLoop(self, self._sensor_failure, name="safety")
         self._safety.subscribe(Bool, topics.E_STOP, self._on_e_stop, latched)
+        # A person taking over is a safety action too: never behind the executor's work.
+        teleop_type = TwistStamped if self.get_parameter("teleop.stamped").value else Twist
+        self._safety.subscribe(teleop_type, topics.TELEOP, self._on_teleop, 10)
+        self._safety.subscribe(Bool, topics.TELEOP_ENABLE, self._on_teleop_enable, 10)
         self._safety.every(WATCHDOG_PERIOD_S, self._watchdog)
         for name, action in (
             ("reset_state", self._reset_state),
@@ -330,10 +348,13 @@ class LiquidControllerNode(LifecycleNode):
                 self.state_pub,
                 self.diag_pub,
                 self.saliency_pub,
+                self.proposed_pub,
+                self.intervention_pub,
             ):
                 if publisher is not None:
                     self.destroy_publisher(publisher)
             self.cmd_pub = self.state_pub = self.diag_pub = self.saliency_pub = None
+            self.proposed_pub = self.intervention_pub = None
             self.saliency, self._safety, self._entities = None, None, []
             self.controller, self.running_model, self.model_error = None, "", "not configured"
             self._active = self._configured = False
@@ -469,6 +490,8 @@ class LiquidControllerNode(LifecycleNode):
             if self.controller is not None:
                 self.controller.update_settings(**dataclasses.asdict(new_settings))
             old_publisher = self._install_cmd_publisher(*publisher) if publisher else None
+            if changes.get("publish_cmd_vel") and not self._publish_cmd_vel and self.controller is not None:
+                self.controller.start_from_rest()  # out of shadow mode: the first command is zero, then a ramp
             self._cache_output_params(changes)
         if old_publisher is not None:
             self.destroy_publisher(old_publisher)
@@ -488,6 +511,7 @@ class LiquidControllerNode(LifecycleNode):
             "publish_state",
             "max_image_pixels",
             "saliency_rate",
+            "publish_cmd_vel",
         ):
             setattr(self, f"_{name}", changes.get(name, self.get_parameter(name).value))
 
@@ -617,13 +641,60 @@ class LiquidControllerNode(LifecycleNode):
             return
         # A command carries the exact stamp of the sensor message it answers (float seconds
         # near 1.7e9 would round it by a few hundred nanoseconds).
-        self._publish(command, header_stamp=header_stamp)
+        self._publish_proposal(command, header_stamp)
+        if not command.proposal:  # during a takeover the person's commands go out, not this
+            self._publish(command, header_stamp=header_stamp)
 
     def _on_teacher(self, msg) -> None:
         twist = msg.twist if isinstance(msg, TwistStamped) else msg
         with self._lock:
             if self.controller is not None:
                 self.controller.on_teacher(twist.linear.x, twist.angular.z)
+
+    def _on_teleop(self, msg) -> None:
+        """In the safety thread: a person's command, out at once through the limits while it makes
+        a takeover."""
+        twist = msg.twist if isinstance(msg, TwistStamped) else msg
+        with self._lock:
+            if self.controller is None or not self._active:
+                return  # no limits to put it through: nothing but zero goes out without a model
+            command = self.controller.on_teleop(self._now(), twist.linear.x, twist.angular.z, time.monotonic())
+            if command is not None:
+                self._publish(command)
+            self._say_intervention(self.controller.takeover(time.monotonic()), changed_only=True)
+
+    def _on_teleop_enable(self, msg: Bool) -> None:
+        with self._lock:
+            if self.controller is not None:
+                self.controller.on_teleop_enable(msg.data, time.monotonic())
+
+    def _say_intervention(self, active: bool, changed_only: bool = False) -> None:
+        """~/intervention (the caller holds the lock): at once on a change, and with the steps'
+        proposals every INTERVENTION_PERIOD_S (a bag's reader holds the last value between)."""
+        now = time.monotonic()
+        changed = active != self._intervening
+        if not changed and (changed_only or now - self._intervention_said < INTERVENTION_PERIOD_S):
+            return
+        if changed:
+            self.get_logger().info("takeover: the person commands" if active else "takeover ended: the policy commands")
+        self._intervening, self._intervention_said = active, now
+        if self.intervention_pub is not None:
+            self.intervention_pub.publish(Bool(data=active))
+
+    def _publish_proposal(self, command: Command, header_stamp) -> None:
+        """The policy's command of a step on ~/proposed_cmd_vel, and whether a person commands
+        (the caller holds the lock)."""
+        if not self._active or self.proposed_pub is None:
+            return
+        self._say_intervention(command.proposal)
+        if self.proposed_pub.get_subscription_count() == 0:
+            return  # nobody listens (a record does): do not fill the message
+        msg = self._proposed_msg
+        stamp = msg.header.stamp
+        stamp.sec, stamp.nanosec = header_stamp.sec, header_stamp.nanosec
+        msg.header.frame_id = self._frame_id
+        msg.twist.linear.x, msg.twist.angular.z = command.linear_x, command.angular_z
+        self.proposed_pub.publish(msg)
 
     def _on_e_stop(self, msg: Bool) -> None:
         """In the safety thread: an engaged e-stop's zero goes out at once, whatever the cap."""
@@ -648,8 +719,8 @@ class LiquidControllerNode(LifecycleNode):
     def _publish(self, command: Command, force: bool = False, header_stamp=None) -> None:
         """Publish a command (the caller holds the lock). max_publish_rate caps every message, zeros
         included, except `force` (an e-stop) and the first zero after motion: a stop goes out at once."""
-        if not self._active:
-            return  # a managed node commands only while active
+        if not self._active or not self._publish_cmd_vel:
+            return  # a managed node commands only while active; in shadow mode never
         rate = self._max_publish_rate
         now = time.monotonic()
         zero = command.linear_x == 0.0 and command.angular_z == 0.0
@@ -703,10 +774,12 @@ class LiquidControllerNode(LifecycleNode):
             if self.controller is None:
                 self._publish(Command(stamp, 0.0, 0.0, "no_model"))
                 return
-            health = self.controller.health(time.monotonic())
-            command = self.controller.watchdog(time.monotonic(), stamp)
+            now = time.monotonic()
+            health = self.controller.health(now)
+            command = self.controller.watchdog(now, stamp)
             if command is not None:
                 self._publish(command)
+            self._say_intervention(self.controller.takeover(now), changed_only=True)
             previous, self._health = self._health, health.level
         if health.level == previous:
             return

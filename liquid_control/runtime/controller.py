@@ -25,6 +25,16 @@ Safety rules (all decided here; the node forwards events and publishes what come
   sim).
 - Before every sensor the model reads has spoken, commands are zero ("waiting").
 - E-stop: zero commands while engaged, and no adaptation from teacher commands.
+
+Takeovers (a person with a joystick, `on_teleop`): a takeover lasts while teleop commands keep
+coming, each within `teleop_timeout` of the last (and, with `teleop_require_enable`, while a deadman
+signal says true, itself fresh within that time). The person's command goes out through the same
+speed and acceleration limits as the policy's, and the e-stop still zeroes it; the sensor watchdog
+does not stop the person (a takeover is how a person drives a robot whose policy cannot). The policy
+keeps stepping meanwhile: what a step returns during a takeover is its proposal (`proposal` True),
+what it would command had it driven on alone: its commands within the same limits, ramped from its
+own last proposal (from the last command sent when the takeover began), never from the person's.
+When the takeover ends, the policy's next command ramps from the person's last.
 """
 
 from __future__ import annotations
@@ -67,6 +77,8 @@ class Settings:
     adaptation_enabled: bool = setting_default("adaptation_enabled")
     adaptation_forgetting: float = setting_default("adaptation_forgetting")
     adaptation_max_step: float = setting_default("adaptation_max_step")
+    teleop_timeout: float = setting_default("teleop_timeout")
+    teleop_require_enable: bool = setting_default("teleop_require_enable")
 
     def check(self) -> None:
         """Raise ValueError with a reason a user can act on (the parameter's type and range)."""
@@ -83,7 +95,9 @@ class Command:
     stamp: float
     linear_x: float
     angular_z: float
-    reason: str  # "policy", or why the command is zero: waiting, timeout, e_stop, gap_reset, nan_reset, error
+    reason: str  # "policy", "teleop", or why the command is zero: waiting, timeout, e_stop, gap_reset, nan_reset, error
+    # A step's answer while a person commands (a takeover): the policy's proposal, not for cmd_vel.
+    proposal: bool = False
 
 
 SENSORS = ("camera", "imu", "odom")  # a model reads the camera and any of the others (spec.sensors)
@@ -191,12 +205,19 @@ class LiquidController:
         self._install(self.prepare(policy, config))
         self.reset_state()
         self._last_command: Command | None = None
+        self._last_proposal: Command | None = None  # during a takeover, the policy's own history
         # Per sensor, in the caller's clock: when a message last arrived (accepted or not), when
         # one was last accepted, and why the last one was not.
         self._seen: dict[str, float | None] = dict.fromkeys(SENSORS)
         self._alive: dict[str, float | None] = dict.fromkeys(SENSORS)
         self._refusal: dict[str, str] = {}
         self._first_seen: float | None = None
+        # Takeovers, in the caller's clock: when the last teleop command and enable signal came.
+        self._teleop_at: float | None = None
+        self._enable_at: float | None = None
+        self._enabled = False
+        self.takeovers = 0  # takeovers begun (each a stretch of fresh teleop commands)
+        self._in_takeover = False
 
     # --- model -----------------------------------------------------------------------------
     def prepare(self, policy: LiquidPolicy, config: ModelConfig | None = None) -> PreparedPolicy:
@@ -377,6 +398,43 @@ class LiquidController:
         self.adaptation.update(self.hidden, target)
         return True
 
+    def on_teleop(
+        self, stamp: float, linear_x: float, angular_z: float, received: float | None = None
+    ) -> Command | None:
+        """A person's command (a joystick's teleop twist) at `stamp`, arrived at `received` (the
+        caller's clock, as for sensors; default the stamp). While it makes a takeover (see
+        `takeover`), the command to send: the person's within the limits ("teleop"), or zero while
+        the e-stop is engaged. None when it does not (a non-finite command, or no enable signal
+        where one is required)."""
+        received = stamp if received is None else received
+        if not (math.isfinite(linear_x) and math.isfinite(angular_z) and math.isfinite(stamp)):
+            self.counters.reject("teleop_not_finite")
+            return None
+        self._teleop_at = received
+        if not self.takeover(received):
+            return None
+        if self.e_stop:
+            return self._zero(stamp, "e_stop")
+        return self._limit(stamp, linear_x, angular_z, "teleop")
+
+    def on_teleop_enable(self, engaged: bool, received: float) -> None:
+        """The deadman (enable) signal of teleop, at `received` (the caller's clock)."""
+        self._enabled, self._enable_at = bool(engaged), received
+
+    def takeover(self, now: float) -> bool:
+        """Whether a person commands at `now` (the caller's clock): the last teleop command came
+        within teleop_timeout and, with teleop_require_enable, the enable signal is true and came
+        within that time too. Counts each takeover begun (`takeovers`)."""
+        s = self.settings
+        active = self._teleop_at is not None and now - self._teleop_at <= s.teleop_timeout
+        if active and s.teleop_require_enable:
+            active = self._enabled and self._enable_at is not None and now - self._enable_at <= s.teleop_timeout
+        if active and not self._in_takeover:
+            self.takeovers += 1
+            self._last_proposal = self._last_command  # the proposals ramp on from what was sent
+        self._in_takeover = active
+        return active
+
     def health(self, now: float) -> Health:
         """The inputs' state at `now` (the caller's clock, as `received`)."""
         if self._first_seen is None:
@@ -411,7 +469,7 @@ class LiquidController:
         `stamp` (sensor time; default `now`). Call it periodically: it also stops the robot when
         nothing at all arrives any more."""
         health = self.health(now)
-        if health.ok:
+        if health.ok or self.takeover(now):  # a person who commands is not stopped for the policy's sensors
             return None
         return self._zero(now if stamp is None else stamp, "timeout" if health.level == "error" else "waiting")
 
@@ -420,6 +478,10 @@ class LiquidController:
         release the e-stop; the next network command ramps up from zero."""
         self.e_stop = bool(engaged)
         return self._zero(stamp, "e_stop") if self.e_stop else None
+
+    def start_from_rest(self) -> None:
+        """Forget the commands sent: the next one starts from rest, as the first one does."""
+        self._last_command = None
 
     def stop(self, stamp: float, reason: str) -> Command:
         """A zero command (e.g. after a failure); the next network command ramps up from it."""
@@ -475,13 +537,17 @@ class LiquidController:
         return False
 
     def _advance(self, stamp: float, received: float) -> Command | None:
+        """Step the network: the command, or during a takeover the proposal."""
+        return self._step(stamp, received, proposal=self._teleop_at is not None and self.takeover(received))
+
+    def _step(self, stamp: float, received: float, proposal: bool) -> Command | None:
         if self._frame is None or any(kind not in self._held for kind in self.sensors[1:]):
             self.counters.waiting += 1
-            return self._zero(stamp, "waiting")  # not every sensor the model reads has spoken yet
+            return self._zero(stamp, "waiting", proposal=proposal)  # not every sensor the model reads has spoken yet
         if self._last_step is None:
             self.counters.waiting += 1
             self._last_step = stamp
-            return self._zero(stamp, "waiting")
+            return self._zero(stamp, "waiting", proposal=proposal)
         dt = stamp - self._last_step
         if dt <= 0.0:
             self.counters.late += 1
@@ -490,7 +556,7 @@ class LiquidController:
             self.counters.gap_resets += 1
             self.state = self.run.initial_state()
             self._last_step = stamp
-            return self._zero(stamp, "gap_reset")
+            return self._zero(stamp, "gap_reset", proposal=proposal)
         self._last_step = stamp
         adapted = self.settings.adaptation_enabled and self.adaptation.updates > 0
         raw = self.run.advance(
@@ -503,25 +569,31 @@ class LiquidController:
         if raw is None:
             self.counters.nan_resets += 1
             self.state = self.run.initial_state()
-            return self._zero(stamp, "nan_reset")
+            return self._zero(stamp, "nan_reset", proposal=proposal)
         if self.e_stop:
-            return self._zero(stamp, "e_stop")
+            return self._zero(stamp, "e_stop", proposal=proposal)
         if self._timed_out(received):  # the other sensor went quiet: the state steps on, the robot stops
-            return self._zero(stamp, "timeout")
+            return self._zero(stamp, "timeout", proposal=proposal)
         lin, ang = self._command_index
         return self._limit(
-            stamp, raw[lin] * self._scale[lin] if lin >= 0 else 0.0, raw[ang] * self._scale[ang] if ang >= 0 else 0.0
+            stamp,
+            raw[lin] * self._scale[lin] if lin >= 0 else 0.0,
+            raw[ang] * self._scale[ang] if ang >= 0 else 0.0,
+            proposal=proposal,
         )
 
-    def _limit(self, stamp: float, linear: float, angular: float) -> Command:
-        """The policy's command within the speed and acceleration limits. speed_limit_mode
+    def _limit(
+        self, stamp: float, linear: float, angular: float, reason: str = "policy", proposal: bool = False
+    ) -> Command:
+        """The policy's (or a person's) command within the speed and acceleration limits. speed_limit_mode
         "curvature": the speed limits scale both fields by one factor (the smallest that brings each
         within its limit), and when the linear acceleration limit holds linear.x below what was
         asked, angular.z is scaled by the same fraction: angular.z / linear.x, the path's curvature,
         stays the policy's. Never scaled up: where braking is limited, linear.x stays above what
         was asked and angular.z is left as asked, so the robot never turns harder than the policy
         said. The angular acceleration limit then applies as it is (a physical bound).
-        "independent": each field clipped on its own."""
+        "independent": each field clipped on its own. `proposal`: a proposal during a takeover,
+        ramped from the last proposal instead of the last command sent."""
         s = self.settings
         linear, angular = float(linear), float(angular)
         curvature = s.speed_limit_mode == "curvature"
@@ -534,7 +606,7 @@ class LiquidController:
             linear, angular = linear * factor, angular * factor
         linear = _clip(linear, s.max_linear_speed)  # exact bounds (a factor's rounding) in both modes
         angular = _clip(angular, s.max_angular_speed)
-        last = self._last_command
+        last = self._last_proposal if proposal else self._last_command
         if last is not None:
             elapsed = max(stamp - last.stamp, 0.0)
             limited = last.linear_x + _clip(linear - last.linear_x, s.max_linear_accel * elapsed)
@@ -544,11 +616,15 @@ class LiquidController:
             angular = last.angular_z + _clip(angular - last.angular_z, s.max_angular_accel * elapsed)
         else:
             linear = angular = 0.0  # the first command starts from rest
-        command = Command(stamp, linear, angular, "policy")
-        self._last_command = command
-        return command
+        return self._sent(Command(stamp, linear, angular, reason, proposal))
 
-    def _zero(self, stamp: float, reason: str) -> Command:
-        command = Command(stamp, 0.0, 0.0, reason)
-        self._last_command = command
+    def _zero(self, stamp: float, reason: str, proposal: bool = False) -> Command:
+        return self._sent(Command(stamp, 0.0, 0.0, reason, proposal))
+
+    def _sent(self, command: Command) -> Command:
+        """The command, kept as the acceleration limits' reference of its kind."""
+        if command.proposal:
+            self._last_proposal = command
+        else:
+            self._last_command = command
         return command

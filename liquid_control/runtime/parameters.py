@@ -192,6 +192,13 @@ PARAMETERS = (
         False,
         "Publish geometry_msgs/TwistStamped (as Jazzy's diff_drive_controller takes) instead of Twist",
     ),
+    P(
+        "publish_cmd_vel",
+        True,
+        "false: shadow mode. Nothing is published on cmd_vel (no zeros either: someone else drives); the "
+        "policy's commands go out on ~/proposed_cmd_vel alone, to try a policy beside a driver with "
+        "nothing at stake. Set back to true, the policy commands, starting from rest",
+    ),
     P("teacher_stamped", False, "teacher/cmd_vel is TwistStamped instead of Twist", read_only=True),
     P("frame_id", "base_link", "header.frame_id of stamped commands"),
     P(
@@ -230,6 +237,24 @@ PARAMETERS = (
         "Hz",
         (0.0, 100.0),
     ),
+    P(
+        "teleop.timeout",
+        0.5,
+        "A takeover lasts while teleop/cmd_vel commands keep coming, each within this time of the last: the "
+        "person's command goes out on cmd_vel through the same limits (the e-stop still zeroes it), the "
+        "policy steps on and publishes its proposal on ~/proposed_cmd_vel, and ~/intervention says true",
+        "s",
+        (0.01, 10.0),
+        setting="teleop_timeout",
+    ),
+    P(
+        "teleop.require_enable",
+        False,
+        "A takeover also needs teleop/enable (std_msgs/Bool: a deadman button) true, its last message "
+        "within teleop.timeout",
+        setting="teleop_require_enable",
+    ),
+    P("teleop.stamped", False, "teleop/cmd_vel is TwistStamped instead of Twist", read_only=True),
     P(
         "adaptation.enabled",
         False,

@@ -178,6 +178,7 @@ def test_info_finds_the_camera_imu_and_label_of_a_robot_bag(bags):
         "label": LABEL,
         "label_type": "geometry_msgs/msg/TwistStamped",
         "label_matched_by": "header stamp",
+        "intervention": None,
     }
     topic = info["topics"][CAMERA]
     assert topic["type"] == "sensor_msgs/msg/CompressedImage" and topic["count"] == 240
@@ -292,6 +293,7 @@ def test_info_names_the_sensors_of_a_camera_only_bag_and_leaves_odometry_to_be_a
         "label": LABEL,
         "label_type": "geometry_msgs/msg/TwistStamped",
         "label_matched_by": "header stamp",
+        "intervention": None,
     }
     text = _cli("info", camera_only / "run1").stdout
     assert f"training would use: camera {CAMERA}, no IMU, label {LABEL}" in text and "a camera-only model" in text

@@ -53,6 +53,8 @@ REQUIRED_ARGUMENTS = {
         "cmd_vel_topic",
         "teacher_topic",
         "e_stop_topic",
+        "teleop_topic",
+        "teleop_enable_topic",
         "respawn",
         "model",
         "params_file",
@@ -191,7 +193,8 @@ def test_robot_launch_remaps_the_controller_topics_to_the_default_robot_topics()
     for arg, name in defaults.items():
         assert isinstance(name, str) and TOPIC_NAME.match(name), f"{arg}: {name!r} is not a topic name"
     used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == "topics"}
-    assert {"CAMERA", "IMU", "ODOM", "CMD_VEL", "TEACHER", "E_STOP"} <= used
+    assert {"CAMERA", "IMU", "ODOM", "CMD_VEL", "TEACHER", "E_STOP", "TELEOP", "TELEOP_ENABLE"} <= used
+    assert {"PROPOSED", "INTERVENTION"} <= used  # recorded with record:=true
 
 
 # --- the real thing: sim.launch.py under launch_pytest -----------------------------------------------

@@ -70,8 +70,15 @@ class Rig:
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self.e_stop = self.peer.create_publisher(Bool, "e_stop", latched)
+        self.teleop = self.peer.create_publisher(Twist, "teleop/cmd_vel", 10)
+        self.enable = self.peer.create_publisher(Bool, "teleop/enable", 10)
         self.commands, self.states, self.diagnostics = [], [], []
+        self.proposals, self.interventions = [], []
         self.lock = threading.Lock()
+        self.peer.create_subscription(
+            TwistStamped, "liquid_controller/proposed_cmd_vel", self._keep(self.proposals), 100
+        )
+        self.peer.create_subscription(Bool, "liquid_controller/intervention", self._keep(self.interventions), 100)
         cmd_type = TwistStamped if params.get("cmd_vel_stamped") else Twist
         self.peer.create_subscription(cmd_type, "cmd_vel", self._keep(self.commands), 100)
         self.peer.create_subscription(Float64MultiArray, "liquid_controller/liquid_state", self._keep(self.states), 100)
@@ -1057,3 +1064,115 @@ def test_a_camera_only_model_reads_the_camera_alone_and_the_subscriptions_follow
     assert ok, why
     wait_for(lambda: subscribed["odom"]() == 0 and subscribed["imu"]() == 0, timeout=10.0)
     assert subscribed["camera"]() == 1
+
+
+@contextlib.contextmanager
+def _teleop(r, linear, angular, hz=20.0, enable=None):
+    """A person's joystick: teleop commands (and the deadman, if `enable` is given) at `hz` while
+    the block runs."""
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            if enable is not None:
+                r.enable.publish(Bool(data=enable))
+            msg = Twist()
+            msg.linear.x, msg.angular.z = linear, angular
+            r.teleop.publish(msg)
+            stop.wait(1.0 / hz)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _since(messages, mark, lock):
+    with lock:
+        return [m for t, m in messages if t > mark]
+
+
+def test_a_person_takes_over_through_the_limits_the_policy_proposes_throughout_and_interventions_are_marked(
+    rig, tmp_path
+):
+    """The policy turns left; a person turning right takes over: cmd_vel carries the person's
+    command within the speed limit, ~/proposed_cmd_vel the policy's on every step, ~/intervention
+    true; when the person lets go the policy drives again and ~/intervention says false."""
+    r = rig(
+        model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)),
+        max_linear_accel=20.0,
+        max_angular_accel=50.0,
+        max_angular_speed=0.8,
+        **{"teleop.timeout": 0.3},
+    )
+    wait_for(lambda: r.teleop.get_subscription_count() > 0)
+    with r.streaming():
+        wait_for(lambda: any(m.angular.z > 0.0 for _, m in r.commands))
+        wait_for(lambda: any(not m.data for _, m in r.interventions))  # said on the steps: no takeover
+        mark = time.monotonic()
+        with _teleop(r, 0.2, -3.0):
+            wait_for(lambda: any(m.data for m in _since(r.interventions, mark, r.lock)))
+            taken = time.monotonic()
+            wait_for(lambda: len(_since(r.commands, taken, r.lock)) >= 10)
+            wait_for(lambda: len(_since(r.proposals, taken, r.lock)) >= 50)
+            during = _since(r.commands, taken, r.lock)
+            proposed = _since(r.proposals, taken, r.lock)
+            flags = _since(r.interventions, taken, r.lock)
+        released = time.monotonic()
+        # The person's command, within the limits (angular.z to -0.8, linear.x scaled with it).
+        assert all(m.angular.z < 0.0 for m in during), [m.angular.z for m in during]
+        assert during[-1].angular.z == pytest.approx(-0.8) and during[-1].linear.x == pytest.approx(0.2 * 0.8 / 3.0)
+        # The policy stepped on and proposed its own (left) turn, stamped with the sensors' stamps.
+        assert all(m.twist.angular.z > 0.0 for m in proposed)
+        assert all(m.header.stamp.sec >= 100 for m in proposed)
+        assert flags and all(m.data for m in flags)
+        wait_for(lambda: any(not m.data for m in _since(r.interventions, released, r.lock)))
+        back = time.monotonic()
+        wait_for(lambda: any(m.angular.z > 0.0 for m in _since(r.commands, back, r.lock)))
+    assert r.node.controller.takeovers == 1
+
+
+def test_shadow_mode_publishes_only_proposals_until_publish_cmd_vel_is_set(rig, tmp_path):
+    r = rig(model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)), publish_cmd_vel=False)
+    with r.streaming():
+        wait_for(lambda: len(r.proposals) > 100)
+        r.e_stop.publish(Bool(data=True))  # even the e-stop's zero is not ours to send in shadow mode
+        wait_for(lambda: r.node.e_stop)
+        engaged = time.monotonic()
+        wait_for(lambda: len(_since(r.proposals, engaged, r.lock)) > 20)
+        assert all(m.twist.linear.x == 0.0 for m in _since(r.proposals, engaged + 0.2, r.lock))
+        r.e_stop.publish(Bool(data=False))
+        wait_for(lambda: not r.node.e_stop)
+        released = time.monotonic()
+        wait_for(lambda: any(m.twist.linear.x > 0.0 for m in _since(r.proposals, released, r.lock)))
+        assert r.commands == []  # nothing at all on cmd_vel
+        (result,) = r.set(publish_cmd_vel=True)
+        assert result.successful
+        wait_for(lambda: len(r.commands) > 20)
+    with r.lock:
+        first = r.commands[0][1]
+        assert (first.linear.x, first.angular.z) == (0.0, 0.0)  # from rest
+        assert any(m.linear.x > 0.0 for _, m in r.commands)
+
+
+def test_with_teleop_require_enable_only_a_held_deadman_takes_over(rig, tmp_path):
+    r = rig(
+        model=make_model(tmp_path / "go.safetensors", bias=(1.0, 1.0)),
+        max_angular_speed=0.8,
+        max_angular_accel=50.0,
+        **{"teleop.require_enable": True, "teleop.timeout": 0.3},
+    )
+    wait_for(lambda: r.teleop.get_subscription_count() > 0 and r.enable.get_subscription_count() > 0)
+    with r.streaming():
+        wait_for(lambda: any(m.angular.z > 0.0 for _, m in r.commands))
+        mark = time.monotonic()
+        with _teleop(r, 0.2, -3.0, enable=False):
+            wait_for(lambda: len(_since(r.commands, mark + 0.5, r.lock)) > 20)
+        assert all(m.angular.z > 0.0 for m in _since(r.commands, mark, r.lock))  # the policy drove
+        assert not any(m.data for m in _since(r.interventions, mark, r.lock))
+        with _teleop(r, 0.2, -3.0, enable=True):
+            wait_for(lambda: any(m.angular.z < 0.0 for m in _since(r.commands, mark, r.lock)))
+            wait_for(lambda: any(m.data for m in _since(r.interventions, mark, r.lock)))

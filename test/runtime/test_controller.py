@@ -526,3 +526,86 @@ def test_a_model_that_reads_odometry_waits_for_it_steps_on_it_and_stops_when_it_
     commands = [c.on_imu(0.04 + 0.005 * k, _imu()) for k in range(1, 60)]
     assert commands[-1].reason == "timeout" and commands[10].reason == "policy"
     assert c.health(0.35).message.startswith("odom") and "camera" not in c.health(0.35).message
+
+
+def _go_model(tmp_path, bias=(1.0, 1.0)):
+    policy = _policy(bias=bias)
+    path = tmp_path / "go.safetensors"
+    save_model(path, policy, policy.sensor_spec(), OUTPUTS)
+    return path
+
+
+LIMITS = dict(max_linear_speed=0.3, max_angular_speed=1.0, max_linear_accel=0.5, max_angular_accel=2.0)
+
+
+def test_a_takeover_sends_the_persons_command_through_the_limits_while_the_policy_steps_and_proposes(tmp_path):
+    path = _go_model(tmp_path)
+    c = _controller(path, **LIMITS, teleop_timeout=0.1)
+    twin = _controller(path, **LIMITS)  # never taken over: the policy's own run
+    for ctl in (c, twin):
+        _drive(ctl, 0.0, 1.0)
+    sent = before = c._last_command
+    assert sent.reason == "policy" and sent.linear_x > 0.0
+    person = []
+    for k in range(100):  # 1.0-1.5 s: the person asks for more than the limits, backwards and turning right
+        t = 1.0 + 0.005 * k
+        if k % 5 == 0:
+            cmd = c.on_teleop(t + 0.002, -2.0, -3.0, received=t + 0.002)
+            assert cmd is not None and cmd.reason == "teleop" and not cmd.proposal
+            assert abs(cmd.linear_x) <= 0.3 + 1e-12 and abs(cmd.angular_z) <= 1.0 + 1e-12
+            dt = cmd.stamp - sent.stamp
+            assert abs(cmd.linear_x - sent.linear_x) <= 0.5 * dt + 1e-12
+            assert abs(cmd.angular_z - sent.angular_z) <= 2.0 * dt + 1e-12
+            sent = cmd
+            person.append(cmd)
+        if k % 5 == 0:
+            c.on_image(t, FRAME, received=t)
+            twin.on_image(t, FRAME, received=t)
+        proposal = c.on_imu(t + 0.0005, _imu(), received=t + 0.0005)
+        own = twin.on_imu(t + 0.0005, _imu(), received=t + 0.0005)
+        # The policy's proposal: what it commands when it drives on alone, never ramped from the person's.
+        assert proposal.proposal and proposal.reason == "policy"
+        assert (proposal.linear_x, proposal.angular_z) == (own.linear_x, own.angular_z)
+    # It went the person's way, braking at the acceleration limit (0.5 m/s^2 for 0.48 s).
+    assert person[-1].linear_x == pytest.approx(before.linear_x - 0.5 * (person[-1].stamp - before.stamp))
+    np.testing.assert_array_equal(c.state, twin.state)  # the policy stepped through the takeover
+    assert c.takeovers == 1
+    # teleop silent from 1.497 s: after teleop_timeout (0.1 s) the policy commands again, ramping
+    # from the person's last command.
+    back = _drive(c, 1.5, 1.8)
+    first = next(cmd for cmd in back if not cmd.proposal)
+    assert first.reason == "policy" and first.stamp > person[-1].stamp + 0.1 - 0.006
+    assert abs(first.linear_x - person[-1].linear_x) <= 0.5 * (first.stamp - person[-1].stamp) + 1e-12
+    assert all(not cmd.proposal for cmd in back[back.index(first) :])
+    assert not c.takeover(1.8) and c.takeovers == 1
+
+
+def test_the_e_stop_zeroes_a_takeover_and_the_watchdog_does_not_stop_a_person_who_drives(tmp_path):
+    c = _controller(_go_model(tmp_path), **LIMITS, sensor_timeout=0.2, teleop_timeout=0.1)
+    _drive(c, 0.0, 0.5)
+    # Sensors silent from 0.5 s; a person drives from 0.6 s at 20 Hz.
+    for k in range(20):
+        t = 0.6 + 0.05 * k
+        assert c.on_teleop(t, 0.2, 0.1, received=t).reason == "teleop"
+        assert c.watchdog(t + 0.01) is None  # the policy's sensors are silent, the person drives
+    assert c.health(1.6).level == "error"  # still said
+    assert c.watchdog(1.64) is None and c.watchdog(1.66).reason == "timeout"  # the last came at 1.55
+    c.set_e_stop(True, 1.7)
+    cmd = c.on_teleop(1.7, 0.2, 0.1, received=1.7)
+    assert (cmd.reason, cmd.linear_x, cmd.angular_z) == ("e_stop", 0.0, 0.0)
+
+
+def test_a_takeover_needs_a_fresh_enable_where_one_is_required_and_ignores_non_finite_commands(tmp_path):
+    c = _controller(_go_model(tmp_path), **LIMITS, teleop_timeout=0.1, teleop_require_enable=True)
+    _drive(c, 0.0, 0.5)
+    assert c.on_teleop(0.5, 0.2, 0.0, received=0.5) is None and not c.takeover(0.5)
+    c.on_teleop_enable(True, 0.51)
+    assert c.on_teleop(0.52, 0.2, 0.0, received=0.52).reason == "teleop"
+    assert c.takeover(0.6) and not c.takeover(0.62)  # the enable is 0.11 s old: a deadman let go
+    c.on_teleop_enable(False, 0.63)
+    assert c.on_teleop(0.64, 0.2, 0.0, received=0.64) is None
+    c.on_teleop_enable(True, 0.65)
+    assert c.on_teleop(0.66, math.nan, 0.0, received=0.66) is None
+    assert c.counters.rejected["teleop_not_finite"] == 1
+    assert c.on_teleop(0.67, 0.2, 0.0, received=0.67).reason == "teleop"
+    assert c.takeovers == 2
