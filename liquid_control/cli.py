@@ -322,6 +322,36 @@ def _add_train(sub) -> None:
     train.set_defaults(func=run_train)
 
 
+def _dagger(args: argparse.Namespace) -> int:
+    from .learning.configs import DaggerConfig
+    from .learning.dagger import dagger, format_state
+    from .learning.train import Interrupted
+
+    config = from_args(DaggerConfig, args)
+    try:
+        state = dagger(config)
+    except ValueError as exc:  # options, a model, a bag or a run folder that cannot be used: one line
+        return _bag_error(exc)
+    except (Interrupted, KeyboardInterrupt):  # what was finished is kept in the output folder
+        print(f"interrupted: the same command goes on where {config.output} stopped", file=sys.stderr)
+        return 130
+    print(json.dumps(state) if args.json else format_state(state))
+    return 0
+
+
+def _add_dagger(sub) -> None:
+    from .learning.configs import DaggerConfig
+
+    dg = sub.add_parser(
+        "dagger",
+        help="rounds of the policy driving beside the expert in the simulator, the data aggregated and the "
+        "policy retrained (DAgger, or HG-DAgger's takeovers); resumable",
+    )
+    add_options(dg, DaggerConfig)
+    dg.add_argument("--json", action="store_true", help="print the run's state as one JSON object")
+    dg.set_defaults(func=_dagger)
+
+
 def _add_eval(sub) -> None:
     from .learning.configs import EvalConfig
 
@@ -446,6 +476,7 @@ COMMANDS = (
     _add_collect,
     _add_train,
     _add_eval,
+    _add_dagger,
     _add_table,
     _add_record,
     _add_play,

@@ -251,3 +251,80 @@ def shipped_bytes() -> bytes:
     from liquid_control.paths import DEFAULT_MODEL, resolve_model_path
 
     return resolve_model_path(DEFAULT_MODEL).read_bytes()
+
+
+# A camera-only car's drive as a robot records it beside the controller node (write_camera_drive).
+DRIVE_CAMERA = "/car/camera/image_raw/compressed"
+DRIVE_LABEL = "/car/cmd_vel"
+DRIVE_MARKS = "/car/liquid_controller/intervention"
+DRIVE_PROPOSED = "/car/liquid_controller/proposed_cmd_vel"
+T0 = 1_700_000_000.0
+PERIOD = 6.0
+
+
+def _drive_header(TS, t: float):
+    sec = int(t)
+    return TS.types["std_msgs/msg/Header"](
+        stamp=TS.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=int(round((t - sec) * 1e9))), frame_id="x"
+    )
+
+
+def _drive_twist(TS, linear: float, angular: float):
+    v3 = TS.types["geometry_msgs/msg/Vector3"]
+    return TS.types["geometry_msgs/msg/Twist"](linear=v3(x=linear, y=0.0, z=0.0), angular=v3(x=0.0, y=0.0, z=angular))
+
+
+def person(t: float) -> float:
+    """What the person steers at time t (s from the start): toward the dark band in the camera."""
+    return -1.2 * 0.6 * np.sin(2 * np.pi * t / PERIOD)
+
+
+def write_camera_drive(
+    path: Path, seconds: float, takeovers: list[tuple[float, float]], seed: int = 3, shade: float = 1.0
+) -> Path:
+    """A camera-only car at 20 Hz whose policy does not steer (angular.z 0 on /cmd_vel) but where a
+    person took over in `takeovers` (start, end in s): there /cmd_vel holds the person's steering,
+    and the marks say true (on every frame, as the node says them with its steps). No takeover
+    listed: the person drove throughout, and the bag has no marks. `shade` scales the light (0.4: a
+    darker day than 1.0's)."""
+    import cv2
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    TS = get_typestore(Stores.ROS2_JAZZY)
+    CAMERA, LABEL, MARKS, PROPOSED = DRIVE_CAMERA, DRIVE_LABEL, DRIVE_MARKS, DRIVE_PROPOSED
+    rng = np.random.default_rng(seed)
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        cam = w.add_connection(CAMERA, "sensor_msgs/msg/CompressedImage", typestore=TS)
+        lab = w.add_connection(LABEL, "geometry_msgs/msg/Twist", typestore=TS)
+        marks = w.add_connection(MARKS, "std_msgs/msg/Bool", typestore=TS) if takeovers else None
+        proposed = w.add_connection(PROPOSED, "geometry_msgs/msg/TwistStamped", typestore=TS) if takeovers else None
+        for k in range(int(seconds * 20)):
+            s = k * 0.05
+            t = T0 + s
+            ns = int(round(t * 1e9))
+            offset = 0.6 * np.sin(2 * np.pi * s / PERIOD)
+            img = np.full((120, 160, 3), 170, np.uint8)
+            centre = int(80 + offset * 60)
+            img[:, max(centre - 15, 0) : centre + 15] = 40
+            img = np.clip((img + rng.normal(0, 6, img.shape)) * shade, 0, 255).astype(np.uint8)
+            frame = TS.types["sensor_msgs/msg/CompressedImage"](
+                header=_drive_header(TS, t),
+                format="rgb8; jpeg compressed bgr8",
+                data=np.frombuffer(cv2.imencode(".jpg", img[:, :, ::-1])[1].tobytes(), np.uint8),
+            )
+            w.write(cam, ns + 20_000_000, TS.serialize_cdr(frame, "sensor_msgs/msg/CompressedImage"))
+            taken = not takeovers or any(a <= s < b for a, b in takeovers)
+            if marks is not None:
+                w.write(
+                    marks,
+                    ns + 21_000_000,
+                    TS.serialize_cdr(TS.types["std_msgs/msg/Bool"](data=taken), "std_msgs/msg/Bool"),
+                )
+                stamped = TS.types["geometry_msgs/msg/TwistStamped"](
+                    header=_drive_header(TS, t), twist=_drive_twist(TS, 0.3, 0.0)
+                )
+                w.write(proposed, ns + 21_000_000, TS.serialize_cdr(stamped, "geometry_msgs/msg/TwistStamped"))
+            command = _drive_twist(TS, 0.3, person(s) if taken else 0.0)
+            w.write(lab, ns + 22_000_000, TS.serialize_cdr(command, "geometry_msgs/msg/Twist"))
+    return path

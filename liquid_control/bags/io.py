@@ -118,6 +118,11 @@ def twist_stamped_msg(stamp: float | tuple[int, int], linear: float, angular: fl
     return TYPESTORE.types[TWIST_STAMPED](header=_header(stamp, frame_id), twist=twist)
 
 
+def bool_msg(value: bool):
+    """A std_msgs/Bool (the controller node's ~/intervention)."""
+    return TYPESTORE.types[BOOL](data=bool(value))
+
+
 def odometry_msg(stamp: float, x: float, y: float, yaw: float, linear: float, angular: float):
     t = TYPESTORE.types
     pose = t["geometry_msgs/msg/PoseWithCovariance"](

@@ -38,6 +38,14 @@ class TrainConfig:
         provenance=True,
         record_as="architecture",
     )
+    init: str | None = option(
+        None,
+        metavar="MODEL",
+        help="start from this model's weights (its architecture, inputs and normalisation; it reads what the bags "
+        "give) instead of a fresh network: fine-tune a policy on new data",
+        key=True,
+        provenance=True,
+    )
     iterations: int = option(600, help="optimizer steps at most (default %(default)s)", key=True)
     window: int = option(300, help="sensor events per training window", key=True, provenance=True)
     batch: int = option(
@@ -74,6 +82,15 @@ class TrainConfig:
     )
     label_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["label_topic"])
     intervention_topic: str | None = option(None, metavar="TOPIC", help=TOPIC_HELP["intervention_topic"])
+    augment: tuple[str, ...] = option(
+        (),
+        flag="--augment",
+        metavar="KIND=P",
+        help="augment training windows: KIND with probability P (repeat; KIND alone: 0.5): brightness, contrast, "
+        "colour, palette, noise, blur, flip (the mirror image, its labels mirrored too); 'standard': all of them "
+        "at the documented probabilities",
+        key=True,
+    )
     # Takeovers (HG-DAgger): how much the steps a person commanded, and those just before, count.
     takeover_weight: float = option(
         1.0,
@@ -234,3 +251,67 @@ class TableConfig:
             if c not in columns:  # each suite starts with nominal: one column of it
                 columns.append(c)
         return columns or list(suites["classic"])
+
+
+@dataclass(frozen=True)
+class DaggerConfig:
+    """`liquid-control dagger`: rounds of the policy driving with the expert beside it, aggregating
+    and retraining (learning.dagger)."""
+
+    output: str = option(help="the folder of the run: every round's bag, model and evaluation, and dagger.json")
+    bags: tuple[str, ...] = option(
+        flag="--bag",
+        metavar="BAG",
+        help="the data the starting model was trained on (repeat): every round trains on it and on the rounds' bags",
+    )
+    model: str = option(DEFAULT_MODEL, help="the starting policy (default: the shipped one)")
+    mode: str = option(
+        "beta",
+        choices=("beta", "takeover"),
+        help="beta: DAgger, the expert labels every state and drives a share beta of it; takeover: HG-DAgger, "
+        "the expert takes over past --threshold and the retraining learns from its takeovers (default %(default)s)",
+    )
+    rounds: int = option(3, help="rounds in all (run again with more to go on; default %(default)s)")
+    tracks: tuple[str, ...] = option(
+        ("oval", "kidney"),
+        flag="--track",
+        metavar="TRACK",
+        help="tracks of the rollouts (repeat; default oval, kidney)",
+    )
+    episodes: int = option(4, help="rollout episodes per track and round (default %(default)s)")
+    seconds: float = option(30.0, help="seconds per episode (default %(default)s)")
+    beta: float = option(0.5, help="beta mode: the share the expert drives in round 1 (default %(default)s)")
+    beta_decay: float = option(0.5, help="beta mode: beta times this every round (default %(default)s)")
+    threshold: float = option(
+        0.15, metavar="M", help="takeover mode: |cross-track error| (m) past which the expert takes over"
+    )
+    speed: float = option(0.5, help="the expert's speed (m/s; with --max-speed the least; default %(default)s)")
+    max_speed: float | None = option(
+        1.0, metavar="M_S", help="the expert's speed scheduled up to this, and the rollouts' speed limit (default 1.0)"
+    )
+    rollout_conditions: tuple[str, ...] = option(
+        (),
+        flag="--rollout-condition",
+        choices=CONDITIONS,
+        metavar="CONDITION",
+        help="conditions drawn per rollout episode (repeat; default nominal): %(choices)s",
+    )
+    iterations: int = option(
+        300, help="training iterations per round, fine-tuning the last model (default %(default)s)"
+    )
+    lr: float = option(1e-3, help="the learning rate of each round's fine-tuning (default %(default)s)")
+    augment: tuple[str, ...] = option(
+        (), flag="--augment", metavar="KIND=P", help="augmentation of each round's training, as train's --augment"
+    )
+    eval_conditions: tuple[str, ...] = option(
+        ("fast_tight_turns", "fast_tight_winter"),
+        flag="--eval-condition",
+        choices=CONDITIONS,
+        metavar="CONDITION",
+        help="held-out conditions each round's model is evaluated in (repeat)",
+    )
+    eval_track: str = option("serpentine", help="the track of the evaluation, where a condition names none")
+    eval_episodes: int = option(4, help="episodes per evaluation condition (default %(default)s)")
+    seed: int = option(0)
+    robot: str = option(DEFAULT_ROBOT, choices=ROBOTS, metavar="ROBOT", help=ROBOT_HELP)
+    cache_dir: str | None = option(None, metavar="DIR", help="the frame cache, as train's --cache-dir")

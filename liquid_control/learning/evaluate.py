@@ -3,6 +3,11 @@ node runs), in the nominal world and in conditions it never saw in training.
 
 An episode succeeds when no wheel leaves the road for its whole duration. Reported: success rate,
 mean and max |cross-track error|, mean speed, and a trajectory plot.
+
+The model `expert` (EXPERT) is the demonstrator itself: pure pursuit on ground truth, at 0.5 m/s or
+scheduled by the road up to the condition's speed limit when that is higher (as `collect --speed
+0.5 --max-speed 1.0` drives). It sees no camera, so only a condition's dynamics, track and speed
+touch it: where it leaves the road, no policy that imitates it can be asked to keep it.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from ..draw.plot import write_trajectory_png
 from ..model.modelfile import load_policy
 from ..runtime.controller import LiquidController, Settings
 from ..sim.conditions import CONDITIONS
-from ..sim.env import SensorConfig, TrackEnv
+from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
 from ..sim.world import robot_spec
 from .configs import EvalConfig
+
+EXPERT = "expert"  # the model name of the demonstrator (pure pursuit on ground truth)
+EXPERT_SPEED = 0.5  # m/s: the expert's speed, and its least where it is scheduled
 
 
 def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress: bool = True) -> dict:
@@ -32,14 +40,22 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
     robot = config.robot
-    policy, config = load_policy(model)
-    if "odom" in policy.spec.sensors:  # else it would wait for odometry and command zero all along
+    run_settings = dataclasses.replace(settings or Settings(), **(c.settings or {}))
+    expert = None
+    if model == EXPERT:
+        limit = run_settings.max_linear_speed
+        expert = PurePursuit(speed=min(EXPERT_SPEED, limit), max_speed=limit if limit > EXPERT_SPEED else None)
+        policy = config = None
+    else:
+        policy, config = load_policy(model)
+    if (
+        policy is not None and "odom" in policy.spec.sensors
+    ):  # else it would wait for odometry and command zero all along
         raise ValueError(
             f"{model} reads wheel odometry, which the simulator's closed loop does not give yet "
             "(it gives the camera and the IMU): evaluate it on a robot's bag with replay"
         )
     world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
-    run_settings = dataclasses.replace(settings or Settings(), **(c.settings or {}))
     rng = np.random.default_rng(seed)
     env = TrackEnv(world, sensors=sensors, seed=seed, **c.env_kwargs(robot_spec(robot)))
     results, paths = [], []
@@ -48,10 +64,15 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
             range(episodes), active=show_progress, desc=f"eval {world.name} {condition}", unit="episode"
         ):
             env.reset(s=float(rng.uniform(0, world.length)), offset=float(rng.normal(0, 0.1)), seed=seed + k)
-            controller = LiquidController(policy, config, run_settings)
+            controller = LiquidController(policy, config, run_settings) if expert is None else None
             xte, speed, path, off = [], [], [], False
             for event in env.events(seconds):
-                command = controller.on_sensor(event.kind, event.stamp, event.data)
+                if expert is not None:  # at IMU rate, as collect drives it
+                    command = None
+                    if event.kind == "imu":
+                        env.command(*expert(env))
+                else:
+                    command = controller.on_sensor(event.kind, event.stamp, event.data)
                 if event.kind == "imu":  # the truth sampled at IMU rate
                     truth = env.truth()
                     xte.append(abs(truth["xte"]))

@@ -26,17 +26,17 @@ from ..paths import resolve_model_path
 from ..sim.conditions import CONDITIONS
 from . import stats
 from .configs import EvalConfig, TableConfig
-from .evaluate import evaluate
+from .evaluate import EXPERT, evaluate
 
 TRAINING_TRACKS = ("oval", "kidney")
 
 
 def _cell_key(model: str) -> str:
-    """What a kept cell of `model` depends on beyond its own arguments: the file's bytes and the
-    package version (computed once per model, not per cell)."""
+    """What a kept cell of `model` depends on beyond its own arguments: the file's bytes (or the
+    expert's name) and the package version (computed once per model, not per cell)."""
     from importlib.metadata import version
 
-    key = hashlib.sha256(resolve_model_path(model).read_bytes())
+    key = hashlib.sha256(EXPERT.encode() if model == EXPERT else resolve_model_path(model).read_bytes())
     key.update(version("liquid_control").encode())
     return key.hexdigest()
 
@@ -103,12 +103,17 @@ def evaluation_table(
                         work.append((name, index, cell, cells_dir, model_key))
     rows: dict[str, dict] = {}
     for name, files in rows_models.items():
-        policy, model_config = load_policy(files[0])
+        if files[0] == EXPERT:  # the demonstrator: no network
+            architecture, parameters = "pure pursuit on ground truth", {"liquid_core": 0, "trainable": 0}
+        else:
+            policy, model_config = load_policy(files[0])
+            architecture = model_config.provenance.get("architecture", model_config.network.cell)
+            parameters = parameter_counts(policy)
         rows[name] = {
             "models": files,
             "seeds": len(files),
-            "architecture": model_config.provenance.get("architecture", model_config.network.cell),
-            "parameters": parameter_counts(policy),
+            "architecture": architecture,
+            "parameters": parameters,
             "cells": {},
         }
         if len(files) == 1:

@@ -42,11 +42,13 @@ from ..cliargs import provenance as cli_provenance
 from ..cliargs import run_key
 from ..draw.plot import write_loss_png
 from ..model.labels import family
-from ..model.modelfile import OutputSpec, save_model
+from ..model.modelfile import OutputSpec, load_policy, save_model
 from ..model.policy import EncoderSpec, LiquidPolicy
 from ..nets import LTC, AutoNCP, CfC, LiquidS4
 from ..nets.feedforward.module import Feedforward
 from ..nets.recurrent.module import Recurrent
+from . import augment
+from .augment import Augmenter, mirror_signs
 from .configs import TrainConfig
 from .dataset import Episode, episodes_from_bag
 
@@ -344,6 +346,7 @@ def _fit(
     resume: bool,
     log,
     started: float,
+    augment=None,
 ) -> _Run:
     """BPTT with Adam and a cosine schedule; validation every `eval_every` iterations, early stop
     after `patience` evaluations without improvement. Leaves the best weights in `policy` and
@@ -364,8 +367,10 @@ def _fit(
     elif procs.main and files["checkpoint"].exists():
         log(f"  starting afresh: the earlier run's checkpoint {files['checkpoint']} will be replaced")
 
-    def loss_on(net, items) -> torch.Tensor:
+    def loss_on(net, items, augmented: bool = False) -> torch.Tensor:
         frames, index, imu, dt, target, weight = _batch(items, window)
+        if augmented and augment:
+            frames, imu, target = augment(frames, imu, target, rng)
         pred = net(frames, index, imu, dt)
         if weight is None:
             return torch.nn.functional.mse_loss(pred[:, warmup:], (target / scale)[:, warmup:])
@@ -387,7 +392,7 @@ def _fit(
     ):
         while run.iteration < iterations:
             policy.train()
-            loss = loss_on(model, list(_windows(train_eps, share, window, rng)))
+            loss = loss_on(model, list(_windows(train_eps, share, window, rng)), augmented=True)
             optimizer.zero_grad()
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
@@ -506,6 +511,7 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
     ):
         if not (math.isfinite(value) and 0.0 <= value <= 1000.0):
             raise ValueError(f"{name} must be in [0, 1000], not {value}")
+    augmentations = augment.parse(config.augment)
     started = time.time()
     procs = _Processes()
     say = log if procs.main else (lambda *_: None)
@@ -526,6 +532,18 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
         for bag in bags
     }
     spec = _reads(spec, choices, config.imu_fields)
+    start = None
+    if config.init:  # its architecture, encoder and inputs; the bags must give what it reads
+        start, start_config = load_policy(config.init)
+        arch = start_config.provenance.get("architecture", arch)
+        config = replace(config, arch=arch)
+        given = (bool(spec.imu_fields), bool(spec.odom_fields))
+        if given != (bool(start.spec.imu_fields), bool(start.spec.odom_fields)):
+            raise BagError(
+                f"--init {config.init} reads {', '.join(start.spec.sensors)}; the bags give "
+                f"{', '.join(['camera', *(k for k, g in zip(('imu', 'odom'), given, strict=True) if g)])}"
+            )
+        spec = start.spec
     labels = config.labels()
     label_types = {choice.label_type for choice in choices.values()}
     if len({family(t) for t in label_types}) > 1:
@@ -572,7 +590,10 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
                 say(f"bag {bag}: every step weighs 0: it adds nothing (no takeover, and --autonomous-weight 0)")
         episodes += found
     train_eps, val_eps = _split(episodes, config.val_fraction, rng)
-    policy = _new_policy(arch, spec, train_eps, seed)
+    policy = _new_policy(arch, spec, train_eps, seed) if start is None else start.train()
+    augmenter = Augmenter(augmentations, mirror_signs(spec.imu_fields, spec.odom_fields))
+    if augmenter:
+        say(f"augmenting training windows: {', '.join(f'{k} p={p:g}' for k, p in augmentations.items())}")
     if procs.world > 1:
         if len(train_eps) < procs.world:
             raise ValueError(f"{len(train_eps)} training episodes cannot be shared between {procs.world} processes")
@@ -611,6 +632,7 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
         resume=config.resume,
         log=say,
         started=started,
+        augment=augmenter,
     )
     if not procs.main:
         procs.barrier()
@@ -621,6 +643,7 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
         "bags": [str(b) for b in bags],
         "topics": topics_used,
         "labels": labels.record(label_types),
+        "augmentation": augment.record(augmentations),
         "episodes": {"train": len(episodes) - len(val_eps), "val": len(val_eps)},
         "iterations": run.iteration,
         "best_val_loss": run.best,

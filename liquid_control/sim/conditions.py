@@ -45,6 +45,7 @@ class Condition:
     #                                   masses, motor gain, command delay
     settings: dict | None = None  # changes to the controller's Settings where it runs in-process
     #                                   (eval, table): the speed limit a policy may drive up to
+    road_width: float | None = None  # another road width (m) on the track
 
     def apply(self, track, sensors):
         """(track, sensors) as this condition changes them: a Track (its look) and a SensorConfig.
@@ -52,6 +53,8 @@ class Condition:
         (and comes back None) when only the sensors are wanted."""
         if self.look and track is not None:
             track = dataclasses.replace(track, look=dataclasses.replace(track.look, **self.look))
+        if self.road_width is not None and track is not None:
+            track = dataclasses.replace(track, road_width=self.road_width)
         if self.sensors:
             sensors = dataclasses.replace(sensors, **self.sensors)
         return track, sensors
@@ -76,6 +79,10 @@ class Condition:
 
 
 _DARK = {"light_diffuse": 0.28, "light_ambient": 0.1}
+_WINTER = {"ground": (0.92, 0.93, 0.95), "road": (0.55, 0.55, 0.58), "edge": (0.75, 0.75, 0.75)}
+_SHADOWS = {"shadow": 0.6}
+_FOG = {"fog_start": 0.3, "fog_end": 3.0}
+_FAST = {"max_linear_speed": 1.0}
 
 CLASSIC = (
     Condition("nominal", "the training look and sensors"),
@@ -84,7 +91,7 @@ CLASSIC = (
     Condition(
         "winter",
         "snow-white ground, pale road, grey markings",
-        look={"ground": (0.92, 0.93, 0.95), "road": (0.55, 0.55, 0.58), "edge": (0.75, 0.75, 0.75)},
+        look=_WINTER,
         group="visual",
     ),
     Condition("camera_noise", "pixel noise, std 0.08", sensors={"image_noise": 0.08}, group="sensing"),
@@ -104,13 +111,13 @@ HARD = (
     Condition(
         "shadows",
         "slanted shadow bands across the road every 2 m, 0.7 m long, 60% darker",
-        look={"shadow": 0.6},
+        look=_SHADOWS,
         group="visual",
     ),
     Condition(
         "foggy",
         "linear fog from 0.3 m, hiding everything from 3 m on; a fog-grey sky",
-        look={"fog_start": 0.3, "fog_end": 3.0},
+        look=_FOG,
         group="visual",
     ),
     Condition(
@@ -177,15 +184,46 @@ HARD = (
     # The controller's speed limit raised from 0.5 to 1.0 m/s: a policy trained on the scheduled
     # expert (collect --max-speed 1.0) drives as fast as it learned; one trained at 0.5 m/s is
     # asked nothing new (it commands 0.5).
-    Condition(
-        "fast", "speed limit 1.0 m/s (the node's default is 0.5)", settings={"max_linear_speed": 1.0}, group="speed"
-    ),
+    Condition("fast", "speed limit 1.0 m/s (the node's default is 0.5)", settings=_FAST, group="speed"),
     Condition(
         "fast_tight_turns",
         "the hairpin track with the speed limit at 1.0 m/s",
         track=TIGHT_TRACK,
-        settings={"max_linear_speed": 1.0},
+        settings=_FAST,
         group="speed",
+    ),
+    # Where speed and a visual shift meet (issue 27: the shipped policy kept the hairpin at 1.0 m/s
+    # in the training look, and in winter at 0.5 m/s, but not both), and a narrower road.
+    Condition(
+        "fast_tight_winter",
+        "the hairpin track at 1.0 m/s in the winter palette",
+        track=TIGHT_TRACK,
+        settings=_FAST,
+        look=_WINTER,
+        group="speed",
+    ),
+    Condition(
+        "fast_tight_fog",
+        "the hairpin track at 1.0 m/s in fog (from 0.3 m, opaque from 3 m)",
+        track=TIGHT_TRACK,
+        settings=_FAST,
+        look=_FOG,
+        group="speed",
+    ),
+    Condition(
+        "fast_tight_shadows",
+        "the hairpin track at 1.0 m/s under slanted shadow bands",
+        track=TIGHT_TRACK,
+        settings=_FAST,
+        look=_SHADOWS,
+        group="speed",
+    ),
+    Condition(
+        "narrow_winter",
+        "a 0.8 m road instead of 1.0 m, in the winter palette, at 0.5 m/s",
+        road_width=0.8,
+        look=_WINTER,
+        group="track",
     ),
 )
 

@@ -116,6 +116,8 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
             f"shipped={DEFAULT_MODEL}",
             "--model",
             f"again={DEFAULT_MODEL}",
+            "--model",
+            "expert=expert",
             "--condition",
             "nominal",
             "--condition",
@@ -152,13 +154,18 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
         vs = table["rows"]["again"]["cells"][condition]["vs_reference"]
         assert not vs["success_differs"] and not vs["xte_differs"], vs
     assert "| shipped |" in out_md.read_text() and "| shipped |" in result.stdout
+    # The demonstrator as a row: no network, on the road where nothing makes it leave.
+    expert = table["rows"]["expert"]
+    assert expert["architecture"] == "pure pursuit on ground truth" and expert["parameters"]["trainable"] == 0
+    assert all(expert["cells"][c]["success_rate"] == 1.0 for c in ("nominal", "dark"))
+    assert "| expert | 1 | 0 | 0 |" in out_md.read_text()
     # The same table a row per condition: the models become columns, in the same order.
     from liquid_control.learning.report import markdown
 
     lines = markdown(table, by_condition=True).splitlines()
-    assert "| condition | shipped | again |" in lines and "| seeds | 2 | 1 |" in lines
+    assert "| condition | shipped | again | expert |" in lines and "| seeds | 2 | 1 | 1 |" in lines
     by_row = [line for line in lines if line.startswith("| dark |")]
-    assert len(by_row) == 2 and all(line.count("|") == 4 for line in by_row), by_row  # success, then |xte|
+    assert len(by_row) == 2 and all(line.count("|") == 5 for line in by_row), by_row  # success, then |xte|
     assert (
         by_row[0].split(" | ")[1] == f"{row['cells']['dark']['success_rate']:.0%} ["
         f"{row['cells']['dark']['success_ci'][0]:.0%}-{row['cells']['dark']['success_ci'][1]:.0%}]"
@@ -221,3 +228,18 @@ def test_table_keeps_cells_and_an_interrupted_table_resumes_from_them(tmp_path):
     # Another seed is another key: evaluated, not reused.
     _, log = table("--seed", "101")
     assert "kept from an earlier run" not in log and len(list(cells.glob("*.json"))) == 4
+
+
+def test_the_expert_drives_at_its_speed_and_up_to_a_raised_limit_where_the_road_allows():
+    """eval's `expert`: 0.5 m/s under the node's default limit; scheduled by the road up to 1.0 m/s
+    where a condition raises the limit (faster on the hairpin's straights, slower in its turns),
+    as collect --speed 0.5 --max-speed 1.0 drives; on the road in both."""
+    from liquid_control.learning.configs import EvalConfig
+    from liquid_control.learning.evaluate import evaluate
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    slow = evaluate(EvalConfig("expert", "hairpin", "nominal", 2, 12.0, 5), show_progress=False)
+    fast = evaluate(EvalConfig("expert", "hairpin", "fast_tight_turns", 2, 12.0, 5), show_progress=False)
+    assert slow["success_rate"] == fast["success_rate"] == 1.0
+    assert slow["mean_speed_mps"] <= 0.5 + 0.02
+    assert 0.55 < fast["mean_speed_mps"] <= 1.0 + 0.02

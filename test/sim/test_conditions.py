@@ -73,8 +73,40 @@ def test_suites_keep_the_classic_table_and_list_every_condition_once():
         assert (c.group == "nominal") == (name == "nominal")
     for name in SUITES["hard"][1:]:
         c = CONDITIONS[name]
-        assert c.look or c.sensors or c.robot or c.track or c.distractors or c.settings, f"{name} changes nothing"
-    assert {CONDITIONS[n].group for n in SUITES["hard"]} == set(GROUPS) - {"track"}
+        assert c.look or c.sensors or c.robot or c.track or c.distractors or c.settings or c.road_width, name
+    assert {CONDITIONS[n].group for n in SUITES["hard"]} == set(GROUPS)
+
+
+def test_the_combined_conditions_are_their_parts_together():
+    """Speed and a visual shift together on the hairpin track, and a narrow road in winter: each is
+    made of the conditions it names, nothing else."""
+    fast = CONDITIONS["fast_tight_turns"]
+    for name, look in (("fast_tight_winter", "winter"), ("fast_tight_fog", "foggy"), ("fast_tight_shadows", "shadows")):
+        c = CONDITIONS[name]
+        assert (c.track, c.settings, c.look) == (fast.track, fast.settings, CONDITIONS[look].look), name
+        assert not (c.sensors or c.robot or c.distractors or c.road_width), name
+    narrow = CONDITIONS["narrow_winter"]
+    assert narrow.look == CONDITIONS["winter"].look and narrow.road_width == 0.8
+    assert not (narrow.settings or narrow.track or narrow.sensors or narrow.robot)
+
+
+def test_a_narrow_road_is_narrower_in_the_picture_and_for_the_wheels(oval):
+    """narrow_winter's 0.8 m road: at the same pose the camera sees less road, and a robot 0.33 m
+    off the centreline has a wheel off it (its wheels reach 0.1 m to each side, the road's edge is
+    at 0.4 m) while on the 1.0 m road it is on."""
+    narrow = dataclasses.replace(CONDITIONS["narrow_winter"], look=None)  # the width alone
+    world, _ = narrow.apply(oval, SensorConfig())
+    assert world.road_width == 0.8 and oval.road_width == 1.0
+    frames = {}
+    for name, track in (("wide", oval), ("narrow", world)):
+        env = TrackEnv(track, seed=1)
+        env.reset(s=3.0, offset=0.33)
+        frames[name] = luma(env.render())
+        assert env.truth()["off_road"] == (name == "narrow"), name
+        env.close()
+    # The road is darker than the grass in the training look: more of the picture is road when wide.
+    road = {name: float((f < 0.3).mean()) for name, f in frames.items()}
+    assert road["narrow"] < road["wide"], road
 
 
 def test_classic_conditions_change_what_the_first_table_says_they_change():
