@@ -112,7 +112,10 @@ def _eval(args: argparse.Namespace) -> int:
     from .learning.configs import EvalConfig
     from .learning.evaluate import evaluate
 
-    result = evaluate(from_args(EvalConfig, args))
+    try:
+        result = evaluate(from_args(EvalConfig, args))
+    except ValueError as exc:  # a model for another robot, or one that reads what the simulator lacks
+        return _bag_error(exc)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}))
     else:

@@ -210,6 +210,29 @@ class BagSummary:
         return max(self.end_ns - self.start_ns, 0) * 1e-9
 
 
+ROBOT_KEY = "liquid_control.robot"  # custom_data of a simulator's bag: the robot that drove
+
+
+def bag_robot(path: str | Path) -> str | None:
+    """The robot a bag's custom_data says drove it (our simulator's bags say it), else None."""
+    import yaml
+
+    from ..files import FileRefused, read_text
+
+    path = Path(path)
+    meta = path / "metadata.yaml" if path.is_dir() else path.with_name("metadata.yaml")
+    if not meta.exists():
+        return None
+    try:
+        data = yaml.safe_load(read_text(meta)) or {}
+    except (FileRefused, yaml.YAMLError) as exc:
+        raise BagError(f"bag {path}: its metadata.yaml cannot be read ({exc})") from None
+    info = data.get("rosbag2_bagfile_information") if isinstance(data, dict) else None
+    custom = info.get("custom_data") if isinstance(info, dict) else None
+    robot = custom.get(ROBOT_KEY) if isinstance(custom, dict) else None
+    return str(robot) if robot is not None else None
+
+
 def summarize(path: str | Path) -> BagSummary:
     """A bag's topics, types, message counts and time span, without reading its messages."""
     path = Path(path)
@@ -251,10 +274,12 @@ class BagWriter:
     `write` serializes a typestore message; `add_topic` + `write_serialized` store CDR bytes as
     they came off the wire (the recorder), with the publishers' QoS kept for `ros2 bag play`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, custom_data: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         check_new_bag(self.path)
         self._writer = Writer(self.path, version=8, storage_plugin=StoragePlugin.MCAP)
+        for key, value in (custom_data or {}).items():  # metadata.yaml's custom_data (rosbag2 since Iron)
+            self._writer.set_custom_data(key, value)
         self._connections: dict[str, object] = {}
         self._open = False
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import progress, topics
-from ..bags.io import BagWriter, image_msg, imu_msg, odometry_msg, twist_stamped_msg
+from ..bags.io import ROBOT_KEY, BagWriter, image_msg, imu_msg, odometry_msg, twist_stamped_msg
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track
 from ..sim.world import DEFAULT_ROBOT, robot_spec
@@ -65,7 +65,7 @@ def collect(
     expert = PurePursuit(speed=speed, max_speed=max_speed)  # max_speed: slows for the curves ahead
     summary = {"robot": robot, "episodes": 0, "camera": 0, "imu": 0, "off_road_events": 0, "seconds": 0.0}
     with (
-        BagWriter(output) as bag,
+        BagWriter(output, {ROBOT_KEY: robot}) as bag,
         progress.bar(
             total=len(tracks) * episodes * seconds, desc=f"collect {Path(output).name}", unit="sim s", bar_format=_BAR
         ) as bar,

@@ -285,6 +285,12 @@ class DaggerConfig:
     threshold: float = option(
         0.15, metavar="M", help="takeover mode: |cross-track error| (m) past which the expert takes over"
     )
+    kick_rate: float = option(
+        0.15,
+        metavar="PER_S",
+        help="steering kicks per second on the policy's commands (collect's: 1 rad/s for 0.3 s), to make mistakes "
+        "to recover from (0: none; default %(default)s)",
+    )
     speed: float = option(0.5, help="the expert's speed (m/s; with --max-speed the least; default %(default)s)")
     max_speed: float | None = option(
         1.0, metavar="M_S", help="the expert's speed scheduled up to this, and the rollouts' speed limit (default 1.0)"

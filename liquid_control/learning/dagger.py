@@ -15,6 +15,9 @@ Two ways for the expert to take part, each a published algorithm:
   retraining learns from the takeovers alone (`--autonomous-weight 0`), as train does on a
   robot's bags.
 
+Now and then (`kick_rate` per second) a steering kick, collect's, is added to the policy's
+commands: its own mistakes, for the expert to take over from or label.
+
 Resumable: everything lives in the output folder (round bags, models, evaluations, `dagger.json`);
 run the same command again (with more `--rounds` to go on) and finished work is kept: a round's bag
 is complete or absent (written beside, then renamed), training resumes from its checkpoint, an
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import progress, topics
-from ..bags.io import BagWriter, bool_msg, image_msg, imu_msg, odometry_msg, twist_stamped_msg
+from ..bags.io import ROBOT_KEY, BagWriter, bool_msg, image_msg, imu_msg, odometry_msg, twist_stamped_msg
 from ..model.modelfile import load_policy
 from ..runtime.controller import LiquidController, Settings
 from ..runtime.parameters import NODE_NAME
@@ -39,13 +42,14 @@ from ..sim.conditions import CONDITIONS
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
 from ..sim.world import robot_spec
-from .collect import EPISODE_GAP, TOPICS
+from .collect import EPISODE_GAP, TOPICS, Perturbation
 from .configs import DaggerConfig, EvalConfig, TrainConfig
 from .train import outputs_of, train
 
 MARKS = topics.absolute(topics.INTERVENTION, node=NODE_NAME)
 PROPOSED = topics.absolute(topics.PROPOSED, node=NODE_NAME)
 STATE = "dagger.json"
+KICK = Perturbation()  # the size and length of a steering kick, as collect's
 TELEOP_TIMEOUT_S = 0.05  # the expert commands at IMU rate (every 5 ms): a takeover ends when it stops
 
 
@@ -58,6 +62,7 @@ def _check(c: DaggerConfig) -> None:
         ("--threshold", c.threshold, 0.01, 5.0),
         ("--seconds", c.seconds, 1.0, 3600.0),
         ("--speed", c.speed, 0.05, 5.0),
+        ("--kick-rate", c.kick_rate, 0.0, 10.0),
     ):
         if not (math.isfinite(value) and lo <= value <= hi):
             raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], not {value}")
@@ -73,7 +78,7 @@ def _check(c: DaggerConfig) -> None:
 
 def _key(c: DaggerConfig) -> dict:
     """What the rounds already done depend on: a run with another key is refused, not mixed."""
-    fields = ("model", "bags", "tracks", "mode", "beta", "beta_decay", "threshold", "episodes", "seconds")
+    fields = ("model", "bags", "tracks", "mode", "beta", "beta_decay", "threshold", "episodes", "seconds", "kick_rate")
     key = {f: getattr(c, f) for f in fields}
     key.update(
         speed=c.speed,
@@ -184,6 +189,9 @@ def rollouts(c: DaggerConfig, model: str, output: Path, beta: float, seed: int) 
     """`c.episodes` episodes per track of `model` driving with the expert beside it, into the bag
     `output`; returns what happened."""
     policy, model_config = load_policy(model)
+    trained_on = model_config.provenance.get("robot")
+    if trained_on and trained_on != c.robot:
+        raise ValueError(f"{model} was trained on the {trained_on} robot; it cannot drive the {c.robot} (--robot)")
     if "odom" in policy.spec.sensors:
         raise ValueError(f"{model} reads wheel odometry, which the simulator's rollouts do not give yet")
     rng = np.random.default_rng(seed)
@@ -196,7 +204,7 @@ def rollouts(c: DaggerConfig, model: str, output: Path, beta: float, seed: int) 
     policy_steps = imu_steps = 0
     total = len(c.tracks) * c.episodes * c.seconds
     with (
-        BagWriter(output) as bag,
+        BagWriter(output, {ROBOT_KEY: c.robot}) as bag,
         progress.bar(total=total, desc=f"rollouts {output.parent.name}", unit="sim s") as bar,
     ):
         for track_name in c.tracks:
@@ -232,6 +240,7 @@ def _episode(
     takeover_mode = c.mode == "takeover"
     counts = {"off_road": False, "takeovers": 0, "policy_steps": 0, "imu_steps": 0}
     expert_drives, decided_until, shown = False, -1.0, 0.0
+    kick, kick_until = 0.0, -1.0  # a steering kick on the policy's commands (collect's, DART-style)
     for event in env.events(c.seconds):
         stamp = base + event.stamp
         if event.kind == "camera":
@@ -263,14 +272,20 @@ def _episode(
             bag.write(TOPICS["teacher"], twist_stamped_msg(stamp, linear, angular), stamp)
             if event.stamp >= decided_until:
                 expert_drives, decided_until = bool(rng.random() < beta), event.stamp + 1.0
+        if event.stamp > kick_until and rng.random() < c.kick_rate / env.sensors.imu_hz:
+            kick_until = event.stamp + KICK.kick_duration
+            kick = float(rng.choice([-1.0, 1.0]) * KICK.kick_angular)
         if expert_drives:
             applied = controller.on_teleop(event.stamp, linear, angular)
+            applied = (applied.linear_x, applied.angular_z) if applied is not None else None
         else:
             applied = command if command is not None and not command.proposal else None
+            if applied is not None:  # the policy's command, kicked now and then: its mistakes, to recover from
+                applied = (applied.linear_x, applied.angular_z + (kick if event.stamp < kick_until else 0.0))
             counts["policy_steps"] += 1
         if applied is not None:
-            env.command(applied.linear_x, applied.angular_z)
-            bag.write(TOPICS["applied"], twist_stamped_msg(stamp, applied.linear_x, applied.angular_z), stamp)
+            env.command(*applied)
+            bag.write(TOPICS["applied"], twist_stamped_msg(stamp, *applied), stamp)
         if takeover_mode:
             bag.write(MARKS, bool_msg(expert_drives), stamp)
         bag.write(TOPICS["odom"], odometry_msg(stamp, truth["x"], truth["y"], truth["yaw"], linear, angular), stamp)

@@ -48,9 +48,12 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
         policy = config = None
     else:
         policy, config = load_policy(model)
-    if (
-        policy is not None and "odom" in policy.spec.sensors
-    ):  # else it would wait for odometry and command zero all along
+    trained_on = config.provenance.get("robot") if config is not None else None
+    if trained_on and trained_on != robot:
+        raise ValueError(
+            f"{model} was trained on the {trained_on} robot; it cannot drive the {robot} (--robot {trained_on})"
+        )
+    if policy is not None and "odom" in policy.spec.sensors:  # it would wait for odometry, commanding zero
         raise ValueError(
             f"{model} reads wheel odometry, which the simulator's closed loop does not give yet "
             "(it gives the camera and the IMU): evaluate it on a robot's bag with replay"

@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 
 from .. import progress
 from ..bags.info import find_bags, pick_topics
-from ..bags.io import BagError
+from ..bags.io import BagError, bag_robot
 from ..cliargs import provenance as cli_provenance
 from ..cliargs import run_key
 from ..draw.plot import write_loss_png
@@ -553,6 +553,15 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
         )
     for label_type in label_types:
         labels.check(label_type)
+    # The simulator's bags say which robot drove them: one model is one robot's.
+    robots = {str(bag): bag_robot(bag) for bag in bags}
+    named = sorted({r for r in robots.values() if r})
+    if len(named) > 1:
+        raise BagError(
+            "the bags were driven by different robots ("
+            + ", ".join(f"{b}: {r}" for b, r in robots.items() if r)
+            + "): one model drives one robot"
+        )
     episodes, topics_used, skipped = [], {}, {}
     for bag, choice in choices.items():
         topics_used[str(bag)] = {"camera": choice.camera, **choice.sensors, "label": choice.label}
@@ -643,6 +652,7 @@ def train(config: TrainConfig, spec: EncoderSpec | None = None, log=progress.wri
         "bags": [str(b) for b in bags],
         "topics": topics_used,
         "labels": labels.record(label_types),
+        **({"robot": named[0]} if named else {}),
         "augmentation": augment.record(augmentations),
         "episodes": {"train": len(episodes) - len(val_eps), "val": len(val_eps)},
         "iterations": run.iteration,

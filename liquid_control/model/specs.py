@@ -284,7 +284,7 @@ class ModelConfig:
             )
         except KeyError as exc:
             raise ValueError(f"config lacks the field {exc.args[0]!r}") from None
-        except TypeError as exc:
+        except (TypeError, AttributeError) as exc:  # a section of another shape: a number, a list
             raise ValueError(f"config has a malformed section: {exc}") from None
 
 

@@ -181,6 +181,12 @@ def test_invalid_config_sections(tmp_path):
     _rewrite_metadata(path, lambda meta, t: meta.pop("sensors"))
     with pytest.raises(ModelFileError, match="lacks the field 'sensors'"):
         read_config(path)
+    # A section of another shape (the fuzz test found a number where the sensors' mapping is).
+    for section, value in (("sensors", 7), ("sensors", ["imu"]), ("outputs", 3), ("network", "cfc")):
+        save_model(path, _models()[0], SENSORS, OUTPUTS)
+        _rewrite_metadata(path, lambda meta, t, s=section, v=value: meta.update({s: v}))
+        with pytest.raises(ModelFileError, match="malformed section"):
+            read_config(path)
 
 
 def test_save_checks_the_specs_against_the_network(tmp_path):

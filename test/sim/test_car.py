@@ -4,6 +4,7 @@ spot), it leaves the road by any of its four wheels, and pure pursuit on the bic
 on every shipped track."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,43 @@ def test_the_shipped_camera_only_car_policy_keeps_the_held_out_road_closed_loop(
     # The expert drives 0.5-1.0 m/s, and the node's default limit is 0.5 m/s.
     assert summary["mean_speed_mps"] > 0.4
     assert summary["mean_abs_xte_m"] < 0.25 * Track.load(track_path("serpentine")).road_width
+
+
+@pytest.mark.slow
+def test_a_model_knows_its_robot_from_the_simulators_bags_and_drives_no_other(tmp_path):
+    """collect writes the robot into the bag's metadata (rosbag2 custom_data), train records it in
+    the model file, and eval refuses to drive another robot with it; bags of two robots do not
+    train one model. The shipped files say theirs."""
+    import json
+    import os
+    import subprocess
+
+    from support import CLI
+
+    from liquid_control.bags.io import bag_robot
+    from liquid_control.model.modelfile import load_model
+    from liquid_control.paths import DEFAULT_MODEL
+
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+
+    def cli(*args):
+        return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600, env=env)
+
+    for robot in ("car", "diff_drive"):
+        result = cli("collect", "--robot", robot, "--track", "oval", "--episodes", "2", "--seconds", "3",
+                     "--output", tmp_path / robot)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert bag_robot(tmp_path / robot) == robot
+    result = cli("train", "--bag", tmp_path / "car", "--output", tmp_path / "car.safetensors", "--iterations", "2",
+                 "--window", "60", "--batch", "2", "--warmup", "10", "--imu-topic", "none")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["robot"] == "car"
+    assert load_model(tmp_path / "car.safetensors")[1].provenance["robot"] == "car"
+    refused = cli("eval", "--model", tmp_path / "car.safetensors", "--robot", "diff_drive", "--episodes", "1")
+    assert refused.returncode == 2 and "was trained on the car robot; it cannot drive the diff_drive" in refused.stderr
+    mixed = cli("train", "--bag", tmp_path / "car", "--bag", tmp_path / "diff_drive", "--output",
+                tmp_path / "mixed.safetensors", "--imu-topic", "none")  # fmt: skip
+    assert mixed.returncode == 2 and "driven by different robots" in mixed.stderr
+    shipped = Path(__file__).resolve().parents[2] / "models"
+    assert load_model(shipped / Path(DEFAULT_MODEL).name)[1].provenance["robot"] == "diff_drive"
+    assert load_model(shipped / "ncp_cfc_car_camera_only.safetensors")[1].provenance["robot"] == "car"
