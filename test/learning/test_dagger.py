@@ -15,7 +15,7 @@ from support import CLI  # noqa: E402
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
-SHORT = ["--track", "oval", "--episodes", "1", "--seconds", "6", "--iterations", "4"]
+SHORT = ["--track", "oval", "--episodes", "1", "--seconds", "5", "--iterations", "3"]
 EVAL = ["--eval-condition", "nominal", "--eval-episodes", "1"]
 
 
@@ -84,9 +84,9 @@ def test_takeover_rounds_record_what_a_robot_would_and_fine_tune_on_the_takeover
     assert refused.returncode == 2 and "holds rounds of another run (it differs in mode)" in refused.stderr
 
 
-@pytest.mark.parametrize("beta", [1.0, 0.0])
-def test_beta_rounds_label_every_state_and_share_the_driving_as_beta_says(start, tmp_path, beta):
-    out = tmp_path / f"beta{beta}"
+def test_beta_rounds_label_every_state_and_share_the_driving_as_beta_says(start, tmp_path):
+    beta = 1.0  # the expert drives every second of round 1 (the takeover test has both driving)
+    out = tmp_path / "beta"
     result = _cli(
         "dagger", "--output", out, "--bag", start / "base", "--model", start / "start.safetensors",
         "--mode", "beta", "--beta", beta, "--rounds", "1", *SHORT, *EVAL, "--json",
