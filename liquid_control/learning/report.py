@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -118,7 +119,10 @@ def evaluation_table(
         }
         if len(files) == 1:
             rows[name]["model"] = files[0]
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+    # Spawned, not forked: this process has torch's threads by now (the rows' models are loaded), and
+    # a child forked while one of them holds a lock waits on it for ever (seen: both workers of a
+    # --jobs 2 table asleep on a futex from their first cell).
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
     try:
         results = pool.map(_cell, work) if pool else map(_cell, work)
         for result in progress.bar(results, total=len(work), desc="table", unit="cell"):

@@ -126,6 +126,8 @@ def test_table_evaluates_models_across_conditions_and_writes_json_and_markdown(t
             "2",
             "--seconds",
             "3",
+            "--jobs",
+            "2",  # cells in spawned workers (forked ones could inherit a lock held by a torch thread)
             "--json",
             str(out_json),
             "--markdown",
