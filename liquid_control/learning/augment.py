@@ -1,6 +1,6 @@
-"""Augmentation of training windows, on the uint8 frames the cache holds: photometric changes of
-the picture (brightness, contrast, colour gains, palette, noise, blur) and one geometric change
-whose label is exact, the mirror image (left and right swapped: the commanded yaw rate and the
+"""Augmentation of training windows, on the uint8 frames the cache holds: changes of the scene
+(shadow bands across the picture, distance haze), photometric changes of the picture (brightness,
+contrast, colour gains, palette, noise, blur) and one geometric change whose label is exact, the mirror image (left and right swapped: the commanded yaw rate and the
 sensor fields that change sign in a mirror world change sign with it).
 
 Each kind is applied to a whole window (every frame of it, as a change of light or of camera holds
@@ -31,6 +31,9 @@ RANGES = {
     "noise": (0.01, 0.08),  # std of Gaussian pixel noise, in [0, 1] levels
     "blur": (0.4, 1.0),  # share of a 3x3 box blur mixed in
     "flip": (1.0, 1.0),  # the mirror image (no strength)
+    # Drawn after the kinds above, so that runs which use only those draw as before they existed.
+    "shadow": (0.3, 0.8),  # pixels under the shadow bands times this (the bands: SHADOW)
+    "haze": (0.3, 0.9),  # share of the haze grey at the picture's top row, falling to 0 down it (HAZE)
 }
 KINDS = tuple(RANGES)
 STANDARD = {
@@ -43,6 +46,17 @@ STANDARD = {
     "flip": 0.5,
 }
 SATURATION = (0.3, 1.5)
+_FIRST = KINDS[: KINDS.index("flip") + 1]  # drawn first, in this order (as before shadow and haze)
+# Shadow bands (as of trees or posts across the road; albumentations' RandomShadow is the like):
+# parallel straight bands at `angle` degrees from the horizontal, `width` wide and repeating every
+# `period` (both in picture heights), drifting down the picture by up to `drift` picture heights
+# per frame as the ground moves toward the camera.
+SHADOW = {"angle": (-60.0, 60.0), "width": (0.1, 0.4), "period": (0.5, 1.5), "drift": (0.0, 0.05)}
+# Distance haze (fog, mist, smoke; albumentations' RandomFog is the like): each pixel mixed with
+# one grey, `grey` of full scale give or take `tint` per channel, by the kind's strength at the
+# top row, falling linearly to nothing at `depth` picture heights down (past the bottom row
+# when over 1, so the near ground is hazed too).
+HAZE = {"grey": (0.55, 0.95), "tint": 0.03, "depth": (0.4, 1.3)}
 
 # Mirrored left to right (y -> -y): angular velocity is a pseudovector (x and z turn, y stays),
 # acceleration and velocity a vector (y turns), roll and yaw turn, pitch stays.
@@ -119,14 +133,24 @@ class Augmenter:
         """frames (B, F, H, W, 3) uint8, fields (B, T, k), target (B, T, 2): the augmented ones
         (frames uint8 again, as a camera gives them). Draws from `rng` in a fixed order."""
         b = frames.shape[0]
-        draws = {k: (rng.random(b) < self.p.get(k, 0.0), rng.uniform(*RANGES[k], size=b)) for k in KINDS}
+        draw = lambda k: (rng.random(b) < self.p.get(k, 0.0), rng.uniform(*RANGES[k], size=b))  # noqa: E731
+        draws = {k: draw(k) for k in _FIRST}
         saturation = rng.uniform(*SATURATION, size=b)
         turn_sign = rng.choice([-1.0, 1.0], size=b)
         noise_seed = int(rng.integers(1 << 62))
+        later = [k for k in KINDS if k not in _FIRST and self.p.get(k, 0.0) > 0.0]
+        for k in later:  # only the kinds in use draw, so adding a kind changes no run without it
+            draws[k] = draw(k)
         if not any(on.any() for on, _ in draws.values()):
             return frames, fields, target
         x = frames.float() / 255.0
         per_window = lambda v: torch.from_numpy(v.astype(np.float32)).view(b, 1, 1, 1, 1)  # noqa: E731
+        # The scene first (shadows on the ground, haze in the air), then the light and the camera.
+        if "shadow" in draws and draws["shadow"][0].any():
+            x = x * _shadow_gain(x.shape, *draws["shadow"], rng)
+        if "haze" in draws and draws["haze"][0].any():
+            weight, grey = _haze(x.shape, *draws["haze"], rng)
+            x = torch.lerp(x, grey, weight)
         on, s = draws["brightness"]
         x = x * per_window(np.where(on, s, 1.0))
         on, s = draws["contrast"]
@@ -167,3 +191,37 @@ class Augmenter:
             target[flip, :, 1] = -target[flip, :, 1]  # the yaw rate; the speed stays
         frames = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
         return frames, fields, target
+
+
+def _rows_and_columns(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel centres in picture heights: rows 0 (top) to 1 (bottom), columns centred on 0."""
+    y = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+    u = (torch.arange(w, dtype=torch.float32) + 0.5 - w / 2) / h
+    return y.view(1, 1, h, 1), u.view(1, 1, 1, w)
+
+
+def _shadow_gain(shape, on: np.ndarray, strength: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """(B, F, H, W, 1) factors: `strength` under the bands of the windows that are on, else 1."""
+    b, f, h, w = shape[:4]
+    as_tensor = lambda v: torch.from_numpy(np.asarray(v, np.float32)).view(b, 1, 1, 1)  # noqa: E731
+    angle = np.radians(rng.uniform(*SHADOW["angle"], size=b))
+    width, period = rng.uniform(*SHADOW["width"], size=b), rng.uniform(*SHADOW["period"], size=b)
+    drift, phase = rng.uniform(*SHADOW["drift"], size=b), rng.uniform(0.0, 1.0, size=b)
+    y, u = _rows_and_columns(h, w)
+    frame = torch.arange(f, dtype=torch.float32).view(1, f, 1, 1)
+    across = (y - as_tensor(drift) * frame) * as_tensor(np.cos(angle)) - u * as_tensor(np.sin(angle))
+    in_band = torch.remainder(across / as_tensor(period) + as_tensor(phase), 1.0) < as_tensor(width / period)
+    gain = torch.where(in_band & torch.from_numpy(on).view(b, 1, 1, 1), as_tensor(strength), torch.ones(1))
+    return gain.unsqueeze(-1)
+
+
+def _haze(shape, on: np.ndarray, strength: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The haze's weight per pixel (B, 1, H, 1, 1), 0 where a window is off, and its colour (B, 1, 1, 1, 3)."""
+    b, _, h, w = shape[:4]
+    depth = rng.uniform(*HAZE["depth"], size=b)
+    grey = rng.uniform(*HAZE["grey"], size=(b, 1)) + rng.uniform(-HAZE["tint"], HAZE["tint"], size=(b, 3))
+    y, _ = _rows_and_columns(h, w)
+    top = torch.from_numpy(np.where(on, strength, 0.0).astype(np.float32)).view(b, 1, 1, 1)
+    d = torch.from_numpy(depth.astype(np.float32)).view(b, 1, 1, 1)
+    weight = top * (1.0 - (y - y[0, 0, 0, 0]) / d).clamp(min=0.0)
+    return weight.unsqueeze(-1), torch.from_numpy(grey.clip(0.0, 1.0).astype(np.float32)).view(b, 1, 1, 1, 3)

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from liquid_control.learning.augment import (
+    HAZE,
     MIRROR_SIGNS,
     RANGES,
+    SHADOW,
     STANDARD,
     Augmenter,
     mirror_signs,
@@ -97,10 +99,76 @@ def test_noise_has_the_spread_its_range_declares_and_blur_smooths():
     assert step(blurred) < 0.8 * step(frames)
 
 
+def test_haze_mixes_in_one_grey_most_at_the_top_and_never_more_than_its_strength():
+    frames = torch.zeros((32, 3, 20, 30, 3), dtype=torch.uint8)  # black: what comes out is the haze alone
+    out, _, _ = _run({"haze": 1.0}, (frames, torch.zeros(32, 5, 5), torch.zeros(32, 5, 2)))
+    x = out.float() / 255.0
+    lo, hi = RANGES["haze"]
+    glo, ghi = HAZE["grey"]
+    top = x[:, :, 0].mean(dim=(1, 2, 3))  # weight at the top row times the grey
+    assert (top >= lo * (glo - HAZE["tint"]) - 0.01).all() and (top <= hi * (ghi + HAZE["tint"]) + 0.01).all()
+    rows = x.mean(dim=(1, 3, 4))  # (windows, rows)
+    assert (rows[:, 1:] <= rows[:, :-1] + 1.0 / 255).all()  # less haze down the picture
+    assert (rows[:, -1] < 0.6 * rows[:, 0]).all()  # and the bottom row clearly less than the top
+    assert torch.equal(out[:, 0], out[:, 2])  # the same haze in every frame of a window
+    assert (x.std(dim=(1, 2, 3, 4)) > 0.0).all()
+    # Greyish: the channels of one window differ by the tint at most.
+    spread = x.amax(dim=-1) - x.amin(dim=-1)
+    assert spread.max() <= 2 * HAZE["tint"] * hi + 2.0 / 255
+    # Mixing toward the grey: a white picture gets darker at the top, a black one lighter.
+    white, _, _ = _run({"haze": 1.0}, (torch.full_like(frames, 255), torch.zeros(32, 5, 5), torch.zeros(32, 5, 2)))
+    assert (white[:, :, 0].float().mean(dim=(1, 2, 3)) < 255 * (1 - lo * (1 - ghi - HAZE["tint"])) + 1).all()
+
+
+def test_shadows_darken_bands_by_a_factor_in_range_and_drift_down_the_picture():
+    frames = torch.full((48, 6, 40, 60, 3), 200, dtype=torch.uint8)
+    out, _, _ = _run({"shadow": 1.0}, (frames, torch.zeros(48, 5, 5), torch.zeros(48, 5, 2)))
+    ratio = out.float() / 200.0
+    assert (ratio <= 1.0 + 1e-6).all()  # shadows only darken
+    lo, hi = RANGES["shadow"]
+    dark = ratio < 0.999
+    assert ((ratio[dark] >= lo - 0.01) & (ratio[dark] <= hi + 0.01)).all()
+    share = dark[..., 0].float().mean(dim=(1, 2, 3))
+    wlo, whi = SHADOW["width"]
+    plo, phi = SHADOW["period"]
+    # Every window has a band, and bands cover the share of the picture their width and period give.
+    assert (share > 0.0).all() and (share < min(1.0, whi / plo) + 0.1).all()
+    # Light and shade in each window: never all dark.
+    assert (share < 0.99).all()
+    # One factor per window: its dark pixels all alike.
+    for w in range(48):
+        d = ratio[w][dark[w]]
+        assert d.max() - d.min() < 0.01
+    # The bands drift down the picture (or stay), as the ground comes toward the camera: the last
+    # frame's shade is the first frame's moved down by 0 to 5 x drift rows, never up.
+    d = dark[..., 0]
+    most = round(5 * SHADOW["drift"][1] * 40) + 1
+    shifts = []
+    for w in range(48):
+        first, last = d[w, 0], d[w, 5]
+        mismatch = {
+            k: (first[max(0, -k) : 40 - max(0, k)] != last[max(0, k) : 40 - max(0, -k)]).float().mean()
+            for k in range(-most, most + 1)
+        }
+        shifts.append(min(mismatch, key=mismatch.get))
+        assert mismatch[shifts[-1]] < 0.05
+    assert min(shifts) >= 0 and max(shifts) > 0
+
+
+def test_adding_kinds_changes_nothing_for_a_run_that_does_not_use_them():
+    batch = _batch()
+    a = _run({"colour": 1.0, "palette": 1.0, "noise": 1.0}, batch, seed=5)
+    rng = np.random.default_rng(5)
+    aug = Augmenter({"colour": 1.0, "palette": 1.0, "noise": 1.0, "haze": 0.0}, mirror_signs(IMU, ODOM))
+    b = aug(*batch, rng)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def test_the_same_generator_state_augments_alike():
     batch = _batch()
-    a = _run(STANDARD, batch, seed=7)
-    b = _run(STANDARD, batch, seed=7)
-    c = _run(STANDARD, batch, seed=8)
+    every = {**STANDARD, "haze": 0.5, "shadow": 0.5}
+    a = _run(every, batch, seed=7)
+    b = _run(every, batch, seed=7)
+    c = _run(every, batch, seed=8)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0])
