@@ -120,6 +120,6 @@ def _episode(
         env.command(linear, applied)
         bag.write(TOPICS["teacher"], twist_stamped_msg(stamp, linear, angular), stamp)
         bag.write(TOPICS["applied"], twist_stamped_msg(stamp, linear, applied), stamp)
-        truth = env.truth()
-        bag.write(TOPICS["odom"], odometry_msg(stamp, truth["x"], truth["y"], truth["yaw"], linear, applied), stamp)
+        truth, odom = env.truth(), env.odometry()
+        bag.write(TOPICS["odom"], odometry_msg(stamp, truth["x"], truth["y"], truth["yaw"], odom[0], odom[2]), stamp)
         summary["off_road_events"] += int(truth["off_road"])

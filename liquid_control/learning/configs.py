@@ -87,8 +87,8 @@ class TrainConfig:
         flag="--augment",
         metavar="KIND=P",
         help="augment training windows: KIND with probability P (repeat; KIND alone: 0.5): brightness, contrast, "
-        "colour, palette, noise, blur, flip (the mirror image, its labels mirrored too); 'standard': all of them "
-        "at the documented probabilities",
+        "colour, palette, noise, blur, shadow (bands), haze (fog), flip (the mirror image, its labels mirrored "
+        "too); 'standard': the camera's kinds and the mirror at the documented probabilities",
         key=True,
     )
     # Takeovers (HG-DAgger): how much the steps a person commanded, and those just before, count.

@@ -44,6 +44,7 @@ from ..sim.track import Track, track_path
 from ..sim.world import robot_spec
 from .collect import EPISODE_GAP, TOPICS, Perturbation
 from .configs import DaggerConfig, EvalConfig, TrainConfig
+from .evaluate import feed
 from .train import outputs_of, train
 
 MARKS = topics.absolute(topics.INTERVENTION, node=NODE_NAME)
@@ -249,7 +250,7 @@ def _episode(
             bag.write(TOPICS["camera"], image_msg(stamp, event.data), stamp)
         else:
             bag.write(TOPICS["imu"], imu_msg(stamp, event.data), stamp)
-        command = controller.on_sensor(event.kind, event.stamp, event.data)
+        command = feed(controller, env, event)
         if command is not None and takeover_mode:
             bag.write(PROPOSED, twist_stamped_msg(stamp, command.linear_x, command.angular_z), stamp)
         if event.kind == "camera":
@@ -288,7 +289,8 @@ def _episode(
             bag.write(TOPICS["applied"], twist_stamped_msg(stamp, *applied), stamp)
         if takeover_mode:
             bag.write(MARKS, bool_msg(expert_drives), stamp)
-        bag.write(TOPICS["odom"], odometry_msg(stamp, truth["x"], truth["y"], truth["yaw"], linear, angular), stamp)
+        odom = env.odometry()
+        bag.write(TOPICS["odom"], odometry_msg(stamp, truth["x"], truth["y"], truth["yaw"], odom[0], odom[2]), stamp)
     return counts
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from .. import progress
 from ..draw.plot import write_trajectory_png
 from ..model.modelfile import load_policy
-from ..runtime.controller import LiquidController, Settings
+from ..runtime.controller import Command, LiquidController, Settings
 from ..sim.conditions import CONDITIONS
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
@@ -29,6 +29,16 @@ from .configs import EvalConfig
 
 EXPERT = "expert"  # the model name of the demonstrator (pure pursuit on ground truth)
 EXPERT_SPEED = 0.5  # m/s: the expert's speed, and its least where it is scheduled
+
+
+def feed(controller: LiquidController, env: TrackEnv, event) -> Command | None:
+    """One simulator sensor event to the controller, as a robot's topics would bring it: the
+    camera and the IMU as they come, and with each IMU sample the wheel odometry
+    (TrackEnv.odometry) when the model reads it. The command to apply, if any."""
+    command = controller.on_sensor(event.kind, event.stamp, event.data)
+    if event.kind == "imu" and "odom" in controller.sensors:
+        command = controller.on_sensor("odom", event.stamp, env.odometry()) or command
+    return command
 
 
 def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress: bool = True) -> dict:
@@ -53,11 +63,6 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
         raise ValueError(
             f"{model} was trained on the {trained_on} robot; it cannot drive the {robot} (--robot {trained_on})"
         )
-    if policy is not None and "odom" in policy.spec.sensors:  # it would wait for odometry, commanding zero
-        raise ValueError(
-            f"{model} reads wheel odometry, which the simulator's closed loop does not give yet "
-            "(it gives the camera and the IMU): evaluate it on a robot's bag with replay"
-        )
     world, sensors = c.apply(Track.load(track_path(c.track or track)), SensorConfig())
     rng = np.random.default_rng(seed)
     env = TrackEnv(world, sensors=sensors, seed=seed, **c.env_kwargs(robot_spec(robot)))
@@ -75,7 +80,7 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
                     if event.kind == "imu":
                         env.command(*expert(env))
                 else:
-                    command = controller.on_sensor(event.kind, event.stamp, event.data)
+                    command = feed(controller, env, event)
                 if event.kind == "imu":  # the truth sampled at IMU rate
                     truth = env.truth()
                     xte.append(abs(truth["xte"]))

@@ -171,8 +171,8 @@ class SimNode(Node):
         odom.pose.pose.position.x, odom.pose.pose.position.y = truth["x"], truth["y"]
         q = odom.pose.pose.orientation
         q.w, q.x, q.y, q.z = (float(v) for v in euler2quat(0.0, 0.0, truth["yaw"], axes="sxyz"))
-        odom.twist.twist.linear.x = truth["speed"]
-        odom.twist.twist.angular.z = float(values[2])
+        twist = odom.twist.twist
+        twist.linear.x, twist.linear.y, twist.angular.z = (float(v) for v in self.env.odometry())
         self.odom_pub.publish(odom)
         linear, angular = self.expert(self.env)
         teacher = Twist()

@@ -79,6 +79,10 @@ class TrackEnv:
         self._exposure: list[float] = []  # the next frame's sub-frame times not yet rendered
         self._exposed = np.zeros((robot.image_height, robot.image_width, 3))
         self._sensor = {name: self.model.sensor(name).adr[0] for name in ("accel", "gyro", "orientation")}
+        driven = (
+            ("rear_left_wheel", "rear_right_wheel") if robot.drive == "ackermann" else ("left_wheel", "right_wheel")
+        )
+        self._wheel_dofs = [int(self.model.joint(name).dofadr[0]) for name in driven]
         self._seed = seed
         self.reset()
 
@@ -220,6 +224,17 @@ class TrackEnv:
         accel[:2] += cfg.accel_bias
         euler = quat2euler(d[s["orientation"] : s["orientation"] + 4], axes="sxyz")
         return np.concatenate([gyro, accel, euler])
+
+    def odometry(self) -> np.ndarray:
+        """Wheel odometry, the values of ODOM_FIELDS (twist.linear.x, twist.linear.y,
+        twist.angular.z): what a base's encoders give, from the spin of the driven wheels (a car's
+        rear wheels), each v = spin x wheel radius: forward speed (v_left + v_right) / 2 and yaw
+        rate (v_right - v_left) / wheel_separation; no lateral speed (wheels cannot measure it). A
+        wheel that slips counts road it did not cover, as on a real base. sim_node publishes it on
+        odom, collect records it, and eval, table and dagger feed it to a model that reads it."""
+        r, b = self.robot.wheel_radius, self.robot.wheel_separation
+        left, right = (float(self.data.qvel[dof]) * r for dof in self._wheel_dofs)
+        return np.array([(left + right) / 2.0, 0.0, (right - left) / b])
 
     # --- ground truth ----------------------------------------------------------------------
     def _track_progress(self) -> None:

@@ -206,3 +206,39 @@ def test_expert_completes_a_lap_of_the_tight_track_at_1_mps():
         assert np.mean(speeds) == pytest.approx(1.0, abs=0.05)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("robot", ["diff_drive", "car"])
+def test_wheel_odometry_measures_the_drive_and_counts_the_road_a_slipping_wheel_did_not_cover(robot):
+    """TrackEnv.odometry is a base's wheel odometry: on grip it gives the body's forward speed and
+    yaw rate (from the physics state, not from the odometry's own formula); where the wheels
+    slip it counts road that was not covered, as encoders do."""
+    from liquid_control.sim.conditions import CONDITIONS
+    from liquid_control.sim.world import robot_spec
+
+    kidney = Track.load(track_path("kidney"))
+    measured = {}
+    for condition in ("nominal", "low_friction"):
+        c = CONDITIONS[condition]
+        track, sensors = c.apply(kidney, SensorConfig())
+        env = TrackEnv(track, sensors=sensors, seed=0, **c.env_kwargs(robot_spec(robot)))
+        env.reset(s=1.0)
+        expert, odom, truth = PurePursuit(speed=0.5, max_speed=1.0), [], []
+        for event in env.events(6.0):
+            if event.kind != "imu":
+                continue
+            env.command(*expert(env))
+            yaw = env.truth()["yaw"]
+            vx, vy = env.data.qvel[0:2]
+            odom.append(env.odometry())
+            truth.append((math.cos(yaw) * vx + math.sin(yaw) * vy, env.data.qvel[5]))
+        env.close()
+        measured[condition] = np.array(odom)[200:], np.array(truth)[200:]  # past the first second
+    odom, truth = measured["nominal"]
+    assert np.all(odom[:, 1] == 0.0)  # wheels cannot measure sideways speed
+    assert truth[:, 0].mean() > 0.4 and np.abs(truth[:, 1]).mean() > 0.1  # it drove and turned
+    assert np.abs(odom[:, 0] - truth[:, 0]).mean() < 0.1 * truth[:, 0].mean()
+    assert np.abs(odom[:, 2] - truth[:, 1]).mean() < 0.3 * np.abs(truth[:, 1]).mean()
+    slipping, truth_slipping = measured["low_friction"]
+    err = lambda o, t: np.abs(o[:, 2] - t[:, 1]).mean() + np.abs(o[:, 0] - t[:, 0]).mean()  # noqa: E731
+    assert err(slipping, truth_slipping) > 2.0 * err(odom, truth)
