@@ -161,6 +161,12 @@ CONDITIONS = LazyChoices("liquid_control.sim.conditions", "CONDITIONS")
 SUITES = LazyChoices("liquid_control.sim.conditions", "SUITES")
 
 
+SPEED_LIMIT_HELP = (
+    "the controller's max_linear_speed in every condition that sets none of its own (default: the node's, "
+    "0.5 m/s); the expert is scheduled up to it"
+)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """`liquid-control eval`: closed-loop episodes of a model in the simulator (learning.evaluate).
@@ -179,6 +185,7 @@ class EvalConfig:
     seed: int = option(100, key=True)
     plot: str | None = option(None, help="write the trajectories to this PNG")
     robot: str = option(DEFAULT_ROBOT, choices=ROBOTS, metavar="ROBOT", help=ROBOT_HELP, key=True)
+    max_linear_speed: float | None = option(None, metavar="M_S", help=SPEED_LIMIT_HELP, key=True)
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,7 @@ class TableConfig:
     seconds: float = option(30.0, provenance=True)
     seed: int = option(100, provenance=True)
     robot: str = option(DEFAULT_ROBOT, choices=ROBOTS, metavar="ROBOT", help=ROBOT_HELP, provenance=True)
+    max_linear_speed: float | None = option(None, metavar="M_S", help=SPEED_LIMIT_HELP, provenance=True)
     jobs: int = option(1, help="cells evaluated at once (processes)")
     cells: str | None = option(
         None,

@@ -21,6 +21,7 @@ from .. import progress
 from ..draw.plot import write_trajectory_png
 from ..model.modelfile import load_policy
 from ..runtime.controller import Command, LiquidController, Settings
+from ..runtime.parameters import check_settings
 from ..sim.conditions import CONDITIONS
 from ..sim.env import PurePursuit, SensorConfig, TrackEnv
 from ..sim.track import Track, track_path
@@ -50,7 +51,11 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     c = CONDITIONS[condition]
     robot = config.robot
-    run_settings = dataclasses.replace(settings or Settings(), **(c.settings or {}))
+    run_settings = settings or Settings()
+    if config.max_linear_speed is not None:
+        check_settings({"max_linear_speed": config.max_linear_speed})
+        run_settings = dataclasses.replace(run_settings, max_linear_speed=config.max_linear_speed)
+    run_settings = dataclasses.replace(run_settings, **(c.settings or {}))  # a condition's own limit stands
     expert = None
     if model == EXPERT:
         limit = run_settings.max_linear_speed
@@ -108,6 +113,7 @@ def evaluate(config: EvalConfig, settings: Settings | None = None, show_progress
         "robot": robot,
         "episodes": episodes,
         "seconds": seconds,
+        "max_linear_speed": run_settings.max_linear_speed,
         "success_rate": float(np.mean([r["success"] for r in results])),
         "mean_abs_xte_m": float(np.mean([r["mean_abs_xte_m"] for r in results])),
         "max_abs_xte_m": float(np.max([r["max_abs_xte_m"] for r in results])),

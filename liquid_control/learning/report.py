@@ -86,20 +86,29 @@ def evaluation_table(
     if cells_dir is not None:
         Path(cells_dir).mkdir(parents=True, exist_ok=True)
         cells_dir = str(cells_dir)
-    work = []
+    work, limit = [], config.max_linear_speed
     for name, files in rows_models.items():
         for index, model in enumerate(files):
             model_key = _cell_key(model) if cells_dir else None
             for condition in conditions:
                 if CONDITIONS[condition].track:
-                    cell = EvalConfig(model, "oval", condition, episodes, seconds, seed, robot=config.robot)
+                    cell = EvalConfig(
+                        model, "oval", condition, episodes, seconds, seed, robot=config.robot, max_linear_speed=limit
+                    )
                     work.append((name, index, cell, cells_dir, model_key))
                     continue
                 split = np.array_split(np.arange(episodes), len(training_tracks))
                 for k, (track, part) in enumerate(zip(training_tracks, split, strict=True)):
                     if len(part):
                         cell = EvalConfig(
-                            model, track, condition, len(part), seconds, seed + 1000 * k, robot=config.robot
+                            model,
+                            track,
+                            condition,
+                            len(part),
+                            seconds,
+                            seed + 1000 * k,
+                            robot=config.robot,
+                            max_linear_speed=limit,
                         )
                         work.append((name, index, cell, cells_dir, model_key))
     rows: dict[str, dict] = {}

@@ -242,6 +242,12 @@ def test_the_expert_drives_at_its_speed_and_up_to_a_raised_limit_where_the_road_
     os.environ.setdefault("MUJOCO_GL", "egl")
     slow = evaluate(EvalConfig("expert", "hairpin", "nominal", 2, 12.0, 5), show_progress=False)
     fast = evaluate(EvalConfig("expert", "hairpin", "fast_tight_turns", 2, 12.0, 5), show_progress=False)
-    assert slow["success_rate"] == fast["success_rate"] == 1.0
-    assert slow["mean_speed_mps"] <= 0.5 + 0.02
-    assert 0.55 < fast["mean_speed_mps"] <= 1.0 + 0.02
+    raised = evaluate(EvalConfig("expert", "hairpin", "nominal", 2, 12.0, 5, max_linear_speed=1.0), show_progress=False)
+    assert slow["success_rate"] == fast["success_rate"] == raised["success_rate"] == 1.0
+    assert slow["mean_speed_mps"] <= 0.5 + 0.02 and slow["max_linear_speed"] == 0.5
+    assert 0.55 < fast["mean_speed_mps"] <= 1.0 + 0.02 and fast["max_linear_speed"] == 1.0
+    # eval --max-linear-speed raises the limit of a condition that sets none: nominal at 1.0 m/s is
+    # fast_tight_turns (the hairpin at 1.0 m/s) in all but name.
+    assert raised["max_linear_speed"] == 1.0 and raised["per_episode"] == fast["per_episode"]
+    with pytest.raises(ValueError, match="max_linear_speed must be in"):
+        evaluate(EvalConfig("expert", "hairpin", "nominal", 1, 1.0, 5, max_linear_speed=-1.0), show_progress=False)
