@@ -224,7 +224,7 @@ def test_wheel_odometry_measures_the_drive_and_counts_the_road_a_slipping_wheel_
         env = TrackEnv(track, sensors=sensors, seed=0, **c.env_kwargs(robot_spec(robot)))
         env.reset(s=1.0)
         expert, odom, truth = PurePursuit(speed=0.5, max_speed=1.0), [], []
-        for event in env.events(6.0):
+        for event in env.events(4.0):
             if event.kind != "imu":
                 continue
             env.command(*expert(env))
