@@ -248,6 +248,23 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    from .model.average import average_models
+    from .model.specs import ModelFileError
+
+    try:
+        summary = average_models(args.model, args.output)
+    except (ModelFileError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        return _bag_error(exc)
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"wrote {summary['model']}: the mean of {len(summary['averaged'])} models' weights "
+        f"({summary['tensors']} tensors; they differed by up to {summary['largest_difference']:.4g})"
+    )
+    return 0
+
+
 def _add_info(sub) -> None:
     info = sub.add_parser(
         "info",
@@ -472,12 +489,24 @@ def _add_export(sub) -> None:
     ex.set_defaults(func=_export)
 
 
+def _add_average(sub) -> None:
+    av = sub.add_parser(
+        "average",
+        help="average the weights of fine-tunes of one model into one model file (a model soup)",
+    )
+    av.add_argument("model", nargs="+", help="two model files or more: fine-tunes of one model (.safetensors)")
+    av.add_argument("--output", required=True, help="the .safetensors model file to write")
+    av.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    av.set_defaults(func=_average)
+
+
 COMMANDS = (
     _add_info,
     _add_demo,
     _add_drive,
     _add_collect,
     _add_train,
+    _add_average,
     _add_eval,
     _add_dagger,
     _add_table,
