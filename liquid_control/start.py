@@ -9,6 +9,7 @@ Once the module runs, its own handling takes over (rclpy's, or the bag tools')."
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 
@@ -50,7 +51,13 @@ def main() -> int:
         # reports its failure as an ImportError of its own (numpy's "PyCapsule_Import could not
         # import module datetime"). Either way the start was stopped, quietly.
         if _STOPPED:
-            return 0
+            # Nothing has run yet that needs cleaning up, and an import cut short (torch's, numba's,
+            # rclpy's: threads started, C++ state half made) can hang the interpreter's own
+            # shutdown: seen once in CI as a start stopped in its first 0.2 s that had not exited
+            # 30 s later. Leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         raise
     for sig, handler in previous.items():  # the module's main() installs what it needs
         signal.signal(sig, handler)

@@ -26,6 +26,8 @@ from ..paths import resolve_model_path
 from .modelfile import load_model, save_model
 from .specs import ModelFileError
 
+SHARED = ("architecture", "robot", "labels", "window")  # kept where every input says the same
+
 
 def _what_must_match(config) -> dict:
     data = json.loads(config.to_json())
@@ -79,11 +81,13 @@ def average_models(models: list[str], output: str | Path) -> dict:
         {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "provenance": other.provenance}
         for path, (_, other) in zip(paths, loaded, strict=True)
     ]
-    provenance = {
-        "trainer": "liquid-control average",
-        "averaged": inputs,
-        **({"robot": config.provenance["robot"]} if config.provenance.get("robot") else {}),
+    # What every input's provenance says alike about the model itself (not about its run) stays.
+    shared = {
+        key: config.provenance[key]
+        for key in SHARED
+        if key in config.provenance and all(other.provenance.get(key) == config.provenance[key] for _, other in loaded)
     }
+    provenance = {"trainer": "liquid-control average", **shared, "averaged": inputs}
     saved = save_model(output, first, config.sensors, config.outputs, provenance)
     assert dataclasses.replace(saved, provenance={}) == dataclasses.replace(config, provenance={})
     return {

@@ -60,7 +60,8 @@ def test_the_average_is_the_mean_of_each_weight_and_keeps_everything_else(tmp_pa
     averaged = config.provenance["averaged"]
     assert [x["file"] for x in averaged] == [str(a), str(b)] and averaged[1]["provenance"]["note"] == "b"
     assert config.provenance["trainer"] == "liquid-control average"
-    assert config.provenance["robot"] == original.provenance["robot"]
+    for key in ("robot", "architecture", "labels"):  # what every input says alike of the model
+        assert config.provenance[key] == original.provenance[key], key
     assert all(len(x["sha256"]) == 64 for x in averaged)
 
 
