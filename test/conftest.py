@@ -4,10 +4,12 @@ installed package visible to ament_index_python and to subprocesses."""
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
 _CACHE = None
+_INHERITED_IGNORED: list[str] = []  # stop signals the session was started with ignored
 
 
 def pytest_configure(config):
@@ -22,6 +24,15 @@ def pytest_configure(config):
         domain = str(1 + (run % (101 // count) * count + int(worker[2:])) % 101)
     else:
         domain = str(1 + os.getpid() % 101)
+    # A harness that runs the session as a background job (a non-interactive shell's `&`, nohup)
+    # hands it SIGINT and SIGTERM ignored, and every process a test starts inherits that: its
+    # Ctrl-C is dropped by the kernel until its own handler is up. The tests stop processes as a
+    # terminal and ros2 launch do, started as those start them: with both at their default action.
+    # (test_node_process checks the executables against inherited ignores on purpose.)
+    for sig, action in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            _INHERITED_IGNORED.append(sig.name)
+            signal.signal(sig, action)
     domain = os.environ.get("LIQUID_CONTROL_TEST_DOMAIN_ID") or domain
     os.environ["ROS_DOMAIN_ID"] = domain
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -40,4 +51,7 @@ def pytest_unconfigure(config):
 
 
 def pytest_report_header(config):
-    return f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} AMENT_PREFIX_PATH={os.environ['AMENT_PREFIX_PATH']}"
+    inherited = (
+        f" (started with {' and '.join(_INHERITED_IGNORED)} ignored: set back to default)" if _INHERITED_IGNORED else ""
+    )
+    return f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} AMENT_PREFIX_PATH={os.environ['AMENT_PREFIX_PATH']}{inherited}"

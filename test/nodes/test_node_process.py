@@ -188,12 +188,6 @@ def test_ctrl_c_while_the_node_is_still_starting_ends_it_quietly(delay):
     assert _ended_quietly(returncode, out), (returncode, out)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    raises=subprocess.TimeoutExpired,
-    reason="open defect, 2026-12-06: in three clean-clone CI runs a controller sent SIGINT in its first "
-    "0.2 s was still running 30 s later (never locally); under investigation, see the closing note",
-)
 def test_ctrl_c_in_the_first_tenth_of_a_second_ends_it_quietly():
     """The interpreter's own start: site and the .pth files (the ROS wheels re-exec Python from
     one). A SIGINT there raised KeyboardInterrupt inside site ("Fatal Python error:
@@ -205,6 +199,59 @@ def test_ctrl_c_in_the_first_tenth_of_a_second_ends_it_quietly():
     loud = [(delay, code, out[-300:]) for delay, code, out in ends if not _ended_quietly(code, out)]
     assert not loud, loud
     assert any(code == 0 for _, code, _ in ends), "no SIGINT reached the handler: the sweep tests nothing"
+
+
+def _ignored_signals(pid: int) -> int:
+    """The process's SigIgn mask (bit n-1 set: signal n is ignored)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+
+
+@pytest.mark.parametrize("env", ["gnu", "without-signal-options"])
+def test_a_start_that_inherits_the_stop_signals_ignored_still_ends_on_a_ctrl_c_while_importing(env, tmp_path):
+    """A background job of a shell script, nohup or a test harness hands its children SIGINT and
+    SIGTERM ignored, and an ignored signal is dropped, not kept pending: a Ctrl-C during the
+    imports was lost, and the node came up and drove (3 of 3 clean-clone CI runs; reproduced here
+    from a background job). The wrapper gives both their default action back before the real
+    interpreter starts: from the moment it runs, neither is ignored, and a SIGINT sent then ends
+    the start quietly. (With the inherited ignore, the check below failed 3 of 3 runs.) The
+    wrapper does it with GNU env where it can, else (BusyBox, BSD: an `env` that refuses the
+    signal options, put first on PATH here) with a bare Python."""
+    if not EXECUTABLE.exists():
+        pytest.skip(f"{EXECUTABLE} not installed")
+    environ = dict(os.environ)
+    if env != "gnu":
+        (tmp_path / "env").write_text(
+            '#!/bin/sh\ncase "$*" in *-signal*) echo "env: unrecognized option" >&2; exit 125;; esac\nexec /usr/bin/env "$@"\n'
+        )
+        (tmp_path / "env").chmod(0o755)
+        environ["PATH"] = f"{tmp_path}{os.pathsep}{environ['PATH']}"
+    # `trap '' INT TERM` is how a shell ignores them; exec hands that on to the executable.
+    proc = subprocess.Popen(
+        ["sh", "-c", 'trap "" INT TERM; exec "$0"', str(EXECUTABLE)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    stops = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    try:
+        # Python itself (`python -m liquid_control.start NAME`, after what blocks the signals: GNU
+        # env or a bare Python): its imports take seconds, its own handler comes after site.
+        while proc.poll() is None:
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if argv[1:3] == [b"-m", b"liquid_control.start"]:
+                break
+        assert proc.poll() is None, proc.communicate()[0]
+        ignored = _ignored_signals(proc.pid) & stops
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert not ignored, f"SigIgn {ignored:#x}: the start ignores what it inherited"
+    assert proc.returncode == 0 and _ended_quietly(proc.returncode, out), (proc.returncode, out)
 
 
 def _assert_script_ends_quietly(code: str) -> None:
