@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(RUN_ENV) $(VPY) bench/step_latency.py
 	$(RUN_ENV) $(VPY) bench/node_latency.py
 	$(RUN_ENV) $(VPY) bench/safety_latency.py
+	$(RUN_ENV) $(VPY) bench/shutdown.py
 	$(RUN_ENV) $(VPY) bench/train_step.py
 	$(RUN_ENV) $(VPY) bench/recorder_loss.py
 	$(RUN_ENV) $(VPY) bench/camera_path.py

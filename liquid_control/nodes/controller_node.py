@@ -946,6 +946,7 @@ def main(args=None) -> None:
         args,
         errors=(ValueError,),
         options=_options,
+        exit_process=True,
     )
 
 

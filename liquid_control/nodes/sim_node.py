@@ -192,8 +192,9 @@ def main(args=None) -> None:
         "out, cmd_vel in. Parameters (track, condition, real_time_factor, seed, noise) after --ros-args.",
         SimNode,
         args,
-        errors=(ValueError, FileNotFoundError),
-    )  # a bad track, track file or condition
+        errors=(ValueError, FileNotFoundError),  # a bad track, track file or condition
+        exit_process=True,
+    )
 
 
 if __name__ == "__main__":
