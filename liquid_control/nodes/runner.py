@@ -30,6 +30,8 @@ START_ERRORS = (InvalidParameterValueException, InvalidParameterTypeException, N
 
 # Under ros2 launch's 5 s sigterm_timeout, with room for a normal shutdown (about 1 s here).
 SHUTDOWN_DEADLINE_S = 4.0
+# How often the spin looks at the context between callbacks (see _spin).
+SPIN_RECHECK_S = 0.25
 _deadline_armed = False
 _building = False  # the node is being made (seconds on a loaded machine: torch, a track's fields)
 
@@ -51,6 +53,22 @@ def _on_stop_signal(signum, frame) -> None:
     # (else the deadline would end a slow start with a stack dump and status 1).
     if _building or rclpy.signals.get_current_signal_handlers_options() == rclpy.signals.SignalHandlerOptions.NO:
         raise KeyboardInterrupt
+
+
+def _spin(node: Node) -> None:
+    """rclpy.spin, with a timeout on each wait. On SIGINT rclpy's deferred handler wakes the
+    executors (its guard conditions) *before* it shuts the contexts down: an executor that wakes in
+    between finds the context still ok and waits again, without a timeout, for ever. Seen in CI on a
+    loaded machine: sim_node still in rcl_wait 4 s after SIGINT, its sensor thread already gone
+    (it had seen the shutdown), ended by the deadline's stack dump with status 1. The timeout makes
+    the spin see the shutdown within SPIN_RECHECK_S however it came."""
+    executor = rclpy.get_global_executor()
+    try:
+        executor.add_node(node)
+        while executor.context.ok():
+            executor.spin_once(timeout_sec=SPIN_RECHECK_S)
+    finally:
+        executor.remove_node(node)
 
 
 def _end(exit_process: bool) -> None:
@@ -111,7 +129,7 @@ def run_node(
             node = make_node(parsed) if options is not None else make_node()
         finally:
             _building = False
-        rclpy.spin(node)
+        _spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:

@@ -234,7 +234,9 @@ def _latest_diag(r, after=0.0):
 def test_commands_flow_at_sensor_rate(rig):
     r = rig()
     sent = r.stream(2.0)
-    wait_for(lambda: len(r.commands) >= 0.9 * len(sent), timeout=5.0)
+    wait_for(
+        lambda: len(r.commands) >= 0.9 * len(sent), timeout=30.0
+    )  # a condition, not a rate: long only on a loaded machine
     # A command per IMU sample at least (a frame stamped before an IMU sample already stepped
     # is held for the next step, not stepped: it arrives later than that sample).
     assert len(r.commands) >= 0.9 * sum(kind == "imu" for kind, _ in sent)

@@ -538,6 +538,28 @@ def test_a_cleanup_that_hangs_still_ends_the_process_with_every_threads_stack():
     assert "Timeout" in result.stderr and "in destroy_node" in result.stderr, result.stderr
 
 
+def test_the_spin_ends_when_the_context_is_shut_down_without_waking_it():
+    """rclpy's signal thread wakes the executors and only then shuts the contexts down; an
+    executor that woke in between waited again for ever (CI, under load: sim_node in rcl_wait 4 s
+    after SIGINT, ended by the deadline with status 1). Here the context is shut down as that
+    thread does it (rcl_shutdown, no Python callback, no guard condition), with nothing else to
+    wake the spin: it still ends, and run_node returns."""
+    code = textwrap.dedent("""
+        import threading
+        from rclpy.node import Node
+        from liquid_control.nodes.runner import run_node
+
+        def build():
+            node = Node("unwoken")
+            threading.Timer(1.0, node.context.handle.shutdown).start()
+            return node
+
+        run_node("unwoken", "a node whose context is shut down under it", build, args=["unwoken"])
+        print("ended quietly")
+    """)
+    _assert_script_ends_quietly(code)
+
+
 def test_an_executable_ends_once_its_node_is_down_its_output_written_without_finalization():
     """An executable's run_node (exit_process=True) leaves as soon as the node is down: what the
     node printed and logged on the way out is written (a pipe buffers print), status 0, and the
