@@ -30,6 +30,17 @@ def _stop_while_starting(signum, frame) -> None:
     raise SystemExit(0)
 
 
+def _leave() -> None:
+    """End a start that a stop signal cut short, status 0. Nothing has run yet that needs cleaning
+    up, and an import cut short (torch's, numba's, rclpy's: threads started, C++ state half made)
+    could hold the interpreter's own shutdown, so it is skipped. (Both places that call this were
+    first suspected of a CI hang that turned out to be an inherited ignored SIGINT: see
+    resource/ros_executable.)"""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main() -> int:
     if len(sys.argv) < 2:
         print(f"usage: python -m liquid_control.start {{{','.join(EXECUTABLES)}}} [ARGS...]", file=sys.stderr)
@@ -51,24 +62,15 @@ def main() -> int:
         # reports its failure as an ImportError of its own (numpy's "PyCapsule_Import could not
         # import module datetime"). Either way the start was stopped, quietly.
         if _STOPPED:
-            # Nothing has run yet that needs cleaning up, and an import cut short (torch's, numba's,
-            # rclpy's: threads started, C++ state half made) can hang the interpreter's own
-            # shutdown: seen once in CI as a start stopped in its first 0.2 s that had not exited
-            # 30 s later. Leave at once.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+            _leave()
         raise
     for sig, handler in previous.items():  # the module's main() installs what it needs
         signal.signal(sig, handler)
     if _STOPPED:
         # The stop came while importing, and its SystemExit was swallowed on the way: raised where
         # Python only reports an exception and goes on (a __del__, a gc or weakref callback, a C
-        # extension's callback) or caught by a bare except. Seen in CI as a start stopped in its
-        # first 0.2 s that was still running 30 s later, then ended by SIGTERM. Stop now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        # extension's callback) or caught by a bare except. Stop now.
+        _leave()
     return module.main()
 
 
