@@ -55,6 +55,11 @@ def main() -> int:
     # pending): one that came in the meantime is delivered here, to the handler above.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     sys.argv[0] = name  # argparse's usage line and rclpy's logs name the executable
+    # Where Python swallows the handler's SystemExit (a weakref callback of importlib's module
+    # locks, a __del__), it would print "Exception ignored in ..." with a traceback (seen in CI);
+    # the check after the import ends the start quietly instead.
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda u: None if _STOPPED and u.exc_type is SystemExit else unraisable(u)
     try:
         module = importlib.import_module(EXECUTABLES[name])
     except BaseException:
@@ -64,6 +69,7 @@ def main() -> int:
         if _STOPPED:
             _leave()
         raise
+    sys.unraisablehook = unraisable
     for sig, handler in previous.items():  # the module's main() installs what it needs
         signal.signal(sig, handler)
     if _STOPPED:
