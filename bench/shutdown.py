@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,39 +40,49 @@ BARE_NODE = (
 )
 
 
-def _exit_after_sigint(command: list[str], ns: str, settle_s: float) -> float:
-    """Start `command`, let it run `settle_s` seconds (imports done, spinning), SIGINT it; the
+def _exit_after_sigint(command: list[str], ns: str, ready: str, timeout_s: float = 120.0) -> float:
+    """Start `command`, wait until its output says `ready` (imports done, spinning), SIGINT it; the
     seconds from the signal to its exit."""
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [*command, "--ros-args", "-r", f"__ns:={ns}"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:  # keeps the pipe drained to the end, so the process never blocks on it
+        for line in proc.stdout:
+            lines.append(line)
+            if ready in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(settle_s)
-        if proc.poll() is not None:
-            raise SystemExit(f"{command[0]} ended before it was stopped:\n{proc.stderr.read()}")
+        if not seen.wait(timeout_s):
+            raise SystemExit(f"{command[0]} never said {ready!r} in {timeout_s:.0f} s:\n{''.join(lines)[-2000:]}")
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join(timeout=10)
     if proc.returncode != 0:
-        raise SystemExit(f"{command[0]} exited {proc.returncode} after SIGINT:\n{err[-2000:]}")
+        raise SystemExit(f"{command[0]} exited {proc.returncode} after SIGINT:\n{''.join(lines)[-2000:]}")
     return took
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--settle", type=float, default=12.0, help="seconds each process runs before SIGINT")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not EXECUTABLE.exists():
@@ -80,8 +91,8 @@ def main() -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 101))
     node, bare = [], []
     for k in range(args.rounds):  # interleaved: both see the same machine
-        node.append(_exit_after_sigint([str(EXECUTABLE)], f"/bench_shutdown_{os.getpid()}_{k}", args.settle))
-        bare.append(_exit_after_sigint([sys.executable, "-c", BARE_NODE], f"/bench_bare_{os.getpid()}_{k}", 3.0))
+        node.append(_exit_after_sigint([str(EXECUTABLE)], f"/bench_shutdown_{os.getpid()}_{k}", "running"))
+        bare.append(_exit_after_sigint([sys.executable, "-c", BARE_NODE], f"/bench_bare_{os.getpid()}_{k}", "spinning"))
     result = {
         "rounds": args.rounds,
         "controller_node_exit_s": {"median": float(np.median(node)), "max": float(np.max(node))},

@@ -207,6 +207,7 @@ class LiquidControllerNode(LifecycleNode):
         if path:
             try:
                 self.controller, self.running_model, self.model_error = self._build(path), path, ""
+                self.get_logger().info(f"model {path} running")  # as a swap says it: the start is done
             except ModelFileError as exc:
                 if self.managed:
                     raise

@@ -53,7 +53,7 @@ def node_process(tmp_path):
     stop(proc)
 
 
-def test_node_process_flood_parameters_and_clean_shutdown(node_process):
+def test_node_process_flood_parameters_and_clean_shutdown(node_process, tmp_path):
     proc, ns = node_process
     context = rclpy.context.Context()
     rclpy.init(context=context)
@@ -130,6 +130,7 @@ def test_node_process_flood_parameters_and_clean_shutdown(node_process):
     out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
+    assert f"model {tmp_path / 'proc.safetensors'} running" in out, out  # bench/shutdown.py waits for it
 
 
 # ros2 launch escalates to SIGTERM when a process has not exited 5 s after SIGINT (sigterm_timeout).
