@@ -143,6 +143,40 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .learning.compare import compare_tables, markdown
+
+    groups = {}
+    for spec in args.group:
+        name, sep, members = spec.partition("=")
+        if not sep or not name or not members:
+            print(f"error: --group {spec!r}: expected NAME=ROW,ROW,...", file=sys.stderr)
+            return 2
+        groups[name] = [m for m in members.split(",") if m]
+    tables = []
+    for path in (args.before, args.after):
+        try:
+            tables.append(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as exc:
+            print(f"error: {path}: not a table's JSON ({exc})", file=sys.stderr)
+            return 2
+        if not isinstance(tables[-1], dict) or "rows" not in tables[-1] or "conditions" not in tables[-1]:
+            print(f"error: {path}: not a table's JSON (liquid-control table --json)", file=sys.stderr)
+            return 2
+    try:
+        result = compare_tables(*tables, rows=args.row, conditions=args.condition, groups=groups)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = markdown(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    print(text, end="")
+    return 0
+
+
 def _drive(args: argparse.Namespace) -> int:
     from .demos.ros_drive import drive
 
@@ -389,6 +423,34 @@ def _add_table(sub) -> None:
     table.set_defaults(func=_table)
 
 
+def _add_compare(sub) -> None:
+    cmp = sub.add_parser(
+        "compare",
+        help="what a change of recipe did: two tables of the same episodes compared row by row",
+    )
+    cmp.add_argument("before", help="a table's JSON (liquid-control table --json), before the change")
+    cmp.add_argument("after", help="a table's JSON of the same episodes, after it")
+    cmp.add_argument(
+        "--row", action="append", metavar="NAME", help="a row to compare (repeat; default: every row in both)"
+    )
+    cmp.add_argument(
+        "--condition",
+        action="append",
+        metavar="CONDITION",
+        help="a condition the success rate is averaged over (repeat; default: every one in both but nominal)",
+    )
+    cmp.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME=ROW,ROW",
+        help="rows whose gains are averaged; each pair of groups is compared (repeat)",
+    )
+    cmp.add_argument("--json", metavar="FILE", help="write the comparison as JSON to this file")
+    cmp.add_argument("--markdown", metavar="FILE", help="write the markdown to this file")
+    cmp.set_defaults(func=_compare)
+
+
 def _add_record(sub) -> None:
     rec = sub.add_parser("record", help="record live topics to a rosbag2 bag (MCAP), messages as received")
     rec.add_argument(
@@ -510,6 +572,7 @@ COMMANDS = (
     _add_eval,
     _add_dagger,
     _add_table,
+    _add_compare,
     _add_record,
     _add_play,
     _add_replay,

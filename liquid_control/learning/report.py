@@ -137,7 +137,9 @@ def evaluation_table(
         for result in progress.bar(results, total=len(work), desc="table", unit="cell"):
             cells = rows[result["name"]]["cells"]
             cell = cells.setdefault(result["condition"], {"episodes": [], "tracks": []})
-            cell["episodes"] += [{**e, "seed_index": result["index"]} for e in result["per_episode"]]
+            cell["episodes"] += [
+                {**e, "seed_index": result["index"], "track": result["track"]} for e in result["per_episode"]
+            ]
             if result["index"] == 0:
                 cell["tracks"].append(result["track"])
             log(
@@ -178,7 +180,7 @@ def evaluation_table(
 
 
 def _summarise(cell: dict, seeds: int) -> None:
-    eps = cell.pop("episodes")
+    eps = sorted(cell.pop("episodes"), key=lambda e: (e["seed_index"], e["track"]))
     by_seed = [[e["mean_abs_xte_m"] for e in eps if e["seed_index"] == i] for i in range(seeds)]
     k = int(sum(e["success"] for e in eps))
     mean, low, high = stats.mean_interval(by_seed)
@@ -195,6 +197,7 @@ def _summarise(cell: dict, seeds: int) -> None:
             float(np.mean([e["success"] for e in eps if e["seed_index"] == i])) for i in range(seeds)
         ],
         _xte_by_seed=by_seed,
+        per_episode=eps,  # what every figure above comes from (`liquid-control compare` reads it)
     )
 
 

@@ -6,6 +6,10 @@ architectures can be told apart at all.
 - A mean |cross-track error| is over every episode of every seed; its 95% interval comes from a
   two-level (cluster) bootstrap: seeds resampled with replacement, then episodes within each
   drawn seed, so the spread between training seeds counts, not only the spread between episodes.
+- What a change of recipe did to a row (`liquid-control compare`): its success rate averaged over
+  conditions after, minus before, with a 95% interval from the same two-level bootstrap (seeds
+  drawn once for every condition, since a seed is one model; then each drawn seed's episodes in
+  each condition), before and after drawn independently.
 - Two rows differ in a cell when Fisher's exact test on their success counts gives p < 0.05, or
   when the bootstrap interval of the difference of their mean |xte| excludes 0. Each cell is tested
   on its own (no correction for the many cells): a "differs" is a lead, a "not distinguishable" is
@@ -77,3 +81,23 @@ def compare(
         "xte_diff_m": [low, high],
         "xte_differs": low > 0 or high < 0,
     }
+
+
+def success_mean_draws(outcomes: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
+    """Bootstrap draws of a row's success rate averaged over conditions. `outcomes`: 0/1 of shape
+    (seeds, conditions, episodes), every seed driving the same episodes in each condition. Seeds
+    are drawn with replacement once for all conditions (a seed is one model), then each drawn
+    seed's episodes within each condition."""
+    x = np.asarray(outcomes, dtype=float)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"outcomes must be (seeds, conditions, episodes), not {x.shape}")
+    seeds, conditions, episodes = x.shape
+    s = rng.integers(0, seeds, size=(resamples, seeds, 1, 1))
+    c = np.arange(conditions)[None, None, :, None]
+    e = rng.integers(0, episodes, size=(resamples, seeds, conditions, episodes))
+    return x[s, c, e].mean(axis=(1, 2, 3))
+
+
+def interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    a = (1 - level) / 2
+    return float(np.quantile(draws, a)), float(np.quantile(draws, 1 - a))
