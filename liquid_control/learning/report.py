@@ -180,7 +180,7 @@ def evaluation_table(
 
 
 def _summarise(cell: dict, seeds: int) -> None:
-    eps = sorted(cell.pop("episodes"), key=lambda e: (e["seed_index"], e["track"]))
+    eps = cell.pop("episodes")
     by_seed = [[e["mean_abs_xte_m"] for e in eps if e["seed_index"] == i] for i in range(seeds)]
     k = int(sum(e["success"] for e in eps))
     mean, low, high = stats.mean_interval(by_seed)
