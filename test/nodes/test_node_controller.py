@@ -251,7 +251,13 @@ def test_commands_flow_at_sensor_rate(rig):
     values = {kv.key: kv.value for kv in during_diag[-1].values}
     assert float(values["imu_rate_hz"]) == pytest.approx(sent_imu_hz, rel=0.3), (values, sent_imu_hz)
     assert float(values["camera_rate_hz"]) == pytest.approx(sent_camera_hz, rel=0.35), (values, sent_camera_hz)
-    assert during_diag[-1].level == DiagnosticStatus.OK
+    # While the data flows the node says so. On a loaded machine this one process (sender and
+    # node both) can stall past the 0.5 s sensor timeout, and then the node rightly commands zero
+    # and says which sensor fell silent (seen in a clean-clone run beside two trainings): that, and
+    # nothing else, may be said during the stream.
+    levels = [(st.level, st.message) for st in during_diag]
+    assert any(level == DiagnosticStatus.OK for level, _ in levels), levels
+    assert all(level == DiagnosticStatus.OK or "silent for" in message for level, message in levels), levels
     # Every message the node received either stepped the network, or was a camera frame that
     # arrived after a later IMU sample (held, not stepped), or came before both sensors had spoken.
     c = r.node.controller.counters
@@ -788,7 +794,7 @@ def test_with_the_onnx_backend_saliency_is_said_to_be_unavailable_once(rig, tmp_
     r.peer.create_subscription(Log, "/rosout", logs.append, rosout)
     r.stream(0.5)
     wait_for(lambda: r.node.controller.counters.steps > 50)
-    said = lambda: [m.msg for m in logs if "saliency" in m.msg and m.name.endswith("liquid_controller")]  # noqa: E731
+    said = lambda: [m.msg for m in logs if "~/saliency" in m.msg and m.name.endswith("liquid_controller")]  # noqa: E731
     wait_for(lambda: said())
     assert len(said()) == 1 and "not available with backend onnx" in said()[0], said()
     assert r.node.saliency is None
