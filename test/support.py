@@ -39,6 +39,15 @@ def wait_for(condition, timeout=10.0, what=None):
 
 
 CLI = [sys.executable, "-m", "liquid_control.cli"]
+
+
+def run_cli(*args, timeout=120.0):
+    """`liquid-control ARGS...` in a process of its own, its output captured as text."""
+    import subprocess
+
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
 SIM_NODE = Path(sys.prefix) / "lib" / "liquid_control" / "sim_node"
 
 

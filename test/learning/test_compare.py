@@ -4,15 +4,13 @@ row, and the bootstrap of a row's gain checked against data whose gain is known.
 import copy
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 pytest.importorskip("scipy")
 
-from support import make_model  # noqa: E402
+from support import make_model, run_cli  # noqa: E402
 
 from liquid_control.learning import stats  # noqa: E402
 from liquid_control.learning.compare import compare_tables  # noqa: E402
@@ -81,26 +79,18 @@ def test_a_fixed_row_gains_what_its_episodes_say_and_a_row_left_alone_gains_noth
 def test_compare_on_the_command_line_writes_markdown_and_json(tables):
     tmp, _, _ = tables
     out_json, out_md = tmp / "cmp.json", tmp / "cmp.md"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "liquid_control.cli",
-            "compare",
-            str(tmp / "before.json"),
-            str(tmp / "after.json"),
-            "--group",
-            "a=fixed",
-            "--group",
-            "b=same",
-            "--json",
-            str(out_json),
-            "--markdown",
-            str(out_md),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "compare",
+        tmp / "before.json",
+        tmp / "after.json",
+        "--group",
+        "a=fixed",
+        "--group",
+        "b=same",
+        "--json",
+        out_json,
+        "--markdown",
+        out_md,
     )
     assert result.returncode == 0, result.stderr
     written = json.loads(out_json.read_text())
@@ -137,9 +127,7 @@ def test_tables_that_cannot_be_compared_are_refused_with_the_reason(tables):
         [str(tmp / "before.json"), str(tmp / "after.json"), "--row", "gru"],
         [str(tmp / "before.json"), str(tmp / "missing.json")],
     ):
-        bad = subprocess.run(
-            [sys.executable, "-m", "liquid_control.cli", "compare", *args], capture_output=True, text=True, timeout=120
-        )
+        bad = run_cli("compare", *args)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.strip(), (args, bad.stderr)
 
 
