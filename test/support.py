@@ -5,6 +5,7 @@ Imported by the test modules that need it (`from support import ...`); ROS and t
 lazily, so that a module without them can still import wait_for."""
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -41,11 +42,10 @@ def wait_for(condition, timeout=10.0, what=None):
 CLI = [sys.executable, "-m", "liquid_control.cli"]
 
 
-def run_cli(*args, timeout=120.0):
-    """`liquid-control ARGS...` in a process of its own, its output captured as text."""
-    import subprocess
-
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, timeout=120.0, env=None):
+    """`liquid-control ARGS...` in a process of its own (each argument str()-ed, `env` its
+    environment where given), its output captured as text."""
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 SIM_NODE = Path(sys.prefix) / "lib" / "liquid_control" / "sim_node"

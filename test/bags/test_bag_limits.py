@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from mcap.writer import CompressionType  # noqa: E402
 from mcap.writer import Writer as McapWriter  # noqa: E402
+from support import CLI, run_cli  # noqa: E402
 
 from liquid_control.bags import limits  # noqa: E402
 from liquid_control.bags.info import bag_info  # noqa: E402
@@ -45,7 +47,6 @@ from liquid_control.bags.io import (  # noqa: E402
 )
 from liquid_control.bags.recover import recover  # noqa: E402
 
-CLI = [sys.executable, "-m", "liquid_control.cli"]
 MAGIC = b"\x89MCAP0\r\n"
 GiB = 1 << 30
 BOMB_BYTES = 3 * GiB - (3 * GiB) % 9  # whole 9-byte records of zeros: what a reader that expands it walks
@@ -232,8 +233,7 @@ def _read_everything(path: Path, out: Path) -> list[str]:
     return errors
 
 
-def _cli(*args, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+_cli = partial(run_cli, timeout=CLI_TIMEOUT_S)
 
 
 # The child's peak resident memory: run in a process of its own, whose only child is the command.

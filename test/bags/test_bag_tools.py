@@ -6,9 +6,9 @@ errors. Every process a test starts is stopped by it (SIGINT, then kill)."""
 import csv
 import json
 import signal
-import subprocess
 import time
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from rosbags.interfaces import QosReliability  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
-from support import CLI, SIM_NODE, wait_for  # noqa: E402
+from support import CLI, SIM_NODE, run_cli, wait_for  # noqa: E402
 from support import stop_process as _stop  # noqa: E402
 
 from liquid_control.bags.configs import ReplayConfig  # noqa: E402
@@ -50,8 +50,7 @@ def _last_json(proc):
     return json.loads(lines[-1])
 
 
-def _cli(*args, timeout=120):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+_cli = partial(run_cli, timeout=120)
 
 
 def _by_topic(path):

@@ -4,8 +4,7 @@ replay take; what cannot be used is skipped and counted, and a folder that is no
 
 import json
 import math
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-CLI = [sys.executable, "-m", "liquid_control.cli"]
+from support import run_cli  # noqa: E402
+
 TOP_SPEED, MAX_YAW_RATE = 2.0, 1.5  # what the car's owner declares
 
 
@@ -64,8 +64,7 @@ def write_tub(path: Path, seconds: float = 12.0, t0_ms: int = 1_700_000_000_000,
     return path
 
 
-def _cli(*args, timeout=900):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+_cli = partial(run_cli, timeout=900)
 
 
 def _import(tub: Path, bag: Path, *extra):

@@ -5,13 +5,13 @@ the data, is evaluated, and an interrupted run goes on where it stopped."""
 
 import json
 import os
-import subprocess
+from functools import partial
 
 import pytest
 
 pytest.importorskip("mujoco")
 
-from support import CLI  # noqa: E402
+from support import run_cli  # noqa: E402
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
@@ -19,8 +19,7 @@ SHORT = ["--track", "oval", "--episodes", "1", "--seconds", "5", "--iterations",
 EVAL = ["--eval-condition", "nominal", "--eval-episodes", "1"]
 
 
-def _cli(*args, timeout=600):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+_cli = partial(run_cli, timeout=600, env=ENV)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,7 @@ or wheel odometry, and the human driver's teleop commands as the label. `info` f
 wrong is named."""
 
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,8 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore  # noqa: E402
+from support import run_cli  # noqa: E402
 
-CLI = [sys.executable, "-m", "liquid_control.cli"]
 TS = get_typestore(Stores.ROS2_JAZZY)
 # ackermann_msgs as F1TENTH and VESC stacks publish it (not in the Jazzy store: registered from its
 # definition, which the MCAP bag then carries for its readers).
@@ -153,8 +152,7 @@ def write_robot_bag(
     return path
 
 
-def _cli(*args, timeout=900):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+_cli = partial(run_cli, timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ the person did where the policy's own commands would have taught it nothing."""
 
 import csv
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +16,16 @@ pytest.importorskip("cv2")
 from support import DRIVE_LABEL as LABEL  # noqa: E402
 from support import DRIVE_MARKS as MARKS  # noqa: E402
 from support import DRIVE_PROPOSED as PROPOSED  # noqa: E402
-from support import person, write_camera_drive  # noqa: E402
+from support import person, run_cli, write_camera_drive  # noqa: E402
 
 from liquid_control.learning.dataset import Episode  # noqa: E402
 
-CLI = [sys.executable, "-m", "liquid_control.cli"]
 write_takeover_bag = write_camera_drive
 
 TAKEOVERS = [(2.0, 5.0), (8.0, 12.5), (15.0, 17.0), (20.0, 23.5)]
 
 
-def _cli(*args, timeout=900):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+_cli = partial(run_cli, timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -147,9 +147,9 @@ def test_a_model_knows_its_robot_from_the_simulators_bags_and_drives_no_other(tm
     train one model. The shipped files say theirs."""
     import json
     import os
-    import subprocess
+    from functools import partial
 
-    from support import CLI
+    from support import run_cli
 
     from liquid_control.bags.io import bag_robot
     from liquid_control.model.modelfile import load_model
@@ -157,8 +157,7 @@ def test_a_model_knows_its_robot_from_the_simulators_bags_and_drives_no_other(tm
 
     env = {**os.environ, "MUJOCO_GL": "egl"}
 
-    def cli(*args):
-        return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600, env=env)
+    cli = partial(run_cli, timeout=600, env=env)
 
     for robot in ("car", "diff_drive"):
         result = cli("collect", "--robot", robot, "--track", "oval", "--episodes", "2", "--seconds", "3",
